@@ -1,0 +1,5 @@
+//! Command-line front ends shared by the binaries: argument types and their handlers.
+//! Each subcommand group lives in its own file and exposes `Args` plus `run`.
+
+pub mod image;
+pub mod runtime;

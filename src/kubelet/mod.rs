@@ -1,0 +1,1 @@
+//! The node agent: pod state machine, sync loop, volumes, probes, logs/exec.

@@ -1,0 +1,1 @@
+//! rkube-master: API server, store, scheduler and controllers.

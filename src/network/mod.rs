@@ -1,0 +1,1 @@
+//! Pod networking: netns pinning, links/addresses/routes over netlink, IPAM, NAT.

@@ -1,0 +1,1 @@
+//! Service rules rendered as iptables-restore input and applied atomically.

@@ -1,0 +1,1 @@
+//! The container runtime: config, namespaces, rootfs and mounts, cgroups, security, processes.

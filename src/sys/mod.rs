@@ -1,0 +1,1 @@
+//! The only place with `unsafe`: small safe wrappers over syscalls that nix lacks.
