@@ -132,6 +132,39 @@ enum Command {
     },
     /// List containers.
     List,
+    /// Test helper run inside containers: tries one operation and prints the errno name.
+    #[command(name = "__probe", hide = true)]
+    Probe {
+        /// `write-exe` or a system call from the probe list.
+        what: String,
+    },
+}
+
+/// System calls the probe may call with zero arguments (harmless: they fail or do nothing).
+const PROBE_SYSCALLS: [&str; 10] = [
+    "keyctl", "add_key", "request_key", "bpf", "kexec_load", "init_module", "delete_module", "unshare",
+    "userfaultfd", "clone3",
+];
+
+/// Runs the probe; prints `OK` or the errno name (e.g. `EPERM`).
+fn probe(what: &str) -> anyhow::Result<i32> {
+    let errno = if what == "write-exe" {
+        match std::fs::OpenOptions::new().write(true).truncate(true).open("/proc/self/exe") {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(-1),
+        }
+    } else if PROBE_SYSCALLS.contains(&what) {
+        let nr = crate::runtime::syscalls::number(what).context("unknown syscall")?;
+        crate::sys::container::probe_syscall_with_zero_args(nr)
+    } else {
+        anyhow::bail!("unknown probe {what}");
+    };
+    if errno == 0 {
+        println!("OK");
+    } else {
+        println!("{}", nix::errno::Errno::from_raw(errno));
+    }
+    Ok(0)
 }
 
 /// Runs `rkubelet runtime`, returning the process exit code.
@@ -276,6 +309,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             crate::runtime::exe_seal::ensure_sealed()?;
             Ok(runtime.exec(&id, &req)?)
         }
+        Command::Probe { what } => probe(&what),
         Command::List => {
             for s in runtime.list()? {
                 println!("{}\t{}\t{:?}\t{}", s.id, s.pid, s.status, s.bundle.display());
