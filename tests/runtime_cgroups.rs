@@ -55,7 +55,8 @@ fn pids_limit_stops_a_fork_bomb() {
     let dir = format!("/sys/fs/cgroup/pids/{}", rt.cgroup_path(&id));
     let events = std::fs::read_to_string(format!("{dir}/pids.events")).unwrap();
     assert!(events.trim() != "max 0", "the limit was never hit: {events}");
-    let current: u32 = std::fs::read_to_string(format!("{dir}/pids.current")).unwrap().trim().parse().unwrap();
+    let current: u32 =
+        std::fs::read_to_string(format!("{dir}/pids.current")).unwrap().trim().parse().unwrap();
     assert!(current <= 16, "pids.current {current} exceeds the limit");
     rt.runtime.delete(&id, true).unwrap();
     assert!(!Path::new(&dir).exists());
@@ -66,7 +67,8 @@ fn cpu_values_and_stats_are_applied() {
     let rt = TestRuntime::new();
     let id = runtime::unique("cpu");
     let mut bundle = rt.bundle(&id, &["sh", "-c", "echo ready; sleep 30"]);
-    bundle.spec["linux"]["resources"]["cpu"] = serde_json::json!({"shares": 512, "quota": 50000, "period": 100000});
+    bundle.spec["linux"]["resources"]["cpu"] =
+        serde_json::json!({"shares": 512, "quota": 50000, "period": 100000});
     bundle.write();
     rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
     rt.runtime.start(&id).unwrap();

@@ -6,7 +6,11 @@ mod runtime;
 use runtime::TestRuntime;
 
 /// Runs `sh -c script` in a fresh container; returns the exit and stdout lines.
-fn run_sh(rt: &TestRuntime, script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (rkube::runtime::ExitInfo, Vec<String>) {
+fn run_sh(
+    rt: &TestRuntime,
+    script: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (rkube::runtime::ExitInfo, Vec<String>) {
     let id = runtime::unique("iso");
     let mut bundle = rt.bundle(&id, &["sh", "-c", script]);
     edit(&mut bundle.spec);
@@ -59,8 +63,7 @@ fn capability_sets_are_exactly_as_configured() {
     // A custom set (kill, chown, net_raw).
     let (_, out) = run_sh(&rt, "grep ^Cap /proc/self/status", |spec| {
         let set = serde_json::json!(["CAP_KILL", "CAP_CHOWN", "CAP_NET_RAW"]);
-        spec["process"]["capabilities"] =
-            serde_json::json!({"bounding": set, "effective": set, "permitted": set, "inheritable": [], "ambient": []});
+        spec["process"]["capabilities"] = serde_json::json!({"bounding": set, "effective": set, "permitted": set, "inheritable": [], "ambient": []});
     });
     let caps = caps_of(&out);
     let mask = (1 << 5) | (1 << 0) | (1 << 13);
@@ -138,9 +141,13 @@ fn only_fds_0_to_2_are_open_at_exec() {
 #[test]
 fn read_only_rootfs_cannot_be_written() {
     let rt = TestRuntime::new();
-    let (_, out) = run_sh(&rt, "(touch /rkube-file) 2>/dev/null && echo WROTE || echo DENIED; touch /dev/shm/ok && echo TMPFS", |spec| {
-        spec["root"]["readonly"] = true.into();
-    });
+    let (_, out) = run_sh(
+        &rt,
+        "(touch /rkube-file) 2>/dev/null && echo WROTE || echo DENIED; touch /dev/shm/ok && echo TMPFS",
+        |spec| {
+            spec["root"]["readonly"] = true.into();
+        },
+    );
     assert_eq!(out, vec!["DENIED", "TMPFS"]);
 }
 
@@ -155,7 +162,8 @@ fn exit_codes_and_signals_propagate() {
 
     // A signal sent through the runtime reaches the process, which handles it.
     let id = runtime::unique("sig");
-    let bundle = rt.bundle(&id, &["sh", "-c", "trap 'exit 7' TERM; echo ready; while true; do sleep 0.05; done"]);
+    let bundle =
+        rt.bundle(&id, &["sh", "-c", "trap 'exit 7' TERM; echo ready; while true; do sleep 0.05; done"]);
     rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
     rt.runtime.start(&id).unwrap();
     let log = bundle.path().join("ctr.log");

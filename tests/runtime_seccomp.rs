@@ -8,14 +8,20 @@ mod runtime;
 
 use runtime::TestRuntime;
 
-fn probe_all(rt: &TestRuntime, calls: &[&str], profile: &str, caps: Option<serde_json::Value>) -> Vec<String> {
+fn probe_all(
+    rt: &TestRuntime,
+    calls: &[&str],
+    profile: &str,
+    caps: Option<serde_json::Value>,
+) -> Vec<String> {
     let id = runtime::unique("sc");
     let script: String = calls.iter().map(|c| format!("/probe runtime __probe {c}; ")).collect();
     let mut bundle = rt.bundle(&id, &["sh", "-c", &script]);
     bundle.add_host_libs_and_probe(&runtime::rkubelet());
     bundle.spec["annotations"]["io.rkube.seccomp"] = profile.into();
     if let Some(c) = caps {
-        bundle.spec["process"]["capabilities"] = serde_json::json!({"bounding": c, "effective": c, "permitted": c});
+        bundle.spec["process"]["capabilities"] =
+            serde_json::json!({"bounding": c, "effective": c, "permitted": c});
     }
     bundle.write();
     let (exit, log) = rt.run(&id, &bundle);
@@ -26,7 +32,8 @@ fn probe_all(rt: &TestRuntime, calls: &[&str], profile: &str, caps: Option<serde
 #[test]
 fn default_profile_denies_keyctl_unshare_bpf_and_modules() {
     let rt = TestRuntime::new();
-    let calls = ["keyctl", "add_key", "request_key", "unshare", "bpf", "init_module", "kexec_load", "userfaultfd"];
+    let calls =
+        ["keyctl", "add_key", "request_key", "unshare", "bpf", "init_module", "kexec_load", "userfaultfd"];
     let out = probe_all(&rt, &calls, "runtime/default", None);
     assert_eq!(out, vec!["EPERM"; calls.len()], "{calls:?}");
 }
@@ -42,7 +49,8 @@ fn unconfined_container_reaches_the_kernel() {
     // The control case: without seccomp the same probes get the kernel's own answers, so the
     // EPERMs above come from the filter.
     let rt = TestRuntime::new();
-    let all: Vec<String> = runtime::DEFAULT_CAPS.iter().map(|s| s.to_string()).chain(["CAP_SYS_ADMIN".into()]).collect();
+    let all: Vec<String> =
+        runtime::DEFAULT_CAPS.iter().map(|s| s.to_string()).chain(["CAP_SYS_ADMIN".into()]).collect();
     let out = probe_all(&rt, &["keyctl", "unshare"], "unconfined", Some(serde_json::json!(all)));
     assert_ne!(out[0], "EPERM");
     assert_eq!(out[1], "OK");

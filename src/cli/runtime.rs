@@ -142,8 +142,16 @@ enum Command {
 
 /// System calls the probe may call with zero arguments (harmless: they fail or do nothing).
 const PROBE_SYSCALLS: [&str; 10] = [
-    "keyctl", "add_key", "request_key", "bpf", "kexec_load", "init_module", "delete_module", "unshare",
-    "userfaultfd", "clone3",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "kexec_load",
+    "init_module",
+    "delete_module",
+    "unshare",
+    "userfaultfd",
+    "clone3",
 ];
 
 /// Runs the probe; prints `OK` or the errno name (e.g. `EPERM`).

@@ -41,7 +41,8 @@ impl Bundle {
 
     /// Writes `config.json` from `spec`.
     pub fn write(&self) {
-        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap())
+            .unwrap();
     }
 
     /// The spec as oci-spec types.
@@ -74,13 +75,15 @@ pub fn busybox_bundle(args: &[&str], cgroup_path: &str) -> Bundle {
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
     for applet in [
-        "sh", "true", "false", "ls", "cat", "echo", "id", "hostname", "mount", "umount", "ps", "sleep", "grep",
-        "unshare", "insmod", "touch", "head", "kill", "wc", "sed", "tr", "dd", "mkdir", "test", "stat", "readlink",
+        "sh", "true", "false", "ls", "cat", "echo", "id", "hostname", "mount", "umount", "ps", "sleep",
+        "grep", "unshare", "insmod", "touch", "head", "kill", "wc", "sed", "tr", "dd", "mkdir", "test",
+        "stat", "readlink",
     ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\nweb:x:1000:1000::/tmp:/bin/sh\n").unwrap();
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\nweb:x:1000:\naudio:x:29:web\n").unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\nweb:x:1000:\naudio:x:29:web\n")
+        .unwrap();
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
     let spec = serde_json::json!({
         "ociVersion": "1.0.2",
@@ -174,16 +177,26 @@ impl TestRuntime {
         cri_lines(log, "stdout")
     }
 
-    /// Runs the rkubelet CLI against this runtime's state dir.
+    /// Runs the rkubelet CLI against this runtime's state dir. Output goes through files, not
+    /// pipes: a created container keeps the stdio it was given (as with runc), so waiting for a
+    /// pipe's end would wait for the container.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(rkubelet())
+        let out_path = self.run_dir.path().join(unique("stdout"));
+        let err_path = self.run_dir.path().join(unique("stderr"));
+        let status = Command::new(rkubelet())
             .arg("runtime")
             .arg("--root")
             .arg(&self.runtime.root)
             .args(["--cgroup-parent", &self.parent])
             .args(args)
-            .output()
-            .unwrap()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        let stdout = std::fs::read(&out_path).unwrap();
+        let stderr = std::fs::read(&err_path).unwrap();
+        Output { status, stdout, stderr }
     }
 }
 
@@ -192,7 +205,8 @@ pub fn cri_lines(log: &str, stream: &str) -> Vec<String> {
     log.lines()
         .filter_map(|l| {
             let mut parts = l.splitn(4, ' ');
-            let (_time, s, _tag, content) = (parts.next()?, parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+            let (_time, s, _tag, content) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next().unwrap_or(""));
             (s == stream).then(|| content.to_string())
         })
         .collect()
@@ -230,7 +244,8 @@ fn remove_cgroup_dir(dir: &Path) {
     }
     if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
         for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -245,7 +245,11 @@ pub(crate) fn mkdir_recording(
 
 /// Removes created directories innermost first. A leaf still holding dying tasks is retried
 /// (killing leftovers) until a deadline; an ancestor still used by another container is kept.
-pub(crate) fn rmdir_created(created: &[PathBuf], leaves: &[PathBuf], kill: impl Fn(&Path)) -> Result<(), CgroupError> {
+pub(crate) fn rmdir_created(
+    created: &[PathBuf],
+    leaves: &[PathBuf],
+    kill: impl Fn(&Path),
+) -> Result<(), CgroupError> {
     for dir in created.iter().rev() {
         let is_leaf = leaves.contains(dir);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -253,7 +257,11 @@ pub(crate) fn rmdir_created(created: &[PathBuf], leaves: &[PathBuf], kill: impl 
             match std::fs::remove_dir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) if !is_leaf && matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => break,
+                Err(e)
+                    if !is_leaf && matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) =>
+                {
+                    break;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
                     kill(dir);
                     std::thread::sleep(std::time::Duration::from_millis(5));
