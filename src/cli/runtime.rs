@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long = "cgroup-parent", env = "RKUBE_CGROUP_PARENT", default_value = "rkube")]
     cgroup_parent: String,
     #[command(subcommand)]
-    command: Command,
+    command: Box<Command>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -252,7 +252,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
         cgroup_root: args.cgroup_root.clone(),
         cgroup_parent: args.cgroup_parent.clone(),
     };
-    match args.command {
+    match *args.command {
         Command::Create(c) => {
             let req = create_request(&c)?;
             crate::runtime::exe_seal::ensure_sealed()?;
