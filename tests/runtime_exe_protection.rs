@@ -46,7 +46,8 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() {
     let mut bundle = rt.bundle(&id, &["/proc/self/exe", "runtime", "__probe", "write-exe"]);
     bundle.add_host_libs_and_probe(&runtime::rkubelet());
     bundle.write();
-    let (code, stdout, stderr) = cli(&binary, &rt, &["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    let (code, stdout, stderr) =
+        cli(&binary, &rt, &["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.starts_with("EROFS"), "expected EROFS, got {stdout:?} {stderr}");
 
@@ -56,7 +57,8 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() {
     let (code, _, stderr) = cli(&binary, &rt, &["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
     assert_eq!(code, Some(0), "{stderr}");
     let state = rt.runtime.state(&id).unwrap();
-    let open = std::fs::OpenOptions::new().write(true).truncate(true).open(format!("/proc/{}/exe", state.pid));
+    let open =
+        std::fs::OpenOptions::new().write(true).truncate(true).open(format!("/proc/{}/exe", state.pid));
     assert_eq!(open.unwrap_err().raw_os_error(), Some(libc::EROFS));
     let (code, _, stderr) = cli(&binary, &rt, &["delete", &id]);
     assert_eq!(code, Some(0), "{stderr}");
