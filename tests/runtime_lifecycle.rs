@@ -225,3 +225,64 @@ fn bind_mount_through_a_symlink_stays_inside_the_rootfs() {
     assert_eq!(std::fs::read_dir(host_target.path()).unwrap().count(), 0, "nothing created on the host path");
     assert!(bundle.rootfs().join(host_target.path().strip_prefix("/").unwrap()).is_dir());
 }
+
+#[test]
+fn overlay_rootfs_keeps_image_layers_unchanged() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("ovl");
+    let bundle =
+        rt.bundle(&id, &["sh", "-c", "echo changed > /etc/passwd; echo new > /created; cat /etc/passwd"]);
+    let layers = tempfile::tempdir().unwrap();
+    let (upper, work, target) =
+        (layers.path().join("upper"), layers.path().join("work"), layers.path().join("merged"));
+    for d in [&upper, &work, &target] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let mut req = rt.request(&id, &bundle);
+    req.rootfs = Some(rkube::runtime::rootfs::RootfsSource::Overlay {
+        lower: vec![bundle.rootfs()],
+        upper: upper.clone(),
+        work,
+        target: target.clone(),
+    });
+    rt.runtime.create(&req).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let exit = rt.runtime.wait(&id, Some(Duration::from_secs(20))).unwrap();
+    rt.runtime.delete(&id, false).unwrap();
+    assert_eq!(exit.code, 0);
+    let log = std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap();
+    assert_eq!(runtime::cri_lines(&log, "stdout"), vec!["changed"]);
+    assert!(std::fs::read_to_string(bundle.rootfs().join("etc/passwd")).unwrap().starts_with("root:"));
+    assert_eq!(std::fs::read_to_string(upper.join("created")).unwrap(), "new\n");
+    // The overlay lived in the container's mount namespace only.
+    assert!(runtime::mounts_containing(target.to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn joins_an_existing_network_namespace_by_path() {
+    let rt = TestRuntime::new();
+    // A network namespace held by a helper process of this test.
+    let mut holder = std::process::Command::new("unshare").args(["--net", "sleep", "30"]).spawn().unwrap();
+    let ns_path = format!("/proc/{}/ns/net", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let wanted = loop {
+        let ns = std::fs::read_link(&ns_path).unwrap();
+        if ns != host_ns {
+            break ns;
+        }
+        assert!(Instant::now() < deadline, "helper never entered its namespace");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let id = runtime::unique("net");
+    let mut bundle = rt.bundle(&id, &["readlink", "/proc/self/ns/net"]);
+    let namespaces = bundle.spec["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|n| n["type"] != "network");
+    namespaces.push(serde_json::json!({"type": "network", "path": ns_path}));
+    bundle.write();
+    let (exit, log) = rt.run(&id, &bundle);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(exit.code, 0, "{log}");
+    assert_eq!(runtime::cri_lines(&log, "stdout"), vec![wanted.to_str().unwrap().to_string()]);
+}
