@@ -119,9 +119,15 @@ fn bad_bundles_fail_with_one_line_and_leave_nothing() {
 fn a_new_runtime_instance_reattaches_and_reads_exit_codes() {
     let rt = TestRuntime::new();
     let id = runtime::unique("att");
-    let bundle = rt.bundle(&id, &["sh", "-c", "trap 'exit 3' TERM; while true; do sleep 0.05; done"]);
+    let bundle =
+        rt.bundle(&id, &["sh", "-c", "trap 'exit 3' TERM; echo ready; while true; do sleep 0.05; done"]);
     rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
     rt.runtime.start(&id).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap_or_default().contains("ready") {
+        assert!(Instant::now() < deadline, "container never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // A second instance (as after an agent restart) sees the running container...
     let again = rkube::runtime::Runtime { ..rt.runtime.clone() };
     assert_eq!(again.state(&id).unwrap().status, rkube::runtime::Status::Running);
@@ -142,17 +148,23 @@ fn a_new_runtime_instance_reattaches_and_reads_exit_codes() {
 
 #[test]
 fn stdout_and_stderr_go_to_a_cri_log() {
-    let rt = TestRuntime::new();
-    let id = runtime::unique("log");
-    let bundle = rt.bundle(&id, &["sh", "-c", "echo out1; echo err1 >&2; printf partial"]);
-    let (exit, log) = rt.run(&id, &bundle);
-    assert_eq!(exit.code, 0);
-    assert_eq!(runtime::cri_lines(&log, "stdout"), vec!["out1", "partial"]);
-    assert_eq!(runtime::cri_lines(&log, "stderr"), vec!["err1"]);
-    for line in log.lines() {
-        let fields: Vec<&str> = line.splitn(4, ' ').collect();
-        assert!(fields[0].ends_with('Z') && fields[0].len() == 30, "{line}");
-        assert_eq!(fields[2], "F");
+    // Both monitor flavours: the small exec'd binary and the in-process fork.
+    for small_monitor in [true, false] {
+        let mut rt = TestRuntime::new();
+        if !small_monitor {
+            rt.runtime.monitor_binary = None;
+        }
+        let id = runtime::unique("log");
+        let bundle = rt.bundle(&id, &["sh", "-c", "echo out1; echo err1 >&2; printf partial"]);
+        let (exit, log) = rt.run(&id, &bundle);
+        assert_eq!(exit.code, 0);
+        assert_eq!(runtime::cri_lines(&log, "stdout"), vec!["out1", "partial"]);
+        assert_eq!(runtime::cri_lines(&log, "stderr"), vec!["err1"]);
+        for line in log.lines() {
+            let fields: Vec<&str> = line.splitn(4, ' ').collect();
+            assert!(fields[0].ends_with('Z') && fields[0].len() == 30, "{line}");
+            assert_eq!(fields[2], "F");
+        }
     }
 }
 

@@ -138,6 +138,7 @@ impl TestRuntime {
         let parent = unique("rkube-test");
         let mut runtime = Runtime::new(run_dir.path().join("state"), "/sys/fs/cgroup");
         runtime.cgroup_parent = parent.clone();
+        runtime.monitor_binary = Some(rkubelet().with_file_name("rkube-monitor"));
         TestRuntime { runtime, run_dir, parent }
     }
 
