@@ -191,7 +191,20 @@ fn exec_joins_the_container() {
     // Through the CLI as well, with the exit code passed back.
     let out = rt.cli(&["exec", &id, "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    // Detached, with a pid file holding the host pid (containerd's and conmon's way).
+    let pid_file = rt.run_dir.path().join("exec.pid");
+    let out = rt.cli(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), &id, "sleep", "20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with("sleep\0"), "{cmdline:?}");
+    let members = rt.runtime.record(&id).unwrap().cgroup.manager().pids().unwrap();
+    assert!(members.contains(&pid), "the exec'd process joined the container's cgroup");
     rt.runtime.delete(&id, true).unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z ")
+    );
 }
 
 #[test]

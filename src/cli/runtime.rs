@@ -124,6 +124,12 @@ enum Command {
         /// Allocate a terminal (not supported yet).
         #[arg(short, long)]
         tty: bool,
+        /// Return once the process runs instead of waiting for it.
+        #[arg(short, long)]
+        detach: bool,
+        /// Write the process's pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
         /// Container id.
         id: String,
         /// Command and arguments.
@@ -302,11 +308,11 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             runtime.delete(&req.id, true)?;
             Ok(exit?.code)
         }
-        Command::Exec { process, cwd, env, user, tty, id, command } => {
+        Command::Exec { process, cwd, env, user, tty, detach, pid_file, id, command } => {
             if tty {
                 anyhow::bail!("--tty: terminals are not supported yet");
             }
-            let mut req = ExecRequest { args: command, env: None, cwd, user };
+            let mut req = ExecRequest { args: command, env: None, cwd, user, detach, pid_file };
             if let Some(path) = process {
                 let p: oci_spec::runtime::Process = serde_json::from_slice(
                     &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,

@@ -119,6 +119,11 @@ pub struct ExecRequest {
     pub cwd: Option<PathBuf>,
     /// `uid[:gid]` or name; `None` = the container's user.
     pub user: Option<String>,
+    /// Do not wait: return as soon as the process runs (exit code 0), writing its host pid to
+    /// `pid_file` (containerd and conmon reap it as subreapers).
+    pub detach: bool,
+    /// Pid file for the exec'd process (written atomically).
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Runtime {

@@ -45,10 +45,13 @@ const JOIN_ORDER: [NamespaceKind; 6] = [
 /// Runs `req` in the container of `record`, waiting for it; returns its exit code
 /// (128 + signal when killed).
 pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| ExecError::Step { step: "create pid pipe", source: e.into() })?;
     let helper = fork().map_err(|source| ExecError::Step { step: "fork exec helper", source })?;
     match helper {
         Forked::Child => {
-            let code = match join_and_spawn(record, req) {
+            drop(pid_r);
+            let code = match join_and_spawn(record, req, pid_w) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("exec: {e}");
@@ -57,7 +60,20 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
             };
             exit_now(code)
         }
-        Forked::Parent(pid) => Ok(wait_code(pid)),
+        Forked::Parent(pid) => {
+            drop(pid_w);
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(pid_r), &mut text);
+            if let (Some(pid_file), Ok(process)) = (&req.pid_file, text.trim().parse::<i32>()) {
+                crate::runtime::state::write_atomic(pid_file, process.to_string().as_bytes()).map_err(
+                    |e| ExecError::Step {
+                        step: "write pid file",
+                        source: std::io::Error::other(e.to_string()),
+                    },
+                )?;
+            }
+            Ok(wait_code(pid))
+        }
     }
 }
 
@@ -77,7 +93,7 @@ fn step<E: Into<std::io::Error>>(what: &'static str) -> impl FnOnce(E) -> InitEr
 }
 
 /// In the helper: join everything, fork the real process, wait for it.
-fn join_and_spawn(record: &Record, req: &ExecRequest) -> Result<i32, InitError> {
+fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Result<i32, InitError> {
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
     for file in record.cgroup.manager().procs_files() {
         std::fs::write(&file, "0").map_err(step("join cgroup"))?;
@@ -119,12 +135,18 @@ fn join_and_spawn(record: &Record, req: &ExecRequest) -> Result<i32, InitError> 
         .ok_or_else(|| InitError::NotFound(process.args[0].clone()))?;
     match fork().map_err(step("fork exec process"))? {
         Forked::Child => {
+            drop(pid_out);
             let result = init::drop_privileges(&process, &identity, seccomp.as_ref())
                 .and_then(|env| init::exec(&exe, &process.args, &env));
             let Err(e) = result;
             eprintln!("exec: {e}");
             exit_now(127)
         }
-        Forked::Parent(pid) => Ok(wait_code(pid)),
+        Forked::Parent(pid) => {
+            // `fork` returns the pid in our own (host) pid namespace: that is the host pid.
+            let _ = nix::unistd::write(&pid_out, format!("{pid}\n").as_bytes());
+            drop(pid_out);
+            if req.detach { Ok(0) } else { Ok(wait_code(pid)) }
+        }
     }
 }
