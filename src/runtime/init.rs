@@ -73,6 +73,9 @@ pub struct InitChannels {
     pub fifo: OwnedFd,
     /// Replacement stdin/stdout/stderr (log pipes), or inherit.
     pub stdio: Option<[OwnedFd; 3]>,
+    /// Read end of a pipe on which the monitor sends one byte once it has moved init into the
+    /// container's cgroups (done in parallel with the rootfs setup: cgroup v1 migrations are slow).
+    pub cgroup_joined: OwnedFd,
 }
 
 /// Everything init needs besides the config.
@@ -80,8 +83,6 @@ pub struct InitChannels {
 pub struct InitPlan<'a> {
     /// The container.
     pub config: &'a ContainerConfig,
-    /// `cgroup.procs` files to join.
-    pub cgroup_procs: Vec<PathBuf>,
     /// Host dirs of the container's cgroups, for `/sys/fs/cgroup`.
     pub cgroup_mounts: Vec<(String, PathBuf)>,
 }
@@ -89,7 +90,7 @@ pub struct InitPlan<'a> {
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
 pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
     let mut sync = Some(std::fs::File::from(channels.sync));
-    let result = setup_and_exec(&plan, channels.fifo, channels.stdio, &mut sync);
+    let result = setup_and_exec(&plan, channels.fifo, channels.stdio, channels.cgroup_joined, &mut sync);
     let Err(err) = result;
     let line = format!("E{}\n", err.to_string().replace('\n', " "));
     match sync.as_mut() {
@@ -107,6 +108,7 @@ fn setup_and_exec(
     plan: &InitPlan<'_>,
     fifo: OwnedFd,
     stdio: Option<[OwnedFd; 3]>,
+    cgroup_joined: OwnedFd,
     sync: &mut Option<std::fs::File>,
 ) -> Result<Infallible, InitError> {
     let config = plan.config;
@@ -115,9 +117,6 @@ fn setup_and_exec(
         nix::unistd::dup2_stdin(stdin.as_fd()).map_err(step("redirect stdin"))?;
         nix::unistd::dup2_stdout(stdout.as_fd()).map_err(step("redirect stdout"))?;
         nix::unistd::dup2_stderr(stderr.as_fd()).map_err(step("redirect stderr"))?;
-    }
-    for file in &plan.cgroup_procs {
-        std::fs::write(file, "0").map_err(step(format!("join cgroup {}", file.display())))?;
     }
     join_namespaces(config)?;
     if config.creates(NamespaceKind::Uts)
@@ -138,6 +137,11 @@ fn setup_and_exec(
     })
     .ok_or_else(|| InitError::NotFound(config.process.args[0].clone()))?;
     let seccomp = config.process.seccomp.as_ref().map(seccomp::compile).transpose()?;
+    wait_for_cgroup(cgroup_joined)?;
+    if config.creates(NamespaceKind::Cgroup) {
+        // After joining, so the container's cgroup becomes the namespace's root.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("create cgroup namespace"))?;
+    }
     rootfs::pivot(root.as_fd())?;
     drop(root);
     rootfs::mask_paths(&config.masked_paths)?;
@@ -167,7 +171,7 @@ fn setup_and_exec(
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Joins namespaces given by path and unshares the cgroup namespace when asked.
+/// Joins namespaces given by path.
 fn join_namespaces(config: &ContainerConfig) -> Result<(), InitError> {
     for ns in &config.namespaces {
         if let Some(path) = &ns.path {
@@ -177,10 +181,20 @@ fn join_namespaces(config: &ContainerConfig) -> Result<(), InitError> {
                 .map_err(step(format!("join namespace {}", path.display())))?;
         }
     }
-    if config.creates(NamespaceKind::Cgroup) {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("create cgroup namespace"))?;
-    }
     Ok(())
+}
+
+/// Blocks until the monitor reports that init is in the container's cgroups.
+fn wait_for_cgroup(joined: OwnedFd) -> Result<(), InitError> {
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(joined.as_fd(), &mut byte) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(InitError::Step {
+            step: "join cgroup".into(),
+            source: std::io::Error::other("the monitor could not move the process into its cgroup"),
+        }),
+        Err(e) => Err(step("join cgroup")(e)),
+    }
 }
 
 /// Looks the user up in the rootfs's /etc/passwd and /etc/group.

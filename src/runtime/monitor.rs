@@ -49,11 +49,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     let manager = args.cgroup.manager();
-    let plan = InitPlan {
-        config: args.config,
-        cgroup_procs: manager.procs_files(),
-        cgroup_mounts: manager.mount_sources(),
-    };
+    let plan = InitPlan { config: args.config, cgroup_mounts: manager.mount_sources() };
     let mut sync = std::fs::File::from(args.sync);
     let pipes = match args.log_path.as_ref().map(|_| log_pipes()).transpose() {
         Ok(p) => p,
@@ -66,6 +62,13 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         Some((stdio, readers)) => (Some(stdio), Some(readers)),
         None => (None, None),
     };
+    let (joined_r, joined_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(sync, "Ecreate cgroup pipe: {e}");
+            exit_now(1)
+        }
+    };
     let child = match clone_with_namespaces(args.config.clone_flags()) {
         Ok(c) => c,
         Err(e) => {
@@ -76,11 +79,21 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     let pid = match child {
         Forked::Child => {
             drop(readers);
+            drop(joined_w);
             let sync_fd = OwnedFd::from(sync);
-            init::run(plan, InitChannels { sync: sync_fd, fifo: args.fifo, stdio })
+            init::run(plan, InitChannels { sync: sync_fd, fifo: args.fifo, stdio, cgroup_joined: joined_r })
         }
         Forked::Parent(pid) => pid,
     };
+    drop(joined_r);
+    // Move init into its cgroups while it builds its rootfs (v1 migrations take milliseconds).
+    if let Err(e) = manager.add_process(pid.as_raw()) {
+        let _ = writeln!(sync, "E{e}");
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    } else {
+        let _ = nix::unistd::write(&joined_w, b"1");
+    }
+    drop(joined_w);
     drop(stdio);
     drop(args.fifo);
     let _ = writeln!(sync, "P{pid}");
