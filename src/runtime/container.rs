@@ -209,10 +209,12 @@ impl Runtime {
         drop(sync_w);
         drop(fifo_fd);
         let mut reader = BufReader::new(std::fs::File::from(sync_r));
+        // The monitor sends `P<pid>` and init sends `R` (or `E<error>`), in either order.
         let mut init_pid = None;
         let mut failure = None;
+        let mut ready_seen = false;
         let mut line = String::new();
-        loop {
+        while failure.is_none() && !(ready_seen && init_pid.is_some()) {
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
@@ -222,13 +224,12 @@ impl Runtime {
             if let Some(pid) = msg.strip_prefix('P') {
                 init_pid = pid.parse::<i32>().ok();
             } else if msg == "R" {
-                break;
+                ready_seen = true;
             } else if let Some(err) = msg.strip_prefix('E') {
                 failure = Some(err.to_string());
-                break;
             }
         }
-        let ready = failure.is_none() && init_pid.is_some() && line.trim_end() == "R";
+        let ready = failure.is_none() && init_pid.is_some() && ready_seen;
         if !ready {
             if let Some(pid) = init_pid {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
