@@ -344,6 +344,7 @@ impl RegistryClient {
         let scope = repo.scope(action);
         let http = self.http_for(ep)?;
         let mut reauthed = false;
+        let mut learned = false;
         loop {
             let auth = self.authorization(ep, &scope).await?;
             let url = repo.url("");
@@ -361,21 +362,26 @@ impl RegistryClient {
             if status == StatusCode::UNAUTHORIZED || expired_403 {
                 let (headers, body) = (resp.headers().clone(), resp.text().await.unwrap_or_default());
                 let expired = !expired_403 || body.to_ascii_lowercase().contains("expired");
-                if !reauthed && expired {
-                    reauthed = true;
+                // A 401 to a request without credentials only teaches the scheme; it costs no re-auth.
+                let learning = auth.is_none() && status == StatusCode::UNAUTHORIZED && !learned;
+                if learning || (!reauthed && expired) {
+                    if learning {
+                        learned = true;
+                    } else {
+                        reauthed = true;
+                    }
                     self.tokens.invalidate(&ep.host, &scope);
                     if status == StatusCode::UNAUTHORIZED {
                         self.learn(ep, &headers);
                     }
                     continue;
                 }
-                let detail = registry_message(&body).unwrap_or_else(|| {
-                    if (self.credentials)(&ep.host).is_some() {
-                        "credentials rejected".into()
-                    } else {
-                        "authentication required (no credentials configured)".into()
-                    }
-                });
+                let said = registry_message(&body).unwrap_or_else(|| status.to_string());
+                let detail = if (self.credentials)(&ep.host).is_some() {
+                    format!("credentials rejected: {said}")
+                } else {
+                    format!("{said}; no credentials are configured for {}", ep.host)
+                };
                 return Err(RegistryError::Unauthorized { registry: ep.host.clone(), what: what.into(), detail });
             }
             return Ok(resp);
