@@ -7,6 +7,8 @@ pub mod digest;
 pub mod import;
 pub mod manifest;
 pub mod platform;
+pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod store;
