@@ -187,3 +187,39 @@ impl Drop for OverlayMount {
 pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "these tests need root (CI runs them as root)");
 }
+
+/// Stores an image made of these layer tars (gzip), tags it, and returns its manifest digest.
+pub fn put_image(store: &rkube::image::Store, name: &str, layer_tars: &[Vec<u8>]) -> Digest {
+    let blobs: Vec<Blob> = layer_tars.iter().map(|t| gzip_layer(t)).collect();
+    for b in &blobs {
+        store.unpack_layer(&b.digest, &b.diff_id, GZIP, &b.bytes[..]).unwrap();
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": blobs.iter().map(|b| b.diff_id.to_string()).collect::<Vec<_>>()},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = Digest::sha256_of(&config);
+    store.write_blob(&config_digest, &config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": blobs.iter().map(|b| serde_json::json!({"mediaType": GZIP, "digest": b.digest.to_string(), "size": b.bytes.len()})).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let digest = Digest::sha256_of(&manifest);
+    store.write_blob(&digest, &manifest).unwrap();
+    store.set_tag(name, &digest).unwrap();
+    digest
+}
+
+/// Names in a directory, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
