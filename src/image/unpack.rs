@@ -501,11 +501,15 @@ fn remove_tree_at(parent: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
 fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Attrs, UnpackError> {
     let header = entry.header();
     let bad = |what: &str| refused(path, format!("invalid {what} in tar header"));
+    let old = header.as_old();
+    let uid = numeric_field(&old.uid, header.uid()).ok_or_else(|| bad("uid"))?;
+    let gid = numeric_field(&old.gid, header.gid()).ok_or_else(|| bad("gid"))?;
+    let mtime = numeric_field(&old.mtime, header.mtime()).ok_or_else(|| bad("mtime"))?;
     let mut attrs = Attrs {
-        uid: u32::try_from(header.uid().map_err(|_| bad("uid"))?).map_err(|_| bad("uid"))?,
-        gid: u32::try_from(header.gid().map_err(|_| bad("gid"))?).map_err(|_| bad("gid"))?,
+        uid: u32::try_from(uid).map_err(|_| bad("uid"))?,
+        gid: u32::try_from(gid).map_err(|_| bad("gid"))?,
         mode: header.mode().map_err(|_| bad("mode"))? & 0o7777,
-        mtime: TimeSpec::new(i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0), 0),
+        mtime: TimeSpec::new(i64::try_from(mtime).map_err(|_| bad("mtime"))?, 0),
         xattrs: Vec::new(),
     };
     if let Some(pax) = entry.pax_extensions().map_err(UnpackError::Tar)? {
@@ -529,6 +533,11 @@ fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Att
         }
     }
     Ok(attrs)
+}
+
+/// A numeric header field: empty (all NUL or space) counts as 0, as Go's archive/tar reads it.
+fn numeric_field(raw: &[u8], parsed: io::Result<u64>) -> Option<u64> {
+    if raw.iter().all(|b| *b == 0 || *b == b' ') { Some(0) } else { parsed.ok() }
 }
 
 /// Owner, then mode (after chown, which clears setuid bits), xattrs and times, all on the open fd.
