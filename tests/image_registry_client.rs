@@ -59,7 +59,10 @@ async fn token_auth_over_tls_gcr_flow() {
     // An access-token credential (oauth2accesstoken) works too, and its token is cached per scope.
     let c = client_with(
         reg.config(),
-        Some(Credential::Basic { username: "oauth2accesstoken".into(), password: registry::ACCESS_TOKEN.into() }),
+        Some(Credential::Basic {
+            username: "oauth2accesstoken".into(),
+            password: registry::ACCESS_TOKEN.into(),
+        }),
     );
     let before = tokens.issued.load(Ordering::SeqCst);
     let repo = reg.repo("team/app");

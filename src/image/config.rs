@@ -25,7 +25,9 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("parsing registries config {path}: {source}")]
     Parse { path: PathBuf, source: serde_yaml_ng::Error },
-    #[error("registries config {path}: mirror {mirror:?} for {registry} must be http://host[:port] or https://host[:port]")]
+    #[error(
+        "registries config {path}: mirror {mirror:?} for {registry} must be http://host[:port] or https://host[:port]"
+    )]
     BadMirror { path: PathBuf, registry: String, mirror: String },
 }
 
@@ -80,12 +82,17 @@ impl RegistriesConfig {
         let cfg: RegistriesConfig = if text.trim().is_empty() {
             RegistriesConfig::default()
         } else {
-            serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?
+            serde_yaml_ng::from_str(&text)
+                .map_err(|source| ConfigError::Parse { path: path.into(), source })?
         };
         for (registry, mirrors) in &cfg.mirrors {
             for m in mirrors {
                 if parse_mirror(m).is_none() {
-                    return Err(ConfigError::BadMirror { path: path.into(), registry: registry.clone(), mirror: m.clone() });
+                    return Err(ConfigError::BadMirror {
+                        path: path.into(),
+                        registry: registry.clone(),
+                        mirror: m.clone(),
+                    });
                 }
             }
         }
@@ -103,7 +110,11 @@ impl RegistriesConfig {
             .filter_map(|m| parse_mirror(m))
             .map(|(scheme, host)| Endpoint { scheme, host, mirror: true })
             .collect();
-        out.push(Endpoint { scheme: self.default_scheme(api_host), host: api_host.to_string(), mirror: false });
+        out.push(Endpoint {
+            scheme: self.default_scheme(api_host),
+            host: api_host.to_string(),
+            mirror: false,
+        });
         out
     }
 
@@ -112,7 +123,11 @@ impl RegistriesConfig {
         if self.ca.contains_key(host) {
             return Scheme::Https;
         }
-        if is_loopback(host) || self.insecure.iter().any(|h| h == host) { Scheme::Http } else { Scheme::Https }
+        if is_loopback(host) || self.insecure.iter().any(|h| h == host) {
+            Scheme::Http
+        } else {
+            Scheme::Https
+        }
     }
 
     /// The CA file configured for `host`, if any.

@@ -104,7 +104,8 @@ impl DockerConfig {
     /// Loads `path`; a missing file is an empty config.
     pub fn load(path: &Path) -> Result<DockerConfig, CredentialsError> {
         match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| CredentialsError::Parse { path: path.into(), source }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|source| CredentialsError::Parse { path: path.into(), source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerConfig::default()),
             Err(source) => Err(CredentialsError::Read { path: path.into(), source }),
         }
@@ -122,7 +123,9 @@ impl DockerConfig {
     /// `credHelpers` entry first, then `auths`, then the `credsStore`.
     pub fn lookup(&self, host: &str) -> Result<Option<Credential>, CredentialsError> {
         let host = normalise_host(host);
-        if let Some(helper) = self.cred_helpers.iter().find(|(k, _)| normalise_host(k) == host).map(|(_, v)| v) {
+        if let Some(helper) =
+            self.cred_helpers.iter().find(|(k, _)| normalise_host(k) == host).map(|(_, v)| v)
+        {
             return run_helper(helper, &host);
         }
         for (key, entry) in &self.auths {
@@ -163,8 +166,13 @@ fn run_helper(helper: &str, host: &str) -> Result<Option<Credential>, Credential
 }
 
 /// Runs a credential helper `program get`; `helper` names it in errors.
-fn run_helper_program(program: &str, helper: &str, host: &str) -> Result<Option<Credential>, CredentialsError> {
-    let err = |detail: String| CredentialsError::Helper { helper: helper.into(), registry: host.into(), detail };
+fn run_helper_program(
+    program: &str,
+    helper: &str,
+    host: &str,
+) -> Result<Option<Credential>, CredentialsError> {
+    let err =
+        |detail: String| CredentialsError::Helper { helper: helper.into(), registry: host.into(), detail };
     let server = if host == "docker.io" { DOCKER_HUB_KEY.to_string() } else { host.to_string() };
     let mut child = Command::new(program)
         .arg("get")
@@ -211,13 +219,12 @@ impl Keyring {
     pub fn add_secret(&mut self, kind: &str, data: &[u8]) -> Result<(), CredentialsError> {
         let auths: BTreeMap<String, AuthEntry> = match kind {
             "kubernetes.io/dockerconfigjson" => {
-                let cfg: DockerConfig =
-                    serde_json::from_slice(data).map_err(|e| CredentialsError::Secret(format!(".dockerconfigjson: {e}")))?;
+                let cfg: DockerConfig = serde_json::from_slice(data)
+                    .map_err(|e| CredentialsError::Secret(format!(".dockerconfigjson: {e}")))?;
                 cfg.auths
             }
-            "kubernetes.io/dockercfg" => {
-                serde_json::from_slice(data).map_err(|e| CredentialsError::Secret(format!(".dockercfg: {e}")))?
-            }
+            "kubernetes.io/dockercfg" => serde_json::from_slice(data)
+                .map_err(|e| CredentialsError::Secret(format!(".dockercfg: {e}")))?,
             other => return Err(CredentialsError::Secret(format!("unsupported secret type {other:?}"))),
         };
         for (key, entry) in auths {
@@ -232,9 +239,15 @@ impl Keyring {
     /// tried in turn until a pull succeeds.
     pub fn lookup(&self, registry: &str, repository: &str) -> Vec<Credential> {
         let image = KeyPattern::parse(&format!("{}/{}", normalise_host(registry), repository));
-        let mut hits: Vec<&(KeyPattern, Credential)> = self.entries.iter().filter(|(k, _)| k.matches(&image)).collect();
+        let mut hits: Vec<&(KeyPattern, Credential)> =
+            self.entries.iter().filter(|(k, _)| k.matches(&image)).collect();
         hits.sort_by_key(|(k, _)| {
-            (std::cmp::Reverse(k.path.len()), k.host.contains('*'), std::cmp::Reverse(k.host.len()), k.port.is_none())
+            (
+                std::cmp::Reverse(k.path.len()),
+                k.host.contains('*'),
+                std::cmp::Reverse(k.host.len()),
+                k.port.is_none(),
+            )
         });
         let mut out: Vec<Credential> = Vec::new();
         for (_, c) in hits {
@@ -274,16 +287,17 @@ impl KeyPattern {
     fn matches(&self, image: &KeyPattern) -> bool {
         let key_labels: Vec<&str> = self.host.split('.').collect();
         let img_labels: Vec<&str> = image.host.split('.').collect();
-        if key_labels.len() != img_labels.len() || !key_labels.iter().zip(&img_labels).all(|(k, i)| glob(k, i)) {
+        if key_labels.len() != img_labels.len()
+            || !key_labels.iter().zip(&img_labels).all(|(k, i)| glob(k, i))
+        {
             return false;
         }
         if self.port.is_some() && self.port != image.port {
             return false;
         }
-        let prefix_ok = self.path.is_empty()
+        self.path.is_empty()
             || image.path == self.path
-            || image.path.strip_prefix(&self.path).is_some_and(|rest| rest.starts_with('/'));
-        prefix_ok
+            || image.path.strip_prefix(&self.path).is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -347,8 +361,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
         let got = run_helper_program(helper.to_str().unwrap(), "rkubetest", "gcr.io").unwrap();
-        assert_eq!(got, Some(Credential::Basic { username: "oauth2accesstoken".into(), password: "tok-gcr.io".into() }));
-        let cfg = DockerConfig { cred_helpers: [("gcr.io".into(), "rkubetest-missing".into())].into(), ..Default::default() };
+        assert_eq!(
+            got,
+            Some(Credential::Basic { username: "oauth2accesstoken".into(), password: "tok-gcr.io".into() })
+        );
+        let cfg = DockerConfig {
+            cred_helpers: [("gcr.io".into(), "rkubetest-missing".into())].into(),
+            ..Default::default()
+        };
         assert!(matches!(cfg.lookup("gcr.io"), Err(CredentialsError::Helper { .. })));
     }
 
@@ -379,7 +399,12 @@ mod tests {
         assert_eq!(users("registry.io:5001", "a"), Vec::<String>::new());
         assert_eq!(users("docker.io", "library/nginx"), vec!["hub"]);
         let mut legacy = Keyring::default();
-        legacy.add_secret("kubernetes.io/dockercfg", format!(r#"{{"q.io":{{"auth":"{}"}}}}"#, b64("l:5")).as_bytes()).unwrap();
+        legacy
+            .add_secret(
+                "kubernetes.io/dockercfg",
+                format!(r#"{{"q.io":{{"auth":"{}"}}}}"#, b64("l:5")).as_bytes(),
+            )
+            .unwrap();
         assert_eq!(legacy.lookup("q.io", "x").len(), 1);
         assert!(legacy.add_secret("Opaque", b"{}").is_err());
     }

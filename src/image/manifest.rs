@@ -83,7 +83,7 @@ pub struct ImageIndex {
 /// A manifest document of either kind.
 #[derive(Debug, Clone)]
 pub enum Manifest {
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
     Index(ImageIndex),
 }
 
@@ -114,12 +114,16 @@ impl Manifest {
         }
         match media.as_deref() {
             Some(OCI_INDEX) | Some(DOCKER_LIST) => Ok(Manifest::Index(serde_json::from_slice(body)?)),
-            Some(OCI_MANIFEST) | Some(DOCKER_MANIFEST) => Ok(Manifest::Image(serde_json::from_slice(body)?)),
-            None | Some("application/json") | Some("application/octet-stream") if probe.manifests.is_some() => {
+            Some(OCI_MANIFEST) | Some(DOCKER_MANIFEST) => {
+                Ok(Manifest::Image(Box::new(serde_json::from_slice(body)?)))
+            }
+            None | Some("application/json") | Some("application/octet-stream")
+                if probe.manifests.is_some() =>
+            {
                 Ok(Manifest::Index(serde_json::from_slice(body)?))
             }
             None | Some("application/json") | Some("application/octet-stream") => {
-                Ok(Manifest::Image(serde_json::from_slice(body)?))
+                Ok(Manifest::Image(Box::new(serde_json::from_slice(body)?)))
             }
             Some(other) => Err(ManifestError::UnsupportedMediaType(other.into())),
         }
@@ -186,7 +190,9 @@ mod tests {
         let Manifest::Image(m) = Manifest::parse(None, body.as_bytes()).unwrap() else { panic!("not image") };
         assert_eq!(m.layers[0].size, 3);
         // OCI manifest without mediaType: content type decides.
-        let body = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{D}","size":2}},"layers":[]}}"#);
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{D}","size":2}},"layers":[]}}"#
+        );
         assert!(matches!(Manifest::parse(Some(OCI_MANIFEST), body.as_bytes()).unwrap(), Manifest::Image(_)));
         let idx = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#

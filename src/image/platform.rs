@@ -103,7 +103,11 @@ mod tests {
             media_type: crate::image::manifest::OCI_MANIFEST.into(),
             digest: Digest::sha256_of(&[n]),
             size: 1,
-            platform: Some(Platform { os: os.into(), architecture: arch.into(), variant: variant.map(Into::into) }),
+            platform: Some(Platform {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: variant.map(Into::into),
+            }),
             urls: vec![],
             annotations: Default::default(),
         }

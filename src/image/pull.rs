@@ -24,7 +24,7 @@ pub const DEFAULT_CONCURRENT_LAYERS: usize = 6;
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error("pulling {image}: {source}")]
-    Registry { image: String, source: RegistryError },
+    Registry { image: String, source: Box<RegistryError> },
     #[error("pulling {image}: {source}")]
     Manifest { image: String, source: ManifestError },
     #[error("pulling {image}: no manifest for platform {platform} (available: {available})")]
@@ -32,9 +32,9 @@ pub enum PullError {
     #[error("pulling {image}: image config {config}: {detail}")]
     Config { image: String, config: Digest, detail: String },
     #[error("pulling {image}: layer {layer}: {source}")]
-    Layer { image: String, layer: Digest, source: LayerError },
+    Layer { image: String, layer: Digest, source: Box<LayerError> },
     #[error("pulling {image}: {source}")]
-    Store { image: String, source: StoreError },
+    Store { image: String, source: Box<StoreError> },
 }
 
 /// Why one layer could not be stored.
@@ -88,7 +88,11 @@ pub struct PullOptions {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: Platform::host(), concurrent_layers: DEFAULT_CONCURRENT_LAYERS, progress: None }
+        PullOptions {
+            platform: Platform::host(),
+            concurrent_layers: DEFAULT_CONCURRENT_LAYERS,
+            progress: None,
+        }
     }
 }
 
@@ -124,27 +128,30 @@ pub async fn pull(
             p(e)
         }
     };
-    let store_err = |source| PullError::Store { image: image.clone(), source };
+    let store_err = |source| PullError::Store { image: image.clone(), source: Box::new(source) };
     let _lease = store.lease().map_err(store_err)?;
 
-    let (repo, top) = resolve(&client, reference).await.map_err(|source| PullError::Registry { image: image.clone(), source })?;
+    let (repo, top) = resolve(&client, reference)
+        .await
+        .map_err(|source| PullError::Registry { image: image.clone(), source: Box::new(source) })?;
     let (manifest_digest, manifest_body, index) = match parse(&image, &top)? {
         Manifest::Image(_) => (top.digest.clone(), top.body.clone(), None),
         Manifest::Index(idx) => {
-            let chosen = platform::select(&idx.manifests, &opts.platform).ok_or_else(|| PullError::NoPlatform {
-                image: image.clone(),
-                platform: opts.platform.clone(),
-                available: available_platforms(&idx.manifests),
-            })?;
+            let chosen =
+                platform::select(&idx.manifests, &opts.platform).ok_or_else(|| PullError::NoPlatform {
+                    image: image.clone(),
+                    platform: opts.platform.clone(),
+                    available: available_platforms(&idx.manifests),
+                })?;
             let m = client
                 .get_manifest(&repo, &chosen.digest.to_string())
                 .await
-                .map_err(|source| PullError::Registry { image: image.clone(), source })?;
+                .map_err(|source| PullError::Registry { image: image.clone(), source: Box::new(source) })?;
             (m.digest.clone(), m.body, Some(top.digest.clone()))
         }
     };
     let manifest: ImageManifest = match Manifest::parse(None, &manifest_body) {
-        Ok(Manifest::Image(m)) => m,
+        Ok(Manifest::Image(m)) => *m,
         Ok(Manifest::Index(_)) => {
             return Err(PullError::Manifest {
                 image,
@@ -158,14 +165,18 @@ pub async fn pull(
             .map_err(|source| PullError::Manifest { image: image.clone(), source })?;
     }
 
-    let config_err = |detail: String| PullError::Config { image: image.clone(), config: manifest.config.digest.clone(), detail };
+    let config_err = |detail: String| PullError::Config {
+        image: image.clone(),
+        config: manifest.config.digest.clone(),
+        detail,
+    };
     let config_bytes = if store.has_blob(&manifest.config.digest) {
         Bytes::from(store.read_blob(&manifest.config.digest).map_err(store_err)?)
     } else {
         client
             .get_blob_bytes(&repo, &manifest.config.digest)
             .await
-            .map_err(|source| PullError::Registry { image: image.clone(), source })?
+            .map_err(|source| PullError::Registry { image: image.clone(), source: Box::new(source) })?
     };
     let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| config_err(e.to_string()))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -182,9 +193,12 @@ pub async fn pull(
         endpoint: repo.endpoint.host.clone(),
         layers: manifest.layers.iter().map(|l| (l.digest.clone(), l.size)).collect(),
     });
-    fetch_layers(&client, &store, &repo, &manifest.layers, &config.rootfs.diff_ids, opts)
-        .await
-        .map_err(|(layer, source)| PullError::Layer { image: image.clone(), layer, source })?;
+    fetch_layers(&client, &store, &repo, &manifest.layers, &config.rootfs.diff_ids, opts).await.map_err(
+        |failed| {
+            let (layer, source) = *failed;
+            PullError::Layer { image: image.clone(), layer, source: Box::new(source) }
+        },
+    )?;
 
     store.write_blob(&manifest_digest, &manifest_body).map_err(store_err)?;
     let name = tag_name(reference, &manifest_digest);
@@ -201,7 +215,8 @@ pub fn tag_name(reference: &Reference, manifest: &Digest) -> String {
 }
 
 fn parse(image: &str, m: &crate::image::registry::client::FetchedManifest) -> Result<Manifest, PullError> {
-    Manifest::parse(m.content_type.as_deref(), &m.body).map_err(|source| PullError::Manifest { image: image.into(), source })
+    Manifest::parse(m.content_type.as_deref(), &m.body)
+        .map_err(|source| PullError::Manifest { image: image.into(), source })
 }
 
 fn available_platforms(manifests: &[Descriptor]) -> String {
@@ -246,7 +261,7 @@ async fn fetch_layers(
     layers: &[Descriptor],
     diff_ids: &[Digest],
     opts: &PullOptions,
-) -> Result<(), (Digest, LayerError)> {
+) -> Result<(), Box<(Digest, LayerError)>> {
     let limit = Arc::new(Semaphore::new(opts.concurrent_layers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (desc, diff_id) in layers.iter().zip(diff_ids) {
@@ -261,13 +276,15 @@ async fn fetch_layers(
         let progress = opts.progress.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore is never closed");
-            let r = fetch_layer_with_retries(&client, &store, &repo, &desc, &diff_id, progress.as_ref()).await;
-            r.map_err(|e| (desc.digest.clone(), e))
+            let r =
+                fetch_layer_with_retries(&client, &store, &repo, &desc, &diff_id, progress.as_ref()).await;
+            r.map_err(|e| Box::new((desc.digest.clone(), e)))
         });
     }
     let mut first_err = None;
     while let Some(joined) = tasks.join_next().await {
-        let r = joined.unwrap_or_else(|e| Err((Digest::sha256_of(b""), LayerError::Task(e.to_string()))));
+        let r = joined
+            .unwrap_or_else(|e| Err(Box::new((Digest::sha256_of(b""), LayerError::Task(e.to_string())))));
         if let Err(e) = r {
             if first_err.is_none() {
                 tasks.abort_all();
@@ -298,7 +315,11 @@ async fn fetch_layer_with_retries(
             }
             Err(e) if e.is_transient() && attempt + 1 < retry.attempts => {
                 if let Some(p) = progress {
-                    p(PullEvent::LayerRetry { layer: desc.digest.clone(), attempt: attempt + 1, error: e.to_string() });
+                    p(PullEvent::LayerRetry {
+                        layer: desc.digest.clone(),
+                        attempt: attempt + 1,
+                        error: e.to_string(),
+                    });
                 }
                 tokio::time::sleep(retry.delay(attempt)).await;
                 attempt += 1;
@@ -320,29 +341,43 @@ async fn fetch_layer(
     let resp = client.get_blob(repo, &desc.digest).await?;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(32);
     let unpack = {
-        let (store, blob, diff_id, media) = (store.clone(), desc.digest.clone(), diff_id.clone(), desc.media_type.clone());
+        let (store, blob, diff_id, media) =
+            (store.clone(), desc.digest.clone(), diff_id.clone(), desc.media_type.clone());
         tokio::task::spawn_blocking(move || {
             store.unpack_layer(&blob, &diff_id, &media, ChannelReader { rx, current: Bytes::new() })
         })
     };
+    let url = resp.url().to_string();
     let mut stream = resp.bytes_stream();
     let mut received = 0u64;
+    let mut broken = None;
     while let Some(chunk) = stream.next().await {
-        let item = chunk.map_err(|e| io::Error::other(error_chain(&e)));
-        let failed = item.is_err();
-        if let Ok(c) = &item {
-            received += c.len() as u64;
-            if let Some(p) = progress {
-                p(PullEvent::LayerProgress { layer: desc.digest.clone(), received });
+        let item = match chunk {
+            Ok(c) => {
+                received += c.len() as u64;
+                if let Some(p) = progress {
+                    p(PullEvent::LayerProgress { layer: desc.digest.clone(), received });
+                }
+                Ok(c)
             }
-        }
-        if tx.send(item).await.is_err() || failed {
+            Err(e) => {
+                let detail = format!("download broke after {received} bytes: {}", error_chain(&e));
+                broken = Some(detail.clone());
+                Err(io::Error::other(detail))
+            }
+        };
+        if tx.send(item).await.is_err() || broken.is_some() {
             break; // the unpacker stopped (its error is reported below) or the stream broke
         }
     }
     drop(tx);
-    unpack.await.map_err(|e| LayerError::Task(e.to_string()))??;
-    Ok(())
+    let unpacked = unpack.await.map_err(|e| LayerError::Task(e.to_string()))?;
+    match (unpacked, broken) {
+        (Ok(_), _) => Ok(()),
+        // The store saw a short stream; report (and retry) the download failure itself.
+        (Err(_), Some(detail)) => Err(LayerError::Registry(RegistryError::Connect { url, detail })),
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 /// Adapts the chunk channel to `Read` for the blocking unpacker.
@@ -373,7 +408,8 @@ mod tests {
 
     #[test]
     fn tag_names() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        let d: Digest =
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
         let r = Reference::parse("nginx:1.10").unwrap();
         assert_eq!(tag_name(&r, &d), "docker.io/library/nginx:1.10");
         let r = Reference::parse(&format!("gcr.io/p/a@{d}")).unwrap();

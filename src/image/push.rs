@@ -49,9 +49,10 @@ pub async fn push(
         .ok_or_else(|| PushError::NoSuchImage { image: image.clone(), local: local.into() })?;
     let body = store.read_blob(&digest).map_err(store_err)?;
     let manifest = match Manifest::parse(None, &body) {
-        Ok(Manifest::Image(m)) => m,
+        Ok(Manifest::Image(m)) => *m,
         Ok(Manifest::Index(_)) => {
-            let source = ManifestError::UnsupportedMediaType("an index (push its platform image instead)".into());
+            let source =
+                ManifestError::UnsupportedMediaType("an index (push its platform image instead)".into());
             return Err(PushError::Manifest { image, source });
         }
         Err(source) => return Err(PushError::Manifest { image, source }),

@@ -49,8 +49,9 @@ impl Reference {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((rest, d)) => {
-                let digest =
-                    d.parse::<Digest>().map_err(|source| ReferenceError::Digest { reference: s.into(), source })?;
+                let digest = d
+                    .parse::<Digest>()
+                    .map_err(|source| ReferenceError::Digest { reference: s.into(), source })?;
                 (rest, Some(digest))
             }
             None => (s, None),
@@ -188,7 +189,9 @@ impl FromStr for Reference {
 fn split_domain(name: &str) -> (String, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
             let registry = if first == "index.docker.io" { DEFAULT_REGISTRY } else { first };
             (registry.to_string(), rest)
@@ -322,7 +325,10 @@ mod tests {
         assert_eq!(r.manifest_reference(), D);
         assert_eq!(r.registry(), "localhost:5000");
         let r = Reference::parse("nginx:1.10").unwrap();
-        assert_eq!((r.registry(), r.api_host(), r.repository()), ("docker.io", "registry-1.docker.io", "library/nginx"));
+        assert_eq!(
+            (r.registry(), r.api_host(), r.repository()),
+            ("docker.io", "registry-1.docker.io", "library/nginx")
+        );
         assert_eq!(r.familiar(), "nginx:1.10");
         assert_eq!(Reference::parse("gcr.io/a/b").unwrap().familiar(), "gcr.io/a/b:latest");
     }

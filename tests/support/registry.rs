@@ -8,13 +8,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use rkube::image::Digest;
 use rkube::image::config::{Endpoint, RegistriesConfig, Scheme};
 use rkube::image::credentials::Credential;
 use rkube::image::registry::RegistryClient;
 use rkube::image::registry::client::{CredentialLookup, Repo, RetryPolicy};
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -73,7 +73,10 @@ impl TestRegistry {
             Mode::Anonymous => {}
             Mode::Basic => {
                 std::fs::write(d.join("htpasswd"), BASIC_HTPASSWD).unwrap();
-                auth = format!("auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n", d.join("htpasswd").display());
+                auth = format!(
+                    "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                    d.join("htpasswd").display()
+                );
             }
             Mode::Token => {
                 let pki = Pki::generate();
@@ -172,7 +175,9 @@ impl TestRegistry {
             Mode::Basic => {
                 Some(Credential::Basic { username: BASIC_USER.into(), password: BASIC_PASSWORD.into() })
             }
-            Mode::Token => Some(Credential::Basic { username: "_json_key".into(), password: JSON_KEY.into() }),
+            Mode::Token => {
+                Some(Credential::Basic { username: "_json_key".into(), password: JSON_KEY.into() })
+            }
         };
         client_with(self.config(), cred)
     }
@@ -181,7 +186,8 @@ impl TestRegistry {
 /// A client with one credential for every host and short retry delays.
 pub fn client_with(config: RegistriesConfig, cred: Option<Credential>) -> RegistryClient {
     let lookup: CredentialLookup = Arc::new(move |_host: &str| cred.clone());
-    RegistryClient::new(config, lookup).with_retry(RetryPolicy { attempts: 3, base_delay: Duration::from_millis(20) })
+    RegistryClient::new(config, lookup)
+        .with_retry(RetryPolicy { attempts: 3, base_delay: Duration::from_millis(20) })
 }
 
 impl Drop for TestRegistry {
@@ -212,7 +218,8 @@ impl Pki {
         ca_params.distinguished_name.push(DnType::CommonName, "rkube test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let tls_key = KeyPair::generate().unwrap();
-        let mut tls_params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let mut tls_params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         tls_params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
         let tls_cert = tls_params.signed_by(&tls_key, &ca).unwrap();
         let signer_key = KeyPair::generate().unwrap();
@@ -271,7 +278,8 @@ impl TokenState {
             "jti": format!("{now}-{}", self.issued.load(Ordering::SeqCst)),
             "access": access,
         });
-        let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let signing_input =
+            format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
         let sig = self.key.sign(&self.rng, signing_input.as_bytes()).unwrap();
         format!("{signing_input}.{}", b64(sig.as_ref()))
     }
@@ -296,7 +304,8 @@ async fn token_handler(
                 Some(("oauth2accesstoken", t)) if t == ACCESS_TOKEN => Some("oauth2accesstoken".to_string()),
                 _ => {
                     s.refused.fetch_add(1, Ordering::SeqCst);
-                    return (StatusCode::UNAUTHORIZED, "{\"details\":\"invalid credentials\"}").into_response();
+                    return (StatusCode::UNAUTHORIZED, "{\"details\":\"invalid credentials\"}")
+                        .into_response();
                 }
             }
         }
@@ -314,13 +323,15 @@ async fn token_handler(
         if user.is_none() {
             if !parts[1].starts_with("public/") {
                 s.refused.fetch_add(1, Ordering::SeqCst);
-                return (StatusCode::UNAUTHORIZED, "{\"details\":\"authentication required\"}").into_response();
+                return (StatusCode::UNAUTHORIZED, "{\"details\":\"authentication required\"}")
+                    .into_response();
             }
             actions.retain(|a| *a == "pull");
         }
         access.push(serde_json::json!({"type": "repository", "name": parts[1], "actions": actions}));
     }
-    let expired = s.expire_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let expired =
+        s.expire_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     let token = s.mint(user.as_deref().unwrap_or("anonymous"), serde_json::Value::Array(access), expired);
     s.issued.fetch_add(1, Ordering::SeqCst);
     axum::Json(serde_json::json!({"token": token, "access_token": token, "expires_in": 300})).into_response()
@@ -333,6 +344,8 @@ pub struct Faults {
     pub fail_next: AtomicUsize,
     /// Cut this many next blob bodies in half (connection aborted mid-body).
     pub truncate_next_blob: AtomicUsize,
+    /// When set, only blobs whose path contains this string are truncated.
+    pub truncate_only: std::sync::Mutex<Option<String>>,
     /// Flip one byte in every blob body (same length), so digests never match.
     pub corrupt_blobs: AtomicBool,
     /// Requests seen.
@@ -381,7 +394,8 @@ async fn proxy_handler(
     faults.requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let is_content = path.contains("/blobs/") || path.contains("/manifests/");
-    let take = |c: &AtomicUsize| c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let take =
+        |c: &AtomicUsize| c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     if is_content && take(&faults.fail_next) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure").into_response();
     }
@@ -400,19 +414,28 @@ async fn proxy_handler(
     let status = resp.status();
     let headers = resp.headers().clone();
     let mut data = resp.bytes().await.unwrap_or_default().to_vec();
-    let is_blob_get = method == reqwest::Method::GET && path.contains("/blobs/sha256:") && status.is_success();
+    let is_blob_get =
+        method == reqwest::Method::GET && path.contains("/blobs/sha256:") && status.is_success();
     let mut builder = Response::builder().status(status);
     for (k, v) in &headers {
         if k != "content-length" && k != "transfer-encoding" {
             builder = builder.header(k, v);
         }
     }
-    if is_blob_get && data.len() > 1 && take(&faults.truncate_next_blob) {
+    let truncate_this = match faults.truncate_only.lock().unwrap().as_deref() {
+        Some(only) => path.contains(only),
+        None => true,
+    };
+    if is_blob_get && data.len() > 1 && truncate_this && take(&faults.truncate_next_blob) {
         let half = bytes::Bytes::from(data[..data.len() / 2].to_vec());
-        let stream = futures_util::stream::iter(vec![
-            Ok::<_, std::io::Error>(half),
-            Err(std::io::Error::other("injected truncation")),
-        ]);
+        // Send the headers and half the body, let them reach the client, then drop the connection.
+        use futures_util::StreamExt as _;
+        let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(half)]).chain(
+            futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(std::io::Error::other("injected truncation"))
+            }),
+        );
         return builder.header("content-length", data.len()).body(Body::from_stream(stream)).unwrap();
     }
     if is_blob_get && !data.is_empty() && faults.corrupt_blobs.load(Ordering::SeqCst) {
@@ -551,7 +574,10 @@ pub fn build_image(layers: &[(Vec<u8>, Compression)], arch: &str, docker: bool) 
         "history": [],
     });
     let (config_media, manifest_media) = if docker {
-        ("application/vnd.docker.container.image.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
+        (
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
     } else {
         ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.manifest.v1+json")
     };
@@ -599,7 +625,13 @@ pub async fn push_image(client: &RegistryClient, repo: &Repo, tag: &str, img: &T
 }
 
 /// Pushes an index (its images must be pushed already, by digest).
-pub async fn push_index(client: &RegistryClient, repo: &Repo, tag: &str, index: &Blob, images: &[&TestImage]) {
+pub async fn push_index(
+    client: &RegistryClient,
+    repo: &Repo,
+    tag: &str,
+    index: &Blob,
+    images: &[&TestImage],
+) {
     for img in images {
         push_image(client, repo, &img.manifest.digest.to_string(), img).await;
     }

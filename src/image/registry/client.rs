@@ -34,8 +34,9 @@ pub enum RegistryError {
     Status { registry: String, what: String, status: StatusCode, detail: String },
     #[error("reading CA file {path} for {registry}: {detail}")]
     Ca { registry: String, path: String, detail: String },
-    #[error("{what} from {registry}: digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch { registry: String, what: String, expected: Digest, actual: Digest },
+    /// `what` names the object and the registry it came from.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { what: String, expected: Digest, actual: Digest },
     #[error("{what} from {registry}: {detail}")]
     Protocol { registry: String, what: String, detail: String },
 }
@@ -180,7 +181,8 @@ impl RegistryClient {
                 b = b.add_root_certificate(c);
             }
         }
-        let client = b.build().map_err(|e| RegistryError::Connect { url: ep.base_url(), detail: e.to_string() })?;
+        let client =
+            b.build().map_err(|e| RegistryError::Connect { url: ep.base_url(), detail: e.to_string() })?;
         clients.insert(ep.host.clone(), client.clone());
         Ok(client)
     }
@@ -214,14 +216,21 @@ impl RegistryClient {
 
     /// Records the auth scheme from a 401's challenges. Returns the Bearer challenge's error code, if any.
     fn learn(&self, ep: &Endpoint, headers: &HeaderMap) -> Option<Challenge> {
-        let challenges: Vec<Challenge> =
-            headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).flat_map(challenge::parse).collect();
+        let challenges: Vec<Challenge> = headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(challenge::parse)
+            .collect();
         if let Some(b) = challenges.iter().find(|c| c.is_bearer())
             && let Some(realm) = b.param("realm")
         {
             self.set_auth(
                 ep,
-                HostAuth::Bearer { realm: realm.to_string(), service: b.param("service").map(str::to_string) },
+                HostAuth::Bearer {
+                    realm: realm.to_string(),
+                    service: b.param("service").map(str::to_string),
+                },
             );
             return Some(b.clone());
         }
@@ -243,7 +252,10 @@ impl RegistryClient {
             match build().send().await {
                 Ok(r) if r.status().is_server_error() && attempt + 1 < self.retry.attempts => {}
                 Ok(r) => return Ok(r),
-                Err(e) if attempt + 1 < self.retry.attempts && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if attempt + 1 < self.retry.attempts
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
                     tracing::debug!(url, error = %e, "retrying");
                 }
                 Err(e) => return Err(RegistryError::Connect { url: url.into(), detail: error_chain(&e) }),
@@ -282,7 +294,8 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
     ) -> Result<(String, Duration), RegistryError> {
-        let err = |detail: String| RegistryError::Token { registry: ep.host.clone(), realm: realm.into(), detail };
+        let err =
+            |detail: String| RegistryError::Token { registry: ep.host.clone(), realm: realm.into(), detail };
         let http = self.http_for(ep)?;
         let cred = (self.credentials)(&ep.host);
         let resp = match &cred {
@@ -319,14 +332,23 @@ impl RegistryClient {
         };
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            let why = if cred.is_some() { "credentials rejected" } else { "anonymous access refused (no credentials)" };
-            return Err(RegistryError::Unauthorized { registry: ep.host.clone(), what: scope.into(), detail: why.into() });
+            let why = if cred.is_some() {
+                "credentials rejected"
+            } else {
+                "anonymous access refused (no credentials)"
+            };
+            return Err(RegistryError::Unauthorized {
+                registry: ep.host.clone(),
+                what: scope.into(),
+                detail: why.into(),
+            });
         }
         if !status.is_success() {
             return Err(err(format!("answered {status}")));
         }
         let body = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
-        let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| err(format!("bad token response: {e}")))?;
+        let t: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| err(format!("bad token response: {e}")))?;
         let token = t.bearer().ok_or_else(|| err("token response has no token".into()))?.to_string();
         Ok((token, t.lifetime()))
     }
@@ -382,7 +404,11 @@ impl RegistryClient {
                 } else {
                     format!("{said}; no credentials are configured for {}", ep.host)
                 };
-                return Err(RegistryError::Unauthorized { registry: ep.host.clone(), what: what.into(), detail });
+                return Err(RegistryError::Unauthorized {
+                    registry: ep.host.clone(),
+                    what: what.into(),
+                    detail,
+                });
             }
             return Ok(resp);
         }
@@ -392,22 +418,30 @@ impl RegistryClient {
     pub async fn get_manifest(&self, repo: &Repo, reference: &str) -> Result<FetchedManifest, RegistryError> {
         let what = format!("manifest {}:{reference}", repo.name);
         let url = repo.url(&format!("manifests/{reference}"));
-        let resp = self.send(repo, Action::Pull, &what, |h| h.get(&url).header(ACCEPT, MANIFEST_ACCEPT)).await?;
+        let resp =
+            self.send(repo, Action::Pull, &what, |h| h.get(&url).header(ACCEPT, MANIFEST_ACCEPT)).await?;
         if !resp.status().is_success() {
             return Err(error_from(resp, &repo.endpoint.host, &what).await);
         }
         let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let header_digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| RegistryError::Connect { url: url.clone(), detail: error_chain(&e) })?;
+        let header_digest =
+            resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::Connect { url: url.clone(), detail: error_chain(&e) })?;
         let actual = Digest::sha256_of(&body);
         let expected = match reference.parse::<Digest>() {
             Ok(d) => Some(d),
-            Err(_) => header_digest.and_then(|h| h.parse::<Digest>().ok()).filter(|d| d.algorithm() == "sha256"),
+            Err(_) => {
+                header_digest.and_then(|h| h.parse::<Digest>().ok()).filter(|d| d.algorithm() == "sha256")
+            }
         };
         if let Some(expected) = expected
             && expected != actual
         {
-            return Err(RegistryError::DigestMismatch { registry: repo.endpoint.host.clone(), what, expected, actual });
+            let what = format!("{what} from {}", repo.endpoint.host);
+            return Err(RegistryError::DigestMismatch { what, expected, actual });
         }
         Ok(FetchedManifest { body, content_type, digest: actual })
     }
@@ -437,15 +471,17 @@ impl RegistryClient {
                     }
                     if attempt + 1 >= self.retry.attempts {
                         return Err(RegistryError::DigestMismatch {
-                            registry: repo.endpoint.host.clone(),
-                            what,
+                            what: format!("{what} from {}", repo.endpoint.host),
                             expected: digest.clone(),
                             actual,
                         });
                     }
                 }
                 Err(e) if attempt + 1 >= self.retry.attempts => {
-                    return Err(RegistryError::Connect { url: repo.url(&format!("blobs/{digest}")), detail: error_chain(&e) });
+                    return Err(RegistryError::Connect {
+                        url: repo.url(&format!("blobs/{digest}")),
+                        detail: error_chain(&e),
+                    });
                 }
                 Err(_) => {}
             }
@@ -513,7 +549,9 @@ impl RegistryClient {
         let what = format!("manifest {}:{reference}", repo.name);
         let url = repo.url(&format!("manifests/{reference}"));
         let resp = self
-            .send(repo, Action::Push, &what, |h| h.put(&url).header(CONTENT_TYPE, media_type).body(body.clone()))
+            .send(repo, Action::Push, &what, |h| {
+                h.put(&url).header(CONTENT_TYPE, media_type).body(body.clone())
+            })
             .await?;
         if resp.status() != StatusCode::CREATED {
             return Err(error_from(resp, &repo.endpoint.host, &what).await);
@@ -522,10 +560,12 @@ impl RegistryClient {
     }
 
     fn location(&self, repo: &Repo, resp: &Response, what: &str) -> Result<String, RegistryError> {
-        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Protocol {
-            registry: repo.endpoint.host.clone(),
-            what: what.into(),
-            detail: "upload session has no Location".into(),
+        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+            RegistryError::Protocol {
+                registry: repo.endpoint.host.clone(),
+                what: what.into(),
+                detail: "upload session has no Location".into(),
+            }
         })?;
         Ok(if loc.starts_with("http://") || loc.starts_with("https://") {
             loc.to_string()
@@ -581,7 +621,9 @@ async fn error_from(resp: Response, registry: &str, what: &str) -> RegistryError
         if t.is_empty() || t.len() > 200 { status.to_string() } else { t.replace('\n', " ") }
     });
     match status {
-        StatusCode::NOT_FOUND => RegistryError::NotFound { registry: registry.into(), what: what.into(), detail },
+        StatusCode::NOT_FOUND => {
+            RegistryError::NotFound { registry: registry.into(), what: what.into(), detail }
+        }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             RegistryError::Unauthorized { registry: registry.into(), what: what.into(), detail }
         }
@@ -595,7 +637,8 @@ mod tests {
 
     #[test]
     fn registry_error_body_is_summarised() {
-        let b = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
+        let b =
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
         assert_eq!(registry_message(b).as_deref(), Some("manifest unknown (MANIFEST_UNKNOWN)"));
         assert_eq!(registry_message("<html>"), None);
     }
@@ -610,7 +653,11 @@ mod tests {
     #[test]
     fn scopes() {
         let repo = Repo {
-            endpoint: Endpoint { scheme: crate::image::config::Scheme::Http, host: "h:1".into(), mirror: false },
+            endpoint: Endpoint {
+                scheme: crate::image::config::Scheme::Http,
+                host: "h:1".into(),
+                mirror: false,
+            },
             name: "a/b".into(),
         };
         assert_eq!(repo.scope(Action::Pull), "repository:a/b:pull");

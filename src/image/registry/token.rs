@@ -25,7 +25,10 @@ pub struct TokenResponse {
 impl TokenResponse {
     /// The token to send (`token` preferred, `access_token` otherwise), if any non-empty one was given.
     pub fn bearer(&self) -> Option<&str> {
-        self.token.as_deref().filter(|t| !t.is_empty()).or(self.access_token.as_deref().filter(|t| !t.is_empty()))
+        self.token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .or(self.access_token.as_deref().filter(|t| !t.is_empty()))
     }
 
     /// How long the token may be used.
@@ -79,7 +82,8 @@ mod tests {
         let r: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
         assert_eq!(r.bearer(), Some("a"));
         assert_eq!(r.lifetime(), DEFAULT_TOKEN_LIFETIME);
-        let r: TokenResponse = serde_json::from_str(r#"{"token":"t","access_token":"a","expires_in":300}"#).unwrap();
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"token":"t","access_token":"a","expires_in":300}"#).unwrap();
         assert_eq!(r.bearer(), Some("t"));
         assert_eq!(r.lifetime(), Duration::from_secs(300));
         let r: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
