@@ -206,8 +206,8 @@ fn prune_removes_only_unreferenced_blobs_and_layers() {
     assert_eq!(store.image_layers(&b).unwrap().len(), 2, "b is intact");
     assert!(store.layer_path(&Digest::sha256_of(&base_tar())).is_some());
 
-    store.remove_tag("b:1").unwrap();
-    let report = store.prune().unwrap();
+    let (old, report) = store.remove_image("b:1").unwrap();
+    assert_eq!(old, Some(b));
     assert_eq!(report.layers.len(), 2);
     assert!(names(&root.join("layers")).is_empty());
     assert!(names(&root.join("blobs/sha256")).is_empty());

@@ -33,6 +33,9 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The store root used when none is given.
+pub const DEFAULT_ROOT: &str = "/var/lib/rkube";
+
 /// Number of hex digits of the diffID used as the layer directory name.
 const LAYER_ID_LEN: usize = 16;
 
@@ -397,6 +400,14 @@ impl Store {
             self.write_tags(&tags)?;
         }
         Ok(old)
+    }
+
+    /// `rkubelet image rm`: removes the tag, then everything no remaining tag needs. Returns the digest
+    /// the tag pointed at (None if there was no such tag) and what was freed.
+    pub fn remove_image(&self, name: &str) -> Result<(Option<Digest>, PruneReport), StoreError> {
+        let old = self.remove_tag(name)?;
+        let report = if old.is_some() { self.prune()? } else { PruneReport::default() };
+        Ok((old, report))
     }
 
     /// The digest a tag points at.

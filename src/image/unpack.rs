@@ -6,7 +6,7 @@
 //! reach the host. The final component is then created with `*at` calls that do not follow symlinks
 //! (`O_NOFOLLOW|O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `linkat` without `AT_SYMLINK_FOLLOW`), and attributes are
 //! set on the open fd. Hardlink targets are resolved the same way, so they can only name files of this
-//! layer. Overlay metadata xattrs (`trusted.overlay.*`) from the tar are dropped: only the conversion
+//! layer. Overlay metadata xattrs (`trusted.overlay.*`, `user.overlay.*`) from the tar are dropped: only the conversion
 //! below may set them.
 //!
 //! Whiteouts (OCI image-spec `layer.md`) become what overlayfs reads:
@@ -524,7 +524,7 @@ fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Att
                 "mtime" => attrs.mtime = parse_pax_time(text).ok_or_else(|| bad("PAX mtime"))?,
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.")
-                        && !name.starts_with("trusted.overlay.")
+                        && !is_overlay_xattr(name)
                     {
                         attrs.xattrs.push((name.to_string(), value.to_vec()));
                     }
@@ -533,6 +533,12 @@ fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Att
         }
     }
     Ok(attrs)
+}
+
+/// Overlay metadata (`trusted.overlay.*`, or `user.overlay.*` for userxattr mounts) that a layer must not
+/// forge: redirects, metacopy and opaque markers are only produced by the whiteout conversion.
+pub fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
 /// A numeric header field: empty (all NUL or space) counts as 0, as Go's archive/tar reads it.
@@ -582,6 +588,14 @@ mod tests {
         assert_eq!(k(".wh..wh.plnk"), WhiteoutKind::Metadata);
         assert_eq!(k(".wh..hidden"), WhiteoutKind::Whiteout(OsStr::new(".hidden")));
         assert_eq!(k(".whfile"), WhiteoutKind::None);
+    }
+
+    #[test]
+    fn overlay_xattrs_are_recognised() {
+        assert!(is_overlay_xattr("trusted.overlay.redirect"));
+        assert!(is_overlay_xattr("user.overlay.opaque"));
+        assert!(!is_overlay_xattr("security.capability"));
+        assert!(!is_overlay_xattr("user.mime_type"));
     }
 
     #[test]
