@@ -265,3 +265,86 @@ fn import_a_directory_and_a_tarball() {
     assert!(err.to_string().contains("not a directory or a regular file"), "{err}");
     assert!(names(&tmp.path().join("root/tmp")).is_empty());
 }
+
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Type, mode, owner and content (or link target) of every path under `root`.
+fn describe(root: &Path) -> Vec<(String, String)> {
+    tree(root)
+        .into_iter()
+        .map(|rel| {
+            let p = root.join(&rel);
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_file() {
+                format!("file {:o} {}:{} {:?}", m.mode(), m.uid(), m.gid(), std::fs::read(&p).unwrap())
+            } else {
+                format!("other {:o} {}:{}", m.mode(), m.uid(), m.gid())
+            };
+            (rel, what)
+        })
+        .collect()
+}
+
+#[test]
+fn umoci_built_layers_mount_to_the_same_tree_umoci_unpacks() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let layout = t.join("layout");
+    let image = format!("{}:img", layout.display());
+    let base = t.join("base");
+    for d in ["etc", "opt/app/old", "usr/bin"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    std::fs::write(base.join("etc/a"), b"a").unwrap();
+    std::fs::write(base.join("etc/b"), b"b").unwrap();
+    std::fs::write(base.join("opt/app/old/file"), b"old").unwrap();
+    std::fs::write(base.join("usr/bin/tool"), b"tool").unwrap();
+    std::os::unix::fs::chown(base.join("usr/bin/tool"), Some(7), Some(7)).unwrap();
+    std::fs::set_permissions(base.join("usr/bin/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o4711))
+        .unwrap();
+    std::os::unix::fs::symlink("tool", base.join("usr/bin/alias")).unwrap();
+    let newapp = t.join("newapp");
+    std::fs::create_dir_all(&newapp).unwrap();
+    std::fs::write(newapp.join("new"), b"new").unwrap();
+
+    run(std::process::Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+    run(std::process::Command::new("umoci").args(["new", "--image", &image]));
+    run(std::process::Command::new("umoci").args(["insert", "--image", &image]).arg(&base).arg("/"));
+    run(std::process::Command::new("umoci").args(["insert", "--image", &image, "--whiteout", "/etc/a"]));
+    run(std::process::Command::new("umoci")
+        .args(["insert", "--image", &image, "--opaque"])
+        .arg(&newapp)
+        .arg("/opt/app"));
+    run(std::process::Command::new("umoci").args(["unpack", "--image", &image]).arg(t.join("bundle")));
+
+    // Load the umoci layout's image into our store, layer by layer.
+    let store = Store::open(&t.join("root")).unwrap();
+    let blob = |d: &Digest| std::fs::read(layout.join("blobs/sha256").join(d.hex())).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: Digest = index["manifests"][0]["digest"].as_str().unwrap().parse().unwrap();
+    store.write_blob(&manifest, &blob(&manifest)).unwrap();
+    let refs = store.manifest_refs(&manifest).unwrap();
+    let config = refs.config.clone().unwrap().digest;
+    store.write_blob(&config, &blob(&config)).unwrap();
+    let diff_ids = store.config_diff_ids(&config).unwrap();
+    assert_eq!(diff_ids.len(), 3);
+    for (layer, diff_id) in refs.layers.iter().zip(&diff_ids) {
+        let file = std::fs::File::open(layout.join("blobs/sha256").join(layer.digest.hex())).unwrap();
+        store.unpack_layer(&layer.digest, diff_id, &layer.media_type, file).unwrap();
+    }
+    store.set_tag("umoci/img:1", &manifest).unwrap();
+
+    let top_first: Vec<_> = store.image_layers(&manifest).unwrap().into_iter().rev().collect();
+    let mount = OverlayMount::new(&t.join("merged"), &top_first);
+    let ours = describe(&mount.target);
+    let theirs = describe(&t.join("bundle/rootfs"));
+    assert_eq!(ours, theirs, "overlay of our layers differs from umoci's unpacked rootfs");
+    assert!(ours.iter().any(|(p, _)| p == "opt/app/new") && !ours.iter().any(|(p, _)| p == "etc/a"));
+}

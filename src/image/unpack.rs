@@ -164,13 +164,45 @@ pub fn unpack_tar<R: Read>(root: &Path, reader: R) -> Result<UnpackStats, Unpack
         buf: vec![0u8; COPY_BUFFER],
         stats: UnpackStats::default(),
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(PadToBlock { inner: reader, offset: 0, padding: 0 });
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let entry = entry.map_err(UnpackError::Tar)?;
         unpacker.entry(entry)?;
     }
     unpacker.finish_dir_times()?;
     Ok(unpacker.stats)
+}
+
+/// Some writers (umoci 0.4) end a layer right after the last file's data, without the zero padding to
+/// a 512-byte block and without the end-of-archive blocks. Like Go's archive/tar, accept that: at EOF,
+/// supply zeros up to the block boundary only; the tar parser then sees a clean end at the next header.
+/// The diffID is hashed below this reader, over the real bytes only.
+struct PadToBlock<R> {
+    inner: R,
+    offset: u64,
+    padding: usize,
+}
+
+impl<R: Read> Read for PadToBlock<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.padding == 0 {
+            let n = self.inner.read(buf)?;
+            self.offset += n as u64;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let partial = (self.offset % 512) as usize;
+            if partial == 0 {
+                return Ok(0);
+            }
+            self.padding = 512 - partial;
+            self.offset += self.padding as u64;
+        }
+        let n = self.padding.min(buf.len());
+        buf[..n].fill(0);
+        self.padding -= n;
+        Ok(n)
+    }
 }
 
 fn io_err(op: &'static str, path: impl Into<String>, e: impl Into<io::Error>) -> UnpackError {
@@ -588,6 +620,19 @@ mod tests {
         assert_eq!(k(".wh..wh.plnk"), WhiteoutKind::Metadata);
         assert_eq!(k(".wh..hidden"), WhiteoutKind::Whiteout(OsStr::new(".hidden")));
         assert_eq!(k(".whfile"), WhiteoutKind::None);
+    }
+
+    #[test]
+    fn pads_a_short_last_block_only() {
+        let read = |data: &[u8]| {
+            let mut out = Vec::new();
+            PadToBlock { inner: data, offset: 0, padding: 0 }.read_to_end(&mut out).unwrap();
+            out
+        };
+        assert_eq!(read(&[1u8; 512]).len(), 512);
+        assert_eq!(read(&[1u8; 514]).len(), 1024);
+        assert_eq!(read(&[1u8; 514])[514..], [0u8; 510]);
+        assert!(read(&[]).is_empty());
     }
 
     #[test]
