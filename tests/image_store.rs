@@ -348,3 +348,91 @@ fn umoci_built_layers_mount_to_the_same_tree_umoci_unpacks() {
     assert_eq!(ours, theirs, "overlay of our layers differs from umoci's unpacked rootfs");
     assert!(ours.iter().any(|(p, _)| p == "opt/app/new") && !ours.iter().any(|(p, _)| p == "etc/a"));
 }
+
+const CHILD_ROOT_ENV: &str = "RKUBE_TEST_KILLED_UNPACK_ROOT";
+
+/// Yields `head`, then signals readiness and stalls forever, like a download that hangs mid-layer.
+struct StallingReader {
+    head: io::Cursor<Vec<u8>>,
+    ready: std::path::PathBuf,
+}
+
+impl Read for StallingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.head.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        std::fs::write(&self.ready, b"").unwrap();
+        loop {
+            std::thread::park(); // never returns: the parent kills this process
+        }
+    }
+}
+
+fn killable_layer() -> Blob {
+    let files: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_le_bytes().repeat(16 * 1024)).collect();
+    let tar =
+        files.iter().enumerate().fold(LayerTar::new(), |t, (i, d)| t.file(&format!("f{i}"), d)).finish();
+    gzip_layer(&tar)
+}
+
+/// Not a test on its own: the body of the child process `killed_unpack_never_looks_complete` kills.
+#[test]
+#[ignore = "run as a child process by killed_unpack_never_looks_complete"]
+fn child_unpack_that_stalls() {
+    let Some(root) = std::env::var_os(CHILD_ROOT_ENV).map(std::path::PathBuf::from) else {
+        return; // run directly (e.g. --include-ignored): nothing to do
+    };
+    let store = Store::open(&root).unwrap();
+    let b = killable_layer();
+    let reader = StallingReader {
+        head: io::Cursor::new(b.bytes[..b.bytes.len() * 3 / 4].to_vec()),
+        ready: root.join("ready"),
+    };
+    let _ = store.unpack_layer(&b.digest, &b.diff_id, GZIP, reader);
+}
+
+/// Kills the child on drop so a failing assertion never leaks it.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn killed_unpack_never_looks_complete() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_unpack_that_stalls", "--ignored", "--nocapture"])
+        .env(CHILD_ROOT_ENV, &root)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !root.join("ready").exists() {
+        assert!(child.0.try_wait().unwrap().is_none(), "child exited early");
+        assert!(std::time::Instant::now() < deadline, "child never got mid-layer");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let b = killable_layer();
+    let store = Store::open(&root).unwrap();
+    assert!(!names(&root.join("tmp")).is_empty(), "the child was mid-unpack");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    assert_eq!(store.layer_path(&b.diff_id), None);
+    assert!(names(&root.join("layers")).is_empty());
+    assert!(!store.has_blob(&b.digest));
+    store.prune().unwrap();
+    assert!(names(&root.join("tmp")).is_empty(), "prune removes the killed unpack's debris");
+    // The same layer unpacks fine afterwards (the dead process's locks are gone with it).
+    store.unpack_layer(&b.digest, &b.diff_id, GZIP, &b.bytes[..]).unwrap();
+}
