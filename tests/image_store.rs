@@ -191,6 +191,10 @@ fn prune_removes_only_unreferenced_blobs_and_layers() {
     let a = put_image(&store, "a:1", &[base_tar(), a_tar.clone()]);
     let b = put_image(&store, "b:1", &[base_tar(), b_tar.clone()]);
     assert_eq!(names(&root.join("layers")).len(), 3, "the shared base layer is stored once");
+    for private in ["blobs", "layers", "tmp", "locks"] {
+        let mode = std::fs::metadata(root.join(private)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{private} must be private: setuid binaries of images live there");
+    }
     std::fs::create_dir(root.join("tmp/layer-debris-1")).unwrap(); // an interrupted unpack
 
     assert!(store.prune().unwrap().blobs.is_empty(), "everything is referenced");
@@ -198,6 +202,11 @@ fn prune_removes_only_unreferenced_blobs_and_layers() {
     assert!(names(&root.join("tmp")).is_empty(), "debris of interrupted work removed");
 
     assert_eq!(store.remove_tag("a:1").unwrap(), Some(a.clone()));
+    assert!(
+        store.prune_keeping(std::slice::from_ref(&a)).unwrap().blobs.is_empty(),
+        "an image in use is kept untagged"
+    );
+    assert_eq!(store.image_layers(&a).unwrap().len(), 2);
     let report = store.prune().unwrap();
     assert_eq!(report.layers, [Digest::sha256_of(&a_tar)]);
     assert_eq!(report.blobs.len(), 3, "manifest, config and layer blob of a: {:?}", report.blobs);
