@@ -230,12 +230,15 @@ struct Unpacker {
 impl Unpacker {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         self.stats.entries += 1;
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        ) {
+            return Ok(()); // metadata records the tar parser already applied
+        }
         let path = clean_entry_path(&entry.path_bytes())
             .map_err(|reason| refused(Path::new(OsStr::from_bytes(&entry.path_bytes())), reason))?;
-        let kind = entry.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName) {
-            return Ok(());
-        }
         let attrs = read_attrs(&mut entry, &path)?;
 
         let Some(name) = path.file_name().map(OsString::from) else {
