@@ -240,6 +240,10 @@ fn import_a_directory_and_a_tarball() {
     .unwrap();
     std::os::unix::fs::symlink("tool", src.join("bin/sh")).unwrap();
     nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::hard_link(src.join("bin/tool"), src.join("bin/tool-again")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    let cap = [1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    xattr_set(&src.join("bin/tool"), "security.capability", &cap);
 
     let digest = import(&store, &src, "local/dir:1").unwrap();
     assert_eq!(store.tag("local/dir:1").unwrap(), Some(digest.clone()));
@@ -249,6 +253,13 @@ fn import_a_directory_and_a_tarball() {
     assert_eq!((tool.mode() & 0o7777, tool.uid()), (0o4755, 1000));
     assert_eq!(std::fs::read_link(layers[0].join("bin/sh")).unwrap(), Path::new("tool"));
     assert!(std::fs::symlink_metadata(layers[0].join("fifo")).unwrap().file_type().is_fifo());
+    let again = std::fs::symlink_metadata(layers[0].join("bin/tool-again")).unwrap();
+    assert_eq!(again.ino(), tool.ino(), "hardlinks stay hardlinks");
+    assert!(!layers[0].join("sock").exists(), "sockets are not archived");
+    assert_eq!(
+        rkube::sys::openat::lgetxattr(&layers[0].join("bin/tool"), "security.capability").unwrap().as_deref(),
+        Some(&cap[..])
+    );
     let config = store.image_config(&digest).unwrap();
     assert_eq!(config.os().to_string(), "linux");
     assert_eq!(
@@ -273,6 +284,12 @@ fn import_a_directory_and_a_tarball() {
     let err = import(&store, Path::new("/dev/null"), "x:1").unwrap_err();
     assert!(err.to_string().contains("not a directory or a regular file"), "{err}");
     assert!(names(&tmp.path().join("root/tmp")).is_empty());
+}
+
+/// Sets an xattr on a host file with the open-fd wrapper.
+fn xattr_set(path: &Path, name: &str, value: &[u8]) {
+    let file = std::fs::File::open(path).unwrap();
+    rkube::sys::openat::fsetxattr(&file, name, value).unwrap();
 }
 
 fn run(cmd: &mut std::process::Command) {
