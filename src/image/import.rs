@@ -2,14 +2,18 @@
 //!
 //! The layer is written once as a gzip blob (hashing the compressed and the uncompressed stream on
 //! the way), unpacked through the same safe path as pulled layers, then an OCI config and manifest are
-//! stored and the name is tagged. The config carries no timestamp, so importing the same tree twice
-//! gives the same digest.
+//! stored and the name is tagged. Directory entries are archived in sorted order and the config carries
+//! no timestamp, so importing the same tree twice gives the same digest.
 
 use crate::image::compression::{self, CompressionError, STREAM_BUFFER};
 use crate::image::digest::{Digest, HashingWriter};
 use crate::image::store::{Store, StoreError};
+use crate::image::unpack::is_overlay_xattr;
+use crate::sys::openat::{lgetxattr, llistxattr};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Media type of the layer an import writes.
@@ -52,9 +56,7 @@ pub fn import(store: &Store, source: &Path, name: &str) -> Result<Digest, Import
     let layer = if meta.is_dir() {
         write_layer(&tmp, |out| {
             let mut builder = tar::Builder::new(out);
-            builder.follow_symlinks(false);
-            builder.mode(tar::HeaderMode::Complete);
-            builder.append_dir_all(".", source)?;
+            TreeArchiver { builder: &mut builder, seen_inodes: HashMap::new() }.append_tree(source)?;
             builder.into_inner()
         })
     } else if meta.is_file() {
@@ -95,6 +97,101 @@ pub fn import(store: &Store, source: &Path, name: &str) -> Result<Digest, Import
     store.write_blob(&manifest_digest, &manifest_bytes)?;
     store.set_tag(name, &manifest_digest)?;
     Ok(manifest_digest)
+}
+
+/// Writes a directory tree as tar entries: sorted names (so the same tree gives the same digest),
+/// owners, modes, mtimes, xattrs (PAX `SCHILY.xattr.*`), symlinks, hardlinks, device nodes and fifos.
+/// Sockets are skipped, as docker does.
+struct TreeArchiver<'a, W: Write> {
+    builder: &'a mut tar::Builder<W>,
+    /// (device, inode) of multiply-linked files already written, and their archive path.
+    seen_inodes: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> TreeArchiver<'_, W> {
+    fn append_tree(&mut self, root: &Path) -> io::Result<()> {
+        self.append(root, Path::new("."))
+    }
+
+    /// Appends `src` as archive path `rel`, and its children when it is a directory.
+    fn append(&mut self, src: &Path, rel: &Path) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(src)?;
+        let ft = meta.file_type();
+        if ft.is_socket() {
+            return Ok(());
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_uid(u64::from(meta.uid()));
+        header.set_gid(u64::from(meta.gid()));
+        header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+        header.set_size(0);
+        self.append_xattrs(src)?;
+        if ft.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            let name = if rel == Path::new(".") { PathBuf::from("./") } else { rel.to_path_buf() };
+            self.builder.append_data(&mut header, name, io::empty())?;
+            let mut children: Vec<_> =
+                std::fs::read_dir(src)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+            children.sort();
+            for child in children {
+                self.append(&src.join(&child), &rel.join(&child))?;
+            }
+        } else if ft.is_symlink() {
+            header.set_entry_type(tar::EntryType::Symlink);
+            let target = std::fs::read_link(src)?;
+            self.builder.append_link(&mut header, rel, target)?;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.seen_inodes.get(&key) {
+                    header.set_entry_type(tar::EntryType::Link);
+                    let first = first.clone();
+                    return self.builder.append_link(&mut header, rel, first);
+                }
+                self.seen_inodes.insert(key, rel.to_path_buf());
+            }
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            let file = File::open(src)?;
+            // A file that changes size while archived would corrupt the tar: copy exactly the header size.
+            let mut data = io::Read::take(file, meta.len());
+            self.builder.append_data(&mut header, rel, &mut data)?;
+        } else {
+            let kind = if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else if ft.is_char_device() {
+                tar::EntryType::Char
+            } else {
+                tar::EntryType::Block
+            };
+            header.set_entry_type(kind);
+            let rdev = meta.rdev();
+            header.set_device_major(libc::major(rdev))?;
+            header.set_device_minor(libc::minor(rdev))?;
+            self.builder.append_data(&mut header, rel, io::empty())?;
+        }
+        Ok(())
+    }
+
+    /// A PAX record per xattr of `src`, applying to the entry appended next (overlay metadata and
+    /// SELinux labels excluded).
+    fn append_xattrs(&mut self, src: &Path) -> io::Result<()> {
+        let mut records = Vec::new();
+        for name in llistxattr(src)? {
+            // Host SELinux labels do not belong in an image.
+            if is_overlay_xattr(&name) || name == "security.selinux" {
+                continue;
+            }
+            if let Some(value) = lgetxattr(src, &name)? {
+                records.push((format!("SCHILY.xattr.{name}"), value));
+            }
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
 }
 
 /// Digests and size of a gzip layer written to a temp file.

@@ -30,8 +30,12 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The store root used when none is given.
+pub const DEFAULT_ROOT: &str = "/var/lib/rkube";
 
 /// Number of hex digits of the diffID used as the layer directory name.
 const LAYER_ID_LEN: usize = 16;
@@ -193,10 +197,17 @@ pub fn layer_id(diff_id: &Digest) -> String {
 
 impl Store {
     /// Opens (creating if needed) the store at `root`.
+    ///
+    /// `blobs/`, `layers/`, `tmp/` and `locks/` are made `0700`: layers hold the images' setuid binaries
+    /// and device nodes, which host users must not reach (containers see them through overlayfs).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         for sub in ["blobs/sha256", "layers", "tmp", "locks"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err("create store directory", &dir))?;
+        }
+        for private in ["blobs", "layers", "tmp", "locks"] {
+            let dir = root.join(private);
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err("restrict", &dir))?;
         }
         Ok(Store { root: root.to_path_buf() })
     }
@@ -399,6 +410,14 @@ impl Store {
         Ok(old)
     }
 
+    /// `rkubelet image rm`: removes the tag, then everything no remaining tag needs. Returns the digest
+    /// the tag pointed at (None if there was no such tag) and what was freed.
+    pub fn remove_image(&self, name: &str) -> Result<(Option<Digest>, PruneReport), StoreError> {
+        let old = self.remove_tag(name)?;
+        let report = if old.is_some() { self.prune()? } else { PruneReport::default() };
+        Ok((old, report))
+    }
+
     /// The digest a tag points at.
     pub fn tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
         Ok(self.tags()?.remove(name))
@@ -496,8 +515,16 @@ impl Store {
     /// Removes every blob and layer no tag references any more (tag → index → manifest → config and
     /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`].
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
+        self.prune_keeping(&[])
+    }
+
+    /// Like [`Store::prune`], also keeping the images (manifest or index digests) in `in_use` whether
+    /// tagged or not, e.g. the images of running containers.
+    pub fn prune_keeping(&self, in_use: &[Digest]) -> Result<PruneReport, StoreError> {
         let _gc = self.lock("gc", FlockArg::LockExclusive)?;
-        let (keep_blobs, keep_layers) = self.reachable()?;
+        let mut roots: Vec<Digest> = self.tags()?.into_values().collect();
+        roots.extend_from_slice(in_use);
+        let (keep_blobs, keep_layers) = self.reachable(roots);
         let mut report = PruneReport::default();
 
         let blob_dir = self.root.join("blobs/sha256");
@@ -544,12 +571,11 @@ impl Store {
         Ok(report)
     }
 
-    /// Blobs and layer ids reachable from the tags. Missing or unparsable blobs end the walk quietly
+    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable blobs end the walk quietly
     /// on that branch (so a broken image never blocks pruning others).
-    fn reachable(&self) -> Result<(HashSet<Digest>, HashSet<String>), StoreError> {
+    fn reachable(&self, mut pending: Vec<Digest>) -> (HashSet<Digest>, HashSet<String>) {
         let mut blobs = HashSet::new();
         let mut layers = HashSet::new();
-        let mut pending: Vec<Digest> = self.tags()?.into_values().collect();
         while let Some(d) = pending.pop() {
             if !blobs.insert(d.clone()) {
                 continue;
@@ -566,7 +592,7 @@ impl Store {
                 }
             }
         }
-        Ok((blobs, layers))
+        (blobs, layers)
     }
 }
 

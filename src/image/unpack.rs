@@ -6,7 +6,7 @@
 //! reach the host. The final component is then created with `*at` calls that do not follow symlinks
 //! (`O_NOFOLLOW|O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `linkat` without `AT_SYMLINK_FOLLOW`), and attributes are
 //! set on the open fd. Hardlink targets are resolved the same way, so they can only name files of this
-//! layer. Overlay metadata xattrs (`trusted.overlay.*`) from the tar are dropped: only the conversion
+//! layer. Overlay metadata xattrs (`trusted.overlay.*`, `user.overlay.*`) from the tar are dropped: only the conversion
 //! below may set them.
 //!
 //! Whiteouts (OCI image-spec `layer.md`) become what overlayfs reads:
@@ -164,13 +164,45 @@ pub fn unpack_tar<R: Read>(root: &Path, reader: R) -> Result<UnpackStats, Unpack
         buf: vec![0u8; COPY_BUFFER],
         stats: UnpackStats::default(),
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(PadToBlock { inner: reader, offset: 0, padding: 0 });
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let entry = entry.map_err(UnpackError::Tar)?;
         unpacker.entry(entry)?;
     }
     unpacker.finish_dir_times()?;
     Ok(unpacker.stats)
+}
+
+/// Some writers (umoci 0.4) end a layer right after the last file's data, without the zero padding to
+/// a 512-byte block and without the end-of-archive blocks. Like Go's archive/tar, accept that: at EOF,
+/// supply zeros up to the block boundary only; the tar parser then sees a clean end at the next header.
+/// The diffID is hashed below this reader, over the real bytes only.
+struct PadToBlock<R> {
+    inner: R,
+    offset: u64,
+    padding: usize,
+}
+
+impl<R: Read> Read for PadToBlock<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.padding == 0 {
+            let n = self.inner.read(buf)?;
+            self.offset += n as u64;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let partial = (self.offset % 512) as usize;
+            if partial == 0 {
+                return Ok(0);
+            }
+            self.padding = 512 - partial;
+            self.offset += self.padding as u64;
+        }
+        let n = self.padding.min(buf.len());
+        buf[..n].fill(0);
+        self.padding -= n;
+        Ok(n)
+    }
 }
 
 fn io_err(op: &'static str, path: impl Into<String>, e: impl Into<io::Error>) -> UnpackError {
@@ -198,12 +230,15 @@ struct Unpacker {
 impl Unpacker {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         self.stats.entries += 1;
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        ) {
+            return Ok(()); // metadata records the tar parser already applied
+        }
         let path = clean_entry_path(&entry.path_bytes())
             .map_err(|reason| refused(Path::new(OsStr::from_bytes(&entry.path_bytes())), reason))?;
-        let kind = entry.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName) {
-            return Ok(());
-        }
         let attrs = read_attrs(&mut entry, &path)?;
 
         let Some(name) = path.file_name().map(OsString::from) else {
@@ -524,7 +559,7 @@ fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Att
                 "mtime" => attrs.mtime = parse_pax_time(text).ok_or_else(|| bad("PAX mtime"))?,
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.")
-                        && !name.starts_with("trusted.overlay.")
+                        && !is_overlay_xattr(name)
                     {
                         attrs.xattrs.push((name.to_string(), value.to_vec()));
                     }
@@ -533,6 +568,12 @@ fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Att
         }
     }
     Ok(attrs)
+}
+
+/// Overlay metadata (`trusted.overlay.*`, or `user.overlay.*` for userxattr mounts) that a layer must not
+/// forge: redirects, metacopy and opaque markers are only produced by the whiteout conversion.
+pub fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
 }
 
 /// A numeric header field: empty (all NUL or space) counts as 0, as Go's archive/tar reads it.
@@ -582,6 +623,27 @@ mod tests {
         assert_eq!(k(".wh..wh.plnk"), WhiteoutKind::Metadata);
         assert_eq!(k(".wh..hidden"), WhiteoutKind::Whiteout(OsStr::new(".hidden")));
         assert_eq!(k(".whfile"), WhiteoutKind::None);
+    }
+
+    #[test]
+    fn pads_a_short_last_block_only() {
+        let read = |data: &[u8]| {
+            let mut out = Vec::new();
+            PadToBlock { inner: data, offset: 0, padding: 0 }.read_to_end(&mut out).unwrap();
+            out
+        };
+        assert_eq!(read(&[1u8; 512]).len(), 512);
+        assert_eq!(read(&[1u8; 514]).len(), 1024);
+        assert_eq!(read(&[1u8; 514])[514..], [0u8; 510]);
+        assert!(read(&[]).is_empty());
+    }
+
+    #[test]
+    fn overlay_xattrs_are_recognised() {
+        assert!(is_overlay_xattr("trusted.overlay.redirect"));
+        assert!(is_overlay_xattr("user.overlay.opaque"));
+        assert!(!is_overlay_xattr("security.capability"));
+        assert!(!is_overlay_xattr("user.mime_type"));
     }
 
     #[test]

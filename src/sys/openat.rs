@@ -85,6 +85,26 @@ pub fn lgetxattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>, Errno> {
     }
 }
 
+/// Lists the extended attribute names of `path` without following a final symlink.
+pub fn llistxattr(path: &Path) -> Result<Vec<String>, Errno> {
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `path` is NUL-terminated; `buf` is writable for `buf.len()` bytes and outlives the call.
+        let rc = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match Errno::result(rc) {
+            Ok(n) => {
+                buf.truncate(n as usize);
+                let names = buf.split(|b| *b == 0).filter(|n| !n.is_empty());
+                return Ok(names.map(|n| String::from_utf8_lossy(n).into_owned()).collect());
+            }
+            Err(Errno::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 8, 0),
+            Err(Errno::EOPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
