@@ -5,7 +5,7 @@ use crate::image::config::Endpoint;
 use crate::image::digest::Digest;
 use crate::image::manifest::{Manifest, ManifestError};
 use crate::image::reference::Reference;
-use crate::image::registry::client::Repo;
+use crate::image::registry::client::{BlobData, Repo};
 use crate::image::registry::{RegistryClient, RegistryError};
 use crate::image::store::{Store, StoreError};
 use bytes::Bytes;
@@ -69,9 +69,12 @@ pub async fn push(
             progress(PushEvent::BlobExists { digest: desc.digest.clone() });
             continue;
         }
-        let data = Bytes::from(store.read_blob(&desc.digest).map_err(store_err)?);
-        let size = data.len() as u64;
-        client.upload_blob(&repo, &desc.digest, data).await.map_err(reg_err)?;
+        if !store.has_blob(&desc.digest) {
+            return Err(store_err(StoreError::BlobMissing(desc.digest.clone())));
+        }
+        let path = store.blob_path(&desc.digest);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(desc.size);
+        client.upload_blob(&repo, &desc.digest, BlobData::File { path, size }).await.map_err(reg_err)?;
         progress(PushEvent::BlobPushed { digest: desc.digest.clone(), size });
     }
     let reference = target.tag().map_or_else(|| digest.to_string(), str::to_string);

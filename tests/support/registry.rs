@@ -14,7 +14,7 @@ use rkube::image::Digest;
 use rkube::image::config::{Endpoint, RegistriesConfig, Scheme};
 use rkube::image::credentials::Credential;
 use rkube::image::registry::RegistryClient;
-use rkube::image::registry::client::{CredentialLookup, Repo, RetryPolicy};
+use rkube::image::registry::client::{BlobData, CredentialLookup, Repo, RetryPolicy};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -618,7 +618,7 @@ pub fn build_index(images: &[(&TestImage, &str, &str, Option<&str>)]) -> Blob {
 pub async fn push_image(client: &RegistryClient, repo: &Repo, tag: &str, img: &TestImage) {
     for b in img.layers.iter().chain(std::iter::once(&img.config)) {
         if !client.blob_exists(repo, &b.digest).await.unwrap() {
-            client.upload_blob(repo, &b.digest, b.data.clone().into()).await.unwrap();
+            client.upload_blob(repo, &b.digest, BlobData::Memory(b.data.clone().into())).await.unwrap();
         }
     }
     client.put_manifest(repo, tag, &img.manifest.media_type, img.manifest.data.clone().into()).await.unwrap();

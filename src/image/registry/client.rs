@@ -13,8 +13,10 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt as _;
 
 /// Finds the credential for a registry host (`host[:port]` of the endpoint actually contacted).
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Credential> + Send + Sync>;
@@ -108,6 +110,55 @@ pub struct FetchedManifest {
     pub body: Bytes,
     pub content_type: Option<String>,
     pub digest: Digest,
+}
+
+/// A blob to upload: in memory, or a file streamed from disk (re-opened on every attempt).
+#[derive(Debug, Clone)]
+pub enum BlobData {
+    Memory(Bytes),
+    File { path: PathBuf, size: u64 },
+}
+
+impl BlobData {
+    /// The blob's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            BlobData::Memory(b) => b.len() as u64,
+            BlobData::File { size, .. } => *size,
+        }
+    }
+
+    /// True for an empty blob.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A fresh request body; a file that cannot be opened yields a body that fails with that error.
+    fn body(&self) -> reqwest::Body {
+        match self {
+            BlobData::Memory(b) => reqwest::Body::from(b.clone()),
+            BlobData::File { path, .. } => {
+                let opened = std::fs::File::open(path).map(tokio::fs::File::from_std);
+                let stream = futures_util::stream::unfold(Some(opened), |state| async move {
+                    match state? {
+                        Err(e) => Some((Err(e), None)),
+                        Ok(mut f) => {
+                            let mut buf = vec![0u8; 1 << 20];
+                            match f.read(&mut buf).await {
+                                Ok(0) => None,
+                                Ok(n) => {
+                                    buf.truncate(n);
+                                    Some((Ok(Bytes::from(buf)), Some(Ok(f))))
+                                }
+                                Err(e) => Some((Err(e), None)),
+                            }
+                        }
+                    }
+                });
+                reqwest::Body::wrap_stream(stream)
+            }
+        }
+    }
 }
 
 /// The registry client. Cheap to share behind an `Arc`; safe to use from many tasks.
@@ -502,8 +553,13 @@ impl RegistryClient {
         }
     }
 
-    /// Uploads a blob: `POST` to start, then one monolithic `PUT ?digest=` with the whole body.
-    pub async fn upload_blob(&self, repo: &Repo, digest: &Digest, data: Bytes) -> Result<(), RegistryError> {
+    /// Uploads a blob: `POST` to start, then one monolithic `PUT ?digest=` streaming the whole body.
+    pub async fn upload_blob(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        data: BlobData,
+    ) -> Result<(), RegistryError> {
         let what = format!("upload of blob {digest} to {}", repo.name);
         let start_url = repo.url("blobs/uploads/");
         let resp = self.send(repo, Action::Push, &what, |h| h.post(&start_url)).await?;
@@ -517,7 +573,8 @@ impl RegistryClient {
             .send(repo, Action::Push, &what, |h| {
                 h.request(Method::PUT, &put_url)
                     .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(data.clone())
+                    .header(reqwest::header::CONTENT_LENGTH, data.len())
+                    .body(data.body())
             })
             .await?;
         if resp.status() != StatusCode::CREATED {
