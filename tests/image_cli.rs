@@ -136,3 +136,27 @@ async fn errors_are_one_line() {
         assert!(!err.contains("panicked"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_a_directory_then_list_and_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), b"imported\n").unwrap();
+    let root = tmp.path().join("root").display().to_string();
+    let base = |args: &[&str]| -> Vec<String> {
+        let mut v = vec!["image".to_string(), "--root".to_string(), root.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+    let docker = tmp.path().join("docker");
+    let out = ok(&rkubelet(base(&["import", &rootfs.display().to_string(), "local/motd:1"]), &docker).await);
+    assert!(out.contains("docker.io/local/motd:1"), "{out}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&rkubelet(base(&["inspect", "local/motd:1", "-o", "json"]), &docker).await))
+            .unwrap();
+    let dirs = inspect["layerDirs"].as_array().unwrap();
+    assert_eq!(dirs.len(), 1);
+    let layer = Path::new(dirs[0].as_str().unwrap());
+    assert_eq!(std::fs::read(layer.join("etc/motd")).unwrap(), b"imported\n");
+}

@@ -24,6 +24,8 @@ async fn round_trip(reg: &TestRegistry) {
     assert_eq!(m.digest, img.manifest.digest);
     let by_digest = client.get_manifest(&repo, &img.manifest.digest.to_string()).await.unwrap();
     assert_eq!(by_digest.body, m.body);
+    assert_eq!(client.head_manifest(&repo, "v1").await.unwrap(), Some(img.manifest.digest.clone()));
+    assert_eq!(client.head_manifest(&repo, "v404").await.unwrap(), None);
     let cfg = client.get_blob_bytes(&repo, &img.config.digest).await.unwrap();
     assert_eq!(&cfg[..], &img.config.data[..]);
 }

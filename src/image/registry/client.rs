@@ -497,6 +497,28 @@ impl RegistryClient {
         Ok(FetchedManifest { body, content_type, digest: actual })
     }
 
+    /// `HEAD /v2/<name>/manifests/<reference>`: the digest the registry reports, `None` when unknown.
+    pub async fn head_manifest(&self, repo: &Repo, reference: &str) -> Result<Option<Digest>, RegistryError> {
+        let what = format!("manifest {}:{reference}", repo.name);
+        let url = repo.url(&format!("manifests/{reference}"));
+        let resp =
+            self.send(repo, Action::Pull, &what, |h| h.head(&url).header(ACCEPT, MANIFEST_ACCEPT)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let header = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok());
+                let digest =
+                    header.and_then(|h| h.parse::<Digest>().ok()).ok_or_else(|| RegistryError::Protocol {
+                        registry: repo.endpoint.host.clone(),
+                        what: what.clone(),
+                        detail: "HEAD answer has no valid Docker-Content-Digest".into(),
+                    })?;
+                Ok(Some(digest))
+            }
+            _ => Err(error_from(resp, &repo.endpoint.host, &what).await),
+        }
+    }
+
     /// `GET /v2/<name>/blobs/<digest>` as a streaming response (status already checked).
     pub async fn get_blob(&self, repo: &Repo, digest: &Digest) -> Result<Response, RegistryError> {
         let what = format!("blob {digest} of {}", repo.name);
