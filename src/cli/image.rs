@@ -21,18 +21,6 @@ use std::time::Instant;
 
 /// Arguments of `rkubelet image`.
 #[derive(Debug, clap::Args)]
-#[command(
-    about = "Pull, push, tag, list, remove, inspect and import images",
-    long_about = "Manage the node's images in the content store under --root.\n\n\
-        Names are normalised like docker's: `nginx:1.10` is `docker.io/library/nginx:1.10`.\n\
-        Registries are reached over HTTPS, except loopback and `insecure:` hosts (plain HTTP).\n\
-        Mirrors, insecure hosts and extra CAs come from --registries-config (YAML), e.g.\n\n  \
-        mirrors:\n    docker.io: [\"http://127.0.0.1:5000\"]\n  insecure: [\"10.0.0.5:5000\"]\n  \
-        ca:\n    my.registry:5443: /etc/rkube/my-ca.pem\n\n\
-        Credentials are read from docker's config.json ($DOCKER_CONFIG or ~/.docker): `auths`,\n\
-        `credHelpers` and `credsStore`. For GCR / Artifact Registry use `_json_key` with a\n\
-        service-account key, or `oauth2accesstoken` with an access token."
-)]
 pub struct Args {
     /// Content store root directory.
     #[arg(long, global = true, env = "RKUBE_ROOT", default_value = "/var/lib/rkube")]
@@ -48,6 +36,21 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Download an image (all layers, verified and unpacked) and tag it locally.
+    ///
+    /// Names are normalised like docker's: `nginx:1.10` is `docker.io/library/nginx:1.10`.
+    /// Registries are reached over HTTPS, except loopback and `insecure:` hosts (plain HTTP).
+    /// Mirrors, insecure hosts and extra CAs come from --registries-config (YAML), e.g.
+    ///
+    ///   mirrors:
+    ///     docker.io: ["http://127.0.0.1:5000"]
+    ///   insecure: ["10.0.0.5:5000"]
+    ///   ca:
+    ///     my.registry:5443: /etc/rkube/my-ca.pem
+    ///
+    /// Credentials come from docker's config.json ($DOCKER_CONFIG or ~/.docker): `auths`,
+    /// `credHelpers` and `credsStore`. For GCR / Artifact Registry use the user `_json_key` with a
+    /// service-account key, or `oauth2accesstoken` with an access token.
+    #[command(verbatim_doc_comment)]
     Pull {
         /// Image reference, e.g. nginx:1.10, gcr.io/project/app:v1, 127.0.0.1:5000/a@sha256:…
         image: String,
@@ -62,6 +65,9 @@ pub enum Command {
         quiet: bool,
     },
     /// Upload a local image (missing blobs, then the manifest) to its registry.
+    ///
+    /// Tag the image with the destination first (`rkubelet image tag nginx:1.10 gcr.io/p/nginx:1.10`)
+    /// or give TARGET. Credentials come from docker's config.json, as for pull.
     Push {
         /// Local image name; also the destination unless TARGET is given.
         image: String,
