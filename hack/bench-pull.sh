@@ -13,9 +13,6 @@ export RKUBE_REGISTRY_DIR=$BUILD_DIR/bench-registry
 WORK=$BUILD_DIR/bench-pull
 IMAGE=127.0.0.1:$RKUBE_REGISTRY_PORT/bench/big:1
 
-log "building rkubelet (release)"
-(cd "$REPO_DIR" && cargo build --release --quiet --bin rkubelet)
-RKUBELET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/rkubelet
 
 cleanup() {
   "$HACK_DIR/registry.sh" stop >/dev/null 2>&1 || true
@@ -71,6 +68,10 @@ mkdir -p "$WORK"
 skopeo copy --quiet --dest-tls-verify=false "oci:$WORK/layout:big" "docker://$IMAGE"
 size=$(du -sm "$WORK/layout/blobs" | cut -f1)
 log "image $IMAGE: $size MiB of blobs"
+
+log "building rkubelet (release)"
+(cd "$REPO_DIR" && cargo build --release --quiet --bin rkubelet)
+RKUBELET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/rkubelet
 
 PODMAN="podman --root $WORK/podman-root --runroot $WORK/podman-run --storage-driver overlay"
 hyperfine --runs "$RUNS" --export-json "$WORK/result.json" \

@@ -242,7 +242,7 @@ impl RegistryClient {
     pub async fn ping(&self, ep: &Endpoint) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", ep.base_url());
         let http = self.http_for(ep)?;
-        let resp = self.send_retrying(ep, &url, || http.get(&url)).await?;
+        let resp = self.send_retrying(&url, || http.get(&url)).await?;
         match resp.status() {
             StatusCode::UNAUTHORIZED => {
                 self.learn(ep, resp.headers());
@@ -294,7 +294,6 @@ impl RegistryClient {
     /// Sends with retries for connection errors and 5xx; no auth.
     async fn send_retrying(
         &self,
-        ep: &Endpoint,
         url: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
@@ -313,7 +312,6 @@ impl RegistryClient {
             }
             tokio::time::sleep(self.retry.delay(attempt)).await;
             attempt += 1;
-            let _ = ep;
         }
     }
 
@@ -360,7 +358,7 @@ impl RegistryClient {
                 if let Some(s) = service {
                     form.push(("service", s.to_string()));
                 }
-                self.send_retrying(ep, realm, || http.post(realm).form(&form)).await?
+                self.send_retrying(realm, || http.post(realm).form(&form)).await?
             }
             _ => {
                 let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
@@ -371,7 +369,7 @@ impl RegistryClient {
                     Some(Credential::Basic { username, password }) => Some(basic_header(username, password)),
                     _ => None,
                 };
-                self.send_retrying(ep, realm, || {
+                self.send_retrying(realm, || {
                     let r = http.get(realm).query(&q);
                     match &header {
                         Some(h) => r.header(AUTHORIZATION, h),
@@ -422,7 +420,7 @@ impl RegistryClient {
             let auth = self.authorization(ep, &scope).await?;
             let url = repo.url("");
             let resp = self
-                .send_retrying(ep, &url, || {
+                .send_retrying(&url, || {
                     let r = build(&http);
                     match &auth {
                         Some(h) => r.header(AUTHORIZATION, h),
