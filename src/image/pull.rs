@@ -264,6 +264,7 @@ async fn fetch_layers(
 ) -> Result<(), Box<(Digest, LayerError)>> {
     let limit = Arc::new(Semaphore::new(opts.concurrent_layers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
     for (desc, diff_id) in layers.iter().zip(diff_ids) {
         if store.layer_path(diff_id).is_some() && store.has_blob(&desc.digest) {
             if let Some(p) = &opts.progress {
@@ -274,17 +275,21 @@ async fn fetch_layers(
         let (client, store, repo, desc, diff_id, limit) =
             (client.clone(), store.clone(), repo.clone(), desc.clone(), diff_id.clone(), limit.clone());
         let progress = opts.progress.clone();
-        tasks.spawn(async move {
+        let layer = desc.digest.clone();
+        let handle = tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore is never closed");
             let r =
                 fetch_layer_with_retries(&client, &store, &repo, &desc, &diff_id, progress.as_ref()).await;
             r.map_err(|e| Box::new((desc.digest.clone(), e)))
         });
+        names.insert(handle.id(), layer);
     }
     let mut first_err = None;
-    while let Some(joined) = tasks.join_next().await {
-        let r = joined
-            .unwrap_or_else(|e| Err(Box::new((Digest::sha256_of(b""), LayerError::Task(e.to_string())))));
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let r = joined.map(|(_, r)| r).unwrap_or_else(|e| {
+            let layer = names.get(&e.id()).cloned().unwrap_or_else(|| Digest::sha256_of(b""));
+            Err(Box::new((layer, LayerError::Task(e.to_string()))))
+        });
         if let Err(e) = r {
             if first_err.is_none() {
                 tasks.abort_all();
