@@ -81,9 +81,12 @@ hyperfine --runs "$RUNS" --export-json "$WORK/result.json" \
   -n skopeo "skopeo copy --quiet --src-tls-verify=false docker://$IMAGE dir:$WORK/skopeo"
 $PODMAN rmi -af >/dev/null 2>&1 || true
 
-mean() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .mean' "$WORK/result.json"; }
-rk=$(mean rkubelet); pd=$(mean podman); sk=$(mean skopeo)
-printf '\n%-10s %8s\n' tool "mean (s)"
-printf '%-10s %8.2f\n' rkubelet "$rk" podman "$pd" skopeo "$sk"
-printf '\nrkubelet / podman = %.2f   (target <= 0.35)\n' "$(echo "$rk / $pd" | bc -l)"
-printf 'rkubelet / skopeo = %.2f   (skopeo only downloads)\n' "$(echo "$rk / $sk" | bc -l)"
+field() { jq -r --arg n "$1" --arg f "$2" '.results[] | select(.command == $n) | .[$f]' "$WORK/result.json"; }
+cpu() { echo "$(field "$1" user) + $(field "$1" system)" | bc -l; }
+rk=$(field rkubelet mean); pd=$(field podman mean); sk=$(field skopeo mean)
+printf '\n%-10s %9s %9s\n' tool "wall (s)" "cpu (s)"
+for t in rkubelet podman skopeo; do printf '%-10s %9.2f %9.2f\n' "$t" "$(field $t mean)" "$(cpu $t)"; done
+printf '\nrkubelet / podman = %.2f wall, %.2f cpu   (target <= 0.35 wall)\n' \
+  "$(echo "$rk / $pd" | bc -l)" "$(echo "$(cpu rkubelet) / $(cpu podman)" | bc -l)"
+printf 'rkubelet / skopeo = %.2f wall   (skopeo only downloads)\n' "$(echo "$rk / $sk" | bc -l)"
+printf 'load average during the run: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
