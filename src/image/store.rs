@@ -22,7 +22,8 @@
 //! [`Store::prune`] holds it exclusive. A pull must hold a [`Lease`] from its first write until its tag
 //! is set, so a prune running in between cannot collect its not-yet-tagged blobs and layers.
 
-use crate::image::compression::{self, CompressionError, STREAM_BUFFER};
+use crate::image::compression::{CompressionError, STREAM_BUFFER};
+use crate::image::decode::{self, DecodeError};
 use crate::image::digest::{Digest, HashingReader};
 use crate::image::unpack::{UnpackError, unpack_tar};
 use nix::fcntl::{Flock, FlockArg};
@@ -174,22 +175,6 @@ impl Drop for TmpGuard {
     }
 }
 
-/// A reader that copies everything it reads into an optional writer.
-struct TeeReader<R, W> {
-    inner: R,
-    copy: Option<W>,
-}
-
-impl<R: Read, W: Write> Read for TeeReader<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(w) = &mut self.copy {
-            w.write_all(&buf[..n])?;
-        }
-        Ok(n)
-    }
-}
-
 /// The short directory name of a layer.
 pub fn layer_id(diff_id: &Digest) -> String {
     diff_id.hex()[..LAYER_ID_LEN].to_string()
@@ -254,9 +239,13 @@ impl Store {
         self.write_blob_from(d, data).map(drop)
     }
 
-    /// Streams a blob into the store, verifying its digest at EOF; returns its size. Atomic.
+    /// Streams a blob into the store, verifying its digest at EOF; returns its size. Atomic. When the blob
+    /// is already present, returns its size without reading `reader`.
     pub fn write_blob_from(&self, d: &Digest, reader: impl Read) -> Result<u64, StoreError> {
         let _gc = self.lease()?;
+        if let Ok(meta) = fs::metadata(self.blob_path(d)) {
+            return Ok(meta.len());
+        }
         let tmp = self.tmp_path(&format!("blob-{}", d.short()));
         let mut guard = TmpGuard { path: tmp.clone(), keep: false };
         let file = File::create(&tmp).map_err(io_err("create temp blob", &tmp))?;
@@ -326,7 +315,7 @@ impl Store {
         blob: &Digest,
         diff_id: &Digest,
         media_type: &str,
-        reader: impl Read,
+        reader: impl Read + Send,
     ) -> Result<PathBuf, StoreError> {
         let _gc = self.lease()?;
         let id = layer_id(diff_id);
@@ -354,31 +343,28 @@ impl Store {
             Some(BufWriter::with_capacity(STREAM_BUFFER, file))
         };
 
-        let mut raw = TeeReader { inner: HashingReader::new(reader), copy: blob_copy };
-        let stream_err = |source| StoreError::Stream { diff_id: diff_id.clone(), source };
-        let actual_diff = {
-            let (_, tar_stream) = compression::decompress(media_type, &mut raw)
-                .map_err(|source| StoreError::Compression { diff_id: diff_id.clone(), source })?;
-            let mut tar_hashing = HashingReader::new(tar_stream);
-            unpack_tar(&fs_dir, &mut tar_hashing)
-                .map_err(|source| StoreError::Unpack { diff_id: diff_id.clone(), source })?;
-            // Drain the end-of-archive padding and the compression trailer (CRC, size, checksums).
-            io::copy(&mut tar_hashing, &mut io::sink()).map_err(stream_err)?;
-            tar_hashing.finish().0
-        };
-        io::copy(&mut raw, &mut io::sink())
-            .map_err(|source| StoreError::Stream { diff_id: diff_id.clone(), source })?;
-        let TeeReader { inner, copy } = raw;
-        let (actual_blob, _) = inner.finish();
-        if &actual_blob != blob {
-            return Err(StoreError::DigestMismatch { expected: blob.clone(), actual: actual_blob });
+        let decoded = std::thread::scope(|scope| {
+            let mut decoder = decode::spawn_decoder(scope, media_type, reader, blob_copy);
+            match unpack_tar(&fs_dir, &mut decoder.tar) {
+                Ok(_) => decoder.finish().map_err(|e| self.decode_error(diff_id, e)),
+                Err(unpack) => Err(match decoder.abort() {
+                    // A broken stream explains the unpack failure better than the tar parser's view of it.
+                    Err(e @ (DecodeError::Read(_) | DecodeError::Compression(_) | DecodeError::Copy(_))) => {
+                        self.decode_error(diff_id, e)
+                    }
+                    _ => StoreError::Unpack { diff_id: diff_id.clone(), source: unpack },
+                }),
+            }
+        })?;
+        if &decoded.blob != blob {
+            return Err(StoreError::DigestMismatch { expected: blob.clone(), actual: decoded.blob });
         }
-        if &actual_diff != diff_id {
-            return Err(StoreError::DiffIdMismatch { diff_id: diff_id.clone(), actual: actual_diff });
+        if &decoded.diff_id != diff_id {
+            return Err(StoreError::DiffIdMismatch { diff_id: diff_id.clone(), actual: decoded.diff_id });
         }
+        let copy = decoded.copy;
 
-        if let Some(mut copy) = copy {
-            copy.flush().map_err(io_err("write blob", &blob_tmp))?;
+        if let Some(copy) = copy {
             drop(copy);
             let blob_dest = self.blob_path(blob);
             fs::rename(&blob_tmp, &blob_dest).map_err(io_err("rename blob into", &blob_dest))?;
@@ -388,6 +374,18 @@ impl Store {
         fs::rename(&work, &dest).map_err(io_err("rename layer into", &dest))?;
         work_guard.keep = true;
         Ok(dest.join("fs"))
+    }
+
+    fn decode_error(&self, diff_id: &Digest, e: DecodeError) -> StoreError {
+        let diff_id = diff_id.clone();
+        match e {
+            DecodeError::Compression(source) => StoreError::Compression { diff_id, source },
+            DecodeError::Read(source) => StoreError::Stream { diff_id, source },
+            DecodeError::Copy(source) => {
+                StoreError::Io { op: "write blob copy of layer", path: self.root.join("tmp"), source }
+            }
+            DecodeError::Aborted => StoreError::Stream { diff_id, source: io::Error::other("aborted") },
+        }
     }
 
     /// Points `name` at a manifest (or index) digest.
@@ -634,6 +632,7 @@ mod tests {
         assert!(!store.has_blob(&wrong));
         store.write_blob(&d, b"hello").unwrap();
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
+        assert_eq!(store.write_blob_from(&d, &b"not read"[..]).unwrap(), 5, "present: not rewritten");
         assert!(matches!(store.read_blob(&wrong), Err(StoreError::BlobMissing(_))));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp debris");
     }
