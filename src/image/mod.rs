@@ -1,7 +1,6 @@
 //! Images: references, registry client, auth and credentials, content store, unpack.
 
 pub mod compression;
-pub mod decode;
 pub mod digest;
 pub mod import;
 pub mod store;

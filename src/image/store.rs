@@ -22,8 +22,8 @@
 //! [`Store::prune`] holds it exclusive. A pull must hold a [`Lease`] from its first write until its tag
 //! is set, so a prune running in between cannot collect its not-yet-tagged blobs and layers.
 
+use crate::image::compression::decode::{self, DecodeError};
 use crate::image::compression::{CompressionError, STREAM_BUFFER};
-use crate::image::decode::{self, DecodeError};
 use crate::image::digest::{Digest, HashingReader};
 use crate::image::unpack::{UnpackError, unpack_tar};
 use nix::fcntl::{Flock, FlockArg};
