@@ -192,7 +192,11 @@ impl Store {
         }
         for private in ["blobs", "layers", "tmp", "locks"] {
             let dir = root.join(private);
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err("restrict", &dir))?;
+            let mode = fs::metadata(&dir).map_err(io_err("inspect", &dir))?.permissions().mode() & 0o7777;
+            if mode != 0o700 {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("restrict", &dir))?;
+            }
         }
         Ok(Store { root: root.to_path_buf() })
     }
@@ -391,6 +395,7 @@ impl Store {
     /// Points `name` at a manifest (or index) digest.
     pub fn set_tag(&self, name: &str, manifest: &Digest) -> Result<(), StoreError> {
         check_name(name)?;
+        let _gc = self.lease()?; // never interleaved with a prune's reachability walk
         let _lock = self.lock("tags", FlockArg::LockExclusive)?;
         let mut tags = self.tags()?;
         tags.insert(name.to_string(), manifest.clone());
