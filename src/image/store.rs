@@ -27,13 +27,18 @@ use crate::image::compression::{CompressionError, STREAM_BUFFER};
 use crate::image::digest::{Digest, HashingReader};
 use crate::image::unpack::{UnpackError, unpack_tar};
 use nix::fcntl::{Flock, FlockArg};
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod gc;
+mod image;
+mod tags;
+
+pub use gc::PruneReport;
+pub use image::{Descriptor, ManifestRefs};
 
 /// The store root used when none is given.
 pub const DEFAULT_ROOT: &str = "/var/lib/rkube";
@@ -96,51 +101,6 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-/// What [`Store::prune`] removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PruneReport {
-    /// Blob digests removed.
-    pub blobs: Vec<Digest>,
-    /// Bytes of removed blobs.
-    pub blob_bytes: u64,
-    /// diffIDs of removed layer directories.
-    pub layers: Vec<Digest>,
-}
-
-/// A descriptor as manifests list them.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: Digest,
-    #[serde(default)]
-    pub size: u64,
-}
-
-/// The parts of an image manifest (or index) the store follows.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ManifestRefs {
-    /// Present in an image manifest.
-    pub config: Option<Descriptor>,
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-    /// Present in an index / manifest list.
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfigRootfs {
-    rootfs: RootfsDiffIds,
-}
-
-#[derive(Debug, Deserialize)]
-struct RootfsDiffIds {
-    #[serde(default)]
-    diff_ids: Vec<Digest>,
 }
 
 /// A shared hold on the store that keeps [`Store::prune`] out until dropped.
@@ -391,231 +351,6 @@ impl Store {
             DecodeError::Aborted => StoreError::Stream { diff_id, source: io::Error::other("aborted") },
         }
     }
-
-    /// Points `name` at a manifest (or index) digest.
-    pub fn set_tag(&self, name: &str, manifest: &Digest) -> Result<(), StoreError> {
-        check_name(name)?;
-        let _gc = self.lease()?; // never interleaved with a prune's reachability walk
-        let _lock = self.lock("tags", FlockArg::LockExclusive)?;
-        let mut tags = self.tags()?;
-        tags.insert(name.to_string(), manifest.clone());
-        self.write_tags(&tags)
-    }
-
-    /// Removes a tag; returns the digest it pointed at, if it existed. Content is freed by [`Store::prune`].
-    pub fn remove_tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
-        let _lock = self.lock("tags", FlockArg::LockExclusive)?;
-        let mut tags = self.tags()?;
-        let old = tags.remove(name);
-        if old.is_some() {
-            self.write_tags(&tags)?;
-        }
-        Ok(old)
-    }
-
-    /// `rkubelet image rm`: removes the tag, then everything no remaining tag needs. Returns the digest
-    /// the tag pointed at (None if there was no such tag) and what was freed.
-    pub fn remove_image(&self, name: &str) -> Result<(Option<Digest>, PruneReport), StoreError> {
-        let old = self.remove_tag(name)?;
-        let report = if old.is_some() { self.prune()? } else { PruneReport::default() };
-        Ok((old, report))
-    }
-
-    /// The digest a tag points at.
-    pub fn tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
-        Ok(self.tags()?.remove(name))
-    }
-
-    /// All tags, sorted by name.
-    pub fn tags(&self) -> Result<BTreeMap<String, Digest>, StoreError> {
-        let path = self.root.join("tags.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StoreError::BadTags { path, source })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(StoreError::Io { op: "read", path, source: e }),
-        }
-    }
-
-    fn write_tags(&self, tags: &BTreeMap<String, Digest>) -> Result<(), StoreError> {
-        let path = self.root.join("tags.json");
-        let tmp = self.tmp_path("tags");
-        let mut guard = TmpGuard { path: tmp.clone(), keep: false };
-        let json = serde_json::to_vec_pretty(tags).expect("a map of strings serialises");
-        fs::write(&tmp, json).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename tags into", &path))?;
-        guard.keep = true;
-        Ok(())
-    }
-
-    /// Parses a manifest or index blob for the digests it references.
-    pub fn manifest_refs(&self, manifest: &Digest) -> Result<ManifestRefs, StoreError> {
-        let bytes = self.read_blob(manifest)?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
-            digest: manifest.clone(),
-            what: "manifest",
-            source,
-        })
-    }
-
-    /// The diffIDs listed in an image config blob.
-    pub fn config_diff_ids(&self, config: &Digest) -> Result<Vec<Digest>, StoreError> {
-        let bytes = self.read_blob(config)?;
-        let parsed: ConfigRootfs = serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
-            digest: config.clone(),
-            what: "image config",
-            source,
-        })?;
-        Ok(parsed.rootfs.diff_ids)
-    }
-
-    /// The image's config, parsed.
-    pub fn image_config(&self, manifest: &Digest) -> Result<oci_spec::image::ImageConfiguration, StoreError> {
-        let config = self.config_descriptor(manifest)?;
-        let bytes = self.read_blob(&config.digest)?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
-            digest: config.digest.clone(),
-            what: "image config",
-            source,
-        })
-    }
-
-    fn config_descriptor(&self, manifest: &Digest) -> Result<Descriptor, StoreError> {
-        let refs = self.manifest_refs(manifest)?;
-        refs.config.ok_or_else(|| StoreError::BadJson {
-            digest: manifest.clone(),
-            what: "image manifest",
-            source: serde::de::Error::custom(
-                "no config descriptor (an index? resolve it to a platform first)",
-            ),
-        })
-    }
-
-    /// The image's unpacked layer directories, lowest first, ready to be overlay lower dirs.
-    pub fn image_layers(&self, manifest: &Digest) -> Result<Vec<PathBuf>, StoreError> {
-        let refs = self.manifest_refs(manifest)?;
-        let config = self.config_descriptor(manifest)?;
-        let diff_ids = self.config_diff_ids(&config.digest)?;
-        if diff_ids.len() != refs.layers.len() {
-            return Err(StoreError::LayerCountMismatch {
-                manifest: manifest.clone(),
-                layers: refs.layers.len(),
-                diff_ids: diff_ids.len(),
-            });
-        }
-        diff_ids
-            .iter()
-            .map(|d| {
-                self.layer_path(d).ok_or_else(|| StoreError::LayerMissing {
-                    manifest: manifest.clone(),
-                    diff_id: d.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// Removes every blob and layer no tag references any more (tag → index → manifest → config and
-    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`].
-    pub fn prune(&self) -> Result<PruneReport, StoreError> {
-        self.prune_keeping(&[])
-    }
-
-    /// Like [`Store::prune`], also keeping the images (manifest or index digests) in `in_use` whether
-    /// tagged or not, e.g. the images of running containers.
-    pub fn prune_keeping(&self, in_use: &[Digest]) -> Result<PruneReport, StoreError> {
-        let _gc = self.lock("gc", FlockArg::LockExclusive)?;
-        let mut roots: Vec<Digest> = self.tags()?.into_values().collect();
-        roots.extend_from_slice(in_use);
-        let (keep_blobs, keep_layers) = self.reachable(roots);
-        let mut report = PruneReport::default();
-
-        let blob_dir = self.root.join("blobs/sha256");
-        for name in list_dir(&blob_dir)? {
-            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else { continue };
-            if keep_blobs.contains(&d) {
-                continue;
-            }
-            let path = blob_dir.join(&name);
-            let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path).map_err(io_err("remove blob", &path))?;
-            report.blob_bytes += size;
-            report.blobs.push(d);
-        }
-
-        let layers_dir = self.root.join("layers");
-        for id in list_dir(&layers_dir)? {
-            if keep_layers.contains(&id) {
-                continue;
-            }
-            let dir = layers_dir.join(&id);
-            let diff_id = fs::read_to_string(dir.join("diff_id")).ok().and_then(|s| s.trim().parse().ok());
-            // Rename first so a half-removed layer never looks complete.
-            let trash = self.tmp_path(&format!("trash-{id}"));
-            fs::rename(&dir, &trash).map_err(io_err("move away layer", &dir))?;
-            fs::remove_dir_all(&trash).map_err(io_err("remove layer", &trash))?;
-            report.layers.extend(diff_id);
-        }
-
-        let tmp_dir = self.root.join("tmp");
-        for name in list_dir(&tmp_dir)? {
-            let path = tmp_dir.join(name);
-            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
-        }
-        let locks_dir = self.root.join("locks");
-        for name in list_dir(&locks_dir)? {
-            // Layer locks are only taken under a shared gc lock, so nobody holds one now.
-            if let Some(id) = name.strip_prefix("layer-").and_then(|n| n.strip_suffix(".lock"))
-                && !keep_layers.contains(id)
-            {
-                let _ = fs::remove_file(locks_dir.join(&name));
-            }
-        }
-        Ok(report)
-    }
-
-    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable blobs end the walk quietly
-    /// on that branch (so a broken image never blocks pruning others).
-    fn reachable(&self, mut pending: Vec<Digest>) -> (HashSet<Digest>, HashSet<String>) {
-        let mut blobs = HashSet::new();
-        let mut layers = HashSet::new();
-        while let Some(d) = pending.pop() {
-            if !blobs.insert(d.clone()) {
-                continue;
-            }
-            let Ok(refs) = self.manifest_refs(&d) else { continue };
-            pending.extend(refs.manifests.into_iter().map(|m| m.digest));
-            for layer in &refs.layers {
-                blobs.insert(layer.digest.clone());
-            }
-            if let Some(config) = refs.config {
-                blobs.insert(config.digest.clone());
-                if let Ok(diff_ids) = self.config_diff_ids(&config.digest) {
-                    layers.extend(diff_ids.iter().map(layer_id));
-                }
-            }
-        }
-        (blobs, layers)
-    }
-}
-
-/// Image names are stored as given (normalised by the caller) but must be printable and non-empty.
-fn check_name(name: &str) -> Result<(), StoreError> {
-    if name.is_empty() || name.len() > 1024 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(StoreError::BadName(name.into()));
-    }
-    Ok(())
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        if let Some(name) = entry.file_name().to_str() {
-            names.push(name.to_string());
-        }
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -640,22 +375,6 @@ mod tests {
         assert_eq!(store.write_blob_from(&d, &b"not read"[..]).unwrap(), 5, "present: not rewritten");
         assert!(matches!(store.read_blob(&wrong), Err(StoreError::BlobMissing(_))));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp debris");
-    }
-
-    #[test]
-    fn tags_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = Digest::sha256_of(b"m");
-        store.set_tag("docker.io/library/nginx:1.10", &d).unwrap();
-        store.set_tag("x:1", &d).unwrap();
-        assert_eq!(store.tag("x:1").unwrap(), Some(d.clone()));
-        assert_eq!(store.tags().unwrap().len(), 2);
-        assert_eq!(store.remove_tag("x:1").unwrap(), Some(d));
-        assert_eq!(store.remove_tag("x:1").unwrap(), None);
-        assert!(store.set_tag("bad name", &Digest::sha256_of(b"")).is_err());
-        let reopened = Store::open(dir.path()).unwrap();
-        assert_eq!(reopened.tags().unwrap().keys().collect::<Vec<_>>(), ["docker.io/library/nginx:1.10"]);
     }
 
     #[test]
