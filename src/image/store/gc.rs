@@ -28,7 +28,7 @@ impl Store {
     }
 
     /// Removes every blob and layer no tag references any more (tag → index → manifest → config and
-    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`].
+    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`](super::Lease).
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
         self.prune_keeping(&[])
     }
