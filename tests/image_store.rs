@@ -40,6 +40,12 @@ fn gzip_zstd_and_plain_layers_unpack_once_with_their_blob() {
         assert_eq!(store.read_blob(&blob).unwrap(), bytes, "{media_type}: compressed blob kept for push");
     }
     assert_eq!(names(&tmp.path().join("layers")), [layer_id(&diff_id)], "one layer dir for one diffID");
+    // Another blob claiming the same (present) diffID is still checked against it before it is kept.
+    let other = gzip(&LayerTar::new().file("x", b"other").finish());
+    let other_digest = Digest::sha256_of(&other);
+    let err = store.unpack_layer(&other_digest, &diff_id, GZIP, &other[..]).unwrap_err();
+    assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+    assert!(!store.has_blob(&other_digest));
     assert!(names(&tmp.path().join("tmp")).is_empty());
 }
 

@@ -286,7 +286,7 @@ impl Store {
         let _layer_lock = self.lock(&format!("layer-{id}"), FlockArg::LockExclusive)?;
         if let Some(done) = self.layer_path(diff_id) {
             if !self.has_blob(blob) {
-                self.write_blob_from(blob, reader)?;
+                self.store_layer_blob(blob, diff_id, media_type, reader)?;
             }
             return Ok(done);
         }
@@ -320,12 +320,7 @@ impl Store {
                 }),
             }
         })?;
-        if &decoded.blob != blob {
-            return Err(StoreError::DigestMismatch { expected: blob.clone(), actual: decoded.blob });
-        }
-        if &decoded.diff_id != diff_id {
-            return Err(StoreError::DiffIdMismatch { diff_id: diff_id.clone(), actual: decoded.diff_id });
-        }
+        check_digests(blob, diff_id, &decoded.blob, &decoded.diff_id)?;
         let copy = decoded.copy;
 
         if let Some(copy) = copy {
@@ -340,6 +335,34 @@ impl Store {
         Ok(dest.join("fs"))
     }
 
+    /// Keeps the compressed blob of a layer that is already unpacked (e.g. the same layer pulled in
+    /// another compression), checking both its digest and that it decompresses to `diff_id`.
+    fn store_layer_blob(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        media_type: &str,
+        reader: impl Read + Send,
+    ) -> Result<(), StoreError> {
+        let tmp = self.tmp_path(&format!("blob-{}", blob.short()));
+        let mut guard = TmpGuard { path: tmp.clone(), keep: false };
+        let file = File::create(&tmp).map_err(io_err("create temp blob", &tmp))?;
+        let copy = Some(BufWriter::with_capacity(STREAM_BUFFER, file));
+        let decoded = std::thread::scope(|scope| {
+            let mut decoder = decode::spawn_decoder(scope, media_type, reader, copy);
+            let drained = io::copy(&mut decoder.tar, &mut io::sink());
+            let decoded = decoder.finish().map_err(|e| self.decode_error(diff_id, e))?;
+            drained.map_err(|source| StoreError::Stream { diff_id: diff_id.clone(), source })?;
+            Ok::<_, StoreError>(decoded)
+        })?;
+        check_digests(blob, diff_id, &decoded.blob, &decoded.diff_id)?;
+        drop(decoded.copy);
+        let dest = self.blob_path(blob);
+        fs::rename(&tmp, &dest).map_err(io_err("rename blob into", &dest))?;
+        guard.keep = true;
+        Ok(())
+    }
+
     fn decode_error(&self, diff_id: &Digest, e: DecodeError) -> StoreError {
         let diff_id = diff_id.clone();
         match e {
@@ -351,6 +374,22 @@ impl Store {
             DecodeError::Aborted => StoreError::Stream { diff_id, source: io::Error::other("aborted") },
         }
     }
+}
+
+/// Both digests of a decoded layer stream must match what the manifest and config promise.
+fn check_digests(
+    blob: &Digest,
+    diff_id: &Digest,
+    actual_blob: &Digest,
+    actual_diff: &Digest,
+) -> Result<(), StoreError> {
+    if actual_blob != blob {
+        return Err(StoreError::DigestMismatch { expected: blob.clone(), actual: actual_blob.clone() });
+    }
+    if actual_diff != diff_id {
+        return Err(StoreError::DiffIdMismatch { diff_id: diff_id.clone(), actual: actual_diff.clone() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
