@@ -43,6 +43,9 @@ pub use image::{Descriptor, ManifestRefs};
 /// The store root used when none is given.
 pub const DEFAULT_ROOT: &str = "/var/lib/rkube";
 
+/// Media type of an uncompressed layer.
+pub const UNCOMPRESSED_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
 /// Number of hex digits of the diffID used as the layer directory name.
 const LAYER_ID_LEN: usize = 16;
 
@@ -281,12 +284,35 @@ impl Store {
         media_type: &str,
         reader: impl Read + Send,
     ) -> Result<PathBuf, StoreError> {
+        self.unpack_layer_adopting(blob, diff_id, media_type, reader, None)
+    }
+
+    /// Unpacks an uncompressed layer tar file (e.g. written by an import into this store's `tmp/`) whose
+    /// sha256 is `diff_id`; the file itself then becomes the layer's blob (renamed, not copied).
+    pub fn unpack_layer_file(&self, diff_id: &Digest, tar_file: &Path) -> Result<PathBuf, StoreError> {
+        let file = File::open(tar_file).map_err(io_err("open layer file", tar_file))?;
+        self.unpack_layer_adopting(diff_id, diff_id, UNCOMPRESSED_LAYER, file, Some(tar_file))
+    }
+
+    /// [`Store::unpack_layer`], with the blob either copied from the stream or, with `adopt`, renamed
+    /// from that file once verified.
+    fn unpack_layer_adopting(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        media_type: &str,
+        reader: impl Read + Send,
+        adopt: Option<&Path>,
+    ) -> Result<PathBuf, StoreError> {
         let _gc = self.lease()?;
         let id = layer_id(diff_id);
         let _layer_lock = self.lock(&format!("layer-{id}"), FlockArg::LockExclusive)?;
         if let Some(done) = self.layer_path(diff_id) {
             if !self.has_blob(blob) {
-                self.store_layer_blob(blob, diff_id, media_type, reader)?;
+                match adopt {
+                    Some(file) => self.adopt_blob(blob, file)?,
+                    None => self.store_layer_blob(blob, diff_id, media_type, reader)?,
+                }
             }
             return Ok(done);
         }
@@ -300,7 +326,7 @@ impl Store {
         let fs_dir = work.join("fs");
         fs::create_dir_all(&fs_dir).map_err(io_err("create layer dir", &fs_dir))?;
         let blob_tmp = work.join("blob");
-        let blob_copy = if self.has_blob(blob) {
+        let blob_copy = if self.has_blob(blob) || adopt.is_some() {
             None
         } else {
             let file = File::create(&blob_tmp).map_err(io_err("create temp blob", &blob_tmp))?;
@@ -323,16 +349,31 @@ impl Store {
         check_digests(blob, diff_id, &decoded.blob, &decoded.diff_id)?;
         let copy = decoded.copy;
 
+        let blob_dest = self.blob_path(blob);
         if let Some(copy) = copy {
             drop(copy);
-            let blob_dest = self.blob_path(blob);
             fs::rename(&blob_tmp, &blob_dest).map_err(io_err("rename blob into", &blob_dest))?;
+        } else if let Some(file) = adopt.filter(|_| !self.has_blob(blob)) {
+            // Verified above: the decoder hashed exactly this file's bytes.
+            fs::rename(file, &blob_dest).map_err(io_err("rename blob into", &blob_dest))?;
         }
         let marker = work.join("diff_id");
         fs::write(&marker, diff_id.to_string()).map_err(io_err("write", &marker))?;
         fs::rename(&work, &dest).map_err(io_err("rename layer into", &dest))?;
         work_guard.keep = true;
         Ok(dest.join("fs"))
+    }
+
+    /// Renames `file` into the store as blob `blob` after checking its digest.
+    fn adopt_blob(&self, blob: &Digest, file: &Path) -> Result<(), StoreError> {
+        let mut hashing = HashingReader::new(File::open(file).map_err(io_err("open", file))?);
+        io::copy(&mut hashing, &mut io::sink()).map_err(io_err("read", file))?;
+        let (actual, _) = hashing.finish();
+        if &actual != blob {
+            return Err(StoreError::DigestMismatch { expected: blob.clone(), actual });
+        }
+        let dest = self.blob_path(blob);
+        fs::rename(file, &dest).map_err(io_err("rename blob into", &dest))
     }
 
     /// Keeps the compressed blob of a layer that is already unpacked (e.g. the same layer pulled in
