@@ -40,7 +40,36 @@ fn gzip_zstd_and_plain_layers_unpack_once_with_their_blob() {
         assert_eq!(store.read_blob(&blob).unwrap(), bytes, "{media_type}: compressed blob kept for push");
     }
     assert_eq!(names(&tmp.path().join("layers")), [layer_id(&diff_id)], "one layer dir for one diffID");
+    // Another blob claiming the same (present) diffID is still checked against it before it is kept.
+    let other = gzip(&LayerTar::new().file("x", b"other").finish());
+    let other_digest = Digest::sha256_of(&other);
+    let err = store.unpack_layer(&other_digest, &diff_id, GZIP, &other[..]).unwrap_err();
+    assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+    assert!(!store.has_blob(&other_digest));
     assert!(names(&tmp.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn a_layer_tar_file_is_adopted_as_its_blob() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let tar = base_tar();
+    let diff_id = Digest::sha256_of(&tar);
+    let file = tmp.path().join("tmp/import-test.tar");
+    std::fs::write(&file, &tar).unwrap();
+    let path = store.unpack_layer_file(&diff_id, &file).unwrap();
+    assert_eq!(std::fs::read(path.join("etc/motd")).unwrap(), b"hi");
+    assert!(!file.exists(), "the file was renamed into the store, not copied");
+    assert_eq!(store.read_blob(&diff_id).unwrap(), tar);
+
+    // Layer present, blob missing (pulled compressed before): the file is verified, then adopted.
+    std::fs::remove_file(store.blob_path(&diff_id)).unwrap();
+    std::fs::write(&file, b"not the layer").unwrap();
+    assert!(matches!(store.unpack_layer_file(&diff_id, &file), Err(StoreError::DigestMismatch { .. })));
+    std::fs::write(&file, &tar).unwrap();
+    store.unpack_layer_file(&diff_id, &file).unwrap();
+    assert!(store.has_blob(&diff_id) && !file.exists());
 }
 
 #[test]
@@ -267,6 +296,12 @@ fn import_a_directory_and_a_tarball() {
         digest,
         "importing the same tree is reproducible"
     );
+    let refs = store.manifest_refs(&digest).unwrap();
+    assert_eq!(refs.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar");
+    let diff_ids = store.config_diff_ids(&refs.config.unwrap().digest).unwrap();
+    assert_eq!(refs.layers[0].digest, diff_ids[0], "an uncompressed layer's blob digest is its diffID");
+    let blob_len = store.open_blob(&refs.layers[0].digest).unwrap().metadata().unwrap().len();
+    assert_eq!(blob_len, refs.layers[0].size);
 
     // A zstd tarball of a rootfs.
     let tar = LayerTar::new().dir("app", 0o755).file("app/index.html", b"<h1>v1</h1>").finish();

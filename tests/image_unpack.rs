@@ -32,12 +32,15 @@ fn whiteouts_and_opaque_dirs_convert_and_mount_with_overlayfs() {
             .file("o/old", b"old")
             .dir("o/sub", 0o755)
             .file("top", b"t")
+            .dir("wholedir", 0o755)
+            .file("wholedir/x", b"x")
             .finish(),
     )
     .unwrap();
     unpack(
         &upper,
         &LayerTar::new()
+            .file(".wh.wholedir", b"")
             .file("a/.wh.gone", b"")
             .dir("o", 0o755)
             .file("o/new1", b"before marker")
@@ -54,7 +57,7 @@ fn whiteouts_and_opaque_dirs_convert_and_mount_with_overlayfs() {
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "a/gone must be a 0/0 char device");
     assert!(std::fs::symlink_metadata(upper.join("top")).unwrap().file_type().is_char_device());
     assert_eq!(lgetxattr(&upper.join("o"), "trusted.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]));
-    assert_eq!(tree(&upper), ["a", "a/gone", "o", "o/new1", "o/new2", "top"]);
+    assert_eq!(tree(&upper), ["a", "a/gone", "o", "o/new1", "o/new2", "top", "wholedir"]);
 
     // The merged view through a real overlayfs mount.
     let mount = OverlayMount::new(&tmp.path().join("merged"), &[upper.clone(), lower.clone()]);
@@ -116,6 +119,29 @@ fn attributes_ownership_setuid_xattrs_links_and_devices_are_kept() {
     let x = std::fs::metadata(root.join("late/x")).unwrap();
     assert_eq!((x.mtime(), x.mtime_nsec()), (1_500_000_000, 250_000_000), "PAX mtime with fraction");
     assert_eq!(std::fs::metadata(root.join("late")).unwrap().permissions().mode() & 0o7777, 0o755);
+}
+
+#[test]
+fn long_names_and_link_targets_survive() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("l");
+    let long_dir = ["d".repeat(120), "e".repeat(120)].join("/");
+    let long_file = format!("{long_dir}/{}", "f".repeat(200));
+    let long_target = format!("../{}", "t".repeat(300));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(4);
+    b.append_data(&mut h, &long_file, &b"long"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    b.append_link(&mut h, format!("{long_dir}/link"), &long_target).unwrap();
+    unpack(&root, &b.into_inner().unwrap()).unwrap();
+    assert_eq!(std::fs::read(root.join(&long_file)).unwrap(), b"long");
+    assert_eq!(std::fs::read_link(root.join(&long_dir).join("link")).unwrap(), Path::new(&long_target));
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Layer compression: gzip (multi-member), zstd and uncompressed tar, chosen from the media type and
-//! checked against the stream's magic bytes.
+//! checked against the stream's magic bytes. [`decode`] runs the decoding on a helper thread.
 
 use std::io::{self, BufReader, Read};
+
+pub mod decode;
 
 /// Size of the read buffer in front of decoders and the tar parser.
 pub const STREAM_BUFFER: usize = 1 << 20;

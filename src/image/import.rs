@@ -1,8 +1,9 @@
 //! `rkubelet image import`: a root filesystem directory or tarball → a one-layer local image.
 //!
-//! The layer is written once as a gzip blob (hashing the compressed and the uncompressed stream on
-//! the way), unpacked through the same safe path as pulled layers, then an OCI config and manifest are
-//! stored and the name is tagged. Directory entries are archived in sorted order and the config carries
+//! The layer is written once as an uncompressed tar into the store's `tmp/` (hashed on the way: its
+//! digest is both blob digest and diffID), unpacked through the same safe path as pulled layers, and
+//! then renamed into `blobs/` as is; an OCI config and manifest are stored and the name is tagged.
+//! Uncompressed, like `podman import`: importing costs no compression (a push uploads the tar as is). Directory entries are archived in sorted order and the config carries
 //! no timestamp, so importing the same tree twice gives the same digest.
 
 use crate::image::compression::{self, CompressionError, STREAM_BUFFER};
@@ -17,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Media type of the layer an import writes.
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const LAYER_MEDIA_TYPE: &str = crate::image::store::UNCOMPRESSED_LAYER;
 /// Media type of the manifest an import writes.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Media type of the config an import writes.
@@ -51,7 +52,7 @@ pub enum ImportError {
 pub fn import(store: &Store, source: &Path, name: &str) -> Result<Digest, ImportError> {
     let meta = std::fs::metadata(source).map_err(|e| io_err("inspect", source, e))?;
     let _lease = store.lease()?;
-    let tmp = store.root().join("tmp").join(format!("import-{}-{}.tar.gz", std::process::id(), unique()));
+    let tmp = store.root().join("tmp").join(format!("import-{}-{}.tar", std::process::id(), unique()));
     let _cleanup = RemoveOnDrop(tmp.clone());
     let layer = if meta.is_dir() {
         write_layer(&tmp, |out| {
@@ -72,8 +73,7 @@ pub fn import(store: &Store, source: &Path, name: &str) -> Result<Digest, Import
     }
     .map_err(|e| io_err("write layer from", source, e))?;
 
-    let blob = File::open(&tmp).map_err(|e| io_err("open", &tmp, e))?;
-    store.unpack_layer(&layer.blob, &layer.diff_id, LAYER_MEDIA_TYPE, blob)?;
+    store.unpack_layer_file(&layer.diff_id, &tmp)?;
 
     let config = serde_json::json!({
         "architecture": oci_arch(),
@@ -90,7 +90,7 @@ pub fn import(store: &Store, source: &Path, name: &str) -> Result<Digest, Import
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": { "mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest.to_string(), "size": config_bytes.len() },
-        "layers": [{ "mediaType": LAYER_MEDIA_TYPE, "digest": layer.blob.to_string(), "size": layer.size }],
+        "layers": [{ "mediaType": LAYER_MEDIA_TYPE, "digest": layer.diff_id.to_string(), "size": layer.size }],
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON value serialises");
     let manifest_digest = Digest::sha256_of(&manifest_bytes);
@@ -194,28 +194,25 @@ impl<W: Write> TreeArchiver<'_, W> {
     }
 }
 
-/// Digests and size of a gzip layer written to a temp file.
+/// Digest and size of a layer tar written to a temp file.
 struct WrittenLayer {
-    blob: Digest,
     diff_id: Digest,
     size: u64,
 }
 
-type LayerWriter = HashingWriter<flate2::write::GzEncoder<HashingWriter<CountingWriter<BufWriter<File>>>>>;
+type LayerWriter = HashingWriter<CountingWriter<BufWriter<File>>>;
 
-/// Writes a gzip layer to `path`: `fill` gets the uncompressed tar writer and returns it when done.
+/// Writes a layer tar to `path`: `fill` gets the tar writer and returns it when done.
 fn write_layer(
     path: &Path,
     fill: impl FnOnce(LayerWriter) -> io::Result<LayerWriter>,
 ) -> io::Result<WrittenLayer> {
     let file = File::create(path)?;
     let counting = CountingWriter { inner: BufWriter::with_capacity(STREAM_BUFFER, file), count: 0 };
-    let gz = flate2::write::GzEncoder::new(HashingWriter::new(counting), flate2::Compression::fast());
-    let tar_out = fill(HashingWriter::new(gz))?;
-    let (diff_id, gz) = tar_out.finish();
-    let (blob, mut counting) = gz.finish()?.finish();
+    let tar_out = fill(HashingWriter::new(counting))?;
+    let (diff_id, mut counting) = tar_out.finish();
     counting.flush()?;
-    Ok(WrittenLayer { blob, diff_id, size: counting.count })
+    Ok(WrittenLayer { diff_id, size: counting.count })
 }
 
 /// Counts bytes written through it.

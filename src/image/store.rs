@@ -22,20 +22,29 @@
 //! [`Store::prune`] holds it exclusive. A pull must hold a [`Lease`] from its first write until its tag
 //! is set, so a prune running in between cannot collect its not-yet-tagged blobs and layers.
 
-use crate::image::compression::{self, CompressionError, STREAM_BUFFER};
+use crate::image::compression::decode::{self, DecodeError};
+use crate::image::compression::{CompressionError, STREAM_BUFFER};
 use crate::image::digest::{Digest, HashingReader};
 use crate::image::unpack::{UnpackError, unpack_tar};
 use nix::fcntl::{Flock, FlockArg};
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod gc;
+mod image;
+mod tags;
+
+pub use gc::PruneReport;
+pub use image::{Descriptor, ManifestRefs};
+
 /// The store root used when none is given.
 pub const DEFAULT_ROOT: &str = "/var/lib/rkube";
+
+/// Media type of an uncompressed layer.
+pub const UNCOMPRESSED_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Number of hex digits of the diffID used as the layer directory name.
 const LAYER_ID_LEN: usize = 16;
@@ -97,51 +106,6 @@ pub enum StoreError {
     },
 }
 
-/// What [`Store::prune`] removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PruneReport {
-    /// Blob digests removed.
-    pub blobs: Vec<Digest>,
-    /// Bytes of removed blobs.
-    pub blob_bytes: u64,
-    /// diffIDs of removed layer directories.
-    pub layers: Vec<Digest>,
-}
-
-/// A descriptor as manifests list them.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: Digest,
-    #[serde(default)]
-    pub size: u64,
-}
-
-/// The parts of an image manifest (or index) the store follows.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ManifestRefs {
-    /// Present in an image manifest.
-    pub config: Option<Descriptor>,
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-    /// Present in an index / manifest list.
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfigRootfs {
-    rootfs: RootfsDiffIds,
-}
-
-#[derive(Debug, Deserialize)]
-struct RootfsDiffIds {
-    #[serde(default)]
-    diff_ids: Vec<Digest>,
-}
-
 /// A shared hold on the store that keeps [`Store::prune`] out until dropped.
 #[derive(Debug)]
 pub struct Lease {
@@ -174,22 +138,6 @@ impl Drop for TmpGuard {
     }
 }
 
-/// A reader that copies everything it reads into an optional writer.
-struct TeeReader<R, W> {
-    inner: R,
-    copy: Option<W>,
-}
-
-impl<R: Read, W: Write> Read for TeeReader<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(w) = &mut self.copy {
-            w.write_all(&buf[..n])?;
-        }
-        Ok(n)
-    }
-}
-
 /// The short directory name of a layer.
 pub fn layer_id(diff_id: &Digest) -> String {
     diff_id.hex()[..LAYER_ID_LEN].to_string()
@@ -207,7 +155,11 @@ impl Store {
         }
         for private in ["blobs", "layers", "tmp", "locks"] {
             let dir = root.join(private);
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err("restrict", &dir))?;
+            let mode = fs::metadata(&dir).map_err(io_err("inspect", &dir))?.permissions().mode() & 0o7777;
+            if mode != 0o700 {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("restrict", &dir))?;
+            }
         }
         Ok(Store { root: root.to_path_buf() })
     }
@@ -254,9 +206,13 @@ impl Store {
         self.write_blob_from(d, data).map(drop)
     }
 
-    /// Streams a blob into the store, verifying its digest at EOF; returns its size. Atomic.
+    /// Streams a blob into the store, verifying its digest at EOF; returns its size. Atomic. When the blob
+    /// is already present, returns its size without reading `reader`.
     pub fn write_blob_from(&self, d: &Digest, reader: impl Read) -> Result<u64, StoreError> {
         let _gc = self.lease()?;
+        if let Ok(meta) = fs::metadata(self.blob_path(d)) {
+            return Ok(meta.len());
+        }
         let tmp = self.tmp_path(&format!("blob-{}", d.short()));
         let mut guard = TmpGuard { path: tmp.clone(), keep: false };
         let file = File::create(&tmp).map_err(io_err("create temp blob", &tmp))?;
@@ -326,14 +282,37 @@ impl Store {
         blob: &Digest,
         diff_id: &Digest,
         media_type: &str,
-        reader: impl Read,
+        reader: impl Read + Send,
+    ) -> Result<PathBuf, StoreError> {
+        self.unpack_layer_adopting(blob, diff_id, media_type, reader, None)
+    }
+
+    /// Unpacks an uncompressed layer tar file (e.g. written by an import into this store's `tmp/`) whose
+    /// sha256 is `diff_id`; the file itself then becomes the layer's blob (renamed, not copied).
+    pub fn unpack_layer_file(&self, diff_id: &Digest, tar_file: &Path) -> Result<PathBuf, StoreError> {
+        let file = File::open(tar_file).map_err(io_err("open layer file", tar_file))?;
+        self.unpack_layer_adopting(diff_id, diff_id, UNCOMPRESSED_LAYER, file, Some(tar_file))
+    }
+
+    /// [`Store::unpack_layer`], with the blob either copied from the stream or, with `adopt`, renamed
+    /// from that file once verified.
+    fn unpack_layer_adopting(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        media_type: &str,
+        reader: impl Read + Send,
+        adopt: Option<&Path>,
     ) -> Result<PathBuf, StoreError> {
         let _gc = self.lease()?;
         let id = layer_id(diff_id);
         let _layer_lock = self.lock(&format!("layer-{id}"), FlockArg::LockExclusive)?;
         if let Some(done) = self.layer_path(diff_id) {
             if !self.has_blob(blob) {
-                self.write_blob_from(blob, reader)?;
+                match adopt {
+                    Some(file) => self.adopt_blob(blob, file)?,
+                    None => self.store_layer_blob(blob, diff_id, media_type, reader)?,
+                }
             }
             return Ok(done);
         }
@@ -347,41 +326,36 @@ impl Store {
         let fs_dir = work.join("fs");
         fs::create_dir_all(&fs_dir).map_err(io_err("create layer dir", &fs_dir))?;
         let blob_tmp = work.join("blob");
-        let blob_copy = if self.has_blob(blob) {
+        let blob_copy = if self.has_blob(blob) || adopt.is_some() {
             None
         } else {
             let file = File::create(&blob_tmp).map_err(io_err("create temp blob", &blob_tmp))?;
             Some(BufWriter::with_capacity(STREAM_BUFFER, file))
         };
 
-        let mut raw = TeeReader { inner: HashingReader::new(reader), copy: blob_copy };
-        let stream_err = |source| StoreError::Stream { diff_id: diff_id.clone(), source };
-        let actual_diff = {
-            let (_, tar_stream) = compression::decompress(media_type, &mut raw)
-                .map_err(|source| StoreError::Compression { diff_id: diff_id.clone(), source })?;
-            let mut tar_hashing = HashingReader::new(tar_stream);
-            unpack_tar(&fs_dir, &mut tar_hashing)
-                .map_err(|source| StoreError::Unpack { diff_id: diff_id.clone(), source })?;
-            // Drain the end-of-archive padding and the compression trailer (CRC, size, checksums).
-            io::copy(&mut tar_hashing, &mut io::sink()).map_err(stream_err)?;
-            tar_hashing.finish().0
-        };
-        io::copy(&mut raw, &mut io::sink())
-            .map_err(|source| StoreError::Stream { diff_id: diff_id.clone(), source })?;
-        let TeeReader { inner, copy } = raw;
-        let (actual_blob, _) = inner.finish();
-        if &actual_blob != blob {
-            return Err(StoreError::DigestMismatch { expected: blob.clone(), actual: actual_blob });
-        }
-        if &actual_diff != diff_id {
-            return Err(StoreError::DiffIdMismatch { diff_id: diff_id.clone(), actual: actual_diff });
-        }
+        let decoded = std::thread::scope(|scope| {
+            let mut decoder = decode::spawn_decoder(scope, media_type, reader, blob_copy);
+            match unpack_tar(&fs_dir, &mut decoder.tar) {
+                Ok(_) => decoder.finish().map_err(|e| self.decode_error(diff_id, e)),
+                Err(unpack) => Err(match decoder.abort() {
+                    // A broken stream explains the unpack failure better than the tar parser's view of it.
+                    Err(e @ (DecodeError::Read(_) | DecodeError::Compression(_) | DecodeError::Copy(_))) => {
+                        self.decode_error(diff_id, e)
+                    }
+                    _ => StoreError::Unpack { diff_id: diff_id.clone(), source: unpack },
+                }),
+            }
+        })?;
+        check_digests(blob, diff_id, &decoded.blob, &decoded.diff_id)?;
+        let copy = decoded.copy;
 
-        if let Some(mut copy) = copy {
-            copy.flush().map_err(io_err("write blob", &blob_tmp))?;
+        let blob_dest = self.blob_path(blob);
+        if let Some(copy) = copy {
             drop(copy);
-            let blob_dest = self.blob_path(blob);
             fs::rename(&blob_tmp, &blob_dest).map_err(io_err("rename blob into", &blob_dest))?;
+        } else if let Some(file) = adopt.filter(|_| !self.has_blob(blob)) {
+            // Verified above: the decoder hashed exactly this file's bytes.
+            fs::rename(file, &blob_dest).map_err(io_err("rename blob into", &blob_dest))?;
         }
         let marker = work.join("diff_id");
         fs::write(&marker, diff_id.to_string()).map_err(io_err("write", &marker))?;
@@ -390,229 +364,73 @@ impl Store {
         Ok(dest.join("fs"))
     }
 
-    /// Points `name` at a manifest (or index) digest.
-    pub fn set_tag(&self, name: &str, manifest: &Digest) -> Result<(), StoreError> {
-        check_name(name)?;
-        let _lock = self.lock("tags", FlockArg::LockExclusive)?;
-        let mut tags = self.tags()?;
-        tags.insert(name.to_string(), manifest.clone());
-        self.write_tags(&tags)
-    }
-
-    /// Removes a tag; returns the digest it pointed at, if it existed. Content is freed by [`Store::prune`].
-    pub fn remove_tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
-        let _lock = self.lock("tags", FlockArg::LockExclusive)?;
-        let mut tags = self.tags()?;
-        let old = tags.remove(name);
-        if old.is_some() {
-            self.write_tags(&tags)?;
+    /// Renames `file` into the store as blob `blob` after checking its digest.
+    fn adopt_blob(&self, blob: &Digest, file: &Path) -> Result<(), StoreError> {
+        let mut hashing = HashingReader::new(File::open(file).map_err(io_err("open", file))?);
+        io::copy(&mut hashing, &mut io::sink()).map_err(io_err("read", file))?;
+        let (actual, _) = hashing.finish();
+        if &actual != blob {
+            return Err(StoreError::DigestMismatch { expected: blob.clone(), actual });
         }
-        Ok(old)
+        let dest = self.blob_path(blob);
+        fs::rename(file, &dest).map_err(io_err("rename blob into", &dest))
     }
 
-    /// `rkubelet image rm`: removes the tag, then everything no remaining tag needs. Returns the digest
-    /// the tag pointed at (None if there was no such tag) and what was freed.
-    pub fn remove_image(&self, name: &str) -> Result<(Option<Digest>, PruneReport), StoreError> {
-        let old = self.remove_tag(name)?;
-        let report = if old.is_some() { self.prune()? } else { PruneReport::default() };
-        Ok((old, report))
-    }
-
-    /// The digest a tag points at.
-    pub fn tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
-        Ok(self.tags()?.remove(name))
-    }
-
-    /// All tags, sorted by name.
-    pub fn tags(&self) -> Result<BTreeMap<String, Digest>, StoreError> {
-        let path = self.root.join("tags.json");
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|source| StoreError::BadTags { path, source })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(StoreError::Io { op: "read", path, source: e }),
-        }
-    }
-
-    fn write_tags(&self, tags: &BTreeMap<String, Digest>) -> Result<(), StoreError> {
-        let path = self.root.join("tags.json");
-        let tmp = self.tmp_path("tags");
+    /// Keeps the compressed blob of a layer that is already unpacked (e.g. the same layer pulled in
+    /// another compression), checking both its digest and that it decompresses to `diff_id`.
+    fn store_layer_blob(
+        &self,
+        blob: &Digest,
+        diff_id: &Digest,
+        media_type: &str,
+        reader: impl Read + Send,
+    ) -> Result<(), StoreError> {
+        let tmp = self.tmp_path(&format!("blob-{}", blob.short()));
         let mut guard = TmpGuard { path: tmp.clone(), keep: false };
-        let json = serde_json::to_vec_pretty(tags).expect("a map of strings serialises");
-        fs::write(&tmp, json).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename tags into", &path))?;
+        let file = File::create(&tmp).map_err(io_err("create temp blob", &tmp))?;
+        let copy = Some(BufWriter::with_capacity(STREAM_BUFFER, file));
+        let decoded = std::thread::scope(|scope| {
+            let mut decoder = decode::spawn_decoder(scope, media_type, reader, copy);
+            let drained = io::copy(&mut decoder.tar, &mut io::sink());
+            let decoded = decoder.finish().map_err(|e| self.decode_error(diff_id, e))?;
+            drained.map_err(|source| StoreError::Stream { diff_id: diff_id.clone(), source })?;
+            Ok::<_, StoreError>(decoded)
+        })?;
+        check_digests(blob, diff_id, &decoded.blob, &decoded.diff_id)?;
+        drop(decoded.copy);
+        let dest = self.blob_path(blob);
+        fs::rename(&tmp, &dest).map_err(io_err("rename blob into", &dest))?;
         guard.keep = true;
         Ok(())
     }
 
-    /// Parses a manifest or index blob for the digests it references.
-    pub fn manifest_refs(&self, manifest: &Digest) -> Result<ManifestRefs, StoreError> {
-        let bytes = self.read_blob(manifest)?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
-            digest: manifest.clone(),
-            what: "manifest",
-            source,
-        })
-    }
-
-    /// The diffIDs listed in an image config blob.
-    pub fn config_diff_ids(&self, config: &Digest) -> Result<Vec<Digest>, StoreError> {
-        let bytes = self.read_blob(config)?;
-        let parsed: ConfigRootfs = serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
-            digest: config.clone(),
-            what: "image config",
-            source,
-        })?;
-        Ok(parsed.rootfs.diff_ids)
-    }
-
-    /// The image's config, parsed.
-    pub fn image_config(&self, manifest: &Digest) -> Result<oci_spec::image::ImageConfiguration, StoreError> {
-        let config = self.config_descriptor(manifest)?;
-        let bytes = self.read_blob(&config.digest)?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
-            digest: config.digest.clone(),
-            what: "image config",
-            source,
-        })
-    }
-
-    fn config_descriptor(&self, manifest: &Digest) -> Result<Descriptor, StoreError> {
-        let refs = self.manifest_refs(manifest)?;
-        refs.config.ok_or_else(|| StoreError::BadJson {
-            digest: manifest.clone(),
-            what: "image manifest",
-            source: serde::de::Error::custom(
-                "no config descriptor (an index? resolve it to a platform first)",
-            ),
-        })
-    }
-
-    /// The image's unpacked layer directories, lowest first, ready to be overlay lower dirs.
-    pub fn image_layers(&self, manifest: &Digest) -> Result<Vec<PathBuf>, StoreError> {
-        let refs = self.manifest_refs(manifest)?;
-        let config = self.config_descriptor(manifest)?;
-        let diff_ids = self.config_diff_ids(&config.digest)?;
-        if diff_ids.len() != refs.layers.len() {
-            return Err(StoreError::LayerCountMismatch {
-                manifest: manifest.clone(),
-                layers: refs.layers.len(),
-                diff_ids: diff_ids.len(),
-            });
-        }
-        diff_ids
-            .iter()
-            .map(|d| {
-                self.layer_path(d).ok_or_else(|| StoreError::LayerMissing {
-                    manifest: manifest.clone(),
-                    diff_id: d.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// Removes every blob and layer no tag references any more (tag → index → manifest → config and
-    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`].
-    pub fn prune(&self) -> Result<PruneReport, StoreError> {
-        self.prune_keeping(&[])
-    }
-
-    /// Like [`Store::prune`], also keeping the images (manifest or index digests) in `in_use` whether
-    /// tagged or not, e.g. the images of running containers.
-    pub fn prune_keeping(&self, in_use: &[Digest]) -> Result<PruneReport, StoreError> {
-        let _gc = self.lock("gc", FlockArg::LockExclusive)?;
-        let mut roots: Vec<Digest> = self.tags()?.into_values().collect();
-        roots.extend_from_slice(in_use);
-        let (keep_blobs, keep_layers) = self.reachable(roots);
-        let mut report = PruneReport::default();
-
-        let blob_dir = self.root.join("blobs/sha256");
-        for name in list_dir(&blob_dir)? {
-            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else { continue };
-            if keep_blobs.contains(&d) {
-                continue;
+    fn decode_error(&self, diff_id: &Digest, e: DecodeError) -> StoreError {
+        let diff_id = diff_id.clone();
+        match e {
+            DecodeError::Compression(source) => StoreError::Compression { diff_id, source },
+            DecodeError::Read(source) => StoreError::Stream { diff_id, source },
+            DecodeError::Copy(source) => {
+                StoreError::Io { op: "write blob copy of layer", path: self.root.join("tmp"), source }
             }
-            let path = blob_dir.join(&name);
-            let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&path).map_err(io_err("remove blob", &path))?;
-            report.blob_bytes += size;
-            report.blobs.push(d);
+            DecodeError::Aborted => StoreError::Stream { diff_id, source: io::Error::other("aborted") },
         }
-
-        let layers_dir = self.root.join("layers");
-        for id in list_dir(&layers_dir)? {
-            if keep_layers.contains(&id) {
-                continue;
-            }
-            let dir = layers_dir.join(&id);
-            let diff_id = fs::read_to_string(dir.join("diff_id")).ok().and_then(|s| s.trim().parse().ok());
-            // Rename first so a half-removed layer never looks complete.
-            let trash = self.tmp_path(&format!("trash-{id}"));
-            fs::rename(&dir, &trash).map_err(io_err("move away layer", &dir))?;
-            fs::remove_dir_all(&trash).map_err(io_err("remove layer", &trash))?;
-            report.layers.extend(diff_id);
-        }
-
-        let tmp_dir = self.root.join("tmp");
-        for name in list_dir(&tmp_dir)? {
-            let path = tmp_dir.join(name);
-            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
-        }
-        let locks_dir = self.root.join("locks");
-        for name in list_dir(&locks_dir)? {
-            // Layer locks are only taken under a shared gc lock, so nobody holds one now.
-            if let Some(id) = name.strip_prefix("layer-").and_then(|n| n.strip_suffix(".lock"))
-                && !keep_layers.contains(id)
-            {
-                let _ = fs::remove_file(locks_dir.join(&name));
-            }
-        }
-        Ok(report)
-    }
-
-    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable blobs end the walk quietly
-    /// on that branch (so a broken image never blocks pruning others).
-    fn reachable(&self, mut pending: Vec<Digest>) -> (HashSet<Digest>, HashSet<String>) {
-        let mut blobs = HashSet::new();
-        let mut layers = HashSet::new();
-        while let Some(d) = pending.pop() {
-            if !blobs.insert(d.clone()) {
-                continue;
-            }
-            let Ok(refs) = self.manifest_refs(&d) else { continue };
-            pending.extend(refs.manifests.into_iter().map(|m| m.digest));
-            for layer in &refs.layers {
-                blobs.insert(layer.digest.clone());
-            }
-            if let Some(config) = refs.config {
-                blobs.insert(config.digest.clone());
-                if let Ok(diff_ids) = self.config_diff_ids(&config.digest) {
-                    layers.extend(diff_ids.iter().map(layer_id));
-                }
-            }
-        }
-        (blobs, layers)
     }
 }
 
-/// Image names are stored as given (normalised by the caller) but must be printable and non-empty.
-fn check_name(name: &str) -> Result<(), StoreError> {
-    if name.is_empty() || name.len() > 1024 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(StoreError::BadName(name.into()));
+/// Both digests of a decoded layer stream must match what the manifest and config promise.
+fn check_digests(
+    blob: &Digest,
+    diff_id: &Digest,
+    actual_blob: &Digest,
+    actual_diff: &Digest,
+) -> Result<(), StoreError> {
+    if actual_blob != blob {
+        return Err(StoreError::DigestMismatch { expected: blob.clone(), actual: actual_blob.clone() });
+    }
+    if actual_diff != diff_id {
+        return Err(StoreError::DiffIdMismatch { diff_id: diff_id.clone(), actual: actual_diff.clone() });
     }
     Ok(())
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        if let Some(name) = entry.file_name().to_str() {
-            names.push(name.to_string());
-        }
-    }
-    Ok(names)
 }
 
 #[cfg(test)]
@@ -634,24 +452,9 @@ mod tests {
         assert!(!store.has_blob(&wrong));
         store.write_blob(&d, b"hello").unwrap();
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
+        assert_eq!(store.write_blob_from(&d, &b"not read"[..]).unwrap(), 5, "present: not rewritten");
         assert!(matches!(store.read_blob(&wrong), Err(StoreError::BlobMissing(_))));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temp debris");
-    }
-
-    #[test]
-    fn tags_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = Digest::sha256_of(b"m");
-        store.set_tag("docker.io/library/nginx:1.10", &d).unwrap();
-        store.set_tag("x:1", &d).unwrap();
-        assert_eq!(store.tag("x:1").unwrap(), Some(d.clone()));
-        assert_eq!(store.tags().unwrap().len(), 2);
-        assert_eq!(store.remove_tag("x:1").unwrap(), Some(d));
-        assert_eq!(store.remove_tag("x:1").unwrap(), None);
-        assert!(store.set_tag("bad name", &Digest::sha256_of(b"")).is_err());
-        let reopened = Store::open(dir.path()).unwrap();
-        assert_eq!(reopened.tags().unwrap().keys().collect::<Vec<_>>(), ["docker.io/library/nginx:1.10"]);
     }
 
     #[test]
