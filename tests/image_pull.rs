@@ -309,3 +309,21 @@ async fn image_pushed_by_skopeo_pulls() {
     pull_into(reg.admin_client(), &store, &format!("{}/peer/skopeo:1", reg.host())).await.unwrap();
     assert_unpacked(&store, &img, "srv/plain.txt", b"uncompressed layer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_without_the_image_falls_back_to_the_registry() {
+    let mirror = TestRegistry::start(Mode::Anonymous);
+    let upstream = TestRegistry::start(Mode::Anonymous);
+    let img =
+        build_image(&[(LayerTar::new().file("u", b"upstream").finish(), Compression::Gzip)], "amd64", false);
+    push_image(&upstream.admin_client(), &upstream.repo("team/only-upstream"), "1", &img).await;
+    let mut config = RegistriesConfig::default();
+    config.mirrors.insert(upstream.host(), vec![format!("http://{}", mirror.host())]);
+    let (_dir, store) = new_store();
+    let pulled =
+        pull_into(client_with(config, None), &store, &format!("{}/team/only-upstream:1", upstream.host()))
+            .await
+            .unwrap();
+    assert_eq!(pulled.endpoint, upstream.host());
+    assert_unpacked(&store, &img, "u", b"upstream");
+}
