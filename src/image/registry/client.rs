@@ -265,8 +265,8 @@ impl RegistryClient {
         self.auth.lock().unwrap_or_else(|e| e.into_inner()).insert(ep.host.clone(), a);
     }
 
-    /// Records the auth scheme from a 401's challenges. Returns the Bearer challenge's error code, if any.
-    fn learn(&self, ep: &Endpoint, headers: &HeaderMap) -> Option<Challenge> {
+    /// Records the auth scheme a 401's challenges ask for: Bearer (with realm and service) over Basic.
+    fn learn(&self, ep: &Endpoint, headers: &HeaderMap) {
         let challenges: Vec<Challenge> = headers
             .get_all(WWW_AUTHENTICATE)
             .iter()
@@ -283,12 +283,9 @@ impl RegistryClient {
                     service: b.param("service").map(str::to_string),
                 },
             );
-            return Some(b.clone());
-        }
-        if challenges.iter().any(|c| c.is_basic()) {
+        } else if challenges.iter().any(|c| c.is_basic()) {
             self.set_auth(ep, HostAuth::Basic);
         }
-        challenges.into_iter().next()
     }
 
     /// Sends with retries for connection errors and 5xx; no auth.
