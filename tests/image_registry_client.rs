@@ -71,6 +71,11 @@ async fn token_auth_over_tls_gcr_flow() {
     c.get_manifest(&repo, "v1").await.unwrap();
     c.get_manifest(&repo, "v1").await.unwrap();
     assert_eq!(tokens.issued.load(Ordering::SeqCst) - before, 1, "token cached for the scope");
+    // docker's `identitytoken`: an OAuth2 refresh-token grant (POST) at the same realm.
+    let refresh = client_with(reg.config(), Some(Credential::IdentityToken(registry::REFRESH_TOKEN.into())));
+    refresh.get_manifest(&repo, "v1").await.unwrap();
+    let stale = client_with(reg.config(), Some(Credential::IdentityToken("revoked".into())));
+    assert!(matches!(stale.get_manifest(&repo, "v1").await, Err(RegistryError::Unauthorized { .. })));
     // Wrong key: the token service refuses.
     let bad = client_with(
         reg.config(),

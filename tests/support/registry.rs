@@ -30,6 +30,8 @@ const BASIC_HTPASSWD: &str = "testuser:$2y$05$8/q2bfRcX74EuxGf0qOcSuhWDQJXrgWiy6
 pub const JSON_KEY: &str = r#"{"type":"service_account","project_id":"rkube-test","client_email":"puller@rkube-test.iam.gserviceaccount.com"}"#;
 /// The access token the token server accepts as `oauth2accesstoken`.
 pub const ACCESS_TOKEN: &str = "ya29.rkube-test-access-token";
+/// The refresh token (docker `identitytoken`) the token server's OAuth2 endpoint accepts.
+pub const REFRESH_TOKEN: &str = "rkube-test-refresh-token";
 const SERVICE: &str = "test-registry";
 const ISSUER: &str = "test-issuer";
 
@@ -95,7 +97,7 @@ impl TestRegistry {
                 listener.set_nonblocking(true).unwrap();
                 let tport = listener.local_addr().unwrap().port();
                 let app = axum::Router::new()
-                    .route("/v2/token", axum::routing::get(token_handler))
+                    .route("/v2/token", axum::routing::get(token_handler).post(oauth_handler))
                     .with_state(state.clone());
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 token_task = Some(tokio::spawn(async move {
@@ -335,6 +337,30 @@ async fn token_handler(
     let token = s.mint(user.as_deref().unwrap_or("anonymous"), serde_json::Value::Array(access), expired);
     s.issued.fetch_add(1, Ordering::SeqCst);
     axum::Json(serde_json::json!({"token": token, "access_token": token, "expires_in": 300})).into_response()
+}
+
+/// `POST /v2/token` (OAuth2 `grant_type=refresh_token`, docker's `identitytoken`): a valid refresh token
+/// gets an access token for the requested scope.
+async fn oauth_handler(
+    State(s): State<Arc<TokenState>>,
+    axum::extract::Form(form): axum::extract::Form<Vec<(String, String)>>,
+) -> Response {
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if get("grant_type") != Some("refresh_token") || get("refresh_token") != Some(REFRESH_TOKEN) {
+        s.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::UNAUTHORIZED, "{\"error\":\"invalid_grant\"}").into_response();
+    }
+    let scope = get("scope").unwrap_or_default();
+    let parts: Vec<&str> = scope.splitn(3, ':').collect();
+    let access = match parts.as_slice() {
+        ["repository", name, actions] => {
+            serde_json::json!([{"type": "repository", "name": name, "actions": actions.split(',').collect::<Vec<_>>()}])
+        }
+        _ => serde_json::json!([]),
+    };
+    let token = s.mint("refresh-user", access, false);
+    s.issued.fetch_add(1, Ordering::SeqCst);
+    axum::Json(serde_json::json!({"access_token": token, "expires_in": 300, "scope": scope})).into_response()
 }
 
 /// Faults the proxy injects, each counting down.
