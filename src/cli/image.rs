@@ -192,27 +192,13 @@ fn lookup(store: &Store, s: &str) -> anyhow::Result<Digest> {
 }
 
 fn credentials() -> CredentialLookup {
-    let cfg = match DockerConfig::load_default() {
-        Ok(c) => c,
+    match DockerConfig::load_default() {
+        Ok(c) => c.into_lookup(),
         Err(e) => {
             tracing::warn!("ignoring docker credentials: {e}");
-            DockerConfig::default()
+            DockerConfig::default().into_lookup()
         }
-    };
-    let cache: Mutex<HashMap<String, Option<crate::image::credentials::Credential>>> =
-        Mutex::new(HashMap::new());
-    Arc::new(move |host: &str| {
-        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry(host.to_string())
-            .or_insert_with(|| {
-                cfg.lookup(host).unwrap_or_else(|e| {
-                    tracing::warn!("{e}");
-                    None
-                })
-            })
-            .clone()
-    })
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -5,10 +5,11 @@
 
 use base64::Engine as _;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// The key docker uses for Docker Hub in `config.json`.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -139,6 +140,26 @@ impl DockerConfig {
             Some(store) if !store.is_empty() => run_helper(store, &host),
             _ => Ok(None),
         }
+    }
+}
+
+impl DockerConfig {
+    /// A per-host credential lookup for the registry client; helper results are cached per host and
+    /// lookup errors are logged and treated as "no credentials".
+    pub fn into_lookup(self) -> crate::image::registry::client::CredentialLookup {
+        let cache: Mutex<HashMap<String, Option<Credential>>> = Mutex::new(HashMap::new());
+        Arc::new(move |host: &str| {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .entry(host.to_string())
+                .or_insert_with(|| {
+                    self.lookup(host).unwrap_or_else(|e| {
+                        tracing::warn!("{e}");
+                        None
+                    })
+                })
+                .clone()
+        })
     }
 }
 
