@@ -13,7 +13,7 @@ use rkube::image::Store;
 use rkube::image::config::RegistriesConfig;
 use rkube::image::credentials::Credential;
 use rkube::image::platform::Platform;
-use rkube::image::pull::{PullError, PullEvent, PullOptions, pull};
+use rkube::image::pull::{PullError, PullEvent, PullOptions, pull, pull_with_credentials};
 use rkube::image::reference::Reference;
 use rkube::image::registry::RegistryClient;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -326,4 +326,28 @@ async fn mirror_without_the_image_falls_back_to_the_registry() {
             .unwrap();
     assert_eq!(pulled.endpoint, upstream.host());
     assert_unpacked(&store, &img, "u", b"upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_secrets_are_tried_in_turn() {
+    let reg = TestRegistry::start(Mode::Basic);
+    let img =
+        build_image(&[(LayerTar::new().file("s", b"secret").finish(), Compression::Gzip)], "amd64", false);
+    push_image(&reg.admin_client(), &reg.repo("team/private"), "1", &img).await;
+    let r = Reference::parse(&format!("{}/team/private:1", reg.host())).unwrap();
+    let basic = |u: &str, p: &str| Credential::Basic { username: u.into(), password: p.into() };
+    let none: rkube::image::registry::client::CredentialLookup = Arc::new(|_: &str| None);
+    // A stale secret first, then the right one: the pull succeeds.
+    let (_dir, store) = new_store();
+    let candidates = [basic("testuser", "old"), basic(registry::BASIC_USER, registry::BASIC_PASSWORD)];
+    pull_with_credentials(&reg.config(), store.clone(), &r, &amd64(), &candidates, none.clone())
+        .await
+        .unwrap();
+    assert_unpacked(&store, &img, "s", b"secret");
+    // Only wrong secrets and no node credentials: an access error.
+    let (_dir2, store2) = new_store();
+    let err = pull_with_credentials(&reg.config(), store2, &r, &amd64(), &[basic("x", "y")], none)
+        .await
+        .unwrap_err();
+    assert!(err.is_access_denied(), "{err}");
 }

@@ -3,12 +3,13 @@
 //! into [`Store::unpack_layer`] on a blocking thread so hashing, inflating and unpacking overlap the download.
 //! A layer that fails mid-stream is retried from the start; the tag is recorded only when all layers are in.
 
-use crate::image::config::Endpoint;
+use crate::image::config::{Endpoint, RegistriesConfig};
+use crate::image::credentials::Credential;
 use crate::image::digest::Digest;
 use crate::image::manifest::{Descriptor, ImageConfig, ImageManifest, Manifest, ManifestError};
 use crate::image::platform::{self, Platform};
 use crate::image::reference::Reference;
-use crate::image::registry::client::{Repo, error_chain};
+use crate::image::registry::client::{CredentialLookup, Repo, error_chain};
 use crate::image::registry::{RegistryClient, RegistryError};
 use crate::image::store::{Store, StoreError};
 use bytes::Bytes;
@@ -204,6 +205,46 @@ pub async fn pull(
     let name = tag_name(reference, &manifest_digest);
     store.set_tag(&name, &manifest_digest).map_err(store_err)?;
     Ok(Pulled { name, manifest: manifest_digest, index, endpoint: repo.endpoint.host.clone() })
+}
+
+/// Pulls with each candidate credential in turn (pod pull secrets, most specific first, as kubelet's keyring
+/// orders them), then with `fallback` (the node's own credentials); stops at the first success or at the first
+/// failure that is not about access. Each attempt uses a fresh client, so a rejected credential is never reused.
+pub async fn pull_with_credentials(
+    config: &RegistriesConfig,
+    store: Arc<Store>,
+    reference: &Reference,
+    opts: &PullOptions,
+    candidates: &[Credential],
+    fallback: CredentialLookup,
+) -> Result<Pulled, PullError> {
+    let mut lookups: Vec<CredentialLookup> = candidates
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            Arc::new(move |_host: &str| Some(c.clone())) as CredentialLookup
+        })
+        .collect();
+    lookups.push(fallback);
+    let mut first_err = None;
+    for lookup in lookups {
+        let client = Arc::new(RegistryClient::new(config.clone(), lookup));
+        match pull(client, store.clone(), reference, opts).await {
+            Ok(p) => return Ok(p),
+            Err(e) if e.is_access_denied() => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_err.expect("the fallback is always tried"))
+}
+
+impl PullError {
+    /// True when the registry refused the credentials (another credential might work).
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, PullError::Registry { source, .. } if matches!(**source, RegistryError::Unauthorized { .. }))
+    }
 }
 
 /// The store name for a pulled reference: `registry/repo:tag`, or `registry/repo@digest` without a tag.
