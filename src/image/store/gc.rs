@@ -28,9 +28,8 @@ impl Store {
     }
 
     /// Removes every blob and layer no tag references any more (tag → index → manifest → config and
-    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`](super::Lease).
-    ///
-    /// Never call it while this process holds a [`Lease`](super::Lease): it would wait for itself.
+    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a
+    /// [`Lease`](super::Lease); never call it while this process holds one: it would wait for itself.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
         self.prune_keeping(&[])
     }
