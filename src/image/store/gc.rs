@@ -87,8 +87,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable blobs end the walk quietly
-    /// on that branch (so a broken image never blocks pruning others).
+    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable
+    /// blobs end the walk quietly on that branch (so a broken image never blocks pruning others).
     fn reachable(&self, mut pending: Vec<Digest>) -> (HashSet<Digest>, HashSet<String>) {
         let mut blobs = HashSet::new();
         let mut layers = HashSet::new();
