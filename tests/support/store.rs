@@ -214,7 +214,9 @@ pub fn put_image(store: &rkube::image::Store, name: &str, layer_tars: &[Vec<u8>]
         },
         "layers": blobs
             .iter()
-            .map(|b| serde_json::json!({"mediaType": GZIP, "digest": b.digest.to_string(), "size": b.bytes.len()}))
+            .map(|b| {
+                serde_json::json!({"mediaType": GZIP, "digest": b.digest.to_string(), "size": b.bytes.len()})
+            })
             .collect::<Vec<_>>(),
     });
     let manifest = serde_json::to_vec(&manifest).unwrap();
