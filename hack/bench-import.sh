@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Import benchmark: a ~200 MiB root filesystem tarball (thousands of small files plus a few large ones)
 # made into a one-layer local image, side by side in one run:
-#   rkubelet image import  (hash, gzip for the blob kept for push, verified safe unpack into the store)
+#   rkubelet image import  (hash, verified safe unpack into the store, tar kept as the blob for push)
 #   podman import          (own temp storage, overlay driver)
 #   tar -x                 (plain extraction: the floor, no image made)
 # Prints each mean time and the ratios.

@@ -497,3 +497,60 @@ fn killed_unpack_never_looks_complete() {
     // The same layer unpacks fine afterwards (the dead process's locks are gone with it).
     store.unpack_layer(&b.digest, &b.diff_id, GZIP, &b.bytes[..]).unwrap();
 }
+
+#[test]
+fn different_layers_unpack_concurrently() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path()).unwrap());
+    let layers: Vec<Arc<Blob>> = (0..4)
+        .map(|i| {
+            let files: Vec<Vec<u8>> = (0..50u32).map(|f| (i * 1000 + f).to_le_bytes().repeat(2048)).collect();
+            let tar =
+                files.iter().enumerate().fold(LayerTar::new(), |t, (f, d)| t.file(&format!("l{i}/f{f}"), d));
+            Arc::new(gzip_layer(&tar.finish()))
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(layers.len()));
+    let handles: Vec<_> = layers
+        .iter()
+        .map(|b| {
+            let (store, b, barrier) = (store.clone(), b.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.unpack_layer(&b.digest, &b.diff_id, GZIP, &b.bytes[..]).unwrap()
+            })
+        })
+        .collect();
+    let paths: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (i, path) in paths.iter().enumerate() {
+        assert_eq!(names(&path.join(format!("l{i}"))).len(), 50);
+        assert_eq!(store.layer_path(&layers[i].diff_id).as_ref(), Some(path));
+    }
+    assert_eq!(names(&tmp.path().join("layers")).len(), 4);
+}
+
+/// Whether util-linux `flock` could take the gc lock exclusively right now (without waiting).
+fn gc_lock_free(root: &Path) -> bool {
+    std::process::Command::new("flock")
+        .args(["--nonblock", "--exclusive"])
+        .arg(root.join("locks/gc.lock"))
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn a_lease_keeps_prune_out_until_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let lease = store.lease().unwrap();
+    assert!(!gc_lock_free(tmp.path()), "a prune (exclusive gc lock) must wait while a lease is held");
+    let second = store.lease().unwrap(); // leases share
+    drop(lease);
+    assert!(!gc_lock_free(tmp.path()));
+    drop(second);
+    assert!(gc_lock_free(tmp.path()), "free again once every lease is dropped");
+    store.prune().unwrap();
+}

@@ -3,8 +3,9 @@
 //! The layer is written once as an uncompressed tar into the store's `tmp/` (hashed on the way: its
 //! digest is both blob digest and diffID), unpacked through the same safe path as pulled layers, and
 //! then renamed into `blobs/` as is; an OCI config and manifest are stored and the name is tagged.
-//! Uncompressed, like `podman import`: importing costs no compression (a push uploads the tar as is). Directory entries are archived in sorted order and the config carries
-//! no timestamp, so importing the same tree twice gives the same digest.
+//! Uncompressed, like `podman import`: importing costs no compression (a push uploads the tar as is).
+//! Directory entries are archived in sorted order and the config carries no timestamp, so importing
+//! the same tree twice gives the same digest.
 
 use crate::image::compression::{self, CompressionError, STREAM_BUFFER};
 use crate::image::digest::{Digest, HashingWriter};
@@ -89,8 +90,16 @@ pub fn import(store: &Store, source: &Path, name: &str) -> Result<Digest, Import
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": { "mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest.to_string(), "size": config_bytes.len() },
-        "layers": [{ "mediaType": LAYER_MEDIA_TYPE, "digest": layer.diff_id.to_string(), "size": layer.size }],
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "digest": config_digest.to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": [{
+            "mediaType": LAYER_MEDIA_TYPE,
+            "digest": layer.diff_id.to_string(),
+            "size": layer.size,
+        }],
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON value serialises");
     let manifest_digest = Digest::sha256_of(&manifest_bytes);

@@ -6,8 +6,8 @@
 //! reach the host. The final component is then created with `*at` calls that do not follow symlinks
 //! (`O_NOFOLLOW|O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `linkat` without `AT_SYMLINK_FOLLOW`), and attributes are
 //! set on the open fd. Hardlink targets are resolved the same way, so they can only name files of this
-//! layer. Overlay metadata xattrs (`trusted.overlay.*`, `user.overlay.*`) from the tar are dropped: only the conversion
-//! below may set them.
+//! layer. Overlay metadata xattrs (`trusted.overlay.*`, `user.overlay.*`) from the tar are dropped:
+//! only the conversion below may set them.
 //!
 //! Whiteouts (OCI image-spec `layer.md`) become what overlayfs reads:
 //! - `dir/.wh.name` → a 0/0 character device `dir/name`;

@@ -196,7 +196,10 @@ pub fn put_image(store: &rkube::image::Store, name: &str, layer_tars: &[Vec<u8>]
     }
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": blobs.iter().map(|b| b.diff_id.to_string()).collect::<Vec<_>>()},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": blobs.iter().map(|b| b.diff_id.to_string()).collect::<Vec<_>>(),
+        },
     });
     let config = serde_json::to_vec(&config).unwrap();
     let config_digest = Digest::sha256_of(&config);
@@ -204,8 +207,17 @@ pub fn put_image(store: &rkube::image::Store, name: &str, layer_tars: &[Vec<u8>]
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
-        "layers": blobs.iter().map(|b| serde_json::json!({"mediaType": GZIP, "digest": b.digest.to_string(), "size": b.bytes.len()})).collect::<Vec<_>>(),
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": blobs
+            .iter()
+            .map(|b| {
+                serde_json::json!({"mediaType": GZIP, "digest": b.digest.to_string(), "size": b.bytes.len()})
+            })
+            .collect::<Vec<_>>(),
     });
     let manifest = serde_json::to_vec(&manifest).unwrap();
     let digest = Digest::sha256_of(&manifest);

@@ -28,7 +28,8 @@ impl Store {
     }
 
     /// Removes every blob and layer no tag references any more (tag → index → manifest → config and
-    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a [`Lease`](super::Lease).
+    /// layers), and leftovers of interrupted work in `tmp/`. Waits for running pulls holding a
+    /// [`Lease`](super::Lease); never call it while this process holds one: it would wait for itself.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
         self.prune_keeping(&[])
     }
@@ -86,8 +87,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable blobs end the walk quietly
-    /// on that branch (so a broken image never blocks pruning others).
+    /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable
+    /// blobs end the walk quietly on that branch (so a broken image never blocks pruning others).
     fn reachable(&self, mut pending: Vec<Digest>) -> (HashSet<Digest>, HashSet<String>) {
         let mut blobs = HashSet::new();
         let mut layers = HashSet::new();

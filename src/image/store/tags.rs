@@ -20,6 +20,7 @@ impl Store {
 
     /// Removes a tag; returns the digest it pointed at, if it existed. Content is freed by [`Store::prune`].
     pub fn remove_tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
+        let _gc = self.lease()?; // its temp file in tmp/ must not be collected mid-write
         let _lock = self.lock("tags", FlockArg::LockExclusive)?;
         let mut tags = self.tags()?;
         let old = tags.remove(name);
