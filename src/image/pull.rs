@@ -187,6 +187,17 @@ pub async fn pull(
             manifest.layers.len()
         )));
     }
+    if index.is_none()
+        && !config.architecture.is_empty()
+        && (config.os != opts.platform.os || config.architecture != opts.platform.architecture)
+    {
+        tracing::warn!(
+            "{image} is for {}/{}, not {}; pulling it anyway",
+            config.os,
+            config.architecture,
+            opts.platform
+        );
+    }
     store.write_blob(&manifest.config.digest, &config_bytes).map_err(store_err)?;
 
     emit(PullEvent::Resolved {
