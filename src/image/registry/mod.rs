@@ -2,6 +2,8 @@
 
 pub mod challenge;
 pub mod client;
+pub mod error;
 pub mod token;
 
-pub use client::{RegistryClient, RegistryError};
+pub use client::RegistryClient;
+pub use error::RegistryError;
