@@ -176,7 +176,7 @@ impl PodNetwork {
     ) -> Result<PodNetworkInfo, PodNetworkError> {
         let _lock = self.lock()?;
         let records = self.records()?;
-        let existing: Vec<PodPorts> = records.iter().map(pod_ports).collect();
+        let existing: Vec<PodPorts> = records.iter().filter(|r| r.pod_id != pod_id).map(pod_ports).collect();
         nat::check_host_ports(&existing, pod_id, host_ports)
             .map_err(|source| PodNetworkError::HostPort { pod: pod_id.into(), source })?;
         match self.setup_locked(pod_id, pod_name, host_ports, records) {
@@ -215,9 +215,17 @@ impl PodNetwork {
             step: "open netns",
             source,
         })?;
+        // An existing pair is kept (re-creating it would change the pod's MAC under live peers).
+        let pod_has_iface = link::with_netlink(Some(&netns_path), |handle| async move {
+            link::link_index(&handle, POD_IFNAME).await
+        })
+        .map_err(|source| PodNetworkError::Link { pod: pod(), source })?
+        .is_some();
         link::with_netlink(self.config.node_netns.as_deref(), |handle| async move {
             link::ensure_bridge(&handle, &bridge, gateway, prefix).await?;
-            link::create_veth_into(&handle, &veth, POD_IFNAME, pod_ns.as_raw_fd(), mtu).await?;
+            if !(pod_has_iface && link::link_index(&handle, &veth).await?.is_some()) {
+                link::create_veth_into(&handle, &veth, POD_IFNAME, pod_ns.as_raw_fd(), mtu).await?;
+            }
             link::attach_to_bridge(&handle, &veth, &bridge, hairpin).await
         })
         .map_err(|source| PodNetworkError::Link { pod: pod(), source })?;
