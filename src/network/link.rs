@@ -29,7 +29,7 @@ pub enum LinkError {
     #[error("netlink in {netns}: {step}: {source}")]
     Setup { netns: PathBuf, step: &'static str, source: io::Error },
     #[error("{step} {object}: {source}")]
-    Request { step: &'static str, object: String, source: rtnetlink::Error },
+    Request { step: &'static str, object: String, source: Box<rtnetlink::Error> },
     #[error("link {name}: not found")]
     NotFound { name: String },
 }
@@ -37,7 +37,7 @@ pub enum LinkError {
 impl LinkError {
     fn request(step: &'static str, object: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Self {
         let object = object.into();
-        move |source| LinkError::Request { step, object, source }
+        move |source| LinkError::Request { step, object, source: Box::new(source) }
     }
 }
 

@@ -146,9 +146,10 @@ pub fn delete_pinned(path: &Path) -> Result<(), NetnsError> {
 
 /// True if `path` is a mount of a network namespace (an nsfs inode), not a plain file.
 pub fn is_netns_mount(path: &Path) -> bool {
-    // nsfs magic number: a bind-mounted namespace lives on it, a plain empty file does not.
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC).unwrap_or(false)
+    // A bind-mounted namespace lives on nsfs; a plain empty file does not.
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Runs `work` on a fresh OS thread that first enters the network namespace at `netns`

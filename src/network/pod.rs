@@ -249,13 +249,12 @@ impl PodNetwork {
 
     /// Node sysctls: forwarding on, bridged traffic through iptables, optional route_localnet.
     fn prepare_node(&self, pod_id: &str) -> Result<(), PodNetworkError> {
-        let bridge = self.config.bridge.clone();
         let localhost = self.config.localhost_hostports;
         run_in_netns(self.config.node_netns.as_deref(), || -> Result<(), SysctlError> {
             sysctl::set("net.ipv4.ip_forward", "1")?;
             sysctl::set_if_present("net.bridge.bridge-nf-call-iptables", "1")?;
             if localhost {
-                sysctl::set(&format!("net.ipv4.conf.{bridge}.route_localnet"), "1").or_else(|_| Ok(()))?;
+                sysctl::set("net.ipv4.conf.all.route_localnet", "1")?;
             }
             Ok(())
         })

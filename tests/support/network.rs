@@ -54,15 +54,16 @@ impl TestNode {
 
     fn wire_lan(&mut self) {
         let ext = std::fs::File::open(&self.ext_ns).unwrap();
-        let (lan, node_ip) = (format!("rktl{}", self.n), self.lan_node_ip());
+        let (lan, node_ip, ext_ip) = (format!("rktl{}", self.n), self.lan_node_ip(), self.lan_ext_ip());
         link::with_netlink(Some(&self.node_ns), |h| async move {
             link::create_veth_into(&h, &lan, "eth0", ext.as_raw_fd(), 1500).await?;
             link::add_address(&h, &lan, node_ip, 24).await?;
             link::set_up(&h, &lan).await?;
+            // Like a real node: a default route out of the LAN (here: to the test's own ext netns).
+            link::set_default_route(&h, &lan, ext_ip).await?;
             link::set_up(&h, "lo").await.map(drop)
         })
         .expect("wire node LAN side");
-        let ext_ip = self.lan_ext_ip();
         link::with_netlink(Some(&self.ext_ns), |h| async move {
             link::configure_pod_interface(&h, "eth0", ext_ip, 24, node_ip).await
         })

@@ -1,0 +1,116 @@
+//! Service data plane on the real kernel (root): rendered kube-proxy-style rules applied in a
+//! simulated node namespace; ClusterIP load-balances across endpoints in pod namespaces,
+//! NodePort is reachable from a separate namespace, hairpin works, updates and flush clean up.
+
+#[path = "support/network.rs"]
+mod network;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use network::{Server, TestNode, request};
+use rkube::network::Protocol;
+use rkube::network::netns::run_in_netns;
+use rkube::proxy::{self, Endpoint, ProxyConfig, Service, ServiceEndpoints, ServicePort, chains};
+
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 21, 10);
+
+fn service() -> Service {
+    Service {
+        namespace: "default".into(),
+        name: "web".into(),
+        cluster_ip: Some(CLUSTER_IP),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            protocol: Protocol::Tcp,
+            port: 80,
+            target_port: 8080,
+            node_port: Some(30080),
+        }],
+        load_balancer_ips: vec![],
+    }
+}
+
+fn endpoints(ips: &[Ipv4Addr]) -> ServiceEndpoints {
+    ServiceEndpoints {
+        namespace: "default".into(),
+        service: "web".into(),
+        port_name: "http".into(),
+        endpoints: ips.iter().map(|ip| Endpoint { ip: *ip, port: 8080, ready: true }).collect(),
+    }
+}
+
+/// Sends `count` requests and tallies which backend answered.
+fn tally(from: &std::path::Path, to: SocketAddrV4, count: usize) -> BTreeMap<String, usize> {
+    let mut hits = BTreeMap::new();
+    for i in 0..count {
+        let answer = request(from, to).unwrap_or_else(|e| panic!("request {i} to {to}: {e}"));
+        let backend = answer.split_whitespace().next().unwrap_or_default().to_string();
+        *hits.entry(backend).or_insert(0) += 1;
+    }
+    hits
+}
+
+#[test]
+fn clusterip_and_nodeport_balance_across_pods_and_flush_cleans_up() {
+    let node = TestNode::new(21);
+    let p1 = node.net.setup("uid-s1", "s1", &[]).expect("setup s1");
+    let p2 = node.net.setup("uid-s2", "s2", &[]).expect("setup s2");
+    let client = node.net.setup("uid-c", "c", &[]).expect("setup client");
+    let _s1 = Server::start(&p1.netns_path, 8080, "s1");
+    let _s2 = Server::start(&p2.netns_path, 8080, "s2");
+    let config = ProxyConfig { cluster_cidr: Some(node.config.pod_cidr), ..ProxyConfig::default() };
+    let apply = |eps: &[Ipv4Addr]| {
+        let (svc, eps) = ([service()], [endpoints(eps)]);
+        run_in_netns(Some(&node.node_ns), || proxy::apply(&svc, &eps, &config)).unwrap().expect("apply rules")
+    };
+    apply(&[p1.ip, p2.ip]);
+    apply(&[p1.ip, p2.ip]); // a second full sync is idempotent
+    let saved = node.saved_rules();
+    assert_eq!(saved.matches("-j RKUBE-SERVICES").count(), 4, "jump rules stay single:\n{saved}");
+
+    // ClusterIP from a pod: every request succeeds and both endpoints are used.
+    let vip = SocketAddrV4::new(CLUSTER_IP, 80);
+    let hits = tally(&client.netns_path, vip, 30);
+    assert_eq!(hits.values().sum::<usize>(), 30);
+    assert!(hits.get("s1").copied().unwrap_or(0) > 0 && hits.get("s2").copied().unwrap_or(0) > 0, "{hits:?}");
+
+    // Hairpin: a backend reaching its own Service, including when it picks itself.
+    let hits = tally(&p1.netns_path, vip, 20);
+    assert_eq!(hits.values().sum::<usize>(), 20, "{hits:?}");
+
+    // NodePort from the external namespace, masqueraded to a node address.
+    let nodeport = SocketAddrV4::new(node.lan_node_ip(), 30080);
+    let hits = tally(&node.ext_ns, nodeport, 20);
+    assert_eq!(hits.values().sum::<usize>(), 20);
+    assert!(hits.len() == 2, "NodePort should balance too: {hits:?}");
+
+    // Endpoint removed: its chain disappears and all traffic goes to the remaining one.
+    let sep_s2 = chains::sep_chain("RKUBE", "default/web:http", Protocol::Tcp, &format!("{}:8080", p2.ip));
+    assert!(node.chains("RKUBE-SEP-").contains(&sep_s2));
+    apply(&[p1.ip]);
+    assert!(!node.chains("RKUBE-SEP-").contains(&sep_s2), "stale endpoint chain kept");
+    assert_eq!(tally(&client.netns_path, vip, 10).get("s1"), Some(&10));
+
+    // No endpoints: connections are rejected, not left hanging.
+    apply(&[]);
+    let err = request(&client.netns_path, vip).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(node.chains("RKUBE-SVC-").is_empty());
+
+    // Flush removes every proxy chain and jump, leaving the pod network's own rules alone.
+    run_in_netns(Some(&node.node_ns), || proxy::flush(&config)).unwrap().expect("flush");
+    run_in_netns(Some(&node.node_ns), || proxy::flush(&config)).unwrap().expect("flush is idempotent");
+    let left: Vec<String> =
+        node.chains("RKUBE").into_iter().filter(|c| chains::is_proxy_chain("RKUBE", c)).collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(!node.saved_rules().contains("RKUBE-SERVICES"));
+    assert!(node.saved_rules().contains("RKUBE-POD-MASQ"));
+
+    drop((_s1, _s2));
+    for pod in ["uid-s1", "uid-s2", "uid-c"] {
+        node.net.teardown(pod).expect("teardown");
+    }
+    assert!(node.chains("RKUBE").is_empty(), "{:?}", node.chains("RKUBE"));
+    assert!(!node.saved_rules().contains("RKUBE"));
+}
