@@ -34,6 +34,8 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     assert_eq!(p1.gateway, Ipv4Addr::new(10, 77, 11, 1));
     assert_eq!((p1.ip, p2.ip), (Ipv4Addr::new(10, 77, 11, 2), Ipv4Addr::new(10, 77, 11, 3)));
     assert!(node.link_exists(&p1.veth) && node.link_exists("rkt11"));
+    let pin_dir = node.pin_dir_mountinfo().expect("pin dir is a mount point");
+    assert!(pin_dir.contains(" shared:"), "pin dir not shared: {pin_dir}");
 
     let _server = Server::start(&p1.netns_path, 8080, "p1");
     // Pod to pod by IP, source address preserved.
@@ -47,6 +49,10 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     let answer =
         request(&p1.netns_path, SocketAddrV4::new(node.lan_node_ip(), 18080)).expect("p1 -> own hostPort");
     assert_eq!(answer, format!("p1 {}", p1.gateway));
+    // From the node itself (OUTPUT chain) to its own address.
+    let answer =
+        request(&node.node_ns, SocketAddrV4::new(node.lan_node_ip(), 18080)).expect("node -> hostPort");
+    assert_eq!(answer, format!("p1 {}", node.lan_node_ip()));
     // Setting a pod up again is idempotent and keeps its address.
     let again = node.net.setup("uid-p1", "p1", &[tcp_host_port(18080, 8080)]).expect("setup p1 again");
     assert_eq!(again, p1);

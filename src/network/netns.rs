@@ -81,6 +81,40 @@ impl NetnsStore {
     pub fn delete(&self, id: &str) -> Result<(), NetnsError> {
         delete_pinned(&self.path(id)?)
     }
+
+    /// Makes the pin directory a shared mount (bound onto itself first if it is not a mount
+    /// point), as iproute2 does for `/run/netns`, so pins made later propagate into mount
+    /// namespaces created earlier and unmounts propagate too. Returns true if it added the bind mount.
+    pub fn make_dir_shared(&self) -> Result<bool, NetnsError> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|source| NetnsError::CreateDir { path: self.dir.clone(), source })?;
+        let mount_err = |source| NetnsError::Mount { path: self.dir.clone(), source };
+        let bound = !is_mount_point(&self.dir);
+        if bound {
+            mount(Some(&self.dir), &self.dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(mount_err)?;
+        }
+        mount(None::<&str>, &self.dir, None::<&str>, MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>)
+            .map_err(mount_err)?;
+        Ok(bound)
+    }
+
+    /// Removes the self bind mount added by [`Self::make_dir_shared`] (pins must be deleted first).
+    pub fn unshare_dir(&self) -> Result<(), NetnsError> {
+        if is_mount_point(&self.dir) {
+            umount2(&self.dir, MntFlags::MNT_DETACH)
+                .map_err(|source| NetnsError::Unmount { path: self.dir.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
+/// True if `dir` is listed as a mount point in `/proc/self/mountinfo`.
+fn is_mount_point(dir: &Path) -> bool {
+    let Ok(canonical) = fs::canonicalize(dir) else { return false };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let wanted = canonical.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
 /// Pin names become file names: keep them plain.

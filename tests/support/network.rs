@@ -39,6 +39,7 @@ impl TestNode {
         config.netns_dir = dir.path().join("pods");
         config.state_dir = dir.path().join("state");
         config.node_netns = Some(node_ns.clone());
+        NetnsStore::new(&config.netns_dir).make_dir_shared().expect("make pod pin dir shared");
         let mut node = TestNode {
             n,
             net: PodNetwork::new(config.clone()).expect("pod network"),
@@ -97,6 +98,14 @@ impl TestNode {
         .unwrap()
     }
 
+    /// The `/proc/self/mountinfo` line of the pod pin directory, if it is a mount point.
+    pub fn pin_dir_mountinfo(&self) -> Option<String> {
+        let dir = std::fs::canonicalize(&self.config.netns_dir).ok()?;
+        let dir = dir.to_str()?;
+        let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        info.lines().find(|l| l.split(' ').nth(4) == Some(dir)).map(str::to_string)
+    }
+
     pub fn link_exists(&self, name: &str) -> bool {
         let name = name.to_string();
         link::with_netlink(Some(&self.node_ns), |h| async move { link::link_index(&h, &name).await })
@@ -121,6 +130,7 @@ impl Drop for TestNode {
                 }
             }
         }
+        let _ = NetnsStore::new(self.dir.path().join("pods")).unshare_dir();
     }
 }
 
