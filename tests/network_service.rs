@@ -14,6 +14,8 @@ use rkube::network::netns::run_in_netns;
 use rkube::proxy::{self, Endpoint, ProxyConfig, Service, ServiceEndpoints, ServicePort, chains};
 
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 21, 10);
+/// A LoadBalancer ingress IP; the external namespace's default route points at the node.
+const LB_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 21, 200);
 
 fn service() -> Service {
     Service {
@@ -27,7 +29,8 @@ fn service() -> Service {
             target_port: 8080,
             node_port: Some(30080),
         }],
-        load_balancer_ips: vec![],
+        load_balancer_ips: vec![LB_IP],
+        session_affinity_seconds: None,
     }
 }
 
@@ -84,6 +87,19 @@ fn clusterip_and_nodeport_balance_across_pods_and_flush_cleans_up() {
     let hits = tally(&node.ext_ns, nodeport, 20);
     assert_eq!(hits.values().sum::<usize>(), 20);
     assert!(hits.len() == 2, "NodePort should balance too: {hits:?}");
+
+    // LoadBalancer ingress IP from the external namespace (routed to this node).
+    let hits = tally(&node.ext_ns, SocketAddrV4::new(LB_IP, 80), 10);
+    assert_eq!(hits.values().sum::<usize>(), 10);
+
+    // sessionAffinity ClientIP: every request of one client lands on the same endpoint.
+    let sticky = [Service { session_affinity_seconds: Some(60), ..service() }];
+    let eps = [endpoints(&[p1.ip, p2.ip])];
+    run_in_netns(Some(&node.node_ns), || proxy::apply(&sticky, &eps, &config))
+        .unwrap()
+        .expect("apply sticky");
+    let hits = tally(&client.netns_path, vip, 10);
+    assert_eq!(hits.len(), 1, "affinity not honoured: {hits:?}");
 
     // Endpoint removed: its chain disappears and all traffic goes to the remaining one.
     let sep_s2 = chains::sep_chain("RKUBE", "default/web:http", Protocol::Tcp, &format!("{}:8080", p2.ip));

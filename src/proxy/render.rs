@@ -108,6 +108,17 @@ pub fn render_full(
             }
             let n = ready.len();
             let mut sep_rules = Vec::new();
+            // ClientIP affinity: a client seen recently goes back to the same endpoint (xt_recent).
+            let affinity = svc.session_affinity_seconds;
+            if let Some(seconds) = affinity {
+                for (ip, target) in &ready {
+                    let endpoint = format!("{ip}:{target}");
+                    let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
+                    svc_rules.push(format!(
+                        "-A {svc_chain} -m comment --comment \"{spn} -> {endpoint}\" -m recent --name {sep} --rcheck --seconds {seconds} --reap -j {sep}"
+                    ));
+                }
+            }
             for (i, (ip, target)) in ready.iter().enumerate() {
                 let endpoint = format!("{ip}:{target}");
                 let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
@@ -122,8 +133,10 @@ pub fn render_full(
                 ));
                 sep_rules
                     .push(format!("-A {sep} -m comment --comment {spn} -s {ip}/32 -j {}", fixed.mark_masq));
+                let remember =
+                    if affinity.is_some() { format!(" -m recent --name {sep} --set") } else { String::new() };
                 sep_rules.push(format!(
-                    "-A {sep} -m comment --comment {spn} {m} -j DNAT --to-destination {endpoint}"
+                    "-A {sep} -m comment --comment {spn}{remember} {m} -j DNAT --to-destination {endpoint}"
                 ));
             }
             nat.extend(svc_rules);
@@ -229,6 +242,7 @@ mod tests {
                 node_port: Some(30080),
             }],
             load_balancer_ips: vec!["192.168.77.200".parse().unwrap()],
+            session_affinity_seconds: None,
         }
     }
 
@@ -245,6 +259,7 @@ mod tests {
                 node_port: None,
             }],
             load_balancer_ips: vec![],
+            session_affinity_seconds: None,
         }
     }
 
@@ -351,6 +366,21 @@ COMMIT
         let wanted: Vec<String> = rendered.nat_chains.iter().cloned().collect();
         let again = render_full(&[web()], &[web_endpoints()], &config(), &wanted);
         assert!(!again.text.contains("-X "));
+    }
+
+    #[test]
+    fn client_ip_affinity_uses_recent_match() {
+        let svc = Service { session_affinity_seconds: Some(10800), ..web() };
+        let text = render(&[svc], &[web_endpoints()], &config());
+        let sep = chains::sep_chain("RKUBE", "default/web:http", Protocol::Tcp, "10.244.1.2:8080");
+        let check = format!("-m recent --name {sep} --rcheck --seconds 10800 --reap -j {sep}");
+        let set = format!(
+            "-A {sep} -m comment --comment default/web:http -m recent --name {sep} --set -m tcp -p tcp -j DNAT"
+        );
+        assert!(text.contains(&check), "{text}");
+        assert!(text.contains(&set), "{text}");
+        // Affinity checks come before the probability rules.
+        assert!(text.find(&check).unwrap() < text.find("--probability").unwrap());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// `status.loadBalancer.ingress` IPs.
     pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `sessionAffinity: ClientIP` timeout in seconds (`None`: no affinity).
+    pub session_affinity_seconds: Option<u32>,
 }
 
 /// One backend address of a Service port.
