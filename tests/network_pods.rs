@@ -108,3 +108,29 @@ fn failed_setup_removes_what_it_created() {
     assert!(node.net.records().unwrap().is_empty());
     assert_node_clean(&node, &["uid-x"]);
 }
+
+#[test]
+fn garbage_collection_removes_pods_not_kept_and_orphans() {
+    let node = TestNode::new(14);
+    let keep = node.net.setup("uid-keep", "keep", &[]).expect("setup keep");
+    node.net.setup("uid-gone", "gone", &[tcp_host_port(18083, 80)]).expect("setup gone");
+    // An orphan left by a crash: a pin and an IP without a record.
+    node.net.ipam().allocate("uid-orphan").unwrap();
+    rkube::network::netns::NetnsStore::new(&node.config.netns_dir).create("uid-orphan").unwrap();
+
+    let removed = node.net.garbage_collect(&["uid-keep"]).expect("gc");
+    assert!(
+        removed.contains(&"uid-gone".to_string()) && removed.contains(&"uid-orphan".to_string()),
+        "{removed:?}"
+    );
+    assert!(!removed.contains(&"uid-keep".to_string()));
+    let records = node.net.records().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].info, keep);
+    assert_eq!(node.net.ipam().allocations().unwrap().len(), 1);
+    assert!(!node.saved_rules().contains("18083"));
+    assert!(node.link_exists(&keep.veth));
+
+    node.net.teardown("uid-keep").unwrap();
+    assert_node_clean(&node, &["uid-keep", "uid-gone", "uid-orphan"]);
+}

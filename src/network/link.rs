@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -89,6 +89,22 @@ pub async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, Link
 
 async fn require_index(handle: &Handle, name: &str) -> Result<u32, LinkError> {
     link_index(handle, name).await?.ok_or_else(|| LinkError::NotFound { name: name.to_string() })
+}
+
+/// Names of all links starting with `prefix`.
+pub async fn link_names_with_prefix(handle: &Handle, prefix: &str) -> Result<Vec<String>, LinkError> {
+    let mut links = handle.link().get().execute();
+    let mut names = Vec::new();
+    while let Some(msg) = links.try_next().await.map_err(LinkError::request("list links", prefix))? {
+        for attr in msg.attributes {
+            if let LinkAttribute::IfName(name) = attr
+                && name.starts_with(prefix)
+            {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// Sets link `name` up.

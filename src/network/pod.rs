@@ -1,6 +1,7 @@
 //! `PodNetwork`: the whole network sandbox of a pod (netns, veth to the node bridge, IP, NAT),
 //! set up and torn down as one idempotent operation.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
@@ -296,6 +297,39 @@ impl PodNetwork {
         }
         let remaining: Vec<PodRecord> = self.records()?.into_iter().filter(|r| r.pod_id != pod_id).collect();
         self.sync_rules(pod_id, &remaining)
+    }
+
+    /// Removes the network of every pod not in `keep`: recorded pods, and also orphans left by a
+    /// crash (netns pins, IP allocations, host veths). Returns the pod ids (or veths) removed.
+    pub fn garbage_collect(&self, keep: &[&str]) -> Result<Vec<String>, PodNetworkError> {
+        let _lock = self.lock()?;
+        let mut stale: BTreeSet<String> = BTreeSet::new();
+        stale.extend(self.records()?.into_iter().map(|r| r.pod_id));
+        let ipam_err = |source| PodNetworkError::Ipam { pod: "-".into(), source };
+        stale.extend(self.ipam.allocations().map_err(ipam_err)?.into_values());
+        if let Ok(entries) = fs::read_dir(self.netns.dir()) {
+            stale.extend(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)));
+        }
+        stale.retain(|id| !keep.contains(&id.as_str()));
+        for pod_id in &stale {
+            self.teardown_locked(pod_id)?;
+        }
+        // Host veths with our prefix that belong to no kept pod (e.g. records lost with a crash).
+        let wanted: BTreeSet<String> =
+            keep.iter().map(|id| veth_name(&self.config.veth_prefix, id)).collect();
+        let prefix = self.config.veth_prefix.clone();
+        let orphans = link::with_netlink(self.config.node_netns.as_deref(), |handle| async move {
+            let mut removed = Vec::new();
+            for name in link::link_names_with_prefix(&handle, &prefix).await? {
+                if !wanted.contains(&name) {
+                    link::delete_link(&handle, &name).await?;
+                    removed.push(name);
+                }
+            }
+            Ok(removed)
+        })
+        .map_err(|source| PodNetworkError::Link { pod: "-".into(), source })?;
+        Ok(stale.into_iter().chain(orphans).collect())
     }
 
     /// Removes the node-level objects (rules and bridge); only allowed once no pod is set up.
