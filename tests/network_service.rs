@@ -130,3 +130,52 @@ fn clusterip_and_nodeport_balance_across_pods_and_flush_cleans_up() {
     assert!(node.chains("RKUBE").is_empty(), "{:?}", node.chains("RKUBE"));
     assert!(!node.saved_rules().contains("RKUBE"));
 }
+
+fn named_service(name: &str, ip: Ipv4Addr) -> Service {
+    Service { name: name.into(), cluster_ip: Some(ip), load_balancer_ips: vec![], ..service() }
+}
+
+fn named_endpoints(name: &str, ip: Ipv4Addr) -> ServiceEndpoints {
+    ServiceEndpoints { service: name.into(), ..endpoints(&[ip]) }
+}
+
+#[test]
+fn partial_sync_updates_changed_services_and_removes_deleted_ones() {
+    let node = TestNode::new(22);
+    let p1 = node.net.setup("uid-q1", "q1", &[]).expect("setup q1");
+    let p2 = node.net.setup("uid-q2", "q2", &[]).expect("setup q2");
+    let client = node.net.setup("uid-qc", "qc", &[]).expect("setup client");
+    let _s1 = Server::start(&p1.netns_path, 8080, "q1");
+    let _s2 = Server::start(&p2.netns_path, 8080, "q2");
+    let (vip_a, vip_b) = (Ipv4Addr::new(10, 96, 22, 1), Ipv4Addr::new(10, 96, 22, 2));
+    let mut proxier = proxy::Proxier::new(ProxyConfig::default());
+    let mut sync = |svcs: &[Service], eps: &[ServiceEndpoints]| {
+        run_in_netns(Some(&node.node_ns), || proxier.sync(svcs, eps)).unwrap().expect("sync")
+    };
+
+    let svcs = [named_service("a", vip_a), named_service("b", vip_b)];
+    let stats = sync(&svcs, &[named_endpoints("a", p1.ip), named_endpoints("b", p1.ip)]);
+    assert!(stats.full && stats.services_written == 2, "{stats:?}");
+    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("q1"), Some(&3));
+
+    // Only b changes: a partial sync writes one service, and both keep working.
+    let stats = sync(&svcs, &[named_endpoints("a", p1.ip), named_endpoints("b", p2.ip)]);
+    assert!(!stats.full && stats.services_written == 1, "{stats:?}");
+    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_a, 80), 3).get("q1"), Some(&3));
+    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("q2"), Some(&3));
+
+    // Service a deleted: its chains go away, b is untouched.
+    let stats = sync(&svcs[1..], &[named_endpoints("b", p2.ip)]);
+    assert_eq!(stats.services_written, 0);
+    let a_chain = chains::svc_chain("RKUBE", "default/a:http", Protocol::Tcp);
+    assert!(!node.chains("RKUBE-SVC-").contains(&a_chain));
+    assert_eq!(node.chains("RKUBE-SVC-").len(), 1);
+    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("q2"), Some(&3));
+
+    run_in_netns(Some(&node.node_ns), || proxy::flush(&ProxyConfig::default())).unwrap().expect("flush");
+    drop((_s1, _s2));
+    for pod in ["uid-q1", "uid-q2", "uid-qc"] {
+        node.net.teardown(pod).expect("teardown");
+    }
+    assert!(!node.saved_rules().contains("RKUBE"));
+}

@@ -1,8 +1,10 @@
 //! Loads rendered Service rules atomically and removes them again. Acts in the calling thread's
 //! network namespace (wrap in `network::netns::run_in_netns` for another one).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::chains::{self, FixedChains};
-use super::render::render_full;
+use super::render::{RuleSet, ServiceBlock, build, format, render_full};
 use super::types::{ProxyConfig, Service, ServiceEndpoints};
 use crate::network::iptables::{self, IptablesError};
 
@@ -52,11 +54,7 @@ pub fn apply(
     config: &ProxyConfig,
 ) -> Result<(), ProxyError> {
     check_prefix(config)?;
-    let p = &config.prefix;
-    let existing: Vec<String> = iptables::chains_with_prefix("nat", p)?
-        .into_iter()
-        .filter(|c| ["-SVC-", "-EXT-", "-SEP-"].iter().any(|k| c.starts_with(&format!("{p}{k}"))))
-        .collect();
+    let existing = existing_service_chains(&config.prefix)?;
     let rendered = render_full(services, endpoints, config, &existing);
     iptables::restore(&rendered.text)?;
     for (table, chain, rule) in jump_rules(config) {
@@ -64,6 +62,98 @@ pub fn apply(
         iptables::ensure_rule(table, chain, &rule)?;
     }
     Ok(())
+}
+
+/// Per-service chains (SVC/EXT/SEP) under the prefix currently in the nat table.
+fn existing_service_chains(prefix: &str) -> Result<Vec<String>, ProxyError> {
+    Ok(iptables::chains_with_prefix("nat", prefix)?
+        .into_iter()
+        .filter(|c| ["-SVC-", "-EXT-", "-SEP-"].iter().any(|k| c.starts_with(&format!("{prefix}{k}"))))
+        .collect())
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Whether every chain was rewritten (first sync, after a failure, or on request).
+    pub full: bool,
+    /// How many service ports had their chains rewritten.
+    pub services_written: usize,
+}
+
+/// A stateful syncer doing kube-proxy's partial sync: the top-level chains are rewritten every
+/// time, a service's own chains only when they changed; a full sync first and after any failure.
+#[derive(Debug, Clone)]
+pub struct Proxier {
+    config: ProxyConfig,
+    programmed: Option<BTreeMap<String, ServiceBlock>>,
+}
+
+impl Proxier {
+    /// A syncer whose first sync is a full one.
+    pub fn new(config: ProxyConfig) -> Self {
+        Self { config, programmed: None }
+    }
+
+    /// Makes the next sync a full one (e.g. hourly, or when the canary chain vanished).
+    pub fn request_full_sync(&mut self) {
+        self.programmed = None;
+    }
+
+    /// The restore input for moving from what was programmed to `rules` (pure). `existing` are
+    /// the per-service chains present in the kernel, used only for a full sync.
+    pub fn plan(&self, rules: &RuleSet, existing: &[String]) -> (String, SyncStats) {
+        match &self.programmed {
+            None => {
+                let text = format(rules, &self.config, None, existing);
+                (text, SyncStats { full: true, services_written: rules.services.len() })
+            }
+            Some(old) => {
+                let changed: BTreeSet<String> = rules
+                    .services
+                    .iter()
+                    .filter(|(k, b)| old.get(*k) != Some(*b))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let stale: Vec<String> = old.values().flat_map(|b| b.chains.iter().cloned()).collect();
+                let text = format(rules, &self.config, Some(&changed), &stale);
+                (text, SyncStats { full: false, services_written: changed.len() })
+            }
+        }
+    }
+
+    /// Programs `services` in the calling thread's network namespace.
+    pub fn sync(
+        &mut self,
+        services: &[Service],
+        endpoints: &[ServiceEndpoints],
+    ) -> Result<SyncStats, ProxyError> {
+        check_prefix(&self.config)?;
+        let rules = build(services, endpoints, &self.config);
+        let existing = if self.programmed.is_none() {
+            existing_service_chains(&self.config.prefix)?
+        } else {
+            Vec::new()
+        };
+        let (text, stats) = self.plan(&rules, &existing);
+        let loaded = iptables::restore(&text).and_then(|()| {
+            for (table, chain, rule) in jump_rules(&self.config) {
+                let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+                iptables::ensure_rule(table, chain, &rule)?;
+            }
+            Ok(())
+        });
+        match loaded {
+            Ok(()) => {
+                self.programmed = Some(rules.services);
+                Ok(stats)
+            }
+            Err(e) => {
+                self.programmed = None;
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// Removes the jump rules and every chain the proxy owns. Idempotent.
@@ -99,6 +189,59 @@ mod tests {
         assert_eq!(jumps.len(), 8);
         assert!(jumps.iter().all(|(_, _, r)| r.last().unwrap().starts_with("RKUBE-")));
         assert_eq!(jumps[3].2, vec!["-m", "conntrack", "--ctstate", "NEW", "-j", "RKUBE-SERVICES"]);
+    }
+
+    fn service(name: &str, ip: &str, endpoint: &str) -> (Service, ServiceEndpoints) {
+        use crate::proxy::types::{Endpoint, Protocol, ServicePort};
+        let svc = Service {
+            namespace: "ns".into(),
+            name: name.into(),
+            cluster_ip: Some(ip.parse().unwrap()),
+            ports: vec![ServicePort {
+                name: "p".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                target_port: 80,
+                node_port: None,
+            }],
+            load_balancer_ips: vec![],
+            session_affinity_seconds: None,
+        };
+        let eps = ServiceEndpoints {
+            namespace: "ns".into(),
+            service: name.into(),
+            port_name: "p".into(),
+            endpoints: vec![Endpoint { ip: endpoint.parse().unwrap(), port: 80, ready: true }],
+        };
+        (svc, eps)
+    }
+
+    #[test]
+    fn partial_sync_rewrites_only_changed_services() {
+        let config = ProxyConfig::default();
+        let (a, a_eps) = service("a", "10.96.0.1", "10.1.0.1");
+        let (b, b_eps) = service("b", "10.96.0.2", "10.1.0.2");
+        let mut proxier = Proxier::new(config.clone());
+        let first = build(&[a.clone(), b.clone()], &[a_eps.clone(), b_eps.clone()], &config);
+        let (text, stats) = proxier.plan(&first, &["RKUBE-SVC-LEFTOVER".to_string()]);
+        assert_eq!(stats, SyncStats { full: true, services_written: 2 });
+        assert!(text.contains("-X RKUBE-SVC-LEFTOVER"));
+        proxier.programmed = Some(first.services.clone());
+
+        // b moves to another endpoint: only b's chains are written; its old SEP chain is deleted.
+        let (_, b_moved) = service("b", "10.96.0.2", "10.1.0.9");
+        let second = build(&[a.clone(), b.clone()], &[a_eps.clone(), b_moved], &config);
+        let (text, stats) = proxier.plan(&second, &[]);
+        assert_eq!(stats, SyncStats { full: false, services_written: 1 });
+        let a_svc = chains::svc_chain("RKUBE", "ns/a:p", crate::proxy::types::Protocol::Tcp);
+        assert!(!text.contains(&format!(":{a_svc}")), "unchanged service rewritten:\n{text}");
+        assert!(text.contains(&format!("-j {a_svc}")), "top-level chain must still jump to a");
+        let old_sep = chains::sep_chain("RKUBE", "ns/b:p", crate::proxy::types::Protocol::Tcp, "10.1.0.2:80");
+        assert!(text.contains(&format!("-X {old_sep}")));
+
+        // A failed sync forgets the state: the next one is full.
+        proxier.request_full_sync();
+        assert!(proxier.plan(&second, &[]).1.full);
     }
 
     #[test]

@@ -6,6 +6,6 @@ pub mod chains;
 pub mod render;
 pub mod types;
 
-pub use apply::{ProxyError, apply, flush};
+pub use apply::{Proxier, ProxyError, SyncStats, apply, flush};
 pub use render::{render, render_full};
 pub use types::{Endpoint, ProxyConfig, Service, ServiceEndpoints, ServicePort};

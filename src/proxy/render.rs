@@ -1,11 +1,40 @@
 //! Renders Services and endpoints as `iptables-restore --noflush` input with kube-proxy's layout.
+//!
+//! [`build`] computes the rules as a [`RuleSet`]: the top-level chains (always rewritten) and one
+//! block of chains per service port. [`format`] turns all of it, or only the blocks that changed
+//! (partial sync, as kube-proxy does since 1.26), into restore input.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use super::chains::{self, FixedChains};
 use super::types::{Endpoint, ProxyConfig, Service, ServiceEndpoints, ServicePort};
+
+/// The chains and rules of one service port (its SVC, EXT and SEP chains).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ServiceBlock {
+    pub chains: Vec<String>,
+    pub rules: Vec<String>,
+}
+
+/// Every rule the proxy wants, split so that unchanged services can be skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Rules of the fixed filter chains (REJECT for services without endpoints).
+    pub filter: Vec<String>,
+    /// Rules of the nat SERVICES and NODEPORTS chains.
+    pub nat_entry: Vec<String>,
+    /// Per service port (`ns/name:port`), its own chains.
+    pub services: BTreeMap<String, ServiceBlock>,
+}
+
+impl RuleSet {
+    /// All per-service nat chains.
+    pub fn nat_chains(&self) -> BTreeSet<String> {
+        self.services.values().flat_map(|b| b.chains.iter().cloned()).collect()
+    }
+}
 
 /// The restore text plus the per-service chains it declares (to find stale ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,18 +56,19 @@ pub fn render_full(
     config: &ProxyConfig,
     stale_nat_chains: &[String],
 ) -> Rendered {
+    let rules = build(services, endpoints, config);
+    Rendered { text: format(&rules, config, None, stale_nat_chains), nat_chains: rules.nat_chains() }
+}
+
+/// Computes every rule for `services` and their `endpoints`.
+pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &ProxyConfig) -> RuleSet {
     let p = config.prefix.as_str();
     let fixed = FixedChains::new(p);
-    let mark = config.mark();
-    let mut filter = Vec::new();
-    let mut nat_chain_lines = Vec::new();
-    let mut nat = Vec::new();
-    let mut nat_chains = BTreeSet::new();
+    let mut set = RuleSet::default();
+    let mut nodeport_rules = Vec::new();
 
     let mut sorted: Vec<&Service> = services.iter().filter(|s| s.cluster_ip.is_some()).collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut nodeport_rules = Vec::new();
-
     for svc in sorted {
         let Some(cluster_ip) = svc.cluster_ip else { continue };
         let mut ports: Vec<&ServicePort> = svc.ports.iter().collect();
@@ -51,18 +81,18 @@ pub fn render_full(
             if ready.is_empty() {
                 let reject = "-j REJECT";
                 let c = format!("-m comment --comment \"{spn} has no endpoints\"");
-                filter.push(format!(
+                set.filter.push(format!(
                     "-A {} {c} {m} -d {cluster_ip}/32 --dport {} {reject}",
                     fixed.services, port.port
                 ));
                 for lb in &svc.load_balancer_ips {
-                    filter.push(format!(
+                    set.filter.push(format!(
                         "-A {} {c} {m} -d {lb}/32 --dport {} {reject}",
                         fixed.external_services, port.port
                     ));
                 }
                 if let Some(np) = port.node_port {
-                    filter.push(format!(
+                    set.filter.push(format!(
                         "-A {} {c} -m addrtype --dst-type LOCAL {m} --dport {np} {reject}",
                         fixed.external_services
                     ));
@@ -73,18 +103,18 @@ pub fn render_full(
             let svc_chain = chains::svc_chain(p, &spn, port.protocol);
             let ext_chain = chains::ext_chain(p, &spn, port.protocol);
             let has_external = port.node_port.is_some() || !svc.load_balancer_ips.is_empty();
-            nat_chains.insert(svc_chain.clone());
+            let mut block = ServiceBlock { chains: vec![svc_chain.clone()], rules: Vec::new() };
             if has_external {
-                nat_chains.insert(ext_chain.clone());
+                block.chains.push(ext_chain.clone());
             }
 
             // Entry rules.
-            nat.push(format!(
+            set.nat_entry.push(format!(
                 "-A {} -m comment --comment \"{spn} cluster IP\" {m} -d {cluster_ip}/32 --dport {} -j {svc_chain}",
                 fixed.services, port.port
             ));
             for lb in &svc.load_balancer_ips {
-                nat.push(format!(
+                set.nat_entry.push(format!(
                     "-A {} -m comment --comment \"{spn} loadbalancer IP\" {m} -d {lb}/32 --dport {} -j {ext_chain}",
                     fixed.services, port.port
                 ));
@@ -97,9 +127,8 @@ pub fn render_full(
             }
 
             // Service chain: masquerade off-cluster sources, then pick an endpoint.
-            let mut svc_rules = Vec::new();
             if let Some(cidr) = config.cluster_cidr {
-                svc_rules.push(format!(
+                block.rules.push(format!(
                     "-A {svc_chain} -m comment --comment \"{spn} cluster IP\" {m} -d {cluster_ip}/32 --dport {} ! -s {} -j {}",
                     port.port,
                     cidr.trunc(),
@@ -114,7 +143,7 @@ pub fn render_full(
                 for (ip, target) in &ready {
                     let endpoint = format!("{ip}:{target}");
                     let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
-                    svc_rules.push(format!(
+                    block.rules.push(format!(
                         "-A {svc_chain} -m comment --comment \"{spn} -> {endpoint}\" -m recent --name {sep} --rcheck --seconds {seconds} --reap -j {sep}"
                     ));
                 }
@@ -122,13 +151,13 @@ pub fn render_full(
             for (i, (ip, target)) in ready.iter().enumerate() {
                 let endpoint = format!("{ip}:{target}");
                 let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
-                nat_chains.insert(sep.clone());
+                block.chains.push(sep.clone());
                 let probability = if i + 1 < n {
                     format!(" -m statistic --mode random --probability {:.10}", 1.0 / (n - i) as f64)
                 } else {
                     String::new()
                 };
-                svc_rules.push(format!(
+                block.rules.push(format!(
                     "-A {svc_chain} -m comment --comment \"{spn} -> {endpoint}\"{probability} -j {sep}"
                 ));
                 sep_rules
@@ -139,38 +168,52 @@ pub fn render_full(
                     "-A {sep} -m comment --comment {spn}{remember} {m} -j DNAT --to-destination {endpoint}"
                 ));
             }
-            nat.extend(svc_rules);
             if has_external {
-                nat.push(format!(
+                block.rules.push(format!(
                     "-A {ext_chain} -m comment --comment \"masquerade traffic for {spn} external destinations\" -j {}",
                     fixed.mark_masq
                 ));
-                nat.push(format!("-A {ext_chain} -j {svc_chain}"));
+                block.rules.push(format!("-A {ext_chain} -j {svc_chain}"));
             }
-            nat.extend(sep_rules);
+            block.rules.extend(sep_rules);
+            block.chains.sort();
+            set.services.insert(spn, block);
         }
     }
-    nat.push(format!(
+    set.nat_entry.push(format!(
         "-A {} -m comment --comment \"rkube service nodeports; NOTE: this must be the last rule in this chain\" \
          -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j {}",
         fixed.services, fixed.nodeports
     ));
-    nat.extend(nodeport_rules);
+    set.nat_entry.extend(nodeport_rules);
+    set
+}
 
-    for chain in &nat_chains {
-        nat_chain_lines.push(format!(":{chain} - [0:0]"));
-    }
-    let stale: Vec<&String> = stale_nat_chains.iter().filter(|c| !nat_chains.contains(*c)).collect();
-    for chain in &stale {
-        nat_chain_lines.push(format!(":{chain} - [0:0]"));
-    }
+/// Restore input for `rules`: the fixed chains always, the per-service blocks named in `only`
+/// (all when `None`), and flush + delete of `stale_nat_chains` that are not wanted any more.
+pub fn format(
+    rules: &RuleSet,
+    config: &ProxyConfig,
+    only: Option<&BTreeSet<String>>,
+    stale_nat_chains: &[String],
+) -> String {
+    let fixed = FixedChains::new(&config.prefix);
+    let mark = config.mark();
+    let wanted = rules.nat_chains();
+    let blocks: Vec<&ServiceBlock> = rules
+        .services
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o.contains(*name)))
+        .map(|(_, b)| b)
+        .collect();
+    let stale: Vec<&String> = stale_nat_chains.iter().filter(|c| !wanted.contains(*c)).collect();
 
     let mut out = String::new();
     let _ = writeln!(out, "*filter");
     for chain in [&fixed.services, &fixed.external_services, &fixed.forward] {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
-    for line in &filter {
+    for line in &rules.filter {
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(
@@ -188,8 +231,10 @@ pub fn render_full(
     for chain in [&fixed.services, &fixed.nodeports, &fixed.postrouting, &fixed.mark_masq] {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
-    for line in &nat_chain_lines {
-        let _ = writeln!(out, "{line}");
+    let mut declared: Vec<&String> = blocks.iter().flat_map(|b| b.chains.iter()).collect();
+    declared.sort();
+    for chain in declared.into_iter().chain(stale.iter().copied()) {
+        let _ = writeln!(out, ":{chain} - [0:0]");
     }
     let _ = writeln!(out, "-A {} -m mark ! --mark {mark}/{mark} -j RETURN", fixed.postrouting);
     let _ = writeln!(out, "-A {} -j MARK --xor-mark {mark}", fixed.postrouting);
@@ -200,7 +245,7 @@ pub fn render_full(
         fixed.postrouting
     );
     let _ = writeln!(out, "-A {} -j MARK --or-mark {mark}", fixed.mark_masq);
-    for line in &nat {
+    for line in rules.nat_entry.iter().chain(blocks.iter().flat_map(|b| b.rules.iter())) {
         let _ = writeln!(out, "{line}");
     }
     // Service and external chains first: they reference endpoint chains.
@@ -209,7 +254,7 @@ pub fn render_full(
         let _ = writeln!(out, "-X {chain}");
     }
     let _ = writeln!(out, "COMMIT");
-    Rendered { text: out, nat_chains }
+    out
 }
 
 /// Ready endpoints of `port` as (ip, backend port), sorted and de-duplicated.
@@ -314,6 +359,8 @@ COMMIT
 -A RKUBE-MARK-MASQ -j MARK --or-mark 0x4000
 -A RKUBE-SERVICES -m comment --comment \"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.10/32 --dport 80 -j {svc}
 -A RKUBE-SERVICES -m comment --comment \"default/web:http loadbalancer IP\" -m tcp -p tcp -d 192.168.77.200/32 --dport 80 -j {ext}
+-A RKUBE-SERVICES -m comment --comment \"rkube service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j RKUBE-NODEPORTS
+-A RKUBE-NODEPORTS -m comment --comment default/web:http -m tcp -p tcp --dport 30080 -j {ext}
 -A {svc} -m comment --comment \"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.10/32 --dport 80 ! -s 10.244.0.0/16 -j RKUBE-MARK-MASQ
 -A {svc} -m comment --comment \"default/web:http -> 10.244.1.2:8080\" -m statistic --mode random --probability 0.3333333333 -j {a}
 -A {svc} -m comment --comment \"default/web:http -> 10.244.1.3:8080\" -m statistic --mode random --probability 0.5000000000 -j {b}
@@ -326,8 +373,6 @@ COMMIT
 -A {b} -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.1.3:8080
 -A {c} -m comment --comment default/web:http -s 10.244.1.4/32 -j RKUBE-MARK-MASQ
 -A {c} -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.1.4:8080
--A RKUBE-SERVICES -m comment --comment \"rkube service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j RKUBE-NODEPORTS
--A RKUBE-NODEPORTS -m comment --comment default/web:http -m tcp -p tcp --dport 30080 -j {ext}
 COMMIT
 "
         );
