@@ -28,6 +28,9 @@ RENDER=$(awk '{print $2}' "$WORK/render")
 t0=$(now); ip netns exec "$NS" iptables-restore --noflush <"$WORK/rules"; t1=$(now)
 ip netns exec "$NS" iptables-restore --noflush <"$WORK/rules"; t2=$(now)
 FIRST=$(elapsed "$t0" "$t1"); REWRITE=$(elapsed "$t1" "$t2")
+"$GEN" "$SERVICES" 2 partial >"$WORK/partial" 2>/dev/null
+t5=$(now); ip netns exec "$NS" iptables-restore --noflush <"$WORK/partial"; t6=$(now)
+PARTIAL=$(elapsed "$t5" "$t6")
 
 # Naive peer: the same kind of rules, one iptables process per rule, for $NAIVE services.
 "$GEN" "$NAIVE" 2 >"$WORK/naive" 2>/dev/null
@@ -60,6 +63,7 @@ printf '%-52s %10s\n' "measure" "seconds"
 printf '%-52s %10.4f\n' "render $SERVICES services (rkube, debug build)" "$RENDER"
 printf '%-52s %10.4f\n' "iptables-restore first load ($RULES rules)" "$FIRST"
 printf '%-52s %10.4f\n' "iptables-restore rewrite ($RULES rules)" "$REWRITE"
+printf '%-52s %10.4f\n' "partial sync after 1 service changed" "$PARTIAL"
 printf '%-52s %10.4f\n' "naive iptables -A per rule ($NAIVE_RULES rules)" "$NAIVE_TIME"
 printf '%-52s %10.6f\n' "per rule: restore" "$PER_RULE_RESTORE"
 printf '%-52s %10.6f\n' "per rule: naive" "$PER_RULE_NAIVE"

@@ -100,6 +100,11 @@ impl Proxier {
         self.programmed = None;
     }
 
+    /// Records `rules` as programmed without loading them (dry runs, benchmarks).
+    pub fn assume_programmed(&mut self, rules: &RuleSet) {
+        self.programmed = Some(rules.services.clone());
+    }
+
     /// The restore input for moving from what was programmed to `rules` (pure). `existing` are
     /// the per-service chains present in the kernel, used only for a full sync.
     pub fn plan(&self, rules: &RuleSet, existing: &[String]) -> (String, SyncStats) {
@@ -226,7 +231,7 @@ mod tests {
         let (text, stats) = proxier.plan(&first, &["RKUBE-SVC-LEFTOVER".to_string()]);
         assert_eq!(stats, SyncStats { full: true, services_written: 2 });
         assert!(text.contains("-X RKUBE-SVC-LEFTOVER"));
-        proxier.programmed = Some(first.services.clone());
+        proxier.assume_programmed(&first);
 
         // b moves to another endpoint: only b's chains are written; its old SEP chain is deleted.
         let (_, b_moved) = service("b", "10.96.0.2", "10.1.0.9");
