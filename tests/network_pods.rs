@@ -134,3 +134,41 @@ fn garbage_collection_removes_pods_not_kept_and_orphans() {
     node.net.teardown("uid-keep").unwrap();
     assert_node_clean(&node, &["uid-keep", "uid-gone", "uid-orphan"]);
 }
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
+    let a = TestNode::in_cluster(15, "10.77.0.0/16");
+    let b = TestNode::in_cluster(16, "10.77.0.0/16");
+    // Wire the two nodes: a 10.80.15.1 <-> b 10.80.15.2, then host-gw routes to each other's pod CIDR.
+    let (a_ip, b_ip) = (Ipv4Addr::new(10, 80, 15, 1), Ipv4Addr::new(10, 80, 15, 2));
+    let b_ns = std::fs::File::open(&b.node_ns).unwrap();
+    link::with_netlink(Some(&a.node_ns), |h| async move {
+        use std::os::fd::AsRawFd;
+        link::create_veth_into(&h, "rktn15", "rktn16", b_ns.as_raw_fd(), 1500).await?;
+        link::add_address(&h, "rktn15", a_ip, 24).await?;
+        link::set_up(&h, "rktn15").await?;
+        link::set_route(&h, "10.77.16.0/24".parse().unwrap(), b_ip).await
+    })
+    .expect("wire node a");
+    link::with_netlink(Some(&b.node_ns), |h| async move {
+        link::add_address(&h, "rktn16", b_ip, 24).await?;
+        link::set_up(&h, "rktn16").await?;
+        link::set_route(&h, "10.77.15.0/24".parse().unwrap(), a_ip).await
+    })
+    .expect("wire node b");
+
+    let pa = a.net.setup("uid-a1", "a1", &[]).expect("setup on a");
+    let pb = b.net.setup("uid-b1", "b1", &[]).expect("setup on b");
+    let _server = Server::start(&pb.netns_path, 8080, "b1");
+    // Cross-node pod traffic keeps the pod source address (no masquerade inside the cluster CIDR).
+    let answer = request(&pa.netns_path, SocketAddrV4::new(pb.ip, 8080)).expect("a1 -> b1");
+    assert_eq!(answer, format!("b1 {}", pa.ip));
+
+    // Removing the route cuts the path (the test can fail), and deleting it again is fine.
+    link::with_netlink(Some(&a.node_ns), |h| async move {
+        link::delete_route(&h, "10.77.16.0/24".parse().unwrap(), b_ip).await?;
+        link::delete_route(&h, "10.77.16.0/24".parse().unwrap(), b_ip).await
+    })
+    .expect("delete route");
+    assert!(request(&pa.netns_path, SocketAddrV4::new(pb.ip, 8080)).is_err());
+}

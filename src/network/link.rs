@@ -10,6 +10,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
+use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -20,6 +21,7 @@ use super::netns::{NetnsError, run_in_netns};
 const ENODEV: i32 = 19;
 const ENOENT: i32 = 2;
 const EEXIST: i32 = 17;
+const ESRCH: i32 = 3;
 
 /// Errors from netlink link/address/route work.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +223,34 @@ pub async fn set_default_route(handle: &Handle, dev: &str, gateway: Ipv4Addr) ->
         .execute()
         .await
         .map_err(LinkError::request("add default route", format!("via {gateway} dev {dev}")))
+}
+
+/// Replaces the route to `destination` with one via `gateway` (host-gw: another node's pod CIDR).
+pub async fn set_route(handle: &Handle, destination: Ipv4Net, gateway: Ipv4Addr) -> Result<(), LinkError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(destination.network(), destination.prefix_len())
+        .gateway(gateway)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(LinkError::request("add route", format!("{destination} via {gateway}")))
+}
+
+/// Deletes the route to `destination` via `gateway`; succeeds if there is none.
+pub async fn delete_route(handle: &Handle, destination: Ipv4Net, gateway: Ipv4Addr) -> Result<(), LinkError> {
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(destination.network(), destination.prefix_len())
+        .gateway(gateway)
+        .build();
+    match handle.route().del(route).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(ESRCH) | Some(ENOENT)) => Ok(()),
+        Err(e) => Err(LinkError::request("delete route", format!("{destination} via {gateway}"))(e)),
+    }
 }
 
 /// Inside a pod namespace: `lo` up, `ifname` gets `addr/prefix`, up, default route via `gateway`.

@@ -58,6 +58,9 @@ pub struct NatConfig {
     /// Chain-name prefix, `RKUBE` in production.
     pub prefix: String,
     pub pod_cidr: Ipv4Net,
+    /// The whole cluster's pod range: traffic to it keeps the pod source IP (no masquerade),
+    /// so pods on other nodes see the real client. `None`: only this node's pod CIDR.
+    pub cluster_cidr: Option<Ipv4Net>,
     /// Also forward hostPorts reached via 127.0.0.1 (needs `route_localnet=1`; off by default).
     pub localhost_hostports: bool,
 }
@@ -143,6 +146,9 @@ pub fn render(config: &NatConfig, pods: &[PodPorts]) -> String {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
     let _ = writeln!(out, "-A {} -d {cidr} -j RETURN", c.pod_masq);
+    if let Some(cluster) = config.cluster_cidr.map(|c| c.trunc()).filter(|c| *c != cidr) {
+        let _ = writeln!(out, "-A {} -d {cluster} -j RETURN", c.pod_masq);
+    }
     let _ = writeln!(out, "-A {} -d 224.0.0.0/4 -j RETURN", c.pod_masq);
     let _ = writeln!(out, "-A {} -j MASQUERADE", c.pod_masq);
     let _ = writeln!(out, "-A {} -j MARK --set-xmark {HOSTPORT_MASQ_MARK}", c.hostport_setmark);
@@ -225,6 +231,7 @@ mod tests {
         NatConfig {
             prefix: "RKUBE".into(),
             pod_cidr: "10.244.1.0/24".parse().unwrap(),
+            cluster_cidr: None,
             localhost_hostports: false,
         }
     }
@@ -283,6 +290,15 @@ COMMIT
                 "-d 192.168.1.5/32 -p udp -m udp --dport 8080 -j DNAT --to-destination 10.244.1.2:80"
             )
         );
+    }
+
+    #[test]
+    fn cluster_cidr_is_not_masqueraded() {
+        let cfg = NatConfig { cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..config() };
+        let text = render(&cfg, &[]);
+        assert!(text.contains(
+            "-A RKUBE-POD-MASQ -d 10.244.1.0/24 -j RETURN\n-A RKUBE-POD-MASQ -d 10.244.0.0/16 -j RETURN\n"
+        ));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct PodNetworkConfig {
     pub bridge: String,
     /// The node's pod CIDR; its first host address is the bridge gateway.
     pub pod_cidr: Ipv4Net,
+    /// The whole cluster's pod range (all nodes); traffic to it is not masqueraded.
+    pub cluster_cidr: Option<Ipv4Net>,
     /// MTU of both veth ends.
     pub mtu: u32,
     /// Directory of pinned pod network namespaces (`/run/rkube/netns`).
@@ -75,6 +77,7 @@ impl PodNetworkConfig {
         Self {
             bridge: "rkube0".into(),
             pod_cidr,
+            cluster_cidr: None,
             mtu: 1500,
             netns_dir: "/run/rkube/netns".into(),
             state_dir: "/var/lib/rkube/network".into(),
@@ -90,6 +93,7 @@ impl PodNetworkConfig {
         NatConfig {
             prefix: self.chain_prefix.clone(),
             pod_cidr: self.pod_cidr.trunc(),
+            cluster_cidr: self.cluster_cidr,
             localhost_hostports: self.localhost_hostports,
         }
     }

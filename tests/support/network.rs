@@ -30,6 +30,15 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn new(n: u8) -> Self {
+        Self::build(n, None)
+    }
+
+    /// A node whose pods talk to the rest of `cluster_cidr` without masquerade.
+    pub fn in_cluster(n: u8, cluster_cidr: &str) -> Self {
+        Self::build(n, Some(cluster_cidr.parse().unwrap()))
+    }
+
+    fn build(n: u8, cluster_cidr: Option<ipnet::Ipv4Net>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes = NetnsStore::new(dir.path().join("nodes"));
         let node_ns = nodes.create("node").expect("create node netns");
@@ -39,6 +48,7 @@ impl TestNode {
         config.netns_dir = dir.path().join("pods");
         config.state_dir = dir.path().join("state");
         config.node_netns = Some(node_ns.clone());
+        config.cluster_cidr = cluster_cidr;
         NetnsStore::new(&config.netns_dir).make_dir_shared().expect("make pod pin dir shared");
         let mut node = TestNode {
             n,
