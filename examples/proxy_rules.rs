@@ -31,12 +31,14 @@ fn main() {
             }],
             load_balancer_ips: vec![],
             session_affinity_seconds: None,
+            external_traffic_local: false,
         });
         let endpoints = (0..per_service)
             .map(|j| Endpoint {
                 ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * per_service + j + 2),
                 port: 8080,
                 ready: true,
+                local: true,
             })
             .collect();
         eps.push(ServiceEndpoints {

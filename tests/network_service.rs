@@ -31,6 +31,7 @@ fn service() -> Service {
         }],
         load_balancer_ips: vec![LB_IP],
         session_affinity_seconds: None,
+        external_traffic_local: false,
     }
 }
 
@@ -39,7 +40,7 @@ fn endpoints(ips: &[Ipv4Addr]) -> ServiceEndpoints {
         namespace: "default".into(),
         service: "web".into(),
         port_name: "http".into(),
-        endpoints: ips.iter().map(|ip| Endpoint { ip: *ip, port: 8080, ready: true }).collect(),
+        endpoints: ips.iter().map(|ip| Endpoint { ip: *ip, port: 8080, ready: true, local: true }).collect(),
     }
 }
 
@@ -175,6 +176,34 @@ fn partial_sync_updates_changed_services_and_removes_deleted_ones() {
     run_in_netns(Some(&node.node_ns), || proxy::flush(&ProxyConfig::default())).unwrap().expect("flush");
     drop((_s1, _s2));
     for pod in ["uid-q1", "uid-q2", "uid-qc"] {
+        node.net.teardown(pod).expect("teardown");
+    }
+    assert!(!node.saved_rules().contains("RKUBE"));
+}
+
+#[test]
+fn external_traffic_policy_local_preserves_client_ip() {
+    let node = TestNode::new(23);
+    let p1 = node.net.setup("uid-l1", "l1", &[]).expect("setup l1");
+    let p2 = node.net.setup("uid-l2", "l2", &[]).expect("setup l2");
+    let _s1 = Server::start(&p1.netns_path, 8080, "l1");
+    let _s2 = Server::start(&p2.netns_path, 8080, "l2");
+    let svc = [Service { external_traffic_local: true, load_balancer_ips: vec![], ..service() }];
+    // l2 is declared remote (as if it ran on another node): external traffic must never reach it.
+    let mut eps = endpoints(&[p1.ip, p2.ip]);
+    eps.endpoints[1].local = false;
+    let config = ProxyConfig { cluster_cidr: Some(node.config.pod_cidr), ..ProxyConfig::default() };
+    run_in_netns(Some(&node.node_ns), || proxy::apply(&svc, &[eps], &config)).unwrap().expect("apply");
+
+    let nodeport = SocketAddrV4::new(node.lan_node_ip(), 30080);
+    for _ in 0..10 {
+        let answer = request(&node.ext_ns, nodeport).expect("ext -> NodePort");
+        assert_eq!(answer, format!("l1 {}", node.lan_ext_ip()), "client IP must be preserved");
+    }
+
+    run_in_netns(Some(&node.node_ns), || proxy::flush(&config)).unwrap().expect("flush");
+    drop((_s1, _s2));
+    for pod in ["uid-l1", "uid-l2"] {
         node.net.teardown(pod).expect("teardown");
     }
     assert!(!node.saved_rules().contains("RKUBE"));

@@ -68,7 +68,9 @@ pub fn apply(
 fn existing_service_chains(prefix: &str) -> Result<Vec<String>, ProxyError> {
     Ok(iptables::chains_with_prefix("nat", prefix)?
         .into_iter()
-        .filter(|c| ["-SVC-", "-EXT-", "-SEP-"].iter().any(|k| c.starts_with(&format!("{prefix}{k}"))))
+        .filter(|c| {
+            ["-SVC-", "-SVL-", "-EXT-", "-SEP-"].iter().any(|k| c.starts_with(&format!("{prefix}{k}")))
+        })
         .collect())
 }
 
@@ -211,12 +213,13 @@ mod tests {
             }],
             load_balancer_ips: vec![],
             session_affinity_seconds: None,
+            external_traffic_local: false,
         };
         let eps = ServiceEndpoints {
             namespace: "ns".into(),
             service: name.into(),
             port_name: "p".into(),
-            endpoints: vec![Endpoint { ip: endpoint.parse().unwrap(), port: 80, ready: true }],
+            endpoints: vec![Endpoint { ip: endpoint.parse().unwrap(), port: 80, ready: true, local: true }],
         };
         (svc, eps)
     }

@@ -57,6 +57,11 @@ pub fn ext_chain(prefix: &str, svc_port: &str, protocol: Protocol) -> String {
     format!("{prefix}-EXT-{}", hash16(&format!("{svc_port}{}", protocol.as_str())))
 }
 
+/// `<prefix>-SVL-<hash>` for a service port's node-local endpoints.
+pub fn svl_chain(prefix: &str, svc_port: &str, protocol: Protocol) -> String {
+    format!("{prefix}-SVL-{}", hash16(&format!("{svc_port}{}", protocol.as_str())))
+}
+
 /// `<prefix>-SEP-<hash>` for one endpoint of a service port.
 pub fn sep_chain(prefix: &str, svc_port: &str, protocol: Protocol, endpoint: &str) -> String {
     format!("{prefix}-SEP-{}", hash16(&format!("{svc_port}{}{endpoint}", protocol.as_str())))
@@ -65,7 +70,8 @@ pub fn sep_chain(prefix: &str, svc_port: &str, protocol: Protocol, endpoint: &st
 /// True for chains the proxy owns (fixed names or hashed per-service chains) under `prefix`.
 pub fn is_proxy_chain(prefix: &str, name: &str) -> bool {
     let fixed = FixedChains::new(prefix);
-    let hashed = ["-SVC-", "-EXT-", "-SEP-"].iter().any(|kind| name.starts_with(&format!("{prefix}{kind}")));
+    let hashed =
+        ["-SVC-", "-SVL-", "-EXT-", "-SEP-"].iter().any(|kind| name.starts_with(&format!("{prefix}{kind}")));
     hashed
         || [
             &fixed.services,

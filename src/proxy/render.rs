@@ -140,7 +140,7 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
             // ClientIP affinity: a client seen recently goes back to the same endpoint (xt_recent).
             let affinity = svc.session_affinity_seconds;
             if let Some(seconds) = affinity {
-                for (ip, target) in &ready {
+                for (ip, target, _) in &ready {
                     let endpoint = format!("{ip}:{target}");
                     let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
                     block.rules.push(format!(
@@ -148,15 +148,11 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
                     ));
                 }
             }
-            for (i, (ip, target)) in ready.iter().enumerate() {
+            for (i, (ip, target, _)) in ready.iter().enumerate() {
                 let endpoint = format!("{ip}:{target}");
                 let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
                 block.chains.push(sep.clone());
-                let probability = if i + 1 < n {
-                    format!(" -m statistic --mode random --probability {:.10}", 1.0 / (n - i) as f64)
-                } else {
-                    String::new()
-                };
+                let probability = probability(i, n);
                 block.rules.push(format!(
                     "-A {svc_chain} -m comment --comment \"{spn} -> {endpoint}\"{probability} -j {sep}"
                 ));
@@ -168,7 +164,52 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
                     "-A {sep} -m comment --comment {spn}{remember} {m} -j DNAT --to-destination {endpoint}"
                 ));
             }
-            if has_external {
+            if has_external && svc.external_traffic_local {
+                // Local policy: in-cluster and node-local sources use all endpoints; external
+                // clients only local ones, unmasqueraded (client IP preserved).
+                let x = &ext_chain;
+                if let Some(cidr) = config.cluster_cidr {
+                    block.rules.push(format!(
+                        "-A {x} -m comment --comment \"pod traffic for {spn} external destinations\" -s {} -j {svc_chain}",
+                        cidr.trunc()
+                    ));
+                }
+                block.rules.push(format!(
+                    "-A {x} -m comment --comment \"masquerade LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j {}",
+                    fixed.mark_masq
+                ));
+                block.rules.push(format!(
+                    "-A {x} -m comment --comment \"route LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j {svc_chain}"
+                ));
+                let local: Vec<&(Ipv4Addr, u16, bool)> = ready.iter().filter(|e| e.2).collect();
+                if local.is_empty() {
+                    let c = format!("-m comment --comment \"{spn} has no local endpoints\"");
+                    for lb in &svc.load_balancer_ips {
+                        set.filter.push(format!(
+                            "-A {} {c} {m} -d {lb}/32 --dport {} -j DROP",
+                            fixed.external_services, port.port
+                        ));
+                    }
+                    if let Some(np) = port.node_port {
+                        set.filter.push(format!(
+                            "-A {} {c} -m addrtype --dst-type LOCAL {m} --dport {np} -j DROP",
+                            fixed.external_services
+                        ));
+                    }
+                } else {
+                    let svl = chains::svl_chain(p, &spn, port.protocol);
+                    block.chains.push(svl.clone());
+                    block.rules.push(format!("-A {x} -j {svl}"));
+                    for (i, (ip, target, _)) in local.iter().enumerate() {
+                        let endpoint = format!("{ip}:{target}");
+                        let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
+                        let probability = probability(i, local.len());
+                        block.rules.push(format!(
+                            "-A {svl} -m comment --comment \"{spn} -> {endpoint}\"{probability} -j {sep}"
+                        ));
+                    }
+                }
+            } else if has_external {
                 block.rules.push(format!(
                     "-A {ext_chain} -m comment --comment \"masquerade traffic for {spn} external destinations\" -j {}",
                     fixed.mark_masq
@@ -257,16 +298,32 @@ pub fn format(
     out
 }
 
-/// Ready endpoints of `port` as (ip, backend port), sorted and de-duplicated.
-fn ready_endpoints(all: &[ServiceEndpoints], svc: &Service, port: &ServicePort) -> Vec<(Ipv4Addr, u16)> {
-    let set: BTreeSet<(Ipv4Addr, u16)> = all
+/// Ready endpoints of `port` as (ip, backend port, on this node), sorted and de-duplicated.
+fn ready_endpoints(
+    all: &[ServiceEndpoints],
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<(Ipv4Addr, u16, bool)> {
+    let mut set: BTreeMap<(Ipv4Addr, u16), bool> = BTreeMap::new();
+    let matching = all
         .iter()
         .filter(|e| e.namespace == svc.namespace && e.service == svc.name && e.port_name == port.name)
         .flat_map(|e| e.endpoints.iter())
-        .filter(|e: &&Endpoint| e.ready)
-        .map(|e| (e.ip, if e.port == 0 { port.target_port } else { e.port }))
-        .collect();
-    set.into_iter().collect()
+        .filter(|e: &&Endpoint| e.ready);
+    for e in matching {
+        let key = (e.ip, if e.port == 0 { port.target_port } else { e.port });
+        *set.entry(key).or_default() |= e.local;
+    }
+    set.into_iter().map(|((ip, port), local)| (ip, port, local)).collect()
+}
+
+/// `-m statistic` for endpoint `i` of `n`: 1/(n-i), none for the last one.
+fn probability(i: usize, n: usize) -> String {
+    if i + 1 < n {
+        format!(" -m statistic --mode random --probability {:.10}", 1.0 / (n - i) as f64)
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +345,7 @@ mod tests {
             }],
             load_balancer_ips: vec!["192.168.77.200".parse().unwrap()],
             session_affinity_seconds: None,
+            external_traffic_local: false,
         }
     }
 
@@ -305,11 +363,12 @@ mod tests {
             }],
             load_balancer_ips: vec![],
             session_affinity_seconds: None,
+            external_traffic_local: false,
         }
     }
 
     fn web_endpoints() -> ServiceEndpoints {
-        let ep = |ip: &str, port, ready| Endpoint { ip: ip.parse().unwrap(), port, ready };
+        let ep = |ip: &str, port, ready| Endpoint { ip: ip.parse().unwrap(), port, ready, local: true };
         ServiceEndpoints {
             namespace: "default".into(),
             service: "web".into(),
@@ -429,9 +488,42 @@ COMMIT
     }
 
     #[test]
+    fn external_traffic_policy_local_uses_only_local_endpoints() {
+        let svc = Service { external_traffic_local: true, ..web() };
+        let mut eps = web_endpoints();
+        for e in &mut eps.endpoints {
+            e.local = e.ip == "10.244.1.3".parse::<Ipv4Addr>().unwrap();
+        }
+        let text = render(&[svc.clone()], &[eps.clone()], &config());
+        let ext = chains::ext_chain("RKUBE", "default/web:http", Protocol::Tcp);
+        let svl = chains::svl_chain("RKUBE", "default/web:http", Protocol::Tcp);
+        let local_sep = chains::sep_chain("RKUBE", "default/web:http", Protocol::Tcp, "10.244.1.3:8080");
+        assert!(text.contains(&format!(":{svl} - [0:0]")));
+        assert!(text.contains(&format!("-A {ext} -m comment --comment \"pod traffic for default/web:http external destinations\" -s 10.244.0.0/16 -j RKUBE-SVC-")));
+        assert!(text.contains(&format!("-m addrtype --src-type LOCAL -j RKUBE-MARK-MASQ\n")));
+        assert!(text.contains(&format!("-A {ext} -j {svl}\n")));
+        assert!(text.contains(&format!(
+            "-A {svl} -m comment --comment \"default/web:http -> 10.244.1.3:8080\" -j {local_sep}\n"
+        )));
+        assert_eq!(text.matches(&format!("-A {svl} ")).count(), 1, "only the local endpoint");
+        // External traffic is not masqueraded unconditionally any more.
+        assert!(!text.contains("masquerade traffic for default/web:http external destinations"));
+
+        // No local endpoint: external paths are dropped in filter, cluster IP still works.
+        for e in &mut eps.endpoints {
+            e.local = false;
+        }
+        let text = render(&[svc], &[eps], &config());
+        assert!(!text.contains("-SVL-"));
+        assert!(text.contains("\"default/web:http has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30080 -j DROP"));
+        assert!(text.contains("-d 192.168.77.200/32 --dport 80 -j DROP"));
+        assert!(text.contains("cluster IP\" -m tcp -p tcp -d 10.96.0.10/32 --dport 80 -j RKUBE-SVC-"));
+    }
+
+    #[test]
     fn single_endpoint_has_no_probability_and_no_masq_without_cidr() {
         let eps = ServiceEndpoints {
-            endpoints: vec![Endpoint { ip: "10.1.0.2".parse().unwrap(), port: 80, ready: true }],
+            endpoints: vec![Endpoint { ip: "10.1.0.2".parse().unwrap(), port: 80, ready: true, local: true }],
             ..web_endpoints()
         };
         let config = ProxyConfig { random_fully: false, ..ProxyConfig::default() };

@@ -32,6 +32,9 @@ pub struct Service {
     pub load_balancer_ips: Vec<Ipv4Addr>,
     /// `sessionAffinity: ClientIP` timeout in seconds (`None`: no affinity).
     pub session_affinity_seconds: Option<u32>,
+    /// `externalTrafficPolicy: Local`: NodePort/LB traffic only to endpoints on this node,
+    /// client IP preserved.
+    pub external_traffic_local: bool,
 }
 
 /// One backend address of a Service port.
@@ -41,6 +44,8 @@ pub struct Endpoint {
     /// Backend port; 0 means the Service port's `target_port`.
     pub port: u16,
     pub ready: bool,
+    /// The endpoint runs on this node (used by `externalTrafficPolicy: Local`).
+    pub local: bool,
 }
 
 /// The endpoints of one named port of one Service.
