@@ -494,13 +494,13 @@ COMMIT
         for e in &mut eps.endpoints {
             e.local = e.ip == "10.244.1.3".parse::<Ipv4Addr>().unwrap();
         }
-        let text = render(&[svc.clone()], &[eps.clone()], &config());
+        let text = render(std::slice::from_ref(&svc), std::slice::from_ref(&eps), &config());
         let ext = chains::ext_chain("RKUBE", "default/web:http", Protocol::Tcp);
         let svl = chains::svl_chain("RKUBE", "default/web:http", Protocol::Tcp);
         let local_sep = chains::sep_chain("RKUBE", "default/web:http", Protocol::Tcp, "10.244.1.3:8080");
         assert!(text.contains(&format!(":{svl} - [0:0]")));
         assert!(text.contains(&format!("-A {ext} -m comment --comment \"pod traffic for default/web:http external destinations\" -s 10.244.0.0/16 -j RKUBE-SVC-")));
-        assert!(text.contains(&format!("-m addrtype --src-type LOCAL -j RKUBE-MARK-MASQ\n")));
+        assert!(text.contains("-m addrtype --src-type LOCAL -j RKUBE-MARK-MASQ\n"));
         assert!(text.contains(&format!("-A {ext} -j {svl}\n")));
         assert!(text.contains(&format!(
             "-A {svl} -m comment --comment \"default/web:http -> 10.244.1.3:8080\" -j {local_sep}\n"
