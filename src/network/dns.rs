@@ -1,7 +1,9 @@
 //! `/etc/hosts` and `/etc/resolv.conf` contents for a pod (pure).
 
 use std::fmt::Write as _;
+use std::io;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 /// DNS settings written into every pod's `/etc/resolv.conf`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,9 +47,49 @@ pub fn resolv_conf(config: &DnsConfig) -> String {
     out
 }
 
+/// Error writing a pod's DNS files.
+#[derive(Debug, thiserror::Error)]
+#[error("write {path}: {source}")]
+pub struct DnsFileError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// Writes `hosts`, `resolv.conf` and `hostname` for a pod into `dir` (bind-mounted into its
+/// containers at `/etc/...` by the runtime); returns the three paths.
+pub fn write_pod_files(
+    dir: &Path,
+    hostname: &str,
+    pod_ip: Option<IpAddr>,
+    dns: &DnsConfig,
+) -> Result<[PathBuf; 3], DnsFileError> {
+    let files = [
+        (dir.join("hosts"), hosts_file(hostname, pod_ip, &[])),
+        (dir.join("resolv.conf"), resolv_conf(dns)),
+        (dir.join("hostname"), format!("{hostname}\n")),
+    ];
+    std::fs::create_dir_all(dir).map_err(|source| DnsFileError { path: dir.into(), source })?;
+    for (path, text) in &files {
+        std::fs::write(path, text).map_err(|source| DnsFileError { path: path.clone(), source })?;
+    }
+    let [(a, _), (b, _), (c, _)] = files;
+    Ok([a, b, c])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_the_three_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dns = DnsConfig { nameservers: vec!["10.96.0.10".parse().unwrap()], ..DnsConfig::default() };
+        let [hosts, resolv, hostname] =
+            write_pod_files(&dir.path().join("etc"), "web", Some("10.1.0.2".parse().unwrap()), &dns).unwrap();
+        assert!(std::fs::read_to_string(hosts).unwrap().ends_with("10.1.0.2\tweb\n"));
+        assert_eq!(std::fs::read_to_string(resolv).unwrap(), "nameserver 10.96.0.10\n");
+        assert_eq!(std::fs::read_to_string(hostname).unwrap(), "web\n");
+    }
 
     #[test]
     fn hosts_has_localhost_and_pod_name() {
