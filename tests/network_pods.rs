@@ -34,6 +34,16 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     assert_eq!(p1.gateway, Ipv4Addr::new(10, 77, 11, 1));
     assert_eq!((p1.ip, p2.ip), (Ipv4Addr::new(10, 77, 11, 2), Ipv4Addr::new(10, 77, 11, 3)));
     assert!(node.link_exists(&p1.veth) && node.link_exists("rkt11"));
+    // Sysctls act in the namespace of the thread: the node's LAN link is visible there only.
+    let in_node = rkube::network::netns::run_in_netns(Some(&node.node_ns), || {
+        (
+            rkube::network::sysctl::read("net.ipv4.conf.rktl11.forwarding"),
+            rkube::network::sysctl::read("net.ipv4.ip_forward"),
+        )
+    })
+    .unwrap();
+    assert_eq!(in_node, (Some("1".to_string()), Some("1".to_string())));
+    assert_eq!(rkube::network::sysctl::read("net.ipv4.conf.rktl11.forwarding"), None);
     let pin_dir = node.pin_dir_mountinfo().expect("pin dir is a mount point");
     assert!(pin_dir.contains(" shared:"), "pin dir not shared: {pin_dir}");
 
