@@ -34,6 +34,14 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     assert_eq!(p1.gateway, Ipv4Addr::new(10, 77, 11, 1));
     assert_eq!((p1.ip, p2.ip), (Ipv4Addr::new(10, 77, 11, 2), Ipv4Addr::new(10, 77, 11, 3)));
     assert!(node.link_exists(&p1.veth) && node.link_exists("rkt11"));
+    // The configured MTU on both ends of the pair.
+    let veth = p1.veth.clone();
+    let host_mtu =
+        link::with_netlink(Some(&node.node_ns), |h| async move { link::link_mtu(&h, &veth).await });
+    let pod_mtu =
+        link::with_netlink(Some(&p1.netns_path), |h| async move { link::link_mtu(&h, "eth0").await });
+    assert_eq!((host_mtu.unwrap(), pod_mtu.unwrap()), (Some(1450), Some(1450)));
+
     // Sysctls act in the namespace of the thread: the node's LAN link is visible there only.
     let in_node = rkube::network::netns::run_in_netns(Some(&node.node_ns), || {
         (

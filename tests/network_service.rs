@@ -68,6 +68,9 @@ fn clusterip_and_nodeport_balance_across_pods_and_flush_cleans_up() {
         let (svc, eps) = ([service()], [endpoints(eps)]);
         run_in_netns(Some(&node.node_ns), || proxy::apply(&svc, &eps, &config)).unwrap().expect("apply rules")
     };
+    // The pod network prepared the node's sysctls; the proxy's startup check agrees.
+    let problems = run_in_netns(Some(&node.node_ns), proxy::checks::check_node).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
     apply(&[p1.ip, p2.ip]);
     apply(&[p1.ip, p2.ip]); // a second full sync is idempotent
     let saved = node.saved_rules();

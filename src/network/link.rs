@@ -93,6 +93,20 @@ async fn require_index(handle: &Handle, name: &str) -> Result<u32, LinkError> {
     link_index(handle, name).await?.ok_or_else(|| LinkError::NotFound { name: name.to_string() })
 }
 
+/// MTU of link `name`, or `None` if there is no such link.
+pub async fn link_mtu(handle: &Handle, name: &str) -> Result<Option<u32>, LinkError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) if matches!(errno(&e), Some(ENODEV) | Some(ENOENT)) => Ok(None),
+        Err(e) => Err(LinkError::request("look up link", name)(e)),
+    }
+}
+
 /// Names of all links starting with `prefix`.
 pub async fn link_names_with_prefix(handle: &Handle, prefix: &str) -> Result<Vec<String>, LinkError> {
     let mut links = handle.link().get().execute();

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod chains;
+pub mod checks;
 pub mod render;
 pub mod types;
 

@@ -49,6 +49,7 @@ impl TestNode {
         config.state_dir = dir.path().join("state");
         config.node_netns = Some(node_ns.clone());
         config.cluster_cidr = cluster_cidr;
+        config.mtu = 1450;
         NetnsStore::new(&config.netns_dir).make_dir_shared().expect("make pod pin dir shared");
         let mut node = TestNode {
             n,
