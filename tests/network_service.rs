@@ -176,6 +176,13 @@ fn partial_sync_updates_changed_services_and_removes_deleted_ones() {
     assert_eq!(node.chains("RKUBE-SVC-").len(), 1);
     assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("q2"), Some(&3));
 
+    // Someone flushes our rules behind the proxy's back: the next sync notices and rewrites all.
+    run_in_netns(Some(&node.node_ns), || proxy::flush(&ProxyConfig::default())).unwrap().expect("flush");
+    assert!(request(&client.netns_path, SocketAddrV4::new(vip_b, 80)).is_err());
+    let stats = sync(&svcs[1..], &[named_endpoints("b", p2.ip)]);
+    assert!(stats.full, "{stats:?}");
+    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("q2"), Some(&3));
+
     run_in_netns(Some(&node.node_ns), || proxy::flush(&ProxyConfig::default())).unwrap().expect("flush");
     drop((_s1, _s2));
     for pod in ["uid-q1", "uid-q2", "uid-qc"] {

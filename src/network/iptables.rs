@@ -91,6 +91,19 @@ pub fn delete_rule(table: &str, chain: &str, spec: &[&str]) -> Result<(), Iptabl
     Ok(())
 }
 
+/// True if `chain` exists in `table`.
+pub fn chain_exists(table: &str, chain: &str) -> Result<bool, IptablesError> {
+    match Command::new("iptables")
+        .args(["-w", "-t", table, "-n", "-L", chain])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(status) => Ok(status.success()),
+        Err(source) => Err(IptablesError::Spawn { binary: "iptables", source }),
+    }
+}
+
 /// Names of the chains in `table` that start with `prefix`.
 pub fn chains_with_prefix(table: &str, prefix: &str) -> Result<Vec<String>, IptablesError> {
     let saved = run("iptables-save", &["-t", table], None, &format!("read table {table}"))?;

@@ -136,6 +136,12 @@ impl Proxier {
         endpoints: &[ServiceEndpoints],
     ) -> Result<SyncStats, ProxyError> {
         check_prefix(&self.config)?;
+        // Our top-level chain gone (someone flushed the tables): everything must be rewritten.
+        if self.programmed.is_some()
+            && !iptables::chain_exists("nat", &FixedChains::new(&self.config.prefix).services)?
+        {
+            self.request_full_sync();
+        }
         let rules = build(services, endpoints, &self.config);
         let existing = if self.programmed.is_none() {
             existing_service_chains(&self.config.prefix)?
