@@ -179,6 +179,7 @@ impl PodNetwork {
         pod_name: &str,
         host_ports: &[HostPort],
     ) -> Result<PodNetworkInfo, PodNetworkError> {
+        self.netns_path(pod_id)?; // the id names files: reject bad ones before creating anything
         let _lock = self.lock()?;
         let records = self.records()?;
         let existing: Vec<PodPorts> = records.iter().filter(|r| r.pod_id != pod_id).map(pod_ports).collect();
@@ -439,5 +440,7 @@ mod tests {
         let net = PodNetwork::new(config).unwrap();
         assert!(net.records().unwrap().is_empty());
         assert!(net.netns_path("../x").is_err());
+        assert!(matches!(net.setup("../x", "x", &[]), Err(PodNetworkError::Netns { .. })));
+        assert!(net.ipam().allocations().unwrap().is_empty());
     }
 }
