@@ -8,7 +8,7 @@ mod network;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use network::{Server, TestNode, request};
+use network::{Server, TestNode, UdpServer, request, udp_ask, udp_client};
 use rkube::network::Protocol;
 use rkube::network::netns::run_in_netns;
 use rkube::proxy::{self, Endpoint, ProxyConfig, Service, ServiceEndpoints, ServicePort, chains};
@@ -214,6 +214,59 @@ fn external_traffic_policy_local_preserves_client_ip() {
     run_in_netns(Some(&node.node_ns), || proxy::flush(&config)).unwrap().expect("flush");
     drop((_s1, _s2));
     for pod in ["uid-l1", "uid-l2"] {
+        node.net.teardown(pod).expect("teardown");
+    }
+    assert!(!node.saved_rules().contains("RKUBE"));
+}
+
+#[test]
+fn stale_udp_flows_are_cleared_when_endpoints_change() {
+    let node = TestNode::new(24);
+    let p1 = node.net.setup("uid-u1", "u1", &[]).expect("setup u1");
+    let p2 = node.net.setup("uid-u2", "u2", &[]).expect("setup u2");
+    let client = node.net.setup("uid-uc", "uc", &[]).expect("setup client");
+    let _s1 = UdpServer::start(&p1.netns_path, 5353, "u1");
+    let _s2 = UdpServer::start(&p2.netns_path, 5353, "u2");
+    let vip = Ipv4Addr::new(10, 96, 24, 10);
+    let svc = [Service {
+        name: "dns".into(),
+        cluster_ip: Some(vip),
+        ports: vec![ServicePort {
+            name: "dns".into(),
+            protocol: Protocol::Udp,
+            port: 53,
+            target_port: 5353,
+            node_port: None,
+        }],
+        load_balancer_ips: vec![],
+        ..service()
+    }];
+    let eps = |ip: Ipv4Addr| {
+        [ServiceEndpoints {
+            service: "dns".into(),
+            port_name: "dns".into(),
+            endpoints: vec![Endpoint { ip, port: 5353, ready: true, local: true }],
+            ..endpoints(&[])
+        }]
+    };
+    let config = ProxyConfig::default();
+    let in_node = |f: &(dyn Fn() + Sync)| run_in_netns(Some(&node.node_ns), f).unwrap();
+
+    in_node(&|| proxy::apply(&svc, &eps(p1.ip), &config).expect("apply"));
+    let flow = udp_client(&client.netns_path);
+    let to = SocketAddrV4::new(vip, 53);
+    assert_eq!(udp_ask(&flow, to).expect("first answer"), "u1");
+
+    // The endpoint moves; the existing UDP flow still follows its old conntrack entry...
+    in_node(&|| proxy::apply(&svc, &eps(p2.ip), &config).expect("apply"));
+    assert_eq!(udp_ask(&flow, to).expect("stale answer"), "u1", "conntrack kept the old endpoint");
+    // ...until the stale entries for the Service IP are deleted.
+    in_node(&|| proxy::conntrack::delete_udp_to(vip).expect("delete conntrack"));
+    assert_eq!(udp_ask(&flow, to).expect("fresh answer"), "u2");
+
+    in_node(&|| proxy::flush(&config).expect("flush"));
+    drop((_s1, _s2));
+    for pod in ["uid-u1", "uid-u2", "uid-uc"] {
         node.net.teardown(pod).expect("teardown");
     }
     assert!(!node.saved_rules().contains("RKUBE"));

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod chains;
 pub mod checks;
+pub mod conntrack;
 pub mod render;
 pub mod types;
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -190,4 +190,55 @@ pub fn request(netns: &Path, addr: SocketAddrV4) -> std::io::Result<String> {
         Ok(answer.trim().to_string())
     })
     .expect("enter netns")
+}
+
+/// A UDP server inside a namespace answering every datagram with "<name>".
+pub struct UdpServer {
+    socket: Arc<UdpSocket>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpServer {
+    pub fn start(netns: &Path, port: u16, name: &str) -> Self {
+        let socket =
+            run_in_netns(Some(netns), || UdpSocket::bind(("0.0.0.0", port))).unwrap().expect("bind udp");
+        let socket = Arc::new(socket);
+        let (s, name) = (socket.clone(), name.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            // shutdown() in Drop makes recv_from return an empty read.
+            while let Ok((n, peer)) = s.recv_from(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let _ = s.send_to(name.as_bytes(), peer);
+            }
+        });
+        UdpServer { socket, thread: Some(thread) }
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        let _ = nix::sys::socket::shutdown(self.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A UDP client socket created inside `netns`, kept open so its flow (5-tuple) stays the same.
+pub fn udp_client(netns: &Path) -> UdpSocket {
+    let socket =
+        run_in_netns(Some(netns), || UdpSocket::bind(("0.0.0.0", 0))).unwrap().expect("bind udp client");
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket
+}
+
+/// Sends one datagram to `to` and returns the answer.
+pub fn udp_ask(client: &UdpSocket, to: SocketAddrV4) -> std::io::Result<String> {
+    client.send_to(b"?", to)?;
+    let mut buf = [0u8; 64];
+    let (n, _) = client.recv_from(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
