@@ -264,6 +264,15 @@ fn stale_udp_flows_are_cleared_when_endpoints_change() {
     in_node(&|| proxy::conntrack::delete_udp_to(vip).expect("delete conntrack"));
     assert_eq!(udp_ask(&flow, to).expect("fresh answer"), "u2");
 
+    // The Proxier does the same on its own when a UDP Service loses an endpoint.
+    let mut proxier = proxy::Proxier::new(config.clone());
+    let mut sync = |ip: Ipv4Addr| run_in_netns(Some(&node.node_ns), || proxier.sync(&svc, &eps(ip))).unwrap();
+    sync(p2.ip).expect("full sync");
+    assert_eq!(udp_ask(&flow, to).expect("answer"), "u2");
+    let stats = sync(p1.ip).expect("partial sync");
+    assert_eq!(stats.conntrack_cleared, 1, "{stats:?}");
+    assert_eq!(udp_ask(&flow, to).expect("answer after endpoint change"), "u1");
+
     in_node(&|| proxy::flush(&config).expect("flush"));
     drop((_s1, _s2));
     for pod in ["uid-u1", "uid-u2", "uid-uc"] {

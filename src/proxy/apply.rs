@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::chains::{self, FixedChains};
+use super::conntrack;
 use super::render::{RuleSet, ServiceBlock, build, format, render_full};
 use super::types::{ProxyConfig, Service, ServiceEndpoints};
 use crate::network::iptables::{self, IptablesError};
@@ -13,6 +14,8 @@ use crate::network::iptables::{self, IptablesError};
 pub enum ProxyError {
     #[error("service rules: {0}")]
     Iptables(#[from] IptablesError),
+    #[error("service rules: {0}")]
+    Conntrack(#[from] conntrack::ConntrackError),
     #[error("service rules: chain prefix {prefix:?} must be 1..=7 characters")]
     BadPrefix { prefix: String },
 }
@@ -81,6 +84,8 @@ pub struct SyncStats {
     pub full: bool,
     /// How many service ports had their chains rewritten.
     pub services_written: usize,
+    /// How many UDP Service IPs had stale conntrack entries deleted.
+    pub conntrack_cleared: usize,
 }
 
 /// A stateful syncer doing kube-proxy's partial sync: the top-level chains are rewritten every
@@ -113,7 +118,7 @@ impl Proxier {
         match &self.programmed {
             None => {
                 let text = format(rules, &self.config, None, existing);
-                (text, SyncStats { full: true, services_written: rules.services.len() })
+                (text, SyncStats { full: true, services_written: rules.services.len(), conntrack_cleared: 0 })
             }
             Some(old) => {
                 let changed: BTreeSet<String> = rules
@@ -124,7 +129,7 @@ impl Proxier {
                     .collect();
                 let stale: Vec<String> = old.values().flat_map(|b| b.chains.iter().cloned()).collect();
                 let text = format(rules, &self.config, Some(&changed), &stale);
-                (text, SyncStats { full: false, services_written: changed.len() })
+                (text, SyncStats { full: false, services_written: changed.len(), conntrack_cleared: 0 })
             }
         }
     }
@@ -158,8 +163,16 @@ impl Proxier {
         });
         match loaded {
             Ok(()) => {
+                let stale = self
+                    .programmed
+                    .as_ref()
+                    .map(|old| stale_udp_destinations(old, &rules))
+                    .unwrap_or_default();
                 self.programmed = Some(rules.services);
-                Ok(stats)
+                for ip in &stale {
+                    conntrack::delete_udp_to(*ip)?;
+                }
+                Ok(SyncStats { conntrack_cleared: stale.len(), ..stats })
             }
             Err(e) => {
                 self.programmed = None;
@@ -167,6 +180,26 @@ impl Proxier {
             }
         }
     }
+}
+
+/// UDP Service IPs that lost an endpoint (or all of them) between `old` and `new` (pure).
+pub fn stale_udp_destinations(
+    old: &BTreeMap<String, ServiceBlock>,
+    new: &RuleSet,
+) -> BTreeSet<std::net::Ipv4Addr> {
+    let mut out = BTreeSet::new();
+    for (name, before) in old.iter().filter(|(_, b)| !b.udp_destinations.is_empty()) {
+        let after = new.services.get(name);
+        let lost_endpoint = before
+            .chains
+            .iter()
+            .filter(|c| c.contains("-SEP-"))
+            .any(|c| after.is_none_or(|a| !a.chains.contains(c)));
+        if lost_endpoint {
+            out.extend(before.udp_destinations.iter().copied());
+        }
+    }
+    out
 }
 
 /// Removes the jump rules and every chain the proxy owns. Idempotent.
@@ -238,7 +271,7 @@ mod tests {
         let mut proxier = Proxier::new(config.clone());
         let first = build(&[a.clone(), b.clone()], &[a_eps.clone(), b_eps.clone()], &config);
         let (text, stats) = proxier.plan(&first, &["RKUBE-SVC-LEFTOVER".to_string()]);
-        assert_eq!(stats, SyncStats { full: true, services_written: 2 });
+        assert_eq!(stats, SyncStats { full: true, services_written: 2, conntrack_cleared: 0 });
         assert!(text.contains("-X RKUBE-SVC-LEFTOVER"));
         proxier.assume_programmed(&first);
 
@@ -246,7 +279,7 @@ mod tests {
         let (_, b_moved) = service("b", "10.96.0.2", "10.1.0.9");
         let second = build(&[a.clone(), b.clone()], &[a_eps.clone(), b_moved], &config);
         let (text, stats) = proxier.plan(&second, &[]);
-        assert_eq!(stats, SyncStats { full: false, services_written: 1 });
+        assert_eq!(stats, SyncStats { full: false, services_written: 1, conntrack_cleared: 0 });
         let a_svc = chains::svc_chain("RKUBE", "ns/a:p", crate::proxy::types::Protocol::Tcp);
         assert!(!text.contains(&format!(":{a_svc}")), "unchanged service rewritten:\n{text}");
         assert!(text.contains(&format!("-j {a_svc}")), "top-level chain must still jump to a");
@@ -256,6 +289,30 @@ mod tests {
         // A failed sync forgets the state: the next one is full.
         proxier.request_full_sync();
         assert!(proxier.plan(&second, &[]).1.full);
+    }
+
+    #[test]
+    fn udp_services_losing_endpoints_need_conntrack_cleanup() {
+        use crate::proxy::types::Protocol;
+        let config = ProxyConfig::default();
+        let (mut a, a_eps) = service("a", "10.96.0.1", "10.1.0.1");
+        a.ports[0].protocol = Protocol::Udp;
+        let (b, b_eps) = service("b", "10.96.0.2", "10.1.0.2"); // TCP: never cleaned
+        let before = build(&[a.clone(), b.clone()], &[a_eps.clone(), b_eps.clone()], &config);
+        // Unchanged: nothing to clean.
+        assert!(stale_udp_destinations(&before.services, &before).is_empty());
+        // a's endpoint replaced, b's endpoint replaced: only a's IP is cleaned.
+        let (_, a_moved) = service("a", "10.96.0.1", "10.1.0.9");
+        let (_, b_moved) = service("b", "10.96.0.2", "10.1.0.9");
+        let after = build(&[a.clone(), b.clone()], &[a_moved, b_moved], &config);
+        let stale = stale_udp_destinations(&before.services, &after);
+        assert_eq!(
+            stale.into_iter().collect::<Vec<_>>(),
+            vec!["10.96.0.1".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        // a loses all endpoints (its chains disappear): cleaned too.
+        let none = build(&[a, b], &[b_eps], &config);
+        assert_eq!(stale_udp_destinations(&before.services, &none).len(), 1);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use super::types::{Endpoint, ProxyConfig, Service, ServiceEndpoints, ServicePort
 pub struct ServiceBlock {
     pub chains: Vec<String>,
     pub rules: Vec<String>,
+    /// Service IPs of a UDP port: their conntrack entries go stale when endpoints go away.
+    pub udp_destinations: Vec<Ipv4Addr>,
 }
 
 /// Every rule the proxy wants, split so that unchanged services can be skipped.
@@ -103,7 +105,11 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
             let svc_chain = chains::svc_chain(p, &spn, port.protocol);
             let ext_chain = chains::ext_chain(p, &spn, port.protocol);
             let has_external = port.node_port.is_some() || !svc.load_balancer_ips.is_empty();
-            let mut block = ServiceBlock { chains: vec![svc_chain.clone()], rules: Vec::new() };
+            let mut block = ServiceBlock { chains: vec![svc_chain.clone()], ..ServiceBlock::default() };
+            if port.protocol == super::types::Protocol::Udp {
+                block.udp_destinations =
+                    std::iter::once(cluster_ip).chain(svc.load_balancer_ips.iter().copied()).collect();
+            }
             if has_external {
                 block.chains.push(ext_chain.clone());
             }
