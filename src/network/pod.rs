@@ -171,8 +171,9 @@ impl PodNetwork {
         self.netns.path(pod_id).map_err(|source| PodNetworkError::Netns { pod: pod_id.into(), source })
     }
 
-    /// Creates (or re-creates) the pod's network: netns, veth on the bridge, IP, routes, hostPorts.
-    /// On failure everything created so far is removed again.
+    /// Creates the pod's network (netns, veth on the bridge, IP, routes, hostPorts), or brings an
+    /// existing one back in line (idempotent). If a first setup fails, everything it created is
+    /// removed again.
     pub fn setup(
         &self,
         pod_id: &str,
@@ -185,8 +186,11 @@ impl PodNetwork {
         let existing: Vec<PodPorts> = records.iter().filter(|r| r.pod_id != pod_id).map(pod_ports).collect();
         nat::check_host_ports(&existing, pod_id, host_ports)
             .map_err(|source| PodNetworkError::HostPort { pod: pod_id.into(), source })?;
+        let existed = records.iter().any(|r| r.pod_id == pod_id);
         match self.setup_locked(pod_id, pod_name, host_ports, records) {
             Ok(info) => Ok(info),
+            // A first setup that fails leaves nothing; a failed re-setup keeps the running pod's network.
+            Err(err) if existed => Err(err),
             Err(err) => {
                 let _ = self.teardown_locked(pod_id);
                 Err(err)
