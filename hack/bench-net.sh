@@ -72,3 +72,39 @@ if [ "$SERVICES" = 1000 ]; then
   printf 'ratio vs reference kube-proxy layout (1000 svc: 0.40 s first, 0.41 s rewrite): %.2fx / %.2fx\n' \
     "$(echo "$FIRST / 0.40" | bc -l)" "$(echo "$REWRITE / 0.41" | bc -l)"
 fi
+
+# Pod network setup: rkube's PodNetwork (netlink, one call per pod) vs. the same steps done with
+# `ip` commands (what a shell CNI plugin would run), both in scratch namespaces.
+PODS=${PODS:-20}
+cargo build -q --example pod_net_bench
+read -r _ RK_SETUP _ RK_TEARDOWN <<<"$("$CARGO_TARGET_DIR/debug/examples/pod_net_bench" "$PODS" | tr '\n' ' ')"
+PEER_NS=rkt-bpeer-$$
+ip netns add "$PEER_NS"
+trap 'cleanup; ip netns del "$PEER_NS" 2>/dev/null || true; for i in $(seq 1 "$PODS"); do ip netns del "rkt-bp-$$-$i" 2>/dev/null || true; done' EXIT
+ip -n "$PEER_NS" link add rktbpeer type bridge
+ip -n "$PEER_NS" addr add 10.77.251.1/24 dev rktbpeer
+ip -n "$PEER_NS" link set rktbpeer up
+t0=$(now)
+for i in $(seq 1 "$PODS"); do
+  ns=rkt-bp-$$-$i
+  ip netns add "$ns"
+  ip -n "$PEER_NS" link add "rkvp$i" type veth peer name eth0 netns "$ns"
+  ip -n "$PEER_NS" link set "rkvp$i" master rktbpeer up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "10.77.251.$((i + 1))/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via 10.77.251.1
+done
+t1=$(now)
+for i in $(seq 1 "$PODS"); do
+  ip -n "$PEER_NS" link del "rkvp$i"
+  ip netns del "rkt-bp-$$-$i"
+done
+t2=$(now)
+PEER_SETUP=$(echo "($t1 - $t0) * 1000 / $PODS" | bc -l)
+PEER_TEARDOWN=$(echo "($t2 - $t1) * 1000 / $PODS" | bc -l)
+printf '\n%-52s %10s %10s\n' "pod network, ms per pod ($PODS pods)" "setup" "teardown"
+printf '%-52s %10.2f %10.2f\n' "rkube PodNetwork (netlink, IPAM, NAT rules)" "$RK_SETUP" "$RK_TEARDOWN"
+printf '%-52s %10.2f %10.2f\n' "ip commands (links, address, route only)" "$PEER_SETUP" "$PEER_TEARDOWN"
+printf 'ratio rkube/ip: setup %.2fx, teardown %.2fx\n' \
+  "$(echo "$RK_SETUP / $PEER_SETUP" | bc -l)" "$(echo "$RK_TEARDOWN / $PEER_TEARDOWN" | bc -l)"
