@@ -78,6 +78,8 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     assert_eq!(answer, format!("p1 {}", p2.ip));
 
     // A hostPort clash is refused before anything is created.
+    assert!(node.net.check_host_ports("uid-p3", &[tcp_host_port(18080, 80)]).is_err());
+    assert!(node.net.check_host_ports("uid-p3", &[tcp_host_port(18090, 80)]).is_ok());
     let err = node.net.setup("uid-p3", "p3", &[tcp_host_port(18080, 80)]).unwrap_err();
     assert!(matches!(err, PodNetworkError::HostPort { .. }), "{err}");
     assert!(err.to_string().contains("18080"), "{err}");

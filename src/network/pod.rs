@@ -171,6 +171,14 @@ impl PodNetwork {
         self.netns.path(pod_id).map_err(|source| PodNetworkError::Netns { pod: pod_id.into(), source })
     }
 
+    /// Checks that `host_ports` are free on this node (for validating a pod before creating anything).
+    pub fn check_host_ports(&self, pod_id: &str, host_ports: &[HostPort]) -> Result<(), PodNetworkError> {
+        let records = self.records()?;
+        let existing: Vec<PodPorts> = records.iter().filter(|r| r.pod_id != pod_id).map(pod_ports).collect();
+        nat::check_host_ports(&existing, pod_id, host_ports)
+            .map_err(|source| PodNetworkError::HostPort { pod: pod_id.into(), source })
+    }
+
     /// Creates the pod's network (netns, veth on the bridge, IP, routes, hostPorts), or brings an
     /// existing one back in line (idempotent). If a first setup fails, everything it created is
     /// removed again.
@@ -182,10 +190,8 @@ impl PodNetwork {
     ) -> Result<PodNetworkInfo, PodNetworkError> {
         self.netns_path(pod_id)?; // the id names files: reject bad ones before creating anything
         let _lock = self.lock()?;
+        self.check_host_ports(pod_id, host_ports)?;
         let records = self.records()?;
-        let existing: Vec<PodPorts> = records.iter().filter(|r| r.pod_id != pod_id).map(pod_ports).collect();
-        nat::check_host_ports(&existing, pod_id, host_ports)
-            .map_err(|source| PodNetworkError::HostPort { pod: pod_id.into(), source })?;
         let existed = records.iter().any(|r| r.pod_id == pod_id);
         match self.setup_locked(pod_id, pod_name, host_ports, records) {
             Ok(info) => Ok(info),
