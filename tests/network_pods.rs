@@ -52,6 +52,10 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     .unwrap();
     assert_eq!(in_node, (Some("1".to_string()), Some("1".to_string())));
     assert_eq!(rkube::network::sysctl::read("net.ipv4.conf.rktl11.forwarding"), None);
+    let arp_notify = rkube::network::netns::run_in_netns(Some(&p1.netns_path), || {
+        rkube::network::sysctl::read("net.ipv4.conf.eth0.arp_notify")
+    });
+    assert_eq!(arp_notify.unwrap().as_deref(), Some("1"));
     let pin_dir = node.pin_dir_mountinfo().expect("pin dir is a mount point");
     assert!(pin_dir.contains(" shared:"), "pin dir not shared: {pin_dir}");
 

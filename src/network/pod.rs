@@ -245,6 +245,13 @@ impl PodNetwork {
             link::attach_to_bridge(&handle, &veth, &bridge, hairpin).await
         })
         .map_err(|source| PodNetworkError::Link { pod: pod(), source })?;
+        // Announce the pod's MAC when eth0 comes up (as CNI's bridge plugin does), so peers
+        // never keep a stale neighbour entry for a re-used IP.
+        run_in_netns(Some(&netns_path), || {
+            sysctl::set(&format!("net.ipv4.conf.{POD_IFNAME}.arp_notify"), "1")
+        })
+        .map_err(|source| PodNetworkError::Netns { pod: pod(), source })?
+        .map_err(|source| PodNetworkError::Sysctl { pod: pod(), source })?;
         link::with_netlink(Some(&netns_path), |handle| async move {
             link::configure_pod_interface(&handle, POD_IFNAME, ip, prefix, gateway).await
         })
