@@ -1,3 +1,5 @@
 //! rkube-master: API server, store, scheduler and controllers.
 
 pub mod client;
+pub mod controllers;
+pub mod scheduler;
