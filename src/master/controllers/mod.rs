@@ -3,8 +3,11 @@
 
 pub mod deployment;
 pub mod deployment_util;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runner;
 pub mod selector;
+pub mod service_alloc;
