@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod controllers;
+pub mod fakenodes;
 pub mod scheduler;
