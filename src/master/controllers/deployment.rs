@@ -253,7 +253,6 @@ pub fn compute_status(
             old.and_then(|s| s.conditions.as_ref()),
             vec![available_cond, progressing],
         )),
-        ..Default::default()
     }
 }
 

@@ -146,6 +146,9 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
     actions
 }
 
+/// Services, pods and Endpoints of one namespace.
+type NamespaceObjects = (Vec<Service>, Vec<Pod>, Vec<Endpoints>);
+
 /// One pass over all namespaces.
 pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
     let services = client
@@ -158,7 +161,7 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
         .list::<Endpoints>(None)
         .await
         .map_err(|source| EndpointsError::List { what: "endpoints", source })?;
-    let mut namespaces: BTreeMap<String, (Vec<Service>, Vec<Pod>, Vec<Endpoints>)> = BTreeMap::new();
+    let mut namespaces: BTreeMap<String, NamespaceObjects> = BTreeMap::new();
     for s in services.items {
         namespaces.entry(s.metadata.namespace.clone().unwrap_or_default()).or_default().0.push(s);
     }

@@ -150,7 +150,6 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: &Time) -> Vec<RsAction> {
         available_replicas: Some(active.iter().filter(|p| pod_available(p, min_ready, now)).count() as i32),
         observed_generation: rs.metadata.generation,
         conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
-        ..Default::default()
     };
     if rs.status.as_ref() != Some(&status) {
         actions.push(RsAction::Status(status));
