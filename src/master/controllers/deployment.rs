@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use super::deployment_util::*;
 use super::events::{EventRecorder, EventType};
-use super::runner::{Trigger, run_loop};
+use super::runner::{Trigger, run_loop, semantically_equal};
 use super::selector::{controller_of, controller_ref, selector_matches};
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, memory::now_time};
 
@@ -416,7 +416,7 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
         actions.push(DeployAction::SetRevision(revision.to_string()));
     }
     let status = compute_status(d, Some(new_rs), &owned, false, now);
-    if d.status.as_ref() != Some(&status) {
+    if !semantically_equal(&d.status.clone().unwrap_or_default(), &status) {
         actions.push(DeployAction::Status(Box::new(status)));
     }
     actions

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::replicaset::pod_ready;
-use super::runner::{Trigger, run_loop};
+use super::runner::{Trigger, run_loop, semantically_equal};
 use super::selector::map_selector_matches;
 use crate::master::client::{ApiError, ClusterApi, DeleteParams};
 
@@ -126,7 +126,9 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
         match existing.iter().find(|e| e.metadata.name == want.metadata.name) {
             None => actions.push(EndpointsAction::Create(Box::new(want))),
             Some(have) => {
-                if have.subsets != want.subsets || have.metadata.labels != want.metadata.labels {
+                if !semantically_equal(&have.subsets, &want.subsets)
+                    || have.metadata.labels != want.metadata.labels
+                {
                     let mut updated = have.clone();
                     updated.subsets = want.subsets;
                     updated.metadata.labels = want.metadata.labels;

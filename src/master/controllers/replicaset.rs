@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::events::{EventRecorder, EventType};
-use super::runner::{Trigger, run_loop};
+use super::runner::{Trigger, run_loop, semantically_equal};
 use super::selector::{controller_of, controller_ref, selector_matches};
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, memory::now_time};
 
@@ -151,7 +151,7 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: &Time) -> Vec<RsAction> {
         observed_generation: rs.metadata.generation,
         conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
     };
-    if rs.status.as_ref() != Some(&status) {
+    if !semantically_equal(&rs.status.clone().unwrap_or_default(), &status) {
         actions.push(RsAction::Status(status));
     }
     actions
