@@ -33,6 +33,9 @@ pub enum EndpointsAction {
     Delete { namespace: String, name: String },
 }
 
+/// Marks Endpoints this controller maintains (only those are deleted when their Service is gone).
+pub const MANAGED_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
 fn resolve_port(port: &IntOrString, pod: &Pod) -> Option<i32> {
     match port {
         IntOrString::Int(p) => Some(*p),
@@ -112,6 +115,7 @@ pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
             name: svc.metadata.name.clone(),
             namespace: svc.metadata.namespace.clone(),
             labels: svc.metadata.labels.clone(),
+            annotations: Some([(MANAGED_ANNOTATION.to_string(), String::new())].into()),
             ..Default::default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),
@@ -132,13 +136,19 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
                     let mut updated = have.clone();
                     updated.subsets = want.subsets;
                     updated.metadata.labels = want.metadata.labels;
+                    updated
+                        .metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(MANAGED_ANNOTATION.into(), String::new());
                     actions.push(EndpointsAction::Update(Box::new(updated)));
                 }
             }
         }
     }
     for e in existing {
-        if !services.iter().any(|s| s.metadata.name == e.metadata.name) {
+        let managed = e.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MANAGED_ANNOTATION));
+        if managed && !services.iter().any(|s| s.metadata.name == e.metadata.name) {
             actions.push(EndpointsAction::Delete {
                 namespace: e.metadata.namespace.clone().unwrap_or_default(),
                 name: e.metadata.name.clone().unwrap_or_default(),
