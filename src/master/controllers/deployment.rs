@@ -709,6 +709,43 @@ mod tests {
     }
 
     #[test]
+    fn recreate_scales_old_to_zero_before_starting_new_pods() {
+        let with_recreate = |image: &str| {
+            let mut d = deployment(image, 2);
+            d.spec.as_mut().unwrap().strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            });
+            d
+        };
+        let rs1 = stored(created(&reconcile(&with_recreate("nginx:1.10"), &[], &now_time())), 2, 2);
+        let v2 = with_recreate("nginx:1.11");
+        let rs2 = created(&reconcile(&v2, std::slice::from_ref(&rs1), &now_time()));
+        assert_eq!(rs_replicas(&rs2), 0, "no new pods while old ones run");
+        let rs2 = stored(rs2, 0, 0);
+        let actions = reconcile(&v2, &[rs1.clone(), rs2.clone()], &now_time());
+        assert!(actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if r.metadata.name == rs1.metadata.name && rs_replicas(r) == 0)));
+        assert!(!actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if r.metadata.name == rs2.metadata.name && rs_replicas(r) > 0)));
+        // Old pods gone: the new RS scales up to the full count.
+        let actions = reconcile(&v2, &[stored(rs1, 0, 0), rs2.clone()], &now_time());
+        assert!(actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if r.metadata.name == rs2.metadata.name && rs_replicas(r) == 2)));
+    }
+
+    #[test]
+    fn paused_deployments_do_not_roll_out() {
+        let v1 = deployment("nginx:1.10", 2);
+        let rs1 = stored(created(&reconcile(&v1, &[], &now_time())), 2, 2);
+        let mut v2 = deployment("nginx:1.11", 2);
+        v2.spec.as_mut().unwrap().paused = Some(true);
+        let actions = reconcile(&v2, &[rs1], &now_time());
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, DeployAction::CreateReplicaSet(_) | DeployAction::UpdateReplicaSet(_)))
+        );
+    }
+
+    #[test]
     fn history_limit_deletes_oldest_idle_replicasets() {
         let mut d = deployment("nginx:v9", 1);
         d.spec.as_mut().unwrap().revision_history_limit = Some(1);
