@@ -113,6 +113,10 @@ async fn replicaset_apply_3_then_4_adds_exactly_one_pod() {
     })
     .await;
     assert_eq!(c.list::<Pod>(Some("default")).await.unwrap().items.len(), 4);
+    let events = c.list::<Event>(Some("default")).await.unwrap().items;
+    let reasons = |r: &str| events.iter().filter(|e| e.reason.as_deref() == Some(r)).count();
+    assert_eq!(reasons("Scheduled"), 4, "the scheduler records every assignment");
+    assert_eq!(reasons("SuccessfulCreate"), 4, "the ReplicaSet controller records every pod it creates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
