@@ -547,7 +547,8 @@ pub async fn sync_all<C: ClusterApi>(client: &C, events: &EventRecorder<C>) -> R
 /// Run the Deployment controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let events = EventRecorder::new(client.clone(), "deployment-controller");
-    let trigger = Trigger::default().watch::<Deployment, C>(&client).watch::<ReplicaSet, C>(&client);
+    let trigger =
+        Trigger::default().watch::<Deployment, C>(&client).await.watch::<ReplicaSet, C>(&client).await;
     run_loop("deployment", trigger, Duration::from_secs(5), || sync_all(&*client, &events)).await;
 }
 

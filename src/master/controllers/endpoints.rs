@@ -215,7 +215,7 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
 
 /// Run the Endpoints controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
-    let trigger = Trigger::default().watch::<Service, C>(&client).watch::<Pod, C>(&client);
+    let trigger = Trigger::default().watch::<Service, C>(&client).await.watch::<Pod, C>(&client).await;
     run_loop("endpoints", trigger, Duration::from_secs(10), || sync_all(&*client)).await;
 }
 

@@ -231,8 +231,11 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), GcError> {
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let trigger = Trigger::default()
         .watch::<Deployment, C>(&client)
+        .await
         .watch::<ReplicaSet, C>(&client)
-        .watch::<Pod, C>(&client);
+        .await
+        .watch::<Pod, C>(&client)
+        .await;
     run_loop("garbage-collector", trigger, Duration::from_secs(10), || sync_all(&*client)).await;
 }
 

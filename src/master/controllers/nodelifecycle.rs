@@ -216,7 +216,7 @@ pub async fn sync_all<C: ClusterApi>(
 
 /// Run the node lifecycle controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>, config: NodeLifecycleConfig) {
-    let trigger = Trigger::default().watch::<Node, C>(&client);
+    let trigger = Trigger::default().watch::<Node, C>(&client).await;
     let period = config.monitor_period;
     run_loop("node-lifecycle", trigger, period, || sync_all(&*client, &config)).await;
 }

@@ -293,7 +293,7 @@ pub async fn sync_all<C: ClusterApi>(client: &C, events: &EventRecorder<C>) -> R
 /// Run the ReplicaSet controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let events = EventRecorder::new(client.clone(), "replicaset-controller");
-    let trigger = Trigger::default().watch::<ReplicaSet, C>(&client).watch::<Pod, C>(&client);
+    let trigger = Trigger::default().watch::<ReplicaSet, C>(&client).await.watch::<Pod, C>(&client).await;
     run_loop("replicaset", trigger, Duration::from_secs(5), || sync_all(&*client, &events)).await;
 }
 

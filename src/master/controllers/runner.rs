@@ -66,13 +66,20 @@ impl Drop for Trigger {
 }
 
 impl Trigger {
-    /// Also wake on changes of kind `K` (all namespaces). Watches reopen when they end.
-    pub fn watch<K: Object, C: ClusterApi>(mut self, client: &Arc<C>) -> Self {
+    /// Also wake on changes of kind `K` (all namespaces). The first watch is open when this returns, so no
+    /// change after it is missed; watches reopen when they end.
+    pub async fn watch<K: Object, C: ClusterApi>(mut self, client: &Arc<C>) -> Self {
+        let first = client.watch::<K>(None, "").await;
         let client = client.clone();
         let tx = self.tx.clone();
         self.tasks.push(tokio::spawn(async move {
+            let mut next = Some(first);
             loop {
-                match client.watch::<K>(None, "").await {
+                let opened = match next.take() {
+                    Some(w) => w,
+                    None => client.watch::<K>(None, "").await,
+                };
+                match opened {
                     Ok(mut stream) => {
                         while let Some(event) = stream.next().await {
                             if event.is_err() || tx.send(()).is_err() {
