@@ -241,6 +241,19 @@ pub fn compute_status(
         )
     };
     let old = d.status.as_ref();
+    let mut conditions =
+        merge_conditions(old.and_then(|s| s.conditions.as_ref()), vec![available_cond, progressing]);
+    let counts = (replicas, updated, ready, available);
+    let old_counts = old.map(|s| {
+        (
+            s.replicas.unwrap_or(0),
+            s.updated_replicas.unwrap_or(0),
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+        )
+    });
+    let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600);
+    apply_progress_deadline(&mut conditions, old, old_counts != Some(counts), deadline, now);
     DeploymentStatus {
         observed_generation: d.metadata.generation,
         replicas: Some(replicas),
@@ -249,12 +262,50 @@ pub fn compute_status(
         available_replicas: Some(available),
         unavailable_replicas: Some((desired - available).max(0)),
         collision_count: old.and_then(|s| s.collision_count),
-        conditions: Some(merge_conditions(
-            old.and_then(|s| s.conditions.as_ref()),
-            vec![available_cond, progressing],
-        )),
+        conditions: Some(conditions),
     }
 }
+
+/// `progressDeadlineSeconds`: a rollout in progress refreshes Progressing's lastUpdateTime whenever replica
+/// counts move; without movement for longer than the deadline it becomes False/ProgressDeadlineExceeded
+/// (and stays so until progress resumes).
+fn apply_progress_deadline(
+    conditions: &mut [DeploymentCondition],
+    old: Option<&DeploymentStatus>,
+    progressed: bool,
+    deadline_seconds: i32,
+    now: &Time,
+) {
+    let Some(cond) = conditions.iter_mut().find(|c| c.type_ == "Progressing") else { return };
+    if cond.reason.as_deref() != Some("ReplicaSetUpdated") {
+        return;
+    }
+    if progressed {
+        cond.last_update_time = Some(now.clone());
+        return;
+    }
+    let prev =
+        old.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"));
+    if let Some(prev) = prev.filter(|p| p.reason.as_deref() == Some(TIMED_OUT)) {
+        *cond = prev.clone();
+        return;
+    }
+    let stale = cond
+        .last_update_time
+        .as_ref()
+        .is_some_and(|t| (now.0 - t.0).num_seconds() > i64::from(deadline_seconds));
+    if stale {
+        let name = cond.message.as_deref().and_then(|m| m.split('"').nth(1)).unwrap_or("").to_string();
+        cond.status = "False".into();
+        cond.reason = Some(TIMED_OUT.into());
+        cond.message = Some(format!("ReplicaSet \"{name}\" has timed out progressing."));
+        cond.last_update_time = Some(now.clone());
+        cond.last_transition_time = Some(now.clone());
+    }
+}
+
+/// Progressing reason when a rollout made no progress within the deadline.
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
 
 fn with_replicas(rs: &ReplicaSet, replicas: i32) -> ReplicaSet {
     let mut rs = rs.clone();
@@ -743,6 +794,39 @@ mod tests {
             !actions
                 .iter()
                 .any(|a| matches!(a, DeployAction::CreateReplicaSet(_) | DeployAction::UpdateReplicaSet(_)))
+        );
+    }
+
+    #[test]
+    fn stuck_rollouts_exceed_the_progress_deadline() {
+        let v1 = deployment("nginx:1.10", 2);
+        let rs1 = stored(created(&reconcile(&v1, &[], &now_time())), 2, 2);
+        let mut v2 = deployment("nginx:1.11", 2);
+        let rs2 = stored(created(&reconcile(&v2, std::slice::from_ref(&rs1), &now_time())), 1, 0);
+        let status_of = |actions: Vec<DeployAction>| {
+            actions.into_iter().find_map(|a| match a {
+                DeployAction::Status(s) => Some(*s),
+                _ => None,
+            })
+        };
+        let t0 = now_time();
+        let s0 = status_of(reconcile(&v2, &[rs1.clone(), rs2.clone()], &t0)).unwrap();
+        v2.status = Some(s0);
+        let later = Time(t0.0 + k8s_openapi::chrono::Duration::seconds(601));
+        let s1 = status_of(reconcile(&v2, &[rs1.clone(), rs2.clone()], &later)).unwrap();
+        let progressing =
+            s1.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Progressing").unwrap().clone();
+        assert_eq!((progressing.status.as_str(), progressing.reason.as_deref()), ("False", Some(TIMED_OUT)));
+        // It stays timed out while nothing moves.
+        v2.status = Some(s1);
+        let even_later = Time(later.0 + k8s_openapi::chrono::Duration::seconds(700));
+        let kept = reconcile(&v2, &[rs1, rs2], &even_later);
+        assert!(
+            status_of(kept).is_none_or(|s| s
+                .conditions
+                .unwrap()
+                .iter()
+                .any(|c| c.reason.as_deref() == Some(TIMED_OUT)))
         );
     }
 
