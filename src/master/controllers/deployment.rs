@@ -313,6 +313,69 @@ fn with_replicas(rs: &ReplicaSet, replicas: i32) -> ReplicaSet {
     rs
 }
 
+/// An old ReplicaSet scaled to `replicas`, with the sizes annotations of the Deployment (`scaleReplicaSet`).
+fn scaled_old(d: &Deployment, rs: &ReplicaSet, replicas: i32) -> ReplicaSet {
+    let mut rs = with_replicas(rs, replicas);
+    let (surge, _) = resolve_fenceposts(d);
+    let annotations = rs.metadata.annotations.get_or_insert_default();
+    annotations.insert(DESIRED_REPLICAS.into(), desired_replicas(d).to_string());
+    annotations.insert(MAX_REPLICAS.into(), (desired_replicas(d) + surge).to_string());
+    rs
+}
+
+fn annotation_int(rs: &ReplicaSet, key: &str) -> Option<i32> {
+    rs.metadata.annotations.as_ref()?.get(key)?.parse().ok()
+}
+
+/// Proportional scaling (`scale()`): when `spec.replicas` changes while several ReplicaSets are active,
+/// spread the difference over them by their share of the previous maximum. New sizes by RS name.
+pub fn proportional_scale(
+    d: &Deployment,
+    new_rs: &ReplicaSet,
+    old: &[&ReplicaSet],
+) -> Option<BTreeMap<String, i32>> {
+    let desired = desired_replicas(d);
+    let mut active: Vec<&ReplicaSet> =
+        old.iter().copied().chain(std::iter::once(new_rs)).filter(|r| rs_replicas(r) > 0).collect();
+    if active.len() < 2 || active.iter().all(|r| annotation_int(r, DESIRED_REPLICAS) == Some(desired)) {
+        return None;
+    }
+    let (surge, _) = resolve_fenceposts(d);
+    let allowed = desired + surge;
+    let total: i32 = active.iter().map(|r| rs_replicas(r)).sum();
+    let to_add = allowed - total;
+    if to_add == 0 {
+        return None;
+    }
+    // Largest first; newer first when growing, older first when shrinking.
+    active.sort_by(|a, b| {
+        rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| {
+            let by_age = a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp);
+            if to_add > 0 { by_age.reverse() } else { by_age }
+        })
+    });
+    let mut plan = BTreeMap::new();
+    let mut added = 0;
+    for rs in &active {
+        let size = rs_replicas(rs);
+        let max = annotation_int(rs, MAX_REPLICAS).filter(|m| *m > 0).unwrap_or(total);
+        let target = (f64::from(size) * f64::from(allowed) / f64::from(max)).round() as i32;
+        let remaining = to_add - added;
+        let step = if to_add > 0 {
+            (target - size).clamp(0, remaining)
+        } else {
+            (target - size).clamp(remaining, 0)
+        };
+        plan.insert(rs.metadata.name.clone().unwrap_or_default(), size + step);
+        added += step;
+    }
+    if let Some(first) = active.first().and_then(|r| r.metadata.name.clone()) {
+        let entry = plan.entry(first).or_default();
+        *entry = (*entry + to_add - added).max(0);
+    }
+    Some(plan)
+}
+
 /// Decide what to do for one Deployment given the ReplicaSets of its namespace.
 pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployAction> {
     let mut actions = Vec::new();
@@ -411,6 +474,10 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
         if old_spec_total == 0 {
             next_new = desired;
         }
+    } else if let Some(plan) = (!is_recreate(d)).then(|| proportional_scale(d, new_rs, &old)).flatten() {
+        let new_name = new_rs.metadata.name.clone().unwrap_or_default();
+        next_new = plan.get(&new_name).copied().unwrap_or(new_replicas);
+        old_plan = plan.into_iter().filter(|(name, _)| *name != new_name).collect();
     } else if is_recreate(d) {
         for r in &old {
             if rs_replicas(r) > 0 {
@@ -439,7 +506,7 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
         let name = r.metadata.name.clone().unwrap_or_default();
         if let Some(&n) = old_plan.get(&name) {
             if n != rs_replicas(r) {
-                actions.push(DeployAction::UpdateReplicaSet(Box::new(with_replicas(r, n))));
+                actions.push(DeployAction::UpdateReplicaSet(Box::new(scaled_old(d, r, n))));
             }
         }
     }
@@ -828,6 +895,20 @@ mod tests {
                 .iter()
                 .any(|c| c.reason.as_deref() == Some(TIMED_OUT)))
         );
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        let v1 = deployment("nginx:1.10", 10);
+        let rs1 = stored(created(&reconcile(&v1, &[], &now_time())), 8, 8);
+        let v2 = deployment("nginx:1.11", 10);
+        let rs2 = stored(created(&reconcile(&v2, std::slice::from_ref(&rs1), &now_time())), 5, 0);
+        // Both RSes carry desired 10 / max 13; the user scales to 20 (max 25): +12 spread 7 / 5.
+        let scaled = deployment("nginx:1.11", 20);
+        let plan = proportional_scale(&scaled, &rs2, &[&rs1]).unwrap();
+        assert_eq!(plan[rs1.metadata.name.as_ref().unwrap()], 15);
+        assert_eq!(plan[rs2.metadata.name.as_ref().unwrap()], 10);
+        assert!(proportional_scale(&v2, &rs2, &[&rs1]).is_none(), "no scaling event without a size change");
     }
 
     #[test]
