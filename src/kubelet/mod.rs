@@ -1,1 +1,6 @@
 //! The node agent: pod state machine, sync loop, volumes, probes, logs/exec.
+
+pub mod backoff;
+pub mod command;
+pub mod env;
+pub mod expand;
