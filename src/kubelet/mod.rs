@@ -4,3 +4,4 @@ pub mod backoff;
 pub mod command;
 pub mod env;
 pub mod expand;
+pub mod manifest;
