@@ -5,3 +5,4 @@ pub mod command;
 pub mod env;
 pub mod expand;
 pub mod manifest;
+pub mod projection;
