@@ -5,4 +5,6 @@ pub mod command;
 pub mod env;
 pub mod expand;
 pub mod manifest;
+pub mod probe;
 pub mod projection;
+pub mod restart;
