@@ -7,5 +7,6 @@ pub mod names;
 pub mod quantity;
 pub mod selectors;
 pub mod strategic;
+pub mod strict;
 pub mod time;
 pub mod validation;
