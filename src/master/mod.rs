@@ -1,1 +1,3 @@
 //! rkube-master: API server, store, scheduler and controllers.
+
+pub mod client;
