@@ -87,15 +87,10 @@ fn pod(obj: &mut Value) {
 
 /// The QoS class of a pod spec: Guaranteed, Burstable or BestEffort.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let cs: Vec<&Value> = spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
+    let cs: Vec<&Value> =
+        spec.get("containers").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
     let has = |c: &Value, part: &str| {
-        c.pointer(&format!("/resources/{part}"))
-            .and_then(Value::as_object)
-            .is_some_and(|m| !m.is_empty())
+        c.pointer(&format!("/resources/{part}")).and_then(Value::as_object).is_some_and(|m| !m.is_empty())
     };
     if cs.iter().all(|c| !has(c, "requests") && !has(c, "limits")) {
         return "BestEffort";
@@ -103,9 +98,10 @@ pub fn qos_class(spec: &Value) -> &'static str {
     let guaranteed = cs.iter().all(|c| {
         let l = c.pointer("/resources/limits");
         let r = c.pointer("/resources/requests");
-        ["cpu", "memory"]
-            .iter()
-            .all(|k| l.and_then(|l| l.get(k)).is_some() && r.and_then(|r| r.get(k)).is_none_or(|rv| Some(rv) == l.and_then(|l| l.get(k))))
+        ["cpu", "memory"].iter().all(|k| {
+            l.and_then(|l| l.get(k)).is_some()
+                && r.and_then(|r| r.get(k)).is_none_or(|rv| Some(rv) == l.and_then(|l| l.get(k)))
+        })
     });
     if guaranteed { "Guaranteed" } else { "Burstable" }
 }
@@ -231,7 +227,8 @@ mod tests {
 
     #[test]
     fn extensions_conversion_and_qos() {
-        let mut d = json!({"apiVersion":"extensions/v1beta1","spec":{"template":{"metadata":{"labels":{"a":"b"}}}}});
+        let mut d =
+            json!({"apiVersion":"extensions/v1beta1","spec":{"template":{"metadata":{"labels":{"a":"b"}}}}});
         convert_extensions_deployment(&mut d);
         assert_eq!(d["apiVersion"], "apps/v1");
         assert_eq!(d["spec"]["selector"]["matchLabels"]["a"], "b");

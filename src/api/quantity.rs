@@ -9,9 +9,8 @@ pub struct QuantityError(pub String);
 pub fn parse_milli(s: &str) -> Result<i128, QuantityError> {
     let err = || QuantityError(s.to_string());
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
+    let split =
+        s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     if num.is_empty() {
         return Err(err());
@@ -32,18 +31,11 @@ pub fn parse_milli(s: &str) -> Result<i128, QuantityError> {
         "n" => (1, 1_000_000),
         "u" => (1, 1000),
         _ => {
-            let exp: i32 = suffix
-                .strip_prefix(['e', 'E'])
-                .and_then(|e| e.parse().ok())
-                .ok_or_else(err)?;
+            let exp: i32 = suffix.strip_prefix(['e', 'E']).and_then(|e| e.parse().ok()).ok_or_else(err)?;
             if !(-3..=18).contains(&exp) {
                 return Err(err());
             }
-            if exp >= -3 {
-                (1000 * 10i128.pow((exp + 3) as u32) / 1000, 1)
-            } else {
-                (1, 1)
-            }
+            if exp >= -3 { (1000 * 10i128.pow((exp + 3) as u32) / 1000, 1) } else { (1, 1) }
         }
     };
     let negative = num.starts_with('-');

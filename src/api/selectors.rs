@@ -73,19 +73,13 @@ fn split_top_level(s: &str) -> Vec<&str> {
 }
 
 fn parse_set(req: &str, rest: &str) -> Result<Vec<String>, SelectorError> {
-    let inner = rest
-        .trim()
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| SelectorError::Label {
+    let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| {
+        SelectorError::Label {
             requirement: req.into(),
             reason: "expected a parenthesised set of values".into(),
-        })?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+        }
+    })?;
+    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 impl LabelSelector {
@@ -97,10 +91,7 @@ impl LabelSelector {
             if req.is_empty() {
                 continue;
             }
-            let bad = |reason: &str| SelectorError::Label {
-                requirement: req.into(),
-                reason: reason.into(),
-            };
+            let bad = |reason: &str| SelectorError::Label { requirement: req.into(), reason: reason.into() };
             let r = if let Some(k) = req.strip_prefix('!') {
                 Requirement::NotExists(k.trim().into())
             } else if let Some((k, v)) = req.split_once("!=") {
@@ -185,11 +176,7 @@ impl LabelSelector {
 
     /// The canonical string form (`app=nginx,tier in (a,b)`).
     pub fn to_string_form(&self) -> String {
-        self.requirements
-            .iter()
-            .map(Requirement::to_string_form)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.requirements.iter().map(Requirement::to_string_form).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -197,11 +184,7 @@ impl LabelSelector {
 pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
         .unwrap_or_default()
 }
 
@@ -264,10 +247,7 @@ impl FieldSelector {
 
     /// The value of `metadata.name=` if this selector pins one name.
     pub fn pinned_name(&self) -> Option<&str> {
-        self.terms
-            .iter()
-            .find(|(f, eq, _)| f == "metadata.name" && *eq)
-            .map(|(_, _, v)| v.as_str())
+        self.terms.iter().find(|(f, eq, _)| f == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
     }
 
     /// Matches an object.

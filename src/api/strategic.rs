@@ -14,8 +14,9 @@ pub enum StrategicError {
 /// The merge key of a list field, or None when the list is replaced atomically.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "imagePullSecrets" => "name",
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => {
+            "name"
+        }
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "ownerReferences" => "uid",
@@ -24,9 +25,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         "topologySpreadConstraints" => "topologyKey",
         "addresses" => "type",
         "ports" => {
-            let container_like = items
-                .iter()
-                .any(|i| i.get("containerPort").is_some());
+            let container_like = items.iter().any(|i| i.get("containerPort").is_some());
             if container_like { "containerPort" } else { "port" }
         }
         _ => return None,
@@ -53,7 +52,10 @@ fn merge_value(target: &Value, patch: &Value, field: &str) -> Result<Value, Stra
     }
 }
 
-fn merge_map(target: &Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, StrategicError> {
+fn merge_map(
+    target: &Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Map<String, Value>, StrategicError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => return Ok(strip_directives(patch)),
         Some("delete") => return Ok(Map::new()),
@@ -100,23 +102,13 @@ fn merge_map(target: &Map<String, Value>, patch: &Map<String, Value>) -> Result<
 }
 
 fn strip_directives(m: &Map<String, Value>) -> Map<String, Value> {
-    m.iter()
-        .filter(|(k, _)| !k.starts_with('$'))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn merge_list(target: &[Value], patch: &[Value], field: &str) -> Result<Value, StrategicError> {
     // A `{"$patch":"replace"}` element replaces the whole list with the other elements.
-    if patch
-        .iter()
-        .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
-    {
-        let items = patch
-            .iter()
-            .filter(|p| p.get("$patch").is_none())
-            .cloned()
-            .collect();
+    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+        let items = patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect();
         return Ok(Value::Array(items));
     }
     if merges_as_set(field) {
@@ -130,10 +122,7 @@ fn merge_list(target: &[Value], patch: &[Value], field: &str) -> Result<Value, S
     }
     let Some(key) = merge_key(field, patch).filter(|_| patch.iter().all(Value::is_object)) else {
         return Ok(Value::Array(
-            patch
-                .iter()
-                .map(|p| merge_value(&Value::Null, p, ""))
-                .collect::<Result<_, _>>()?,
+            patch.iter().map(|p| merge_value(&Value::Null, p, "")).collect::<Result<_, _>>()?,
         ));
     };
     let mut out: Vec<Value> = target.to_vec();

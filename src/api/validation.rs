@@ -19,11 +19,7 @@ impl FieldError {
     /// A required field is missing.
     pub fn required(field: impl Into<String>) -> Self {
         let field = field.into();
-        FieldError {
-            reason: "FieldValueRequired",
-            message: format!("{field}: Required value"),
-            field,
-        }
+        FieldError { reason: "FieldValueRequired", message: format!("{field}: Required value"), field }
     }
 
     /// A field has an invalid value.
@@ -182,10 +178,7 @@ fn workload(kind: &str, obj: &Value) -> Vec<FieldError> {
         },
     }
     errs.extend(labels("spec.template.metadata.labels", spec.pointer("/template/metadata/labels")));
-    errs.extend(pod_spec(
-        "spec.template.spec",
-        spec.pointer("/template/spec").unwrap_or(&Value::Null),
-    ));
+    errs.extend(pod_spec("spec.template.spec", spec.pointer("/template/spec").unwrap_or(&Value::Null)));
     if let Some(rp) = spec.pointer("/template/spec/restartPolicy") {
         if rp.as_str() != Some("Always") {
             errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", rp, &["Always"]));
@@ -252,7 +245,9 @@ fn service(obj: &Value) -> Vec<FieldError> {
                 "may not be used when `type` is 'ClusterIP'",
             ));
         }
-        if ports.is_some_and(|ps| ps.len() > 1) && p.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if ports.is_some_and(|ps| ps.len() > 1)
+            && p.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
+        {
             errs.push(FieldError::required(format!("{pp}.name")));
         }
     }
