@@ -1,4 +1,6 @@
 //! rkube-master: API server, store, scheduler and controllers.
 
+pub mod apiserver;
 pub mod client;
 pub mod store;
+pub mod tls;
