@@ -51,7 +51,8 @@ struct Args {
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
-    let (a, b) = s.split_once('-').with_context(|| format!("--node-port-range {s:?}: expected first-last"))?;
+    let (a, b) =
+        s.split_once('-').with_context(|| format!("--node-port-range {s:?}: expected first-last"))?;
     let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
     if a > b {
         bail!("--node-port-range {s:?}: first is after last");
@@ -72,7 +73,9 @@ fn parse_pool(s: &str) -> Result<Vec<Ipv4Addr>> {
         return Ok((u32::from(a)..=u32::from(b)).map(Ipv4Addr::from).collect());
     }
     s.split(',')
-        .map(|p| p.trim().parse::<Ipv4Addr>().with_context(|| format!("--lb-pool: {p:?} is not an IPv4 address")))
+        .map(|p| {
+            p.trim().parse::<Ipv4Addr>().with_context(|| format!("--lb-pool: {p:?} is not an IPv4 address"))
+        })
         .collect()
 }
 
@@ -85,7 +88,8 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!("--insecure-http is only allowed on a loopback address (got {})", args.listen);
     }
@@ -110,7 +114,8 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
-    let kubeconfig_path = args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    let kubeconfig_path =
+        args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
 
     let pki = tls::Pki::at(&args.data_dir);
     let (auth, url, tls_cfg) = if args.insecure_http {
@@ -152,10 +157,7 @@ async fn run(args: Args) -> Result<()> {
     });
 
     let app = router(Arc::new(ApiServer { registry: registry.clone(), auth }));
-    println!(
-        "rkube-master serving {url} (store: {store_desc}); kubeconfig: {}",
-        kubeconfig_path.display()
-    );
+    println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
         Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,
         None => serve::serve_http(listener, app, shutdown_signal()).await,
