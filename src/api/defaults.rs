@@ -240,3 +240,27 @@ mod tests {
         assert_eq!(qos_class(&b), "Burstable");
     }
 }
+
+/// Applies the Pod defaults to a typed Pod (for manifests loaded outside the API server).
+pub fn default_pod(pod: &mut k8s_openapi::api::core::v1::Pod) {
+    let Ok(mut v) = serde_json::to_value(&*pod) else { return };
+    apply("Pod", &mut v);
+    if let Ok(p) = serde_json::from_value(v) {
+        *pod = p;
+    }
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn typed_pod_defaults() {
+        let mut pod: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(json!({"spec":{"containers":[{"name":"c","image":"busybox"}]}})).unwrap();
+        default_pod(&mut pod);
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("Always"));
+    }
+}

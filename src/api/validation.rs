@@ -296,3 +296,26 @@ mod tests {
         assert!(!spec("Service", &json!({"spec":{"type":"Weird"}})).is_empty());
     }
 }
+
+/// Validates a typed Pod (metadata and spec), for manifests loaded outside the API server.
+pub fn validate_pod(pod: &k8s_openapi::api::core::v1::Pod) -> Vec<FieldError> {
+    let v = serde_json::to_value(pod).unwrap_or(Value::Null);
+    let mut errs = metadata("Pod", &v);
+    errs.extend(spec("Pod", &v));
+    errs
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn typed_pod() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata":{"name":"p"},"spec":{"containers":[{"name":"Bad","image":"x"}]}}))
+        .unwrap();
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec.containers[0].name");
+    }
+}
