@@ -77,7 +77,7 @@ fn labels(path: &str, labels: Option<&Value>) -> Vec<FieldError> {
                 errs.push(FieldError::invalid(path, &Value::String(k.clone()), &e));
             }
             if let Some(e) = names::check_label_value(v.as_str().unwrap_or("")) {
-                errs.push(FieldError::invalid(format!("{path}"), v, &e));
+                errs.push(FieldError::invalid(path, v, &e));
             }
         }
     }

@@ -90,7 +90,7 @@ async fn dispatch(
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
@@ -105,48 +105,23 @@ async fn route(
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let accept = header_str(headers, header::ACCEPT);
     let get = method == Method::GET;
+    let doc = |d: Option<Value>| d.map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiStatus::no_route);
     match segs.as_slice() {
-        ["version"] if get => return Ok(json_response(StatusCode::OK, &discovery::version())),
-        ["healthz" | "livez" | "readyz"] => return Ok((StatusCode::OK, "ok").into_response()),
+        ["version"] if get => Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] if get && discovery::wants_aggregated(accept) => Ok(aggregated(discovery::aggregated(true))),
         ["api"] if get => {
-            if discovery::wants_aggregated(accept) {
-                return Ok(aggregated(discovery::aggregated(true)));
-            }
             let host = header_str(headers, header::HOST);
-            return Ok(json_response(StatusCode::OK, &discovery::api_versions(host)));
+            Ok(json_response(StatusCode::OK, &discovery::api_versions(host)))
         }
-        ["apis"] if get => {
-            if discovery::wants_aggregated(accept) {
-                return Ok(aggregated(discovery::aggregated(false)));
-            }
-            return Ok(json_response(StatusCode::OK, &discovery::api_group_list()));
-        }
-        ["apis", g] if get => {
-            return discovery::api_group(g)
-                .map(|v| json_response(StatusCode::OK, &v))
-                .ok_or_else(ApiStatus::no_route);
-        }
-        ["api", v] if get => {
-            return discovery::resource_list("", v)
-                .map(|d| json_response(StatusCode::OK, &d))
-                .ok_or_else(ApiStatus::no_route);
-        }
-        ["apis", g, v] if get => {
-            return discovery::resource_list(g, v)
-                .map(|d| json_response(StatusCode::OK, &d))
-                .ok_or_else(ApiStatus::no_route);
-        }
-        ["openapi", "v3"] if get => return Ok(json_response(StatusCode::OK, &openapi::index())),
-        ["openapi", "v3", "api", v] if get => {
-            return openapi::document("", v)
-                .map(|d| json_response(StatusCode::OK, &d))
-                .ok_or_else(ApiStatus::no_route);
-        }
-        ["openapi", "v3", "apis", g, v] if get => {
-            return openapi::document(g, v)
-                .map(|d| json_response(StatusCode::OK, &d))
-                .ok_or_else(ApiStatus::no_route);
-        }
+        ["apis"] if get && discovery::wants_aggregated(accept) => Ok(aggregated(discovery::aggregated(false))),
+        ["apis"] if get => Ok(json_response(StatusCode::OK, &discovery::api_group_list())),
+        ["apis", g] if get => doc(discovery::api_group(g)),
+        ["api", v] if get => doc(discovery::resource_list("", v)),
+        ["apis", g, v] if get => doc(discovery::resource_list(g, v)),
+        ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
+        ["openapi", "v3", "api", v] if get => doc(openapi::document("", v)),
+        ["openapi", "v3", "apis", g, v] if get => doc(openapi::document(g, v)),
         ["api", v, rest @ ..] => resource_request(app, method, "", v, rest, headers, q, body).await,
         ["apis", g, v, rest @ ..] => resource_request(app, method, g, v, rest, headers, q, body).await,
         _ => Err(ApiStatus::no_route()),
