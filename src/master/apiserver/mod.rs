@@ -114,7 +114,9 @@ async fn route(
             let host = header_str(headers, header::HOST);
             Ok(json_response(StatusCode::OK, &discovery::api_versions(host)))
         }
-        ["apis"] if get && discovery::wants_aggregated(accept) => Ok(aggregated(discovery::aggregated(false))),
+        ["apis"] if get && discovery::wants_aggregated(accept) => {
+            Ok(aggregated(discovery::aggregated(false)))
+        }
         ["apis"] if get => Ok(json_response(StatusCode::OK, &discovery::api_group_list())),
         ["apis", g] if get => doc(discovery::api_group(g)),
         ["api", v] if get => doc(discovery::resource_list("", v)),
