@@ -1,12 +1,14 @@
-//! Embedded store: one redb file, a single writer assigning dense revisions, history in a log
-//! table for watch replay, and a broadcast channel for live watches.
+//! Embedded store: one redb file, a single writer thread assigning dense revisions (writes that
+//! queue up meanwhile are group-committed in one transaction, one fsync), history in a log table
+//! for watch replay, and a broadcast channel for live watches.
 
 use super::{Event, EventKind, EventStream, KeyValue, ListResult, Revision, Store, StoreError, StoreFuture};
 use futures_util::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::{broadcast, oneshot};
 
 /// key -> encoded (create_rev, mod_rev, value)
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -18,11 +20,48 @@ const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 /// Capacity of the live-event channel; a watcher further behind gets Compacted and re-lists.
 const LIVE_CAPACITY: usize = 16_384;
 
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// A queued write.
+enum Op {
+    Create(Vec<u8>),
+    Update(Vec<u8>, Revision),
+    Delete(Option<Revision>),
+}
+
+type WriteResult = Result<(Revision, Option<KeyValue>), StoreError>;
+
+struct WriteRequest {
+    key: String,
+    op: Op,
+    reply: oneshot::Sender<WriteResult>,
+}
+
+/// State shared between the writer thread and watchers.
+struct Shared {
+    /// Held while publishing a batch and while a watcher subscribes, so no event is missed.
+    publish: Mutex<()>,
+    /// Highest revision whose events were published.
+    published: AtomicI64,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
 /// The embedded backend.
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    writer: Mutex<()>,
-    live: broadcast::Sender<Arc<Event>>,
+    shared: Arc<Shared>,
+    queue: Option<mpsc::Sender<WriteRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 fn enc_kv(create: Revision, modr: Revision, value: &[u8]) -> Vec<u8> {
@@ -79,6 +118,126 @@ fn be(op: &'static str) -> impl Fn(redb::Error) -> StoreError {
     move |e| StoreError::backend(op, e)
 }
 
+fn read_meta(db: &Database, key: &str) -> Result<i64, StoreError> {
+    let txn = db.begin_read().map_err(|e| StoreError::backend("read", e))?;
+    let t = txn.open_table(META).map_err(|e| StoreError::backend("read", e))?;
+    Ok(t.get(key).map_err(|e| StoreError::backend("read", e))?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// Decides one write against the current value: the new value (None = delete) or an error.
+fn decide(key: &str, op: Op, prev: Option<&KeyValue>) -> Result<Option<Vec<u8>>, StoreError> {
+    let key = key.to_string();
+    match (op, prev) {
+        (Op::Create(_), Some(_)) => Err(StoreError::AlreadyExists { key }),
+        (Op::Create(v), None) => Ok(Some(v)),
+        (Op::Update(..) | Op::Delete(_), None) => Err(StoreError::NotFound { key }),
+        (Op::Update(_, e) | Op::Delete(Some(e)), Some(p)) if p.mod_revision != e => {
+            Err(StoreError::Conflict { key, expected: e, actual: p.mod_revision })
+        }
+        (Op::Update(v, _), Some(_)) => Ok(Some(v)),
+        (Op::Delete(_), Some(_)) => Ok(None),
+    }
+}
+
+/// Commits a batch of writes in one transaction; returns per-request results and the events.
+fn commit_batch(
+    db: &Database,
+    batch: Vec<WriteRequest>,
+) -> (Vec<(oneshot::Sender<WriteResult>, WriteResult)>, Vec<Event>, Revision) {
+    let op = "write";
+    let fail_all = |batch: Vec<WriteRequest>, e: StoreError| {
+        let out = batch.into_iter().map(|r| (r.reply, Err(e.clone()))).collect();
+        (out, Vec::new(), 0)
+    };
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => return fail_all(batch, be(op)(e.into())),
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let applied: Result<Revision, StoreError> = (|| {
+        let mut meta = txn.open_table(META).map_err(|e| be(op)(e.into()))?;
+        let mut kv = txn.open_table(KV).map_err(|e| be(op)(e.into()))?;
+        let mut log = txn.open_table(LOG).map_err(|e| be(op)(e.into()))?;
+        let mut rev = meta.get("rev").map_err(|e| be(op)(e.into()))?.map(|v| v.value()).unwrap_or(0);
+        for req in batch {
+            let prev =
+                kv.get(req.key.as_str()).map_err(|e| be(op)(e.into()))?.map(|v| dec_kv(&req.key, v.value()));
+            let new = match decide(&req.key, req.op, prev.as_ref()) {
+                Ok(n) => n,
+                Err(e) => {
+                    results.push((req.reply, Err(e)));
+                    continue;
+                }
+            };
+            rev += 1;
+            let event = match new {
+                Some(value) => {
+                    let create = prev.as_ref().map(|p| p.create_revision).unwrap_or(rev);
+                    kv.insert(req.key.as_str(), enc_kv(create, rev, &value).as_slice())
+                        .map_err(|e| be(op)(e.into()))?;
+                    Event {
+                        kind: if prev.is_some() { EventKind::Updated } else { EventKind::Created },
+                        key: req.key.clone(),
+                        value,
+                        prev_value: prev.as_ref().map(|p| p.value.clone()),
+                        revision: rev,
+                    }
+                }
+                None => {
+                    kv.remove(req.key.as_str()).map_err(|e| be(op)(e.into()))?;
+                    let last = prev.as_ref().map(|p| p.value.clone()).unwrap_or_default();
+                    Event {
+                        kind: EventKind::Deleted,
+                        key: req.key.clone(),
+                        value: last.clone(),
+                        prev_value: Some(last),
+                        revision: rev,
+                    }
+                }
+            };
+            log.insert(rev, enc_event(&event).as_slice()).map_err(|e| be(op)(e.into()))?;
+            events.push(event);
+            results.push((req.reply, Ok((rev, prev))));
+        }
+        meta.insert("rev", rev).map_err(|e| be(op)(e.into()))?;
+        Ok(rev)
+    })();
+    let committed = applied.and_then(|rev| txn.commit().map(|_| rev).map_err(|e| be(op)(e.into())));
+    match committed {
+        Ok(rev) => (results, events, rev),
+        Err(e) => {
+            let failed = results.into_iter().map(|(reply, r)| (reply, r.and(Err(e.clone())))).collect();
+            (failed, Vec::new(), 0)
+        }
+    }
+}
+
+/// The single writer: takes queued writes, commits them in batches, publishes the events in
+/// revision order, then answers the callers.
+fn writer_loop(db: &Database, shared: &Shared, rx: &mpsc::Receiver<WriteRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (results, events, rev) = commit_batch(db, batch);
+        if !events.is_empty() {
+            let _guard = shared.publish.lock().unwrap_or_else(|p| p.into_inner());
+            for ev in events {
+                let _ = shared.live.send(Arc::new(ev));
+            }
+            shared.published.store(rev, Ordering::SeqCst);
+        }
+        for (reply, r) in results {
+            let _ = reply.send(r);
+        }
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -92,64 +251,31 @@ impl EmbeddedStore {
         }
         txn.commit().map_err(|e| StoreError::backend("open", e))?;
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
-        Ok(EmbeddedStore { db: Arc::new(db), writer: Mutex::new(()), live })
+        let db = Arc::new(db);
+        let shared = Arc::new(Shared { publish: Mutex::new(()), published: AtomicI64::new(0), live });
+        let current = read_meta(&db, "rev")?;
+        shared.published.store(current, Ordering::SeqCst);
+        let (queue, rx) = mpsc::channel();
+        let (wdb, wshared) = (db.clone(), shared.clone());
+        let writer = std::thread::Builder::new()
+            .name("rkube-store-writer".into())
+            .spawn(move || writer_loop(&wdb, &wshared, &rx))
+            .map_err(|e| StoreError::backend("open", e))?;
+        Ok(EmbeddedStore { db, shared, queue: Some(queue), writer: Some(writer) })
     }
 
     fn meta(&self, key: &str) -> Result<i64, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| StoreError::backend("read", e))?;
-        let t = txn.open_table(META).map_err(|e| StoreError::backend("read", e))?;
-        Ok(t.get(key).map_err(|e| StoreError::backend("read", e))?.map(|v| v.value()).unwrap_or(0))
+        read_meta(&self.db, key)
     }
 
-    /// Runs one write under the single-writer lock: `f` sees the current value of `key` and
-    /// decides the new value (None = delete). Commits kv + log + revision atomically, then
-    /// publishes the event.
-    fn write(
-        &self,
-        op: &'static str,
-        key: &str,
-        f: impl FnOnce(Option<KeyValue>) -> Result<Option<Vec<u8>>, StoreError>,
-    ) -> Result<(Revision, Option<KeyValue>), StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let txn = self.db.begin_write().map_err(|e| be(op)(e.into()))?;
-        let (rev, event, prev) = {
-            let mut meta = txn.open_table(META).map_err(|e| be(op)(e.into()))?;
-            let mut kv = txn.open_table(KV).map_err(|e| be(op)(e.into()))?;
-            let mut log = txn.open_table(LOG).map_err(|e| be(op)(e.into()))?;
-            let rev = meta.get("rev").map_err(|e| be(op)(e.into()))?.map(|v| v.value()).unwrap_or(0) + 1;
-            let prev = kv.get(key).map_err(|e| be(op)(e.into()))?.map(|v| dec_kv(key, v.value()));
-            let new = f(prev.clone())?;
-            let event = match (&prev, new) {
-                (_, Some(value)) => {
-                    let create = prev.as_ref().map(|p| p.create_revision).unwrap_or(rev);
-                    kv.insert(key, enc_kv(create, rev, &value).as_slice()).map_err(|e| be(op)(e.into()))?;
-                    Event {
-                        kind: if prev.is_some() { EventKind::Updated } else { EventKind::Created },
-                        key: key.into(),
-                        value,
-                        prev_value: prev.as_ref().map(|p| p.value.clone()),
-                        revision: rev,
-                    }
-                }
-                (Some(p), None) => {
-                    kv.remove(key).map_err(|e| be(op)(e.into()))?;
-                    Event {
-                        kind: EventKind::Deleted,
-                        key: key.into(),
-                        value: p.value.clone(),
-                        prev_value: Some(p.value.clone()),
-                        revision: rev,
-                    }
-                }
-                (None, None) => return Err(StoreError::NotFound { key: key.into() }),
-            };
-            log.insert(rev, enc_event(&event).as_slice()).map_err(|e| be(op)(e.into()))?;
-            meta.insert("rev", rev).map_err(|e| be(op)(e.into()))?;
-            (rev, event, prev)
-        };
-        txn.commit().map_err(|e| be(op)(e.into()))?;
-        let _ = self.live.send(Arc::new(event));
-        Ok((rev, prev))
+    /// Queues one write for the writer thread and waits for its result.
+    async fn write(&self, key: &str, op: Op) -> WriteResult {
+        let (reply, rx) = oneshot::channel();
+        let queue = self.queue.as_ref().ok_or_else(|| StoreError::backend("write", "store is closed"))?;
+        queue
+            .send(WriteRequest { key: key.to_string(), op, reply })
+            .map_err(|_| StoreError::backend("write", "the writer thread stopped"))?;
+        rx.await.map_err(|_| StoreError::backend("write", "the writer thread stopped"))?
     }
 
     fn history(&self, prefix: &str, after: Revision, upto: Revision) -> Result<Vec<Event>, StoreError> {
@@ -196,26 +322,11 @@ impl Store for EmbeddedStore {
     }
 
     fn create<'a>(&'a self, key: &'a str, value: Vec<u8>) -> StoreFuture<'a, Revision> {
-        Box::pin(async move {
-            self.write("create", key, |prev| match prev {
-                Some(_) => Err(StoreError::AlreadyExists { key: key.into() }),
-                None => Ok(Some(value)),
-            })
-            .map(|(rev, _)| rev)
-        })
+        Box::pin(async move { self.write(key, Op::Create(value)).await.map(|(rev, _)| rev) })
     }
 
     fn update<'a>(&'a self, key: &'a str, value: Vec<u8>, expected: Revision) -> StoreFuture<'a, Revision> {
-        Box::pin(async move {
-            self.write("update", key, |prev| match prev {
-                None => Err(StoreError::NotFound { key: key.into() }),
-                Some(p) if p.mod_revision != expected => {
-                    Err(StoreError::Conflict { key: key.into(), expected, actual: p.mod_revision })
-                }
-                Some(_) => Ok(Some(value)),
-            })
-            .map(|(rev, _)| rev)
-        })
+        Box::pin(async move { self.write(key, Op::Update(value, expected)).await.map(|(rev, _)| rev) })
     }
 
     fn delete<'a>(
@@ -224,13 +335,7 @@ impl Store for EmbeddedStore {
         expected: Option<Revision>,
     ) -> StoreFuture<'a, (Revision, KeyValue)> {
         Box::pin(async move {
-            let (rev, prev) = self.write("delete", key, |prev| match (prev, expected) {
-                (None, _) => Err(StoreError::NotFound { key: key.into() }),
-                (Some(p), Some(e)) if p.mod_revision != e => {
-                    Err(StoreError::Conflict { key: key.into(), expected: e, actual: p.mod_revision })
-                }
-                (Some(_), _) => Ok(None),
-            })?;
+            let (rev, prev) = self.write(key, Op::Delete(expected)).await?;
             let prev = prev.ok_or_else(|| StoreError::NotFound { key: key.into() })?;
             Ok((rev, prev))
         })
@@ -239,21 +344,23 @@ impl Store for EmbeddedStore {
     fn watch<'a>(&'a self, prefix: &'a str, after: Revision) -> StoreFuture<'a, EventStream> {
         Box::pin(async move {
             let (rx, current) = {
-                let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-                (self.live.subscribe(), self.meta("rev")?)
+                let _guard = self.shared.publish.lock().unwrap_or_else(|p| p.into_inner());
+                (self.shared.live.subscribe(), self.shared.published.load(Ordering::SeqCst))
             };
             let compacted = self.meta("compact")?;
             if after < compacted && after < current {
                 return Err(StoreError::Compacted { requested: after, compacted });
             }
             let replay = self.history(prefix, after, current)?;
+            // Live events start after both what was replayed and what the caller already has.
+            let floor = current.max(after);
             let prefix = prefix.to_string();
             let live = futures_util::stream::unfold(rx, move |mut rx| {
                 let prefix = prefix.clone();
                 async move {
                     loop {
                         match rx.recv().await {
-                            Ok(ev) if ev.revision > current && ev.key.starts_with(&prefix) => {
+                            Ok(ev) if ev.revision > floor && ev.key.starts_with(&prefix) => {
                                 return Some((Ok((*ev).clone()), rx));
                             }
                             Ok(_) => continue,
@@ -280,12 +387,11 @@ impl Store for EmbeddedStore {
     }
 
     fn current_revision(&self) -> StoreFuture<'_, Revision> {
-        Box::pin(async move { self.meta("rev") })
+        Box::pin(async move { Ok(self.shared.published.load(Ordering::SeqCst)) })
     }
 
     fn compact(&self, revision: Revision) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let txn = self.db.begin_write().map_err(|e| be("compact")(e.into()))?;
             {
                 let mut log = txn.open_table(LOG).map_err(|e| be("compact")(e.into()))?;
@@ -326,6 +432,29 @@ mod tests {
         assert_eq!(s.current_revision().await.unwrap(), 2);
         assert_eq!(s.get("/registry/b").await.unwrap().unwrap().value, b"2");
         assert_eq!(s.create("/registry/c", vec![]).await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_get_dense_revisions_in_watch_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+        let mut w = store.watch("/registry/", 0).await.unwrap();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.create(&format!("/registry/cm/{i}"), vec![]).await.unwrap() })
+            })
+            .collect();
+        let mut revs = Vec::new();
+        for t in tasks {
+            revs.push(t.await.unwrap());
+        }
+        revs.sort();
+        assert_eq!(revs, (1..=200).collect::<Vec<_>>());
+        for want in 1..=200 {
+            assert_eq!(w.next().await.unwrap().unwrap().revision, want);
+        }
+        assert_eq!(store.list("/registry/").await.unwrap().revision, 200);
     }
 
     #[test]
