@@ -32,6 +32,9 @@ enum Op {
 
 type WriteResult = Result<(Revision, Option<KeyValue>), StoreError>;
 
+/// Per-request replies, the events to publish and the batch's last revision.
+type BatchOutcome = (Vec<(oneshot::Sender<WriteResult>, WriteResult)>, Vec<Event>, Revision);
+
 struct WriteRequest {
     key: String,
     op: Op,
@@ -140,10 +143,7 @@ fn decide(key: &str, op: Op, prev: Option<&KeyValue>) -> Result<Option<Vec<u8>>,
 }
 
 /// Commits a batch of writes in one transaction; returns per-request results and the events.
-fn commit_batch(
-    db: &Database,
-    batch: Vec<WriteRequest>,
-) -> (Vec<(oneshot::Sender<WriteResult>, WriteResult)>, Vec<Event>, Revision) {
+fn commit_batch(db: &Database, batch: Vec<WriteRequest>) -> BatchOutcome {
     let op = "write";
     let fail_all = |batch: Vec<WriteRequest>, e: StoreError| {
         let out = batch.into_iter().map(|r| (r.reply, Err(e.clone()))).collect();
