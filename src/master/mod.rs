@@ -2,5 +2,7 @@
 
 pub mod apiserver;
 pub mod client;
+pub mod controllers;
+pub mod scheduler;
 pub mod store;
 pub mod tls;
