@@ -3,8 +3,10 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rkube::master::apiserver::alloc::AllocConfig;
+use rkube::master::apiserver::cluster::InProcessCluster;
 use rkube::master::apiserver::registry::Registry;
 use rkube::master::apiserver::{ApiServer, Auth, router, serve};
+use rkube::master::scheduler::{self, SchedulerConfig, SchedulerMetrics};
 use rkube::master::store::Store;
 use rkube::master::store::embedded::EmbeddedStore;
 use rkube::master::store::etcd::EtcdStore;
@@ -156,6 +158,8 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
+    start_control_loops(&registry);
+
     let app = router(Arc::new(ApiServer { registry: registry.clone(), auth }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
@@ -163,6 +167,21 @@ async fn run(args: Args) -> Result<()> {
         None => serve::serve_http(listener, app, shutdown_signal()).await,
     }
     Ok(())
+}
+
+/// Starts the scheduler and controllers in process, talking to the registry directly.
+fn start_control_loops(registry: &Arc<Registry>) {
+    let cluster = Arc::new(InProcessCluster::new(registry.clone()));
+    let sched = cluster.clone();
+    tokio::spawn(async move {
+        loop {
+            let metrics = Arc::new(SchedulerMetrics::default());
+            if let Err(e) = scheduler::run(sched.clone(), SchedulerConfig::default(), metrics).await {
+                tracing::warn!("{e}; restarting the scheduler");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 fn main() {
