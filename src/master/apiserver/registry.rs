@@ -460,6 +460,17 @@ impl Registry {
             }
         };
         self.validate(r, &new)?;
+        if matches!(r.storage().kind, "Deployment" | "ReplicaSet") && part == Part::Main {
+            let (was, now) = (current.pointer("/spec/selector"), new.pointer("/spec/selector"));
+            if was != now {
+                let errs = [validation::FieldError::invalid(
+                    "spec.selector",
+                    now.unwrap_or(&Value::Null),
+                    "field is immutable",
+                )];
+                return Err(ApiStatus::invalid(r.storage(), name, &errs));
+            }
+        }
         if r.storage().kind == "Service" && part == Part::Main {
             let _guard = self.alloc_lock.lock().await;
             let others = self.other_services(&format!("{ns}/{name}")).await?;
@@ -792,6 +803,13 @@ mod tests {
         st["status"] = json!({"replicas": 4});
         let st = reg.update(r, "default", "web", st, Part::Status, o).await.unwrap();
         assert_eq!(st["metadata"]["generation"], 2);
+        let sel = json!({"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}});
+        let e = reg.patch(r, "default", "web", PatchType::Merge, &sel, Part::Main, o).await.unwrap_err();
+        assert!(
+            e.message.contains("spec.selector") && e.message.contains("field is immutable"),
+            "{}",
+            e.message
+        );
         let p = reg
             .patch(r, "default", "web", PatchType::Strategic, &json!({"spec":{"replicas":5}}), Part::Main, o)
             .await
