@@ -125,6 +125,18 @@ fn seed_objects_and_errors(backend: Backend) {
     ]);
     assert_eq!(fsel, "y1");
 
+    // pods/binding through the raw API: the first bind wins, the second is a Conflict.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: solo\nspec:\n  schedulerName: nobody\n  containers:\n  - name: c\n    image: busybox\n";
+    m.ok(&["create", "-f", &m.write("solo.yaml", pod)]);
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"solo"},"target":{"kind":"Node","name":"n9"}}"#;
+    let bpath = m.write("binding.json", binding);
+    m.ok(&["create", "--raw", "/api/v1/namespaces/default/pods/solo/binding", "-f", &bpath]);
+    let e = m.fails(&["create", "--raw", "/api/v1/namespaces/default/pods/solo/binding", "-f", &bpath]);
+    assert!(e.contains("Conflict") || e.contains("already assigned"), "{e}");
+    let on_node = m.ok(&["get", "pods", "--field-selector", "spec.nodeName=n9", "-o", "name"]);
+    assert_eq!(on_node.trim(), "pod/solo");
+    m.ok(&["delete", "pod", "solo", "--grace-period=0", "--force"]);
+
     // get all / describe / delete.
     let all = m.ok(&["get", "all"]);
     assert!(

@@ -861,6 +861,11 @@ mod tests {
         assert!(gone);
         let kinds: Vec<&str> = w.by_ref().take(4).map(|i| i.unwrap().kind).collect().await;
         assert_eq!(kinds, vec!["ADDED", "MODIFIED", "MODIFIED", "DELETED"]);
+        // A watch from a compacted revision is Expired (410).
+        let now = reg.store().current_revision().await.unwrap();
+        reg.store().compact(now).await.unwrap();
+        let e = reg.watch(pods, None, "1", Selectors::default()).await.err().unwrap();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
         // Foreground deletion waits for the finalizer to go.
         let cms = resources::find("", "v1", "configmaps").unwrap();
         reg.create(cms, "default", json!({"metadata":{"name":"c"}}), o).await.unwrap();
