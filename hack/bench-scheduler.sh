@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 NODES=${1:-5000}
 PODS=${2:-10000}
 # Optimise this crate too (dependencies are already built at opt-level 2 in the dev profile).
-CARGO_PROFILE_DEV_OPT_LEVEL=2 CARGO_PROFILE_DEV_DEBUG=0 \
+CARGO_PROFILE_DEV_OPT_LEVEL=2 \
   cargo run --quiet --example bench_scheduler -- --nodes "$NODES" --pods "$PODS"

@@ -1,4 +1,10 @@
 //! Controllers: each a pure `reconcile(desired, observed) -> Vec<Action>` plus a thin executor over
 //! [`ClusterApi`](crate::master::client::ClusterApi).
 
+pub mod deployment;
+pub mod deployment_util;
 pub mod events;
+pub mod gc;
+pub mod replicaset;
+pub mod runner;
+pub mod selector;
