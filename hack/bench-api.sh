@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Mutating API latency (ConfigMap creates) at a sustained write rate: rkube-master with the
 # embedded store vs. with etcd, side by side. Usage: hack/bench-api.sh [writes/s] [seconds]
-# PROFILE=debug uses the debug build (default: release).
+# Builds the dev profile with this crate optimised too (dependencies are already opt-level 2);
+# PROFILE=release uses a release build, PROFILE=debug the plain debug build.
 source "$(dirname "$0")/lib.sh"
 need etcd curl jq
 RATE=${1:-1000}
 SECS=${2:-10}
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-opt}
 cd "$REPO_DIR"
-flag=(); [ "$PROFILE" = release ] && flag=(--release)
 log "building rkube-master and the load generator ($PROFILE)"
-cargo build -q "${flag[@]}" --bin rkube-master --example bench-api
-TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$PROFILE
+case "$PROFILE" in
+  release) cargo build -q --release --bin rkube-master --example bench-api; dir=release ;;
+  debug) cargo build -q --bin rkube-master --example bench-api; dir=debug ;;
+  *) CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo build -q --bin rkube-master --example bench-api; dir=debug ;;
+esac
+TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$dir
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
-run_master() { # name, extra args...
+run_master() { # name, extra args... (runs in this shell so cleanup sees the PID); result in $WORK/<name>.json
   local name=$1; shift
   local p; p=$(port)
   "$TARGET/rkube-master" --data-dir "$WORK/$name" --listen "127.0.0.1:$p" "$@" >"$WORK/$name.log" 2>&1 &
@@ -27,11 +31,13 @@ run_master() { # name, extra args...
   local token; token=$(cat "$WORK/$name/pki/admin.token")
   # Warm up connections and the store, then measure.
   "$TARGET/examples/bench-api" "https://127.0.0.1:$p" "$WORK/$name/pki/ca.crt" "$token" 200 1 >/dev/null
-  "$TARGET/examples/bench-api" "https://127.0.0.1:$p" "$WORK/$name/pki/ca.crt" "$token" "$RATE" "$SECS"
+  "$TARGET/examples/bench-api" "https://127.0.0.1:$p" "$WORK/$name/pki/ca.crt" "$token" "$RATE" "$SECS" >"$WORK/$name.json"
+  kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
 
 log "embedded store: $RATE writes/s for ${SECS}s"
-EMB=$(run_master embedded)
+run_master embedded
+EMB=$(cat "$WORK/embedded.json")
 ep=$(port); pp=$(port)
 etcd --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$ep" --advertise-client-urls "http://127.0.0.1:$ep" \
   --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
@@ -39,7 +45,8 @@ etcd --data-dir "$WORK/etcd" --listen-client-urls "http://127.0.0.1:$ep" --adver
 PIDS+=($!)
 DEADLINE=30 wait_for curl -sf "http://127.0.0.1:$ep/health" || die "etcd did not start"
 log "etcd store: $RATE writes/s for ${SECS}s"
-ETC=$(run_master etcd --etcd-servers "http://127.0.0.1:$ep")
+run_master etcd --etcd-servers "http://127.0.0.1:$ep"
+ETC=$(cat "$WORK/etcd.json")
 
 printf '%-10s %10s %8s %10s %10s %10s\n' store achieved errors p50_ms p99_ms max_ms
 for pair in "embedded:$EMB" "etcd:$ETC"; do

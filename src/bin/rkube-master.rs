@@ -6,6 +6,7 @@ use rkube::master::apiserver::alloc::AllocConfig;
 use rkube::master::apiserver::cluster::InProcessCluster;
 use rkube::master::apiserver::registry::Registry;
 use rkube::master::apiserver::{ApiServer, Auth, router, serve};
+use rkube::master::controllers::{deployment, gc, replicaset};
 use rkube::master::scheduler::{self, SchedulerConfig, SchedulerMetrics};
 use rkube::master::store::Store;
 use rkube::master::store::embedded::EmbeddedStore;
@@ -182,6 +183,9 @@ fn start_control_loops(registry: &Arc<Registry>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
+    tokio::spawn(replicaset::run(cluster.clone()));
+    tokio::spawn(deployment::run(cluster.clone()));
+    tokio::spawn(gc::run(cluster));
 }
 
 fn main() {
