@@ -6,8 +6,8 @@ use rkube::master::apiserver::alloc::AllocConfig;
 use rkube::master::apiserver::cluster::InProcessCluster;
 use rkube::master::apiserver::registry::Registry;
 use rkube::master::apiserver::{ApiServer, Auth, router, serve};
-use rkube::master::controllers::{deployment, gc, replicaset};
-use rkube::master::scheduler::{self, SchedulerConfig, SchedulerMetrics};
+use rkube::master::controllers::manager::{self, ManagerConfig};
+use rkube::master::fakenodes::FakeNodeConfig;
 use rkube::master::store::Store;
 use rkube::master::store::embedded::EmbeddedStore;
 use rkube::master::store::etcd::EtcdStore;
@@ -48,6 +48,9 @@ struct Args {
     /// LoadBalancer ingress IPs: a CIDR, a range `a-b` or a comma list.
     #[arg(long, default_value = "")]
     lb_pool: String,
+    /// Register this many KWOK-like fake nodes that run bound pods (for tests and benchmarks).
+    #[arg(long, default_value_t = 0)]
+    fake_nodes: usize,
     /// Revisions of history kept by the periodic compaction.
     #[arg(long, default_value_t = 10_000)]
     keep_revisions: i64,
@@ -159,7 +162,11 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
-    start_control_loops(&registry);
+    // Scheduler, controllers (and fake nodes) in process, over the same admission path as HTTP.
+    let cluster = Arc::new(InProcessCluster::new(registry.clone()));
+    let fake_nodes =
+        (args.fake_nodes > 0).then(|| FakeNodeConfig { count: args.fake_nodes, ..Default::default() });
+    let _control_plane = manager::spawn_all(cluster, ManagerConfig { fake_nodes, ..Default::default() });
 
     let app = router(Arc::new(ApiServer { registry: registry.clone(), auth }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
@@ -168,24 +175,6 @@ async fn run(args: Args) -> Result<()> {
         None => serve::serve_http(listener, app, shutdown_signal()).await,
     }
     Ok(())
-}
-
-/// Starts the scheduler and controllers in process, talking to the registry directly.
-fn start_control_loops(registry: &Arc<Registry>) {
-    let cluster = Arc::new(InProcessCluster::new(registry.clone()));
-    let sched = cluster.clone();
-    tokio::spawn(async move {
-        loop {
-            let metrics = Arc::new(SchedulerMetrics::default());
-            if let Err(e) = scheduler::run(sched.clone(), SchedulerConfig::default(), metrics).await {
-                tracing::warn!("{e}; restarting the scheduler");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
-    tokio::spawn(replicaset::run(cluster.clone()));
-    tokio::spawn(deployment::run(cluster.clone()));
-    tokio::spawn(gc::run(cluster));
 }
 
 fn main() {
