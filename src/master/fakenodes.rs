@@ -53,6 +53,9 @@ impl Default for FakeNodeConfig {
     }
 }
 
+/// Every how many lease renewals the node status heartbeat is posted too.
+const NODE_STATUS_EVERY: u64 = 6;
+
 /// Name of fake node `i`.
 pub fn node_name(config: &FakeNodeConfig, i: usize) -> String {
     format!("{}{i}", config.name_prefix)
@@ -232,6 +235,31 @@ async fn renew_lease<C: ClusterApi>(client: &C, config: &FakeNodeConfig, name: &
     }
 }
 
+/// Refresh the Ready condition's heartbeat (the fallback when Leases cannot be written).
+async fn post_ready_heartbeat<C: ClusterApi>(client: &C, name: &str) -> Result<(), ApiError> {
+    let mut node: Node = client.get(None, name).await?;
+    let now = now_time();
+    let conditions = node.status.get_or_insert_default().conditions.get_or_insert_default();
+    match conditions.iter_mut().find(|c| c.type_ == "Ready") {
+        Some(c) => {
+            if c.status != "True" {
+                c.status = "True".into();
+                c.last_transition_time = Some(now.clone());
+            }
+            c.last_heartbeat_time = Some(now);
+        }
+        None => conditions.push(NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            last_heartbeat_time: Some(now.clone()),
+            last_transition_time: Some(now),
+            ..Default::default()
+        }),
+    }
+    client.update_status(&node).await.map(drop)
+}
+
 /// The fake kubelet's handling of one pod event.
 async fn handle_pod<C: ClusterApi>(
     client: &C,
@@ -279,11 +307,20 @@ pub async fn run<C: ClusterApi>(client: Arc<C>, config: FakeNodeConfig) -> Resul
         let config = config.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(config.renew_interval);
-            loop {
+            for round in 0u64.. {
                 tick.tick().await;
                 for i in 0..config.count {
-                    if let Err(e) = renew_lease(&*client, &config, &node_name(&config, i)).await {
-                        tracing::debug!(node = %node_name(&config, i), error = %e, "lease renewal failed");
+                    let name = node_name(&config, i);
+                    // Like the kubelet: a Lease every interval, the full node status now and then (or when
+                    // Leases cannot be written).
+                    let lease = renew_lease(&*client, &config, &name).await;
+                    if let Err(e) = &lease {
+                        tracing::debug!(node = %name, error = %e, "lease renewal failed");
+                    }
+                    if lease.is_err() || round % NODE_STATUS_EVERY == NODE_STATUS_EVERY - 1 {
+                        if let Err(e) = post_ready_heartbeat(&*client, &name).await {
+                            tracing::debug!(node = %name, error = %e, "node status heartbeat failed");
+                        }
                     }
                 }
             }

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use super::deployment_util::*;
 use super::events::{EventRecorder, EventType};
-use super::runner::{Trigger, run_loop};
+use super::runner::{Trigger, run_loop, semantically_equal};
 use super::selector::{controller_of, controller_ref, selector_matches};
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, memory::now_time};
 
@@ -241,6 +241,19 @@ pub fn compute_status(
         )
     };
     let old = d.status.as_ref();
+    let mut conditions =
+        merge_conditions(old.and_then(|s| s.conditions.as_ref()), vec![available_cond, progressing]);
+    let counts = (replicas, updated, ready, available);
+    let old_counts = old.map(|s| {
+        (
+            s.replicas.unwrap_or(0),
+            s.updated_replicas.unwrap_or(0),
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+        )
+    });
+    let deadline = d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600);
+    apply_progress_deadline(&mut conditions, old, old_counts != Some(counts), deadline, now);
     DeploymentStatus {
         observed_generation: d.metadata.generation,
         replicas: Some(replicas),
@@ -249,18 +262,118 @@ pub fn compute_status(
         available_replicas: Some(available),
         unavailable_replicas: Some((desired - available).max(0)),
         collision_count: old.and_then(|s| s.collision_count),
-        conditions: Some(merge_conditions(
-            old.and_then(|s| s.conditions.as_ref()),
-            vec![available_cond, progressing],
-        )),
-        ..Default::default()
+        conditions: Some(conditions),
     }
 }
+
+/// `progressDeadlineSeconds`: a rollout in progress refreshes Progressing's lastUpdateTime whenever replica
+/// counts move; without movement for longer than the deadline it becomes False/ProgressDeadlineExceeded
+/// (and stays so until progress resumes).
+fn apply_progress_deadline(
+    conditions: &mut [DeploymentCondition],
+    old: Option<&DeploymentStatus>,
+    progressed: bool,
+    deadline_seconds: i32,
+    now: &Time,
+) {
+    let Some(cond) = conditions.iter_mut().find(|c| c.type_ == "Progressing") else { return };
+    if cond.reason.as_deref() != Some("ReplicaSetUpdated") {
+        return;
+    }
+    if progressed {
+        cond.last_update_time = Some(now.clone());
+        return;
+    }
+    let prev =
+        old.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"));
+    if let Some(prev) = prev.filter(|p| p.reason.as_deref() == Some(TIMED_OUT)) {
+        *cond = prev.clone();
+        return;
+    }
+    let stale = cond
+        .last_update_time
+        .as_ref()
+        .is_some_and(|t| (now.0 - t.0).num_seconds() > i64::from(deadline_seconds));
+    if stale {
+        let name = cond.message.as_deref().and_then(|m| m.split('"').nth(1)).unwrap_or("").to_string();
+        cond.status = "False".into();
+        cond.reason = Some(TIMED_OUT.into());
+        cond.message = Some(format!("ReplicaSet \"{name}\" has timed out progressing."));
+        cond.last_update_time = Some(now.clone());
+        cond.last_transition_time = Some(now.clone());
+    }
+}
+
+/// Progressing reason when a rollout made no progress within the deadline.
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
 
 fn with_replicas(rs: &ReplicaSet, replicas: i32) -> ReplicaSet {
     let mut rs = rs.clone();
     rs.spec.get_or_insert_default().replicas = Some(replicas);
     rs
+}
+
+/// An old ReplicaSet scaled to `replicas`, with the sizes annotations of the Deployment (`scaleReplicaSet`).
+fn scaled_old(d: &Deployment, rs: &ReplicaSet, replicas: i32) -> ReplicaSet {
+    let mut rs = with_replicas(rs, replicas);
+    let (surge, _) = resolve_fenceposts(d);
+    let annotations = rs.metadata.annotations.get_or_insert_default();
+    annotations.insert(DESIRED_REPLICAS.into(), desired_replicas(d).to_string());
+    annotations.insert(MAX_REPLICAS.into(), (desired_replicas(d) + surge).to_string());
+    rs
+}
+
+fn annotation_int(rs: &ReplicaSet, key: &str) -> Option<i32> {
+    rs.metadata.annotations.as_ref()?.get(key)?.parse().ok()
+}
+
+/// Proportional scaling (`scale()`): when `spec.replicas` changes while several ReplicaSets are active,
+/// spread the difference over them by their share of the previous maximum. New sizes by RS name.
+pub fn proportional_scale(
+    d: &Deployment,
+    new_rs: &ReplicaSet,
+    old: &[&ReplicaSet],
+) -> Option<BTreeMap<String, i32>> {
+    let desired = desired_replicas(d);
+    let mut active: Vec<&ReplicaSet> =
+        old.iter().copied().chain(std::iter::once(new_rs)).filter(|r| rs_replicas(r) > 0).collect();
+    if active.len() < 2 || active.iter().all(|r| annotation_int(r, DESIRED_REPLICAS) == Some(desired)) {
+        return None;
+    }
+    let (surge, _) = resolve_fenceposts(d);
+    let allowed = desired + surge;
+    let total: i32 = active.iter().map(|r| rs_replicas(r)).sum();
+    let to_add = allowed - total;
+    if to_add == 0 {
+        return None;
+    }
+    // Largest first; newer first when growing, older first when shrinking.
+    active.sort_by(|a, b| {
+        rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| {
+            let by_age = a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp);
+            if to_add > 0 { by_age.reverse() } else { by_age }
+        })
+    });
+    let mut plan = BTreeMap::new();
+    let mut added = 0;
+    for rs in &active {
+        let size = rs_replicas(rs);
+        let max = annotation_int(rs, MAX_REPLICAS).filter(|m| *m > 0).unwrap_or(total);
+        let target = (f64::from(size) * f64::from(allowed) / f64::from(max)).round() as i32;
+        let remaining = to_add - added;
+        let step = if to_add > 0 {
+            (target - size).clamp(0, remaining)
+        } else {
+            (target - size).clamp(remaining, 0)
+        };
+        plan.insert(rs.metadata.name.clone().unwrap_or_default(), size + step);
+        added += step;
+    }
+    if let Some(first) = active.first().and_then(|r| r.metadata.name.clone()) {
+        let entry = plan.entry(first).or_default();
+        *entry = (*entry + to_add - added).max(0);
+    }
+    Some(plan)
 }
 
 /// Decide what to do for one Deployment given the ReplicaSets of its namespace.
@@ -361,6 +474,10 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
         if old_spec_total == 0 {
             next_new = desired;
         }
+    } else if let Some(plan) = (!is_recreate(d)).then(|| proportional_scale(d, new_rs, &old)).flatten() {
+        let new_name = new_rs.metadata.name.clone().unwrap_or_default();
+        next_new = plan.get(&new_name).copied().unwrap_or(new_replicas);
+        old_plan = plan.into_iter().filter(|(name, _)| *name != new_name).collect();
     } else if is_recreate(d) {
         for r in &old {
             if rs_replicas(r) > 0 {
@@ -389,7 +506,7 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
         let name = r.metadata.name.clone().unwrap_or_default();
         if let Some(&n) = old_plan.get(&name) {
             if n != rs_replicas(r) {
-                actions.push(DeployAction::UpdateReplicaSet(Box::new(with_replicas(r, n))));
+                actions.push(DeployAction::UpdateReplicaSet(Box::new(scaled_old(d, r, n))));
             }
         }
     }
@@ -417,7 +534,7 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
         actions.push(DeployAction::SetRevision(revision.to_string()));
     }
     let status = compute_status(d, Some(new_rs), &owned, false, now);
-    if d.status.as_ref() != Some(&status) {
+    if !semantically_equal(&d.status.clone().unwrap_or_default(), &status) {
         actions.push(DeployAction::Status(Box::new(status)));
     }
     actions
@@ -548,7 +665,8 @@ pub async fn sync_all<C: ClusterApi>(client: &C, events: &EventRecorder<C>) -> R
 /// Run the Deployment controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let events = EventRecorder::new(client.clone(), "deployment-controller");
-    let trigger = Trigger::default().watch::<Deployment, C>(&client).watch::<ReplicaSet, C>(&client);
+    let trigger =
+        Trigger::default().watch::<Deployment, C>(&client).await.watch::<ReplicaSet, C>(&client).await;
     run_loop("deployment", trigger, Duration::from_secs(5), || sync_all(&*client, &events)).await;
 }
 
@@ -707,6 +825,90 @@ mod tests {
             actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if rs_replicas(r) == 5))
         );
         assert!(!actions.iter().any(|a| matches!(a, DeployAction::CreateReplicaSet(_))));
+    }
+
+    #[test]
+    fn recreate_scales_old_to_zero_before_starting_new_pods() {
+        let with_recreate = |image: &str| {
+            let mut d = deployment(image, 2);
+            d.spec.as_mut().unwrap().strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                rolling_update: None,
+            });
+            d
+        };
+        let rs1 = stored(created(&reconcile(&with_recreate("nginx:1.10"), &[], &now_time())), 2, 2);
+        let v2 = with_recreate("nginx:1.11");
+        let rs2 = created(&reconcile(&v2, std::slice::from_ref(&rs1), &now_time()));
+        assert_eq!(rs_replicas(&rs2), 0, "no new pods while old ones run");
+        let rs2 = stored(rs2, 0, 0);
+        let actions = reconcile(&v2, &[rs1.clone(), rs2.clone()], &now_time());
+        assert!(actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if r.metadata.name == rs1.metadata.name && rs_replicas(r) == 0)));
+        assert!(!actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if r.metadata.name == rs2.metadata.name && rs_replicas(r) > 0)));
+        // Old pods gone: the new RS scales up to the full count.
+        let actions = reconcile(&v2, &[stored(rs1, 0, 0), rs2.clone()], &now_time());
+        assert!(actions.iter().any(|a| matches!(a, DeployAction::UpdateReplicaSet(r) if r.metadata.name == rs2.metadata.name && rs_replicas(r) == 2)));
+    }
+
+    #[test]
+    fn paused_deployments_do_not_roll_out() {
+        let v1 = deployment("nginx:1.10", 2);
+        let rs1 = stored(created(&reconcile(&v1, &[], &now_time())), 2, 2);
+        let mut v2 = deployment("nginx:1.11", 2);
+        v2.spec.as_mut().unwrap().paused = Some(true);
+        let actions = reconcile(&v2, &[rs1], &now_time());
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, DeployAction::CreateReplicaSet(_) | DeployAction::UpdateReplicaSet(_)))
+        );
+    }
+
+    #[test]
+    fn stuck_rollouts_exceed_the_progress_deadline() {
+        let v1 = deployment("nginx:1.10", 2);
+        let rs1 = stored(created(&reconcile(&v1, &[], &now_time())), 2, 2);
+        let mut v2 = deployment("nginx:1.11", 2);
+        let rs2 = stored(created(&reconcile(&v2, std::slice::from_ref(&rs1), &now_time())), 1, 0);
+        let status_of = |actions: Vec<DeployAction>| {
+            actions.into_iter().find_map(|a| match a {
+                DeployAction::Status(s) => Some(*s),
+                _ => None,
+            })
+        };
+        let t0 = now_time();
+        let s0 = status_of(reconcile(&v2, &[rs1.clone(), rs2.clone()], &t0)).unwrap();
+        v2.status = Some(s0);
+        let later = Time(t0.0 + k8s_openapi::chrono::Duration::seconds(601));
+        let s1 = status_of(reconcile(&v2, &[rs1.clone(), rs2.clone()], &later)).unwrap();
+        let progressing =
+            s1.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Progressing").unwrap().clone();
+        assert_eq!((progressing.status.as_str(), progressing.reason.as_deref()), ("False", Some(TIMED_OUT)));
+        // It stays timed out while nothing moves.
+        v2.status = Some(s1);
+        let even_later = Time(later.0 + k8s_openapi::chrono::Duration::seconds(700));
+        let kept = reconcile(&v2, &[rs1, rs2], &even_later);
+        assert!(
+            status_of(kept).is_none_or(|s| s
+                .conditions
+                .unwrap()
+                .iter()
+                .any(|c| c.reason.as_deref() == Some(TIMED_OUT)))
+        );
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        let v1 = deployment("nginx:1.10", 10);
+        let rs1 = stored(created(&reconcile(&v1, &[], &now_time())), 8, 8);
+        let v2 = deployment("nginx:1.11", 10);
+        let rs2 = stored(created(&reconcile(&v2, std::slice::from_ref(&rs1), &now_time())), 5, 0);
+        // Both RSes carry desired 10 / max 13; the user scales to 20 (max 25): +12 spread 7 / 5.
+        let scaled = deployment("nginx:1.11", 20);
+        let plan = proportional_scale(&scaled, &rs2, &[&rs1]).unwrap();
+        assert_eq!(plan[rs1.metadata.name.as_ref().unwrap()], 15);
+        assert_eq!(plan[rs2.metadata.name.as_ref().unwrap()], 10);
+        assert!(proportional_scale(&v2, &rs2, &[&rs1]).is_none(), "no scaling event without a size change");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::replicaset::pod_ready;
-use super::runner::{Trigger, run_loop};
+use super::runner::{Trigger, run_loop, semantically_equal};
 use super::selector::map_selector_matches;
 use crate::master::client::{ApiError, ClusterApi, DeleteParams};
 
@@ -32,6 +32,9 @@ pub enum EndpointsAction {
     Update(Box<Endpoints>),
     Delete { namespace: String, name: String },
 }
+
+/// Marks Endpoints this controller maintains (only those are deleted when their Service is gone).
+pub const MANAGED_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 fn resolve_port(port: &IntOrString, pod: &Pod) -> Option<i32> {
     match port {
@@ -112,6 +115,7 @@ pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
             name: svc.metadata.name.clone(),
             namespace: svc.metadata.namespace.clone(),
             labels: svc.metadata.labels.clone(),
+            annotations: Some([(MANAGED_ANNOTATION.to_string(), String::new())].into()),
             ..Default::default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),
@@ -126,17 +130,25 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
         match existing.iter().find(|e| e.metadata.name == want.metadata.name) {
             None => actions.push(EndpointsAction::Create(Box::new(want))),
             Some(have) => {
-                if have.subsets != want.subsets || have.metadata.labels != want.metadata.labels {
+                if !semantically_equal(&have.subsets, &want.subsets)
+                    || have.metadata.labels != want.metadata.labels
+                {
                     let mut updated = have.clone();
                     updated.subsets = want.subsets;
                     updated.metadata.labels = want.metadata.labels;
+                    updated
+                        .metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(MANAGED_ANNOTATION.into(), String::new());
                     actions.push(EndpointsAction::Update(Box::new(updated)));
                 }
             }
         }
     }
     for e in existing {
-        if !services.iter().any(|s| s.metadata.name == e.metadata.name) {
+        let managed = e.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MANAGED_ANNOTATION));
+        if managed && !services.iter().any(|s| s.metadata.name == e.metadata.name) {
             actions.push(EndpointsAction::Delete {
                 namespace: e.metadata.namespace.clone().unwrap_or_default(),
                 name: e.metadata.name.clone().unwrap_or_default(),
@@ -145,6 +157,9 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
     }
     actions
 }
+
+/// Services, pods and Endpoints of one namespace.
+type NamespaceObjects = (Vec<Service>, Vec<Pod>, Vec<Endpoints>);
 
 /// One pass over all namespaces.
 pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
@@ -158,7 +173,7 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
         .list::<Endpoints>(None)
         .await
         .map_err(|source| EndpointsError::List { what: "endpoints", source })?;
-    let mut namespaces: BTreeMap<String, (Vec<Service>, Vec<Pod>, Vec<Endpoints>)> = BTreeMap::new();
+    let mut namespaces: BTreeMap<String, NamespaceObjects> = BTreeMap::new();
     for s in services.items {
         namespaces.entry(s.metadata.namespace.clone().unwrap_or_default()).or_default().0.push(s);
     }
@@ -200,7 +215,7 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
 
 /// Run the Endpoints controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
-    let trigger = Trigger::default().watch::<Service, C>(&client).watch::<Pod, C>(&client);
+    let trigger = Trigger::default().watch::<Service, C>(&client).await.watch::<Pod, C>(&client).await;
     run_loop("endpoints", trigger, Duration::from_secs(10), || sync_all(&*client)).await;
 }
 

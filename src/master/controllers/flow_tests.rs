@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec, PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
 use super::deployment_util::{CHANGE_CAUSE, POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY, revision_of};
 use super::manager::{ControlPlane, ManagerConfig, spawn_all};
-use crate::master::client::memory::MemoryCluster;
+use crate::master::client::memory::{MemoryCluster, now_time};
 use crate::master::client::{ClusterApi, DeleteParams};
 use crate::master::fakenodes::FakeNodeConfig;
 
@@ -113,6 +113,10 @@ async fn replicaset_apply_3_then_4_adds_exactly_one_pod() {
     })
     .await;
     assert_eq!(c.list::<Pod>(Some("default")).await.unwrap().items.len(), 4);
+    let events = c.list::<Event>(Some("default")).await.unwrap().items;
+    let reasons = |r: &str| events.iter().filter(|e| e.reason.as_deref() == Some(r)).count();
+    assert_eq!(reasons("Scheduled"), 4, "the scheduler records every assignment");
+    assert_eq!(reasons("SuccessfulCreate"), 4, "the ReplicaSet controller records every pod it creates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,4 +279,104 @@ async fn pods_that_fit_nowhere_stay_pending_with_a_reason() {
         && e.involved_object.name.as_deref() == Some("huge")));
     let p: Pod = c.get(Some("default"), "huge").await.unwrap();
     assert!(p.spec.unwrap().node_name.is_none());
+}
+
+#[tokio::test]
+async fn silent_nodes_become_unknown_tainted_and_lose_their_pods() {
+    use super::nodelifecycle::{NodeLifecycleConfig, TAINT_UNREACHABLE, sync_at};
+    use crate::master::fakenodes::fake_node;
+    use k8s_openapi::api::core::v1::Node;
+    let c = MemoryCluster::new();
+    c.create(&fake_node(&FakeNodeConfig::default(), 0)).await.unwrap();
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("p".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec { node_name: Some("fake-node-0".into()), ..Default::default() }),
+        status: None,
+    };
+    c.create(&pod).await.unwrap();
+    // No Lease, and the node's last heartbeat is 10 minutes old in the controller's clock.
+    let config = NodeLifecycleConfig::default();
+    let later = Time(now_time().0 + k8s_openapi::chrono::Duration::minutes(10));
+    sync_at(&c, &config, &later).await.unwrap();
+    let node: Node = c.get(None, "fake-node-0").await.unwrap();
+    let ready = node.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "Unknown");
+    let taints = node.spec.unwrap().taints.unwrap();
+    assert!(taints.iter().any(|t| t.key == TAINT_UNREACHABLE && t.effect == "NoExecute"));
+    // Ten more minutes: past the 300 s default toleration of the NoExecute taint.
+    let much_later = Time(later.0 + k8s_openapi::chrono::Duration::minutes(10));
+    sync_at(&c, &config, &much_later).await.unwrap();
+    let evicted: Pod = c.get(Some("default"), "p").await.unwrap();
+    assert!(evicted.metadata.deletion_timestamp.is_some(), "pod on the lost node is being evicted");
+}
+
+#[tokio::test]
+async fn orphan_and_foreground_deletion_through_the_collector() {
+    use super::gc::sync_all;
+    use super::selector::controller_ref;
+    use crate::master::client::{Deleted, PropagationPolicy};
+    let c = MemoryCluster::new();
+    let rs = ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some("rs".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let rs = c.create(&rs).await.unwrap();
+    for name in ["a", "b"] {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                owner_references: Some(vec![controller_ref(&rs)]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        c.create(&pod).await.unwrap();
+    }
+    // Orphan: the pods stay, without the owner reference; the owner goes.
+    let orphan = DeleteParams::with_policy(PropagationPolicy::Orphan);
+    assert!(matches!(
+        c.delete::<ReplicaSet>(Some("default"), "rs", &orphan).await.unwrap(),
+        Deleted::Pending(_)
+    ));
+    sync_all(&c).await.unwrap();
+    sync_all(&c).await.unwrap();
+    assert!(c.get::<ReplicaSet>(Some("default"), "rs").await.unwrap_err().is_not_found());
+    let pods = c.list::<Pod>(Some("default")).await.unwrap().items;
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| p.metadata.owner_references.as_ref().is_none_or(|r| r.is_empty())));
+
+    // Foreground: dependents first, then the owner.
+    let rs = c
+        .create(&ReplicaSet {
+            metadata: ObjectMeta { resource_version: None, uid: None, ..rs.metadata.clone() },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for mut p in pods {
+        p.metadata.owner_references = Some(vec![controller_ref(&rs)]);
+        c.update(&p).await.unwrap();
+    }
+    let foreground = DeleteParams::with_policy(PropagationPolicy::Foreground);
+    c.delete::<ReplicaSet>(Some("default"), "rs", &foreground).await.unwrap();
+    // Each pass moves the cascade one step; the owner must outlive every dependent.
+    for _ in 0..5 {
+        sync_all(&c).await.unwrap();
+        let pods_left = c.list::<Pod>(Some("default")).await.unwrap().items.len();
+        let owner_left = c.get::<ReplicaSet>(Some("default"), "rs").await.is_ok();
+        assert!(owner_left || pods_left == 0, "owner deleted before its dependents");
+        if !owner_left {
+            return;
+        }
+    }
+    panic!("foreground deletion did not finish in 5 passes");
 }

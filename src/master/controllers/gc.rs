@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::runner::{Trigger, run_loop};
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, Object, PropagationPolicy};
@@ -68,6 +68,14 @@ pub enum GcAction {
 
 fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
     meta.finalizers.iter().flatten().any(|x| x == f)
+}
+
+/// Whether an ownerReference points at a kind the collector lists (so absence means deleted).
+fn managed_owner_kind(r: &OwnerReference) -> bool {
+    matches!(
+        (r.api_version.as_str(), r.kind.as_str()),
+        ("apps/v1", "Deployment" | "ReplicaSet") | ("v1", "Pod")
+    )
 }
 
 /// Decide the GC actions for the whole graph.
@@ -130,9 +138,13 @@ pub fn reconcile(items: &[GcItem]) -> Vec<GcAction> {
         if refs.is_empty() || item.meta.deletion_timestamp.is_some() {
             continue;
         }
-        if refs.iter().all(|r| {
-            !by_uid.contains_key(r.uid.as_str()) && !orphaned.contains(&(item.name.as_str(), r.uid.as_str()))
-        }) {
+        // Only owners of kinds this collector lists can be known to be gone; others are left alone.
+        let gone = |r: &OwnerReference| {
+            managed_owner_kind(r)
+                && !by_uid.contains_key(r.uid.as_str())
+                && !orphaned.contains(&(item.name.as_str(), r.uid.as_str()))
+        };
+        if refs.iter().all(gone) {
             actions.push(GcAction::Delete {
                 kind: item.kind,
                 namespace: item.namespace.clone(),
@@ -219,8 +231,11 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), GcError> {
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let trigger = Trigger::default()
         .watch::<Deployment, C>(&client)
+        .await
         .watch::<ReplicaSet, C>(&client)
-        .watch::<Pod, C>(&client);
+        .await
+        .watch::<Pod, C>(&client)
+        .await;
     run_loop("garbage-collector", trigger, Duration::from_secs(10), || sync_all(&*client)).await;
 }
 
@@ -228,7 +243,6 @@ pub async fn run<C: ClusterApi>(client: Arc<C>) {
 mod tests {
     use super::*;
     use crate::master::client::memory::now_time;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn item(kind: GcKind, name: &str, owner: Option<&str>) -> GcItem {
         GcItem {
@@ -239,6 +253,8 @@ mod tests {
                 uid: Some(format!("{name}-uid")),
                 owner_references: owner.map(|o| {
                     vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: "ReplicaSet".into(),
                         uid: format!("{o}-uid"),
                         controller: Some(true),
                         ..Default::default()
@@ -262,6 +278,14 @@ mod tests {
                 policy: PropagationPolicy::Background
             }]
         );
+    }
+
+    #[test]
+    fn owners_of_unlisted_kinds_are_not_presumed_gone() {
+        let mut job_pod = item(GcKind::Pod, "p", Some("job"));
+        job_pod.meta.owner_references.as_mut().unwrap()[0].api_version = "batch/v1".into();
+        job_pod.meta.owner_references.as_mut().unwrap()[0].kind = "Job".into();
+        assert!(reconcile(&[job_pod]).is_empty());
     }
 
     #[test]

@@ -162,10 +162,19 @@ pub fn reconcile(
     actions
 }
 
-/// One pass.
+/// One pass at the current time.
 pub async fn sync_all<C: ClusterApi>(
     client: &C,
     config: &NodeLifecycleConfig,
+) -> Result<(), NodeLifecycleError> {
+    sync_at(client, config, &now_time()).await
+}
+
+/// One pass as if the time were `now`.
+pub async fn sync_at<C: ClusterApi>(
+    client: &C,
+    config: &NodeLifecycleConfig,
+    now: &Time,
 ) -> Result<(), NodeLifecycleError> {
     let nodes = client
         .list::<Node>(None)
@@ -177,7 +186,7 @@ pub async fn sync_all<C: ClusterApi>(
         .map_err(|source| NodeLifecycleError::List { what: "leases", source })?;
     let pods =
         client.list::<Pod>(None).await.map_err(|source| NodeLifecycleError::List { what: "pods", source })?;
-    for action in reconcile(&nodes.items, &leases.items, &pods.items, config, &now_time()) {
+    for action in reconcile(&nodes.items, &leases.items, &pods.items, config, now) {
         let (step, name, result) = match action {
             NodeAction::SetReady { node, condition } => {
                 let result = async {
@@ -216,7 +225,7 @@ pub async fn sync_all<C: ClusterApi>(
 
 /// Run the node lifecycle controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>, config: NodeLifecycleConfig) {
-    let trigger = Trigger::default().watch::<Node, C>(&client);
+    let trigger = Trigger::default().watch::<Node, C>(&client).await;
     let period = config.monitor_period;
     run_loop("node-lifecycle", trigger, period, || sync_all(&*client, &config)).await;
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::events::{EventRecorder, EventType};
-use super::runner::{Trigger, run_loop};
+use super::runner::{Trigger, run_loop, semantically_equal};
 use super::selector::{controller_of, controller_ref, selector_matches};
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, memory::now_time};
 
@@ -150,9 +150,8 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: &Time) -> Vec<RsAction> {
         available_replicas: Some(active.iter().filter(|p| pod_available(p, min_ready, now)).count() as i32),
         observed_generation: rs.metadata.generation,
         conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
-        ..Default::default()
     };
-    if rs.status.as_ref() != Some(&status) {
+    if !semantically_equal(&rs.status.clone().unwrap_or_default(), &status) {
         actions.push(RsAction::Status(status));
     }
     actions
@@ -294,7 +293,7 @@ pub async fn sync_all<C: ClusterApi>(client: &C, events: &EventRecorder<C>) -> R
 /// Run the ReplicaSet controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let events = EventRecorder::new(client.clone(), "replicaset-controller");
-    let trigger = Trigger::default().watch::<ReplicaSet, C>(&client).watch::<Pod, C>(&client);
+    let trigger = Trigger::default().watch::<ReplicaSet, C>(&client).await.watch::<Pod, C>(&client).await;
     run_loop("replicaset", trigger, Duration::from_secs(5), || sync_all(&*client, &events)).await;
 }
 

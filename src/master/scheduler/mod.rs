@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use tokio::sync::mpsc;
 
 use crate::master::client::{ApiError, ClusterApi, WatchEvent, WatchStream, memory::now_time};
-use crate::master::controllers::events::{EventRecorder, EventType};
+use crate::master::controllers::events::{EventRecorder, EventType, build_event, object_reference};
 use algorithm::select_node;
 use cache::{Cache, PodInfo};
 
@@ -222,8 +222,20 @@ impl<C: ClusterApi> Loop<C> {
                 let tx = self.bind_tx.clone();
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
                 let name = pod.metadata.name.clone().unwrap_or_default();
+                let scheduled = build_event(
+                    object_reference(&pod),
+                    DEFAULT_SCHEDULER_NAME,
+                    EventType::Normal,
+                    "Scheduled",
+                    &format!("Successfully assigned {ns}/{name} to {node}"),
+                );
                 tokio::spawn(async move {
                     let result = client.bind(&ns, &name, &node).await;
+                    if result.is_ok() {
+                        if let Err(e) = client.create(&scheduled).await {
+                            tracing::debug!(pod = %key, error = %e, "recording Scheduled event failed");
+                        }
+                    }
                     let _ = tx.send(BindResult { key, node, result });
                 });
             }
