@@ -239,3 +239,12 @@ fn tls_requires_a_token_and_plain_http_needs_loopback() {
     assert!(err.contains("--insecure-http is only allowed on a loopback address"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn plain_http_on_loopback_serves_kubectl_without_credentials() {
+    let m = Master::start(Backend::embedded(), &["--insecure-http"]);
+    let kc = std::fs::read_to_string(m.kubeconfig()).unwrap();
+    assert!(kc.contains("server: http://127.0.0.1:") && !kc.contains("token:"), "{kc}");
+    m.ok(&["create", "-f", "configmap.yaml"]);
+    assert!(m.ok(&["get", "cm"]).contains("projectid"));
+}
