@@ -84,6 +84,12 @@ fn seed_objects_and_errors(backend: Backend) {
     let e = m.fails(&["create", "-f", &unknown]);
     assert!(e.contains("Error from server (BadRequest)") && e.contains("unknown field \"bogus\""), "{e}");
     m.fails(&["get", "cm", "u"]);
+    // With --validate=warn the unknown field is dropped and reported as a warning.
+    let out = m.kubectl(&["create", "--validate=warn", "-f", &unknown]);
+    assert!(out.status.success());
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(warn.contains("Warning: unknown field \"bogus\""), "{warn}");
+    m.ok(&["delete", "cm", "u"]);
     let out_of_range = "apiVersion: v1\nkind: Service\nmetadata:\n  name: np2\nspec:\n  type: NodePort\n  selector: {app: x}\n  ports:\n  - port: 80\n    nodePort: 40000\n";
     let e = m.fails(&["apply", "-f", &m.write("np2.yaml", out_of_range)]);
     assert!(

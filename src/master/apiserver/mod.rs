@@ -84,10 +84,22 @@ async fn dispatch(
     if !public && !app.auth.allows(&headers) {
         return ApiStatus::unauthorized().into_response();
     }
-    match route(&app, &method, path, &headers, &q, body).await {
+    let handled = registry::WARNINGS.scope(Default::default(), async {
+        let r = route(&app, &method, path, &headers, &q, body).await;
+        (r, registry::WARNINGS.with(|w| w.take()))
+    });
+    let (result, warnings) = handled.await;
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    for w in warnings {
+        let value = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
     }
+    resp
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {

@@ -17,6 +17,12 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+tokio::task_local! {
+    /// Warnings for the current HTTP request (`Warning:` headers), e.g. unknown fields under
+    /// `fieldValidation=Warn`. Absent outside a request scope.
+    pub static WARNINGS: std::cell::RefCell<Vec<String>>;
+}
+
 /// How unknown fields in a request are treated (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FieldValidation {
@@ -260,6 +266,10 @@ impl Registry {
                 storage.kind, storage.version, storage.kind
             ))
         })?;
+        if opts.validation == FieldValidation::Warn && !unknown.is_empty() {
+            let _ = WARNINGS
+                .try_with(|w| w.borrow_mut().extend(unknown.iter().map(|f| format!("unknown field {f:?}"))));
+        }
         if opts.validation == FieldValidation::Strict && !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
             return Err(ApiStatus::bad_request(format!(
