@@ -11,7 +11,6 @@ pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runner;
 pub mod selector;
-pub mod service_alloc;
 
 #[cfg(test)]
 mod flow_tests;
