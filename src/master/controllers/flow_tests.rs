@@ -317,7 +317,7 @@ async fn silent_nodes_become_unknown_tainted_and_lose_their_pods() {
 #[tokio::test]
 async fn orphan_and_foreground_deletion_through_the_collector() {
     use super::gc::sync_all;
-    use super::selector::controller_ref;
+    use super::owner::controller_ref;
     use crate::master::client::{Deleted, PropagationPolicy};
     let c = MemoryCluster::new();
     let rs = ReplicaSet {
