@@ -675,25 +675,8 @@ pub async fn run<C: ClusterApi>(client: Arc<C>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::master::controllers::deployment_util::nginx_template as template;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetStatus};
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
-
-    fn template(image: &str) -> PodTemplateSpec {
-        PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some([("app".to_string(), "nginx".to_string())].into()),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "nginx".into(),
-                    image: Some(image.into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        }
-    }
 
     fn deployment(image: &str, replicas: i32) -> Deployment {
         Deployment {
