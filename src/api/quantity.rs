@@ -23,11 +23,13 @@ pub fn parse_milli(s: &str) -> Result<i128, QuantityError> {
         "G" => (1_000_000_000_000, 1),
         "T" => (1_000_000_000_000_000, 1),
         "P" => (1_000_000_000_000_000_000, 1),
+        "E" => (1_000_000_000_000_000_000_000, 1),
         "Ki" => (1000 << 10, 1),
         "Mi" => (1000 << 20, 1),
         "Gi" => (1000 << 30, 1),
         "Ti" => (1000 << 40, 1),
         "Pi" => (1000 << 50, 1),
+        "Ei" => (1000 << 60, 1),
         "n" => (1, 1_000_000),
         "u" => (1, 1000),
         _ => {
@@ -61,6 +63,11 @@ pub fn cpu_millis(s: &str) -> Result<i64, QuantityError> {
 
 /// Memory (or any byte quantity) in bytes, rounded up.
 pub fn bytes(s: &str) -> Result<i64, QuantityError> {
+    units(s)
+}
+
+/// Any quantity in whole base units, rounded up (pods, extended resources like `example.com/gpu`).
+pub fn units(s: &str) -> Result<i64, QuantityError> {
     parse_milli(s).map(|m| ((m + 999) / 1000) as i64)
 }
 
@@ -85,5 +92,17 @@ mod tests {
         assert_eq!(bytes("64Ki"), Ok(65_536));
         assert!(bytes("12XB").is_err());
         assert!(bytes("128Mi").unwrap() > bytes("100M").unwrap());
+        assert_eq!(bytes("1.5Gi"), Ok(3 << 29));
+        assert_eq!(bytes("1E"), Ok(1_000_000_000_000_000_000));
+        assert_eq!(bytes("1Ei"), Ok(1 << 60));
+        assert!(bytes("").is_err());
+        assert!(bytes("12x").is_err());
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(units("110"), Ok(110));
+        assert_eq!(units("2"), Ok(2));
+        assert_eq!(units("1k"), Ok(1000));
     }
 }

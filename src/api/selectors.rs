@@ -1,5 +1,6 @@
 //! Label selectors (string form and `LabelSelector` objects) and field selectors.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sLabelSelector;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -51,6 +52,22 @@ impl Requirement {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector {
     pub requirements: Vec<Requirement>,
+}
+
+/// One `matchExpressions` entry as a requirement.
+fn expression(key: String, operator: &str, values: Vec<String>) -> Result<Requirement, SelectorError> {
+    Ok(match operator {
+        "In" => Requirement::In(key, values),
+        "NotIn" => Requirement::NotIn(key, values),
+        "Exists" => Requirement::Exists(key),
+        "DoesNotExist" => Requirement::NotExists(key),
+        other => {
+            return Err(SelectorError::Label {
+                requirement: key,
+                reason: format!("{other:?} is not a valid label selector operator"),
+            });
+        }
+    })
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -142,21 +159,34 @@ impl LabelSelector {
                     .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
                     .unwrap_or_default();
                 let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
-                requirements.push(match op {
-                    "In" => Requirement::In(key, values),
-                    "NotIn" => Requirement::NotIn(key, values),
-                    "Exists" => Requirement::Exists(key),
-                    "DoesNotExist" => Requirement::NotExists(key),
-                    other => {
-                        return Err(SelectorError::Label {
-                            requirement: key,
-                            reason: format!("{other:?} is not a valid label selector operator"),
-                        });
-                    }
-                });
+                requirements.push(expression(key, op, values)?);
             }
         }
         Ok(LabelSelector { requirements })
+    }
+
+    /// Builds a selector from a typed `LabelSelector` (a controller's `spec.selector`).
+    pub fn from_k8s(sel: &K8sLabelSelector) -> Result<Self, SelectorError> {
+        let mut requirements: Vec<Requirement> =
+            sel.match_labels.iter().flatten().map(|(k, v)| Requirement::Eq(k.clone(), v.clone())).collect();
+        for e in sel.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            requirements.push(expression(e.key.clone(), &e.operator, values)?);
+        }
+        Ok(LabelSelector { requirements })
+    }
+
+    /// Builds an equality selector from plain `key=value` pairs (a Service's `spec.selector`).
+    pub fn from_map(pairs: &BTreeMap<String, String>) -> Self {
+        let requirements = pairs.iter().map(|(k, v)| Requirement::Eq(k.clone(), v.clone())).collect();
+        LabelSelector { requirements }
+    }
+
+    /// Whether a controller with this selector picks an object with `labels`: like [`Self::matches`],
+    /// except that an empty selector selects nothing.
+    pub fn selects(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let empty = BTreeMap::new();
+        !self.is_empty() && self.matches(labels.unwrap_or(&empty))
     }
 
     /// True if the selector has no requirements.
@@ -290,6 +320,38 @@ mod tests {
         assert_eq!(s.to_string_form(), "app=x,t");
         let bad = json!({"matchExpressions":[{"key":"t","operator":"Nope"}]});
         assert!(LabelSelector::from_object(&bad).is_err());
+    }
+
+    #[test]
+    fn typed_selectors_for_controllers() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+        let sel = K8sLabelSelector {
+            match_labels: Some(labels(&[("app", "web")])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["frontend".into()]),
+            }]),
+        };
+        let s = LabelSelector::from_k8s(&sel).unwrap();
+        assert!(s.selects(Some(&labels(&[("app", "web"), ("tier", "frontend")]))));
+        assert!(!s.selects(Some(&labels(&[("app", "web")]))));
+        assert!(!s.selects(None));
+        let empty = LabelSelector::from_k8s(&K8sLabelSelector::default()).unwrap();
+        assert!(!empty.selects(Some(&labels(&[("app", "web")]))));
+        assert_eq!(s.to_string_form(), "app=web,tier in (frontend)");
+        let bad = K8sLabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "t".into(),
+                operator: "Nope".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        };
+        assert!(LabelSelector::from_k8s(&bad).is_err());
+        let map = LabelSelector::from_map(&labels(&[("app", "web")]));
+        assert!(map.selects(Some(&labels(&[("app", "web"), ("x", "y")]))));
+        assert!(!LabelSelector::from_map(&labels(&[])).selects(Some(&labels(&[("app", "web")]))));
     }
 
     #[test]

@@ -246,4 +246,32 @@ mod tests {
         assert_eq!(a2["spec"]["ports"][0]["nodePort"], np);
         assert_eq!(a2["spec"]["clusterIP"], "10.96.0.10");
     }
+    #[test]
+    fn full_ranges_are_reported_and_an_empty_pool_leaves_the_lb_pending() {
+        // A /28 has 14 hosts; the first 9 are reserved, so 5 are allocatable.
+        let small = AllocConfig {
+            service_cidr: "10.96.0.0/28".parse().unwrap(),
+            node_ports: 30000..=30000,
+            lb_pool: vec!["10.0.0.100".parse().unwrap()],
+        };
+        let mut others = Vec::new();
+        for _ in 0..5 {
+            let mut s = json!({"spec":{"type":"ClusterIP","ports":[{"port":80}]}});
+            allocate(&mut s, None, &others, &small).unwrap();
+            others.push(s);
+        }
+        let mut full = json!({"spec":{"type":"ClusterIP","ports":[{"port":80}]}});
+        let e = allocate(&mut full, None, &others, &small).unwrap_err();
+        assert!(e[0].message.contains("range is full"), "{}", e[0].message);
+
+        let mut lb = json!({"spec":{"type":"LoadBalancer","ports":[{"port":80}]},"status":{}});
+        allocate(&mut lb, None, &[], &small).unwrap();
+        assert_eq!(lb["spec"]["ports"][0]["nodePort"], 30000);
+        let mut second = json!({"spec":{"type":"LoadBalancer","ports":[{"port":80}]},"status":{}});
+        let e = allocate(&mut second, None, std::slice::from_ref(&lb), &small).unwrap_err();
+        assert_eq!(e[0].message, "spec.ports[0].nodePort: Invalid value: 0: range of node ports is full");
+        let roomy = AllocConfig { node_ports: 30000..=30001, ..small };
+        allocate(&mut second, None, std::slice::from_ref(&lb), &roomy).unwrap();
+        assert!(second["status"].get("loadBalancer").is_none(), "pool exhausted: stays pending");
+    }
 }

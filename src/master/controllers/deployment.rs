@@ -14,8 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use super::deployment_util::*;
 use super::events::{EventRecorder, EventType};
+use super::owner::{controller_of, controller_ref};
 use super::runner::{Trigger, run_loop, semantically_equal};
-use super::selector::{controller_of, controller_ref, selector_matches};
+use crate::api::selectors;
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, memory::now_time};
 
 /// Why a Deployment sync failed.
@@ -384,6 +385,7 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
     }
     let spec = d.spec.clone().unwrap_or_default();
     let uid = d.metadata.uid.clone().unwrap_or_default();
+    let selector = selectors::LabelSelector::from_k8s(&spec.selector).ok();
     let mut owned: Vec<&ReplicaSet> = Vec::new();
     for rs in rses {
         match controller_of(&rs.metadata) {
@@ -391,7 +393,7 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
             Some(_) => {}
             None => {
                 if rs.metadata.deletion_timestamp.is_none()
-                    && selector_matches(&spec.selector, rs.metadata.labels.as_ref())
+                    && selector.as_ref().is_some_and(|s| s.selects(rs.metadata.labels.as_ref()))
                 {
                     actions.push(DeployAction::AdoptReplicaSet(rs.metadata.name.clone().unwrap_or_default()));
                     owned.push(rs);
@@ -673,25 +675,8 @@ pub async fn run<C: ClusterApi>(client: Arc<C>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::master::controllers::deployment_util::nginx_template as template;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetStatus};
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
-
-    fn template(image: &str) -> PodTemplateSpec {
-        PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some([("app".to_string(), "nginx".to_string())].into()),
-                ..Default::default()
-            }),
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "nginx".into(),
-                    image: Some(image.into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        }
-    }
 
     fn deployment(image: &str, replicas: i32) -> Deployment {
         Deployment {

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::replicaset::pod_ready;
 use super::runner::{Trigger, run_loop, semantically_equal};
-use super::selector::map_selector_matches;
+use crate::api::selectors::LabelSelector;
 use crate::master::client::{ApiError, ClusterApi, DeleteParams};
 
 /// Why an Endpoints sync failed.
@@ -53,13 +53,11 @@ fn resolve_port(port: &IntOrString, pod: &Pod) -> Option<i32> {
 /// The desired Endpoints of a Service with a selector (None for selector-less Services).
 pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
     let spec = svc.spec.as_ref()?;
-    let selector = spec.selector.as_ref().filter(|s| !s.is_empty())?;
+    let selector = LabelSelector::from_map(spec.selector.as_ref().filter(|s| !s.is_empty())?);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let mut subsets: BTreeMap<Vec<(Option<String>, i32, String)>, EndpointSubset> = BTreeMap::new();
     for pod in pods {
-        if !map_selector_matches(selector, pod.metadata.labels.as_ref())
-            || pod.metadata.deletion_timestamp.is_some()
-        {
+        if !selector.selects(pod.metadata.labels.as_ref()) || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) else {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec, PodTemplateSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{Container, Event, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 
+use super::deployment_util::nginx_template as template;
 use super::deployment_util::{CHANGE_CAUSE, POD_TEMPLATE_HASH, REVISION, REVISION_HISTORY, revision_of};
 use super::manager::{ControlPlane, ManagerConfig, spawn_all};
 use crate::master::client::memory::{MemoryCluster, now_time};
@@ -40,20 +41,6 @@ where
 
 fn labels() -> Option<std::collections::BTreeMap<String, String>> {
     Some([("app".to_string(), "nginx".to_string())].into())
-}
-
-fn template(image: &str) -> PodTemplateSpec {
-    PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: labels(), ..Default::default() }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "nginx".into(),
-                image: Some(image.into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-    }
 }
 
 async fn running_pods(c: &MemoryCluster) -> Vec<Pod> {
@@ -317,7 +304,7 @@ async fn silent_nodes_become_unknown_tainted_and_lose_their_pods() {
 #[tokio::test]
 async fn orphan_and_foreground_deletion_through_the_collector() {
     use super::gc::sync_all;
-    use super::selector::controller_ref;
+    use super::owner::controller_ref;
     use crate::master::client::{Deleted, PropagationPolicy};
     let c = MemoryCluster::new();
     let rs = ReplicaSet {

@@ -96,7 +96,7 @@ pub fn reconcile(items: &[GcItem]) -> Vec<GcAction> {
             continue;
         }
         let deps = dependents.get(uid).map(Vec::as_slice).unwrap_or(&[]);
-        if has_finalizer(&owner.meta, ORPHAN_FINALIZER) {
+        let finalizer = if has_finalizer(&owner.meta, ORPHAN_FINALIZER) {
             for d in deps {
                 orphaned.insert((d.name.as_str(), uid));
                 actions.push(GcAction::Orphan {
@@ -106,14 +106,7 @@ pub fn reconcile(items: &[GcItem]) -> Vec<GcAction> {
                     owner_uids: vec![uid.to_string()],
                 });
             }
-            if deps.is_empty() {
-                actions.push(GcAction::RemoveFinalizer {
-                    kind: owner.kind,
-                    namespace: owner.namespace.clone(),
-                    name: owner.name.clone(),
-                    finalizer: ORPHAN_FINALIZER,
-                });
-            }
+            ORPHAN_FINALIZER
         } else if has_finalizer(&owner.meta, FOREGROUND_FINALIZER) {
             for d in deps.iter().filter(|d| d.meta.deletion_timestamp.is_none()) {
                 actions.push(GcAction::Delete {
@@ -123,14 +116,18 @@ pub fn reconcile(items: &[GcItem]) -> Vec<GcAction> {
                     policy: PropagationPolicy::Foreground,
                 });
             }
-            if deps.is_empty() {
-                actions.push(GcAction::RemoveFinalizer {
-                    kind: owner.kind,
-                    namespace: owner.namespace.clone(),
-                    name: owner.name.clone(),
-                    finalizer: FOREGROUND_FINALIZER,
-                });
-            }
+            FOREGROUND_FINALIZER
+        } else {
+            continue;
+        };
+        // The owner goes once no dependents are left.
+        if deps.is_empty() {
+            actions.push(GcAction::RemoveFinalizer {
+                kind: owner.kind,
+                namespace: owner.namespace.clone(),
+                name: owner.name.clone(),
+                finalizer,
+            });
         }
     }
     for item in items {

@@ -8,10 +8,9 @@ pub mod events;
 pub mod gc;
 pub mod manager;
 pub mod nodelifecycle;
+pub mod owner;
 pub mod replicaset;
 pub mod runner;
-pub mod selector;
-pub mod service_alloc;
 
 #[cfg(test)]
 mod flow_tests;

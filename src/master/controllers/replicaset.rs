@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::events::{EventRecorder, EventType};
+use super::owner::{controller_of, controller_ref};
 use super::runner::{Trigger, run_loop, semantically_equal};
-use super::selector::{controller_of, controller_ref, selector_matches};
+use crate::api::selectors::LabelSelector;
 use crate::master::client::{ApiError, ClusterApi, DeleteParams, memory::now_time};
 
 /// Most pods created or deleted in one sync.
@@ -95,9 +96,10 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: &Time) -> Vec<RsAction> {
     let uid = rs.metadata.uid.as_deref().unwrap_or("");
     let spec = rs.spec.clone().unwrap_or_default();
     let terminating = rs.metadata.deletion_timestamp.is_some();
+    let selector = LabelSelector::from_k8s(&spec.selector).ok();
     let mut claimed: Vec<&Pod> = Vec::new();
     for pod in pods {
-        let matches = selector_matches(&spec.selector, pod.metadata.labels.as_ref());
+        let matches = selector.as_ref().is_some_and(|s| s.selects(pod.metadata.labels.as_ref()));
         match controller_of(&pod.metadata) {
             Some(owner) if owner.uid == uid => {
                 if matches {

@@ -101,8 +101,7 @@ impl NodeInfo {
         self.allocatable = Resources::from_list(&alloc);
         self.allowed_pods = alloc
             .get("pods")
-            .and_then(|q| super::resources::parse_quantity(&q.0))
-            .map(|v| v as i64)
+            .and_then(|q| crate::api::quantity::units(&q.0).ok())
             .unwrap_or(DEFAULT_MAX_PODS);
     }
 

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::api::quantity;
+
 /// CPU a container without a CPU request counts as when scoring ("non-zero requests"), in millicores.
 pub const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 /// Memory a container without a memory request counts as when scoring, in bytes (200 MiB).
@@ -57,50 +59,24 @@ impl Resources {
     /// Read a `ResourceList` (e.g. node allocatable or container requests).
     pub fn from_list(list: &BTreeMap<String, Quantity>) -> Resources {
         let mut r = Resources::default();
+        // Unparsable amounts are skipped (admission rejects them; node status is trusted as is).
         for (name, q) in list {
-            let Some(value) = parse_quantity(&q.0) else { continue };
             match name.as_str() {
-                "cpu" => r.milli_cpu = (value * 1000.0).ceil() as i64,
-                "memory" => r.memory = value.ceil() as i64,
-                "ephemeral-storage" => r.ephemeral_storage = value.ceil() as i64,
+                "cpu" => r.milli_cpu = quantity::cpu_millis(&q.0).unwrap_or(r.milli_cpu),
+                "memory" => r.memory = quantity::bytes(&q.0).unwrap_or(r.memory),
+                "ephemeral-storage" => {
+                    r.ephemeral_storage = quantity::bytes(&q.0).unwrap_or(r.ephemeral_storage)
+                }
                 "pods" => {}
                 other => {
-                    r.scalar.insert(other.to_string(), value.ceil() as i64);
+                    if let Ok(n) = quantity::units(&q.0) {
+                        r.scalar.insert(other.to_string(), n);
+                    }
                 }
             }
         }
         r
     }
-}
-
-/// Parse a Kubernetes quantity (`100m`, `0.5`, `128Mi`, `1G`, `1e3`) into base units.
-pub fn parse_quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let split =
-        s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let base: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exp if exp.starts_with(['e', 'E']) => 10f64.powi(exp[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(base * factor)
 }
 
 /// A container's requests, with limits standing in for missing requests (API defaulting).
@@ -155,18 +131,6 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         Quantity(s.to_string())
-    }
-
-    #[test]
-    fn parses_quantities() {
-        assert_eq!(parse_quantity("100m"), Some(0.1));
-        assert_eq!(parse_quantity("2"), Some(2.0));
-        assert_eq!(parse_quantity("128Mi"), Some(134217728.0));
-        assert_eq!(parse_quantity("1G"), Some(1e9));
-        assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("1.5Gi"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
-        assert_eq!(parse_quantity("12x"), None);
-        assert_eq!(parse_quantity(""), None);
     }
 
     fn container(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {

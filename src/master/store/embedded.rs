@@ -374,15 +374,7 @@ impl Store for EmbeddedStore {
                 }
             });
             let stream = futures_util::stream::iter(replay.into_iter().map(Ok)).chain(live);
-            // Stop after the first error: the watcher must re-list.
-            let stream = stream.scan(false, |failed, item| {
-                let out = if *failed { None } else { Some(item) };
-                if matches!(out, Some(Err(_))) {
-                    *failed = true;
-                }
-                futures_util::future::ready(out)
-            });
-            Ok(stream.boxed())
+            Ok(super::stop_after_first_error(stream))
         })
     }
 

@@ -167,14 +167,7 @@ impl Store for EtcdStore {
                 };
                 futures_util::stream::iter(items)
             });
-            let stream = events.scan(false, |failed, item| {
-                let out = if *failed { None } else { Some(item) };
-                if matches!(out, Some(Err(_))) {
-                    *failed = true;
-                }
-                futures_util::future::ready(out)
-            });
-            Ok(stream.boxed())
+            Ok(super::stop_after_first_error(events))
         })
     }
 

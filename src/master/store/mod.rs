@@ -70,6 +70,23 @@ pub struct ListResult {
 /// Events from a revision on; the stream ends with `Compacted` if the watcher falls too far behind.
 pub type EventStream = BoxStream<'static, Result<Event, StoreError>>;
 
+/// Ends a watch stream after its first error (the watcher must re-list), keeping the error itself.
+pub fn stop_after_first_error<S>(events: S) -> EventStream
+where
+    S: futures_util::Stream<Item = Result<Event, StoreError>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    events
+        .scan(false, |failed, item| {
+            let out = if *failed { None } else { Some(item) };
+            if matches!(out, Some(Err(_))) {
+                *failed = true;
+            }
+            futures_util::future::ready(out)
+        })
+        .boxed()
+}
+
 /// Boxed future returned by the dyn-compatible [`Store`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
