@@ -1,4 +1,197 @@
-//! `rkube-master`: the thin control plane.
+//! `rkube-master`: the thin control plane (API server + store; controllers when built in).
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use rkube::master::apiserver::alloc::AllocConfig;
+use rkube::master::apiserver::cluster::InProcessCluster;
+use rkube::master::apiserver::registry::Registry;
+use rkube::master::apiserver::{ApiServer, Auth, router, serve};
+use rkube::master::controllers::manager::{self, ManagerConfig};
+use rkube::master::fakenodes::FakeNodeConfig;
+use rkube::master::store::Store;
+use rkube::master::store::embedded::EmbeddedStore;
+use rkube::master::store::etcd::EtcdStore;
+use rkube::master::tls;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kubernetes-compatible control plane: API server, store, scheduler and controllers.
+#[derive(Debug, Parser)]
+#[command(name = "rkube-master", version)]
+struct Args {
+    /// State directory: the embedded store, certificates, tokens, kubeconfig.
+    #[arg(long, default_value = "/var/lib/rkube-master")]
+    data_dir: PathBuf,
+    /// Address to serve the API on.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: SocketAddr,
+    /// Use etcd instead of the embedded store (comma-separated client URLs).
+    #[arg(long, value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// Serve plain HTTP without authentication (only allowed on a loopback address).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig).
+    #[arg(long)]
+    kubeconfig_out: Option<PathBuf>,
+    /// Extra names or IPs for the serving certificate.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Service ClusterIP range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: ipnet::Ipv4Net,
+    /// NodePort range, `first-last`.
+    #[arg(long, default_value = "30000-32767")]
+    node_port_range: String,
+    /// LoadBalancer ingress IPs: a CIDR, a range `a-b` or a comma list.
+    #[arg(long, default_value = "")]
+    lb_pool: String,
+    /// Register this many KWOK-like fake nodes that run bound pods (for tests and benchmarks).
+    #[arg(long, default_value_t = 0)]
+    fake_nodes: usize,
+    /// Revisions of history kept by the periodic compaction.
+    #[arg(long, default_value_t = 10_000)]
+    keep_revisions: i64,
+}
+
+fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
+    let (a, b) =
+        s.split_once('-').with_context(|| format!("--node-port-range {s:?}: expected first-last"))?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a > b {
+        bail!("--node-port-range {s:?}: first is after last");
+    }
+    Ok(a..=b)
+}
+
+fn parse_pool(s: &str) -> Result<Vec<Ipv4Addr>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Ok(net) = s.parse::<ipnet::Ipv4Net>() {
+        return Ok(net.hosts().collect());
+    }
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse()?, b.trim().parse()?);
+        return Ok((u32::from(a)..=u32::from(b)).map(Ipv4Addr::from).collect());
+    }
+    s.split(',')
+        .map(|p| {
+            p.trim().parse::<Ipv4Addr>().with_context(|| format!("--lb-pool: {p:?} is not an IPv4 address"))
+        })
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    if args.insecure_http && !args.listen.ip().is_loopback() {
+        bail!("--insecure-http is only allowed on a loopback address (got {})", args.listen);
+    }
+    let alloc = AllocConfig {
+        service_cidr: args.service_cidr,
+        node_ports: parse_range(&args.node_port_range)?,
+        lb_pool: parse_pool(&args.lb_pool)?,
+    };
+    let (store, store_desc): (Arc<dyn Store>, String) = if args.etcd_servers.is_empty() {
+        let path = args.data_dir.join("state.redb");
+        let s = EmbeddedStore::open(&path)?;
+        (Arc::new(s), format!("embedded {}", path.display()))
+    } else {
+        let s = EtcdStore::connect(&args.etcd_servers).await?;
+        (Arc::new(s), format!("etcd {}", args.etcd_servers.join(",")))
+    };
+    let registry = Arc::new(Registry::new(store.clone(), alloc));
+    registry.ensure_namespaces().await.context("creating the built-in namespaces")?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
+    let kubeconfig_path =
+        args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+
+    let pki = tls::Pki::at(&args.data_dir);
+    let (auth, url, tls_cfg) = if args.insecure_http {
+        let url = format!("http://{}", SocketAddr::new(host, addr.port()));
+        tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, None, None))?;
+        (Auth { tokens: Vec::new(), allow_anonymous: true }, url, None)
+    } else {
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if let Ok(h) = nix::unistd::gethostname() {
+            hosts.push(h.to_string_lossy().into_owned());
+        }
+        if !addr.ip().is_unspecified() {
+            hosts.push(addr.ip().to_string());
+        }
+        hosts.extend(args.tls_san.iter().cloned());
+        hosts.dedup();
+        let (admin, join) = tls::ensure(&pki, &hosts)?;
+        let url = format!("https://{}", SocketAddr::new(host, addr.port()));
+        let ca = tls::read_pem(&pki.ca_cert)?;
+        tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, Some(&ca), Some(&admin)))?;
+        (Auth { tokens: vec![admin, join], allow_anonymous: false }, url, Some(tls::server_config(&pki)?))
+    };
+
+    // Periodic compaction keeps the newest revisions only.
+    let compact_store = store.clone();
+    let keep = args.keep_revisions;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            if let Ok(rev) = compact_store.current_revision().await {
+                if rev > keep {
+                    if let Err(e) = compact_store.compact(rev - keep).await {
+                        tracing::warn!("compaction failed: {e}");
+                    }
+                }
+            }
+        }
+    });
+
+    // Scheduler, controllers (and fake nodes) in process, over the same admission path as HTTP.
+    let cluster = Arc::new(InProcessCluster::new(registry.clone()));
+    let fake_nodes =
+        (args.fake_nodes > 0).then(|| FakeNodeConfig { count: args.fake_nodes, ..Default::default() });
+    let _control_plane = manager::spawn_all(cluster, ManagerConfig { fake_nodes, ..Default::default() });
+
+    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth }));
+    println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
+    match tls_cfg {
+        Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,
+        None => serve::serve_http(listener, app, shutdown_signal()).await,
+    }
+    Ok(())
+}
+
 fn main() {
-    println!("rkube-master {}", env!("CARGO_PKG_VERSION"));
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rkube-master: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("rkube-master: {e:#}");
+        std::process::exit(1);
+    }
 }

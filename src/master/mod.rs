@@ -1,1 +1,9 @@
 //! rkube-master: API server, store, scheduler and controllers.
+
+pub mod apiserver;
+pub mod client;
+pub mod controllers;
+pub mod fakenodes;
+pub mod scheduler;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,67 @@
+//! Prints the Service rules for N synthetic services (E endpoints each) as iptables-restore input.
+//! Used by hack/bench-net.sh: `proxy_rules <services> [endpoints] [partial]`; render time goes to
+//! stderr. With `partial`, prints the partial-sync input after one service's endpoints changed.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use rkube::network::Protocol;
+use rkube::proxy::render::build;
+use rkube::proxy::{Endpoint, Proxier, ProxyConfig, Service, ServiceEndpoints, ServicePort, render};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let services: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let per_service: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
+    let partial = args.next().as_deref() == Some("partial");
+    let mut svcs = Vec::new();
+    let mut eps = Vec::new();
+    for i in 0..services {
+        let name = format!("svc-{i}");
+        svcs.push(Service {
+            namespace: "bench".into(),
+            name: name.clone(),
+            cluster_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i + 1)),
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                target_port: 8080,
+                node_port: None,
+            }],
+            load_balancer_ips: vec![],
+            session_affinity_seconds: None,
+            external_traffic_local: false,
+        });
+        let endpoints = (0..per_service)
+            .map(|j| Endpoint {
+                ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * per_service + j + 2),
+                port: 8080,
+                ready: true,
+                local: true,
+            })
+            .collect();
+        eps.push(ServiceEndpoints {
+            namespace: "bench".into(),
+            service: name,
+            port_name: "http".into(),
+            endpoints,
+        });
+    }
+    let config =
+        ProxyConfig { cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..ProxyConfig::default() };
+    if partial {
+        let mut proxier = Proxier::new(config.clone());
+        proxier.assume_programmed(&build(&svcs, &eps, &config));
+        eps[0].endpoints[0].ip = Ipv4Addr::new(10, 255, 0, 1);
+        let start = Instant::now();
+        let (text, _) = proxier.plan(&build(&svcs, &eps, &config), &[]);
+        eprintln!("render_seconds {:.4}", start.elapsed().as_secs_f64());
+        print!("{text}");
+        return;
+    }
+    let start = Instant::now();
+    let text = render(&svcs, &eps, &config);
+    eprintln!("render_seconds {:.4}", start.elapsed().as_secs_f64());
+    print!("{text}");
+}

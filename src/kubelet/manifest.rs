@@ -1,0 +1,119 @@
+//! Loading `rkubelet run` manifests: multi-document YAML holding Pods and the ConfigMaps and Secrets
+//! they use. Each document is decoded strictly; errors name the document, the object and the field.
+
+use crate::api::strict::{DecodeError, decode_strict};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The objects of one manifest file.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    pub pods: Vec<Pod>,
+    pub config_maps: Vec<ConfigMap>,
+    pub secrets: Vec<Secret>,
+}
+
+/// Why a manifest was refused. `doc` counts from 1, as editors show YAML documents.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("document {doc}: invalid YAML: {message}")]
+    Yaml { doc: usize, message: String },
+    #[error("document {doc}: {what}")]
+    Unsupported { doc: usize, what: String },
+    #[error("document {doc} ({kind} {name:?}): {error}")]
+    Decode { doc: usize, kind: String, name: String, error: DecodeError },
+    #[error("no Pod in the manifest")]
+    NoPod,
+}
+
+/// Parses every document of `text`; empty documents are skipped.
+pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    let mut manifest = Manifest::default();
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let doc = i + 1;
+        let value =
+            Value::deserialize(document).map_err(|e| ManifestError::Yaml { doc, message: e.to_string() })?;
+        if value.is_null() {
+            continue;
+        }
+        let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (api_version, kind) = (field("apiVersion"), field("kind"));
+        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let decode_err = |error| ManifestError::Decode { doc, kind: kind.clone(), name: name.clone(), error };
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Pod") => manifest.pods.push(decode_strict(&value).map_err(decode_err)?),
+            ("v1", "ConfigMap") => manifest.config_maps.push(decode_strict(&value).map_err(decode_err)?),
+            ("v1", "Secret") => manifest.secrets.push(decode_strict(&value).map_err(decode_err)?),
+            ("", _) | (_, "") => {
+                return Err(ManifestError::Unsupported {
+                    doc,
+                    what: "apiVersion and kind are required".into(),
+                });
+            }
+            _ => {
+                return Err(ManifestError::Unsupported {
+                    doc,
+                    what: format!(
+                        "{kind} ({api_version}) is not supported here: only v1 Pod, ConfigMap and Secret"
+                    ),
+                });
+            }
+        }
+    }
+    if manifest.pods.is_empty() {
+        return Err(ManifestError::NoPod);
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: projectid}
+data: {project.id: hello-docker}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: nginx
+    image: nginx:1.10
+    env:
+    - {name: PROJECT_ID, valueFrom: {configMapKeyRef: {name: projectid, key: project.id}}}
+"#;
+
+    #[test]
+    fn loads_pods_and_config() {
+        let m = parse(POD).unwrap();
+        assert_eq!(m.pods.len(), 1);
+        assert_eq!(m.config_maps[0].metadata.name.as_deref(), Some("projectid"));
+    }
+
+    #[test]
+    fn errors_name_document_object_and_field() {
+        let bad = POD.replace("image: nginx:1.10", "image: nginx:1.10\n    imagePullPolicyy: Always");
+        assert_eq!(
+            parse(&bad).unwrap_err().to_string(),
+            r#"document 2 (Pod "web"): unknown field "spec.containers[0].imagePullPolicyy""#
+        );
+        let wrong_type = POD.replace("containers:", "containers: 3\n  initContainers:");
+        assert!(
+            parse(&wrong_type)
+                .unwrap_err()
+                .to_string()
+                .starts_with(r#"document 2 (Pod "web"): spec.containers: "#)
+        );
+        assert_eq!(
+            parse("apiVersion: apps/v1\nkind: Deployment\n").unwrap_err().to_string(),
+            "document 1: Deployment (apps/v1) is not supported here: only v1 Pod, ConfigMap and Secret"
+        );
+        assert_eq!(parse("---\n").unwrap_err(), ManifestError::NoPod);
+        assert!(matches!(parse("a: [").unwrap_err(), ManifestError::Yaml { doc: 1, .. }));
+    }
+}

@@ -1,0 +1,436 @@
+//! The Kubernetes-compatible HTTP API server (axum): discovery, OpenAPI, CRUD, watch, patch,
+//! Table output, subresources and `Status` errors over the [`registry::Registry`].
+
+pub mod alloc;
+pub mod cluster;
+pub mod discovery;
+pub mod openapi;
+pub mod registry;
+pub mod resources;
+pub mod serve;
+pub mod status;
+pub mod table;
+
+use crate::api::meta;
+use crate::api::selectors::{FieldSelector, LabelSelector};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use registry::{DeleteOptions, FieldValidation, Part, PatchType, Registry, Selectors, WriteOptions};
+use resources::ResourceInfo;
+use serde_json::{Value, json};
+use status::ApiStatus;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who may call the API.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Accepted bearer tokens (admin, node join token).
+    pub tokens: Vec<String>,
+    /// Accept requests without credentials (plain HTTP on loopback only).
+    pub allow_anonymous: bool,
+}
+
+impl Auth {
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        if self.allow_anonymous {
+            return true;
+        }
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        token.is_some_and(|t| self.tokens.iter().any(|k| constant_time_eq(k.as_bytes(), t.as_bytes())))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Shared server state.
+pub struct ApiServer {
+    pub registry: Arc<Registry>,
+    pub auth: Auth,
+}
+
+/// The axum router serving the whole API.
+pub fn router(state: Arc<ApiServer>) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+type Q = HashMap<String, String>;
+
+async fn dispatch(
+    State(app): State<Arc<ApiServer>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<Q>,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
+    if !public && !app.auth.allows(&headers) {
+        return ApiStatus::unauthorized().into_response();
+    }
+    let handled = registry::WARNINGS.scope(Default::default(), async {
+        let r = route(&app, &method, path, &headers, &q, body).await;
+        (r, registry::WARNINGS.with(|w| w.take()))
+    });
+    let (result, warnings) = handled.await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    for w in warnings {
+        let value = format!("299 - {}", serde_json::Value::String(w));
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn route(
+    app: &ApiServer,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    q: &Q,
+    body: Bytes,
+) -> Result<Response, ApiStatus> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let accept = header_str(headers, header::ACCEPT);
+    let get = method == Method::GET;
+    let doc = |d: Option<Value>| d.map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiStatus::no_route);
+    match segs.as_slice() {
+        ["version"] if get => Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] if get && discovery::wants_aggregated(accept) => Ok(aggregated(discovery::aggregated(true))),
+        ["api"] if get => {
+            let host = header_str(headers, header::HOST);
+            Ok(json_response(StatusCode::OK, &discovery::api_versions(host)))
+        }
+        ["apis"] if get && discovery::wants_aggregated(accept) => {
+            Ok(aggregated(discovery::aggregated(false)))
+        }
+        ["apis"] if get => Ok(json_response(StatusCode::OK, &discovery::api_group_list())),
+        ["apis", g] if get => doc(discovery::api_group(g)),
+        ["api", v] if get => doc(discovery::resource_list("", v)),
+        ["apis", g, v] if get => doc(discovery::resource_list(g, v)),
+        ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
+        ["openapi", "v3", "api", v] if get => doc(openapi::document("", v)),
+        ["openapi", "v3", "apis", g, v] if get => doc(openapi::document(g, v)),
+        ["api", v, rest @ ..] => resource_request(app, method, "", v, rest, headers, q, body).await,
+        ["apis", g, v, rest @ ..] => resource_request(app, method, g, v, rest, headers, q, body).await,
+        _ => Err(ApiStatus::no_route()),
+    }
+}
+
+fn aggregated(v: Value) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, discovery::AGGREGATED_CT)], v.to_string()).into_response()
+}
+
+/// A request for one resource path, parsed.
+struct Target<'a> {
+    r: &'static ResourceInfo,
+    ns: Option<&'a str>,
+    name: Option<&'a str>,
+    sub: Option<&'a str>,
+}
+
+fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Target<'a>, ApiStatus> {
+    let find = |p: &str| resources::find(group, version, p);
+    if rest.len() >= 3 && rest[0] == "namespaces" {
+        if let Some(r) = find(rest[2]).filter(|r| r.namespaced) {
+            if rest.len() > 5 {
+                return Err(ApiStatus::no_route());
+            }
+            return Ok(Target {
+                r,
+                ns: Some(rest[1]),
+                name: rest.get(3).copied(),
+                sub: rest.get(4).copied(),
+            });
+        }
+        if rest[2] == "bindings" && rest.len() == 3 {
+            let r = find("pods").ok_or_else(ApiStatus::no_route)?;
+            return Ok(Target { r, ns: Some(rest[1]), name: None, sub: Some("bindings") });
+        }
+    }
+    let r = rest.first().and_then(|p| find(p)).ok_or_else(ApiStatus::no_route)?;
+    if rest.len() > 3 {
+        return Err(ApiStatus::no_route());
+    }
+    Ok(Target { r, ns: None, name: rest.get(1).copied(), sub: rest.get(2).copied() })
+}
+
+fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiStatus> {
+    let ct = header_str(headers, header::CONTENT_TYPE);
+    if ct.contains("yaml") {
+        return serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiStatus::bad_request(format!("invalid YAML body: {e}")));
+    }
+    if ct.contains("protobuf") {
+        return Err(ApiStatus::unsupported_media(ct));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiStatus::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn write_options(q: &Q) -> WriteOptions {
+    WriteOptions {
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        validation: FieldValidation::from_query(q.get("fieldValidation").map(String::as_str)),
+    }
+}
+
+fn selectors(q: &Q) -> Result<Selectors, ApiStatus> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiStatus::bad_request(e.to_string()))?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiStatus::bad_request(e.to_string()))?;
+    Ok(Selectors { labels, fields })
+}
+
+fn object_response(code: StatusCode, r: &ResourceInfo, obj: Value, accept: &str) -> Response {
+    if table::wants_table(accept) {
+        let rv = meta::resource_version(&obj).to_string();
+        return json_response(code, &table::table(r.storage().kind, &[obj], &rv, true));
+    }
+    json_response(code, &obj)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource_request(
+    app: &ApiServer,
+    method: &Method,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    headers: &HeaderMap,
+    q: &Q,
+    body: Bytes,
+) -> Result<Response, ApiStatus> {
+    let t = parse_target(group, version, rest)?;
+    let reg = &app.registry;
+    let accept = header_str(headers, header::ACCEPT);
+    let ns = t.ns.unwrap_or("");
+    let r = t.r;
+    if r.namespaced && t.ns.is_none() && (t.name.is_some() || *method != Method::GET) {
+        return Err(ApiStatus::no_route());
+    }
+    match (method.clone(), t.name, t.sub) {
+        (Method::GET, None, None) => {
+            let sel = selectors(q)?;
+            if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
+                return watch(app, r, t.ns, q, sel, accept).await;
+            }
+            let (items, rev) = reg.list(r, t.ns, &sel).await?;
+            if table::wants_table(accept) {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(r.storage().kind, &items, &rev.to_string(), true),
+                ));
+            }
+            let list = json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": items});
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            let obj = reg.get(r, ns, name).await?;
+            Ok(object_response(StatusCode::OK, r, obj, accept))
+        }
+        (Method::GET, Some(name), Some("scale")) if r.subresources.contains(&"scale") => {
+            let obj = reg.get(r, ns, name).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&obj)))
+        }
+        (Method::POST, None, None) => {
+            let obj = decode_body(headers, &body)?;
+            let created = reg.create(r, ns, obj, write_options(q)).await?;
+            Ok(object_response(StatusCode::CREATED, r, created, accept))
+        }
+        (Method::POST, name, Some("binding" | "bindings")) if r.kind == "Pod" => {
+            let b = decode_body(headers, &body)?;
+            let pod = name.map(String::from).unwrap_or_else(|| meta::name(&b).to_string());
+            let node = b.pointer("/target/name").and_then(Value::as_str).unwrap_or("");
+            if node.is_empty() {
+                return Err(ApiStatus::bad_request("binding target.name is required"));
+            }
+            reg.bind(ns, &pod, node).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
+            ))
+        }
+        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let part = if sub.is_some() { Part::Status } else { Part::Main };
+            let obj = decode_body(headers, &body)?;
+            let updated = reg.update(r, ns, name, obj, part, write_options(q)).await?;
+            Ok(object_response(StatusCode::OK, r, updated, accept))
+        }
+        (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let ct = header_str(headers, header::CONTENT_TYPE);
+            let ptype = PatchType::from_content_type(ct).ok_or_else(|| ApiStatus::unsupported_media(ct))?;
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiStatus::bad_request(format!("invalid patch: {e}")))?;
+            let part = if sub.is_some() { Part::Status } else { Part::Main };
+            let updated = reg.patch(r, ns, name, ptype, &patch, part, write_options(q)).await?;
+            Ok(object_response(StatusCode::OK, r, updated, accept))
+        }
+        (Method::PATCH | Method::PUT, Some(name), Some("scale")) if r.subresources.contains(&"scale") => {
+            let current = reg.get(r, ns, name).await?;
+            let scale = scale_of(&current);
+            let new_scale = if *method == Method::PUT {
+                decode_body(headers, &body)?
+            } else {
+                let ct = header_str(headers, header::CONTENT_TYPE);
+                let ptype =
+                    PatchType::from_content_type(ct).ok_or_else(|| ApiStatus::unsupported_media(ct))?;
+                let patch: Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiStatus::bad_request(format!("invalid patch: {e}")))?;
+                registry::apply_patch(&scale, ptype, &patch)?
+            };
+            let replicas = new_scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+            let mut obj = current.clone();
+            obj["spec"]["replicas"] = json!(replicas);
+            let rv = meta::resource_version(&new_scale);
+            if !rv.is_empty() {
+                meta::set_str(&mut obj, "resourceVersion", rv);
+            }
+            let updated = reg.update(r, ns, name, obj, Part::Main, write_options(q)).await?;
+            Ok(json_response(StatusCode::OK, &scale_of(&updated)))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let opts = delete_options(headers, &body, q)?;
+            let (obj, _) = reg.delete(r, ns, name, &opts).await?;
+            Ok(object_response(StatusCode::OK, r, obj, accept))
+        }
+        (Method::DELETE, None, None) => {
+            let opts = delete_options(headers, &body, q)?;
+            let (items, rev) = reg.list(r, t.ns, &selectors(q)?).await?;
+            let mut deleted = Vec::new();
+            for o in items {
+                if let Ok((obj, _)) = reg.delete(r, meta::namespace(&o), meta::name(&o), &opts).await {
+                    deleted.push(obj);
+                }
+            }
+            let list = json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": deleted});
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (m, _, sub) => Err(ApiStatus::method_not_allowed(&format!(
+            "{m} {}{}",
+            r.plural,
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn delete_options(headers: &HeaderMap, body: &Bytes, q: &Q) -> Result<DeleteOptions, ApiStatus> {
+    let b: Value = if body.is_empty() { json!({}) } else { decode_body(headers, body)? };
+    let grace = b
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| q.get("gracePeriodSeconds").and_then(|v| v.parse().ok()));
+    let propagation = b
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .or_else(|| q.get("propagationPolicy").cloned())
+        .or_else(|| match b.get("orphanDependents").and_then(Value::as_bool) {
+            Some(true) => Some("Orphan".into()),
+            _ => None,
+        });
+    let dry = b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"))
+        || q.get("dryRun").is_some_and(|v| v == "All");
+    Ok(DeleteOptions {
+        propagation,
+        grace_period_seconds: grace,
+        precondition_uid: b.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+        precondition_rv: b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+        dry_run: dry,
+    })
+}
+
+/// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| LabelSelector::from_object(s).ok())
+        .map(|s| s.to_string_form())
+        .unwrap_or_default();
+    let md = obj.get("metadata").cloned().unwrap_or(json!({}));
+    json!({"kind":"Scale","apiVersion":"autoscaling/v1",
+        "metadata": {"name": md.get("name"), "namespace": md.get("namespace"), "uid": md.get("uid"),
+            "resourceVersion": md.get("resourceVersion"), "creationTimestamp": md.get("creationTimestamp")},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
+}
+
+async fn watch(
+    app: &ApiServer,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    q: &Q,
+    sel: Selectors,
+    accept: &str,
+) -> Result<Response, ApiStatus> {
+    let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let timeout = q.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1800);
+    let as_table = table::wants_table(accept);
+    let kind = r.storage().kind;
+    let first: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> =
+        match app.registry.watch(r, ns, rv, sel).await {
+            Ok(items) => {
+                let mut sent_columns = false;
+                Box::pin(items.map(move |item| {
+                    let line = match item {
+                        Ok(it) => {
+                            let obj = if as_table {
+                                let t =
+                                    table::table(kind, &[it.object], &it.revision.to_string(), !sent_columns);
+                                sent_columns = true;
+                                t
+                            } else {
+                                it.object
+                            };
+                            json!({"type": it.kind, "object": obj})
+                        }
+                        Err(e) => json!({"type": "ERROR", "object": e.to_json()}),
+                    };
+                    Bytes::from(format!("{line}\n"))
+                }))
+            }
+            Err(e) if e.code == 410 => {
+                let line = json!({"type": "ERROR", "object": e.to_json()});
+                Box::pin(futures_util::stream::once(async move { Bytes::from(format!("{line}\n")) }))
+            }
+            Err(e) => return Err(e),
+        };
+    let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+    let stream = first.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| ApiStatus::internal("building the watch response").into_response()))
+}

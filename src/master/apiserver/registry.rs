@@ -1,0 +1,891 @@
+//! The object registry: decoding, defaulting, validation, admission, metadata stamping, CAS
+//! writes, patches, graceful deletion and watches over a [`Store`]. Shared by the HTTP handlers
+//! and the in-process `ClusterApi`.
+
+use super::alloc::{self, AllocConfig};
+use super::resources::{self, ResourceInfo};
+use super::status::ApiStatus;
+use crate::api::selectors::{FieldSelector, LabelSelector};
+use crate::api::strict::{self, DecodeError};
+use crate::api::{defaults, meta, names, strategic, time, validation};
+use crate::master::store::{EventKind, Revision, Store, StoreError};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+tokio::task_local! {
+    /// Warnings for the current HTTP request (`Warning:` headers), e.g. unknown fields under
+    /// `fieldValidation=Warn`. Absent outside a request scope.
+    pub static WARNINGS: std::cell::RefCell<Vec<String>>;
+}
+
+/// How unknown fields in a request are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    #[default]
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    /// Parses the query parameter (absent = Warn, like the real server; we treat Warn as Ignore).
+    pub fn from_query(v: Option<&str>) -> Self {
+        match v {
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            _ => FieldValidation::Warn,
+        }
+    }
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub validation: FieldValidation,
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub propagation: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+/// The patch formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+}
+
+impl PatchType {
+    /// From a Content-Type header.
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        match ct {
+            "application/json-patch+json" => Some(PatchType::Json),
+            "application/merge-patch+json" => Some(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+            _ => None,
+        }
+    }
+}
+
+/// Which part of an object a write replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Main,
+    Status,
+}
+
+/// A selector pair for list and watch.
+#[derive(Debug, Clone, Default)]
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    /// True if the object passes both selectors.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+}
+
+/// One watch event for clients.
+#[derive(Debug, Clone)]
+pub struct WatchItem {
+    /// ADDED, MODIFIED or DELETED.
+    pub kind: &'static str,
+    pub object: Value,
+    pub revision: Revision,
+}
+
+/// Stream of watch events; ends with an `Err` (Expired) when the watch fell behind.
+pub type WatchItems = BoxStream<'static, Result<WatchItem, ApiStatus>>;
+
+/// The registry.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    alloc_cfg: AllocConfig,
+    alloc_lock: tokio::sync::Mutex<()>,
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(Value, Vec<String>), DecodeError> {
+    let (typed, unknown) = strict::decode::<T>(v)?;
+    let out = serde_json::to_value(&typed)
+        .map_err(|e| DecodeError::Invalid { field: String::new(), message: e.to_string() })?;
+    Ok((out, unknown))
+}
+
+/// Decodes into the typed struct of `kind` and back: prunes unknown fields and lists them.
+fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeError> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    match kind {
+        "Pod" => roundtrip::<core::Pod>(v),
+        "Service" => roundtrip::<core::Service>(v),
+        "ConfigMap" => roundtrip::<core::ConfigMap>(v),
+        "Secret" => roundtrip::<core::Secret>(v),
+        "Node" => roundtrip::<core::Node>(v),
+        "Namespace" => roundtrip::<core::Namespace>(v),
+        "Event" => roundtrip::<core::Event>(v),
+        "Endpoints" => roundtrip::<core::Endpoints>(v),
+        "Deployment" => roundtrip::<apps::Deployment>(v),
+        "ReplicaSet" => roundtrip::<apps::ReplicaSet>(v),
+        "Lease" => roundtrip::<coord::Lease>(v),
+        _ => Ok((v.clone(), Vec::new())),
+    }
+}
+
+/// Kinds whose `metadata.generation` tracks spec changes.
+fn tracks_generation(kind: &str) -> bool {
+    matches!(kind, "Pod" | "Service" | "Deployment" | "ReplicaSet")
+}
+
+/// Everything except metadata and status, to detect spec changes.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    o
+}
+
+fn parse_value(kv_value: &[u8]) -> Result<Value, ApiStatus> {
+    serde_json::from_slice(kv_value)
+        .map_err(|e| ApiStatus::internal(format!("stored object is not JSON: {e}")))
+}
+
+fn with_rv(mut obj: Value, rev: Revision) -> Value {
+    meta::set_str(&mut obj, "resourceVersion", &rev.to_string());
+    obj
+}
+
+fn to_bytes(obj: &Value) -> Vec<u8> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o).unwrap_or_default()
+}
+
+fn parse_rv(rv: &str) -> Result<Revision, ApiStatus> {
+    rv.parse()
+        .map_err(|_| ApiStatus::bad_request(format!("invalid resourceVersion {rv:?}: must be an integer")))
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn Store>, alloc_cfg: AllocConfig) -> Self {
+        Registry { store, alloc_cfg, alloc_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates the built-in namespaces if missing.
+    pub async fn ensure_namespaces(&self) -> Result<(), ApiStatus> {
+        let r = resources::find("", "v1", "namespaces").expect("namespaces");
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name": ns}});
+            match self.create(r, "", obj, WriteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one object (with resourceVersion).
+    pub async fn get(&self, r: &ResourceInfo, ns: &str, name: &str) -> Result<Value, ApiStatus> {
+        let kv = self
+            .store
+            .get(&r.key(ns, name))
+            .await
+            .map_err(|e| ApiStatus::from_store(r, name, e))?
+            .ok_or_else(|| ApiStatus::not_found(r, name))?;
+        Ok(with_rv(parse_value(&kv.value)?, kv.mod_revision))
+    }
+
+    /// Lists objects in `ns` (or all namespaces / cluster-scoped) passing the selectors.
+    pub async fn list(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        sel: &Selectors,
+    ) -> Result<(Vec<Value>, Revision), ApiStatus> {
+        let res = self.store.list(&r.prefix(ns)).await.map_err(|e| ApiStatus::internal(e.to_string()))?;
+        let mut items = Vec::with_capacity(res.items.len());
+        for kv in res.items {
+            let obj = with_rv(parse_value(&kv.value)?, kv.mod_revision);
+            if sel.matches(&obj) {
+                items.push(obj);
+            }
+        }
+        Ok((items, res.revision))
+    }
+
+    /// Checks apiVersion/kind, converts extensions Deployments, decodes strictly and applies defaults.
+    fn decode_input(&self, r: &ResourceInfo, mut obj: Value, opts: WriteOptions) -> Result<Value, ApiStatus> {
+        if !obj.is_object() {
+            return Err(ApiStatus::bad_request("the request body must be a JSON object"));
+        }
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or(r.kind).to_string();
+        if kind != r.kind {
+            return Err(ApiStatus::bad_request(format!(
+                "the kind {kind:?} in the body does not match the resource {:?} ({})",
+                r.plural, r.kind
+            )));
+        }
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+        if r.group == "extensions" || api_version == "extensions/v1beta1" {
+            defaults::convert_extensions_deployment(&mut obj);
+        }
+        let storage = r.storage();
+        obj["apiVersion"] = json!(storage.api_version());
+        obj["kind"] = json!(storage.kind);
+        let (mut typed, unknown) = decode_kind(storage.kind, &obj).map_err(|e| {
+            ApiStatus::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: {e}",
+                storage.kind, storage.version, storage.kind
+            ))
+        })?;
+        if opts.validation == FieldValidation::Warn && !unknown.is_empty() {
+            let _ = WARNINGS
+                .try_with(|w| w.borrow_mut().extend(unknown.iter().map(|f| format!("unknown field {f:?}"))));
+        }
+        if opts.validation == FieldValidation::Strict && !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+            return Err(ApiStatus::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                storage.kind,
+                storage.version,
+                storage.kind,
+                list.join(", ")
+            )));
+        }
+        defaults::apply(storage.kind, &mut typed);
+        Ok(typed)
+    }
+
+    fn validate(&self, r: &ResourceInfo, obj: &Value) -> Result<(), ApiStatus> {
+        let mut errs = validation::metadata(r.storage().kind, obj);
+        errs.extend(validation::spec(r.storage().kind, obj));
+        if errs.is_empty() { Ok(()) } else { Err(ApiStatus::invalid(r.storage(), meta::name(obj), &errs)) }
+    }
+
+    async fn other_services(&self, ns_key: &str) -> Result<Vec<Value>, ApiStatus> {
+        let svc = resources::find("", "v1", "services").expect("services");
+        let (items, _) = self.list(svc, None, &Selectors::default()).await?;
+        Ok(items
+            .into_iter()
+            .filter(|s| format!("{}/{}", meta::namespace(s), meta::name(s)) != ns_key)
+            .collect())
+    }
+
+    /// Creates an object in namespace `ns` (from the path; "" for cluster-scoped).
+    pub async fn create(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        obj: Value,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiStatus> {
+        let mut obj = self.decode_input(r, obj, opts)?;
+        let body_ns = meta::namespace(&obj).to_string();
+        if r.namespaced {
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiStatus::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta::set_str(&mut obj, "namespace", ns);
+            let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
+            if self
+                .store
+                .get(&nsr.key("", ns))
+                .await
+                .map_err(|e| ApiStatus::internal(e.to_string()))?
+                .is_none()
+            {
+                return Err(ApiStatus::not_found(nsr, ns));
+            }
+        } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("namespace");
+        }
+        if meta::name(&obj).is_empty() {
+            if let Some(prefix) =
+                obj.pointer("/metadata/generateName").and_then(Value::as_str).map(String::from)
+            {
+                meta::set_str(&mut obj, "name", &format!("{prefix}{}", names::random_suffix()));
+            }
+        }
+        {
+            let m = meta::metadata_mut(&mut obj);
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(time::now_rfc3339()));
+            for f in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ] {
+                m.remove(f);
+            }
+            if tracks_generation(r.storage().kind) {
+                m.insert("generation".into(), json!(1));
+            } else {
+                m.remove("generation");
+            }
+        }
+        let kind = r.storage().kind;
+        if matches!(kind, "Deployment" | "ReplicaSet") {
+            obj["status"] = json!({});
+        }
+        self.validate(r, &obj)?;
+        let name = meta::name(&obj).to_string();
+        let key = r.key(ns, &name);
+        if kind == "Service" {
+            let _guard = self.alloc_lock.lock().await;
+            let others = self.other_services(&format!("{ns}/{name}")).await?;
+            alloc::allocate(&mut obj, None, &others, &self.alloc_cfg)
+                .map_err(|errs| ApiStatus::invalid(r.storage(), &name, &errs))?;
+            if self.store.get(&key).await.map_err(|e| ApiStatus::internal(e.to_string()))?.is_some() {
+                return Err(ApiStatus::already_exists(r.storage(), &name));
+            }
+            return self.put_new(r, &key, &name, obj, opts).await;
+        }
+        self.put_new(r, &key, &name, obj, opts).await
+    }
+
+    async fn put_new(
+        &self,
+        r: &ResourceInfo,
+        key: &str,
+        name: &str,
+        obj: Value,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiStatus> {
+        if opts.dry_run {
+            if self.store.get(key).await.map_err(|e| ApiStatus::internal(e.to_string()))?.is_some() {
+                return Err(ApiStatus::already_exists(r.storage(), name));
+            }
+            return Ok(obj);
+        }
+        let rev = self
+            .store
+            .create(key, to_bytes(&obj))
+            .await
+            .map_err(|e| ApiStatus::from_store(r.storage(), name, e))?;
+        Ok(with_rv(obj, rev))
+    }
+
+    /// Replaces an object (or its status) with CAS on `metadata.resourceVersion` when given.
+    pub async fn update(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        part: Part,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiStatus> {
+        let key = r.key(ns, name);
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiStatus::internal(e.to_string()))?
+            .ok_or_else(|| ApiStatus::not_found(r.storage(), name))?;
+        let current = parse_value(&kv.value)?;
+        let mut obj = self.decode_input(r, obj, opts)?;
+        let body_name = meta::name(&obj);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiStatus::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let rv = meta::resource_version(&obj).to_string();
+        if !rv.is_empty() && parse_rv(&rv)? != kv.mod_revision {
+            return Err(ApiStatus::conflict(r.storage(), name));
+        }
+        let mut new = match part {
+            Part::Status => {
+                let mut n = current.clone();
+                n["status"] = obj.get("status").cloned().unwrap_or(json!({}));
+                n
+            }
+            Part::Main => {
+                // Metadata the client cannot change.
+                {
+                    let m = meta::metadata_mut(&mut obj);
+                    let cm = current.get("metadata").cloned().unwrap_or(json!({}));
+                    for f in [
+                        "uid",
+                        "creationTimestamp",
+                        "deletionTimestamp",
+                        "deletionGracePeriodSeconds",
+                        "generation",
+                        "namespace",
+                    ] {
+                        match cm.get(f) {
+                            Some(v) => m.insert(f.into(), v.clone()),
+                            None => m.remove(f),
+                        };
+                    }
+                    m.insert("name".into(), json!(name));
+                }
+                if r.storage().has_status() {
+                    match current.get("status") {
+                        Some(s) => obj["status"] = s.clone(),
+                        None => {
+                            if let Some(m) = obj.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+                if tracks_generation(r.storage().kind) && spec_part(&obj) != spec_part(&current) {
+                    let g = meta::int_at(&current, "/metadata/generation").unwrap_or(1) + 1;
+                    meta::metadata_mut(&mut obj).insert("generation".into(), json!(g));
+                }
+                obj
+            }
+        };
+        self.validate(r, &new)?;
+        if matches!(r.storage().kind, "Deployment" | "ReplicaSet") && part == Part::Main {
+            let (was, now) = (current.pointer("/spec/selector"), new.pointer("/spec/selector"));
+            if was != now {
+                let errs = [validation::FieldError::invalid(
+                    "spec.selector",
+                    now.unwrap_or(&Value::Null),
+                    "field is immutable",
+                )];
+                return Err(ApiStatus::invalid(r.storage(), name, &errs));
+            }
+        }
+        if r.storage().kind == "Service" && part == Part::Main {
+            let _guard = self.alloc_lock.lock().await;
+            let others = self.other_services(&format!("{ns}/{name}")).await?;
+            alloc::allocate(&mut new, Some(&current), &others, &self.alloc_cfg)
+                .map_err(|errs| ApiStatus::invalid(r.storage(), name, &errs))?;
+            return self.write_update(r, &key, name, new, kv.mod_revision, opts).await;
+        }
+        self.write_update(r, &key, name, new, kv.mod_revision, opts).await
+    }
+
+    async fn write_update(
+        &self,
+        r: &ResourceInfo,
+        key: &str,
+        name: &str,
+        new: Value,
+        expected: Revision,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiStatus> {
+        if opts.dry_run {
+            return Ok(with_rv(new, expected));
+        }
+        let terminating = new.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+        if terminating && meta::finalizers(&new).is_empty() {
+            let (rev, _) = self
+                .store
+                .delete(key, Some(expected))
+                .await
+                .map_err(|e| ApiStatus::from_store(r.storage(), name, e))?;
+            return Ok(with_rv(new, rev));
+        }
+        let rev = self
+            .store
+            .update(key, to_bytes(&new), expected)
+            .await
+            .map_err(|e| ApiStatus::from_store(r.storage(), name, e))?;
+        Ok(with_rv(new, rev))
+    }
+
+    /// Applies a patch (retrying on races when the patch does not pin a resourceVersion).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        patch: &Value,
+        part: Part,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiStatus> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.get(r, ns, name).await?;
+            let current_rv = meta::resource_version(&current).to_string();
+            let mut patched = apply_patch(&current, ptype, patch)?;
+            let pinned = meta::resource_version(&patched) != current_rv;
+            if !pinned {
+                meta::set_str(&mut patched, "resourceVersion", &current_rv);
+            }
+            match self.update(r, ns, name, patched, part, opts).await {
+                Err(e) if e.reason == "Conflict" && !pinned && attempts < 8 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Deletes an object: immediately, or by setting deletionTimestamp (finalizers, graceful pods).
+    /// Returns the object and whether it is gone.
+    pub async fn delete(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<(Value, bool), ApiStatus> {
+        let key = r.key(ns, name);
+        for _ in 0..8 {
+            let current = self.get(r, ns, name).await?;
+            let rev = parse_rv(meta::resource_version(&current))?;
+            if let Some(uid) = &opts.precondition_uid {
+                if uid != meta::uid(&current) {
+                    return Err(ApiStatus::conflict_msg(
+                        r.storage(),
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            meta::uid(&current)
+                        ),
+                    ));
+                }
+            }
+            if let Some(prv) = &opts.precondition_rv {
+                if prv != meta::resource_version(&current) {
+                    return Err(ApiStatus::conflict(r.storage(), name));
+                }
+            }
+            let mut obj = current.clone();
+            let mut finalizers = meta::finalizers(&obj);
+            match opts.propagation.as_deref() {
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
+                _ => {}
+            }
+            let already = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let graceful = r.storage().kind == "Pod" && {
+                let grace = opts
+                    .grace_period_seconds
+                    .or_else(|| meta::int_at(&obj, "/spec/terminationGracePeriodSeconds"))
+                    .unwrap_or(30);
+                let bound = !meta::str_at(&obj, "/spec/nodeName").unwrap_or("").is_empty();
+                let finished = matches!(meta::str_at(&obj, "/status/phase"), Some("Succeeded" | "Failed"));
+                if grace > 0 && bound && !finished {
+                    if !already {
+                        let when = SystemTime::now() + Duration::from_secs(grace as u64);
+                        let m = meta::metadata_mut(&mut obj);
+                        m.insert("deletionTimestamp".into(), json!(time::format_rfc3339(when)));
+                        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    }
+                    true
+                } else {
+                    false
+                }
+            };
+            if !finalizers.is_empty() || graceful {
+                if !already {
+                    let m = meta::metadata_mut(&mut obj);
+                    m.entry("deletionTimestamp").or_insert_with(|| json!(time::now_rfc3339()));
+                    m.entry("deletionGracePeriodSeconds").or_insert(json!(0));
+                }
+                meta::metadata_mut(&mut obj).insert("finalizers".into(), json!(finalizers));
+                if finalizers.is_empty() {
+                    meta::metadata_mut(&mut obj).remove("finalizers");
+                }
+                if obj == current || opts.dry_run {
+                    return Ok((current, false));
+                }
+                match self.store.update(&key, to_bytes(&obj), rev).await {
+                    Ok(new_rev) => return Ok((with_rv(obj, new_rev), false)),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiStatus::from_store(r.storage(), name, e)),
+                }
+            }
+            if opts.dry_run {
+                return Ok((current, true));
+            }
+            match self.store.delete(&key, Some(rev)).await {
+                Ok((del_rev, _)) => return Ok((with_rv(current, del_rev), true)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiStatus::from_store(r.storage(), name, e)),
+            }
+        }
+        Err(ApiStatus::conflict(r.storage(), name))
+    }
+
+    /// Binds a pod to a node: sets spec.nodeName and the PodScheduled condition.
+    pub async fn bind(&self, ns: &str, pod: &str, node: &str) -> Result<Value, ApiStatus> {
+        let r = resources::find("", "v1", "pods").expect("pods");
+        for _ in 0..8 {
+            let mut obj = self.get(r, ns, pod).await?;
+            let rev = parse_rv(meta::resource_version(&obj))?;
+            let bound = meta::str_at(&obj, "/spec/nodeName").unwrap_or("");
+            if !bound.is_empty() {
+                return Err(ApiStatus::conflict_msg(
+                    r,
+                    pod,
+                    &format!("pod {pod} is already assigned to node {bound:?}"),
+                ));
+            }
+            if obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(ApiStatus::conflict_msg(
+                    r,
+                    pod,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
+            }
+            obj["spec"]["nodeName"] = json!(node);
+            let now = time::now_rfc3339();
+            let cond =
+                json!({"type":"PodScheduled","status":"True","lastProbeTime":null,"lastTransitionTime":now});
+            let status = obj.as_object_mut().expect("object").entry("status").or_insert_with(|| json!({}));
+            let conds =
+                status.as_object_mut().expect("object").entry("conditions").or_insert_with(|| json!([]));
+            if let Some(a) = conds.as_array_mut() {
+                a.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                a.push(cond);
+            }
+            match self.store.update(&r.key(ns, pod), to_bytes(&obj), rev).await {
+                Ok(new_rev) => return Ok(with_rv(obj, new_rev)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiStatus::from_store(r, pod, e)),
+            }
+        }
+        Err(ApiStatus::conflict(r, pod))
+    }
+
+    /// Watches from `rv` ("" or "0": current objects first as ADDED).
+    pub async fn watch(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        rv: &str,
+        sel: Selectors,
+    ) -> Result<WatchItems, ApiStatus> {
+        let (initial, from) = if rv.is_empty() || rv == "0" {
+            let (items, rev) = self.list(r, ns, &sel).await?;
+            (items, rev)
+        } else {
+            (Vec::new(), parse_rv(rv)?)
+        };
+        let stream = self.store.watch(&r.prefix(ns), from).await.map_err(|e| match e {
+            StoreError::Compacted { .. } => ApiStatus::expired(e.to_string()),
+            other => ApiStatus::internal(other.to_string()),
+        })?;
+        let initial = futures_util::stream::iter(initial.into_iter().map(|o| {
+            let revision = parse_rv(meta::resource_version(&o)).unwrap_or(0);
+            Ok(WatchItem { kind: "ADDED", object: o, revision })
+        }));
+        let sel = Arc::new(sel);
+        let live = stream.filter_map(move |ev| {
+            let sel = sel.clone();
+            async move {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(e @ StoreError::Compacted { .. }) => {
+                        return Some(Err(ApiStatus::expired(e.to_string())));
+                    }
+                    Err(e) => return Some(Err(ApiStatus::internal(e.to_string()))),
+                };
+                let obj = serde_json::from_slice::<Value>(&ev.value).ok()?;
+                let obj = with_rv(obj, ev.revision);
+                let prev_match = ev
+                    .prev_value
+                    .as_deref()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                    .is_some_and(|p| sel.matches(&p));
+                let now_match = sel.matches(&obj);
+                let kind = match ev.kind {
+                    EventKind::Deleted if prev_match || now_match => "DELETED",
+                    EventKind::Deleted => return None,
+                    EventKind::Created if now_match => "ADDED",
+                    EventKind::Created => return None,
+                    EventKind::Updated => match (prev_match, now_match) {
+                        (true, true) => "MODIFIED",
+                        (false, true) => "ADDED",
+                        (true, false) => "DELETED",
+                        (false, false) => return None,
+                    },
+                };
+                Some(Ok(WatchItem { kind, object: obj, revision: ev.revision }))
+            }
+        });
+        Ok(initial.chain(live).boxed())
+    }
+}
+
+/// Applies a patch of `ptype` to `current`.
+pub fn apply_patch(current: &Value, ptype: PatchType, patch: &Value) -> Result<Value, ApiStatus> {
+    match ptype {
+        PatchType::Merge => {
+            let mut out = current.clone();
+            json_patch::merge(&mut out, patch);
+            Ok(out)
+        }
+        PatchType::Json => {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiStatus::bad_request(format!("invalid JSON patch: {e}")))?;
+            let mut out = current.clone();
+            json_patch::patch(&mut out, &ops)
+                .map_err(|e| ApiStatus::bad_request(format!("the JSON patch could not be applied: {e}")))?;
+            Ok(out)
+        }
+        PatchType::Strategic => {
+            strategic::apply(current, patch).map_err(|e| ApiStatus::bad_request(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::store::embedded::EmbeddedStore;
+
+    async fn registry(dir: &tempfile::TempDir) -> Registry {
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let reg = Registry::new(Arc::new(store), AllocConfig::default());
+        reg.ensure_namespaces().await.unwrap();
+        reg
+    }
+
+    fn rs(replicas: i64) -> Value {
+        json!({"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"web"},
+            "spec":{"replicas":replicas,"selector":{"matchLabels":{"app":"w"}},
+            "template":{"metadata":{"labels":{"app":"w"}},"spec":{"containers":[{"name":"c","image":"nginx:1.10"}]}}}})
+    }
+
+    #[tokio::test]
+    async fn create_update_patch_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(&dir).await;
+        let r = resources::find("apps", "v1", "replicasets").unwrap();
+        let o = WriteOptions::default();
+        let created = reg.create(r, "default", rs(3), o).await.unwrap();
+        assert_eq!(created["metadata"]["generation"], 1);
+        assert_eq!(created["metadata"]["namespace"], "default");
+        assert_eq!(reg.create(r, "default", rs(3), o).await.unwrap_err().code, 409);
+        let mut bad = rs(3);
+        bad["spec"]["bogus"] = json!(1);
+        let e = reg.create(r, "default", bad, o).await.unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.contains("unknown field \"spec.bogus\""), "{}", e.message);
+        let e = reg.create(r, "default", rs(-1), o).await.unwrap_err();
+        assert_eq!(e.code, 422);
+        // Stale resourceVersion.
+        let mut stale = created.clone();
+        stale["spec"]["replicas"] = json!(4);
+        let updated = reg.update(r, "default", "web", stale.clone(), Part::Main, o).await.unwrap();
+        assert_eq!(updated["metadata"]["generation"], 2);
+        assert_eq!(
+            reg.update(r, "default", "web", stale, Part::Main, o).await.unwrap_err().reason,
+            "Conflict"
+        );
+        // Status writes do not bump generation and main writes keep status.
+        let mut st = updated.clone();
+        st["status"] = json!({"replicas": 4});
+        let st = reg.update(r, "default", "web", st, Part::Status, o).await.unwrap();
+        assert_eq!(st["metadata"]["generation"], 2);
+        let sel = json!({"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}});
+        let e = reg.patch(r, "default", "web", PatchType::Merge, &sel, Part::Main, o).await.unwrap_err();
+        assert!(
+            e.message.contains("spec.selector") && e.message.contains("field is immutable"),
+            "{}",
+            e.message
+        );
+        let p = reg
+            .patch(r, "default", "web", PatchType::Strategic, &json!({"spec":{"replicas":5}}), Part::Main, o)
+            .await
+            .unwrap();
+        assert_eq!(p["status"]["replicas"], 4);
+        assert_eq!(p["spec"]["replicas"], 5);
+        let (_, gone) = reg.delete(r, "default", "web", &DeleteOptions::default()).await.unwrap();
+        assert!(gone);
+        assert_eq!(reg.get(r, "default", "web").await.unwrap_err().code, 404);
+        assert_eq!(reg.create(r, "nope", rs(1), o).await.unwrap_err().code, 404);
+    }
+
+    #[tokio::test]
+    async fn finalizers_graceful_pods_and_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(&dir).await;
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let o = WriteOptions::default();
+        let pod = json!({"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"p-","labels":{"a":"b"}},
+            "spec":{"containers":[{"name":"c","image":"busybox"}]}});
+        let (_, rev0) = reg.list(pods, Some("default"), &Selectors::default()).await.unwrap();
+        let mut w = reg
+            .watch(
+                pods,
+                Some("default"),
+                &rev0.to_string(),
+                Selectors { labels: LabelSelector::parse("a=b").unwrap(), ..Default::default() },
+            )
+            .await
+            .unwrap();
+        let p = reg.create(pods, "default", pod, o).await.unwrap();
+        let name = meta::name(&p).to_string();
+        assert!(name.starts_with("p-") && name.len() == 7);
+        assert_eq!(p["status"]["phase"], "Pending");
+        reg.bind("default", &name, "n1").await.unwrap();
+        assert_eq!(reg.bind("default", &name, "n2").await.unwrap_err().code, 409);
+        let (obj, gone) = reg.delete(pods, "default", &name, &DeleteOptions::default()).await.unwrap();
+        assert!(!gone);
+        assert!(obj["metadata"]["deletionTimestamp"].is_string());
+        let (_, gone) = reg
+            .delete(
+                pods,
+                "default",
+                &name,
+                &DeleteOptions { grace_period_seconds: Some(0), ..Default::default() },
+            )
+            .await
+            .unwrap();
+        assert!(gone);
+        let kinds: Vec<&str> = w.by_ref().take(4).map(|i| i.unwrap().kind).collect().await;
+        assert_eq!(kinds, vec!["ADDED", "MODIFIED", "MODIFIED", "DELETED"]);
+        // A watch from a compacted revision is Expired (410).
+        let now = reg.store().current_revision().await.unwrap();
+        reg.store().compact(now).await.unwrap();
+        let e = reg.watch(pods, None, "1", Selectors::default()).await.err().unwrap();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+        // Foreground deletion waits for the finalizer to go.
+        let cms = resources::find("", "v1", "configmaps").unwrap();
+        reg.create(cms, "default", json!({"metadata":{"name":"c"}}), o).await.unwrap();
+        let fg = DeleteOptions { propagation: Some("Foreground".into()), ..Default::default() };
+        let (obj, gone) = reg.delete(cms, "default", "c", &fg).await.unwrap();
+        assert!(!gone);
+        assert_eq!(obj["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+        let mut done = obj.clone();
+        done["metadata"]["finalizers"] = json!([]);
+        reg.update(cms, "default", "c", done, Part::Main, o).await.unwrap();
+        assert_eq!(reg.get(cms, "default", "c").await.unwrap_err().code, 404);
+    }
+}

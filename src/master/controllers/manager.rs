@@ -1,0 +1,62 @@
+//! Starts the scheduler and every controller as tasks over one [`ClusterApi`]; dropping the handle stops them.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::nodelifecycle::NodeLifecycleConfig;
+use crate::master::client::ClusterApi;
+use crate::master::fakenodes::{self, FakeNodeConfig};
+use crate::master::scheduler::{self, SchedulerConfig, SchedulerMetrics};
+
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct ManagerConfig {
+    pub scheduler: SchedulerConfig,
+    pub node_lifecycle: NodeLifecycleConfig,
+    /// Fake nodes to run in process (`None`: none).
+    pub fake_nodes: Option<FakeNodeConfig>,
+}
+
+/// The running loops; aborted on drop.
+pub struct ControlPlane {
+    tasks: Vec<JoinHandle<()>>,
+    pub scheduler_metrics: Arc<SchedulerMetrics>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Spawn the scheduler, ReplicaSet, Deployment, GC, Endpoints and node lifecycle loops (and fake nodes).
+pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> ControlPlane {
+    let metrics = Arc::new(SchedulerMetrics::default());
+    let mut tasks = vec![
+        tokio::spawn({
+            let (client, cfg, metrics) = (client.clone(), config.scheduler.clone(), metrics.clone());
+            async move {
+                if let Err(e) = scheduler::run(client, cfg, metrics).await {
+                    tracing::error!(error = %e, "scheduler stopped");
+                }
+            }
+        }),
+        tokio::spawn(super::replicaset::run(client.clone())),
+        tokio::spawn(super::deployment::run(client.clone())),
+        tokio::spawn(super::gc::run(client.clone())),
+        tokio::spawn(super::endpoints::run(client.clone())),
+        tokio::spawn(super::nodelifecycle::run(client.clone(), config.node_lifecycle.clone())),
+    ];
+    if let Some(fake) = config.fake_nodes {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = fakenodes::run(client, fake).await {
+                tracing::error!(error = %e, "fake nodes stopped");
+            }
+        }));
+    }
+    ControlPlane { tasks, scheduler_metrics: metrics }
+}

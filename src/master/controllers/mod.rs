@@ -1,0 +1,16 @@
+//! Controllers: each a pure `reconcile(desired, observed) -> Vec<Action>` plus a thin executor over
+//! [`ClusterApi`](crate::master::client::ClusterApi).
+
+pub mod deployment;
+pub mod deployment_util;
+pub mod endpoints;
+pub mod events;
+pub mod gc;
+pub mod manager;
+pub mod nodelifecycle;
+pub mod owner;
+pub mod replicaset;
+pub mod runner;
+
+#[cfg(test)]
+mod flow_tests;

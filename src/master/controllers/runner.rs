@@ -1,0 +1,123 @@
+//! Level-triggered loop driver: a controller re-syncs the whole state whenever any watched kind changes
+//! (changes coalesce) or after a resync period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::master::client::{ClusterApi, Object};
+
+/// Pause after a change so a burst (e.g. many pods scheduled at once) costs one sync, and a controller
+/// that keeps changing what it watches cannot spin.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// Whether two values are the same once serialized, treating null, zero, false and empty as absent
+/// (the API may round-trip `readyReplicas: 0` as missing). Prevents status write loops.
+pub fn semantically_equal<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    fn prune(v: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(items) => {
+                items.iter_mut().for_each(|i| {
+                    prune(i);
+                });
+                !items.is_empty()
+            }
+            Value::Object(map) => {
+                map.retain(|_, child| prune(child));
+                !map.is_empty()
+            }
+        }
+    }
+    let (Ok(mut a), Ok(mut b)) = (serde_json::to_value(a), serde_json::to_value(b)) else { return false };
+    prune(&mut a);
+    prune(&mut b);
+    a == b
+}
+
+/// Wakes a controller when watched kinds change.
+pub struct Trigger {
+    tx: mpsc::UnboundedSender<()>,
+    rx: mpsc::UnboundedReceiver<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Default for Trigger {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Trigger { tx, rx, tasks: Vec::new() }
+    }
+}
+
+impl Drop for Trigger {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Trigger {
+    /// Also wake on changes of kind `K` (all namespaces). The first watch is open when this returns, so no
+    /// change after it is missed; watches reopen when they end.
+    pub async fn watch<K: Object, C: ClusterApi>(mut self, client: &Arc<C>) -> Self {
+        let first = client.watch::<K>(None, "").await;
+        let client = client.clone();
+        let tx = self.tx.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut next = Some(first);
+            loop {
+                let opened = match next.take() {
+                    Some(w) => w,
+                    None => client.watch::<K>(None, "").await,
+                };
+                match opened {
+                    Ok(mut stream) => {
+                        while let Some(event) = stream.next().await {
+                            if event.is_err() || tx.send(()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(kind = K::KIND, error = %e, "controller watch failed"),
+                }
+                if tx.send(()).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+        self
+    }
+
+    /// Wait for a change (or `timeout`), let a burst of changes settle briefly, then swallow the queued ones.
+    pub async fn wait(&mut self, timeout: Duration) {
+        if let Ok(Some(())) = tokio::time::timeout(timeout, self.rx.recv()).await {
+            tokio::time::sleep(SETTLE).await;
+        }
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// Run `sync` now and after every change or `resync`, forever. Errors are logged and retried.
+pub async fn run_loop<F, Fut, E>(name: &str, mut trigger: Trigger, resync: Duration, mut sync: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        if let Err(e) = sync().await {
+            tracing::warn!(controller = name, error = %e, "sync failed");
+        }
+        trigger.wait(resync).await;
+    }
+}
