@@ -231,8 +231,17 @@ impl Runtime {
         }
         let ready = failure.is_none() && init_pid.is_some() && ready_seen;
         if !ready {
-            if let Some(pid) = init_pid {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            match init_pid {
+                Some(pid) => {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                // The monitor would supervise an init we cannot name: end both rather than wait forever.
+                None => {
+                    let _ = kill(monitor_pid, Signal::SIGKILL);
+                    for pid in cgroup.manager().pids().unwrap_or_default() {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
             }
             let _ = nix::sys::wait::waitpid(monitor_pid, None);
             let message = failure.unwrap_or_else(|| "container init exited before it was ready".into());

@@ -133,20 +133,28 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     let identity = user::resolve(&process.user.user, &passwd, &group, &process.user.additional_gids)?;
     let exe = find_executable(&process.args[0], &process.env, |p: &Path| p.exists())
         .ok_or_else(|| InitError::NotFound(process.args[0].clone()))?;
+    // Closed by a successful execve (O_CLOEXEC); written to when the child fails before it. Waiting for
+    // it means the pid we hand out already runs the requested program, as runc's `exec --detach` does.
+    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(step("create exec pipe"))?;
     match fork().map_err(step("fork exec process"))? {
         Forked::Child => {
             drop(pid_out);
+            drop(exec_r);
             let result = init::drop_privileges(&process, &identity, seccomp.as_ref())
                 .and_then(|env| init::exec(&exe, &process.args, &env));
             let Err(e) = result;
             eprintln!("exec: {e}");
+            let _ = nix::unistd::write(&exec_w, b"!");
             exit_now(127)
         }
         Forked::Parent(pid) => {
+            drop(exec_w);
+            let mut failed = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::fs::File::from(exec_r), &mut failed);
             // `fork` returns the pid in our own (host) pid namespace: that is the host pid.
             let _ = nix::unistd::write(&pid_out, format!("{pid}\n").as_bytes());
             drop(pid_out);
-            if req.detach { Ok(0) } else { Ok(wait_code(pid)) }
+            if req.detach && failed.is_empty() { Ok(0) } else { Ok(wait_code(pid)) }
         }
     }
 }

@@ -45,6 +45,12 @@ pub struct MonitorArgs<'a> {
 }
 
 /// Runs the monitor in the freshly forked child; never returns.
+/// Sends one message line to the creator in a single `write` (atomic on a pipe), so it never
+/// interleaves with init's own `R`/`E` line on the shared sync pipe.
+fn send(sync: &mut std::fs::File, message: &str) {
+    let _ = sync.write_all(format!("{message}\n").as_bytes());
+}
+
 pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
@@ -54,7 +60,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     let pipes = match args.log_path.as_ref().map(|_| log_pipes()).transpose() {
         Ok(p) => p,
         Err(e) => {
-            let _ = writeln!(sync, "Ecreate log pipes: {e}");
+            send(&mut sync, &format!("Ecreate log pipes: {e}"));
             exit_now(1)
         }
     };
@@ -65,14 +71,14 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     let (joined_r, joined_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
-            let _ = writeln!(sync, "Ecreate cgroup pipe: {e}");
+            send(&mut sync, &format!("Ecreate cgroup pipe: {e}"));
             exit_now(1)
         }
     };
     let child = match clone_with_namespaces(args.config.clone_flags()) {
         Ok(c) => c,
         Err(e) => {
-            let _ = writeln!(sync, "Eclone container init: {e}");
+            send(&mut sync, &format!("Eclone container init: {e}"));
             exit_now(1)
         }
     };
@@ -88,7 +94,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     drop(joined_r);
     // Move init into its cgroups while it builds its rootfs (v1 migrations take milliseconds).
     if let Err(e) = manager.add_process(pid.as_raw()) {
-        let _ = writeln!(sync, "E{e}");
+        send(&mut sync, &format!("E{e}"));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     } else {
         let _ = nix::unistd::write(&joined_w, b"1");
@@ -96,7 +102,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     drop(joined_w);
     drop(stdio);
     drop(args.fifo);
-    let _ = writeln!(sync, "P{pid}");
+    send(&mut sync, &format!("P{pid}"));
     drop(sync);
     detach_stdio();
     let log = readers.zip(args.log_path.clone());
