@@ -7,4 +7,5 @@ pub mod expand;
 pub mod manifest;
 pub mod probe;
 pub mod projection;
+pub mod resources;
 pub mod restart;
