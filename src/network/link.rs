@@ -1,0 +1,222 @@
+//! Links, addresses and routes over rtnetlink, each request run in a chosen network namespace.
+//!
+//! [`with_netlink`] opens the netlink socket on a thread that has entered the target namespace
+//! (a socket acts in the namespace it was created in) and drives it with a current-thread runtime.
+
+use std::future::Future;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use super::netns::{NetnsError, run_in_netns};
+
+const ENODEV: i32 = 19;
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+
+/// Errors from netlink link/address/route work.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("netlink in {netns}: {step}: {source}")]
+    Setup { netns: PathBuf, step: &'static str, source: io::Error },
+    #[error("{step} {object}: {source}")]
+    Request { step: &'static str, object: String, source: rtnetlink::Error },
+    #[error("link {name}: not found")]
+    NotFound { name: String },
+}
+
+impl LinkError {
+    fn request(step: &'static str, object: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Self {
+        let object = object.into();
+        move |source| LinkError::Request { step, object, source }
+    }
+}
+
+/// The positive errno carried by a netlink error reply, if any.
+fn errno(err: &rtnetlink::Error) -> Option<i32> {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => msg.to_io().raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Runs `work` with a netlink handle bound to the namespace at `netns` (caller's namespace if `None`).
+pub fn with_netlink<T, F, Fut>(netns: Option<&Path>, work: F) -> Result<T, LinkError>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T, LinkError>>,
+{
+    let label = netns.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("(current)"));
+    run_in_netns(netns, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| LinkError::Setup { netns: label.clone(), step: "start runtime", source })?;
+        runtime.block_on(async move {
+            let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| LinkError::Setup {
+                netns: label,
+                step: "open socket",
+                source,
+            })?;
+            let driver = tokio::spawn(connection);
+            let result = work(handle).await;
+            driver.abort();
+            result
+        })
+    })?
+}
+
+/// Index of the link called `name`, or `None` if there is none.
+pub async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, LinkError> {
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Some(msg.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if matches!(errno(&e), Some(ENODEV) | Some(ENOENT)) => Ok(None),
+        Err(e) => Err(LinkError::request("look up link", name)(e)),
+    }
+}
+
+async fn require_index(handle: &Handle, name: &str) -> Result<u32, LinkError> {
+    link_index(handle, name).await?.ok_or_else(|| LinkError::NotFound { name: name.to_string() })
+}
+
+/// Sets link `name` up.
+pub async fn set_up(handle: &Handle, name: &str) -> Result<u32, LinkError> {
+    let index = require_index(handle, name).await?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(LinkError::request("set up link", name))?;
+    Ok(index)
+}
+
+/// Adds `addr/prefix` to link `name` (replacing an identical one: idempotent).
+pub async fn add_address(handle: &Handle, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
+    let index = require_index(handle, name).await?;
+    handle
+        .address()
+        .add(index, addr.into(), prefix)
+        .replace()
+        .execute()
+        .await
+        .map_err(LinkError::request("add address", format!("{addr}/{prefix} on {name}")))
+}
+
+/// Creates bridge `name` if missing, gives it `gateway/prefix`, sets it up; returns its index.
+pub async fn ensure_bridge(
+    handle: &Handle,
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<u32, LinkError> {
+    if link_index(handle, name).await?.is_none() {
+        match handle.link().add(LinkBridge::new(name).build()).execute().await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(LinkError::request("create bridge", name)(e)),
+        }
+    }
+    add_address(handle, name, gateway, prefix).await?;
+    set_up(handle, name).await
+}
+
+/// Deletes link `name`; succeeds if it does not exist.
+pub async fn delete_link(handle: &Handle, name: &str) -> Result<(), LinkError> {
+    let Some(index) = link_index(handle, name).await? else { return Ok(()) };
+    match handle.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(errno(&e), Some(ENODEV) | Some(ENOENT)) => Ok(()),
+        Err(e) => Err(LinkError::request("delete link", name)(e)),
+    }
+}
+
+/// Creates a veth pair: `host_name` here and `peer_name` directly inside the namespace open as
+/// `peer_netns_fd` (so the peer may be called `eth0` without clashing). Replaces a stale `host_name`.
+pub async fn create_veth_into(
+    handle: &Handle,
+    host_name: &str,
+    peer_name: &str,
+    peer_netns_fd: RawFd,
+    mtu: u32,
+) -> Result<u32, LinkError> {
+    delete_link(handle, host_name).await?;
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer_name.to_string())
+        .mtu(mtu)
+        .setns_by_fd(peer_netns_fd)
+        .build();
+    let message = LinkVeth::new(host_name, peer_name)
+        .mtu(mtu)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    handle
+        .link()
+        .add(message)
+        .execute()
+        .await
+        .map_err(LinkError::request("create veth", format!("{host_name} (peer {peer_name})")))?;
+    require_index(handle, host_name).await
+}
+
+/// Attaches link `port` to bridge `bridge`, sets hairpin mode, and brings the port up.
+pub async fn attach_to_bridge(
+    handle: &Handle,
+    port: &str,
+    bridge: &str,
+    hairpin: bool,
+) -> Result<(), LinkError> {
+    let bridge_index = require_index(handle, bridge).await?;
+    let port_index = require_index(handle, port).await?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(port_index).controller(bridge_index).up().build())
+        .execute()
+        .await
+        .map_err(LinkError::request("attach to bridge", format!("{port} -> {bridge}")))?;
+    handle
+        .link()
+        .set_port(LinkBridgePort::new(port_index).hairpin(hairpin).build())
+        .execute()
+        .await
+        .map_err(LinkError::request("set hairpin", port))
+}
+
+/// Replaces the default route with one via `gateway` on link `dev`.
+pub async fn set_default_route(handle: &Handle, dev: &str, gateway: Ipv4Addr) -> Result<(), LinkError> {
+    let index = require_index(handle, dev).await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(LinkError::request("add default route", format!("via {gateway} dev {dev}")))
+}
+
+/// Inside a pod namespace: `lo` up, `ifname` gets `addr/prefix`, up, default route via `gateway`.
+pub async fn configure_pod_interface(
+    handle: &Handle,
+    ifname: &str,
+    addr: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+) -> Result<(), LinkError> {
+    set_up(handle, "lo").await?;
+    add_address(handle, ifname, addr, prefix).await?;
+    set_up(handle, ifname).await?;
+    set_default_route(handle, ifname, gateway).await
+}
