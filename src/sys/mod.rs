@@ -1,1 +1,3 @@
 //! The only place with `unsafe`: small safe wrappers over syscalls that nix lacks.
+
+pub mod openat;
