@@ -1,10 +1,310 @@
-//! `rkubelet runtime` subcommands.
+//! `rkubelet runtime`: a runc-compatible command line on OCI bundles
+//! (`create|start|state|kill|delete|run|exec|list`, global `--root`, `--log`, `--log-format`).
+//!
+//! rkubelet's own global `--log` (its log filter) shares the name with runc's `--log FILE`; when
+//! a `--log` value follows the `runtime` word on the command line it is taken as the runc log
+//! file (containerd and podman put it there).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+
+use crate::runtime::{CreateRequest, ExecRequest, Runtime};
 
 /// Arguments of `rkubelet runtime`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory holding container state.
+    #[arg(long, default_value = "/run/rkube/runtime")]
+    root: PathBuf,
+    /// Format of the --log file: text or json.
+    #[arg(long = "log-format", default_value = "text")]
+    log_format: String,
+    /// Accepted for compatibility; cgroups are managed directly.
+    #[arg(long = "systemd-cgroup")]
+    systemd_cgroup: bool,
+    /// Accepted for compatibility.
+    #[arg(long)]
+    debug: bool,
+    /// cgroup hierarchy root.
+    #[arg(long = "cgroup-root", env = "RKUBE_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+    /// cgroup parent for specs without linux.cgroupsPath.
+    #[arg(long = "cgroup-parent", env = "RKUBE_CGROUP_PARENT", default_value = "rkube")]
+    cgroup_parent: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Terminal socket (terminals are not supported yet).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Accepted for compatibility.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for compatibility.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Extra fds to pass (not supported: must be 0).
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Write stdout/stderr to this file in the CRI log format instead of inheriting them.
+    #[arg(long = "cri-log")]
+    cri_log: Option<PathBuf>,
+    /// Container id.
+    id: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Create a container from a bundle; it waits for `start`.
+    Create(CreateArgs),
+    /// Start a created container.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Print the OCI state as JSON.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal (name or number, default SIGTERM).
+    Kill {
+        /// Signal every process of the container.
+        #[arg(short, long)]
+        all: bool,
+        /// Container id.
+        id: String,
+        /// Signal.
+        signal: Option<String>,
+    },
+    /// Delete a container (with --force, kill it first).
+    Delete {
+        /// Kill a running container.
+        #[arg(short, long)]
+        force: bool,
+        /// Container id.
+        id: String,
+    },
+    /// Create, start, wait and delete (or only create and start with --detach).
+    Run {
+        /// Do not wait for the container.
+        #[arg(short, long)]
+        detach: bool,
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// Run a process in a running container.
+    Exec {
+        /// process.json with the process to run.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        /// Working directory.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// Environment variables (KEY=value).
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// User (uid[:gid] or name).
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Allocate a terminal (not supported yet).
+        #[arg(short, long)]
+        tty: bool,
+        /// Container id.
+        id: String,
+        /// Command and arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List containers.
+    List,
+}
 
 /// Runs `rkubelet runtime`, returning the process exit code.
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("rkubelet runtime: not built yet")
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let log_file = log_file_from_argv(std::env::args());
+    let json = args.log_format == "json";
+    let result = dispatch(args);
+    if let (Err(e), Some(path)) = (&result, &log_file) {
+        write_log(path, json, &format!("{e:#}"));
+    }
+    result
+}
+
+/// Finds `--log FILE` / `--log=FILE` after the `runtime` word.
+fn log_file_from_argv(argv: impl Iterator<Item = String>) -> Option<PathBuf> {
+    let args: Vec<String> = argv.skip_while(|a| a != "runtime").collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--log" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--log=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+fn write_log(path: &Path, json: bool, msg: &str) {
+    let time = crate::runtime::logfmt::rfc3339_nanos(std::time::SystemTime::now());
+    let line = if json {
+        serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+    } else {
+        format!("time={time} level=error msg={msg:?}")
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn parse_signal(s: &str) -> anyhow::Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).with_context(|| format!("unknown signal {s}"));
+    }
+    let name = s.to_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    Signal::from_str(&name).with_context(|| format!("unknown signal {s}"))
+}
+
+fn create_request(c: &CreateArgs) -> anyhow::Result<CreateRequest> {
+    if c.console_socket.is_some() {
+        anyhow::bail!("--console-socket: terminals are not supported yet");
+    }
+    if c.preserve_fds != 0 {
+        anyhow::bail!("--preserve-fds is not supported yet");
+    }
+    let bundle =
+        std::fs::canonicalize(&c.bundle).with_context(|| format!("bundle {}", c.bundle.display()))?;
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| anyhow::anyhow!("load {}: {e}", config.display()))?;
+    if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+        anyhow::bail!("process.terminal: terminals are not supported yet");
+    }
+    Ok(CreateRequest {
+        id: c.id.clone(),
+        bundle,
+        spec,
+        rootfs: None,
+        log_path: c.cri_log.clone(),
+        pid_file: c.pid_file.clone(),
+    })
+}
+
+fn dispatch(args: Args) -> anyhow::Result<i32> {
+    let runtime = Runtime {
+        root: args.root.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        cgroup_parent: args.cgroup_parent.clone(),
+    };
+    match args.command {
+        Command::Create(c) => {
+            let req = create_request(&c)?;
+            crate::runtime::exe_seal::ensure_sealed()?;
+            runtime.create(&req)?;
+            Ok(0)
+        }
+        Command::Start { id } => {
+            runtime.start(&id)?;
+            Ok(0)
+        }
+        Command::State { id } => {
+            println!("{}", serde_json::to_string_pretty(&runtime.state(&id)?)?);
+            Ok(0)
+        }
+        Command::Kill { all, id, signal } => {
+            let sig = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
+            runtime.kill(&id, sig, all)?;
+            Ok(0)
+        }
+        Command::Delete { force, id } => {
+            runtime.delete(&id, force)?;
+            Ok(0)
+        }
+        Command::Run { detach, create } => {
+            let req = create_request(&create)?;
+            crate::runtime::exe_seal::ensure_sealed()?;
+            runtime.create(&req)?;
+            if let Err(e) = runtime.start(&req.id) {
+                let _ = runtime.delete(&req.id, true);
+                return Err(e.into());
+            }
+            if detach {
+                return Ok(0);
+            }
+            let exit = runtime.wait(&req.id, None);
+            runtime.delete(&req.id, true)?;
+            Ok(exit?.code)
+        }
+        Command::Exec { process, cwd, env, user, tty, id, command } => {
+            if tty {
+                anyhow::bail!("--tty: terminals are not supported yet");
+            }
+            let mut req = ExecRequest { args: command, env: None, cwd, user };
+            if let Some(path) = process {
+                let p: oci_spec::runtime::Process = serde_json::from_slice(
+                    &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+                )
+                .with_context(|| format!("parse {}", path.display()))?;
+                req.args = p.args().clone().unwrap_or_default();
+                req.env = p.env().clone();
+                req.cwd = Some(p.cwd().clone());
+                req.user = Some(format!("{}:{}", p.user().uid(), p.user().gid()));
+            }
+            if !env.is_empty() {
+                let mut base = runtime.record(&id)?.config.process.env;
+                base.extend(env);
+                req.env = Some(base);
+            }
+            if req.args.is_empty() {
+                anyhow::bail!("exec: no command given");
+            }
+            crate::runtime::exe_seal::ensure_sealed()?;
+            Ok(runtime.exec(&id, &req)?)
+        }
+        Command::List => {
+            for s in runtime.list()? {
+                println!("{}\t{}\t{:?}\t{}", s.id, s.pid, s.status, s.bundle.display());
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_runc_log_flag_after_runtime_word() {
+        let argv = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>().into_iter();
+        assert_eq!(
+            log_file_from_argv(argv("rkubelet runtime --log /x/log.json create a")),
+            Some("/x/log.json".into())
+        );
+        assert_eq!(log_file_from_argv(argv("rkubelet runtime --log=/y create a")), Some("/y".into()));
+        assert_eq!(log_file_from_argv(argv("rkubelet --log debug runtime state a")), None);
+    }
+
+    #[test]
+    fn parses_signals_by_name_and_number() {
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("BOGUS").is_err());
+    }
 }

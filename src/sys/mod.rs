@@ -1,3 +1,4 @@
 //! The only place with `unsafe`: small safe wrappers over syscalls that nix lacks.
 
+pub mod container;
 pub mod openat;

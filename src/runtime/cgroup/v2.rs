@@ -1,0 +1,178 @@
+//! cgroup v2: one directory in the unified hierarchy. Controllers are enabled in every
+//! ancestor's `cgroup.subtree_control` (never the leaf: the no-internal-process rule).
+
+use std::path::PathBuf;
+
+use super::{
+    CgroupError, CgroupManager, Resources, Stats, keyed_value, kill_procs, mkdir_recording, read_file,
+    write_file,
+};
+
+/// A container cgroup in the unified hierarchy.
+#[derive(Debug)]
+pub struct V2Cgroup {
+    root: PathBuf,
+    path: PathBuf,
+    created: Vec<PathBuf>,
+}
+
+/// cgroup v1 cpu shares (2..262144) to v2 cpu.weight (1..10000), as runc converts them.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 100;
+    }
+    1 + (shares.clamp(2, 262144) - 2) * 9999 / 262142
+}
+
+/// The (file, value) writes for `resources`. Pure.
+pub fn writes(resources: &Resources) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(limit) = resources.memory_limit {
+        out.push(("memory.max", limit.to_string()));
+    }
+    if let Some(shares) = resources.cpu_shares {
+        out.push(("cpu.weight", shares_to_weight(shares).to_string()));
+    }
+    if resources.cpu_quota.is_some() || resources.cpu_period.is_some() {
+        let quota = match resources.cpu_quota {
+            Some(q) if q > 0 => q.to_string(),
+            _ => "max".to_string(),
+        };
+        out.push(("cpu.max", format!("{quota} {}", resources.cpu_period.unwrap_or(100000))));
+    }
+    if let Some(pids) = resources.pids_limit {
+        out.push(("pids.max", pids.to_string()));
+    }
+    out
+}
+
+impl V2Cgroup {
+    /// A cgroup at `<root>/<path>`; `created` lists directories made earlier.
+    pub fn new(root: PathBuf, path: PathBuf, created: Vec<PathBuf>) -> Self {
+        V2Cgroup { root, path, created }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.join(&self.path)
+    }
+
+    fn read_u64(&self, file: &str) -> u64 {
+        read_file(&self.dir().join(file)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Enables the wanted controllers (those the root offers) from the root down to the parent.
+    fn enable_controllers(&self) -> Result<(), CgroupError> {
+        let offered = read_file(&self.root.join("cgroup.controllers")).unwrap_or_default();
+        let wanted: Vec<String> = ["cpu", "memory", "pids"]
+            .iter()
+            .filter(|c| offered.split_whitespace().any(|o| o == **c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut cur = self.root.clone();
+        let comps: Vec<_> = self.path.components().collect();
+        for comp in &comps[..comps.len().saturating_sub(1)] {
+            write_file(&cur.join("cgroup.subtree_control"), &wanted.join(" "))?;
+            cur.push(comp);
+        }
+        write_file(&cur.join("cgroup.subtree_control"), &wanted.join(" "))
+    }
+}
+
+impl CgroupManager for V2Cgroup {
+    fn create(&mut self, resources: &Resources) -> Result<(), CgroupError> {
+        let mut created = std::mem::take(&mut self.created);
+        let result = mkdir_recording(&self.root, &self.path, &mut created);
+        self.created = created;
+        result?;
+        self.enable_controllers()?;
+        for (file, value) in writes(resources) {
+            write_file(&self.dir().join(file), &value)?;
+        }
+        Ok(())
+    }
+
+    fn procs_files(&self) -> Vec<PathBuf> {
+        vec![self.dir().join("cgroup.procs")]
+    }
+
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        let events = read_file(&self.dir().join("memory.events")).unwrap_or_default();
+        let cpu = read_file(&self.dir().join("cpu.stat")).unwrap_or_default();
+        Ok(Stats {
+            memory_usage: self.read_u64("memory.current"),
+            cpu_usage_ns: keyed_value(&cpu, "usage_usec").unwrap_or(0) * 1000,
+            pids: self.read_u64("pids.current"),
+            oom_kills: keyed_value(&events, "oom_kill").unwrap_or(0),
+        })
+    }
+
+    fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let content = read_file(&self.dir().join("cgroup.procs"))?;
+        Ok(content.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    fn remove(&self) -> Result<(), CgroupError> {
+        let kill_file = self.dir().join("cgroup.kill");
+        if self.created.iter().any(|c| *c == self.dir()) && kill_file.exists() {
+            let _ = write_file(&kill_file, "1");
+        }
+        super::rmdir_created(&self.created, kill_procs)
+    }
+
+    fn created(&self) -> &[PathBuf] {
+        &self.created
+    }
+
+    fn mount_sources(&self) -> Vec<(String, PathBuf)> {
+        vec![(String::new(), self.dir())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_shares_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262144), 10000);
+    }
+
+    #[test]
+    fn plans_v2_writes() {
+        let r = Resources {
+            cpu_quota: Some(-1),
+            cpu_period: Some(50000),
+            memory_limit: Some(4096),
+            ..Default::default()
+        };
+        let w = writes(&r);
+        assert_eq!(w, vec![("memory.max", "4096".to_string()), ("cpu.max", "max 50000".to_string())]);
+    }
+
+    #[test]
+    fn fake_unified_hierarchy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        let config = super::super::CgroupConfig::new(dir.path(), "rkube/test/c1").unwrap();
+        assert_eq!(config.version, super::super::Version::V2);
+        let mut cg = V2Cgroup::new(dir.path().into(), config.path.clone(), vec![]);
+        cg.create(&Resources { pids_limit: Some(7), memory_limit: Some(1 << 20), ..Default::default() })
+            .unwrap();
+        assert_eq!(cg.created().len(), 3);
+        for level in ["", "rkube", "rkube/test"] {
+            let sc = std::fs::read_to_string(dir.path().join(level).join("cgroup.subtree_control")).unwrap();
+            assert_eq!(sc, "+cpu +memory +pids");
+        }
+        assert!(!dir.path().join("rkube/test/c1/cgroup.subtree_control").exists());
+        assert_eq!(std::fs::read_to_string(dir.path().join("rkube/test/c1/pids.max")).unwrap(), "7");
+        std::fs::write(dir.path().join("rkube/test/c1/memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        std::fs::write(dir.path().join("rkube/test/c1/memory.current"), "12345\n").unwrap();
+        let stats = cg.stats().unwrap();
+        assert_eq!((stats.oom_kills, stats.memory_usage), (1, 12345));
+    }
+}

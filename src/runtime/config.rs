@@ -1,0 +1,430 @@
+//! The container configuration: an OCI runtime spec validated and turned into a plan (pure logic,
+//! no syscalls) that the init process, the monitor and `exec` carry out.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::runtime::caps::{CapPlan, CapsError};
+use crate::runtime::cgroup::Resources;
+use crate::runtime::mounts::MountSpec;
+use crate::runtime::rlimits::Rlimit;
+use crate::runtime::rootfs::{DeviceNode, RootfsSource, default_devices};
+use crate::runtime::seccomp::{self, Profile, SeccompError};
+
+/// Annotation selecting a seccomp profile when the spec has none: `runtime/default` (Docker's).
+pub const SECCOMP_ANNOTATION: &str = "io.rkube.seccomp";
+/// Annotation naming the user by name (`user[:group]`), resolved in the image's /etc files.
+pub const USER_ANNOTATION: &str = "io.rkube.user";
+
+/// Errors in the spec, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required field is missing.
+    #[error("config: missing {0}")]
+    Missing(&'static str),
+    /// A field has an unsupported or invalid value.
+    #[error("config: {field}: {reason}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The root filesystem does not exist.
+    #[error("rootfs {0} does not exist or is not a directory")]
+    MissingRootfs(PathBuf),
+    /// Capabilities.
+    #[error("config: capabilities: {0}")]
+    Caps(#[from] CapsError),
+    /// Seccomp.
+    #[error("config: seccomp: {0}")]
+    Seccomp(#[from] SeccompError),
+}
+
+/// A Linux namespace kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum NamespaceKind {
+    /// PID.
+    Pid,
+    /// Network.
+    Net,
+    /// Mount.
+    Mount,
+    /// IPC.
+    Ipc,
+    /// UTS (hostname).
+    Uts,
+    /// cgroup.
+    Cgroup,
+}
+
+impl NamespaceKind {
+    /// The `CLONE_NEW*` flag.
+    pub fn flag(self) -> libc::c_int {
+        match self {
+            NamespaceKind::Pid => libc::CLONE_NEWPID,
+            NamespaceKind::Net => libc::CLONE_NEWNET,
+            NamespaceKind::Mount => libc::CLONE_NEWNS,
+            NamespaceKind::Ipc => libc::CLONE_NEWIPC,
+            NamespaceKind::Uts => libc::CLONE_NEWUTS,
+            NamespaceKind::Cgroup => libc::CLONE_NEWCGROUP,
+        }
+    }
+
+    /// The file name under `/proc/<pid>/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NamespaceKind::Pid => "pid",
+            NamespaceKind::Net => "net",
+            NamespaceKind::Mount => "mnt",
+            NamespaceKind::Ipc => "ipc",
+            NamespaceKind::Uts => "uts",
+            NamespaceKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+/// A namespace to create (no path) or join (path).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Namespace {
+    /// Kind.
+    pub kind: NamespaceKind,
+    /// Existing namespace to join.
+    pub path: Option<PathBuf>,
+}
+
+/// Who the process runs as, before resolution against the image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserSpec {
+    /// `uid[:gid]` or `name[:group]`.
+    pub user: String,
+    /// Extra supplementary groups from the spec.
+    pub additional_gids: Vec<u32>,
+}
+
+/// The process to run and its security settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessConfig {
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment (`KEY=value`).
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// User.
+    pub user: UserSpec,
+    /// Capabilities.
+    pub caps: CapPlan,
+    /// rlimits.
+    pub rlimits: Vec<Rlimit>,
+    /// no_new_privs.
+    pub no_new_privileges: bool,
+    /// Seccomp profile.
+    pub seccomp: Option<Profile>,
+    /// umask.
+    pub umask: u32,
+    /// oom_score_adj.
+    pub oom_score_adj: Option<i32>,
+}
+
+/// Everything needed to create the container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerConfig {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory (anchors relative paths).
+    pub bundle: PathBuf,
+    /// Root filesystem.
+    pub rootfs: RootfsSource,
+    /// Read-only root.
+    pub readonly_root: bool,
+    /// Hostname.
+    pub hostname: Option<String>,
+    /// Namespaces.
+    pub namespaces: Vec<Namespace>,
+    /// Mounts in order.
+    pub mounts: Vec<MountSpec>,
+    /// Masked paths.
+    pub masked_paths: Vec<String>,
+    /// Read-only paths.
+    pub readonly_paths: Vec<String>,
+    /// Device nodes.
+    pub devices: Vec<DeviceNode>,
+    /// Propagation of `/` in the container's mount namespace (as mount flags bits).
+    pub rootfs_propagation: u64,
+    /// The process.
+    pub process: ProcessConfig,
+    /// cgroup path relative to the hierarchy root.
+    pub cgroup_path: String,
+    /// Resource limits.
+    pub resources: Resources,
+}
+
+impl ContainerConfig {
+    /// Whether a namespace of this kind is created new (not joined, not shared with the host).
+    pub fn creates(&self, kind: NamespaceKind) -> bool {
+        self.namespaces.iter().any(|n| n.kind == kind && n.path.is_none())
+    }
+
+    /// The clone flags for namespaces created at clone time (cgroup ns is unshared later).
+    pub fn clone_flags(&self) -> libc::c_int {
+        self.namespaces
+            .iter()
+            .filter(|n| n.path.is_none() && n.kind != NamespaceKind::Cgroup)
+            .fold(0, |f, n| f | n.kind.flag())
+    }
+}
+
+/// Default device cgroup rules (runc's): deny all, allow mknod, the standard nodes, pts, ptmx.
+pub fn default_device_rules() -> Vec<(bool, String)> {
+    let mut rules = vec![(false, "a".to_string()), (true, "c *:* m".into()), (true, "b *:* m".into())];
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, u32::MAX)] {
+        let minor = if minor == u32::MAX { "*".to_string() } else { minor.to_string() };
+        rules.push((true, format!("c {major}:{minor} rwm")));
+    }
+    rules
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, reason: reason.into() }
+}
+
+/// Validates an id: letters, digits, `-`, `_`, `.`; not empty, not starting with a dot.
+pub fn validate_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(invalid("id", format!("{id:?} must be [A-Za-z0-9_.-]+"))) }
+}
+
+/// Builds the plan from a spec. `rootfs` overrides the spec's `root.path` (image layers).
+/// `cgroup_parent` is used when the spec has no `cgroupsPath` (`<parent>/<id>`).
+pub fn from_spec(
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+    rootfs: Option<RootfsSource>,
+    cgroup_parent: &str,
+) -> Result<ContainerConfig, ConfigError> {
+    validate_id(id)?;
+    let process = spec.process().as_ref().ok_or(ConfigError::Missing("process"))?;
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(ConfigError::Missing("process.args"));
+    }
+    let root = spec.root().as_ref();
+    let rootfs = match rootfs {
+        Some(r) => r,
+        None => {
+            let path = root.map(|r| r.path().clone()).ok_or(ConfigError::Missing("root.path"))?;
+            let path = if path.is_absolute() { path } else { bundle.join(path) };
+            if !path.is_dir() {
+                return Err(ConfigError::MissingRootfs(path));
+            }
+            RootfsSource::Dir(path)
+        }
+    };
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = Vec::new();
+    for ns in linux.namespaces().iter().flatten() {
+        let kind = match ns.typ() {
+            LinuxNamespaceType::Pid => NamespaceKind::Pid,
+            LinuxNamespaceType::Network => NamespaceKind::Net,
+            LinuxNamespaceType::Mount => NamespaceKind::Mount,
+            LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+            LinuxNamespaceType::Uts => NamespaceKind::Uts,
+            LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
+            other => {
+                return Err(invalid("linux.namespaces", format!("{other:?} namespaces are not supported")));
+            }
+        };
+        if kind == NamespaceKind::Pid && ns.path().is_some() {
+            return Err(invalid("linux.namespaces", "joining an existing pid namespace is not supported"));
+        }
+        namespaces.push(Namespace { kind, path: ns.path().clone() });
+    }
+    if !namespaces.iter().any(|n| n.kind == NamespaceKind::Mount && n.path.is_none()) {
+        return Err(invalid("linux.namespaces", "a new mount namespace is required"));
+    }
+    let mounts = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| MountSpec {
+            destination: m.destination().clone(),
+            typ: m.typ().clone().unwrap_or_else(|| "bind".into()),
+            source: m.source().clone(),
+            options: m.options().clone().unwrap_or_default(),
+        })
+        .collect();
+    let mut devices = default_devices();
+    for d in linux.devices().iter().flatten() {
+        use oci_spec::runtime::LinuxDeviceType as T;
+        let kind = match d.typ() {
+            T::B => 'b',
+            T::P => 'p',
+            _ => 'c',
+        };
+        devices.retain(|x| x.path != *d.path());
+        devices.push(DeviceNode {
+            path: d.path().clone(),
+            kind,
+            major: d.major() as u64,
+            minor: d.minor() as u64,
+            mode: d.file_mode().unwrap_or(0o666),
+            uid: d.uid(),
+            gid: d.gid(),
+        });
+    }
+    let caps = match process.capabilities() {
+        Some(c) => CapPlan::from_oci(c)?,
+        None => CapPlan::default(),
+    };
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let seccomp = match (linux.seccomp(), annotations.get(SECCOMP_ANNOTATION).map(String::as_str)) {
+        (Some(s), _) => Some(seccomp::from_oci(s)?),
+        (None, Some("runtime/default")) => {
+            Some(seccomp::default_profile(&caps.bounding.iter().cloned().collect::<BTreeSet<_>>()))
+        }
+        (None, Some("unconfined")) | (None, None) => None,
+        (None, Some(other)) => {
+            return Err(invalid("annotations", format!("unknown seccomp profile {other:?}")));
+        }
+    };
+    let user = process.user();
+    let user_string =
+        annotations.get(USER_ANNOTATION).cloned().unwrap_or_else(|| format!("{}:{}", user.uid(), user.gid()));
+    let rlimits = process
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| Rlimit {
+            name: serde_json::to_value(r.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            soft: r.soft(),
+            hard: r.hard(),
+        })
+        .collect();
+    let mut resources = linux.resources().as_ref().map(Resources::from_oci).unwrap_or_default();
+    // As runc does: the spec's rules, then the default nodes are always allowed.
+    let defaults = default_device_rules();
+    if resources.devices.is_empty() {
+        resources.devices = defaults;
+    } else {
+        resources.devices.extend(defaults.into_iter().filter(|(allow, _)| *allow));
+    }
+    let cgroup_path = match linux.cgroups_path() {
+        Some(p) => p.display().to_string().trim_start_matches('/').to_string(),
+        None => format!("{}/{id}", cgroup_parent.trim_matches('/')),
+    };
+    let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") | Some("rslave") | Some("slave") => MsFlags::MS_SLAVE,
+        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
+        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
+        Some(other) => return Err(invalid("linux.rootfsPropagation", other.to_string())),
+    }
+    .bits() as u64;
+    Ok(ContainerConfig {
+        id: id.to_string(),
+        bundle: bundle.to_path_buf(),
+        rootfs,
+        readonly_root: root.and_then(|r| r.readonly()).unwrap_or(false),
+        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        namespaces,
+        mounts,
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        devices,
+        rootfs_propagation,
+        process: ProcessConfig {
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().clone(),
+            user: UserSpec {
+                user: user_string,
+                additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            },
+            caps,
+            rlimits,
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            seccomp,
+            umask: user.umask().unwrap_or(0o022),
+            oom_score_adj: process.oom_score_adj(),
+        },
+        cgroup_path,
+        resources,
+    })
+}
+
+/// Finds `program` in the `PATH` of `env` (or the default PATH) below `root` (a host path of the
+/// container root). Returns the path as seen inside the container.
+pub fn find_executable(program: &str, env: &[String], exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).find(|p| exists(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(rootfs: &Path) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_root(Some(oci_spec::runtime::RootBuilder::default().path(rootfs).build().unwrap()));
+        spec
+    }
+
+    #[test]
+    fn builds_plan_from_default_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = from_spec("c1", dir.path(), &spec_with(dir.path()), None, "rkube").unwrap();
+        assert_eq!(cfg.cgroup_path, "rkube/c1");
+        assert!(cfg.creates(NamespaceKind::Pid) && cfg.creates(NamespaceKind::Mount));
+        assert_ne!(cfg.clone_flags() & libc::CLONE_NEWNS, 0);
+        assert!(cfg.masked_paths.iter().any(|p| p == "/proc/kcore"));
+        assert_eq!(cfg.resources.devices[0], (false, "a".to_string()));
+        assert!(cfg.process.seccomp.is_none());
+        assert_eq!(cfg.process.user.user, "0:0");
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = from_spec("c1", dir.path(), &spec_with(&missing), None, "rkube").unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(from_spec("../x", dir.path(), &spec_with(dir.path()), None, "rkube").is_err());
+        let mut spec = spec_with(dir.path());
+        spec.set_annotations(Some([(SECCOMP_ANNOTATION.to_string(), "weird".to_string())].into()));
+        assert!(from_spec("c1", dir.path(), &spec, None, "rkube").is_err());
+    }
+
+    #[test]
+    fn default_seccomp_via_annotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_with(dir.path());
+        spec.set_annotations(Some([(SECCOMP_ANNOTATION.to_string(), "runtime/default".to_string())].into()));
+        let cfg = from_spec("c1", dir.path(), &spec, None, "rkube").unwrap();
+        assert!(cfg.process.seccomp.is_some());
+    }
+
+    #[test]
+    fn finds_executables_on_path() {
+        let env = vec!["PATH=/bin:/usr/bin".to_string()];
+        let found = find_executable("sh", &env, |p| p == Path::new("/usr/bin/sh"));
+        assert_eq!(found, Some(PathBuf::from("/usr/bin/sh")));
+        assert_eq!(find_executable("/x/y", &env, |_| false), Some(PathBuf::from("/x/y")));
+        assert_eq!(find_executable("nope", &env, |_| false), None);
+    }
+}

@@ -1,0 +1,416 @@
+//! The `Runtime` API: create, start, state, kill, delete, wait, exec, list — over on-disk state
+//! under a run directory, with injectable cgroup root and parent. Used by the CLI and by pods.
+//!
+//! `create` forks a monitor (see `monitor`), which clones init in the new namespaces. The
+//! creator waits for init to report ready (or one line of error), then records the state.
+//! Callers in multi-threaded programs are fine: the fork uses glibc's `fork`, and the child only
+//! runs this module's code before exec.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::runtime::cgroup::{CgroupConfig, CgroupError};
+use crate::runtime::config::{self, ConfigError};
+use crate::runtime::logfmt::rfc3339_nanos;
+use crate::runtime::monitor::{self, MonitorArgs};
+use crate::runtime::rootfs::RootfsSource;
+use crate::runtime::state::{
+    ExitInfo, OciState, Record, StateDir, StateError, Status, process_alive, process_start_time, write_atomic,
+};
+use crate::sys::container::{Forked, fork};
+
+/// Errors of the runtime API; each names the container and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// State files.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// cgroups.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// The container's init failed during create.
+    #[error("create container {id}: {message}")]
+    Init {
+        /// Container id.
+        id: String,
+        /// The init process's error line.
+        message: String,
+    },
+    /// A host-side step failed.
+    #[error("{step} for container {id}: {source}")]
+    Io {
+        /// Step.
+        step: &'static str,
+        /// Container.
+        id: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container is in the wrong state for the operation.
+    #[error("container {id} is {status:?}: cannot {op}")]
+    WrongState {
+        /// Container.
+        id: String,
+        /// Its status.
+        status: Status,
+        /// Operation.
+        op: &'static str,
+    },
+    /// Waiting timed out.
+    #[error("container {0}: timed out waiting for exit")]
+    Timeout(String),
+}
+
+fn io_err(step: &'static str, id: &str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let id = id.to_string();
+    move |source| RuntimeError::Io { step, id, source }
+}
+
+/// Where state and cgroups live.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// Run directory holding one state dir per container.
+    pub root: PathBuf,
+    /// cgroup hierarchy root (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// cgroup parent for specs without `cgroupsPath` (default `rkube`).
+    pub cgroup_parent: String,
+}
+
+/// A create request.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// Container id.
+    pub id: String,
+    /// Bundle directory (relative paths in the spec are relative to it).
+    pub bundle: PathBuf,
+    /// The OCI runtime spec.
+    pub spec: Spec,
+    /// Root filesystem override (image layers); `None` uses the spec's `root.path`.
+    pub rootfs: Option<RootfsSource>,
+    /// CRI log file for stdout/stderr; `None` = inherit the caller's stdio.
+    pub log_path: Option<PathBuf>,
+    /// Pid file to write (atomically) after create.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// What `exec` runs.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment; `None` = the container's.
+    pub env: Option<Vec<String>>,
+    /// Working directory; `None` = the container's.
+    pub cwd: Option<PathBuf>,
+    /// `uid[:gid]` or name; `None` = the container's user.
+    pub user: Option<String>,
+}
+
+impl Runtime {
+    /// A runtime with the given run directory and cgroup root, parent `rkube`.
+    pub fn new(root: impl Into<PathBuf>, cgroup_root: impl Into<PathBuf>) -> Self {
+        Runtime { root: root.into(), cgroup_root: cgroup_root.into(), cgroup_parent: "rkube".into() }
+    }
+
+    fn dir(&self, id: &str) -> Result<StateDir, RuntimeError> {
+        config::validate_id(id)?;
+        Ok(StateDir::new(&self.root, id))
+    }
+
+    /// Creates the container: namespaces, rootfs, cgroup; the process waits for `start`.
+    pub fn create(&self, req: &CreateRequest) -> Result<OciState, RuntimeError> {
+        let config =
+            config::from_spec(&req.id, &req.bundle, &req.spec, req.rootfs.clone(), &self.cgroup_parent)?;
+        let state = self.dir(&req.id)?;
+        state.create(&req.id)?;
+        let mut cgroup = CgroupConfig::new(&self.cgroup_root, &config.cgroup_path)?;
+        let mut manager = cgroup.manager();
+        let created = manager.create(&config.resources);
+        cgroup.created = manager.created().to_vec();
+        let cleanup = |cgroup: &CgroupConfig| {
+            let _ = cgroup.manager().remove();
+            let _ = state.remove();
+        };
+        if let Err(e) = created {
+            cleanup(&cgroup);
+            return Err(e.into());
+        }
+        match self.spawn(req, &config, &cgroup, &state) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                cleanup(&cgroup);
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        req: &CreateRequest,
+        config: &config::ContainerConfig,
+        cgroup: &CgroupConfig,
+        state: &StateDir,
+    ) -> Result<OciState, RuntimeError> {
+        let id = &req.id;
+        let fifo = state.fifo();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| io_err("create exec fifo", id)(e.into()))?;
+        // The process may run as any uid: it must be able to open the fifo for writing.
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o622))
+            .map_err(io_err("chmod exec fifo", id))?;
+        let fifo_fd = nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| io_err("open exec fifo", id)(e.into()))?;
+        let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io_err("create sync pipe", id)(e.into()))?;
+        let monitor_pid = match fork().map_err(io_err("fork monitor", id))? {
+            Forked::Child => {
+                drop(sync_r);
+                monitor::run(MonitorArgs {
+                    config,
+                    cgroup,
+                    state: state.clone(),
+                    sync: sync_w,
+                    fifo: fifo_fd,
+                    log_path: req.log_path.clone(),
+                })
+            }
+            Forked::Parent(pid) => pid,
+        };
+        drop(sync_w);
+        drop(fifo_fd);
+        let mut reader = BufReader::new(std::fs::File::from(sync_r));
+        let mut init_pid = None;
+        let mut failure = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let msg = line.trim_end();
+            if let Some(pid) = msg.strip_prefix('P') {
+                init_pid = pid.parse::<i32>().ok();
+            } else if msg == "R" {
+                break;
+            } else if let Some(err) = msg.strip_prefix('E') {
+                failure = Some(err.to_string());
+                break;
+            }
+        }
+        let ready = failure.is_none() && init_pid.is_some() && line.trim_end() == "R";
+        if !ready {
+            if let Some(pid) = init_pid {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = nix::sys::wait::waitpid(monitor_pid, None);
+            let message = failure.unwrap_or_else(|| "container init exited before it was ready".into());
+            return Err(RuntimeError::Init { id: id.clone(), message });
+        }
+        let pid = init_pid.unwrap_or_default();
+        let record = Record {
+            id: id.clone(),
+            pid,
+            pid_start_time: process_start_time(pid).unwrap_or_default(),
+            monitor_pid: monitor_pid.as_raw(),
+            bundle: req.bundle.clone(),
+            created: rfc3339_nanos(std::time::SystemTime::now()),
+            annotations: req.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+            cgroup: cgroup.clone(),
+            config: config.clone(),
+        };
+        state.write_record(&record)?;
+        if let Some(pid_file) = &req.pid_file {
+            write_atomic(pid_file, pid.to_string().as_bytes())?;
+        }
+        Ok(self.oci_state(state, &record))
+    }
+
+    fn oci_state(&self, state: &StateDir, record: &Record) -> OciState {
+        let status = state.status(record);
+        OciState {
+            oci_version: "1.2.0".into(),
+            id: record.id.clone(),
+            status,
+            pid: if status == Status::Stopped { 0 } else { record.pid },
+            bundle: record.bundle.clone(),
+            created: record.created.clone(),
+            annotations: record.annotations.clone(),
+        }
+    }
+
+    /// Loads the record of a container.
+    pub fn record(&self, id: &str) -> Result<Record, RuntimeError> {
+        Ok(self.dir(id)?.read_record(id)?)
+    }
+
+    /// The OCI state.
+    pub fn state(&self, id: &str) -> Result<OciState, RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        Ok(self.oci_state(&dir, &record))
+    }
+
+    /// All containers under the run directory.
+    pub fn list(&self) -> Result<Vec<OciState>, RuntimeError> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Ok(out) };
+        for entry in entries.flatten() {
+            if let Some(id) = entry.file_name().to_str()
+                && let Ok(s) = self.state(id)
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lets a created container's process exec its program.
+    pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status != Status::Created {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op: "start" });
+        }
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(dir.fifo())
+            .map_err(io_err("open exec fifo", id))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut byte = [0u8; 1];
+        loop {
+            let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            match fifo.read(&mut byte) {
+                Ok(1) => break,
+                Ok(_) | Err(_)
+                    if Instant::now() > deadline || !process_alive(record.pid, record.pid_start_time) =>
+                {
+                    return Err(RuntimeError::Init {
+                        id: id.into(),
+                        message: "container process did not start".into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let _ = std::fs::remove_file(dir.fifo());
+        Ok(())
+    }
+
+    /// Sends a signal to the init process (or, with `all`, to every process in the cgroup).
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status == Status::Stopped {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op: "kill" });
+        }
+        if all {
+            for pid in record.cgroup.manager().pids()? {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+        kill(Pid::from_raw(record.pid), signal).map_err(|e| io_err("signal", id)(e.into()))
+    }
+
+    /// Waits for the container to exit and returns how it ended.
+    pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitInfo, RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        // When we forked the monitor ourselves, reaping it is the exact signal that exit.json exists.
+        let monitor = Pid::from_raw(record.monitor_pid);
+        if timeout.is_none() && nix::sys::wait::waitpid(monitor, None).is_ok() {
+            if let Some(exit) = dir.read_exit() {
+                return Ok(exit);
+            }
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut pause = Duration::from_micros(500);
+        loop {
+            if let Some(exit) = dir.read_exit() {
+                return Ok(exit);
+            }
+            if !pid_running(record.monitor_pid) && !process_alive(record.pid, record.pid_start_time) {
+                // Monitor gone without a record (killed): report an unknown exit.
+                if let Some(exit) = dir.read_exit() {
+                    return Ok(exit);
+                }
+                return Ok(ExitInfo { code: 255, signal: None, oom_killed: false });
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(RuntimeError::Timeout(id.into()));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the container: with `force`, kills it first; then its cgroup and state.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status == Status::Running && !force {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op: "delete without --force" });
+        }
+        if status != Status::Stopped {
+            let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
+            self.wait(id, Some(Duration::from_secs(10)))?;
+        } else if dir.read_exit().is_none() {
+            let _ = self.wait(id, Some(Duration::from_secs(2)));
+        }
+        // Reap the monitor if it is our child (no zombie left behind).
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(record.monitor_pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        record.cgroup.manager().remove()?;
+        dir.remove()?;
+        Ok(())
+    }
+
+    /// Runs a process inside a running container; returns its exit code.
+    pub fn exec(&self, id: &str, req: &ExecRequest) -> Result<i32, RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status != Status::Running && status != Status::Created {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op: "exec" });
+        }
+        crate::runtime::exec::run(&record, req)
+            .map_err(|e| RuntimeError::Init { id: id.into(), message: e.to_string() })
+    }
+}
+
+/// True if `pid` exists and is not a zombie.
+fn pid_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].split_whitespace().next() != Some("Z")))
+        .unwrap_or(false)
+}
+
+/// Path helper for tests and the CLI: the default run directory.
+pub fn default_root() -> &'static Path {
+    Path::new("/run/rkube/runtime")
+}

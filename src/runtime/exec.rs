@@ -1,0 +1,130 @@
+//! `exec`: run another process in a running container. A forked helper joins the container's
+//! cgroup and namespaces (mount last), forks once more so the child is inside the pid namespace,
+//! and that child applies the container's security settings (the same code as init) and execs.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+
+use crate::runtime::config::{NamespaceKind, find_executable};
+use crate::runtime::container::ExecRequest;
+use crate::runtime::init::{self, InitError};
+use crate::runtime::seccomp;
+use crate::runtime::state::Record;
+use crate::runtime::user;
+use crate::sys::container::{Forked, exit_now, fork};
+
+/// Errors of exec.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// A step in the caller failed.
+    #[error("{step}: {source}")]
+    Step {
+        /// Step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The namespaces to join, in order (mount last so /proc paths stay valid until then).
+const JOIN_ORDER: [NamespaceKind; 6] = [
+    NamespaceKind::Cgroup,
+    NamespaceKind::Ipc,
+    NamespaceKind::Uts,
+    NamespaceKind::Net,
+    NamespaceKind::Pid,
+    NamespaceKind::Mount,
+];
+
+/// Runs `req` in the container of `record`, waiting for it; returns its exit code
+/// (128 + signal when killed).
+pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
+    let helper = fork().map_err(|source| ExecError::Step { step: "fork exec helper", source })?;
+    match helper {
+        Forked::Child => {
+            let code = match join_and_spawn(record, req) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("exec: {e}");
+                    126
+                }
+            };
+            exit_now(code)
+        }
+        Forked::Parent(pid) => Ok(wait_code(pid)),
+    }
+}
+
+fn wait_code(pid: nix::unistd::Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+fn step<E: Into<std::io::Error>>(what: &'static str) -> impl FnOnce(E) -> InitError {
+    move |e| InitError::Step { step: what.into(), source: e.into() }
+}
+
+/// In the helper: join everything, fork the real process, wait for it.
+fn join_and_spawn(record: &Record, req: &ExecRequest) -> Result<i32, InitError> {
+    nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
+    for file in record.cgroup.manager().procs_files() {
+        std::fs::write(&file, "0").map_err(step("join cgroup"))?;
+    }
+    let config = &record.config;
+    let mut fds: Vec<(NamespaceKind, OwnedFd)> = Vec::new();
+    for kind in JOIN_ORDER {
+        let joined = config.namespaces.iter().any(|n| n.kind == kind);
+        if !joined {
+            continue;
+        }
+        let path = PathBuf::from(format!("/proc/{}/ns/{}", record.pid, kind.proc_name()));
+        let fd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(step("open container namespace"))?;
+        fds.push((kind, fd));
+    }
+    // Everything we need from the host must be read before joining the mount namespace.
+    let seccomp = config.process.seccomp.as_ref().map(seccomp::compile).transpose()?;
+    for (kind, fd) in fds {
+        nix::sched::setns(fd, CloneFlags::from_bits_truncate(kind.flag())).map_err(step("join namespace"))?;
+    }
+    let mut process = config.process.clone();
+    if !req.args.is_empty() {
+        process.args = req.args.clone();
+    }
+    if let Some(env) = &req.env {
+        process.env = env.clone();
+    }
+    if let Some(cwd) = &req.cwd {
+        process.cwd = cwd.clone();
+    }
+    if let Some(u) = &req.user {
+        process.user.user = u.clone();
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let identity = user::resolve(&process.user.user, &passwd, &group, &process.user.additional_gids)?;
+    let exe = find_executable(&process.args[0], &process.env, |p: &Path| p.exists())
+        .ok_or_else(|| InitError::NotFound(process.args[0].clone()))?;
+    match fork().map_err(step("fork exec process"))? {
+        Forked::Child => {
+            let result = init::drop_privileges(&process, &identity, seccomp.as_ref())
+                .and_then(|env| init::exec(&exe, &process.args, &env));
+            let Err(e) = result;
+            eprintln!("exec: {e}");
+            exit_now(127)
+        }
+        Forked::Parent(pid) => Ok(wait_code(pid)),
+    }
+}

@@ -1,0 +1,255 @@
+//! The container's init process: runs in the new namespaces right after clone, builds the root
+//! filesystem, drops privileges, reports readiness, waits for `start`, then execs the program.
+//!
+//! Order (after the reference's rules): dumpable off → join cgroup → join/enter namespaces →
+//! hostname → rootfs, mounts, devices → resolve user and executable → pivot_root → masked and
+//! read-only paths → rlimits → seccomp first when no_new_privs is off → bounding set → setgroups,
+//! setgid, setuid → capability sets → chdir + getcwd check → fds ≥ 3 close-on-exec → no_new_privs
+//! and seccomp last → ready → wait for start → execve.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
+
+use crate::runtime::caps::{self, CapsError};
+use crate::runtime::config::{ContainerConfig, NamespaceKind, ProcessConfig, find_executable};
+use crate::runtime::fsutil::{open_in_root, read_in_root};
+use crate::runtime::rlimits::{self, RlimitError};
+use crate::runtime::rootfs::{self, RootfsError};
+use crate::runtime::seccomp::{self, CompiledFilter, SeccompError};
+use crate::runtime::user::{self, Identity, UserError};
+
+/// Errors in the init process; sent to the creator as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A step failed.
+    #[error("{step}: {source}")]
+    Step {
+        /// What was being done.
+        step: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Root filesystem.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// Capabilities.
+    #[error(transparent)]
+    Caps(#[from] CapsError),
+    /// Seccomp.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// rlimits.
+    #[error(transparent)]
+    Rlimit(#[from] RlimitError),
+    /// User lookup.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The program is not in the container.
+    #[error("exec {0:?}: executable file not found in the container's $PATH")]
+    NotFound(String),
+}
+
+fn step<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> InitError {
+    let step = what.into();
+    move |e| InitError::Step { step, source: e.into() }
+}
+
+/// Channels between the creator and init.
+#[derive(Debug)]
+pub struct InitChannels {
+    /// Write end of the sync pipe (`R` = ready, `E<msg>` = failure).
+    pub sync: OwnedFd,
+    /// O_PATH fd of `exec.fifo`, opened for writing (blocking) to wait for start.
+    pub fifo: OwnedFd,
+    /// Replacement stdin/stdout/stderr (log pipes), or inherit.
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// Everything init needs besides the config.
+#[derive(Debug)]
+pub struct InitPlan<'a> {
+    /// The container.
+    pub config: &'a ContainerConfig,
+    /// `cgroup.procs` files to join.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Host dirs of the container's cgroups, for `/sys/fs/cgroup`.
+    pub cgroup_mounts: Vec<(String, PathBuf)>,
+}
+
+/// Runs init; never returns. Failures before readiness go to the sync pipe.
+pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
+    let mut sync = Some(std::fs::File::from(channels.sync));
+    let result = setup_and_exec(&plan, channels.fifo, channels.stdio, &mut sync);
+    let Err(err) = result;
+    let line = format!("E{}\n", err.to_string().replace('\n', " "));
+    match sync.as_mut() {
+        Some(pipe) => {
+            let _ = pipe.write_all(line.as_bytes());
+        }
+        None => {
+            let _ = std::io::stderr().write_all(line[1..].as_bytes());
+        }
+    }
+    crate::sys::container::exit_now(if sync.is_some() { 1 } else { 127 })
+}
+
+fn setup_and_exec(
+    plan: &InitPlan<'_>,
+    fifo: OwnedFd,
+    stdio: Option<[OwnedFd; 3]>,
+    sync: &mut Option<std::fs::File>,
+) -> Result<Infallible, InitError> {
+    let config = plan.config;
+    nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
+    if let Some([stdin, stdout, stderr]) = stdio {
+        nix::unistd::dup2_stdin(stdin.as_fd()).map_err(step("redirect stdin"))?;
+        nix::unistd::dup2_stdout(stdout.as_fd()).map_err(step("redirect stdout"))?;
+        nix::unistd::dup2_stderr(stderr.as_fd()).map_err(step("redirect stderr"))?;
+    }
+    for file in &plan.cgroup_procs {
+        std::fs::write(file, "0").map_err(step(format!("join cgroup {}", file.display())))?;
+    }
+    join_namespaces(config)?;
+    if config.creates(NamespaceKind::Uts)
+        && let Some(h) = &config.hostname
+    {
+        nix::unistd::sethostname(h).map_err(step("set hostname"))?;
+    }
+    nix::unistd::setsid().map_err(step("setsid"))?;
+
+    let propagation = MsFlags::from_bits_truncate(config.rootfs_propagation as libc::c_ulong);
+    let (root, _root_path) = rootfs::prepare_root(&config.rootfs, propagation)?;
+    nix::sys::stat::umask(Mode::empty());
+    rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
+    rootfs::create_devices(root.as_fd(), &config.devices)?;
+    let identity = resolve_identity(root.as_fd(), &config.process)?;
+    let exe = find_executable(&config.process.args[0], &config.process.env, |p| {
+        open_in_root(root.as_fd(), p, OFlag::O_PATH).is_ok()
+    })
+    .ok_or_else(|| InitError::NotFound(config.process.args[0].clone()))?;
+    let seccomp = config.process.seccomp.as_ref().map(seccomp::compile).transpose()?;
+    rootfs::pivot(root.as_fd())?;
+    drop(root);
+    rootfs::mask_paths(&config.masked_paths)?;
+    rootfs::readonly_paths(&config.readonly_paths)?;
+    if config.readonly_root {
+        rootfs::readonly_root()?;
+    }
+    if let Some(adj) = config.process.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
+    }
+    let env = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
+
+    // Ready: tell the creator, then block until `start` opens the fifo.
+    sync.as_mut().expect("sync pipe open").write_all(b"R\n").map_err(step("report ready"))?;
+    *sync = None;
+    let fifo_path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let mut gate = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&fifo_path)
+        .map_err(step("wait for start"))?;
+    gate.write_all(b"0").map_err(step("acknowledge start"))?;
+    drop(gate);
+    drop(fifo);
+    exec(&exe, &config.process.args, &env)
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Joins namespaces given by path and unshares the cgroup namespace when asked.
+fn join_namespaces(config: &ContainerConfig) -> Result<(), InitError> {
+    for ns in &config.namespaces {
+        if let Some(path) = &ns.path {
+            let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(step(format!("open namespace {}", path.display())))?;
+            nix::sched::setns(fd, CloneFlags::from_bits_truncate(ns.kind.flag()))
+                .map_err(step(format!("join namespace {}", path.display())))?;
+        }
+    }
+    if config.creates(NamespaceKind::Cgroup) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("create cgroup namespace"))?;
+    }
+    Ok(())
+}
+
+/// Looks the user up in the rootfs's /etc/passwd and /etc/group.
+fn resolve_identity(
+    root: std::os::fd::BorrowedFd<'_>,
+    process: &ProcessConfig,
+) -> Result<Identity, InitError> {
+    let passwd = read_in_root(root, Path::new("/etc/passwd")).ok().flatten().unwrap_or_default();
+    let group = read_in_root(root, Path::new("/etc/group")).ok().flatten().unwrap_or_default();
+    Ok(user::resolve(&process.user.user, &passwd, &group, &process.user.additional_gids)?)
+}
+
+/// Applies rlimits, seccomp, capabilities and the user; returns the final environment.
+/// Shared by init and exec.
+pub fn drop_privileges(
+    process: &ProcessConfig,
+    identity: &Identity,
+    seccomp: Option<&CompiledFilter>,
+) -> Result<Vec<String>, InitError> {
+    nix::sys::stat::umask(Mode::from_bits_truncate(process.umask));
+    rlimits::apply(&process.rlimits)?;
+    if !process.no_new_privileges
+        && let Some(filter) = seccomp
+    {
+        filter.install()?;
+    }
+    caps::apply_bounding(&process.caps)?;
+    nix::sys::prctl::set_keepcaps(true).map_err(step("keep capabilities"))?;
+    let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).map_err(step("set supplementary groups"))?;
+    let gid = Gid::from_raw(identity.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("set gid {}", identity.gid)))?;
+    let uid = Uid::from_raw(identity.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("set uid {}", identity.uid)))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(step("reset keep capabilities"))?;
+    caps::apply_sets(&process.caps)?;
+    nix::unistd::chdir(&process.cwd).map_err(step(format!("chdir to {}", process.cwd.display())))?;
+    let cwd = nix::unistd::getcwd().map_err(step("check working directory"))?;
+    if !cwd.is_absolute() {
+        return Err(InitError::Step {
+            step: "check working directory".into(),
+            source: std::io::Error::other(format!("{} is outside the container", cwd.display())),
+        });
+    }
+    crate::sys::container::cloexec_from(3).map_err(step("mark fds close-on-exec"))?;
+    if process.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
+        if let Some(filter) = seccomp {
+            filter.install()?;
+        }
+    }
+    let mut env = process.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", identity.home.as_deref().unwrap_or("/")));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    Ok(env)
+}
+
+/// `execve`; returns only on failure.
+pub fn exec(exe: &Path, args: &[String], env: &[String]) -> Result<Infallible, InitError> {
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| step::<std::io::Error>("exec")(std::io::ErrorKind::InvalidInput.into()))
+    };
+    let path = cstr(&exe.display().to_string())?;
+    let argv = args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let envp = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
+    let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    Err(step(format!("exec {}", exe.display()))(err))
+}

@@ -1,0 +1,168 @@
+//! The per-container monitor: a process forked from the creator that clones the container's init,
+//! then outlives the creator. It reports the init pid, copies stdout/stderr into a CRI-format log
+//! file when asked, reaps init and writes `exit.json` (exit code, signal, OOMKilled).
+//!
+//! Why a fork of the runtime and not a separate tiny binary: the monitor must be the parent of
+//! init (to reap it and get the exit status without polling), and init is cloned with all the
+//! setup code in memory. After the fork the monitor only touches a few pages of its own; its
+//! RSS is measured by `hack/bench-runtime.sh`.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::runtime::cgroup::CgroupConfig;
+use crate::runtime::config::ContainerConfig;
+use crate::runtime::init::{self, InitChannels, InitPlan};
+use crate::runtime::logfmt::{LineSplitter, record};
+use crate::runtime::state::{ExitInfo, StateDir};
+use crate::sys::container::{Forked, clone_with_namespaces, exit_now};
+
+/// What the monitor needs.
+#[derive(Debug)]
+pub struct MonitorArgs<'a> {
+    /// The container.
+    pub config: &'a ContainerConfig,
+    /// Its cgroup.
+    pub cgroup: &'a CgroupConfig,
+    /// Its state directory.
+    pub state: StateDir,
+    /// Write end of the sync pipe to the creator.
+    pub sync: OwnedFd,
+    /// O_PATH fd of the exec fifo.
+    pub fifo: OwnedFd,
+    /// CRI log file for stdout/stderr; `None` = the container inherits our stdio.
+    pub log_path: Option<PathBuf>,
+}
+
+/// Runs the monitor in the freshly forked child; never returns.
+pub fn run(args: MonitorArgs<'_>) -> ! {
+    let _ = nix::unistd::setsid();
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
+    let manager = args.cgroup.manager();
+    let plan = InitPlan {
+        config: args.config,
+        cgroup_procs: manager.procs_files(),
+        cgroup_mounts: manager.mount_sources(),
+    };
+    let mut sync = std::fs::File::from(args.sync);
+    let pipes = match args.log_path.as_ref().map(|_| log_pipes()).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(sync, "Ecreate log pipes: {e}");
+            exit_now(1)
+        }
+    };
+    let (stdio, readers) = match pipes {
+        Some((stdio, readers)) => (Some(stdio), Some(readers)),
+        None => (None, None),
+    };
+    let child = match clone_with_namespaces(args.config.clone_flags()) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(sync, "Eclone container init: {e}");
+            exit_now(1)
+        }
+    };
+    let pid = match child {
+        Forked::Child => {
+            drop(readers);
+            let sync_fd = OwnedFd::from(sync);
+            init::run(plan, InitChannels { sync: sync_fd, fifo: args.fifo, stdio })
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(stdio);
+    drop(args.fifo);
+    let _ = writeln!(sync, "P{pid}");
+    drop(sync);
+    detach_stdio();
+    if let (Some(readers), Some(path)) = (readers, args.log_path.as_ref()) {
+        pump_logs(readers, path);
+    }
+    let exit = wait_exit(pid, args.cgroup);
+    let _ = args.state.write_exit(&exit);
+    exit_now(0)
+}
+
+/// Pipes for the container's stdin (/dev/null), stdout and stderr; returns (child ends, our ends).
+fn log_pipes() -> std::io::Result<([OwnedFd; 3], [OwnedFd; 2])> {
+    let devnull: OwnedFd = std::fs::File::open("/dev/null")?.into();
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok(([devnull, out_w, err_w], [out_r, err_r]))
+}
+
+/// Points our own stdio at /dev/null so callers waiting on the creator's output are not held.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null.as_fd());
+        let _ = nix::unistd::dup2_stdout(null.as_fd());
+        let _ = nix::unistd::dup2_stderr(null.as_fd());
+    }
+}
+
+/// Copies both streams into the CRI log until both reach end of file.
+fn pump_logs(readers: [OwnedFd; 2], path: &std::path::Path) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(path) else { return };
+    let names = ["stdout", "stderr"];
+    let mut splitters = [LineSplitter::default(), LineSplitter::default()];
+    let mut open = [true, true];
+    let mut buf = vec![0u8; 32 * 1024];
+    while open.iter().any(|o| *o) {
+        let mut fds: Vec<PollFd> = Vec::new();
+        let mut which = Vec::new();
+        for (i, r) in readers.iter().enumerate() {
+            if open[i] {
+                fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&which)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, i)| *i)
+            .collect();
+        for i in ready {
+            match nix::unistd::read(readers[i].as_fd(), &mut buf) {
+                Ok(0) | Err(_) => {
+                    open[i] = false;
+                    if let Some((partial, line)) = splitters[i].finish() {
+                        let _ = log.write_all(&record(SystemTime::now(), names[i], partial, &line));
+                    }
+                }
+                Ok(n) => {
+                    let now = SystemTime::now();
+                    for (partial, line) in splitters[i].feed(&buf[..n]) {
+                        let _ = log.write_all(&record(now, names[i], partial, &line));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reaps init and classifies the exit.
+fn wait_exit(pid: Pid, cgroup: &CgroupConfig) -> ExitInfo {
+    // Any OOM kill in the container's cgroup counts (the killed task may be a child of init).
+    let oom = || cgroup.manager().stats().map(|s| s.oom_kills > 0).unwrap_or(false);
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitInfo { code, signal: None, oom_killed: oom() },
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return ExitInfo { code: 128 + sig as i32, signal: Some(sig as i32), oom_killed: oom() };
+            }
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return ExitInfo { code: 255, signal: None, oom_killed: false },
+        }
+    }
+}

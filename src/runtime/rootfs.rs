@@ -1,0 +1,351 @@
+//! The container's root filesystem: propagation, overlay, spec mounts, device nodes, `pivot_root`,
+//! masked and read-only paths, read-only root. Runs inside the init process's mount namespace.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknodat};
+
+use crate::runtime::fsutil::{fd_path, mkdir_all_in_root, open_in_root};
+use crate::runtime::mounts::{MountError, MountSpec, bind_fd, mount_entry};
+
+/// Errors while building the root filesystem, naming the step and path.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// A generic step failed.
+    #[error("{step} {path}: {source}")]
+    Step {
+        /// What was being done.
+        step: &'static str,
+        /// Path concerned.
+        path: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A mount failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// `/dev/null` is not the 1:3 character device, so masking with it is unsafe.
+    #[error("/dev/null in the container is not the null device; refusing to mask with it")]
+    FakeDevNull,
+}
+
+fn step(step: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> RootfsError {
+    let path = path.as_ref().display().to_string();
+    move |source| RootfsError::Step { step, path, source }
+}
+
+fn nix_step(s: &'static str, path: impl AsRef<Path>) -> impl FnOnce(nix::Error) -> RootfsError {
+    let f = step(s, path);
+    move |e| f(io::Error::from(e))
+}
+
+/// Where the root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RootfsSource {
+    /// A plain directory (an OCI bundle's `root.path`).
+    Dir(PathBuf),
+    /// An overlay of image layers (topmost first) with a per-container upper and work dir,
+    /// mounted at `target` inside the container's mount namespace.
+    Overlay {
+        /// Read-only layers, topmost first.
+        lower: Vec<PathBuf>,
+        /// Writable upper directory.
+        upper: PathBuf,
+        /// overlayfs work directory (same filesystem as `upper`).
+        work: PathBuf,
+        /// Empty directory to mount the overlay on.
+        target: PathBuf,
+    },
+}
+
+/// A device node to create in `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceNode {
+    /// Path inside the container (e.g. `/dev/null`).
+    pub path: PathBuf,
+    /// `c`, `b` or `p`.
+    pub kind: char,
+    /// Major number.
+    pub major: u64,
+    /// Minor number.
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: Option<u32>,
+    /// Owner gid.
+    pub gid: Option<u32>,
+}
+
+/// The default device nodes every container gets.
+pub fn default_devices() -> Vec<DeviceNode> {
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+        .into_iter()
+        .map(|(name, major, minor)| DeviceNode {
+            path: PathBuf::from("/dev").join(name),
+            kind: 'c',
+            major,
+            minor,
+            mode: 0o666,
+            uid: None,
+            gid: None,
+        })
+        .collect()
+}
+
+/// The overlayfs mount data for the layers.
+pub fn overlay_data(lower: &[PathBuf], upper: &Path, work: &Path) -> String {
+    let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+    format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display())
+}
+
+/// Makes the host mounts non-propagating into our namespace, mounts the overlay if any, binds the
+/// rootfs onto itself and returns an fd of the new root plus its path.
+pub fn prepare_root(source: &RootfsSource, propagation: MsFlags) -> Result<(OwnedFd, PathBuf), RootfsError> {
+    mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
+        .map_err(nix_step("set propagation of", "/"))?;
+    let path = match source {
+        RootfsSource::Dir(p) => p.clone(),
+        RootfsSource::Overlay { lower, upper, work, target } => {
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(overlay_data(lower, upper, work).as_str()),
+            )
+            .map_err(nix_step("mount overlay on", target))?;
+            target.clone()
+        }
+    };
+    mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(nix_step("bind rootfs", &path))?;
+    let fd = nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(nix_step("open rootfs", &path))?;
+    Ok((fd, path))
+}
+
+/// Mounts every spec entry; `cgroup` entries get the container's own cgroup dirs (`cgroups`).
+pub fn mount_all(
+    root: BorrowedFd<'_>,
+    mounts: &[MountSpec],
+    bundle: &Path,
+    cgroups: &[(String, PathBuf)],
+) -> Result<(), RootfsError> {
+    for entry in mounts {
+        if entry.typ == "cgroup" || entry.typ == "cgroup2" {
+            mount_cgroups(root, entry, cgroups)?;
+        } else {
+            mount_entry(root, entry, bundle)?;
+        }
+    }
+    Ok(())
+}
+
+/// `/sys/fs/cgroup`: a tmpfs with each v1 controller dir of the container bound read-only,
+/// or (v2) the container's cgroup dir bound read-only.
+fn mount_cgroups(
+    root: BorrowedFd<'_>,
+    entry: &MountSpec,
+    cgroups: &[(String, PathBuf)],
+) -> Result<(), RootfsError> {
+    let dest = &entry.destination;
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let bind_dir = |sub: &Path, host: &Path| -> Result<(), RootfsError> {
+        let src = nix::fcntl::open(host, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(nix_step("open cgroup", host))?;
+        bind_fd(root, src.as_fd(), sub, ro, "cgroup")?;
+        Ok(())
+    };
+    match cgroups {
+        [(name, host)] if name.is_empty() => bind_dir(dest, host),
+        _ => {
+            let target = mkdir_all_in_root(root, dest).map_err(step("create", dest))?;
+            mount(
+                Some("tmpfs"),
+                &fd_path(target.as_fd()),
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=755"),
+            )
+            .map_err(nix_step("mount tmpfs on", dest))?;
+            for (name, host) in cgroups {
+                bind_dir(&dest.join(name), host)?;
+            }
+            let mounted = open_in_root(root, dest, OFlag::O_PATH).map_err(step("open", dest))?;
+            mount(
+                None::<&str>,
+                &fd_path(mounted.as_fd()),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro,
+                None::<&str>,
+            )
+            .map_err(nix_step("remount read-only", dest))?;
+            Ok(())
+        }
+    }
+}
+
+/// Creates device nodes and the standard `/dev` symlinks.
+pub fn create_devices(root: BorrowedFd<'_>, devices: &[DeviceNode]) -> Result<(), RootfsError> {
+    for dev in devices {
+        let parent_path = dev.path.parent().unwrap_or(Path::new("/dev"));
+        let parent = mkdir_all_in_root(root, parent_path).map_err(step("create", parent_path))?;
+        let name = dev.path.file_name().unwrap_or_default();
+        let kind = match dev.kind {
+            'b' => SFlag::S_IFBLK,
+            'p' => SFlag::S_IFIFO,
+            _ => SFlag::S_IFCHR,
+        };
+        match mknodat(
+            parent.as_fd(),
+            name,
+            kind,
+            Mode::from_bits_truncate(dev.mode),
+            makedev(dev.major, dev.minor),
+        ) {
+            Ok(()) => {}
+            Err(nix::Error::EEXIST) => continue,
+            Err(e) => return Err(nix_step("create device", &dev.path)(e)),
+        }
+        if dev.uid.is_some() || dev.gid.is_some() {
+            nix::unistd::fchownat(
+                parent.as_fd(),
+                name,
+                dev.uid.map(nix::unistd::Uid::from_raw),
+                dev.gid.map(nix::unistd::Gid::from_raw),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(nix_step("chown device", &dev.path))?;
+        }
+    }
+    let dev_dir = mkdir_all_in_root(root, Path::new("/dev")).map_err(step("create", "/dev"))?;
+    for (target, link) in [
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+        ("pts/ptmx", "ptmx"),
+    ] {
+        match nix::unistd::symlinkat(target, dev_dir.as_fd(), link) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(nix_step("create symlink", format!("/dev/{link}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// `pivot_root` into `root` (the same directory as new and old root), then detach the old root.
+pub fn pivot(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    let dir =
+        nix::fcntl::openat(root, ".", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(nix_step("open", "new root"))?;
+    nix::unistd::fchdir(dir.as_fd()).map_err(nix_step("chdir", "new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(nix_step("pivot_root", "new root"))?;
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(nix_step("make old root slave", "/"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(nix_step("detach old root", "/"))?;
+    nix::unistd::chdir("/").map_err(nix_step("chdir", "/"))?;
+    Ok(())
+}
+
+fn open_root() -> Result<OwnedFd, RootfsError> {
+    nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(nix_step("open", "/"))
+}
+
+/// Masks paths (after pivot): files get the verified `/dev/null` bound over them, directories a
+/// read-only empty tmpfs. Missing paths are skipped.
+pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let root = open_root()?;
+    let null = open_in_root(root.as_fd(), Path::new("/dev/null"), OFlag::O_PATH | OFlag::O_NOFOLLOW)
+        .map_err(step("open", "/dev/null"))?;
+    let st = fstat(null.as_fd()).map_err(nix_step("stat", "/dev/null"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != makedev(1, 3) {
+        return Err(RootfsError::FakeDevNull);
+    }
+    for path in paths {
+        let target = match open_in_root(root.as_fd(), Path::new(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(step("open masked path", path)(e)),
+        };
+        let is_dir =
+            fstat(target.as_fd()).map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);
+        let result = if is_dir {
+            mount(Some("tmpfs"), &fd_path(target.as_fd()), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        } else {
+            mount(
+                Some(&fd_path(null.as_fd())),
+                &fd_path(target.as_fd()),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        result.map_err(nix_step("mask", path))?;
+    }
+    Ok(())
+}
+
+/// Makes each path read-only by binding it onto itself and remounting read-only.
+pub fn readonly_paths(paths: &[String]) -> Result<(), RootfsError> {
+    let root = open_root()?;
+    for path in paths {
+        let target = match open_in_root(root.as_fd(), Path::new(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(step("open read-only path", path)(e)),
+        };
+        bind_fd(
+            root.as_fd(),
+            target.as_fd(),
+            Path::new(path),
+            MsFlags::MS_REC
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            path,
+        )?;
+    }
+    Ok(())
+}
+
+/// Remounts `/` read-only (after pivot).
+pub fn readonly_root() -> Result<(), RootfsError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(nix_step("remount read-only", "/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_data_lists_layers_top_first() {
+        let data = overlay_data(&["/l/2".into(), "/l/1".into()], Path::new("/c/up"), Path::new("/c/work"));
+        assert_eq!(data, "lowerdir=/l/2:/l/1,upperdir=/c/up,workdir=/c/work");
+    }
+
+    #[test]
+    fn default_devices_are_the_six_standard_nodes() {
+        let devs = default_devices();
+        assert_eq!(devs.len(), 6);
+        assert!(devs.iter().any(|d| d.path == Path::new("/dev/null") && (d.major, d.minor) == (1, 3)));
+    }
+}

@@ -1,0 +1,145 @@
+//! Raw syscalls the container runtime needs and nix does not wrap: namespace clone without a new
+//! stack, `close_range`, detached read-only bind mounts (`open_tree` + `mount_setattr`), seccomp
+//! filter installation without forcing no_new_privs, and `fork`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::unistd::Pid;
+
+/// Which side of a fork or clone the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the parent; the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+fn forked_from(ret: libc::c_long) -> io::Result<Forked> {
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// `fork(2)` through glibc (so malloc locks are consistent in the child).
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: glibc's fork resets its own locks in the child; callers run only
+    // their own code in the child and end it with `exec` or `_exit`.
+    let ret = unsafe { libc::fork() };
+    forked_from(ret as libc::c_long)
+}
+
+/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
+/// The caller must be single-threaded (a fresh fork is).
+pub fn clone_with_namespaces(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: without CLONE_VM the child gets a copy-on-write copy of the address space and
+    // continues on its own copy of the current stack, exactly like fork; a null stack is allowed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    forked_from(ret)
+}
+
+/// Ends the calling process immediately, without running destructors or atexit handlers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every fd >= `first` close-on-exec (`close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`).
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only changes fd flags; arguments are plain integers.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Opens a detached, read-only bind mount of `path` (a clone not attached anywhere).
+/// Writing through it (e.g. via `/proc/<pid>/exe` after exec) fails with EROFS.
+pub fn open_readonly_clone(path: &Path) -> io::Result<OwnedFd> {
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: cpath is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr =
+        libc::mount_attr { attr_set: libc::MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let empty = c"";
+    // SAFETY: fd is a valid mount fd, `attr` outlives the call and its size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// One classic BPF instruction, layout-compatible with `struct sock_filter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BpfInstruction {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset when true.
+    pub jt: u8,
+    /// Jump offset when false.
+    pub jf: u8,
+    /// Immediate operand.
+    pub k: u32,
+}
+
+/// Installs a seccomp filter on the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER)`.
+/// Unlike seccompiler's helper this does not set no_new_privs (CAP_SYS_ADMIN is then required).
+pub fn install_seccomp_filter(program: &[BpfInstruction]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: `prog` points at `program`, which is layout-compatible with sock_filter and
+    // outlives the call; the kernel copies the program.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0u32,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)` on a raw fd; returns only on error.
+pub fn exec_fd(fd: BorrowedFd<'_>, argv: &[std::ffi::CString], envp: &[std::ffi::CString]) -> io::Error {
+    match nix::unistd::execveat(fd, c"", argv, envp, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+        Ok(never) => match never {},
+        Err(e) => io::Error::from(e),
+    }
+}
