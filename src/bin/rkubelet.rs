@@ -20,6 +20,8 @@ enum Command {
     Image(cli::image::Args),
     /// A runc-compatible runtime interface on OCI bundles.
     Runtime(cli::runtime::Args),
+    #[command(flatten)]
+    Pod(cli::pod::Command),
 }
 
 fn main() {
@@ -33,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Image(args) => cli::image::run(args),
         Command::Runtime(args) => cli::runtime::run(args),
+        Command::Pod(command) => cli::pod::run(command),
     };
     match result {
         Ok(code) => std::process::exit(code),
