@@ -148,7 +148,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let caps = capabilities(security);
     let mut capabilities = LinuxCapabilities::default();
     let set: oci_spec::runtime::Capabilities =
-        caps.iter().filter_map(|c| c.parse().ok()).collect();
+        caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
     capabilities.set_bounding(Some(set.clone()));
     capabilities.set_effective(Some(set.clone()));
     capabilities.set_permitted(Some(set));
@@ -260,6 +260,8 @@ mod tests {
         let p = spec.process().as_ref().unwrap();
         assert_eq!((p.user().uid(), p.user().gid()), (1000, 2000));
         assert_eq!(p.no_new_privileges(), Some(true));
+        let bounding = p.capabilities().as_ref().unwrap().bounding().as_ref().unwrap();
+        assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
         let caps = capabilities(Some(&sc));
         assert!(caps.contains("CAP_NET_ADMIN") && !caps.contains("CAP_KILL"));

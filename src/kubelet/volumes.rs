@@ -144,7 +144,11 @@ pub fn prepare(
                 || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() == Some("Memory"));
             let path = if on_tmpfs { tmpfs_dir.join(&v.name) } else { disk_dir.join(&v.name) };
             match &files {
-                Some(files) => projection::write_atomically(&path, files).map_err(io_err("write files into", &path))?,
+                Some(files) => {
+                    let parent = path.parent().unwrap_or(&path);
+                    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                    projection::write_atomically(&path, files).map_err(io_err("write files into", &path))?
+                }
                 None => {
                     fs::create_dir_all(&path).map_err(io_err("create", &path))?;
                     use std::os::unix::fs::PermissionsExt;
