@@ -102,6 +102,7 @@ impl Agent {
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             self.sync_once(Instant::now());
+            reap_children();
             std::thread::sleep(self.config.period);
         }
     }
@@ -137,6 +138,11 @@ impl Agent {
                         Ok(()) => {
                             record.restarts += 1;
                             record.started_at = unix_now();
+                            record.ready = spec
+                                .containers
+                                .iter()
+                                .find(|c| c.name == record.name)
+                                .is_some_and(|c| c.readiness_probe.is_none());
                             tracing::info!("pod {name}: restarted container {}", record.name);
                         }
                         Err(e) => {
@@ -204,6 +210,17 @@ impl Agent {
             state::save(&dir, &st).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// Reaps exited children (monitors of containers this agent restarted); their exit codes are
+/// recorded by the monitors themselves in the runtime state.
+fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
     }
 }
 
