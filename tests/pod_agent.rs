@@ -39,7 +39,10 @@ spec:
     let out = node.run_yaml("live", &yaml, true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(node.agent_pid().is_some(), "run started the agent");
-    assert!(wait_for(Duration::from_secs(10), || restarts(&node, "live", 0) >= 1), "no restart after liveness failure");
+    assert!(
+        wait_for(Duration::from_secs(10), || restarts(&node, "live", 0) >= 1),
+        "no restart after liveness failure"
+    );
     let first = Instant::now();
     assert!(wait_for(Duration::from_secs(30), || restarts(&node, "live", 0) >= 2), "no second restart");
     let gap = first.elapsed();

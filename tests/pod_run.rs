@@ -90,7 +90,10 @@ spec:
     let ip = node.pod_ip("web");
     // Two containers, one network namespace: the client reaches the server on localhost.
     assert_eq!(wait_http(&node, "web", "client", "http://127.0.0.1:8080/"), "hello-docker secret-123");
-    assert_eq!(node.exec("web", "server", &["sh", "-c", "echo $POD_IP; echo $GREETING"]).trim(), format!("{ip}\npod {ip}"));
+    assert_eq!(
+        node.exec("web", "server", &["sh", "-c", "echo $POD_IP; echo $GREETING"]).trim(),
+        format!("{ip}\npod {ip}")
+    );
     assert_eq!(node.exec("web", "client", &["hostname"]).trim(), "web");
     assert!(node.exec("web", "client", &["cat", "/etc/hosts"]).contains(&format!("{ip}\tweb")));
     assert_eq!(node.exec("web", "client", &["cat", "/etc/resolv.conf"]).trim(), "nameserver 10.96.0.10");
@@ -102,7 +105,10 @@ spec:
     assert_eq!(node.exec("web", "client", &["cat", "/shared/x"]).trim(), "from-server");
     // ps lists both containers with the pod IP.
     let ps = node.ok("ps", &[], &[]);
-    assert!(ps.lines().filter(|l| l.starts_with("web ") && l.contains(&ip) && l.contains("Running")).count() == 2, "{ps}");
+    assert!(
+        ps.lines().filter(|l| l.starts_with("web ") && l.contains(&ip) && l.contains("Running")).count() == 2,
+        "{ps}"
+    );
     node.ok("rm", &["web"], &[]);
     node.assert_pod_gone("web");
 }
@@ -212,7 +218,9 @@ spec:
     );
     let out = node.run_yaml("mem", &yaml, true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let limit = std::path::Path::new("/sys/fs/cgroup/memory").join(&node.cgroup_parent).join("pod-mem/idle/memory.limit_in_bytes");
+    let limit = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(&node.cgroup_parent)
+        .join("pod-mem/idle/memory.limit_in_bytes");
     assert_eq!(std::fs::read_to_string(&limit).unwrap().trim(), "16777216");
     let mut state = serde_json::Value::Null;
     let ended = wait_for(Duration::from_secs(20), || {

@@ -62,7 +62,8 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn node(&self) -> NodeConfig {
-        let nameservers = if self.nameserver.is_empty() { host_nameservers() } else { self.nameserver.clone() };
+        let nameservers =
+            if self.nameserver.is_empty() { host_nameservers() } else { self.nameserver.clone() };
         NodeConfig {
             root: self.root.clone(),
             run_dir: self.run_dir.clone(),
@@ -202,8 +203,12 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Run { manifest, attach, no_agent, node } => run_pods(&manifest, attach, no_agent, &node),
         Command::Ps { node } => ps(&node.node()),
-        Command::Logs { pod, container, follow, node } => logs(&node.node(), &pod, container.as_deref(), follow),
-        Command::Exec { pod, container, node, command, .. } => exec(&node.node(), &pod, container.as_deref(), command),
+        Command::Logs { pod, container, follow, node } => {
+            logs(&node.node(), &pod, container.as_deref(), follow)
+        }
+        Command::Exec { pod, container, node, command, .. } => {
+            exec(&node.node(), &pod, container.as_deref(), command)
+        }
         Command::Stop { pods, time, node } => {
             for name in pods {
                 pod::stop(&node.node(), &name, time.map(Duration::from_secs))?;
@@ -324,7 +329,8 @@ fn serve(args: &NodeArgs, backoff_initial_ms: u64) -> anyhow::Result<i32> {
     };
     let n = state::list(&node.pods_dir()).len();
     tracing::info!("agent started; adopting {n} pod(s)");
-    let backoff = BackoffPolicy { initial: Duration::from_millis(backoff_initial_ms), ..BackoffPolicy::default() };
+    let backoff =
+        BackoffPolicy { initial: Duration::from_millis(backoff_initial_ms), ..BackoffPolicy::default() };
     let mut agent = Agent::new(node.clone(), AgentConfig { backoff, ..AgentConfig::default() });
     agent.run(&stop);
     drop(signals);
@@ -344,7 +350,10 @@ fn age(created: u64) -> String {
 
 fn ps(node: &NodeConfig) -> anyhow::Result<i32> {
     let runtime = node.runtime();
-    println!("{:<24} {:<16} {:<10} {:<18} {:<16} {:>8} {:>5}", "POD", "CONTAINER", "PHASE", "STATUS", "IP", "RESTARTS", "AGE");
+    println!(
+        "{:<24} {:<16} {:<10} {:<18} {:<16} {:>8} {:>5}",
+        "POD", "CONTAINER", "PHASE", "STATUS", "IP", "RESTARTS", "AGE"
+    );
     for name in state::list(&node.pods_dir()) {
         let Ok(st) = state::load(&node.pod_dir(&name)) else { continue };
         let ip = st.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
@@ -363,7 +372,13 @@ fn ps(node: &NodeConfig) -> anyhow::Result<i32> {
             let phase = format!("{:?}", st.phase);
             println!(
                 "{:<24} {:<16} {:<10} {:<18} {:<16} {:>8} {:>5}",
-                name, c.name, phase, status, ip, c.restarts, age(st.created)
+                name,
+                c.name,
+                phase,
+                status,
+                ip,
+                c.restarts,
+                age(st.created)
             );
         }
         if st.containers.is_empty() && st.phase != Phase::Running {
@@ -375,10 +390,15 @@ fn ps(node: &NodeConfig) -> anyhow::Result<i32> {
 
 fn pick_container(st: &PodState, container: Option<&str>) -> anyhow::Result<state::ContainerRecord> {
     match container {
-        Some(c) => st.containers.iter().find(|r| r.name == c).cloned().with_context(|| {
-            format!("pod {:?} has no container {c:?}", st.name())
-        }),
-        None => st.containers.first().cloned().with_context(|| format!("pod {:?} has no containers", st.name())),
+        Some(c) => st
+            .containers
+            .iter()
+            .find(|r| r.name == c)
+            .cloned()
+            .with_context(|| format!("pod {:?} has no container {c:?}", st.name())),
+        None => {
+            st.containers.first().cloned().with_context(|| format!("pod {:?} has no containers", st.name()))
+        }
     }
 }
 
@@ -419,7 +439,8 @@ fn logs(node: &NodeConfig, name: &str, container: Option<&str>, follow: bool) ->
             return Ok(0);
         }
         let running = pod::is_running(&runtime, &record.id);
-        let stopping = state::load(&node.pod_dir(name)).map(|s| s.stopping || s.phase != Phase::Running).unwrap_or(true);
+        let stopping =
+            state::load(&node.pod_dir(name)).map(|s| s.stopping || s.phase != Phase::Running).unwrap_or(true);
         if !running && stopping {
             return Ok(0);
         }

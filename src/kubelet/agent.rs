@@ -147,7 +147,11 @@ impl Agent {
                         }
                         Err(e) => {
                             tracing::warn!("pod {name}: restart {}: {e}", record.name);
-                            let delay = self.backoffs.entry(id.clone()).or_default().record_failure(self.config.backoff, now);
+                            let delay = self
+                                .backoffs
+                                .entry(id.clone())
+                                .or_default()
+                                .record_failure(self.config.backoff, now);
                             self.pending.insert(id, now + delay);
                         }
                     }
@@ -158,11 +162,13 @@ impl Agent {
             if status == Status::Stopped {
                 let exit = runtime.wait(&id, Some(Duration::from_millis(200))).ok();
                 let code = exit.map_or(255, |e| e.code);
-                record.last_exit = Some(Exit { code, oom_killed: exit.is_some_and(|e| e.oom_killed), at: unix_now() });
+                record.last_exit =
+                    Some(Exit { code, oom_killed: exit.is_some_and(|e| e.oom_killed), at: unix_now() });
                 record.ready = false;
                 self.probes.remove(&id);
                 if policy.restarts(code) {
-                    let delay = self.backoffs.entry(id.clone()).or_default().record_failure(self.config.backoff, now);
+                    let delay =
+                        self.backoffs.entry(id.clone()).or_default().record_failure(self.config.backoff, now);
                     // The first restart is immediate; back-off applies from the second crash on.
                     let delay = if record.restarts == 0 { Duration::ZERO } else { delay };
                     self.pending.insert(id, now + delay);
@@ -172,7 +178,10 @@ impl Agent {
                 continue;
             }
             let Some(container) = spec.containers.iter().find(|c| c.name == record.name) else { continue };
-            let probes = self.probes.entry(id.clone()).or_insert_with(|| new_probes(container, record.started_at, now));
+            let probes = self
+                .probes
+                .entry(id.clone())
+                .or_insert_with(|| new_probes(container, record.started_at, now));
             if probes.started_at != record.started_at {
                 *probes = new_probes(container, record.started_at, now);
             }
@@ -188,11 +197,15 @@ impl Agent {
             {
                 let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
                 if state.record(Instant::now(), ok) == Some(Verdict::Failure) && !ok {
-                    tracing::info!("pod {name}: container {} failed its liveness probe; killing it", record.name);
+                    tracing::info!(
+                        "pod {name}: container {} failed its liveness probe; killing it",
+                        record.name
+                    );
                     let _ = runtime.kill(&id, Signal::SIGKILL, true);
                 }
             }
-            if let (Some(state), Some(probe)) = (probes.readiness.as_mut(), container.readiness_probe.as_ref())
+            if let (Some(state), Some(probe)) =
+                (probes.readiness.as_mut(), container.readiness_probe.as_ref())
                 && state.due(now)
             {
                 let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
@@ -225,7 +238,8 @@ fn reap_children() {
 }
 
 fn new_probes(container: &Container, started_at: u64, now: Instant) -> Probes {
-    let make = |p: Option<&k8s_openapi::api::core::v1::Probe>| p.map(|p| ProbeState::new(ProbeTiming::of(p), now));
+    let make =
+        |p: Option<&k8s_openapi::api::core::v1::Probe>| p.map(|p| ProbeState::new(ProbeTiming::of(p), now));
     Probes {
         started_at,
         liveness: make(container.liveness_probe.as_ref()),
@@ -247,4 +261,3 @@ pub fn read_pid(node: &NodeConfig) -> Option<i32> {
 pub fn remove_pid(node: &NodeConfig) {
     let _ = fs::remove_file(node.agent_pid_file());
 }
-

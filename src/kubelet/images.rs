@@ -78,7 +78,8 @@ impl ImageResolver<'_> {
     }
 
     fn pull(&self, reference: &Reference) -> Result<Digest, ImageError> {
-        let config = RegistriesConfig::load(self.registries_config).map_err(|e| ImageError::Pull(e.to_string()))?;
+        let config =
+            RegistriesConfig::load(self.registries_config).map_err(|e| ImageError::Pull(e.to_string()))?;
         let mut keyring = Keyring::default();
         for secret in &self.pull_secrets {
             let kind = secret.type_.as_deref().unwrap_or_default();
@@ -90,7 +91,11 @@ impl ImageResolver<'_> {
         let docker = DockerConfig::load_default().unwrap_or_default();
         let repository = reference.repository().to_string();
         let lookup = Arc::new(move |host: &str| {
-            keyring.lookup(host, &repository).into_iter().next().or_else(|| docker.lookup(host).ok().flatten())
+            keyring
+                .lookup(host, &repository)
+                .into_iter()
+                .next()
+                .or_else(|| docker.lookup(host).ok().flatten())
         });
         let client = Arc::new(RegistryClient::new(config, lookup));
         let store = Arc::new(Store::open(self.store.root()).map_err(|e| ImageError::Pull(e.to_string()))?);
@@ -105,7 +110,10 @@ impl ImageResolver<'_> {
     }
 
     fn read(&self, image: &str, manifest: &Digest) -> Result<ImageInfo, ImageError> {
-        let err = |e: crate::image::store::StoreError| ImageError::Store { image: image.into(), message: e.to_string() };
+        let err = |e: crate::image::store::StoreError| ImageError::Store {
+            image: image.into(),
+            message: e.to_string(),
+        };
         let mut layers = self.store.image_layers(manifest).map_err(err)?;
         layers.reverse();
         let config = self.store.image_config(manifest).map_err(err)?;

@@ -69,6 +69,7 @@ impl NodeConfig {
     }
 
     /// The pod network manager of this node.
+    #[allow(clippy::result_large_err)] // the network module's error type
     pub fn network(&self) -> Result<PodNetwork, PodNetworkError> {
         let mut config = PodNetworkConfig::new(self.pod_cidr);
         config.bridge = self.bridge.clone();

@@ -135,7 +135,12 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     RestartPolicy::parse(spec.restart_policy.as_deref()).map_err(&invalid)?;
     // Everything that can be checked without touching the host is checked first.
     let sources = EnvSources {
-        config_maps: req.manifest.config_maps.iter().filter_map(|c| Some((c.metadata.name.as_deref()?, c))).collect(),
+        config_maps: req
+            .manifest
+            .config_maps
+            .iter()
+            .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
+            .collect(),
         secrets: req.manifest.secrets.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect(),
     };
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
@@ -145,7 +150,8 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
             .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
     }
     let volumes = spec.volumes.clone().unwrap_or_default();
-    volumes::check(&volumes, &req.manifest.config_maps, &req.manifest.secrets).map_err(|e| invalid(e.to_string()))?;
+    volumes::check(&volumes, &req.manifest.config_maps, &req.manifest.secrets)
+        .map_err(|e| invalid(e.to_string()))?;
     let store = node.image_store().map_err(step(&name, "open image store"))?;
     let pull_secrets = spec
         .image_pull_secrets
@@ -162,7 +168,9 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
             Some(i) => i.clone(),
             None => {
                 let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-                let i = resolver.ensure(&image, policy).map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
+                let i = resolver
+                    .ensure(&image, policy)
+                    .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
                 images.insert(image.clone(), i.clone());
                 i
             }
@@ -190,7 +198,8 @@ fn start_locked(
     sources: &EnvSources<'_>,
 ) -> Result<PodState, PodError> {
     let pod = req.pod;
-    let spec = pod.spec.as_ref().ok_or_else(|| PodError::Invalid { pod: name.into(), message: "no spec".into() })?;
+    let spec =
+        pod.spec.as_ref().ok_or_else(|| PodError::Invalid { pod: name.into(), message: "no spec".into() })?;
     let network = node.network().map_err(step(name, "network"))?;
     let info = network.setup(name, name, &host_ports(pod)).map_err(step(name, "network setup"))?;
     let ipc = node.ipc_dir().join(name);
@@ -210,8 +219,14 @@ fn start_locked(
     if volumes::needs_tmpfs(volumes) {
         sandbox::mount_tmpfs(&tmpfs).map_err(step(name, "pod tmpfs"))?;
     }
-    let paths = volumes::prepare(volumes, &req.manifest.config_maps, &req.manifest.secrets, &dir.join("volumes"), &tmpfs)
-        .map_err(step(name, "volumes"))?;
+    let paths = volumes::prepare(
+        volumes,
+        &req.manifest.config_maps,
+        &req.manifest.secrets,
+        &dir.join("volumes"),
+        &tmpfs,
+    )
+    .map_err(step(name, "volumes"))?;
     let facts = facts(pod, &info.ip.to_string());
     let runtime = node.runtime();
     let n_init = spec.init_containers.as_ref().map_or(0, Vec::len);
@@ -229,7 +244,11 @@ fn start_locked(
         let c = p.container;
         let mut mounts = vec![
             BindMount { source: etc.join("hosts"), destination: "/etc/hosts".into(), read_only: false },
-            BindMount { source: etc.join("resolv.conf"), destination: "/etc/resolv.conf".into(), read_only: false },
+            BindMount {
+                source: etc.join("resolv.conf"),
+                destination: "/etc/resolv.conf".into(),
+                read_only: false,
+            },
             BindMount { source: etc.join("hostname"), destination: "/etc/hostname".into(), read_only: false },
         ];
         mounts.extend(volumes::container_mounts(c, &paths).map_err(step(name, "volume mounts"))?);
@@ -239,10 +258,8 @@ fn start_locked(
             env_list.retain(|e| e.split('=').next() != Some(k.as_str()));
             env_list.push(format!("{k}={v}"));
         }
-        let argv = env::expand_all(
-            &command::argv(c.command.as_deref(), c.args.as_deref(), &p.image.defaults),
-            &env,
-        );
+        let argv =
+            env::expand_all(&command::argv(c.command.as_deref(), c.args.as_deref(), &p.image.defaults), &env);
         let limits = resources::cgroup_limits(c.resources.as_ref()).map_err(step(name, "resources"))?;
         let input = SpecInput {
             container: &c.name,
@@ -307,7 +324,12 @@ pub fn log_file(pod_dir: &Path, container: &str) -> PathBuf {
 
 /// Creates and starts one container from `spec` on a fresh writable layer; the spec is saved in
 /// the bundle so the agent can restart the container later.
-pub fn create_container(runtime: &Runtime, pod_dir: &Path, record: &ContainerRecord, spec: &Spec) -> io::Result<()> {
+pub fn create_container(
+    runtime: &Runtime,
+    pod_dir: &Path,
+    record: &ContainerRecord,
+    spec: &Spec,
+) -> io::Result<()> {
     let bundle = bundle_dir(pod_dir, &record.name);
     let (upper, work, target) = (bundle.join("upper"), bundle.join("work"), bundle.join("rootfs"));
     for d in [&upper, &work] {
@@ -385,7 +407,8 @@ pub fn stop(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<Po
     for record in &mut st.containers {
         if !record.done {
             if let Ok(exit) = runtime.wait(&record.id, Some(Duration::from_secs(1))) {
-                record.last_exit = Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
+                record.last_exit =
+                    Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
             }
             record.done = true;
         }
@@ -442,7 +465,10 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
             note(runtime.delete(&c.id, true).map_err(step(name, "delete container")));
         }
     }
-    note(sandbox::remove_pod_cgroup(&node.cgroup_root, &pod_cgroup(node, name)).map_err(step(name, "remove cgroup")));
+    note(
+        sandbox::remove_pod_cgroup(&node.cgroup_root, &pod_cgroup(node, name))
+            .map_err(step(name, "remove cgroup")),
+    );
     let dir = node.pod_dir(name);
     note(sandbox::remove_mount(&dir.join("tmpfs")).map_err(step(name, "unmount tmpfs")));
     note(sandbox::remove_mount(&node.ipc_dir().join(name)).map_err(step(name, "remove ipc namespace")));

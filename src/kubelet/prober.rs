@@ -17,9 +17,10 @@ use crate::runtime::{ExecRequest, Runtime};
 fn port(value: &IntOrString, named: &[(String, i32)]) -> Option<u16> {
     match value {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
-        IntOrString::String(s) => {
-            s.parse().ok().or_else(|| named.iter().find(|(n, _)| n == s).and_then(|(_, p)| u16::try_from(*p).ok()))
-        }
+        IntOrString::String(s) => s
+            .parse()
+            .ok()
+            .or_else(|| named.iter().find(|(n, _)| n == s).and_then(|(_, p)| u16::try_from(*p).ok())),
     }
 }
 
@@ -43,8 +44,10 @@ pub fn check(
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port(&tcp.port, named_ports) else { return false };
         let host = tcp.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(pod_ip);
-        return run_in_netns(Some(netns), || TcpStream::connect_timeout(&SocketAddr::from((host, port)), timeout).is_ok())
-            .unwrap_or(false);
+        return run_in_netns(Some(netns), || {
+            TcpStream::connect_timeout(&SocketAddr::from((host, port)), timeout).is_ok()
+        })
+        .unwrap_or(false);
     }
     if let Some(http) = &probe.http_get {
         let Some(port) = http.port_as(named_ports) else { return false };

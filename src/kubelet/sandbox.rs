@@ -26,13 +26,24 @@ pub fn create_ipc(path: &Path) -> Result<(), SandboxError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
     }
-    fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).map_err(io_err("create", path))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("create", path))?;
     let owned = path.to_path_buf();
     let result = std::thread::scope(|scope| {
         scope
             .spawn(|| -> io::Result<()> {
                 unshare(CloneFlags::CLONE_NEWIPC)?;
-                mount(Some("/proc/thread-self/ns/ipc"), owned.as_path(), None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+                mount(
+                    Some("/proc/thread-self/ns/ipc"),
+                    owned.as_path(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )?;
                 Ok(())
             })
             .join()

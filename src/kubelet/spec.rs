@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
 use oci_spec::runtime::{
-    LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, Root,
-    Spec, User,
+    LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount,
+    Root, Spec, User,
 };
 
 use super::resources::{CPU_PERIOD_US, CgroupLimits};
@@ -108,12 +108,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     process.set_args(Some(input.argv.clone()));
     process.set_env(Some(input.env.clone()));
     process.set_cwd(PathBuf::from(if input.cwd.is_empty() { "/" } else { &input.cwd }));
-    let run_as_user = security
-        .and_then(|s| s.run_as_user)
-        .or_else(|| input.pod_security.and_then(|s| s.run_as_user));
-    let run_as_group = security
-        .and_then(|s| s.run_as_group)
-        .or_else(|| input.pod_security.and_then(|s| s.run_as_group));
+    let run_as_user =
+        security.and_then(|s| s.run_as_user).or_else(|| input.pod_security.and_then(|s| s.run_as_user));
+    let run_as_group =
+        security.and_then(|s| s.run_as_group).or_else(|| input.pod_security.and_then(|s| s.run_as_group));
     let mut annotations = HashMap::new();
     let mut user = User::default();
     match (run_as_user, input.image_user.as_deref().filter(|u| !u.is_empty())) {
@@ -147,8 +145,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     process.set_user(user);
     let caps = capabilities(security);
     let mut capabilities = LinuxCapabilities::default();
-    let set: oci_spec::runtime::Capabilities =
-        caps.iter().filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok()).collect();
+    let set: oci_spec::runtime::Capabilities = caps
+        .iter()
+        .filter_map(|c| serde_json::from_value(serde_json::Value::String(c.clone())).ok())
+        .collect();
     capabilities.set_bounding(Some(set.clone()));
     capabilities.set_effective(Some(set.clone()));
     capabilities.set_permitted(Some(set));
@@ -223,7 +223,11 @@ mod tests {
             image_user: None,
             netns: "/run/rkube/netns/web".into(),
             ipc: Some("/run/rkube/ipc/web".into()),
-            mounts: vec![BindMount { source: "/p/hosts".into(), destination: "/etc/hosts".into(), read_only: false }],
+            mounts: vec![BindMount {
+                source: "/p/hosts".into(),
+                destination: "/etc/hosts".into(),
+                read_only: false,
+            }],
             limits: CgroupLimits { cpu_shares: 512, cpu_quota_us: Some(50_000), memory_bytes: Some(1 << 20) },
             cgroups_path: "rkube/pod-web/c".into(),
             security,
@@ -242,7 +246,13 @@ mod tests {
         let r = linux.resources().as_ref().unwrap();
         assert_eq!(r.memory().unwrap().limit(), Some(1 << 20));
         assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(50_000));
-        assert!(spec.mounts().as_ref().unwrap().iter().any(|m| m.destination() == std::path::Path::new("/etc/hosts")));
+        assert!(
+            spec.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.destination() == std::path::Path::new("/etc/hosts"))
+        );
         assert_eq!(spec.process().as_ref().unwrap().cwd(), std::path::Path::new("/"));
     }
 
@@ -253,7 +263,10 @@ mod tests {
             run_as_group: Some(2000),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities { add: Some(vec!["NET_ADMIN".into()]), drop: Some(vec!["KILL".into()]) }),
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into()]),
+                drop: Some(vec!["KILL".into()]),
+            }),
             ..Default::default()
         };
         let spec = build(&input(Some(&sc))).unwrap();
@@ -274,7 +287,10 @@ mod tests {
         let mut i = input(None);
         i.image_user = Some("nobody".into());
         let spec = build(&i).unwrap();
-        assert_eq!(spec.annotations().as_ref().unwrap().get(USER_ANNOTATION).map(String::as_str), Some("nobody"));
+        assert_eq!(
+            spec.annotations().as_ref().unwrap().get(USER_ANNOTATION).map(String::as_str),
+            Some("nobody")
+        );
         i.argv.clear();
         assert!(build(&i).unwrap_err().to_string().contains("no command"));
     }

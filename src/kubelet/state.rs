@@ -98,7 +98,8 @@ pub fn state_file(dir: &Path) -> PathBuf {
 /// Reads the state of the pod in `dir`.
 pub fn load(dir: &Path) -> Result<PodState, StateError> {
     let path = state_file(dir);
-    let data = fs::read(&path).map_err(|source| StateError::Io { path: path.clone(), step: "read", source })?;
+    let data =
+        fs::read(&path).map_err(|source| StateError::Io { path: path.clone(), step: "read", source })?;
     serde_json::from_slice(&data).map_err(|source| StateError::Parse { path, source })
 }
 
@@ -106,8 +107,11 @@ pub fn load(dir: &Path) -> Result<PodState, StateError> {
 pub fn save(dir: &Path, state: &PodState) -> Result<(), StateError> {
     let path = state_file(dir);
     let tmp = dir.join(".state.json.tmp");
-    let data = serde_json::to_vec_pretty(state)
-        .map_err(|e| StateError::Io { path: path.clone(), step: "encode", source: e.into() })?;
+    let data = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
+        path: path.clone(),
+        step: "encode",
+        source: e.into(),
+    })?;
     fs::write(&tmp, data).map_err(|source| StateError::Io { path: tmp.clone(), step: "write", source })?;
     fs::rename(&tmp, &path).map_err(|source| StateError::Io { path: path.clone(), step: "rename", source })
 }

@@ -71,12 +71,18 @@ fn plan_files(
             return Err(invalid(format!("configmap {name:?} not found")));
         };
         let mode = match src.default_mode {
-            Some(m) => projection::checked_mode(&format!("configmap {name:?}"), m).map_err(|e| invalid(e.to_string()))?,
+            Some(m) => projection::checked_mode(&format!("configmap {name:?}"), m)
+                .map_err(|e| invalid(e.to_string()))?,
             None => CONFIG_MAP_DEFAULT_MODE,
         };
-        return projection::project(&format!("configmap {name:?}"), &entries_of_config_map(cm), src.items.as_deref(), mode)
-            .map(Some)
-            .map_err(|e| invalid(e.to_string()));
+        return projection::project(
+            &format!("configmap {name:?}"),
+            &entries_of_config_map(cm),
+            src.items.as_deref(),
+            mode,
+        )
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()));
     }
     if let Some(src) = &v.secret {
         let name = src.secret_name.as_deref().unwrap_or_default();
@@ -87,12 +93,18 @@ fn plan_files(
             return Err(invalid(format!("secret {name:?} not found")));
         };
         let mode = match src.default_mode {
-            Some(m) => projection::checked_mode(&format!("secret {name:?}"), m).map_err(|e| invalid(e.to_string()))?,
+            Some(m) => projection::checked_mode(&format!("secret {name:?}"), m)
+                .map_err(|e| invalid(e.to_string()))?,
             None => SECRET_DEFAULT_MODE,
         };
-        return projection::project(&format!("secret {name:?}"), &entries_of_secret(secret), src.items.as_deref(), mode)
-            .map(Some)
-            .map_err(|e| invalid(e.to_string()));
+        return projection::project(
+            &format!("secret {name:?}"),
+            &entries_of_secret(secret),
+            src.items.as_deref(),
+            mode,
+        )
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()));
     }
     if v.empty_dir.is_none() && v.host_path.is_none() {
         return Err(invalid("only emptyDir, hostPath, configMap and secret volumes are supported".into()));
@@ -131,10 +143,16 @@ pub fn prepare(
                     fs::File::create(&path).map(drop).map_err(io_err("create", &path))?
                 }
                 "Directory" if !path.is_dir() => {
-                    return Err(VolumeError::Invalid { volume: v.name.clone(), message: format!("hostPath {} is not a directory", path.display()) });
+                    return Err(VolumeError::Invalid {
+                        volume: v.name.clone(),
+                        message: format!("hostPath {} is not a directory", path.display()),
+                    });
                 }
                 "File" if !path.is_file() => {
-                    return Err(VolumeError::Invalid { volume: v.name.clone(), message: format!("hostPath {} is not a file", path.display()) });
+                    return Err(VolumeError::Invalid {
+                        volume: v.name.clone(),
+                        message: format!("hostPath {} is not a file", path.display()),
+                    });
                 }
                 _ => {}
             }
@@ -152,7 +170,8 @@ pub fn prepare(
                 None => {
                     fs::create_dir_all(&path).map_err(io_err("create", &path))?;
                     use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io_err("chmod", &path))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o777))
+                        .map_err(io_err("chmod", &path))?;
                 }
             }
             path
@@ -185,7 +204,8 @@ pub fn resolve_sub_path(volume: &Path, sub: &str) -> Result<PathBuf, String> {
             Err(e) => return Err(format!("subPath {sub:?}: {e}")),
         }
     }
-    let fd = open_in_root(&root, &current, OFlag::O_PATH, Mode::empty()).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+    let fd = open_in_root(&root, &current, OFlag::O_PATH, Mode::empty())
+        .map_err(|e| format!("subPath {sub:?}: {e}"))?;
     let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| format!("subPath {sub:?}: {e}"))?;
     let base = fs::canonicalize(volume).map_err(|e| format!("subPath {sub:?}: {e}"))?;
@@ -207,7 +227,11 @@ pub fn container_mounts(container: &Container, paths: &VolumePaths) -> Result<Ve
             Some(sub) => resolve_sub_path(volume, sub).map_err(err)?,
             None => volume.clone(),
         };
-        out.push(BindMount { source, destination: m.mount_path.clone(), read_only: m.read_only == Some(true) });
+        out.push(BindMount {
+            source,
+            destination: m.mount_path.clone(),
+            read_only: m.read_only == Some(true),
+        });
     }
     Ok(out)
 }

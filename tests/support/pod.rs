@@ -61,7 +61,11 @@ impl PodNode {
                 let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
             }
         }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n").unwrap();
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
             .args(["image", "import", "--root"])
@@ -125,7 +129,9 @@ impl PodNode {
         if let Some(pid) = self.agent_pid() {
             let pid = nix::unistd::Pid::from_raw(pid);
             if nix::sys::signal::kill(pid, signal).is_ok() {
-                wait_for(Duration::from_secs(10), || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid.as_raw()));
+                wait_for(Duration::from_secs(10), || {
+                    !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid.as_raw())
+                });
             }
         }
     }
@@ -143,19 +149,31 @@ impl PodNode {
     pub fn assert_pod_gone(&self, name: &str) {
         assert!(!self.root().join("pods").join(name).exists(), "pod dir left");
         let runtime_dir = self.run_dir().join("runtime");
-        let left: Vec<_> = std::fs::read_dir(&runtime_dir).into_iter().flatten().flatten().map(|e| e.file_name()).collect();
-        assert!(left.iter().all(|f| !f.to_string_lossy().starts_with(&format!("{name}_"))), "containers left: {left:?}");
+        let left: Vec<_> =
+            std::fs::read_dir(&runtime_dir).into_iter().flatten().flatten().map(|e| e.file_name()).collect();
+        assert!(
+            left.iter().all(|f| !f.to_string_lossy().starts_with(&format!("{name}_"))),
+            "containers left: {left:?}"
+        );
         assert!(!self.run_dir().join("netns").join(name).exists(), "netns pin left");
         assert!(!self.run_dir().join("ipc").join(name).exists(), "ipc pin left");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let base = self.dir.path().to_string_lossy().into_owned();
-        let ours = [format!("{base}/root/pods/{name}/"), format!("{base}/run/netns/{name} "), format!("{base}/run/ipc/{name} ")];
-        let left: Vec<&str> = mounts.lines().filter(|l| ours.iter().any(|o| l.contains(o.as_str()))).collect();
+        let ours = [
+            format!("{base}/root/pods/{name}/"),
+            format!("{base}/run/netns/{name} "),
+            format!("{base}/run/ipc/{name} "),
+        ];
+        let left: Vec<&str> =
+            mounts.lines().filter(|l| ours.iter().any(|o| l.contains(o.as_str()))).collect();
         assert!(left.is_empty(), "mounts left: {left:?}");
         let veth = rkube::network::pod::veth_name("rkv", name);
         assert!(!self.net.link_exists(&veth), "veth {veth} left");
         let ipam = self.root().join("network").join("ipam");
-        let held: Vec<_> = std::fs::read_dir(&ipam).into_iter().flatten().flatten()
+        let held: Vec<_> = std::fs::read_dir(&ipam)
+            .into_iter()
+            .flatten()
+            .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|f| f.parse::<std::net::Ipv4Addr>().is_ok())
             .filter(|f| std::fs::read_to_string(ipam.join(f)).unwrap_or_default().trim() == name)
@@ -194,7 +212,12 @@ impl Drop for PodNode {
         for d in self.cgroup_dirs() {
             if let Ok(entries) = std::fs::read_dir(&d) {
                 for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                    for sub in std::fs::read_dir(e.path()).into_iter().flatten().flatten().filter(|s| s.path().is_dir()) {
+                    for sub in std::fs::read_dir(e.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|s| s.path().is_dir())
+                    {
                         let _ = std::fs::remove_dir(sub.path());
                     }
                     let _ = std::fs::remove_dir(e.path());
