@@ -149,3 +149,13 @@ spec:
         assert!(matches!(parse("a: [").unwrap_err(), ManifestError::Yaml { doc: 1, .. }));
     }
 }
+
+#[cfg(test)]
+mod demo_tests {
+    #[test]
+    fn demo_pod_manifest_loads() {
+        let m = super::parse(include_str!("../../hack/demo/pod.yaml")).unwrap();
+        assert_eq!(m.pods[0].spec.as_ref().unwrap().containers.len(), 2);
+        assert_eq!((m.config_maps.len(), m.secrets.len()), (1, 1));
+    }
+}
