@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long = "cgroup-parent", env = "RKUBE_CGROUP_PARENT", default_value = "rkube")]
     cgroup_parent: String,
     #[command(subcommand)]
-    command: Command,
+    command: Box<Command>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +132,47 @@ enum Command {
     },
     /// List containers.
     List,
+    /// Test helper run inside containers: tries one operation and prints the errno name.
+    #[command(name = "__probe", hide = true)]
+    Probe {
+        /// `write-exe` or a system call from the probe list.
+        what: String,
+    },
+}
+
+/// System calls the probe may call with zero arguments (harmless: they fail or do nothing).
+const PROBE_SYSCALLS: [&str; 10] = [
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "kexec_load",
+    "init_module",
+    "delete_module",
+    "unshare",
+    "userfaultfd",
+    "clone3",
+];
+
+/// Runs the probe; prints `OK` or the errno name (e.g. `EPERM`).
+fn probe(what: &str) -> anyhow::Result<i32> {
+    let errno = if what == "write-exe" {
+        match std::fs::OpenOptions::new().write(true).truncate(true).open("/proc/self/exe") {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(-1),
+        }
+    } else if PROBE_SYSCALLS.contains(&what) {
+        let nr = crate::runtime::syscalls::number(what).context("unknown syscall")?;
+        crate::sys::container::probe_syscall_with_zero_args(nr)
+    } else {
+        anyhow::bail!("unknown probe {what}");
+    };
+    if errno == 0 {
+        println!("OK");
+    } else {
+        println!("{}", nix::errno::Errno::from_raw(errno));
+    }
+    Ok(0)
 }
 
 /// Runs `rkubelet runtime`, returning the process exit code.
@@ -172,6 +213,16 @@ fn write_log(path: &Path, json: bool, msg: &str) {
     }
 }
 
+/// `rkube-monitor` next to this binary, if installed. Resolved from the original path: after the
+/// read-only re-exec `/proc/self/exe` names a detached mount.
+fn monitor_binary() -> Option<PathBuf> {
+    let exe = std::env::var_os(crate::runtime::exe_seal::ORIGINAL_EXE_ENV)
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())?;
+    let candidate = exe.parent()?.join("rkube-monitor");
+    candidate.is_file().then_some(candidate)
+}
+
 fn parse_signal(s: &str) -> anyhow::Result<Signal> {
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n).with_context(|| format!("unknown signal {s}"));
@@ -210,8 +261,9 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
         root: args.root.clone(),
         cgroup_root: args.cgroup_root.clone(),
         cgroup_parent: args.cgroup_parent.clone(),
+        monitor_binary: monitor_binary(),
     };
-    match args.command {
+    match *args.command {
         Command::Create(c) => {
             let req = create_request(&c)?;
             crate::runtime::exe_seal::ensure_sealed()?;
@@ -276,6 +328,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             crate::runtime::exe_seal::ensure_sealed()?;
             Ok(runtime.exec(&id, &req)?)
         }
+        Command::Probe { what } => probe(&what),
         Command::List => {
             for s in runtime.list()? {
                 println!("{}\t{}\t{:?}\t{}", s.id, s.pid, s.status, s.bundle.display());

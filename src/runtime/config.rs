@@ -329,7 +329,7 @@ pub fn from_spec(
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
         Some(other) => return Err(invalid("linux.rootfsPropagation", other.to_string())),
     }
-    .bits() as u64;
+    .bits();
     Ok(ContainerConfig {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),

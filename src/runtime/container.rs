@@ -86,6 +86,9 @@ pub struct Runtime {
     pub cgroup_root: PathBuf,
     /// cgroup parent for specs without `cgroupsPath` (default `rkube`).
     pub cgroup_parent: String,
+    /// The small `rkube-monitor` binary the monitor execs into (smaller RSS); `None` keeps the
+    /// monitor as a fork of the caller.
+    pub monitor_binary: Option<PathBuf>,
 }
 
 /// A create request.
@@ -121,7 +124,12 @@ pub struct ExecRequest {
 impl Runtime {
     /// A runtime with the given run directory and cgroup root, parent `rkube`.
     pub fn new(root: impl Into<PathBuf>, cgroup_root: impl Into<PathBuf>) -> Self {
-        Runtime { root: root.into(), cgroup_root: cgroup_root.into(), cgroup_parent: "rkube".into() }
+        Runtime {
+            root: root.into(),
+            cgroup_root: cgroup_root.into(),
+            cgroup_parent: "rkube".into(),
+            monitor_binary: None,
+        }
     }
 
     fn dir(&self, id: &str) -> Result<StateDir, RuntimeError> {
@@ -188,6 +196,7 @@ impl Runtime {
                     sync: sync_w,
                     fifo: fifo_fd,
                     log_path: req.log_path.clone(),
+                    monitor_binary: self.monitor_binary.clone(),
                 })
             }
             Forked::Parent(pid) => pid,

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 
 /// Environment marker set on the re-executed process (guards against a re-exec loop).
 pub const SEALED_MARKER: &str = "_RKUBE_EXE_SEALED";
+/// Environment variable carrying the binary's original path across the re-exec.
+pub const ORIGINAL_EXE_ENV: &str = "_RKUBE_ORIGINAL_EXE";
 
 /// Errors while sealing.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,11 @@ pub fn ensure_sealed() -> Result<(), SealError> {
         })
         .collect();
     envp.push(to_c(format!("{SEALED_MARKER}=1").as_bytes()));
+    if let Ok(original) = std::env::current_exe() {
+        let mut kv = format!("{ORIGINAL_EXE_ENV}=").into_bytes();
+        kv.extend_from_slice(original.as_os_str().as_bytes());
+        envp.push(to_c(&kv));
+    }
     let source = crate::sys::container::exec_fd(fd.as_fd(), &argv, &envp);
     Err(SealError::Step { step: "re-exec", source })
 }

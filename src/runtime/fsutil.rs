@@ -38,9 +38,32 @@ pub fn open_no_symlinks(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd
     openat2(root, &rel, how).map_err(io::Error::from)
 }
 
+/// Resolves `.` and `..` lexically, never above the root.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::Normal(c) => out.push(c),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Creates every missing directory of `path` inside `root` and returns an O_PATH fd of it.
+/// A dangling symlink on the way gets its target created inside `root` (never on the host).
 pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
-    let rel = relative(path);
+    mkdir_all_depth(root, path, 0)
+}
+
+fn mkdir_all_depth(root: BorrowedFd<'_>, path: &Path, depth: u32) -> io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let rel = normalize(path);
     let mut prefix = PathBuf::new();
     let mut parent = open_in_root(root, Path::new("."), OFlag::O_PATH | OFlag::O_DIRECTORY)?;
     for comp in rel.components() {
@@ -52,7 +75,21 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedF
                     Ok(()) | Err(nix::Error::EEXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                open_in_root(root, &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY)?
+                match open_in_root(root, &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        // A dangling symlink: create its target, resolved inside the root.
+                        let target = nix::fcntl::readlinkat(parent.as_fd(), comp.as_os_str())?;
+                        let base = prefix.parent().unwrap_or(Path::new("")).to_path_buf();
+                        let resolved = if Path::new(&target).is_absolute() {
+                            PathBuf::from(&target)
+                        } else {
+                            base.join(&target)
+                        };
+                        drop(mkdir_all_depth(root, &resolved, depth + 1)?);
+                        open_in_root(root, &prefix, OFlag::O_PATH | OFlag::O_DIRECTORY)?
+                    }
+                    other => other?,
+                }
             }
             Err(e) => return Err(e),
         };

@@ -97,7 +97,7 @@ pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
             let _ = pipe.write_all(line.as_bytes());
         }
         None => {
-            let _ = std::io::stderr().write_all(line[1..].as_bytes());
+            let _ = std::io::stderr().write_all(&line.as_bytes()[1..]);
         }
     }
     crate::sys::container::exit_now(if sync.is_some() { 1 } else { 127 })

@@ -2,10 +2,13 @@
 //! then outlives the creator. It reports the init pid, copies stdout/stderr into a CRI-format log
 //! file when asked, reaps init and writes `exit.json` (exit code, signal, OOMKilled).
 //!
-//! Why a fork of the runtime and not a separate tiny binary: the monitor must be the parent of
-//! init (to reap it and get the exit status without polling), and init is cloned with all the
-//! setup code in memory. After the fork the monitor only touches a few pages of its own; its
-//! RSS is measured by `hack/bench-runtime.sh`.
+//! The monitor must be the parent of init (to reap it and get the exit status without polling),
+//! and init is cloned with all the setup code in memory, so the monitor starts as a fork of the
+//! runtime. A fork keeps the creator's heap and touches pages of a large binary, though
+//! (measured: several MB RSS). So once init is cloned, the monitor execs the small
+//! `rkube-monitor` binary when one is configured (exec keeps init as its child); it then only
+//! maps that binary and libc. Without it, the fork carries on in-process. Both run
+//! [`supervise`]. `hack/bench-runtime.sh` reports the resulting RSS and PSS.
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,6 +40,8 @@ pub struct MonitorArgs<'a> {
     pub fifo: OwnedFd,
     /// CRI log file for stdout/stderr; `None` = the container inherits our stdio.
     pub log_path: Option<PathBuf>,
+    /// The small monitor binary to exec after cloning init, if any.
+    pub monitor_binary: Option<PathBuf>,
 }
 
 /// Runs the monitor in the freshly forked child; never returns.
@@ -81,12 +86,86 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = writeln!(sync, "P{pid}");
     drop(sync);
     detach_stdio();
-    if let (Some(readers), Some(path)) = (readers, args.log_path.as_ref()) {
-        pump_logs(readers, path);
+    let log = readers.zip(args.log_path.clone());
+    if let Some(binary) = &args.monitor_binary {
+        exec_small_monitor(binary, pid, &args.state, args.cgroup, log.as_ref());
     }
-    let exit = wait_exit(pid, args.cgroup);
-    let _ = args.state.write_exit(&exit);
+    supervise(pid, &args.state, args.cgroup, log)
+}
+
+/// Copies logs, reaps init, writes `exit.json`, exits. Shared by the fork and `rkube-monitor`.
+pub fn supervise(
+    pid: Pid,
+    state: &StateDir,
+    cgroup: &CgroupConfig,
+    log: Option<([OwnedFd; 2], PathBuf)>,
+) -> ! {
+    if let Some((readers, path)) = log {
+        pump_logs(readers, &path);
+    }
+    let exit = wait_exit(pid, cgroup);
+    let _ = state.write_exit(&exit);
     exit_now(0)
+}
+
+/// The file descriptors the small monitor finds the log pipes on.
+pub const LOG_FDS: [i32; 2] = [3, 4];
+
+/// Replaces this process with `rkube-monitor <pid> <state-dir> <cgroup-json> [<log>]`, log pipes
+/// on fds 3 and 4. Returns only if the exec failed (the caller then supervises in-process).
+fn exec_small_monitor(
+    binary: &std::path::Path,
+    pid: Pid,
+    state: &StateDir,
+    cgroup: &CgroupConfig,
+    log: Option<&([OwnedFd; 2], PathBuf)>,
+) {
+    use std::ffi::CString;
+    let cgroup_json = serde_json::to_string(cgroup).unwrap_or_default();
+    let mut args =
+        vec![binary.display().to_string(), pid.to_string(), state.path().display().to_string(), cgroup_json];
+    if let Some((readers, path)) = log {
+        for (reader, target) in readers.iter().zip(LOG_FDS) {
+            if crate::sys::container::dup_onto(reader.as_fd(), target).is_err() {
+                return;
+            }
+        }
+        args.push(path.display().to_string());
+    }
+    let Ok(argv) = args.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>() else { return };
+    let Ok(path) = CString::new(binary.as_os_str().as_encoded_bytes()) else { return };
+    let _ = nix::unistd::execve(&path, &argv, &[] as &[CString]);
+}
+
+/// Entry point of the `rkube-monitor` binary: parses its arguments and supervises.
+pub fn small_monitor_main(args: &[String]) -> ! {
+    let (Some(pid), Some(state_dir), Some(cgroup)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("usage: rkube-monitor <init-pid> <state-dir> <cgroup-json> [<cri-log>]");
+        exit_now(2)
+    };
+    let (Ok(pid), Ok(cgroup)) = (pid.parse::<i32>(), serde_json::from_str::<CgroupConfig>(cgroup)) else {
+        eprintln!("rkube-monitor: bad arguments");
+        exit_now(2)
+    };
+    let state_path = PathBuf::from(state_dir);
+    let (Some(root), Some(id)) = (state_path.parent(), state_path.file_name().and_then(|n| n.to_str()))
+    else {
+        exit_now(2)
+    };
+    let state = StateDir::new(root, id);
+    let log = match args.get(4) {
+        Some(path) => {
+            match (crate::sys::container::adopt_fd(LOG_FDS[0]), crate::sys::container::adopt_fd(LOG_FDS[1])) {
+                (Ok(out), Ok(err)) => Some(([out, err], PathBuf::from(path))),
+                _ => {
+                    eprintln!("rkube-monitor: log pipes missing on fds 3 and 4");
+                    exit_now(2)
+                }
+            }
+        }
+        None => None,
+    };
+    supervise(Pid::from_raw(pid), &state, &cgroup, log)
 }
 
 /// Pipes for the container's stdin (/dev/null), stdout and stderr; returns (child ends, our ends).

@@ -243,14 +243,25 @@ pub(crate) fn mkdir_recording(
     Ok(())
 }
 
-/// Removes created directories innermost first, retrying while the kernel still reports EBUSY.
-pub(crate) fn rmdir_created(created: &[PathBuf], kill: impl Fn(&Path)) -> Result<(), CgroupError> {
+/// Removes created directories innermost first. A leaf still holding dying tasks is retried
+/// (killing leftovers) until a deadline; an ancestor still used by another container is kept.
+pub(crate) fn rmdir_created(
+    created: &[PathBuf],
+    leaves: &[PathBuf],
+    kill: impl Fn(&Path),
+) -> Result<(), CgroupError> {
     for dir in created.iter().rev() {
+        let is_leaf = leaves.contains(dir);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             match std::fs::remove_dir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e)
+                    if !is_leaf && matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) =>
+                {
+                    break;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
                     kill(dir);
                     std::thread::sleep(std::time::Duration::from_millis(5));

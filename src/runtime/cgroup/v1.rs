@@ -101,7 +101,8 @@ impl CgroupManager for V1Cgroup {
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
-        super::rmdir_created(&self.created, kill_procs)
+        let leaves: Vec<PathBuf> = CONTROLLERS.iter().map(|c| self.dir(c)).collect();
+        super::rmdir_created(&self.created, &leaves, kill_procs)
     }
 
     fn created(&self) -> &[PathBuf] {

@@ -119,7 +119,7 @@ impl CgroupManager for V2Cgroup {
         if self.created.iter().any(|c| *c == self.dir()) && kill_file.exists() {
             let _ = write_file(&kill_file, "1");
         }
-        super::rmdir_created(&self.created, kill_procs)
+        super::rmdir_created(&self.created, &[self.dir()], kill_procs)
     }
 
     fn created(&self) -> &[PathBuf] {

@@ -1,0 +1,67 @@
+//! CVE-2019-5736: a container must not be able to overwrite the runtime binary through
+//! `/proc/<pid>/exe`. The runtime re-executes itself from a detached read-only mount of its
+//! binary, so every open for writing through the exe link fails with EROFS.
+//! The test runs a private copy of rkubelet, so a regression cannot damage the build.
+
+#[path = "support/runtime.rs"]
+mod runtime;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use runtime::TestRuntime;
+use sha2::Digest;
+
+fn sha256(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn cli(binary: &Path, rt: &TestRuntime, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = rt.run_dir.path().join(runtime::unique("out"));
+    let err = rt.run_dir.path().join(runtime::unique("err"));
+    let status = Command::new(binary)
+        .args(["runtime", "--root", rt.runtime.root.to_str().unwrap(), "--cgroup-parent", &rt.parent])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    (status.code(), std::fs::read_to_string(out).unwrap(), std::fs::read_to_string(err).unwrap())
+}
+
+#[test]
+fn runtime_binary_cannot_be_overwritten_from_the_container() {
+    let rt = TestRuntime::new();
+    let bin_dir = tempfile::tempdir().unwrap();
+    let binary = bin_dir.path().join("rkubelet");
+    std::fs::copy(runtime::rkubelet(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = sha256(&binary);
+
+    // 1. The container's entrypoint is the runtime itself (`/proc/self/exe` of init), which then
+    //    tries to open its own binary for writing.
+    let id = runtime::unique("exe");
+    let mut bundle = rt.bundle(&id, &["/proc/self/exe", "runtime", "__probe", "write-exe"]);
+    bundle.add_host_libs_and_probe(&runtime::rkubelet());
+    bundle.write();
+    let (code, stdout, stderr) =
+        cli(&binary, &rt, &["run", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("EROFS"), "expected EROFS, got {stdout:?} {stderr}");
+
+    // 2. From the host, while init waits for start: the exe link of init is read-only too.
+    let id = runtime::unique("exe");
+    let bundle = rt.bundle(&id, &["true"]);
+    let (code, _, stderr) = cli(&binary, &rt, &["create", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let state = rt.runtime.state(&id).unwrap();
+    let open =
+        std::fs::OpenOptions::new().write(true).truncate(true).open(format!("/proc/{}/exe", state.pid));
+    assert_eq!(open.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    let (code, _, stderr) = cli(&binary, &rt, &["delete", &id]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    assert_eq!(sha256(&binary), before, "the runtime binary changed");
+}
