@@ -30,6 +30,7 @@ spec:
     command: [sh, -c, "mkdir -p /www; echo ok > /www/index.html; httpd -p 8080 -h /www; trap 'echo term >> /out/log; exit 0' TERM; while true; do sleep 0.1; done"]
     ports: [{{name: web, containerPort: 8080}}]
     volumeMounts: [{{name: out, mountPath: /out}}]
+    startupProbe: {{exec: {{command: [test, -e, /www/index.html]}}, periodSeconds: 1}}
     readinessProbe: {{httpGet: {{path: /, port: web}}, periodSeconds: 1}}
     livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1, failureThreshold: 1}}
     lifecycle:

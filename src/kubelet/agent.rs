@@ -54,6 +54,8 @@ impl Default for AgentConfig {
 #[derive(Debug)]
 struct Probes {
     started_at: u64,
+    /// Until it succeeds, liveness and readiness wait; its failure kills the container.
+    startup: Option<ProbeState>,
     liveness: Option<ProbeState>,
     readiness: Option<ProbeState>,
 }
@@ -118,7 +120,15 @@ impl Agent {
 
     fn sync_pod(&mut self, name: &str, now: Instant) -> Result<(), String> {
         let dir = self.node.pod_dir(name);
-        let Some(_lock) = pod::lock(&dir, false).map_err(|e| e.to_string())? else { return Ok(()) };
+        let _lock = match pod::lock(&dir, false, false) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if !state::state_file(&dir).exists() {
+            return Ok(());
+        }
         let mut st = state::load(&dir).map_err(|e| e.to_string())?;
         if st.stopping || st.phase != Phase::Running {
             return Ok(());
@@ -192,6 +202,21 @@ impl Agent {
                 .filter_map(|p| Some((p.name.clone()?, p.container_port)))
                 .collect();
             let ip = st.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+            if let (Some(state), Some(probe)) = (probes.startup.as_mut(), container.startup_probe.as_ref())
+                && state.verdict() != Some(Verdict::Success)
+            {
+                if state.due(now) {
+                    let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                    if state.record(Instant::now(), ok) == Some(Verdict::Failure) {
+                        tracing::info!(
+                            "pod {name}: container {} failed its startup probe; killing it",
+                            record.name
+                        );
+                        let _ = runtime.kill(&id, Signal::SIGKILL, true);
+                    }
+                }
+                continue;
+            }
             if let (Some(state), Some(probe)) = (probes.liveness.as_mut(), container.liveness_probe.as_ref())
                 && state.due(now)
             {
@@ -242,6 +267,7 @@ fn new_probes(container: &Container, started_at: u64, now: Instant) -> Probes {
         |p: Option<&k8s_openapi::api::core::v1::Probe>| p.map(|p| ProbeState::new(ProbeTiming::of(p), now));
     Probes {
         started_at,
+        startup: make(container.startup_probe.as_ref()),
         liveness: make(container.liveness_probe.as_ref()),
         readiness: make(container.readiness_probe.as_ref()),
     }

@@ -54,10 +54,14 @@ pub fn pod_cgroup(node: &NodeConfig, pod: &str) -> String {
     format!("{}/pod-{pod}", node.cgroup_parent.trim_matches('/'))
 }
 
-/// Takes the pod's lock (serialises the CLI and the agent on one pod).
-pub fn lock(dir: &Path, wait: bool) -> io::Result<Option<Flock<fs::File>>> {
-    fs::create_dir_all(dir)?;
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+/// Takes the pod's lock (serialises the CLI and the agent on one pod). Only `start` creates the
+/// pod directory and lock file (`create`); everyone else fails with NotFound once the pod is gone,
+/// so nobody re-creates a directory that `rm` is removing.
+pub fn lock(dir: &Path, wait: bool, create: bool) -> io::Result<Option<Flock<fs::File>>> {
+    if create {
+        fs::create_dir_all(dir)?;
+    }
+    let file = fs::OpenOptions::new().create(create).truncate(false).write(true).open(dir.join("lock"))?;
     let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
     match Flock::lock(file, arg) {
         Ok(l) => Ok(Some(l)),
@@ -177,7 +181,7 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         };
         planned.push(Planned { container: c, image: info });
     }
-    let _lock = lock(&dir, true).map_err(step(&name, "lock pod dir"))?;
+    let _lock = lock(&dir, true, true).map_err(step(&name, "lock pod dir"))?;
     match start_locked(node, req, &name, &dir, &planned, &volumes, &sources) {
         Ok(state) => Ok(state),
         Err(e) => {
@@ -382,7 +386,7 @@ pub fn stop(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<Po
     if !state::state_file(&dir).exists() {
         return Err(PodError::NotFound { pod: name.into() });
     }
-    let _lock = lock(&dir, true).map_err(step(name, "lock pod dir"))?;
+    let _lock = lock(&dir, true, false).map_err(step(name, "lock pod dir"))?;
     let mut st = state::load(&dir).map_err(step(name, "load state"))?;
     st.stopping = true;
     state::save(&dir, &st).map_err(step(name, "save state"))?;
@@ -449,7 +453,12 @@ pub fn remove(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<
     if state::state_file(&dir).exists() {
         stop(node, name, grace)?;
     }
-    let _lock = lock(&dir, true).map_err(step(name, "lock pod dir"))?;
+    // A pod dir without a lock file is debris of an interrupted start: clean it up all the same.
+    let _lock = match lock(&dir, true, false) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(step(name, "lock pod dir")(e)),
+    };
     cleanup(node, name)
 }
 
@@ -477,7 +486,8 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
         Err(e) => note(Err(step(name, "network")(e))),
     }
     if errors.is_empty() {
-        match fs::remove_dir_all(&dir) {
+        let removed = fs::remove_dir_all(&dir).or_else(|_| fs::remove_dir_all(&dir));
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => errors.push(step(name, "remove pod dir")(e)),
