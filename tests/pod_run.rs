@@ -172,7 +172,7 @@ spec:
   - {{name: one, image: {IMAGE}, imagePullPolicy: Never, command: [sh, -c, "echo one >> /work/order"], volumeMounts: [{{name: work, mountPath: /work}}]}}
   - {{name: two, image: {IMAGE}, imagePullPolicy: Never, command: [sh, -c, "sleep 0.3; echo two >> /work/order"], volumeMounts: [{{name: work, mountPath: /work}}]}}
   containers:
-  - {{name: main, image: {IMAGE}, imagePullPolicy: Never, command: [sh, -c, "echo main >> /work/order; exec sleep 3600"], volumeMounts: [{{name: work, mountPath: /work}}]}}
+  - {{name: main, image: {IMAGE}, imagePullPolicy: Never, command: [sh, -c, "echo main >> /work/order; echo main-started; exec sleep 3600"], volumeMounts: [{{name: work, mountPath: /work}}]}}
 "#
     );
     assert!(node.run_yaml("init", &yaml, false).status.success());
@@ -182,6 +182,7 @@ spec:
         order.lines().count() == 3
     });
     assert_eq!(order, "one\ntwo\nmain\n");
+    assert!(node.ok("logs", &["init", "-c", "main"], &[]).contains("main-started"));
     // A failing init container fails the start and leaves nothing.
     let bad = yaml.replace("name: init}", "name: badinit}").replace("echo one >> /work/order", "exit 3");
     let out = node.run_yaml("badinit", &bad, false);
