@@ -224,6 +224,10 @@ impl Drop for PodNode {
                 }
             }
             let _ = std::fs::remove_dir(&d);
+            // The shared `rkube` parent too, when no one else uses it (rmdir fails otherwise).
+            if let Some(parent) = d.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }
