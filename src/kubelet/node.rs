@@ -65,7 +65,6 @@ impl NodeConfig {
     pub fn runtime(&self) -> Runtime {
         let mut rt = Runtime::new(self.run_dir.join("runtime"), &self.cgroup_root);
         rt.cgroup_parent = self.cgroup_parent.clone();
-        rt.monitor_binary = monitor_binary();
         rt
     }
 
@@ -91,12 +90,4 @@ impl NodeConfig {
     pub fn root(&self) -> &Path {
         &self.root
     }
-}
-
-/// `rkube-monitor` next to the running binary, when installed (container monitors exec into it
-/// and stay small); otherwise monitors remain forks of the caller.
-pub fn monitor_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.join("rkube-monitor");
-    candidate.is_file().then_some(candidate)
 }

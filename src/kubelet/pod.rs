@@ -474,6 +474,12 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
             note(runtime.delete(&c.id, true).map_err(step(name, "delete container")));
         }
     }
+    // State dirs of containers whose create never finished (no record for `list`).
+    for e in fs::read_dir(&runtime.root).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
     note(
         sandbox::remove_pod_cgroup(&node.cgroup_root, &pod_cgroup(node, name))
             .map_err(step(name, "remove cgroup")),

@@ -104,9 +104,31 @@ pub fn create_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Removes the pod's cgroup directories (they must be empty of containers by now).
+/// Removes the pod's cgroup directories. Container cgroups the runtime has no record of (a start
+/// interrupted half-way) are emptied (their processes are the pod's) and removed first.
 pub fn remove_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
     for dir in cgroup_dirs(root, rel) {
+        for sub in fs::read_dir(&dir).into_iter().flatten().flatten().filter(|e| e.path().is_dir()) {
+            let sub = sub.path();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let procs = fs::read_to_string(sub.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                match fs::remove_dir(&sub) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    _ => break,
+                }
+            }
+        }
         match fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::network::TestNode;
@@ -77,14 +77,47 @@ impl PodNode {
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Runs `rkubelet <sub> <args…> <node flags> [-- <tail…>]`.
+    /// Runs `rkubelet <sub> <args…> <node flags> [-- <tail…>]`; killed (and the test failed)
+    /// if it takes more than a minute, so a hang cannot stall the suite.
     pub fn rk(&self, sub: &str, args: &[&str], tail: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
         cmd.arg(sub).args(args).args(self.flags());
         if !tail.is_empty() {
             cmd.arg("--").args(tail);
         }
-        cmd.output().expect("run rkubelet")
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run rkubelet");
+        // Readers hand their bytes over a channel: a stray grandchild keeping a pipe open must not
+        // block the test after rkubelet itself exited.
+        let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut b = Vec::new();
+                let _ = pipe.read_to_end(&mut b);
+                let _ = tx.send(b);
+            });
+            rx
+        };
+        let out_rx = read(Box::new(child.stdout.take().unwrap()));
+        let err_rx = read(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait rkubelet") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rkubelet {sub} {args:?} did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let grace = Duration::from_secs(5);
+        Output {
+            status,
+            stdout: out_rx.recv_timeout(grace).unwrap_or_default(),
+            stderr: err_rx.recv_timeout(grace).unwrap_or_default(),
+        }
     }
 
     /// Like `rk` but asserts success and returns stdout.
