@@ -30,7 +30,7 @@ cleanup() {
   for p in $(ls "$WORK/root/pods" 2>/dev/null); do "$RKUBELET" rm "$p" "${FLAGS[@]}" --time 0 >/dev/null 2>&1; done
   $PEER delete -f "bench-peer-$$" >/dev/null 2>&1
   umount "$WORK/nodens" 2>/dev/null
-  for c in cpu cpuacct memory pids devices; do rmdir "/sys/fs/cgroup/$c/rkube/bench-$$" 2>/dev/null; done
+  for c in cpu cpuacct memory pids devices; do rmdir "/sys/fs/cgroup/$c/rkube/bench-$$" "/sys/fs/cgroup/$c/rkube" 2>/dev/null; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
