@@ -23,4 +23,24 @@ YAML
 log "pulling nginx:1.10 through the docker.io mirror"
 "$RKUBELET" image --root "$ROOT" --registries-config "$CONFIG" pull nginx:1.10
 "$RKUBELET" image --root "$ROOT" --registries-config "$CONFIG" ls
+
+# The seed's demo pod: a page with env from a ConfigMap and a Secret, and an nginx sidecar.
+NODE_FLAGS=(--root "$ROOT" --registries-config "$CONFIG")
+"$RKUBELET" rm webserver "${NODE_FLAGS[@]}" --time 0 >/dev/null 2>&1 || true
+log "running the demo pod (hack/demo/pod.yaml)"
+"$RKUBELET" run "$HACK_DIR/demo/pod.yaml" "${NODE_FLAGS[@]}"
+"$RKUBELET" ps "${NODE_FLAGS[@]}"
+IP=$("$RKUBELET" inspect webserver "${NODE_FLAGS[@]}" | jq -r .ip)
+DEADLINE=10 wait_for curl -sf "http://$IP/" || die "the demo pod does not answer on $IP"
+log "page:  $(curl -s "http://$IP/" | head -c 200)"
+log "info:  $(curl -s "http://$IP/cgi-bin/info" | head -c 200)"
+cat >&2 <<EOT
+==> the demo pod is running. Reach it with:
+      curl http://$IP/                  # the pod IP (webserver-container, port 80)
+      curl http://$IP/cgi-bin/info      # shows PROJECT_ID / SECRET_ID from the ConfigMap and Secret
+      curl http://$IP:8081/             # the nginx sidecar in the same pod
+      curl http://<this host's IP>:8080/  # hostPort (from another machine or namespace)
+    logs:   $RKUBELET logs webserver -c webserver-container --root $ROOT
+    remove: $RKUBELET rm webserver --root $ROOT
+EOT
 log "done; stop the registry with: hack/registry.sh stop"

@@ -15,11 +15,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Pull, push, tag, list, remove, inspect and import images.
     Image(cli::image::Args),
     /// A runc-compatible runtime interface on OCI bundles.
     Runtime(cli::runtime::Args),
+    #[command(flatten)]
+    Pod(cli::pod::Command),
 }
 
 fn main() {
@@ -33,6 +36,7 @@ fn main() {
     let result = match cli.command {
         Command::Image(args) => cli::image::run(args),
         Command::Runtime(args) => cli::runtime::run(args),
+        Command::Pod(command) => cli::pod::run(command),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -2,4 +2,5 @@
 //! Each subcommand group lives in its own file and exposes `Args` plus `run`.
 
 pub mod image;
+pub mod pod;
 pub mod runtime;

@@ -2,6 +2,7 @@
 //! they use. Each document is decoded strictly; errors name the document, the object and the field.
 
 use crate::api::strict::{DecodeError, decode_strict};
+use crate::api::{defaults, validation};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +24,8 @@ pub enum ManifestError {
     Unsupported { doc: usize, what: String },
     #[error("document {doc} ({kind} {name:?}): {error}")]
     Decode { doc: usize, kind: String, name: String, error: DecodeError },
+    #[error("document {doc} ({kind} {name:?}): {message}")]
+    Invalid { doc: usize, kind: String, name: String, message: String },
     #[error("no Pod in the manifest")]
     NoPod,
 }
@@ -32,7 +35,7 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let mut manifest = Manifest::default();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
-        let value =
+        let mut value =
             Value::deserialize(document).map_err(|e| ManifestError::Yaml { doc, message: e.to_string() })?;
         if value.is_null() {
             continue;
@@ -41,6 +44,14 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let (api_version, kind) = (field("apiVersion"), field("kind"));
         let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         let decode_err = |error| ManifestError::Decode { doc, kind: kind.clone(), name: name.clone(), error };
+        if api_version == "v1" && matches!(kind.as_str(), "Pod" | "ConfigMap" | "Secret") {
+            check(&kind, &mut value).map_err(|message| ManifestError::Invalid {
+                doc,
+                kind: kind.clone(),
+                name: name.clone(),
+                message,
+            })?;
+        }
         match (api_version.as_str(), kind.as_str()) {
             ("v1", "Pod") => manifest.pods.push(decode_strict(&value).map_err(decode_err)?),
             ("v1", "ConfigMap") => manifest.config_maps.push(decode_strict(&value).map_err(decode_err)?),
@@ -65,6 +76,17 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         return Err(ManifestError::NoPod);
     }
     Ok(manifest)
+}
+
+/// Validates `value` as the API server would and applies its defaults; the first failure wins,
+/// so the user sees one line.
+fn check(kind: &str, value: &mut Value) -> Result<(), String> {
+    let errors = [validation::metadata(kind, value), validation::spec(kind, value)].concat();
+    if let Some(first) = errors.first() {
+        return Err(first.message.clone());
+    }
+    defaults::apply(kind, value);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,6 +114,8 @@ spec:
     fn loads_pods_and_config() {
         let m = parse(POD).unwrap();
         assert_eq!(m.pods.len(), 1);
+        let spec = m.pods[0].spec.as_ref().unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"), "defaults applied");
         assert_eq!(m.config_maps[0].metadata.name.as_deref(), Some("projectid"));
     }
 
@@ -114,6 +138,24 @@ spec:
             "document 1: Deployment (apps/v1) is not supported here: only v1 Pod, ConfigMap and Secret"
         );
         assert_eq!(parse("---\n").unwrap_err(), ManifestError::NoPod);
+        assert_eq!(
+            parse(&POD.replace("name: web", "name: Web_1")).unwrap_err().to_string(),
+            r#"document 2 (Pod "Web_1"): metadata.name: Invalid value: "Web_1": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#
+        );
+        let no_image = POD.replace("    image: nginx:1.10\n", "");
+        assert!(
+            parse(&no_image).unwrap_err().to_string().contains("spec.containers[0].image: Required value")
+        );
         assert!(matches!(parse("a: [").unwrap_err(), ManifestError::Yaml { doc: 1, .. }));
+    }
+}
+
+#[cfg(test)]
+mod demo_tests {
+    #[test]
+    fn demo_pod_manifest_loads() {
+        let m = super::parse(include_str!("../../hack/demo/pod.yaml")).unwrap();
+        assert_eq!(m.pods[0].spec.as_ref().unwrap().containers.len(), 2);
+        assert_eq!((m.config_maps.len(), m.secrets.len()), (1, 1));
     }
 }

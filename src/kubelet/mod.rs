@@ -1,10 +1,20 @@
 //! The node agent: pod state machine, sync loop, volumes, probes, logs/exec.
 
+pub mod agent;
 pub mod backoff;
 pub mod command;
 pub mod env;
 pub mod expand;
+pub mod images;
 pub mod manifest;
+pub mod node;
+pub mod pod;
 pub mod probe;
+pub mod prober;
 pub mod projection;
+pub mod resources;
 pub mod restart;
+pub mod sandbox;
+pub mod spec;
+pub mod state;
+pub mod volumes;

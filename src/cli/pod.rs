@@ -1,0 +1,466 @@
+//! Pod commands of `rkubelet`: `run`, `ps`, `logs`, `exec`, `stop`, `rm`, `inspect` and the agent
+//! (`serve`). `run` starts the pod itself and then makes sure the agent runs (see
+//! `kubelet::agent` for the design). Every host path and network name is a flag.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
+
+use crate::image::config::DEFAULT_REGISTRIES_CONFIG;
+use crate::kubelet::agent::{self, Agent, AgentConfig};
+use crate::kubelet::backoff::BackoffPolicy;
+use crate::kubelet::manifest;
+use crate::kubelet::node::NodeConfig;
+use crate::kubelet::pod::{self, StartRequest};
+use crate::kubelet::state::{self, Phase, PodState, unix_now};
+use crate::runtime::{ExecRequest, Status};
+
+/// Where the node keeps things (shared by every pod command).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// State root: image store, pods, network state.
+    #[arg(long, env = "RKUBE_ROOT", default_value = "/var/lib/rkube")]
+    pub root: PathBuf,
+    /// Runtime directory: container state, pinned namespaces, agent lock.
+    #[arg(long, env = "RKUBE_RUN_DIR", default_value = "/run/rkube")]
+    pub run_dir: PathBuf,
+    /// The node's pod CIDR.
+    #[arg(long, env = "RKUBE_POD_CIDR", default_value = "10.88.0.0/16")]
+    pub pod_cidr: Ipv4Net,
+    /// Node bridge.
+    #[arg(long, env = "RKUBE_BRIDGE", default_value = "rkube0")]
+    pub bridge: String,
+    /// cgroup hierarchy root.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// cgroup parent of the pods.
+    #[arg(long, env = "RKUBE_CGROUP_PARENT", default_value = "rkube")]
+    pub cgroup_parent: String,
+    /// Network namespace (pinned path) holding the bridge and rules; default: this one.
+    #[arg(long)]
+    pub node_netns: Option<PathBuf>,
+    /// Host veth name prefix.
+    #[arg(long, default_value = "rkv")]
+    pub veth_prefix: String,
+    /// iptables chain prefix.
+    #[arg(long, default_value = "RKUBE")]
+    pub chain_prefix: String,
+    /// Nameservers for pods (comma separated); default: the host's non-loopback ones.
+    #[arg(long, value_delimiter = ',')]
+    pub nameserver: Vec<IpAddr>,
+    /// Registries config (mirrors, insecure hosts, CAs).
+    #[arg(long, env = "RKUBE_REGISTRIES_CONFIG", default_value = DEFAULT_REGISTRIES_CONFIG)]
+    pub registries_config: PathBuf,
+}
+
+impl NodeArgs {
+    fn node(&self) -> NodeConfig {
+        let nameservers =
+            if self.nameserver.is_empty() { host_nameservers() } else { self.nameserver.clone() };
+        NodeConfig {
+            root: self.root.clone(),
+            run_dir: self.run_dir.clone(),
+            pod_cidr: self.pod_cidr,
+            bridge: self.bridge.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
+            node_netns: self.node_netns.clone(),
+            veth_prefix: self.veth_prefix.clone(),
+            chain_prefix: self.chain_prefix.clone(),
+            nameservers,
+        }
+    }
+
+    /// The same settings as command-line flags (to start the agent with).
+    fn to_flags(&self) -> Vec<String> {
+        let mut f = vec![
+            format!("--root={}", self.root.display()),
+            format!("--run-dir={}", self.run_dir.display()),
+            format!("--pod-cidr={}", self.pod_cidr),
+            format!("--bridge={}", self.bridge),
+            format!("--cgroup-root={}", self.cgroup_root.display()),
+            format!("--cgroup-parent={}", self.cgroup_parent),
+            format!("--veth-prefix={}", self.veth_prefix),
+            format!("--chain-prefix={}", self.chain_prefix),
+            format!("--registries-config={}", self.registries_config.display()),
+        ];
+        if let Some(ns) = &self.node_netns {
+            f.push(format!("--node-netns={}", ns.display()));
+        }
+        if !self.nameserver.is_empty() {
+            let list: Vec<String> = self.nameserver.iter().map(|n| n.to_string()).collect();
+            f.push(format!("--nameserver={}", list.join(",")));
+        }
+        f
+    }
+}
+
+/// Non-loopback nameservers of the host's resolv.conf.
+fn host_nameservers() -> Vec<IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
+/// Pod subcommands of `rkubelet`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Start the pods of a manifest (pulling missing images); returns once they run.
+    Run {
+        /// Manifest file (`-` for stdin): Pods plus the ConfigMaps and Secrets they use.
+        manifest: PathBuf,
+        /// Stream the first container's logs until it exits.
+        #[arg(short = 'f', long, alias = "follow")]
+        attach: bool,
+        /// Do not start the background agent.
+        #[arg(long)]
+        no_agent: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List pods and their containers: status, IP, restarts, age.
+    Ps {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Print a container's logs.
+    Logs {
+        pod: String,
+        /// Container (default: the first).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Run a command in a container.
+    Exec {
+        pod: String,
+        /// Container (default: the first).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Keep stdin open (stdin is always passed through).
+        #[arg(short, long)]
+        interactive: bool,
+        /// Accepted for kubectl compatibility; no terminal is allocated.
+        #[arg(short, long)]
+        tty: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop a pod's containers (preStop, SIGTERM, grace period, SIGKILL); keeps its record.
+    Stop {
+        pods: Vec<String>,
+        /// Grace period in seconds (default: the pod's terminationGracePeriodSeconds).
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Stop and remove pods and everything they hold on the host.
+    Rm {
+        pods: Vec<String>,
+        /// Grace period in seconds (default: the pod's terminationGracePeriodSeconds).
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Print a pod's state as JSON.
+    Inspect {
+        pod: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Run the node agent in the foreground: restarts, back-off, probes, status.
+    Serve {
+        /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
+        #[arg(long, default_value_t = 10_000)]
+        backoff_initial_ms: u64,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+/// Runs a pod subcommand.
+pub fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Run { manifest, attach, no_agent, node } => run_pods(&manifest, attach, no_agent, &node),
+        Command::Ps { node } => ps(&node.node()),
+        Command::Logs { pod, container, follow, node } => {
+            logs(&node.node(), &pod, container.as_deref(), follow)
+        }
+        Command::Exec { pod, container, node, command, .. } => {
+            exec(&node.node(), &pod, container.as_deref(), command)
+        }
+        Command::Stop { pods, time, node } => {
+            for name in pods {
+                pod::stop(&node.node(), &name, time.map(Duration::from_secs))?;
+                println!("pod/{name} stopped");
+            }
+            Ok(0)
+        }
+        Command::Rm { pods, time, node } => {
+            for name in pods {
+                pod::remove(&node.node(), &name, time.map(Duration::from_secs))?;
+                println!("pod/{name} removed");
+            }
+            Ok(0)
+        }
+        Command::Inspect { pod, node } => {
+            let st = load(&node.node(), &pod)?;
+            println!("{}", serde_json::to_string_pretty(&st)?);
+            Ok(0)
+        }
+        Command::Serve { backoff_initial_ms, node } => serve(&node, backoff_initial_ms),
+    }
+}
+
+fn load(node: &NodeConfig, name: &str) -> anyhow::Result<PodState> {
+    let dir = node.pod_dir(name);
+    if !state::state_file(&dir).exists() {
+        bail!("pod {name:?} not found");
+    }
+    Ok(state::load(&dir)?)
+}
+
+fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyhow::Result<i32> {
+    let text = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let manifest = manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let node = args.node();
+    let mut started = Vec::new();
+    for pod in &manifest.pods {
+        let req = StartRequest {
+            manifest: &manifest,
+            pod,
+            registries_config: &args.registries_config,
+            init_timeout: Duration::from_secs(300),
+        };
+        let st = pod::start(&node, &req)?;
+        let ip = st.ip.map(|i| i.to_string()).unwrap_or_default();
+        println!("pod/{} running (IP {ip})", st.name());
+        started.push(st);
+    }
+    if !no_agent {
+        ensure_agent(args)?;
+    }
+    if attach && let Some(st) = started.first() {
+        let first = st.containers.first().map(|c| c.name.clone());
+        return logs(&node, st.name(), first.as_deref(), true);
+    }
+    Ok(0)
+}
+
+/// Starts `rkubelet serve` in the background unless an agent holds the node's lock.
+fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
+    let node = args.node();
+    if agent::is_running(&node) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&node.root)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(node.agent_log())?;
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .args(args.to_flags())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the agent")?;
+    // Wait until it holds the lock, so a second `run` does not start another.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !agent::is_running(&node) {
+        if std::time::Instant::now() > deadline {
+            bail!("the agent did not start; see {}", node.agent_log().display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+fn serve(args: &NodeArgs, backoff_initial_ms: u64) -> anyhow::Result<i32> {
+    let node = args.node();
+    let Some(_lock) = agent::try_lock(&node)? else {
+        bail!("an agent is already running for {}", node.run_dir.display());
+    };
+    agent::write_pid(&node)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut int)) =
+                        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                    else {
+                        return;
+                    };
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                });
+            }
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let n = state::list(&node.pods_dir()).len();
+    tracing::info!("agent started; adopting {n} pod(s)");
+    let backoff =
+        BackoffPolicy { initial: Duration::from_millis(backoff_initial_ms), ..BackoffPolicy::default() };
+    let mut agent = Agent::new(node.clone(), AgentConfig { backoff, ..AgentConfig::default() });
+    agent.run(&stop);
+    drop(signals);
+    agent::remove_pid(&node);
+    Ok(0)
+}
+
+fn age(created: u64) -> String {
+    let s = unix_now().saturating_sub(created);
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn ps(node: &NodeConfig) -> anyhow::Result<i32> {
+    let runtime = node.runtime();
+    println!(
+        "{:<24} {:<16} {:<10} {:<18} {:<16} {:>8} {:>5}",
+        "POD", "CONTAINER", "PHASE", "STATUS", "IP", "RESTARTS", "AGE"
+    );
+    for name in state::list(&node.pods_dir()) {
+        let Ok(st) = state::load(&node.pod_dir(&name)) else { continue };
+        let ip = st.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        for c in &st.containers {
+            let status = match runtime.state(&c.id).map(|s| s.status) {
+                Ok(Status::Running) if c.ready => "Running".to_string(),
+                Ok(Status::Running) => "Running (not ready)".to_string(),
+                Ok(Status::Created) => "Created".to_string(),
+                _ => match (c.done, c.last_exit) {
+                    (false, Some(_)) => "CrashLoopBackOff".to_string(),
+                    (_, Some(e)) if e.oom_killed => "OOMKilled".to_string(),
+                    (_, Some(e)) => format!("Exited ({})", e.code),
+                    (_, None) => "Exited".to_string(),
+                },
+            };
+            let phase = format!("{:?}", st.phase);
+            println!(
+                "{:<24} {:<16} {:<10} {:<18} {:<16} {:>8} {:>5}",
+                name,
+                c.name,
+                phase,
+                status,
+                ip,
+                c.restarts,
+                age(st.created)
+            );
+        }
+        if st.containers.is_empty() && st.phase != Phase::Running {
+            println!("{:<24} {:<16} {:<10?}", name, "-", st.phase);
+        }
+    }
+    Ok(0)
+}
+
+fn pick_container(st: &PodState, container: Option<&str>) -> anyhow::Result<state::ContainerRecord> {
+    match container {
+        Some(c) => st
+            .containers
+            .iter()
+            .find(|r| r.name == c)
+            .cloned()
+            .with_context(|| format!("pod {:?} has no container {c:?}", st.name())),
+        None => {
+            st.containers.first().cloned().with_context(|| format!("pod {:?} has no containers", st.name()))
+        }
+    }
+}
+
+/// Prints the content of CRI log lines (`<time> <stream> <P|F> <content>`).
+fn print_cri(line: &str, out: &mut impl Write) -> std::io::Result<()> {
+    let mut parts = line.trim_end_matches('\n').splitn(4, ' ');
+    let (_, _, tag, content) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""));
+    if tag == Some("P") { write!(out, "{content}") } else { writeln!(out, "{content}") }
+}
+
+fn logs(node: &NodeConfig, name: &str, container: Option<&str>, follow: bool) -> anyhow::Result<i32> {
+    let st = load(node, name)?;
+    let record = pick_container(&st, container)?;
+    let path = pod::log_file(&node.pod_dir(name), &record.name);
+    let runtime = node.runtime();
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !follow => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut reader = BufReader::new(&mut file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n > 0 && line.ends_with('\n') {
+            print_cri(&line, &mut out)?;
+            continue;
+        }
+        if n > 0 {
+            // A partial line: re-read it once complete.
+            reader.seek_relative(-(n as i64))?;
+        }
+        out.flush()?;
+        if !follow {
+            return Ok(0);
+        }
+        let running = pod::is_running(&runtime, &record.id);
+        let stopping =
+            state::load(&node.pod_dir(name)).map(|s| s.stopping || s.phase != Phase::Running).unwrap_or(true);
+        if !running && stopping {
+            return Ok(0);
+        }
+        if !running && pod_done(node, name, &record.name) {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pod_done(node: &NodeConfig, pod: &str, container: &str) -> bool {
+    state::load(&node.pod_dir(pod))
+        .ok()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container).map(|c| c.done))
+        .unwrap_or(true)
+}
+
+fn exec(node: &NodeConfig, name: &str, container: Option<&str>, command: Vec<String>) -> anyhow::Result<i32> {
+    let st = load(node, name)?;
+    let record = pick_container(&st, container)?;
+    let code = node.runtime().exec(&record.id, &ExecRequest { args: command, ..Default::default() })?;
+    Ok(code)
+}

@@ -1,0 +1,289 @@
+//! The long-running node agent (`rkubelet serve`): a sync loop over the pods on disk that enforces
+//! restart policies (with CrashLoopBackOff), runs liveness and readiness probes and keeps pod status
+//! (phase, restarts, readiness) in each pod's state file.
+//!
+//! Design: the CLI (`rkubelet run`) starts pods itself, synchronously, so errors reach the user as
+//! one line and `run` returns once the containers run; it then makes sure an agent is running
+//! (starting `rkubelet serve` in the background when none holds the agent lock). Containers are
+//! owned by runtime monitor processes, not by the agent, and all pod state is on disk, so a killed
+//! agent loses nothing: a new agent re-adopts every pod by reading `<root>/pods/*/state.json`. The
+//! CLI and the agent serialise on a per-pod lock file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Container;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::Signal;
+
+use super::backoff::{Backoff, BackoffPolicy};
+use super::node::NodeConfig;
+use super::pod;
+use super::probe::{ProbeState, ProbeTiming, Verdict};
+use super::prober;
+use super::restart::RestartPolicy;
+use super::state::{self, Exit, Phase, unix_now};
+use crate::runtime::Status;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent lock {path}: {source}")]
+    Lock { path: String, source: std::io::Error },
+    #[error("an agent is already running for {0}")]
+    Running(String),
+}
+
+/// Agent settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentConfig {
+    /// Pause between sync passes.
+    pub period: Duration,
+    pub backoff: BackoffPolicy,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { period: Duration::from_millis(250), backoff: BackoffPolicy::default() }
+    }
+}
+
+/// Probe state of one container run.
+#[derive(Debug)]
+struct Probes {
+    started_at: u64,
+    /// Until it succeeds, liveness and readiness wait; its failure kills the container.
+    startup: Option<ProbeState>,
+    liveness: Option<ProbeState>,
+    readiness: Option<ProbeState>,
+}
+
+/// The agent's in-memory bookkeeping (everything durable is on disk).
+#[derive(Debug)]
+pub struct Agent {
+    node: NodeConfig,
+    config: AgentConfig,
+    backoffs: HashMap<String, Backoff>,
+    pending: HashMap<String, Instant>,
+    probes: HashMap<String, Probes>,
+}
+
+/// Holds the node's agent lock while the agent runs.
+#[derive(Debug)]
+pub struct AgentLock {
+    _lock: Flock<fs::File>,
+}
+
+/// Takes the agent lock of the node (`<run-dir>/agent.lock`) without waiting.
+pub fn try_lock(node: &NodeConfig) -> Result<Option<AgentLock>, AgentError> {
+    let path = node.run_dir.join("agent.lock");
+    let err = |source| AgentError::Lock { path: path.display().to_string(), source };
+    fs::create_dir_all(&node.run_dir).map_err(err)?;
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(AgentLock { _lock: l })),
+        Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(err(e.into())),
+    }
+}
+
+/// Whether an agent holds the node's lock.
+pub fn is_running(node: &NodeConfig) -> bool {
+    matches!(try_lock(node), Ok(None))
+}
+
+impl Agent {
+    /// An agent for `node`.
+    pub fn new(node: NodeConfig, config: AgentConfig) -> Agent {
+        Agent { node, config, backoffs: HashMap::new(), pending: HashMap::new(), probes: HashMap::new() }
+    }
+
+    /// Runs sync passes until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            self.sync_once(Instant::now());
+            reap_children();
+            std::thread::sleep(self.config.period);
+        }
+    }
+
+    /// One pass over every pod on disk.
+    pub fn sync_once(&mut self, now: Instant) {
+        for name in state::list(&self.node.pods_dir()) {
+            if let Err(e) = self.sync_pod(&name, now) {
+                tracing::warn!("pod {name}: {e}");
+            }
+        }
+    }
+
+    fn sync_pod(&mut self, name: &str, now: Instant) -> Result<(), String> {
+        let dir = self.node.pod_dir(name);
+        let _lock = match pod::lock(&dir, false, false) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if !state::state_file(&dir).exists() {
+            return Ok(());
+        }
+        let mut st = state::load(&dir).map_err(|e| e.to_string())?;
+        if st.stopping || st.phase != Phase::Running {
+            return Ok(());
+        }
+        let before = serde_json::to_string(&st.containers).unwrap_or_default();
+        let spec = st.pod.spec.clone().unwrap_or_default();
+        let policy = RestartPolicy::parse(spec.restart_policy.as_deref()).unwrap_or_default();
+        let runtime = self.node.runtime();
+        let netns = self.node.run_dir.join("netns").join(name);
+        for record in st.containers.iter_mut().filter(|c| !c.done) {
+            let id = record.id.clone();
+            if let Some(at) = self.pending.get(&id).copied() {
+                if now >= at {
+                    self.pending.remove(&id);
+                    self.probes.remove(&id);
+                    match pod::restart_container(&runtime, &dir, record) {
+                        Ok(()) => {
+                            record.restarts += 1;
+                            record.started_at = unix_now();
+                            record.ready = spec
+                                .containers
+                                .iter()
+                                .find(|c| c.name == record.name)
+                                .is_some_and(|c| c.readiness_probe.is_none());
+                            tracing::info!("pod {name}: restarted container {}", record.name);
+                        }
+                        Err(e) => {
+                            tracing::warn!("pod {name}: restart {}: {e}", record.name);
+                            let delay = self
+                                .backoffs
+                                .entry(id.clone())
+                                .or_default()
+                                .record_failure(self.config.backoff, now);
+                            self.pending.insert(id, now + delay);
+                        }
+                    }
+                }
+                continue;
+            }
+            let status = runtime.state(&id).map(|s| s.status).unwrap_or(Status::Stopped);
+            if status == Status::Stopped {
+                let exit = runtime.wait(&id, Some(Duration::from_millis(200))).ok();
+                let code = exit.map_or(255, |e| e.code);
+                record.last_exit =
+                    Some(Exit { code, oom_killed: exit.is_some_and(|e| e.oom_killed), at: unix_now() });
+                record.ready = false;
+                self.probes.remove(&id);
+                if policy.restarts(code) {
+                    let delay =
+                        self.backoffs.entry(id.clone()).or_default().record_failure(self.config.backoff, now);
+                    // The first restart is immediate; back-off applies from the second crash on.
+                    let delay = if record.restarts == 0 { Duration::ZERO } else { delay };
+                    self.pending.insert(id, now + delay);
+                } else {
+                    record.done = true;
+                }
+                continue;
+            }
+            let Some(container) = spec.containers.iter().find(|c| c.name == record.name) else { continue };
+            let probes = self
+                .probes
+                .entry(id.clone())
+                .or_insert_with(|| new_probes(container, record.started_at, now));
+            if probes.started_at != record.started_at {
+                *probes = new_probes(container, record.started_at, now);
+            }
+            let named: Vec<(String, i32)> = container
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| Some((p.name.clone()?, p.container_port)))
+                .collect();
+            let ip = st.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+            if let (Some(state), Some(probe)) = (probes.startup.as_mut(), container.startup_probe.as_ref())
+                && state.verdict() != Some(Verdict::Success)
+            {
+                if state.due(now) {
+                    let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                    if state.record(Instant::now(), ok) == Some(Verdict::Failure) {
+                        tracing::info!(
+                            "pod {name}: container {} failed its startup probe; killing it",
+                            record.name
+                        );
+                        let _ = runtime.kill(&id, Signal::SIGKILL, true);
+                    }
+                }
+                continue;
+            }
+            if let (Some(state), Some(probe)) = (probes.liveness.as_mut(), container.liveness_probe.as_ref())
+                && state.due(now)
+            {
+                let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                if state.record(Instant::now(), ok) == Some(Verdict::Failure) && !ok {
+                    tracing::info!(
+                        "pod {name}: container {} failed its liveness probe; killing it",
+                        record.name
+                    );
+                    let _ = runtime.kill(&id, Signal::SIGKILL, true);
+                }
+            }
+            if let (Some(state), Some(probe)) =
+                (probes.readiness.as_mut(), container.readiness_probe.as_ref())
+                && state.due(now)
+            {
+                let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                record.ready = state.record(Instant::now(), ok) == Some(Verdict::Success);
+            }
+        }
+        if st.containers.iter().all(|c| c.done) {
+            st.phase = if st.containers.iter().all(|c| c.last_exit.is_some_and(|e| e.code == 0)) {
+                Phase::Succeeded
+            } else {
+                Phase::Failed
+            };
+        }
+        if serde_json::to_string(&st.containers).unwrap_or_default() != before || st.phase != Phase::Running {
+            state::save(&dir, &st).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reaps exited children (monitors of containers this agent restarted); their exit codes are
+/// recorded by the monitors themselves in the runtime state.
+fn reap_children() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn new_probes(container: &Container, started_at: u64, now: Instant) -> Probes {
+    let make =
+        |p: Option<&k8s_openapi::api::core::v1::Probe>| p.map(|p| ProbeState::new(ProbeTiming::of(p), now));
+    Probes {
+        started_at,
+        startup: make(container.startup_probe.as_ref()),
+        liveness: make(container.liveness_probe.as_ref()),
+        readiness: make(container.readiness_probe.as_ref()),
+    }
+}
+
+/// Writes the agent's pid file.
+pub fn write_pid(node: &NodeConfig) -> std::io::Result<()> {
+    fs::write(node.agent_pid_file(), std::process::id().to_string())
+}
+
+/// Reads the agent's pid file.
+pub fn read_pid(node: &NodeConfig) -> Option<i32> {
+    fs::read_to_string(node.agent_pid_file()).ok()?.trim().parse().ok()
+}
+
+/// Removes the pid file (on clean shutdown).
+pub fn remove_pid(node: &NodeConfig) {
+    let _ = fs::remove_file(node.agent_pid_file());
+}

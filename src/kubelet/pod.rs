@@ -1,0 +1,503 @@
+//! Pod lifecycle on the node: start (images → network → IPC → cgroup → files and volumes →
+//! init containers in order → containers), graceful stop (preStop, SIGTERM, grace, SIGKILL) and
+//! removal. Every start failure removes what it created, so a failed `run` leaves nothing behind.
+//! Used by the CLI (`run`, `stop`, `rm`) and by the agent (restarts).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::Signal;
+use oci_spec::runtime::Spec;
+
+use super::command;
+use super::env::{self, EnvSources, PodFacts};
+use super::images::{ImageInfo, ImageResolver};
+use super::manifest::Manifest;
+use super::node::NodeConfig;
+use super::resources;
+use super::restart::RestartPolicy;
+use super::sandbox;
+use super::spec::{self, BindMount, SpecInput};
+use super::state::{self, ContainerRecord, Phase, PodState, container_id, unix_now};
+use super::volumes;
+use crate::network::dns::{self, DnsConfig};
+use crate::network::{HostPort, Protocol};
+use crate::runtime::rootfs::RootfsSource;
+use crate::runtime::{CreateRequest, ExecRequest, Runtime, Status};
+
+/// Why a pod operation failed; one line naming the pod and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("pod {pod:?}: {message}")]
+    Invalid { pod: String, message: String },
+    #[error("pod {pod:?} already exists")]
+    Exists { pod: String },
+    #[error("pod {pod:?} not found")]
+    NotFound { pod: String },
+    #[error("pod {pod:?}: {step}: {message}")]
+    Step { pod: String, step: &'static str, message: String },
+}
+
+fn step<E: std::fmt::Display>(pod: &str, step: &'static str) -> impl FnOnce(E) -> PodError {
+    let pod = pod.to_string();
+    move |e| PodError::Step { pod, step, message: e.to_string() }
+}
+
+/// The pod's cgroup, relative to the hierarchy root.
+pub fn pod_cgroup(node: &NodeConfig, pod: &str) -> String {
+    format!("{}/pod-{pod}", node.cgroup_parent.trim_matches('/'))
+}
+
+/// Takes the pod's lock (serialises the CLI and the agent on one pod). Only `start` creates the
+/// pod directory and lock file (`create`); everyone else fails with NotFound once the pod is gone,
+/// so nobody re-creates a directory that `rm` is removing.
+pub fn lock(dir: &Path, wait: bool, create: bool) -> io::Result<Option<Flock<fs::File>>> {
+    if create {
+        fs::create_dir_all(dir)?;
+    }
+    let file = fs::OpenOptions::new().create(create).truncate(false).write(true).open(dir.join("lock"))?;
+    let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
+    match Flock::lock(file, arg) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// The hostPorts of a pod's containers.
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let spec = pod.spec.as_ref();
+    spec.iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok().filter(|p| *p != 0)?;
+            Some(HostPort {
+                host_port,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: match p.protocol.as_deref() {
+                    Some("UDP") => Protocol::Udp,
+                    Some("SCTP") => Protocol::Sctp,
+                    _ => Protocol::Tcp,
+                },
+                host_ip: p.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+fn facts(pod: &Pod, ip: &str) -> PodFacts {
+    let meta = &pod.metadata;
+    PodFacts {
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        uid: meta.uid.clone().unwrap_or_default(),
+        node_name: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        service_account: pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        host_ip: String::new(),
+        pod_ip: ip.to_string(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+    }
+}
+
+/// Inputs of one pod start besides the node.
+#[derive(Debug)]
+pub struct StartRequest<'a> {
+    pub manifest: &'a Manifest,
+    pub pod: &'a Pod,
+    pub registries_config: &'a Path,
+    /// How long init containers may run in total.
+    pub init_timeout: Duration,
+}
+
+/// A container about to be created: what the spec is built from.
+struct Planned<'a> {
+    container: &'a Container,
+    image: ImageInfo,
+}
+
+/// Starts a pod and returns its persisted state (phase Running).
+pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodError> {
+    let pod = req.pod;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let invalid = |message: String| PodError::Invalid { pod: name.clone(), message };
+    let spec = pod.spec.as_ref().ok_or_else(|| invalid("spec is required".into()))?;
+    let dir = node.pod_dir(&name);
+    if state::state_file(&dir).exists() {
+        return Err(PodError::Exists { pod: name });
+    }
+    if spec.share_process_namespace == Some(true) {
+        return Err(invalid("shareProcessNamespace is not supported by this node".into()));
+    }
+    RestartPolicy::parse(spec.restart_policy.as_deref()).map_err(&invalid)?;
+    // Everything that can be checked without touching the host is checked first.
+    let sources = EnvSources {
+        config_maps: req
+            .manifest
+            .config_maps
+            .iter()
+            .filter_map(|c| Some((c.metadata.name.as_deref()?, c)))
+            .collect(),
+        secrets: req.manifest.secrets.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect(),
+    };
+    let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
+    for c in &all {
+        env::container_env(c, &facts(pod, "0.0.0.0"), &sources).map_err(|e| invalid(e.to_string()))?;
+        resources::cgroup_limits(c.resources.as_ref())
+            .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
+    }
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    volumes::check(&volumes, &req.manifest.config_maps, &req.manifest.secrets)
+        .map_err(|e| invalid(e.to_string()))?;
+    let store = node.image_store().map_err(step(&name, "open image store"))?;
+    let pull_secrets = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .filter_map(|r| req.manifest.secrets.iter().find(|s| s.metadata.name == Some(r.name.clone())))
+        .collect();
+    let resolver = ImageResolver { store: &store, registries_config: req.registries_config, pull_secrets };
+    let mut images: HashMap<String, ImageInfo> = HashMap::new();
+    let mut planned = Vec::new();
+    for c in &all {
+        let image = c.image.clone().unwrap_or_default();
+        let info = match images.get(&image) {
+            Some(i) => i.clone(),
+            None => {
+                let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+                let i = resolver
+                    .ensure(&image, policy)
+                    .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
+                images.insert(image.clone(), i.clone());
+                i
+            }
+        };
+        planned.push(Planned { container: c, image: info });
+    }
+    let _lock = lock(&dir, true, true).map_err(step(&name, "lock pod dir"))?;
+    match start_locked(node, req, &name, &dir, &planned, &volumes, &sources) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let _ = cleanup(node, &name);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_locked(
+    node: &NodeConfig,
+    req: &StartRequest<'_>,
+    name: &str,
+    dir: &Path,
+    planned: &[Planned<'_>],
+    volumes: &[k8s_openapi::api::core::v1::Volume],
+    sources: &EnvSources<'_>,
+) -> Result<PodState, PodError> {
+    let pod = req.pod;
+    let spec =
+        pod.spec.as_ref().ok_or_else(|| PodError::Invalid { pod: name.into(), message: "no spec".into() })?;
+    let network = node.network().map_err(step(name, "network"))?;
+    let info = network.setup(name, name, &host_ports(pod)).map_err(step(name, "network setup"))?;
+    let ipc = node.ipc_dir().join(name);
+    sandbox::create_ipc(&ipc).map_err(step(name, "ipc namespace"))?;
+    let cgroup = pod_cgroup(node, name);
+    sandbox::create_pod_cgroup(&node.cgroup_root, &cgroup).map_err(step(name, "pod cgroup"))?;
+    // /etc files shared by the pod's containers.
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc).map_err(step(name, "create etc dir"))?;
+    let hostname = spec.hostname.clone().unwrap_or_else(|| name.to_string());
+    let hosts = dns::hosts_file(&hostname, Some(IpAddr::V4(info.ip)), &[]);
+    let resolv = dns::resolv_conf(&DnsConfig { nameservers: node.nameservers.clone(), ..Default::default() });
+    fs::write(etc.join("hosts"), hosts).map_err(step(name, "write hosts"))?;
+    fs::write(etc.join("resolv.conf"), resolv).map_err(step(name, "write resolv.conf"))?;
+    fs::write(etc.join("hostname"), format!("{hostname}\n")).map_err(step(name, "write hostname"))?;
+    let tmpfs = dir.join("tmpfs");
+    if volumes::needs_tmpfs(volumes) {
+        sandbox::mount_tmpfs(&tmpfs).map_err(step(name, "pod tmpfs"))?;
+    }
+    let paths = volumes::prepare(
+        volumes,
+        &req.manifest.config_maps,
+        &req.manifest.secrets,
+        &dir.join("volumes"),
+        &tmpfs,
+    )
+    .map_err(step(name, "volumes"))?;
+    let facts = facts(pod, &info.ip.to_string());
+    let runtime = node.runtime();
+    let n_init = spec.init_containers.as_ref().map_or(0, Vec::len);
+    let deadline = Instant::now() + req.init_timeout;
+    let mut state = PodState {
+        pod: pod.clone(),
+        uid: uuid::Uuid::new_v4().to_string(),
+        created: unix_now(),
+        phase: Phase::Pending,
+        ip: Some(info.ip),
+        containers: Vec::new(),
+        stopping: false,
+    };
+    for (i, p) in planned.iter().enumerate() {
+        let c = p.container;
+        let mut mounts = vec![
+            BindMount { source: etc.join("hosts"), destination: "/etc/hosts".into(), read_only: false },
+            BindMount {
+                source: etc.join("resolv.conf"),
+                destination: "/etc/resolv.conf".into(),
+                read_only: false,
+            },
+            BindMount { source: etc.join("hostname"), destination: "/etc/hostname".into(), read_only: false },
+        ];
+        mounts.extend(volumes::container_mounts(c, &paths).map_err(step(name, "volume mounts"))?);
+        let env = env::container_env(c, &facts, sources).map_err(step(name, "env"))?;
+        let mut env_list: Vec<String> = p.image.env.clone();
+        for (k, v) in &env {
+            env_list.retain(|e| e.split('=').next() != Some(k.as_str()));
+            env_list.push(format!("{k}={v}"));
+        }
+        let argv =
+            env::expand_all(&command::argv(c.command.as_deref(), c.args.as_deref(), &p.image.defaults), &env);
+        let limits = resources::cgroup_limits(c.resources.as_ref()).map_err(step(name, "resources"))?;
+        let input = SpecInput {
+            container: &c.name,
+            pod_name: &hostname,
+            argv,
+            env: env_list,
+            cwd: c.working_dir.clone().unwrap_or_else(|| p.image.working_dir.clone()),
+            image_user: Some(p.image.user.clone()),
+            netns: info.netns_path.clone(),
+            ipc: Some(ipc.clone()),
+            mounts,
+            limits,
+            cgroups_path: format!("{cgroup}/{}", c.name),
+            security: c.security_context.as_ref(),
+            pod_security: spec.security_context.as_ref(),
+        };
+        let oci = spec::build(&input).map_err(step(name, "container spec"))?;
+        let record = ContainerRecord {
+            name: c.name.clone(),
+            id: container_id(name, &c.name),
+            image: c.image.clone().unwrap_or_default(),
+            layers: p.image.layers.clone(),
+            restarts: 0,
+            started_at: unix_now(),
+            last_exit: None,
+            done: false,
+            ready: c.readiness_probe.is_none(),
+        };
+        create_container(&runtime, dir, &record, &oci).map_err(step(name, "start container"))?;
+        if i < n_init {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let exit = runtime.wait(&record.id, Some(left)).map_err(step(name, "wait for init container"))?;
+            runtime.delete(&record.id, true).map_err(step(name, "remove init container"))?;
+            if exit.code != 0 {
+                return Err(PodError::Step {
+                    pod: name.into(),
+                    step: "init container",
+                    message: format!("{} exited with code {}", c.name, exit.code),
+                });
+            }
+        } else {
+            if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                run_hook(&runtime, &record.id, h);
+            }
+            state.containers.push(record);
+        }
+    }
+    state.phase = Phase::Running;
+    state::save(dir, &state).map_err(step(name, "save state"))?;
+    Ok(state)
+}
+
+/// The container's bundle directory.
+pub fn bundle_dir(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join("containers").join(container)
+}
+
+/// The container's CRI log file.
+pub fn log_file(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join("logs").join(format!("{container}.log"))
+}
+
+/// Creates and starts one container from `spec` on a fresh writable layer; the spec is saved in
+/// the bundle so the agent can restart the container later.
+pub fn create_container(
+    runtime: &Runtime,
+    pod_dir: &Path,
+    record: &ContainerRecord,
+    spec: &Spec,
+) -> io::Result<()> {
+    let bundle = bundle_dir(pod_dir, &record.name);
+    let (upper, work, target) = (bundle.join("upper"), bundle.join("work"), bundle.join("rootfs"));
+    for d in [&upper, &work] {
+        let _ = fs::remove_dir_all(d);
+    }
+    for d in [&upper, &work, &target] {
+        fs::create_dir_all(d)?;
+    }
+    fs::create_dir_all(pod_dir.join("logs"))?;
+    fs::write(bundle.join("config.json"), serde_json::to_vec(spec).map_err(io::Error::other)?)?;
+    let req = CreateRequest {
+        id: record.id.clone(),
+        bundle: bundle.clone(),
+        spec: spec.clone(),
+        rootfs: Some(RootfsSource::Overlay { lower: record.layers.clone(), upper, work, target }),
+        log_path: Some(log_file(pod_dir, &record.name)),
+        pid_file: None,
+    };
+    runtime.create(&req).map_err(io::Error::other)?;
+    if let Err(e) = runtime.start(&record.id) {
+        let _ = runtime.delete(&record.id, true);
+        return Err(io::Error::other(e));
+    }
+    Ok(())
+}
+
+/// Re-creates a container that exited, from the spec saved in its bundle.
+pub fn restart_container(runtime: &Runtime, pod_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
+    let _ = runtime.delete(&record.id, true);
+    let data = fs::read(bundle_dir(pod_dir, &record.name).join("config.json"))?;
+    let spec: Spec = serde_json::from_slice(&data).map_err(io::Error::other)?;
+    create_container(runtime, pod_dir, record, &spec)
+}
+
+/// Runs a lifecycle hook (exec only; httpGet hooks are not supported and skipped).
+pub fn run_hook(runtime: &Runtime, id: &str, hook: &LifecycleHandler) -> Option<i32> {
+    let args = hook.exec.as_ref()?.command.clone().filter(|c| !c.is_empty())?;
+    runtime.exec(id, &ExecRequest { args, ..Default::default() }).ok()
+}
+
+/// Whether the container's process is still there.
+pub fn is_running(runtime: &Runtime, id: &str) -> bool {
+    matches!(runtime.state(id).map(|s| s.status), Ok(Status::Running | Status::Created))
+}
+
+/// Stops every container of the pod: preStop hooks, SIGTERM, then SIGKILL after `grace`; the
+/// containers are stopped in parallel. Marks the pod `stopping` first so the agent leaves it alone.
+pub fn stop(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<PodState, PodError> {
+    let dir = node.pod_dir(name);
+    if !state::state_file(&dir).exists() {
+        return Err(PodError::NotFound { pod: name.into() });
+    }
+    let _lock = lock(&dir, true, false).map_err(step(name, "lock pod dir"))?;
+    let mut st = state::load(&dir).map_err(step(name, "load state"))?;
+    st.stopping = true;
+    state::save(&dir, &st).map_err(step(name, "save state"))?;
+    let grace = grace.unwrap_or_else(|| {
+        Duration::from_secs(
+            st.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(0) as u64,
+        )
+    });
+    let runtime = node.runtime();
+    let containers: Vec<Container> = st.pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+    std::thread::scope(|scope| {
+        for record in &st.containers {
+            let runtime = &runtime;
+            let pre_stop = containers
+                .iter()
+                .find(|c| c.name == record.name)
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.clone());
+            scope.spawn(move || stop_container(runtime, &record.id, pre_stop.as_ref(), grace));
+        }
+    });
+    for record in &mut st.containers {
+        if !record.done {
+            if let Ok(exit) = runtime.wait(&record.id, Some(Duration::from_secs(1))) {
+                record.last_exit =
+                    Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
+            }
+            record.done = true;
+        }
+        record.ready = false;
+    }
+    st.phase = if st.containers.iter().all(|c| c.last_exit.is_none_or(|e| e.code == 0)) {
+        Phase::Succeeded
+    } else {
+        Phase::Failed
+    };
+    state::save(&dir, &st).map_err(step(name, "save state"))?;
+    Ok(st)
+}
+
+/// preStop, SIGTERM, wait up to `grace` (including the hook), SIGKILL.
+fn stop_container(runtime: &Runtime, id: &str, pre_stop: Option<&LifecycleHandler>, grace: Duration) {
+    if !is_running(runtime, id) {
+        return;
+    }
+    let started = Instant::now();
+    if let Some(h) = pre_stop {
+        run_hook(runtime, id, h);
+    }
+    let _ = runtime.kill(id, Signal::SIGTERM, false);
+    let left = grace.saturating_sub(started.elapsed());
+    if runtime.wait(id, Some(left)).is_err() {
+        let _ = runtime.kill(id, Signal::SIGKILL, true);
+        let _ = runtime.wait(id, Some(Duration::from_secs(10)));
+    }
+}
+
+/// Stops (if needed) and removes everything of the pod.
+pub fn remove(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<(), PodError> {
+    let dir = node.pod_dir(name);
+    if !dir.exists() {
+        return Err(PodError::NotFound { pod: name.into() });
+    }
+    if state::state_file(&dir).exists() {
+        stop(node, name, grace)?;
+    }
+    // A pod dir without a lock file is debris of an interrupted start: clean it up all the same.
+    let _lock = match lock(&dir, true, false) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(step(name, "lock pod dir")(e)),
+    };
+    cleanup(node, name)
+}
+
+/// Removes every host object of pod `name`: containers, cgroup, tmpfs, IPC pin, network, pod dir.
+/// Idempotent; tries every step and reports the first failure.
+pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
+    let mut errors: Vec<PodError> = Vec::new();
+    let mut note = |r: Result<(), PodError>| errors.extend(r.err());
+    let runtime = node.runtime();
+    let prefix = format!("{name}_");
+    for c in runtime.list().unwrap_or_default() {
+        if c.id.starts_with(&prefix) {
+            note(runtime.delete(&c.id, true).map_err(step(name, "delete container")));
+        }
+    }
+    // State dirs of containers whose create never finished (no record for `list`).
+    for e in fs::read_dir(&runtime.root).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    note(
+        sandbox::remove_pod_cgroup(&node.cgroup_root, &pod_cgroup(node, name))
+            .map_err(step(name, "remove cgroup")),
+    );
+    let dir = node.pod_dir(name);
+    note(sandbox::remove_mount(&dir.join("tmpfs")).map_err(step(name, "unmount tmpfs")));
+    note(sandbox::remove_mount(&node.ipc_dir().join(name)).map_err(step(name, "remove ipc namespace")));
+    match node.network() {
+        Ok(net) => note(net.teardown(name).map_err(step(name, "network teardown"))),
+        Err(e) => note(Err(step(name, "network")(e))),
+    }
+    if errors.is_empty() {
+        let removed = fs::remove_dir_all(&dir).or_else(|_| fs::remove_dir_all(&dir));
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(step(name, "remove pod dir")(e)),
+        }
+    }
+    errors.into_iter().next().map_or(Ok(()), Err)
+}

@@ -1,0 +1,164 @@
+//! What the kubelet persists per pod (`<root>/pods/<name>/state.json`), written atomically, so a
+//! restarted or crashed agent re-adopts every pod from disk: the containers themselves are owned
+//! by runtime monitors that outlive the agent.
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+/// Errors reading or writing pod state, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("pod state {path}: {step}: {source}")]
+    Io { path: PathBuf, step: &'static str, source: io::Error },
+    #[error("pod state {path}: parse: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+}
+
+/// Pod phase, as Kubernetes reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// How a container run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub code: i32,
+    pub oom_killed: bool,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// One (app) container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub name: String,
+    /// Runtime container id.
+    pub id: String,
+    /// Image reference as written in the manifest.
+    pub image: String,
+    /// Overlay lower dirs (topmost first).
+    pub layers: Vec<PathBuf>,
+    pub restarts: u32,
+    /// Unix seconds of the current run's start.
+    pub started_at: u64,
+    pub last_exit: Option<Exit>,
+    /// The container exited and will not be restarted.
+    pub done: bool,
+    /// Readiness (true when there is no readiness probe).
+    pub ready: bool,
+}
+
+/// The persisted state of a pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodState {
+    /// The pod as loaded (defaults applied).
+    pub pod: Pod,
+    pub uid: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub phase: Phase,
+    pub ip: Option<Ipv4Addr>,
+    pub containers: Vec<ContainerRecord>,
+    /// Set by `stop`/`rm`: the agent must not restart anything any more.
+    pub stopping: bool,
+}
+
+impl PodState {
+    /// The pod's name.
+    pub fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The record of container `name`.
+    pub fn container_mut(&mut self, name: &str) -> Option<&mut ContainerRecord> {
+        self.containers.iter_mut().find(|c| c.name == name)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// The state file of the pod directory `dir`.
+pub fn state_file(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+/// Reads the state of the pod in `dir`.
+pub fn load(dir: &Path) -> Result<PodState, StateError> {
+    let path = state_file(dir);
+    let data =
+        fs::read(&path).map_err(|source| StateError::Io { path: path.clone(), step: "read", source })?;
+    serde_json::from_slice(&data).map_err(|source| StateError::Parse { path, source })
+}
+
+/// Writes the state of the pod in `dir` atomically (temp file + rename).
+pub fn save(dir: &Path, state: &PodState) -> Result<(), StateError> {
+    let path = state_file(dir);
+    let tmp = dir.join(".state.json.tmp");
+    let data = serde_json::to_vec_pretty(state).map_err(|e| StateError::Io {
+        path: path.clone(),
+        step: "encode",
+        source: e.into(),
+    })?;
+    fs::write(&tmp, data).map_err(|source| StateError::Io { path: tmp.clone(), step: "write", source })?;
+    fs::rename(&tmp, &path).map_err(|source| StateError::Io { path: path.clone(), step: "rename", source })
+}
+
+/// Names of all pods with a state file under `pods_dir`, sorted.
+pub fn list(pods_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(pods_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| state_file(&e.path()).exists())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runtime container id of container `container` in pod `pod`.
+pub fn container_id(pod: &str, container: &str) -> String {
+    format!("{pod}_{container}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod_dir = dir.path().join("web");
+        fs::create_dir(&pod_dir).unwrap();
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web".into());
+        let state = PodState {
+            pod,
+            uid: "u".into(),
+            created: 1,
+            phase: Phase::Running,
+            ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            containers: vec![],
+            stopping: false,
+        };
+        save(&pod_dir, &state).unwrap();
+        let back = load(&pod_dir).unwrap();
+        assert_eq!(back.name(), "web");
+        assert_eq!(back.ip, state.ip);
+        assert_eq!(list(dir.path()), vec!["web".to_string()]);
+        assert_eq!(container_id("web", "nginx"), "web_nginx");
+    }
+}

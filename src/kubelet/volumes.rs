@@ -1,0 +1,263 @@
+//! Pod volumes on the host: emptyDir (a pod directory, or the pod tmpfs for `medium: Memory`),
+//! hostPath, configMap and secret (projected files; secrets on the pod tmpfs), and each
+//! container's volumeMounts as bind mounts, with `subPath` resolved inside the volume by the kernel
+//! (`openat2` with `RESOLVE_IN_ROOT`) so a symlink planted in a volume cannot point the mount at
+//! the host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Volume};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::projection::{self, CONFIG_MAP_DEFAULT_MODE, SECRET_DEFAULT_MODE};
+use super::spec::BindMount;
+use crate::sys::openat::open_in_root;
+
+/// Why a volume could not be prepared, naming the volume.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("volume {volume:?}: {message}")]
+    Invalid { volume: String, message: String },
+    #[error("volume {volume:?}: {step} {path}: {source}")]
+    Io { volume: String, step: &'static str, path: PathBuf, source: io::Error },
+    #[error("container {container}: volumeMounts[{index}]: {message}")]
+    Mount { container: String, index: usize, message: String },
+}
+
+/// The host directory (or file) of every pod volume, by name.
+pub type VolumePaths = HashMap<String, PathBuf>;
+
+fn entries_of_config_map(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> =
+        cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
+    out.extend(cm.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
+    out
+}
+
+fn entries_of_secret(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> =
+        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    out.extend(secret.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())));
+    out
+}
+
+/// Checks that every volume can be prepared (sources and keys exist) without touching the host.
+pub fn check(volumes: &[Volume], config_maps: &[ConfigMap], secrets: &[Secret]) -> Result<(), VolumeError> {
+    for v in volumes {
+        plan_files(v, config_maps, secrets)?;
+    }
+    Ok(())
+}
+
+/// The projected files of a configMap or secret volume (`None` for other kinds).
+fn plan_files(
+    v: &Volume,
+    config_maps: &[ConfigMap],
+    secrets: &[Secret],
+) -> Result<Option<Vec<projection::ProjectedFile>>, VolumeError> {
+    let invalid = |message: String| VolumeError::Invalid { volume: v.name.clone(), message };
+    if let Some(src) = &v.config_map {
+        let name = src.name.as_str();
+        let Some(cm) = config_maps.iter().find(|c| c.metadata.name.as_deref() == Some(name)) else {
+            if src.optional == Some(true) {
+                return Ok(Some(vec![]));
+            }
+            return Err(invalid(format!("configmap {name:?} not found")));
+        };
+        let mode = match src.default_mode {
+            Some(m) => projection::checked_mode(&format!("configmap {name:?}"), m)
+                .map_err(|e| invalid(e.to_string()))?,
+            None => CONFIG_MAP_DEFAULT_MODE,
+        };
+        return projection::project(
+            &format!("configmap {name:?}"),
+            &entries_of_config_map(cm),
+            src.items.as_deref(),
+            mode,
+        )
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()));
+    }
+    if let Some(src) = &v.secret {
+        let name = src.secret_name.as_deref().unwrap_or_default();
+        let Some(secret) = secrets.iter().find(|s| s.metadata.name.as_deref() == Some(name)) else {
+            if src.optional == Some(true) {
+                return Ok(Some(vec![]));
+            }
+            return Err(invalid(format!("secret {name:?} not found")));
+        };
+        let mode = match src.default_mode {
+            Some(m) => projection::checked_mode(&format!("secret {name:?}"), m)
+                .map_err(|e| invalid(e.to_string()))?,
+            None => SECRET_DEFAULT_MODE,
+        };
+        return projection::project(
+            &format!("secret {name:?}"),
+            &entries_of_secret(secret),
+            src.items.as_deref(),
+            mode,
+        )
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()));
+    }
+    if v.empty_dir.is_none() && v.host_path.is_none() {
+        return Err(invalid("only emptyDir, hostPath, configMap and secret volumes are supported".into()));
+    }
+    Ok(None)
+}
+
+/// Whether the pod needs its tmpfs (secret volumes or memory emptyDirs).
+pub fn needs_tmpfs(volumes: &[Volume]) -> bool {
+    volumes.iter().any(|v| {
+        v.secret.is_some() || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() == Some("Memory"))
+    })
+}
+
+/// Creates every volume of the pod: disk volumes under `disk_dir`, secrets and memory emptyDirs
+/// under `tmpfs_dir` (already mounted).
+pub fn prepare(
+    volumes: &[Volume],
+    config_maps: &[ConfigMap],
+    secrets: &[Secret],
+    disk_dir: &Path,
+    tmpfs_dir: &Path,
+) -> Result<VolumePaths, VolumeError> {
+    let mut paths = VolumePaths::new();
+    for v in volumes {
+        let io_err = |step: &'static str, path: &Path| {
+            let (volume, path) = (v.name.clone(), path.to_path_buf());
+            move |source| VolumeError::Io { volume, step, path, source }
+        };
+        let files = plan_files(v, config_maps, secrets)?;
+        let path = if let Some(host) = &v.host_path {
+            let path = PathBuf::from(&host.path);
+            match host.type_.as_deref().unwrap_or_default() {
+                "DirectoryOrCreate" => fs::create_dir_all(&path).map_err(io_err("create", &path))?,
+                "FileOrCreate" if !path.exists() => {
+                    fs::File::create(&path).map(drop).map_err(io_err("create", &path))?
+                }
+                "Directory" if !path.is_dir() => {
+                    return Err(VolumeError::Invalid {
+                        volume: v.name.clone(),
+                        message: format!("hostPath {} is not a directory", path.display()),
+                    });
+                }
+                "File" if !path.is_file() => {
+                    return Err(VolumeError::Invalid {
+                        volume: v.name.clone(),
+                        message: format!("hostPath {} is not a file", path.display()),
+                    });
+                }
+                _ => {}
+            }
+            path
+        } else {
+            let on_tmpfs = v.secret.is_some()
+                || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() == Some("Memory"));
+            let path = if on_tmpfs { tmpfs_dir.join(&v.name) } else { disk_dir.join(&v.name) };
+            match &files {
+                Some(files) => {
+                    let parent = path.parent().unwrap_or(&path);
+                    fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                    projection::write_atomically(&path, files).map_err(io_err("write files into", &path))?
+                }
+                None => {
+                    fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o777))
+                        .map_err(io_err("chmod", &path))?;
+                }
+            }
+            path
+        };
+        paths.insert(v.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+/// Resolves `sub` inside `volume` as if `volume` were `/`, creating missing directories, and
+/// returns the host path it names (checked to be inside `volume`).
+pub fn resolve_sub_path(volume: &Path, sub: &str) -> Result<PathBuf, String> {
+    if Path::new(sub).components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+    }
+    let root = fs::File::open(volume).map_err(|e| format!("open {}: {e}", volume.display()))?;
+    let mut current = PathBuf::new();
+    for part in Path::new(sub).components() {
+        let Component::Normal(name) = part else { continue };
+        let parent = open_in_root(&root, &current, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+            .map_err(|e| format!("subPath {sub:?}: {e}"))?;
+        current.push(name);
+        match open_in_root(&root, &current, OFlag::O_PATH, Mode::empty()) {
+            Ok(_) => {}
+            Err(Errno::ENOENT) => {
+                // Missing (a dangling symlink also lands here and is refused by mkdirat).
+                nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755))
+                    .map_err(|e| format!("subPath {sub:?}: create {}: {e}", current.display()))?;
+            }
+            Err(e) => return Err(format!("subPath {sub:?}: {e}")),
+        }
+    }
+    let fd = open_in_root(&root, &current, OFlag::O_PATH, Mode::empty())
+        .map_err(|e| format!("subPath {sub:?}: {e}"))?;
+    let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("subPath {sub:?}: {e}"))?;
+    let base = fs::canonicalize(volume).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+    if !real.starts_with(&base) {
+        return Err(format!("subPath {sub:?} resolves outside its volume"));
+    }
+    Ok(real)
+}
+
+/// The bind mounts of a container's volumeMounts.
+pub fn container_mounts(container: &Container, paths: &VolumePaths) -> Result<Vec<BindMount>, VolumeError> {
+    let mut out = Vec::new();
+    for (index, m) in container.volume_mounts.iter().flatten().enumerate() {
+        let err = |message: String| VolumeError::Mount { container: container.name.clone(), index, message };
+        let Some(volume) = paths.get(&m.name) else {
+            return Err(err(format!("no volume named {:?}", m.name)));
+        };
+        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => resolve_sub_path(volume, sub).map_err(err)?,
+            None => volume.clone(),
+        };
+        out.push(BindMount {
+            source,
+            destination: m.mount_path.clone(),
+            read_only: m.read_only == Some(true),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_path_stays_inside_the_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        fs::create_dir(&vol).unwrap();
+        std::os::unix::fs::symlink("/etc", vol.join("evil")).unwrap();
+        std::os::unix::fs::symlink("../..", vol.join("up")).unwrap();
+        let made = resolve_sub_path(&vol, "a/b").unwrap();
+        assert!(made.ends_with("vol/a/b") && made.is_dir());
+        // The symlink to /etc is resolved inside the volume: vol/etc is created, not /etc used.
+        match resolve_sub_path(&vol, "evil/passwd") {
+            Ok(p) => assert!(p.starts_with(fs::canonicalize(&vol).unwrap()), "{p:?}"),
+            Err(e) => assert!(!e.is_empty()),
+        }
+        assert!(!Path::new("/etc/passwd/x").exists());
+        let up = resolve_sub_path(&vol, "up").unwrap();
+        assert_eq!(up, fs::canonicalize(&vol).unwrap());
+        assert!(resolve_sub_path(&vol, "../x").is_err());
+        assert!(resolve_sub_path(&vol, "/abs").is_err());
+    }
+}
