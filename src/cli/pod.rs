@@ -200,6 +200,17 @@ pub enum Command {
 
 /// Runs a pod subcommand.
 pub fn run(command: Command) -> anyhow::Result<i32> {
+    // Commands that put processes into containers run from a sealed binary (CVE-2019-5736).
+    if matches!(
+        command,
+        Command::Run { .. }
+            | Command::Exec { .. }
+            | Command::Stop { .. }
+            | Command::Rm { .. }
+            | Command::Serve { .. }
+    ) {
+        crate::runtime::exe_seal::ensure_sealed()?;
+    }
     match command {
         Command::Run { manifest, attach, no_agent, node } => run_pods(&manifest, attach, no_agent, &node),
         Command::Ps { node } => ps(&node.node()),
@@ -282,7 +293,7 @@ fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&node.root)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(node.agent_log())?;
     use std::os::unix::process::CommandExt;
-    std::process::Command::new(std::env::current_exe()?)
+    crate::runtime::exe_seal::self_command()?
         .arg("serve")
         .args(args.to_flags())
         .stdin(Stdio::null())

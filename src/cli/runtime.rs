@@ -219,16 +219,6 @@ fn write_log(path: &Path, json: bool, msg: &str) {
     }
 }
 
-/// `rkube-monitor` next to this binary, if installed. Resolved from the original path: after the
-/// read-only re-exec `/proc/self/exe` names a detached mount.
-fn monitor_binary() -> Option<PathBuf> {
-    let exe = std::env::var_os(crate::runtime::exe_seal::ORIGINAL_EXE_ENV)
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())?;
-    let candidate = exe.parent()?.join("rkube-monitor");
-    candidate.is_file().then_some(candidate)
-}
-
 fn parse_signal(s: &str) -> anyhow::Result<Signal> {
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n).with_context(|| format!("unknown signal {s}"));
@@ -267,7 +257,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
         root: args.root.clone(),
         cgroup_root: args.cgroup_root.clone(),
         cgroup_parent: args.cgroup_parent.clone(),
-        monitor_binary: monitor_binary(),
+        monitor_binary: crate::runtime::monitor::installed_binary(),
     };
     match *args.command {
         Command::Create(c) => {

@@ -65,6 +65,7 @@ impl NodeConfig {
     pub fn runtime(&self) -> Runtime {
         let mut rt = Runtime::new(self.run_dir.join("runtime"), &self.cgroup_root);
         rt.cgroup_parent = self.cgroup_parent.clone();
+        rt.monitor_binary = crate::runtime::monitor::installed_binary();
         rt
     }
 

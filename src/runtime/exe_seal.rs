@@ -67,3 +67,16 @@ pub fn ensure_sealed() -> Result<(), SealError> {
     let source = crate::sys::container::exec_fd(fd.as_fd(), &argv, &envp);
     Err(SealError::Step { step: "re-exec", source })
 }
+
+/// The path this program was started from, before any sealing re-exec.
+pub fn original_exe() -> Option<std::path::PathBuf> {
+    std::env::var_os(ORIGINAL_EXE_ENV).map(std::path::PathBuf::from).or_else(|| std::env::current_exe().ok())
+}
+
+/// A command running this program afresh from its original path; it seals itself again when needed.
+pub fn self_command() -> std::io::Result<std::process::Command> {
+    let exe = original_exe().ok_or_else(|| std::io::Error::other("cannot find this program's path"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env_remove(SEALED_MARKER).env_remove(ORIGINAL_EXE_ENV);
+    Ok(cmd)
+}

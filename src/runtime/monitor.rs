@@ -51,6 +51,12 @@ fn send(sync: &mut std::fs::File, message: &str) {
     let _ = sync.write_all(format!("{message}\n").as_bytes());
 }
 
+/// The small `rkube-monitor` binary installed next to this program, if any.
+pub fn installed_binary() -> Option<std::path::PathBuf> {
+    let candidate = crate::runtime::exe_seal::original_exe()?.parent()?.join("rkube-monitor");
+    candidate.is_file().then_some(candidate)
+}
+
 pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
