@@ -54,7 +54,11 @@ impl PodNode {
         for d in ["bin", "tmp", "etc", "proc", "sys", "dev", "root"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static at /bin/busybox");
+        // Copied by a child process: a write fd to the binary held open here could leak into a container
+        // forked meanwhile by a parallel test and make its exec fail with ETXTBSY.
+        let copied =
+            std::process::Command::new("cp").arg("/bin/busybox").arg(rootfs.join("bin/busybox")).status();
+        assert!(copied.is_ok_and(|s| s.success()), "busybox-static at /bin/busybox");
         let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
         for applet in String::from_utf8_lossy(&list.stdout).lines() {
             if applet != "busybox" {

@@ -73,7 +73,11 @@ pub fn busybox_bundle(args: &[&str], cgroup_path: &str) -> Bundle {
     for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    // Copied by a child process: a write fd to the binary held open here could leak into a container
+    // forked meanwhile by a parallel test and make its exec fail with ETXTBSY.
+    let copied =
+        std::process::Command::new("cp").arg("/bin/busybox").arg(rootfs.join("bin/busybox")).status();
+    assert!(copied.is_ok_and(|s| s.success()), "copy busybox");
     for applet in [
         "sh", "true", "false", "ls", "cat", "echo", "id", "hostname", "mount", "umount", "ps", "sleep",
         "grep", "unshare", "insmod", "touch", "head", "kill", "wc", "sed", "tr", "dd", "mkdir", "test",
