@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: build rkube, start a local registry, build the demo images from
 # rootfs/ and push them under the seed's names, then pull one with rkubelet and list it.
+#   sudo hack/demo.sh         # run it
+#   sudo hack/demo.sh clean   # remove the pod, stop the agent and the registry, delete the bridge
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
+
+ROOT=${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}
+RUN_DIR=/run/rkube
+if [ "${1:-}" = clean ]; then
+  RKUBELET=$REPO_DIR/target/release/rkubelet
+  [ -x "$RKUBELET" ] && "$RKUBELET" rm webserver --root "$ROOT" --time 0 2>/dev/null || true
+  if [ -f "$RUN_DIR/agent.pid" ]; then kill "$(cat "$RUN_DIR/agent.pid")" 2>/dev/null || true; fi
+  DEADLINE=5 wait_for test ! -f "$RUN_DIR/agent.pid" || true
+  ip link del rkube0 2>/dev/null || true
+  for c in /sys/fs/cgroup/*/rkube; do rmdir "$c" 2>/dev/null || true; done
+  "$HACK_DIR/registry.sh" stop
+  rm -rf "$ROOT"
+  log "demo removed"
+  exit 0
+fi
 
 "$HACK_DIR/setup.sh"
 log "building rkube (release)"
@@ -13,7 +30,6 @@ RKUBELET=$REPO_DIR/target/release/rkubelet
 "$HACK_DIR/build-images.sh" --push "127.0.0.1:${RKUBE_REGISTRY_PORT:-5000}"
 
 # Serve docker.io and gcr.io names from the local registry, as a node's mirror config would.
-ROOT=${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}
 CONFIG=$BUILD_DIR/registries.yaml
 cat >"$CONFIG" <<YAML
 mirrors:
@@ -41,6 +57,5 @@ cat >&2 <<EOT
       curl http://$IP:8081/             # the nginx sidecar in the same pod
       curl http://<this host's IP>:8080/  # hostPort (from another machine or namespace)
     logs:   $RKUBELET logs webserver -c webserver-container --root $ROOT
-    remove: $RKUBELET rm webserver --root $ROOT
+    remove everything (pod, agent, bridge, registry): sudo hack/demo.sh clean
 EOT
-log "done; stop the registry with: hack/registry.sh stop"
