@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -239,15 +240,19 @@ pub async fn set_default_route(handle: &Handle, dev: &str, gateway: Ipv4Addr) ->
         .map_err(LinkError::request("add default route", format!("via {gateway} dev {dev}")))
 }
 
-/// Replaces the route to `destination` with one via `gateway` (host-gw: another node's pod CIDR).
-pub async fn set_route(handle: &Handle, destination: Ipv4Net, gateway: Ipv4Addr) -> Result<(), LinkError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+/// The route to `destination` via `gateway` (host-gw: another node's pod CIDR).
+fn gateway_route(destination: Ipv4Net, gateway: Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(destination.network(), destination.prefix_len())
         .gateway(gateway)
-        .build();
+        .build()
+}
+
+/// Replaces the route to `destination` with one via `gateway` (host-gw: another node's pod CIDR).
+pub async fn set_route(handle: &Handle, destination: Ipv4Net, gateway: Ipv4Addr) -> Result<(), LinkError> {
     handle
         .route()
-        .add(route)
+        .add(gateway_route(destination, gateway))
         .replace()
         .execute()
         .await
@@ -256,11 +261,7 @@ pub async fn set_route(handle: &Handle, destination: Ipv4Net, gateway: Ipv4Addr)
 
 /// Deletes the route to `destination` via `gateway`; succeeds if there is none.
 pub async fn delete_route(handle: &Handle, destination: Ipv4Net, gateway: Ipv4Addr) -> Result<(), LinkError> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(destination.network(), destination.prefix_len())
-        .gateway(gateway)
-        .build();
-    match handle.route().del(route).execute().await {
+    match handle.route().del(gateway_route(destination, gateway)).execute().await {
         Ok(()) => Ok(()),
         Err(e) if matches!(errno(&e), Some(ESRCH) | Some(ENOENT)) => Ok(()),
         Err(e) => Err(LinkError::request("delete route", format!("{destination} via {gateway}"))(e)),
