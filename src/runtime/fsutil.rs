@@ -21,12 +21,7 @@ pub fn relative(path: &Path) -> PathBuf {
 
 /// Opens `path` (relative to `root`, symlinks resolved inside `root`) with `flags`.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-    let rel = relative(path);
-    let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(root, &rel, how).map_err(io::Error::from)
+    crate::sys::openat::open_in_root_across_mounts(root, &relative(path), flags).map_err(io::Error::from)
 }
 
 /// Opens `path` with O_PATH, following no symlink at all (for `/proc`-like destinations).

@@ -16,9 +16,26 @@ use std::path::Path;
 ///
 /// `flags` get `O_CLOEXEC` added. Magic links are refused and mount points are not crossed.
 pub fn open_in_root(root: impl AsFd, path: &Path, flags: OFlag, mode: Mode) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).mode(mode).resolve(
-        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV,
-    );
+    open_confined(root, path, flags, mode, ResolveFlag::RESOLVE_NO_XDEV)
+}
+
+/// Like [`open_in_root`], but crossing mount points below `root` (a container rootfs with `/proc`,
+/// `/dev` and volumes already mounted in it).
+pub fn open_in_root_across_mounts(root: impl AsFd, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+    open_confined(root, path, flags, Mode::empty(), ResolveFlag::empty())
+}
+
+fn open_confined(
+    root: impl AsFd,
+    path: &Path,
+    flags: OFlag,
+    mode: Mode,
+    extra: ResolveFlag,
+) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(mode)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | extra);
     // An empty path means the root itself.
     let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
     loop {
