@@ -16,6 +16,10 @@ use crate::runtime::seccomp::{self, Profile, SeccompError};
 
 /// Annotation selecting a seccomp profile when the spec has none: `runtime/default` (Docker's).
 pub const SECCOMP_ANNOTATION: &str = "io.rkube.seccomp";
+/// Annotation `deny` writes `setgroups=deny` for a new user namespace before its gid map.
+pub const SETGROUPS_ANNOTATION: &str = "io.rkube.userns.setgroups";
+/// Most lines a uid_map or gid_map may have (the kernel's `UID_GID_MAP_MAX_EXTENTS`).
+pub const MAX_ID_MAP_LINES: usize = 340;
 /// Annotation naming the user by name (`user[:group]`), resolved in the image's /etc files.
 pub const USER_ANNOTATION: &str = "io.rkube.user";
 
@@ -59,6 +63,8 @@ pub enum NamespaceKind {
     Uts,
     /// cgroup.
     Cgroup,
+    /// User (uid/gid maps).
+    User,
 }
 
 impl NamespaceKind {
@@ -71,6 +77,7 @@ impl NamespaceKind {
             NamespaceKind::Ipc => libc::CLONE_NEWIPC,
             NamespaceKind::Uts => libc::CLONE_NEWUTS,
             NamespaceKind::Cgroup => libc::CLONE_NEWCGROUP,
+            NamespaceKind::User => libc::CLONE_NEWUSER,
         }
     }
 
@@ -83,6 +90,7 @@ impl NamespaceKind {
             NamespaceKind::Ipc => "ipc",
             NamespaceKind::Uts => "uts",
             NamespaceKind::Cgroup => "cgroup",
+            NamespaceKind::User => "user",
         }
     }
 }
@@ -94,6 +102,82 @@ pub struct Namespace {
     pub kind: NamespaceKind,
     /// Existing namespace to join.
     pub path: Option<PathBuf>,
+}
+
+/// One line of a uid or gid map: `size` ids from `container_id` inside are `host_id`… outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdMap {
+    /// First id inside the user namespace.
+    pub container_id: u32,
+    /// First id outside (on the host).
+    pub host_id: u32,
+    /// Number of ids.
+    pub size: u32,
+}
+
+/// A new user namespace and how its ids map to the host's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserNamespace {
+    /// uid map lines.
+    pub uid_map: Vec<IdMap>,
+    /// gid map lines.
+    pub gid_map: Vec<IdMap>,
+    /// Write `deny` to `/proc/<pid>/setgroups` before the gid map.
+    pub deny_setgroups: bool,
+}
+
+impl UserNamespace {
+    /// The host uid that container uid `id` maps to.
+    pub fn host_uid(&self, id: u32) -> Option<u32> {
+        to_host(&self.uid_map, id)
+    }
+
+    /// The host gid that container gid `id` maps to.
+    pub fn host_gid(&self, id: u32) -> Option<u32> {
+        to_host(&self.gid_map, id)
+    }
+}
+
+fn to_host(map: &[IdMap], id: u32) -> Option<u32> {
+    map.iter()
+        .find(|m| id >= m.container_id && u64::from(id) < u64::from(m.container_id) + u64::from(m.size))
+        .map(|m| m.host_id + (id - m.container_id))
+}
+
+/// The text written to `/proc/<pid>/uid_map` or `gid_map` (one write, one line per range).
+pub fn id_map_text(map: &[IdMap]) -> String {
+    map.iter().map(|m| format!("{} {} {}\n", m.container_id, m.host_id, m.size)).collect()
+}
+
+/// Checks a uid or gid map as the kernel would: 1..=340 lines, sizes > 0, no range past 2^32,
+/// no two ranges overlapping inside or outside. `field` names the spec field in the error.
+pub fn validate_id_map(field: &'static str, map: &[IdMap]) -> Result<(), ConfigError> {
+    if map.is_empty() {
+        return Err(invalid(field, "required with a new user namespace"));
+    }
+    if map.len() > MAX_ID_MAP_LINES {
+        return Err(invalid(field, format!("{} lines, at most {MAX_ID_MAP_LINES} allowed", map.len())));
+    }
+    let end = |first: u32, size: u32| u64::from(first) + u64::from(size);
+    for (i, m) in map.iter().enumerate() {
+        if m.size == 0 {
+            return Err(invalid(field, format!("line {i}: size must be greater than 0")));
+        }
+        if end(m.container_id, m.size) > 1 << 32 || end(m.host_id, m.size) > 1 << 32 {
+            return Err(invalid(field, format!("line {i}: range goes past the largest id")));
+        }
+        for (j, other) in map.iter().enumerate().take(i) {
+            let overlaps =
+                |a: u32, b: u32| u64::from(a) < end(b, other.size) && u64::from(b) < end(a, m.size);
+            if overlaps(m.container_id, other.container_id) {
+                return Err(invalid(field, format!("line {i}: container ids overlap line {j}")));
+            }
+            if overlaps(m.host_id, other.host_id) {
+                return Err(invalid(field, format!("line {i}: host ids overlap line {j}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Who the process runs as, before resolution against the image.
@@ -145,6 +229,9 @@ pub struct ContainerConfig {
     pub hostname: Option<String>,
     /// Namespaces.
     pub namespaces: Vec<Namespace>,
+    /// The new user namespace's id maps, when one is created.
+    #[serde(default)]
+    pub user_namespace: Option<UserNamespace>,
     /// Mounts in order.
     pub mounts: Vec<MountSpec>,
     /// Masked paths.
@@ -238,6 +325,7 @@ pub fn from_spec(
             LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
             LinuxNamespaceType::Uts => NamespaceKind::Uts,
             LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
+            LinuxNamespaceType::User => NamespaceKind::User,
             other => {
                 return Err(invalid("linux.namespaces", format!("{other:?} namespaces are not supported")));
             }
@@ -245,11 +333,16 @@ pub fn from_spec(
         if kind == NamespaceKind::Pid && ns.path().is_some() {
             return Err(invalid("linux.namespaces", "joining an existing pid namespace is not supported"));
         }
+        if kind == NamespaceKind::User && ns.path().is_some() {
+            return Err(invalid("linux.namespaces", "joining an existing user namespace is not supported"));
+        }
         namespaces.push(Namespace { kind, path: ns.path().clone() });
     }
     if !namespaces.iter().any(|n| n.kind == NamespaceKind::Mount && n.path.is_none()) {
         return Err(invalid("linux.namespaces", "a new mount namespace is required"));
     }
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
     let mounts = spec
         .mounts()
         .iter()
@@ -284,7 +377,6 @@ pub fn from_spec(
         Some(c) => CapPlan::from_oci(c)?,
         None => CapPlan::default(),
     };
-    let annotations = spec.annotations().clone().unwrap_or_default();
     let seccomp = match (linux.seccomp(), annotations.get(SECCOMP_ANNOTATION).map(String::as_str)) {
         (Some(s), _) => Some(seccomp::from_oci(s)?),
         (None, Some("runtime/default")) => {
@@ -296,8 +388,13 @@ pub fn from_spec(
         }
     };
     let user = process.user();
-    let user_string =
-        annotations.get(USER_ANNOTATION).cloned().unwrap_or_else(|| format!("{}:{}", user.uid(), user.gid()));
+    let user_string = match annotations.get(USER_ANNOTATION) {
+        Some(named) => named.clone(),
+        None => {
+            check_user_is_mapped(user_namespace.as_ref(), user.uid(), user.gid())?;
+            format!("{}:{}", user.uid(), user.gid())
+        }
+    };
     let rlimits = process
         .rlimits()
         .iter()
@@ -337,6 +434,7 @@ pub fn from_spec(
         readonly_root: root.and_then(|r| r.readonly()).unwrap_or(false),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         namespaces,
+        user_namespace,
         mounts,
         masked_paths: linux.masked_paths().clone().unwrap_or_default(),
         readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
@@ -360,6 +458,56 @@ pub fn from_spec(
         cgroup_path,
         resources,
     })
+}
+
+/// The id maps of a new user namespace (`None` without one); validated.
+fn user_namespace_from(
+    linux: &oci_spec::runtime::Linux,
+    namespaces: &[Namespace],
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<Option<UserNamespace>, ConfigError> {
+    let convert = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
+        maps.iter()
+            .flatten()
+            .map(|m| IdMap { container_id: m.container_id(), host_id: m.host_id(), size: m.size() })
+            .collect()
+    };
+    let uid_map = convert(linux.uid_mappings());
+    let gid_map = convert(linux.gid_mappings());
+    if !namespaces.iter().any(|n| n.kind == NamespaceKind::User) {
+        if !uid_map.is_empty() || !gid_map.is_empty() {
+            return Err(invalid(
+                "linux.uidMappings",
+                "id mappings need a user namespace in linux.namespaces",
+            ));
+        }
+        return Ok(None);
+    }
+    validate_id_map("linux.uidMappings", &uid_map)?;
+    validate_id_map("linux.gidMappings", &gid_map)?;
+    let deny_setgroups = match annotations.get(SETGROUPS_ANNOTATION).map(String::as_str) {
+        None | Some("allow") => false,
+        Some("deny") => true,
+        Some(other) => {
+            return Err(invalid(
+                "annotations",
+                format!("{SETGROUPS_ANNOTATION} must be allow or deny, not {other:?}"),
+            ));
+        }
+    };
+    Ok(Some(UserNamespace { uid_map, gid_map, deny_setgroups }))
+}
+
+/// With a user namespace, the numeric process user must be mapped (setresuid would fail).
+fn check_user_is_mapped(userns: Option<&UserNamespace>, uid: u32, gid: u32) -> Result<(), ConfigError> {
+    let Some(userns) = userns else { return Ok(()) };
+    if userns.host_uid(uid).is_none() {
+        return Err(invalid("process.user.uid", format!("{uid} is not mapped by linux.uidMappings")));
+    }
+    if userns.host_gid(gid).is_none() {
+        return Err(invalid("process.user.gid", format!("{gid} is not mapped by linux.gidMappings")));
+    }
+    Ok(())
 }
 
 /// Finds `program` in the `PATH` of `env` (or the default PATH) below `root` (a host path of the
@@ -417,6 +565,101 @@ mod tests {
         spec.set_annotations(Some([(SECCOMP_ANNOTATION.to_string(), "runtime/default".to_string())].into()));
         let cfg = from_spec("c1", dir.path(), &spec, None, "rkube").unwrap();
         assert!(cfg.process.seccomp.is_some());
+    }
+
+    fn userns_spec(dir: &Path, uid_map: serde_json::Value, gid_map: serde_json::Value) -> Spec {
+        let mut value = serde_json::to_value(spec_with(dir)).unwrap();
+        value["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+        value["linux"]["uidMappings"] = uid_map;
+        value["linux"]["gidMappings"] = gid_map;
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn one_range() -> serde_json::Value {
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}])
+    }
+
+    #[test]
+    fn user_namespace_with_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = from_spec("c1", dir.path(), &userns_spec(dir.path(), one_range(), one_range()), None, "r")
+            .unwrap();
+        assert!(cfg.creates(NamespaceKind::User));
+        assert_ne!(cfg.clone_flags() & libc::CLONE_NEWUSER, 0);
+        let userns = cfg.user_namespace.unwrap();
+        assert_eq!(userns.host_uid(0), Some(200000));
+        assert_eq!(userns.host_gid(65535), Some(265535));
+        assert_eq!(userns.host_uid(65536), None);
+        assert!(!userns.deny_setgroups);
+        assert_eq!(id_map_text(&userns.uid_map), "0 200000 65536\n");
+    }
+
+    #[test]
+    fn user_namespace_needs_both_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = userns_spec(dir.path(), one_range(), serde_json::json!([]));
+        let err = from_spec("c1", dir.path(), &spec, None, "r").unwrap_err().to_string();
+        assert_eq!(err, "config: linux.gidMappings: required with a new user namespace");
+        let spec = userns_spec(dir.path(), serde_json::Value::Null, one_range());
+        let err = from_spec("c1", dir.path(), &spec, None, "r").unwrap_err().to_string();
+        assert!(err.contains("linux.uidMappings"), "{err}");
+    }
+
+    #[test]
+    fn maps_without_user_namespace_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut value = serde_json::to_value(spec_with(dir.path())).unwrap();
+        value["linux"]["uidMappings"] = one_range();
+        let spec: Spec = serde_json::from_value(value).unwrap();
+        let err = from_spec("c1", dir.path(), &spec, None, "r").unwrap_err().to_string();
+        assert!(err.contains("need a user namespace"), "{err}");
+    }
+
+    #[test]
+    fn unmapped_process_user_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 1}]);
+        let mut value = serde_json::to_value(userns_spec(dir.path(), small, one_range())).unwrap();
+        value["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 0});
+        let spec: Spec = serde_json::from_value(value).unwrap();
+        let err = from_spec("c1", dir.path(), &spec, None, "r").unwrap_err().to_string();
+        assert!(err.contains("process.user.uid: 1000 is not mapped"), "{err}");
+    }
+
+    #[test]
+    fn id_map_validation_names_the_problem() {
+        let map = |lines: &[(u32, u32, u32)]| -> Vec<IdMap> {
+            lines.iter().map(|&(c, h, s)| IdMap { container_id: c, host_id: h, size: s }).collect()
+        };
+        let check = |lines: &[(u32, u32, u32)]| validate_id_map("linux.uidMappings", &map(lines));
+        assert!(check(&[(0, 200000, 65536), (65536, 100, 1)]).is_ok());
+        assert!(check(&[]).unwrap_err().to_string().contains("required"));
+        assert!(check(&[(0, 1, 0)]).unwrap_err().to_string().contains("size must be greater than 0"));
+        let err = check(&[(0, 200000, 100), (99, 300000, 5)]).unwrap_err().to_string();
+        assert!(err.contains("line 1: container ids overlap line 0"), "{err}");
+        let err = check(&[(0, 200000, 100), (100, 200050, 5)]).unwrap_err().to_string();
+        assert!(err.contains("host ids overlap"), "{err}");
+        assert!(check(&[(u32::MAX, 1, 2)]).unwrap_err().to_string().contains("past the largest id"));
+        let many: Vec<(u32, u32, u32)> = (0..341).map(|i| (i, 1000 + i, 1)).collect();
+        assert!(check(&many).unwrap_err().to_string().contains("at most 340"));
+        assert!(check(&many[..340]).is_ok());
+    }
+
+    #[test]
+    fn setgroups_annotation_and_joined_user_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = userns_spec(dir.path(), one_range(), one_range());
+        spec.set_annotations(Some([(SETGROUPS_ANNOTATION.to_string(), "deny".to_string())].into()));
+        let cfg = from_spec("c1", dir.path(), &spec, None, "r").unwrap();
+        assert!(cfg.user_namespace.unwrap().deny_setgroups);
+        let mut value = serde_json::to_value(spec_with(dir.path())).unwrap();
+        value["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user", "path": "/proc/1/ns/user"}));
+        let spec: Spec = serde_json::from_value(value).unwrap();
+        let err = from_spec("c1", dir.path(), &spec, None, "r").unwrap_err().to_string();
+        assert!(err.contains("joining an existing user namespace"), "{err}");
     }
 
     #[test]
