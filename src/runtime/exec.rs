@@ -32,8 +32,12 @@ pub enum ExecError {
     },
 }
 
-/// The namespaces to join, in order (mount last so /proc paths stay valid until then).
-const JOIN_ORDER: [NamespaceKind; 6] = [
+/// The namespaces to join, in order: the user namespace first (the others are owned by it, so
+/// joining them needs its capabilities), mount last so /proc paths stay valid until then.
+/// Namespaces the container itself joined by path are owned by the host's user namespace and
+/// are joined before it.
+const JOIN_ORDER: [NamespaceKind; 7] = [
+    NamespaceKind::User,
     NamespaceKind::Cgroup,
     NamespaceKind::Ipc,
     NamespaceKind::Uts,
@@ -100,7 +104,9 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     }
     let config = &record.config;
     let mut fds: Vec<(NamespaceKind, OwnedFd)> = Vec::new();
-    for kind in JOIN_ORDER {
+    let by_path = |kind: NamespaceKind| config.namespaces.iter().any(|n| n.kind == kind && n.path.is_some());
+    let order = JOIN_ORDER.iter().filter(|k| by_path(**k)).chain(JOIN_ORDER.iter().filter(|k| !by_path(**k)));
+    for &kind in order {
         let joined = config.namespaces.iter().any(|n| n.kind == kind);
         if !joined {
             continue;

@@ -118,7 +118,13 @@ fn setup_and_exec(
         nix::unistd::dup2_stdout(stdout.as_fd()).map_err(step("redirect stdout"))?;
         nix::unistd::dup2_stderr(stderr.as_fd()).map_err(step("redirect stderr"))?;
     }
-    join_namespaces(config)?;
+    let userns = config.user_namespace.is_some();
+    if userns {
+        // The monitor joined the namespaces given by path before the clone.
+        become_root_in_userns(&cgroup_joined)?;
+    } else {
+        join_namespaces(config)?;
+    }
     if config.creates(NamespaceKind::Uts)
         && let Some(h) = &config.hostname
     {
@@ -127,10 +133,10 @@ fn setup_and_exec(
     nix::unistd::setsid().map_err(step("setsid"))?;
 
     let propagation = MsFlags::from_bits_truncate(config.rootfs_propagation as libc::c_ulong);
-    let (root, _root_path) = rootfs::prepare_root(&config.rootfs, propagation)?;
+    let (root, _root_path) = rootfs::prepare_root(&config.rootfs, propagation, userns)?;
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
-    rootfs::create_devices(root.as_fd(), &config.devices)?;
+    rootfs::create_devices(root.as_fd(), &config.devices, userns)?;
     let identity = resolve_identity(root.as_fd(), &config.process)?;
     let exe = find_executable(&config.process.args[0], &config.process.env, |p| {
         open_in_root(root.as_fd(), p, OFlag::O_PATH).is_ok()
@@ -184,6 +190,27 @@ fn join_namespaces(config: &ContainerConfig) -> Result<(), InitError> {
     Ok(())
 }
 
+/// In a new user namespace: blocks until the monitor has written the id maps (`M` on the
+/// cgroup pipe), then becomes root of the namespace (ids 0, full capabilities inside it).
+fn become_root_in_userns(signal: &OwnedFd) -> Result<(), InitError> {
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(signal.as_fd(), &mut byte) {
+        Ok(1) if byte[0] == b'M' => {}
+        Ok(_) => {
+            return Err(InitError::Step {
+                step: "wait for id maps".into(),
+                source: std::io::Error::other("the monitor could not write the uid and gid maps"),
+            });
+        }
+        Err(e) => return Err(step("wait for id maps")(e)),
+    }
+    let root_gid = Gid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(step("set gid 0 in the user namespace"))?;
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(step("set uid 0 in the user namespace"))?;
+    Ok(())
+}
+
 /// Blocks until the monitor reports that init is in the container's cgroups.
 fn wait_for_cgroup(joined: OwnedFd) -> Result<(), InitError> {
     let mut byte = [0u8; 1];
@@ -224,7 +251,12 @@ pub fn drop_privileges(
     caps::apply_bounding(&process.caps)?;
     nix::sys::prctl::set_keepcaps(true).map_err(step("keep capabilities"))?;
     let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).map_err(step("set supplementary groups"))?;
+    match nix::unistd::setgroups(&groups) {
+        Ok(()) => {}
+        // A user namespace with `setgroups` denied: nothing to set is fine.
+        Err(nix::Error::EPERM) if groups.is_empty() && setgroups_denied() => {}
+        Err(e) => return Err(step("set supplementary groups")(e)),
+    }
     let gid = Gid::from_raw(identity.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("set gid {}", identity.gid)))?;
     let uid = Uid::from_raw(identity.uid);
@@ -254,6 +286,11 @@ pub fn drop_privileges(
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     Ok(env)
+}
+
+/// Whether `setgroups` is denied in our user namespace (`/proc/self/setgroups` says `deny`).
+fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
 }
 
 /// `execve`; returns only on failure.

@@ -21,6 +21,7 @@ pub mod seccomp;
 pub mod state;
 pub mod syscalls;
 pub mod user;
+pub mod userns;
 
 pub use container::{CreateRequest, ExecRequest, Runtime, RuntimeError};
 pub use state::{ExitInfo, OciState, Status};

@@ -81,6 +81,13 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
             exit_now(1)
         }
     };
+    if let Some(userns) = &args.config.user_namespace
+        && let Err(e) = crate::runtime::userns::join_by_path(args.config)
+            .and_then(|()| crate::runtime::userns::hand_rootfs_to_root(&args.config.rootfs, userns))
+    {
+        send(&mut sync, &format!("E{e}"));
+        exit_now(1)
+    }
     let child = match clone_with_namespaces(args.config.clone_flags()) {
         Ok(c) => c,
         Err(e) => {
@@ -98,6 +105,18 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         Forked::Parent(pid) => pid,
     };
     drop(joined_r);
+    // With a user namespace, init first waits for its id maps (`M`), then later for its cgroups.
+    if let Some(userns) = &args.config.user_namespace {
+        match crate::runtime::userns::write_id_maps(pid, userns) {
+            Ok(()) => {
+                let _ = nix::unistd::write(&joined_w, b"M");
+            }
+            Err(e) => {
+                send(&mut sync, &format!("E{e}"));
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
     // Move init into its cgroups while it builds its rootfs (v1 migrations take milliseconds).
     if let Err(e) = manager.add_process(pid.as_raw()) {
         send(&mut sync, &format!("E{e}"));

@@ -120,6 +120,55 @@ const REMOUNT_MASK: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_RELATIME)
     .union(MsFlags::MS_STRICTATIME);
 
+/// The flags a user namespace cannot change on a mount it did not create (the kernel locks them).
+const LOCKED_MASK: MsFlags =
+    MsFlags::MS_RDONLY.union(MsFlags::MS_NOSUID).union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+/// The atime flags, locked as one setting.
+const ATIME_MASK: MsFlags = MsFlags::MS_NOATIME.union(MsFlags::MS_RELATIME).union(MsFlags::MS_STRICTATIME);
+
+/// The mount flags `mounted` has now, from `fstatvfs`.
+fn current_flags(mounted: BorrowedFd<'_>) -> io::Result<MsFlags> {
+    use nix::sys::statvfs::FsFlags;
+    let flags = nix::sys::statvfs::fstatvfs(mounted)?.flags();
+    let mut out = MsFlags::empty();
+    for (st, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if flags.contains(st) {
+            out |= ms;
+        }
+    }
+    Ok(out)
+}
+
+/// The remount flags to retry with inside a user namespace: `wanted` plus the mount's current
+/// locked flags, and its current atime setting instead of the wanted one.
+pub fn with_locked_flags(wanted: MsFlags, current: MsFlags) -> MsFlags {
+    let atime =
+        if (current & ATIME_MASK).is_empty() { MsFlags::MS_STRICTATIME } else { current & ATIME_MASK };
+    (wanted & !ATIME_MASK) | (current & LOCKED_MASK) | atime | (current & MsFlags::MS_NODIRATIME)
+}
+
+/// Remounts the bind mount `mounted` with `flags`. Inside a user namespace the kernel refuses to
+/// clear flags locked on a mount inherited from the host (EPERM); then retry keeping them.
+pub fn remount_bind(mounted: BorrowedFd<'_>, flags: MsFlags) -> io::Result<()> {
+    let target = fd_path(mounted);
+    let remount =
+        |f: MsFlags| sys_mount(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | f, None);
+    match remount(flags) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            remount(with_locked_flags(flags, current_flags(mounted)?))
+        }
+        other => other,
+    }
+}
+
 /// Bind-mounts the already opened `source` onto `destination` in `root`, then applies flags.
 pub fn bind_fd(
     root: BorrowedFd<'_>,
@@ -143,14 +192,7 @@ pub fn bind_fd(
     let extra = flags & REMOUNT_MASK;
     if !extra.is_empty() {
         let mounted = open_in_root(root, destination, OFlag::O_PATH).map_err(err(label, destination))?;
-        sys_mount(
-            None,
-            &fd_path(mounted.as_fd()),
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-            None,
-        )
-        .map_err(err(label, destination))?;
+        remount_bind(mounted.as_fd(), extra).map_err(err(label, destination))?;
     }
     Ok(())
 }
@@ -211,6 +253,25 @@ mod tests {
 
     fn opts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn locked_flags_are_kept_on_retry() {
+        let host = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RELATIME;
+        let wanted = MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME;
+        let retry = with_locked_flags(wanted, host);
+        assert_eq!(
+            retry,
+            MsFlags::MS_RDONLY
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_RELATIME
+        );
+        assert_eq!(
+            with_locked_flags(MsFlags::MS_RDONLY, MsFlags::empty()),
+            MsFlags::MS_RDONLY | MsFlags::MS_STRICTATIME
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknodat};
 
 use crate::runtime::fsutil::{fd_path, mkdir_all_in_root, open_in_root};
-use crate::runtime::mounts::{MountError, MountSpec, bind_fd, mount_entry};
+use crate::runtime::mounts::{MountError, MountSpec, bind_fd, mount_entry, remount_bind};
 
 /// Errors while building the root filesystem, naming the step and path.
 #[derive(Debug, thiserror::Error)]
@@ -98,15 +98,22 @@ pub fn default_devices() -> Vec<DeviceNode> {
         .collect()
 }
 
-/// The overlayfs mount data for the layers.
-pub fn overlay_data(lower: &[PathBuf], upper: &Path, work: &Path) -> String {
+/// The overlayfs mount data for the layers (`userxattr` for a mount inside a user namespace).
+pub fn overlay_data(lower: &[PathBuf], upper: &Path, work: &Path, userxattr: bool) -> String {
     let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
-    format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display())
+    let data =
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), upper.display(), work.display());
+    if userxattr { data + ",userxattr" } else { data }
 }
 
 /// Makes the host mounts non-propagating into our namespace, mounts the overlay if any, binds the
-/// rootfs onto itself and returns an fd of the new root plus its path.
-pub fn prepare_root(source: &RootfsSource, propagation: MsFlags) -> Result<(OwnedFd, PathBuf), RootfsError> {
+/// rootfs onto itself and returns an fd of the new root plus its path. Inside a user namespace
+/// the overlay keeps its own metadata in `user.overlay.*` xattrs (`trusted.*` needs host root).
+pub fn prepare_root(
+    source: &RootfsSource,
+    propagation: MsFlags,
+    in_userns: bool,
+) -> Result<(OwnedFd, PathBuf), RootfsError> {
     mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
         .map_err(nix_step("set propagation of", "/"))?;
     let path = match source {
@@ -117,7 +124,7 @@ pub fn prepare_root(source: &RootfsSource, propagation: MsFlags) -> Result<(Owne
                 target,
                 Some("overlay"),
                 MsFlags::empty(),
-                Some(overlay_data(lower, upper, work).as_str()),
+                Some(overlay_data(lower, upper, work, in_userns).as_str()),
             )
             .map_err(nix_step("mount overlay on", target))?;
             target.clone()
@@ -191,9 +198,18 @@ fn mount_cgroups(
     }
 }
 
-/// Creates device nodes and the standard `/dev` symlinks.
-pub fn create_devices(root: BorrowedFd<'_>, devices: &[DeviceNode]) -> Result<(), RootfsError> {
+/// Creates device nodes and the standard `/dev` symlinks. Inside a user namespace, where
+/// `mknod` is not allowed, the host's node at the same path is bind-mounted instead (as runc does).
+pub fn create_devices(
+    root: BorrowedFd<'_>,
+    devices: &[DeviceNode],
+    bind_from_host: bool,
+) -> Result<(), RootfsError> {
     for dev in devices {
+        if bind_from_host {
+            bind_host_device(root, dev)?;
+            continue;
+        }
         let parent_path = dev.path.parent().unwrap_or(Path::new("/dev"));
         let parent = mkdir_all_in_root(root, parent_path).map_err(step("create", parent_path))?;
         let name = dev.path.file_name().unwrap_or_default();
@@ -237,6 +253,29 @@ pub fn create_devices(root: BorrowedFd<'_>, devices: &[DeviceNode]) -> Result<()
             Err(e) => return Err(nix_step("create symlink", format!("/dev/{link}"))(e)),
         }
     }
+    Ok(())
+}
+
+/// Bind-mounts the host's device node at `dev.path` onto the same path in `root`.
+fn bind_host_device(root: BorrowedFd<'_>, dev: &DeviceNode) -> Result<(), RootfsError> {
+    let host =
+        nix::fcntl::open(&dev.path, OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+            .map_err(nix_step("open host device", &dev.path))?;
+    let st = fstat(host.as_fd()).map_err(nix_step("stat host device", &dev.path))?;
+    let kind = match dev.kind {
+        'b' => libc::S_IFBLK,
+        'p' => libc::S_IFIFO,
+        _ => libc::S_IFCHR,
+    };
+    let same_node = st.st_mode & libc::S_IFMT == kind
+        && (kind == libc::S_IFIFO || st.st_rdev == makedev(dev.major, dev.minor));
+    if !same_node {
+        return Err(step("bind host device", &dev.path)(io::Error::other(format!(
+            "the host's node is not {} {}:{}",
+            dev.kind, dev.major, dev.minor
+        ))));
+    }
+    bind_fd(root, host.as_fd(), &dev.path, MsFlags::empty(), &dev.path.display().to_string())?;
     Ok(())
 }
 
@@ -320,16 +359,21 @@ pub fn readonly_paths(paths: &[String]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Remounts `/` read-only (after pivot).
+/// Remounts `/` read-only (after pivot), keeping flags locked by a user namespace.
 pub fn readonly_root() -> Result<(), RootfsError> {
-    mount(
+    match mount(
         None::<&str>,
         "/",
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
-    )
-    .map_err(nix_step("remount read-only", "/"))
+    ) {
+        Err(nix::Error::EPERM) => {
+            let root = open_root()?;
+            remount_bind(root.as_fd(), MsFlags::MS_RDONLY).map_err(step("remount read-only", "/"))
+        }
+        other => other.map_err(nix_step("remount read-only", "/")),
+    }
 }
 
 #[cfg(test)]
@@ -338,8 +382,11 @@ mod tests {
 
     #[test]
     fn overlay_data_lists_layers_top_first() {
-        let data = overlay_data(&["/l/2".into(), "/l/1".into()], Path::new("/c/up"), Path::new("/c/work"));
+        let data =
+            overlay_data(&["/l/2".into(), "/l/1".into()], Path::new("/c/up"), Path::new("/c/work"), false);
         assert_eq!(data, "lowerdir=/l/2:/l/1,upperdir=/c/up,workdir=/c/work");
+        let data = overlay_data(&["/l".into()], Path::new("/u"), Path::new("/w"), true);
+        assert_eq!(data, "lowerdir=/l,upperdir=/u,workdir=/w,userxattr");
     }
 
     #[test]
