@@ -15,6 +15,8 @@ use runtime::{Bundle, TestRuntime};
 const HOST_UID: u32 = 200000;
 const HOST_GID: u32 = 300000;
 const RANGE: u32 = 65536;
+/// The bundle's `/etc/group` (tests/support/runtime.rs).
+const GROUP_FILE: &str = "root:x:0:\nnogroup:x:65534:\nweb:x:1000:\naudio:x:29:web\n";
 
 /// A busybox bundle with a new user namespace mapping 0..65536 to HOST_UID/HOST_GID, its rootfs
 /// owned by the mapped root (as runc expects) and the bundle dir searchable by it.
@@ -206,7 +208,8 @@ fn bad_maps_fail_with_one_line_and_leave_nothing() {
     bundle.write();
     assert_one_line_failure(&rt, &bundle, &id, "linux.uidMappings: line 1: container ids overlap line 0");
 
-    bundle.spec["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 0}]);
+    bundle.spec["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 0}]);
     bundle.write();
     assert_one_line_failure(&rt, &bundle, &id, "size must be greater than 0");
 
@@ -225,7 +228,8 @@ fn overlay_rootfs_works_inside_a_user_namespace() {
     let rt = TestRuntime::new();
     let id = runtime::unique("uns");
     // The image layer stays owned by host root; only upper and work go to the mapped root.
-    let bundle = userns_bundle(&rt, &id, &["sh", "-c", "echo new > /new-file && cat /etc/passwd | head -1"]);
+    let script = "echo new > /new-file && head -1 /etc/passwd; echo x >> /etc/group 2>/dev/null; true";
+    let bundle = userns_bundle(&rt, &id, &["sh", "-c", script]);
     let layer = bundle.path().join("layer");
     std::fs::rename(bundle.rootfs(), &layer).unwrap();
     chown_tree(&layer, 0, 0);
@@ -249,6 +253,42 @@ fn overlay_rootfs_works_inside_a_user_namespace() {
     assert_eq!(TestRuntime::stdout_lines(&log), ["root:x:0:0:root:/root:/bin/sh"]);
     let meta = std::fs::metadata(upper.join("new-file")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (HOST_UID, HOST_GID));
+    // The shared layer is never written, whatever the container did.
     assert!(!layer.join("new-file").exists());
+    assert_eq!(std::fs::read_to_string(layer.join("etc/group")).unwrap(), GROUP_FILE);
     assert!(runtime::mounts_containing(bundle.path().to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn joins_a_network_namespace_by_path_and_binds_sys_read_only() {
+    let rt = TestRuntime::new();
+    // A plain container holds the network namespace, as a pod's sandbox does.
+    let holder = runtime::unique("uns");
+    let holder_bundle = rt.bundle(&holder, &["sleep", "30"]);
+    rt.runtime.create(&rt.request(&holder, &holder_bundle)).unwrap();
+    let holder_pid = rt.runtime.record(&holder).unwrap().pid;
+    let netns = format!("/proc/{holder_pid}/ns/net");
+    let id = runtime::unique("uns");
+    let script = "readlink /proc/self/ns/net; touch /sys/x 2>/dev/null && echo sys-writable || echo sys-ro; \
+        exec sleep 30";
+    let mut bundle = userns_bundle(&rt, &id, &["sh", "-c", script]);
+    for ns in bundle.spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" {
+            ns["path"] = netns.clone().into();
+        }
+    }
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let lines = wait_lines(&bundle.path().join("ctr.log"), 2);
+    let held = std::fs::read_link(&netns).unwrap();
+    assert_eq!(lines, [held.to_str().unwrap(), "sys-ro"]);
+    let out = rt.cli(&["exec", &id, "sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/user"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let init = rt.runtime.record(&id).unwrap().pid;
+    let user_ns = std::fs::read_link(format!("/proc/{init}/ns/user")).unwrap();
+    let expected = format!("{}\n{}\n", held.display(), user_ns.display());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    rt.runtime.delete(&id, true).unwrap();
+    rt.runtime.delete(&holder, true).unwrap();
 }
