@@ -292,3 +292,26 @@ fn joins_a_network_namespace_by_path_and_binds_sys_read_only() {
     rt.runtime.delete(&id, true).unwrap();
     rt.runtime.delete(&holder, true).unwrap();
 }
+
+#[test]
+fn setgroups_deny_is_written_when_asked() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("uns");
+    let script = "cat /proc/self/setgroups; grep ^Groups: /proc/self/status";
+    let mut bundle = userns_bundle(&rt, &id, &["sh", "-c", script]);
+    bundle.spec["annotations"]["io.rkube.userns.setgroups"] = "deny".into();
+    bundle.write();
+    let (exit, log) = rt.run(&id, &bundle);
+    assert_eq!(exit.code, 0, "{log}");
+    let lines = TestRuntime::stdout_lines(&log);
+    assert_eq!(lines[0], "deny", "{log}");
+    // No host group (such as the runtime's gid 0) was carried into the namespace.
+    assert_eq!(lines[1].trim_end(), "Groups:", "{log}");
+    // A user with supplementary groups cannot have them: one clear line, nothing left.
+    let id = runtime::unique("uns");
+    let mut bundle = userns_bundle(&rt, &id, &["true"]);
+    bundle.spec["annotations"]["io.rkube.userns.setgroups"] = "deny".into();
+    bundle.spec["annotations"]["io.rkube.user"] = "web".into();
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "setgroups is denied in this user namespace");
+}

@@ -253,8 +253,16 @@ pub fn drop_privileges(
     let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     match nix::unistd::setgroups(&groups) {
         Ok(()) => {}
-        // A user namespace with `setgroups` denied: nothing to set is fine.
-        Err(nix::Error::EPERM) if groups.is_empty() && setgroups_denied() => {}
+        // A user namespace with `setgroups` denied: nothing to set is fine (the monitor
+        // cloned init without supplementary groups).
+        Err(nix::Error::EPERM) if setgroups_denied() => {
+            if !groups.is_empty() {
+                return Err(InitError::Step {
+                    step: "set supplementary groups".into(),
+                    source: std::io::Error::other("setgroups is denied in this user namespace"),
+                });
+            }
+        }
         Err(e) => return Err(step("set supplementary groups")(e)),
     }
     let gid = Gid::from_raw(identity.gid);

@@ -83,6 +83,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     };
     if let Some(userns) = &args.config.user_namespace
         && let Err(e) = crate::runtime::userns::join_by_path(args.config)
+            .and_then(|()| crate::runtime::userns::drop_host_groups())
             .and_then(|()| crate::runtime::userns::hand_rootfs_to_root(&args.config.rootfs, userns))
     {
         send(&mut sync, &format!("E{e}"));

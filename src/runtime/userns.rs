@@ -51,6 +51,13 @@ pub fn join_by_path(config: &ContainerConfig) -> Result<(), UsernsError> {
     Ok(())
 }
 
+/// Clears the monitor's own supplementary groups before init is cloned, so init never carries a
+/// host group (e.g. gid 0) into a namespace where `setgroups` may be denied and could not drop it.
+pub fn drop_host_groups() -> Result<(), UsernsError> {
+    nix::unistd::setgroups(&[])
+        .map_err(|e| step("clear supplementary groups of", Path::new("the monitor"))(e.into()))
+}
+
 /// Gives an overlay rootfs's upper and work dirs to the host ids of container root, so the
 /// overlay can be mounted and written from inside the user namespace. A plain directory rootfs
 /// is left as the user prepared it.
