@@ -227,8 +227,9 @@ fn bad_maps_fail_with_one_line_and_leave_nothing() {
 fn overlay_rootfs_works_inside_a_user_namespace() {
     let rt = TestRuntime::new();
     let id = runtime::unique("uns");
-    // The image layer stays owned by host root; only upper and work go to the mapped root.
-    let script = "echo new > /new-file && head -1 /etc/passwd; echo x >> /etc/group 2>/dev/null; true";
+    // The image layer stays owned by host root on disk; upper and work go to the mapped root.
+    let script = "echo new > /new-file && head -1 /etc/passwd; stat -c '%u %g' /etc/group; \
+        echo x >> /etc/group && echo modified";
     let bundle = userns_bundle(&rt, &id, &["sh", "-c", script]);
     let layer = bundle.path().join("layer");
     std::fs::rename(bundle.rootfs(), &layer).unwrap();
@@ -250,9 +251,12 @@ fn overlay_rootfs_works_inside_a_user_namespace() {
     rt.runtime.delete(&id, true).unwrap();
     let log = std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap();
     assert_eq!(exit.code, 0, "{log}");
-    assert_eq!(TestRuntime::stdout_lines(&log), ["root:x:0:0:root:/root:/bin/sh"]);
-    let meta = std::fs::metadata(upper.join("new-file")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (HOST_UID, HOST_GID));
+    // The layer is id-mapped: host root's files are container root's, and copy-up works.
+    assert_eq!(TestRuntime::stdout_lines(&log), ["root:x:0:0:root:/root:/bin/sh", "0 0", "modified"]);
+    for file in ["new-file", "etc/group"] {
+        let meta = std::fs::metadata(upper.join(file)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (HOST_UID, HOST_GID), "{file}");
+    }
     // The shared layer is never written, whatever the container did.
     assert!(!layer.join("new-file").exists());
     assert_eq!(std::fs::read_to_string(layer.join("etc/group")).unwrap(), GROUP_FILE);

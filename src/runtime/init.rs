@@ -85,6 +85,8 @@ pub struct InitPlan<'a> {
     pub config: &'a ContainerConfig,
     /// Host dirs of the container's cgroups, for `/sys/fs/cgroup`.
     pub cgroup_mounts: Vec<(String, PathBuf)>,
+    /// With a user namespace: detached id-mapped mounts of the overlay's lower layers.
+    pub idmapped_layers: Vec<OwnedFd>,
 }
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
@@ -133,7 +135,8 @@ fn setup_and_exec(
     nix::unistd::setsid().map_err(step("setsid"))?;
 
     let propagation = MsFlags::from_bits_truncate(config.rootfs_propagation as libc::c_ulong);
-    let (root, _root_path) = rootfs::prepare_root(&config.rootfs, propagation, userns)?;
+    let (root, _root_path) =
+        rootfs::prepare_root(&config.rootfs, propagation, userns, &plan.idmapped_layers)?;
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
     rootfs::create_devices(root.as_fd(), &config.devices, userns)?;

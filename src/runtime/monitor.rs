@@ -61,7 +61,8 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     let manager = args.cgroup.manager();
-    let plan = InitPlan { config: args.config, cgroup_mounts: manager.mount_sources() };
+    let mut plan =
+        InitPlan { config: args.config, cgroup_mounts: manager.mount_sources(), idmapped_layers: Vec::new() };
     let mut sync = std::fs::File::from(args.sync);
     let pipes = match args.log_path.as_ref().map(|_| log_pipes()).transpose() {
         Ok(p) => p,
@@ -81,13 +82,19 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
             exit_now(1)
         }
     };
-    if let Some(userns) = &args.config.user_namespace
-        && let Err(e) = crate::runtime::userns::join_by_path(args.config)
-            .and_then(|()| crate::runtime::userns::drop_host_groups())
-            .and_then(|()| crate::runtime::userns::hand_rootfs_to_root(&args.config.rootfs, userns))
-    {
-        send(&mut sync, &format!("E{e}"));
-        exit_now(1)
+    if let Some(userns) = &args.config.user_namespace {
+        use crate::runtime::userns::{drop_host_groups, hand_rootfs_to_root, idmapped_layers, join_by_path};
+        let prepared = join_by_path(args.config)
+            .and_then(|()| drop_host_groups())
+            .and_then(|()| hand_rootfs_to_root(&args.config.rootfs, userns))
+            .and_then(|()| idmapped_layers(&args.config.rootfs, userns));
+        match prepared {
+            Ok(layers) => plan.idmapped_layers = layers,
+            Err(e) => {
+                send(&mut sync, &format!("E{e}"));
+                exit_now(1)
+            }
+        }
     }
     let child = match clone_with_namespaces(args.config.clone_flags()) {
         Ok(c) => c,
@@ -105,6 +112,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         }
         Forked::Parent(pid) => pid,
     };
+    drop(plan);
     drop(joined_r);
     // With a user namespace, init first waits for its id maps (`M`), then later for its cgroups.
     if let Some(userns) = &args.config.user_namespace {

@@ -108,17 +108,24 @@ pub fn overlay_data(lower: &[PathBuf], upper: &Path, work: &Path, userxattr: boo
 
 /// Makes the host mounts non-propagating into our namespace, mounts the overlay if any, binds the
 /// rootfs onto itself and returns an fd of the new root plus its path. Inside a user namespace
-/// the overlay keeps its own metadata in `user.overlay.*` xattrs (`trusted.*` needs host root).
+/// the overlay keeps its own metadata in `user.overlay.*` xattrs (`trusted.*` needs host root),
+/// and `idmapped_layers` (if any) are attached over the lower layer paths first.
 pub fn prepare_root(
     source: &RootfsSource,
     propagation: MsFlags,
     in_userns: bool,
+    idmapped_layers: &[OwnedFd],
 ) -> Result<(OwnedFd, PathBuf), RootfsError> {
     mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
         .map_err(nix_step("set propagation of", "/"))?;
     let path = match source {
         RootfsSource::Dir(p) => p.clone(),
         RootfsSource::Overlay { lower, upper, work, target } => {
+            // Our mounts no longer propagate to the host: this only changes our view of the layers.
+            for (layer, mounted) in lower.iter().zip(idmapped_layers) {
+                crate::sys::container::move_mount_onto(mounted.as_fd(), layer)
+                    .map_err(step("attach id-mapped layer", layer))?;
+            }
             mount(
                 Some("overlay"),
                 target,

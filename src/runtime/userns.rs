@@ -1,9 +1,11 @@
 //! Host-side steps for a container with its own user namespace, run by the monitor (as host
 //! root): join namespaces given by path before init is cloned (so they stay owned by the host's
-//! user namespace), hand the overlay's upper and work dirs to the mapped root, and write init's
-//! uid and gid maps right after the clone.
+//! user namespace), hand the overlay's upper and work dirs to the mapped root, make id-mapped
+//! clones of the image layers (so files owned by host root are owned by container root inside),
+//! and write init's uid and gid maps right after the clone.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -13,6 +15,7 @@ use nix::unistd::{Gid, Pid, Uid};
 
 use crate::runtime::config::{ContainerConfig, UserNamespace, id_map_text};
 use crate::runtime::rootfs::RootfsSource;
+use crate::sys::container::{Forked, clone_with_namespaces, exit_now, open_idmapped_clone};
 
 /// Errors of the host-side user namespace steps, naming the step and the file.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,64 @@ pub fn hand_rootfs_to_root(source: &RootfsSource, userns: &UserNamespace) -> Res
             .map_err(|e| step("chown", dir)(e.into()))?;
     }
     Ok(())
+}
+
+/// Detached id-mapped clones of an overlay rootfs's lower layers (same order), for init to attach
+/// over the layer paths in its own mount namespace before mounting the overlay. Empty for a plain
+/// directory, or when the layers' filesystem cannot be id-mapped (EINVAL): the layers then appear
+/// owned by `nobody` inside.
+pub fn idmapped_layers(source: &RootfsSource, userns: &UserNamespace) -> Result<Vec<OwnedFd>, UsernsError> {
+    let RootfsSource::Overlay { lower, .. } = source else { return Ok(Vec::new()) };
+    let holder = MapHolder::spawn(userns)?;
+    let ns_path = PathBuf::from(format!("/proc/{}/ns/user", holder.pid));
+    let ns = nix::fcntl::open(&ns_path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| step("open", &ns_path)(e.into()))?;
+    let mut mounts = Vec::with_capacity(lower.len());
+    for layer in lower {
+        match open_idmapped_clone(layer, ns.as_fd()) {
+            Ok(fd) => mounts.push(fd),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
+            Err(e) => return Err(step("id-map layer", layer)(e)),
+        }
+    }
+    Ok(mounts)
+}
+
+/// A child process in a new user namespace with the container's maps, alive until dropped: the
+/// id-mapped layer mounts need a namespace carrying the maps before init exists.
+struct MapHolder {
+    pid: Pid,
+    /// Closing it lets the child exit.
+    release: Option<OwnedFd>,
+}
+
+impl MapHolder {
+    fn spawn(userns: &UserNamespace) -> Result<MapHolder, UsernsError> {
+        let here = Path::new("the id-map holder");
+        let (wait_r, wait_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| step("create pipe for", here)(e.into()))?;
+        match clone_with_namespaces(libc::CLONE_NEWUSER).map_err(step("clone", here))? {
+            Forked::Child => {
+                drop(wait_w);
+                let mut byte = [0u8; 1];
+                let _ = nix::unistd::read(wait_r.as_fd(), &mut byte);
+                exit_now(0)
+            }
+            Forked::Parent(pid) => {
+                drop(wait_r);
+                let holder = MapHolder { pid, release: Some(wait_w) };
+                write_id_maps(pid, userns)?;
+                Ok(holder)
+            }
+        }
+    }
+}
+
+impl Drop for MapHolder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
 }
 
 /// Writes `/proc/<pid>/uid_map`, then `setgroups` (only when denied), then `gid_map`.

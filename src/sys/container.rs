@@ -1,6 +1,7 @@
 //! Raw syscalls the container runtime needs and nix does not wrap: namespace clone without a new
-//! stack, `close_range`, detached read-only bind mounts (`open_tree` + `mount_setattr`), seccomp
-//! filter installation without forcing no_new_privs, and `fork`.
+//! stack, `close_range`, detached read-only or id-mapped bind mounts (`open_tree` +
+//! `mount_setattr`, `move_mount`), seccomp filter installation without forcing no_new_privs, and
+//! `fork`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -101,6 +102,68 @@ pub fn open_readonly_clone(path: &Path) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Opens a detached clone of the mount at `path` whose file ownership is seen through the id
+/// maps of the user namespace `userns` (an id-mapped mount): files owned by host id 0 appear
+/// owned by the host id that the namespace maps container id 0 to.
+pub fn open_idmapped_clone(path: &Path, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: cpath is a valid NUL-terminated string for the duration of the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: fd is a valid mount fd, `attr` outlives the call and its size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Attaches the detached mount `mount` on top of `target` (`move_mount` with an empty path).
+pub fn move_mount_onto(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    let ctarget = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: both strings are valid NUL-terminated strings for the duration of the call and
+    // `mount` is an open mount fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            ctarget.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// One classic BPF instruction, layout-compatible with `struct sock_filter`.
