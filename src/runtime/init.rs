@@ -5,7 +5,9 @@
 //! hostname → rootfs, mounts, devices → resolve user and executable → pivot_root → masked and
 //! read-only paths → rlimits → seccomp first when no_new_privs is off → bounding set → setgroups,
 //! setgid, setuid → capability sets → chdir + getcwd check → fds ≥ 3 close-on-exec → no_new_privs
-//! and seccomp last → ready → wait for start → execve.
+//! and seccomp last → ready → wait for start → execve. With a new user namespace, init first
+//! waits for the monitor to write its id maps and becomes uid/gid 0 inside (the namespaces given
+//! by path were joined by the monitor before the clone).
 
 use std::convert::Infallible;
 use std::ffi::CString;
