@@ -1,11 +1,12 @@
 //! The container's init process: runs in the new namespaces right after clone, builds the root
 //! filesystem, drops privileges, reports readiness, waits for `start`, then execs the program.
 //!
-//! Order (after the reference's rules): dumpable off → join cgroup → join/enter namespaces →
+//! Order (after the reference's rules): dumpable off → join/enter namespaces →
 //! hostname → rootfs, mounts, devices → resolve user and executable → pivot_root → masked and
 //! read-only paths → rlimits → seccomp first when no_new_privs is off → bounding set → setgroups,
 //! setgid, setuid → capability sets → chdir + getcwd check → fds ≥ 3 close-on-exec → no_new_privs
-//! and seccomp last → ready → wait for start → execve. With a new user namespace, init first
+//! and seccomp last → wait until the monitor has moved us into the cgroups (earlier, before
+//! pivot_root, when a cgroup namespace is created) → ready → wait for start → execve. With a new user namespace, init first
 //! waits for the monitor to write its id maps and becomes uid/gid 0 inside (the namespaces given
 //! by path were joined by the monitor before the clone).
 
@@ -148,8 +149,11 @@ fn setup_and_exec(
     })
     .ok_or_else(|| InitError::NotFound(config.process.args[0].clone()))?;
     let seccomp = config.process.seccomp.as_ref().map(seccomp::compile).transpose()?;
-    wait_for_cgroup(cgroup_joined)?;
+    // The monitor's cgroup move waits for an RCU grace period (milliseconds on v1): wait for it
+    // as late as possible — before readiness, or here when a cgroup namespace must be rooted in it.
+    let mut cgroup_joined = Some(cgroup_joined);
     if config.creates(NamespaceKind::Cgroup) {
+        wait_for_cgroup(cgroup_joined.take())?;
         // After joining, so the container's cgroup becomes the namespace's root.
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("create cgroup namespace"))?;
     }
@@ -164,6 +168,7 @@ fn setup_and_exec(
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
     }
     let env = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
+    wait_for_cgroup(cgroup_joined)?;
 
     // Ready: tell the creator, then block until `start` opens the fifo.
     sync.as_mut().expect("sync pipe open").write_all(b"R\n").map_err(step("report ready"))?;
@@ -216,8 +221,10 @@ fn become_root_in_userns(signal: &OwnedFd) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Blocks until the monitor reports that init is in the container's cgroups.
-fn wait_for_cgroup(joined: OwnedFd) -> Result<(), InitError> {
+/// Blocks until the monitor reports that init is in the container's cgroups (`None`: already
+/// waited for).
+fn wait_for_cgroup(joined: Option<OwnedFd>) -> Result<(), InitError> {
+    let Some(joined) = joined else { return Ok(()) };
     let mut byte = [0u8; 1];
     match nix::unistd::read(joined.as_fd(), &mut byte) {
         Ok(1) => Ok(()),
