@@ -137,6 +137,18 @@ impl Runtime {
         }
     }
 
+    /// Whether the caller of `create` must itself run from a sealed binary (see
+    /// `exe_seal`). Not when init execs through the sealed `rkube-monitor` and is alone in a new
+    /// pid namespace until then: no container process can reach the runtime binary.
+    pub fn create_needs_sealed_caller(&self, spec: &Spec) -> bool {
+        let new_pid_namespace =
+            spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
+                nss.iter()
+                    .any(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && ns.path().is_none())
+            });
+        self.monitor_binary.is_none() || !new_pid_namespace
+    }
+
     fn dir(&self, id: &str) -> Result<StateDir, RuntimeError> {
         config::validate_id(id)?;
         Ok(StateDir::new(&self.root, id))
@@ -191,6 +203,12 @@ impl Runtime {
         .map_err(|e| io_err("open exec fifo", id)(e.into()))?;
         let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("create sync pipe", id)(e.into()))?;
+        let trampoline = self
+            .monitor_binary
+            .as_deref()
+            .map(crate::sys::container::open_readonly_clone)
+            .transpose()
+            .map_err(io_err("seal the exec trampoline", id))?;
         let monitor_pid = match fork().map_err(io_err("fork monitor", id))? {
             Forked::Child => {
                 drop(sync_r);
@@ -202,12 +220,14 @@ impl Runtime {
                     fifo: fifo_fd,
                     log_path: req.log_path.clone(),
                     monitor_binary: self.monitor_binary.clone(),
+                    trampoline,
                 })
             }
             Forked::Parent(pid) => pid,
         };
         drop(sync_w);
         drop(fifo_fd);
+        drop(trampoline);
         let mut reader = BufReader::new(std::fs::File::from(sync_r));
         // The monitor sends `P<pid>` and init sends `R` (or `E<error>`), in either order.
         let mut init_pid = None;

@@ -76,6 +76,9 @@ pub struct InitChannels {
     pub fifo: OwnedFd,
     /// Replacement stdin/stdout/stderr (log pipes), or inherit.
     pub stdio: Option<[OwnedFd; 3]>,
+    /// Read-only clone of `rkube-monitor` (see [`exec_sealed`]); `None` execs the program directly
+    /// (the caller then runs from a sealed binary itself).
+    pub trampoline: Option<OwnedFd>,
     /// Read end of a pipe on which the monitor sends one byte once it has moved init into the
     /// container's cgroups (done in parallel with the rootfs setup: cgroup v1 migrations are slow).
     pub cgroup_joined: OwnedFd,
@@ -94,8 +97,9 @@ pub struct InitPlan<'a> {
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
 pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
-    let mut sync = Some(std::fs::File::from(channels.sync));
-    let result = setup_and_exec(&plan, channels.fifo, channels.stdio, channels.cgroup_joined, &mut sync);
+    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined } = channels;
+    let mut sync = Some(std::fs::File::from(sync));
+    let result = setup_and_exec(&plan, fifo, stdio, trampoline, cgroup_joined, &mut sync);
     let Err(err) = result;
     let line = format!("E{}\n", err.to_string().replace('\n', " "));
     match sync.as_mut() {
@@ -113,6 +117,7 @@ fn setup_and_exec(
     plan: &InitPlan<'_>,
     fifo: OwnedFd,
     stdio: Option<[OwnedFd; 3]>,
+    trampoline: Option<OwnedFd>,
     cgroup_joined: OwnedFd,
     sync: &mut Option<std::fs::File>,
 ) -> Result<Infallible, InitError> {
@@ -182,7 +187,10 @@ fn setup_and_exec(
     gate.write_all(b"0").map_err(step("acknowledge start"))?;
     drop(gate);
     drop(fifo);
-    exec(&exe, &config.process.args, &env)
+    match trampoline {
+        Some(trampoline) => exec_sealed(trampoline, &exe, &config.process.args, &env),
+        None => exec(&exe, &config.process.args, &env),
+    }
 }
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -313,14 +321,37 @@ fn setgroups_denied() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
 }
 
+/// Execs the program through `rkube-monitor exec` run from a read-only clone of its binary, so
+/// that while the kernel resolves the program (`/proc/self/exe` as the program, its `#!`
+/// interpreter or ELF loader) this process's exe is no longer the writable runtime binary
+/// (CVE-2019-5736). Spares the caller a sealing re-exec of the large runtime binary.
+fn exec_sealed(
+    trampoline: OwnedFd,
+    exe: &Path,
+    args: &[String],
+    env: &[String],
+) -> Result<Infallible, InitError> {
+    let mut argv = vec!["rkube-monitor".to_string(), "exec".to_string(), exe.display().to_string()];
+    argv.extend_from_slice(args);
+    let argv = c_strings(&argv)?;
+    let envp = c_strings(env)?;
+    let err = crate::sys::container::exec_fd(trampoline.as_fd(), &argv, &envp);
+    Err(step(format!("exec {} through the sealed trampoline", exe.display()))(err))
+}
+
+fn c_strings(items: &[String]) -> Result<Vec<CString>, InitError> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| step::<std::io::Error>("exec")(std::io::ErrorKind::InvalidInput.into()))
+}
+
 /// `execve`; returns only on failure.
 pub fn exec(exe: &Path, args: &[String], env: &[String]) -> Result<Infallible, InitError> {
-    let cstr = |s: &str| {
-        CString::new(s).map_err(|_| step::<std::io::Error>("exec")(std::io::ErrorKind::InvalidInput.into()))
-    };
-    let path = cstr(&exe.display().to_string())?;
-    let argv = args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
-    let envp = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
+    let path = c_strings(&[exe.display().to_string()])?.remove(0);
+    let argv = c_strings(args)?;
+    let envp = c_strings(env)?;
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     Err(step(format!("exec {}", exe.display()))(err))
 }

@@ -42,6 +42,8 @@ pub struct MonitorArgs<'a> {
     pub log_path: Option<PathBuf>,
     /// The small monitor binary to exec after cloning init, if any.
     pub monitor_binary: Option<PathBuf>,
+    /// Read-only clone of the monitor binary through which init execs the program.
+    pub trampoline: Option<OwnedFd>,
 }
 
 /// Runs the monitor in the freshly forked child; never returns.
@@ -108,12 +110,17 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
             drop(readers);
             drop(joined_w);
             let sync_fd = OwnedFd::from(sync);
-            init::run(plan, InitChannels { sync: sync_fd, fifo: args.fifo, stdio, cgroup_joined: joined_r })
+            let trampoline = args.trampoline;
+            init::run(
+                plan,
+                InitChannels { sync: sync_fd, fifo: args.fifo, stdio, trampoline, cgroup_joined: joined_r },
+            )
         }
         Forked::Parent(pid) => pid,
     };
     drop(plan);
     drop(joined_r);
+    drop(args.trampoline);
     // With a user namespace, init first waits for its id maps (`M`), then later for its cgroups.
     if let Some(userns) = &args.config.user_namespace {
         match crate::runtime::userns::write_id_maps(pid, userns) {
