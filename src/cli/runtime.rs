@@ -13,6 +13,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 
+use crate::runtime::tty::{Console, WindowSize};
 use crate::runtime::{CreateRequest, ExecRequest, Runtime};
 
 /// Arguments of `rkubelet runtime`.
@@ -48,7 +49,7 @@ struct CreateArgs {
     /// Write the container's pid here.
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
-    /// Terminal socket (terminals are not supported yet).
+    /// Unix socket that receives the terminal master (required with process.terminal).
     #[arg(long = "console-socket")]
     console_socket: Option<PathBuf>,
     /// Accepted for compatibility.
@@ -121,9 +122,12 @@ enum Command {
         /// User (uid[:gid] or name).
         #[arg(short, long)]
         user: Option<String>,
-        /// Allocate a terminal (not supported yet).
+        /// Allocate a terminal: sent to --console-socket, or relayed to our own terminal.
         #[arg(short, long)]
         tty: bool,
+        /// Unix socket that receives the terminal master (with --tty).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
         /// Return once the process runs instead of waiting for it.
         #[arg(short, long)]
         detach: bool,
@@ -228,10 +232,8 @@ fn parse_signal(s: &str) -> anyhow::Result<Signal> {
     Signal::from_str(&name).with_context(|| format!("unknown signal {s}"))
 }
 
-fn create_request(c: &CreateArgs) -> anyhow::Result<CreateRequest> {
-    if c.console_socket.is_some() {
-        anyhow::bail!("--console-socket: terminals are not supported yet");
-    }
+/// The create request and, with `process.terminal`, the connected console socket.
+fn create_request(c: &CreateArgs) -> anyhow::Result<(CreateRequest, Option<Console>)> {
     if c.preserve_fds != 0 {
         anyhow::bail!("--preserve-fds is not supported yet");
     }
@@ -239,17 +241,28 @@ fn create_request(c: &CreateArgs) -> anyhow::Result<CreateRequest> {
         std::fs::canonicalize(&c.bundle).with_context(|| format!("bundle {}", c.bundle.display()))?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|e| anyhow::anyhow!("load {}: {e}", config.display()))?;
-    if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
-        anyhow::bail!("process.terminal: terminals are not supported yet");
-    }
-    Ok(CreateRequest {
+    let process = spec.process().as_ref();
+    let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
+    crate::runtime::tty::check_console_flags(terminal, c.console_socket.is_some())?;
+    let console = match &c.console_socket {
+        Some(path) => Some(Console::connect(path, process.and_then(console_size))?),
+        None => None,
+    };
+    let req = CreateRequest {
         id: c.id.clone(),
         bundle,
         spec,
         rootfs: None,
         log_path: c.cri_log.clone(),
         pid_file: c.pid_file.clone(),
-    })
+    };
+    Ok((req, console))
+}
+
+/// `process.consoleSize` as a window size.
+fn console_size(process: &oci_spec::runtime::Process) -> Option<WindowSize> {
+    let size = process.console_size()?;
+    Some(WindowSize { rows: size.height() as u16, cols: size.width() as u16 })
 }
 
 fn dispatch(args: Args) -> anyhow::Result<i32> {
@@ -261,9 +274,9 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
     };
     match *args.command {
         Command::Create(c) => {
-            let req = create_request(&c)?;
+            let (req, console) = create_request(&c)?;
             crate::runtime::exe_seal::ensure_sealed()?;
-            runtime.create(&req)?;
+            runtime.create_with_console(&req, console)?;
             Ok(0)
         }
         Command::Start { id } => {
@@ -284,9 +297,9 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run { detach, create } => {
-            let req = create_request(&create)?;
+            let (req, console) = create_request(&create)?;
             crate::runtime::exe_seal::ensure_sealed()?;
-            runtime.create(&req)?;
+            runtime.create_with_console(&req, console)?;
             if let Err(e) = runtime.start(&req.id) {
                 let _ = runtime.delete(&req.id, true);
                 return Err(e.into());
@@ -298,11 +311,10 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             runtime.delete(&req.id, true)?;
             Ok(exit?.code)
         }
-        Command::Exec { process, cwd, env, user, tty, detach, pid_file, id, command } => {
-            if tty {
-                anyhow::bail!("--tty: terminals are not supported yet");
-            }
-            let mut req = ExecRequest { args: command, env: None, cwd, user, detach, pid_file };
+        Command::Exec { process, cwd, env, user, mut tty, console_socket, detach, pid_file, id, command } => {
+            let mut req =
+                ExecRequest { args: command, env: None, cwd, user, detach, pid_file, terminal: None };
+            let mut size = None;
             if let Some(path) = process {
                 let p: oci_spec::runtime::Process = serde_json::from_slice(
                     &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
@@ -312,6 +324,8 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
                 req.env = p.env().clone();
                 req.cwd = Some(p.cwd().clone());
                 req.user = Some(format!("{}:{}", p.user().uid(), p.user().gid()));
+                tty |= p.terminal().unwrap_or(false);
+                size = console_size(&p);
             }
             if !env.is_empty() {
                 let mut base = runtime.record(&id)?.config.process.env;
@@ -321,8 +335,20 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             if req.args.is_empty() {
                 anyhow::bail!("exec: no command given");
             }
+            crate::runtime::tty::check_console_flags(tty, console_socket.is_some())
+                .or_else(|e| if tty && !detach { Ok(()) } else { Err(e) })?;
             crate::runtime::exe_seal::ensure_sealed()?;
-            Ok(runtime.exec(&id, &req)?)
+            match console_socket {
+                Some(path) => {
+                    req.terminal = Some(Console::connect(&path, size)?);
+                    Ok(runtime.exec(&id, &req)?)
+                }
+                None if tty => crate::cli::terminal::run_attached(|console| {
+                    req.terminal = Some(console);
+                    Ok(runtime.exec(&id, &req)?)
+                }),
+                None => Ok(runtime.exec(&id, &req)?),
+            }
         }
         Command::Probe { what } => probe(&what),
         Command::List => {

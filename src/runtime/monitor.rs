@@ -42,6 +42,8 @@ pub struct MonitorArgs<'a> {
     pub log_path: Option<PathBuf>,
     /// The small monitor binary to exec after cloning init, if any.
     pub monitor_binary: Option<PathBuf>,
+    /// Console for a new terminal (`process.terminal`), passed on to init.
+    pub console: Option<crate::runtime::tty::Console>,
 }
 
 /// Runs the monitor in the freshly forked child; never returns.
@@ -93,7 +95,14 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
             drop(readers);
             drop(joined_w);
             let sync_fd = OwnedFd::from(sync);
-            init::run(plan, InitChannels { sync: sync_fd, fifo: args.fifo, stdio, cgroup_joined: joined_r })
+            let channels = InitChannels {
+                sync: sync_fd,
+                fifo: args.fifo,
+                stdio,
+                cgroup_joined: joined_r,
+                console: args.console,
+            };
+            init::run(plan, channels)
         }
         Forked::Parent(pid) => pid,
     };
@@ -107,6 +116,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     }
     drop(joined_w);
     drop(stdio);
+    drop(args.console);
     drop(args.fifo);
     send(&mut sync, &format!("P{pid}"));
     drop(sync);
