@@ -489,7 +489,8 @@ fn exec(
     let runtime = node.runtime();
     let mut req = ExecRequest { args: command, ..Default::default() };
     if stdio.tty {
-        return crate::cli::terminal::run_attached(|console| {
+        // `move`: the request (holding the console) must be dropped when exec returns.
+        return crate::cli::terminal::run_attached(move |console| {
             req.terminal = Some(console);
             Ok(runtime.exec(&record.id, &req)?)
         });

@@ -232,7 +232,8 @@ fn parse_signal(s: &str) -> anyhow::Result<Signal> {
     Signal::from_str(&name).with_context(|| format!("unknown signal {s}"))
 }
 
-/// The create request and, with `process.terminal`, the connected console socket.
+/// The create request and, with `process.terminal`, the connected console socket. Call it after
+/// `ensure_sealed`: a re-exec would drop the connection the peer has already accepted.
 fn create_request(c: &CreateArgs) -> anyhow::Result<(CreateRequest, Option<Console>)> {
     if c.preserve_fds != 0 {
         anyhow::bail!("--preserve-fds is not supported yet");
@@ -274,8 +275,8 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
     };
     match *args.command {
         Command::Create(c) => {
-            let (req, console) = create_request(&c)?;
             crate::runtime::exe_seal::ensure_sealed()?;
+            let (req, console) = create_request(&c)?;
             runtime.create_with_console(&req, console)?;
             Ok(0)
         }
@@ -297,8 +298,8 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run { detach, create } => {
-            let (req, console) = create_request(&create)?;
             crate::runtime::exe_seal::ensure_sealed()?;
+            let (req, console) = create_request(&create)?;
             runtime.create_with_console(&req, console)?;
             if let Err(e) = runtime.start(&req.id) {
                 let _ = runtime.delete(&req.id, true);
@@ -343,7 +344,8 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
                     req.terminal = Some(Console::connect(&path, size)?);
                     Ok(runtime.exec(&id, &req)?)
                 }
-                None if tty => crate::cli::terminal::run_attached(|console| {
+                // `move`: the request (holding the console) must be dropped when exec returns.
+                None if tty => crate::cli::terminal::run_attached(move |console| {
                     req.terminal = Some(console);
                     Ok(runtime.exec(&id, &req)?)
                 }),

@@ -40,6 +40,8 @@ impl Drop for RawMode<'_> {
 
 /// Runs `exec` (which must start a process with the given console and wait for it) with a new
 /// terminal relayed to our own stdin/stdout; returns its result once the process has ended.
+/// `exec` must drop the console when it returns: that is how a failure before the terminal was
+/// sent ends the wait for it.
 pub fn run_attached<F>(exec: F) -> anyhow::Result<i32>
 where
     F: FnOnce(Console) -> anyhow::Result<i32> + Send,
