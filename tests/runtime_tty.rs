@@ -1,7 +1,12 @@
 //! Terminals on the real kernel: `run` with `process.terminal` and a console socket the test
 //! listens on, `exec` with a terminal through the API and the CLI's console socket, the CLI's own
-//! relay driven from a pty the test owns (the "user's terminal"), and the console flag errors.
+//! relay driven from a pty the test owns (the "user's terminal"), `rkubelet exec -it|-i` on a pod,
+//! and the console flag errors.
 
+#[path = "support/network.rs"]
+mod network;
+#[path = "support/pod.rs"]
+mod pod;
 #[path = "support/runtime.rs"]
 mod runtime;
 
@@ -302,4 +307,69 @@ fn console_flags_must_match_the_terminal() {
     let (code, err) = fails(&rt, &["exec", "-t", &id, "true"]);
     assert_eq!(code, Some(1));
     assert_one_line(&err, "Unable to use a TTY - input is not a terminal");
+}
+
+#[test]
+fn pod_exec_with_tty_and_interactive_stdin() {
+    let node = pod::PodNode::new(61);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: shell}}\nspec:\n  containers:\n  - name: c\n    \
+         image: {}\n    imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n",
+        pod::IMAGE
+    );
+    let out = node.run_yaml("shell", &yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rk = |args: &[&str], stdio: [Stdio; 3]| {
+        let [stdin, stdout, stderr] = stdio;
+        let child = Command::new(runtime::rkubelet())
+            .arg("exec")
+            .args(args)
+            .args(node.flags())
+            .arg("--")
+            .args(["sh"])
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        ChildGuard(child)
+    };
+
+    // -it from a terminal: an interactive shell on the container's own pty.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let mut cli = rk(&["-it", "shell", "-c", "c"], [slave(&pty.slave), slave(&pty.slave), slave(&pty.slave)]);
+    let master = pty.master.as_fd();
+    let mut out = String::new();
+    expect(master, &mut out, "# ");
+    type_line(master, "tty; echo two-$((1+1))\n");
+    let shown = expect(master, &mut out, "two-2");
+    assert!(shown.contains("/dev/pts/0"), "{shown:?}");
+    type_line(master, "exit 2\n");
+    assert_eq!(cli.wait(), Some(2), "terminal showed {out:?}");
+
+    // -i without a terminal: our stdin reaches the process; without -i it reads /dev/null.
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, want) in [(&["-i"][..], "from-stdin\n"), (&[][..], "")] {
+        let input = dir.path().join("in");
+        std::fs::write(&input, "echo from-stdin\n").unwrap();
+        let output = dir.path().join("out");
+        let mut args = flags.to_vec();
+        args.extend(["shell", "-c", "c"]);
+        let files = [
+            Stdio::from(std::fs::File::open(&input).unwrap()),
+            Stdio::from(std::fs::File::create(&output).unwrap()),
+            Stdio::null(),
+        ];
+        assert_eq!(rk(&args, files).wait(), Some(0), "{flags:?}");
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), want, "{flags:?}");
+    }
+
+    // -t when our stdin is not a terminal: kubectl's message, one line.
+    let err = dir.path().join("err");
+    let code =
+        rk(&["-t", "shell"], [Stdio::null(), Stdio::null(), std::fs::File::create(&err).unwrap().into()])
+            .wait();
+    assert_eq!(code, Some(1));
+    assert_one_line(&std::fs::read_to_string(&err).unwrap(), "Unable to use a TTY - input is not a terminal");
 }
