@@ -257,6 +257,28 @@ fn cli_relays_our_terminal_and_restores_its_mode() {
     assert_eq!(cli.wait(), Some(3), "terminal showed {out:?}");
     assert_eq!(mode(pty.slave.as_fd()), before, "terminal mode not restored");
     assert_eq!(window_size(pty.slave.as_fd()).unwrap(), resized);
+
+    // A program that is not there: exec's own error and exit code, no wait for a terminal.
+    let mut cli = spawn_cli(
+        &rt,
+        &["exec", "-t", &id, "no-such-program"],
+        [slave(&pty.slave), slave(&pty.slave), slave(&pty.slave)],
+    );
+    assert_eq!(cli.wait(), Some(126));
+    let mut out = String::new();
+    expect(master, &mut out, "executable file not found");
+    assert_eq!(mode(pty.slave.as_fd()), before, "terminal mode changed");
+
+    // SIGTERM to the CLI: it hangs up the pty (the shell gets SIGHUP) and still restores our mode.
+    let mut cli =
+        spawn_cli(&rt, &["exec", "-t", &id, "sh"], [slave(&pty.slave), slave(&pty.slave), slave(&pty.slave)]);
+    let mut out = String::new();
+    expect(master, &mut out, "# ");
+    assert_ne!(mode(pty.slave.as_fd()), before, "not in raw mode while relaying");
+    let cli_pid = nix::unistd::Pid::from_raw(cli.0.id() as i32);
+    nix::sys::signal::kill(cli_pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(cli.wait(), Some(128 + libc::SIGHUP));
+    assert_eq!(mode(pty.slave.as_fd()), before, "terminal mode not restored after SIGTERM");
 }
 
 /// Runs the CLI with null stdin and returns (exit code, stderr).

@@ -1,6 +1,7 @@
 //! The user's side of a container terminal (`exec -t` without a console socket): our terminal in
 //! raw mode (restored on every exit path), bytes copied both ways between it and the pty master,
-//! and SIGWINCH turned into a resize of the pty.
+//! SIGWINCH turned into a resize of the pty, and SIGTERM/SIGHUP/SIGINT/SIGQUIT into a hangup of
+//! the pty (the process gets SIGHUP) followed by a normal exit that restores our terminal.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -9,7 +10,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::runtime::tty::{self, Console};
-use crate::sys::pty::{WinchWatcher, set_window_size, window_size};
+use crate::sys::pty::{SignalPipe, set_window_size, window_size};
 
 /// kubectl's wording for `-t` when stdin is not a terminal.
 pub const NOT_A_TERMINAL: &str = "Unable to use a TTY - input is not a terminal";
@@ -55,32 +56,36 @@ where
     let (console, ours) = Console::pair(size)?;
     std::thread::scope(|scope| {
         let process = scope.spawn(move || exec(console));
-        let relayed = match tty::receive_fd(ours.as_fd()) {
-            Ok(master) => relay_while_open(master, stdin.as_fd(), stdout.as_fd()),
-            Err(e) => Err(e.into()),
-        };
+        let relayed = tty::receive_fd(ours.as_fd())
+            .map_err(anyhow::Error::from)
+            .map(|master| relay_while_open(master, stdin.as_fd(), stdout.as_fd()));
         let code = process.join().unwrap_or_else(|_| Err(anyhow::anyhow!("exec thread panicked")));
         match (code, relayed) {
-            (Ok(code), Ok(())) => Ok(code),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(code), Ok(Ok(()))) => Ok(code),
+            // No terminal was sent: the process never started and exec already said why.
+            (Ok(code), Err(_)) => Ok(code),
+            (Err(e), _) | (Ok(_), Ok(Err(e))) => Err(e),
         }
     })
 }
 
 /// Raw mode and the copy loop; the master is closed on return (the process sees a hangup).
 fn relay_while_open(master: OwnedFd, input: BorrowedFd<'_>, output: BorrowedFd<'_>) -> anyhow::Result<()> {
+    use nix::sys::signal::Signal;
     let _raw = RawMode::enable(input).context("set terminal to raw mode")?;
-    let winch = WinchWatcher::install().ok();
-    relay(master.as_fd(), input, output, winch.as_ref().map(|w| w.reader.as_fd())).context("relay terminal")
+    let signals = [Signal::SIGWINCH, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGINT, Signal::SIGQUIT];
+    let signals = SignalPipe::install(&signals).ok();
+    relay(master.as_fd(), input, output, signals.as_ref().map(|s| s.reader.as_fd())).context("relay terminal")
 }
 
 /// Copies `input` → `master` and `master` → `output` until the pty's slave side is closed by
-/// every process (read gives EIO or end of file); resizes the pty when `winch` is readable.
+/// every process (read gives EIO or end of file). `signals` (a [`SignalPipe`]) resizes the pty on
+/// SIGWINCH and ends the relay on any other signal.
 pub fn relay(
     master: BorrowedFd<'_>,
     input: BorrowedFd<'_>,
     output: BorrowedFd<'_>,
-    winch: Option<BorrowedFd<'_>>,
+    signals: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut input_open = true;
@@ -89,8 +94,8 @@ pub fn relay(
         if input_open {
             fds.push(PollFd::new(input, PollFlags::POLLIN));
         }
-        if let Some(w) = winch {
-            fds.push(PollFd::new(w, PollFlags::POLLIN));
+        if let Some(s) = signals {
+            fds.push(PollFd::new(s, PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
@@ -110,11 +115,14 @@ pub fn relay(
                 n => write_all(master, &buf[..n])?,
             }
         }
-        if let Some(w) = winch
+        if let Some(s) = signals
             && ready[ready.len() - 1]
         {
-            let mut drain = [0u8; 64];
-            let _ = nix::unistd::read(w, &mut drain);
+            let mut received = [0u8; 64];
+            let n = nix::unistd::read(s, &mut received).unwrap_or(0);
+            if received[..n].iter().any(|sig| *sig != nix::sys::signal::Signal::SIGWINCH as u8) {
+                return Ok(());
+            }
             if let Ok(size) = window_size(input) {
                 let _ = set_window_size(master, size);
             }

@@ -1,6 +1,6 @@
 //! Terminal ioctls nix does not wrap safely: the pty peer (`TIOCGPTPEER`), the controlling
-//! terminal (`TIOCSCTTY`), the window size (`TIOCGWINSZ`/`TIOCSWINSZ`), and a SIGWINCH
-//! handler that reports resizes on a pipe.
+//! terminal (`TIOCSCTTY`), the window size (`TIOCGWINSZ`/`TIOCSWINSZ`), and a signal handler
+//! that reports signals on a pipe (resizes and termination requests for the terminal relay).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -52,58 +52,60 @@ pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> io::Result<()> {
     Ok(())
 }
 
-/// Write end of the resize pipe, or -1 when no watcher is installed.
-static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// Write end of the signal pipe, or -1 when none is installed.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_winch(_: libc::c_int) {
-    let fd = WINCH_PIPE.load(Ordering::Relaxed);
+extern "C" fn on_signal(signal: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
     if fd >= 0 {
         // SAFETY: errno is thread-local; saving and restoring it keeps the interrupted code's
         // value. write(2) is async-signal-safe and the byte lives on our stack.
         unsafe {
             let errno = *libc::__errno_location();
-            let byte = 1u8;
+            let byte = signal as u8;
             libc::write(fd, &byte as *const u8 as *const libc::c_void, 1);
             *libc::__errno_location() = errno;
         }
     }
 }
 
-/// While alive, SIGWINCH writes one byte to a non-blocking pipe whose read end is `reader`.
-/// Dropping it restores the previous disposition. One watcher per process at a time.
+/// While alive, each of its signals writes its number (one byte) to a non-blocking pipe whose
+/// read end is `reader` (the self-pipe trick, for a `poll` loop). Dropping it restores the
+/// previous dispositions. One per process at a time.
 #[derive(Debug)]
-pub struct WinchWatcher {
-    /// Readable once per resize (several resizes may collapse into fewer bytes).
+pub struct SignalPipe {
+    /// Readable once a signal arrived; each byte is a signal number.
     pub reader: OwnedFd,
     writer: OwnedFd,
-    previous: nix::sys::signal::SigAction,
+    previous: Vec<(nix::sys::signal::Signal, nix::sys::signal::SigAction)>,
 }
 
-impl WinchWatcher {
-    /// Installs the handler.
-    pub fn install() -> io::Result<Self> {
-        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+impl SignalPipe {
+    /// Installs the handler for `signals`.
+    pub fn install(signals: &[nix::sys::signal::Signal]) -> io::Result<Self> {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
         let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
         let (reader, writer) = nix::unistd::pipe2(flags)?;
-        if WINCH_PIPE.compare_exchange(-1, writer.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst).is_err() {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, "a SIGWINCH watcher is already installed"));
+        if SIGNAL_PIPE.compare_exchange(-1, writer.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "a signal pipe is already installed"));
         }
-        let action = SigAction::new(SigHandler::Handler(on_winch), SaFlags::SA_RESTART, SigSet::empty());
-        // SAFETY: the handler only loads an atomic and calls write(2), both async-signal-safe.
-        match unsafe { sigaction(Signal::SIGWINCH, &action) } {
-            Ok(previous) => Ok(WinchWatcher { reader, writer, previous }),
-            Err(e) => {
-                WINCH_PIPE.store(-1, Ordering::SeqCst);
-                Err(e.into())
-            }
+        let mut pipe = SignalPipe { reader, writer, previous: Vec::new() };
+        let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+        for signal in signals {
+            // SAFETY: the handler only loads an atomic and calls write(2), both async-signal-safe.
+            let previous = unsafe { sigaction(*signal, &action) }?;
+            pipe.previous.push((*signal, previous));
         }
+        Ok(pipe)
     }
 }
 
-impl Drop for WinchWatcher {
+impl Drop for SignalPipe {
     fn drop(&mut self) {
-        // SAFETY: restores the disposition that was in place before `install`.
-        let _ = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGWINCH, &self.previous) };
-        let _ = WINCH_PIPE.compare_exchange(self.writer.as_raw_fd(), -1, Ordering::SeqCst, Ordering::SeqCst);
+        for (signal, previous) in &self.previous {
+            // SAFETY: restores the disposition that was in place before `install`.
+            let _ = unsafe { nix::sys::signal::sigaction(*signal, previous) };
+        }
+        let _ = SIGNAL_PIPE.compare_exchange(self.writer.as_raw_fd(), -1, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
