@@ -168,10 +168,13 @@ fn exec_with_a_terminal_through_the_api_and_the_console_socket() {
     rt.runtime.start(&id).unwrap();
     let script = "read x; echo got:$x; tty; [ -t 0 ] && echo stdin-is-a-tty; stty size; exit 7";
 
-    // In-process: the master comes back on our end of a socket pair while exec runs.
+    // In-process: the master comes back on our end of a socket pair while exec runs. As user
+    // `web`, who owns the terminal.
     let (console, ours) = Console::pair(Some(WindowSize { rows: 25, cols: 70 })).unwrap();
+    let as_web = format!("echo owner-$(stat -c %u:%g $(tty)); {script}");
     let req = rkube::runtime::ExecRequest {
-        args: vec!["sh".into(), "-c".into(), script.into()],
+        args: vec!["sh".into(), "-c".into(), as_web],
+        user: Some("web".into()),
         terminal: Some(console),
         ..Default::default()
     };
@@ -184,6 +187,7 @@ fn exec_with_a_terminal_through_the_api_and_the_console_socket() {
         let mut out = String::new();
         let shown = expect(master.as_fd(), &mut out, "25 70");
         assert!(shown.contains("got:api"), "{shown:?}");
+        assert!(shown.contains("owner-1000:1000"), "{shown:?}");
         // The container's own devpts instance: its first pty.
         assert!(shown.contains("/dev/pts/0"), "{shown:?}");
         assert!(shown.contains("stdin-is-a-tty"), "{shown:?}");

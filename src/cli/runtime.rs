@@ -263,7 +263,8 @@ fn create_request(c: &CreateArgs) -> anyhow::Result<(CreateRequest, Option<Conso
 /// `process.consoleSize` as a window size.
 fn console_size(process: &oci_spec::runtime::Process) -> Option<WindowSize> {
     let size = process.console_size()?;
-    Some(WindowSize { rows: size.height() as u16, cols: size.width() as u16 })
+    let cells = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+    Some(WindowSize { rows: cells(size.height()), cols: cells(size.width()) })
 }
 
 fn dispatch(args: Args) -> anyhow::Result<i32> {
@@ -336,8 +337,11 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             if req.args.is_empty() {
                 anyhow::bail!("exec: no command given");
             }
-            crate::runtime::tty::check_console_flags(tty, console_socket.is_some())
-                .or_else(|e| if tty && !detach { Ok(()) } else { Err(e) })?;
+            // runc's rules, except that -t without a socket relays to our own terminal.
+            let relay_here = tty && console_socket.is_none() && !detach;
+            if !relay_here {
+                crate::runtime::tty::check_console_flags(tty, console_socket.is_some())?;
+            }
             crate::runtime::exe_seal::ensure_sealed()?;
             match console_socket {
                 Some(path) => {

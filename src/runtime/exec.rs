@@ -94,10 +94,10 @@ fn step<E: Into<std::io::Error>>(what: &'static str) -> impl FnOnce(E) -> InitEr
 
 /// With a terminal requested: a new session whose controlling terminal is a new pty from the
 /// container's devpts, its master sent to the request's console.
-fn take_terminal(req: &ExecRequest) -> Result<(), InitError> {
+fn take_terminal(req: &ExecRequest, identity: &user::Identity) -> Result<(), InitError> {
     let Some(console) = &req.terminal else { return Ok(()) };
     nix::unistd::setsid().map_err(step("setsid"))?;
-    crate::runtime::tty::attach_new_terminal(console)?;
+    crate::runtime::tty::attach_new_terminal(console, (identity.uid, identity.gid))?;
     Ok(())
 }
 
@@ -149,7 +149,7 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
         Forked::Child => {
             drop(pid_out);
             drop(exec_r);
-            let result = take_terminal(req)
+            let result = take_terminal(req, &identity)
                 .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref()))
                 .and_then(|env| init::exec(&exe, &process.args, &env));
             let Err(e) = result;

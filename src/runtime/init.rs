@@ -154,7 +154,7 @@ fn setup_and_exec(
     drop(root);
     if let Some(console) = console {
         // After pivot_root, so /dev/ptmx is the container's devpts (runc's order).
-        crate::runtime::tty::attach_new_terminal(&console)?;
+        crate::runtime::tty::attach_new_terminal(&console, (identity.uid, identity.gid))?;
     }
     rootfs::mask_paths(&config.masked_paths)?;
     rootfs::readonly_paths(&config.readonly_paths)?;

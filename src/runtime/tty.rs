@@ -84,9 +84,10 @@ impl Console {
 }
 
 /// In the container process (session leader, inside the container's mount namespace): allocates
-/// a pty from `/dev/ptmx`, sets its size, sends the master over the console socket and makes
-/// the slave fds 0-2 and the controlling terminal.
-pub fn attach_new_terminal(console: &Console) -> Result<(), TtyError> {
+/// a pty from `/dev/ptmx`, sets its size, gives the slave to `owner` (uid, gid: the user the
+/// process will run as, so it may change its own terminal's mode), sends the master over the
+/// console socket and makes the slave fds 0-2 and the controlling terminal.
+pub fn attach_new_terminal(console: &Console, owner: (u32, u32)) -> Result<(), TtyError> {
     use nix::fcntl::OFlag;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(step("open /dev/ptmx"))?;
@@ -97,6 +98,8 @@ pub fn attach_new_terminal(console: &Console) -> Result<(), TtyError> {
         crate::sys::pty::set_window_size(master.as_fd(), size).map_err(step("set window size"))?;
     }
     let slave = crate::sys::pty::open_peer(master.as_fd()).map_err(step("open pty slave"))?;
+    let (uid, gid) = (nix::unistd::Uid::from_raw(owner.0), nix::unistd::Gid::from_raw(owner.1));
+    nix::unistd::fchown(slave.as_fd(), Some(uid), Some(gid)).map_err(step("chown pty slave"))?;
     send_fd(console.socket.as_fd(), master.as_fd(), b"/dev/ptmx")?;
     drop(master);
     nix::unistd::dup2_stdin(slave.as_fd()).map_err(step("pty slave as stdin"))?;
