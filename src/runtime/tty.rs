@@ -99,7 +99,12 @@ pub fn attach_new_terminal(console: &Console, owner: (u32, u32)) -> Result<(), T
     }
     let slave = crate::sys::pty::open_peer(master.as_fd()).map_err(step("open pty slave"))?;
     let (uid, gid) = (nix::unistd::Uid::from_raw(owner.0), nix::unistd::Gid::from_raw(owner.1));
-    nix::unistd::fchown(slave.as_fd(), Some(uid), Some(gid)).map_err(step("chown pty slave"))?;
+    match nix::unistd::fchown(slave.as_fd(), Some(uid), Some(gid)) {
+        // As runc: in a user namespace the ids or the slave's owner may be unmapped; the
+        // terminal then keeps its owner rather than failing the process.
+        Ok(()) | Err(nix::Error::EPERM | nix::Error::EINVAL) => {}
+        Err(e) => return Err(step("chown pty slave")(e)),
+    }
     send_fd(console.socket.as_fd(), master.as_fd(), b"/dev/ptmx")?;
     drop(master);
     nix::unistd::dup2_stdin(slave.as_fd()).map_err(step("pty slave as stdin"))?;
