@@ -285,6 +285,34 @@ fn cli_relays_our_terminal_and_restores_its_mode() {
     assert_eq!(mode(pty.slave.as_fd()), before, "terminal mode not restored after SIGTERM");
 }
 
+#[test]
+fn cli_run_in_the_foreground_relays_the_terminal_without_a_socket() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("tty-fg");
+    let mut bundle = terminal_bundle(&rt, &id, &["sh", "-c", "tty; stty size; read x; echo got-$x; exit 5"]);
+    bundle.spec["process"]["terminal"] = true.into();
+    bundle.write();
+    let size = nix::pty::Winsize { ws_row: 22, ws_col: 66, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let before = mode(pty.slave.as_fd());
+    let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
+    let bundle_path = bundle.path().to_str().unwrap();
+    let mut cli = spawn_cli(
+        &rt,
+        &["run", "-b", bundle_path, &id],
+        [slave(&pty.slave), slave(&pty.slave), slave(&pty.slave)],
+    );
+    let master = pty.master.as_fd();
+    let mut out = String::new();
+    let shown = expect(master, &mut out, "22 66");
+    assert!(shown.contains("/dev/pts/0"), "{shown:?}");
+    type_line(master, "fg\n");
+    expect(master, &mut out, "got-fg");
+    assert_eq!(cli.wait(), Some(5), "terminal showed {out:?}");
+    assert_eq!(mode(pty.slave.as_fd()), before, "terminal mode not restored");
+    assert_no_containers(&rt);
+}
+
 /// Runs the CLI with null stdin and returns (exit code, stderr).
 fn fails(rt: &TestRuntime, args: &[&str]) -> (Option<i32>, String) {
     let out = rt.cli(args);
@@ -313,9 +341,15 @@ fn console_flags_must_match_the_terminal() {
     // process.terminal without a console socket, through the CLI and the API.
     bundle.spec["process"]["terminal"] = true.into();
     bundle.write();
-    let (code, err) = fails(&rt, &["create", "-b", &path, &id]);
+    for args in [&["create", "-b", &path, &id][..], &["run", "-d", "-b", &path, &id]] {
+        let (code, err) = fails(&rt, args);
+        assert_eq!(code, Some(1), "{args:?}");
+        assert_one_line(&err, "--console-socket is required");
+    }
+    // A foreground run relays the terminal itself, which needs our stdin to be one.
+    let (code, err) = fails(&rt, &["run", "-b", &path, &id]);
     assert_eq!(code, Some(1));
-    assert_one_line(&err, "--console-socket is required");
+    assert_one_line(&err, "Unable to use a TTY - input is not a terminal");
     let api = rt.runtime.create(&rt.request(&id, &bundle)).unwrap_err();
     assert!(api.to_string().contains("--console-socket is required"), "{api}");
     assert_no_containers(&rt);

@@ -232,9 +232,20 @@ fn parse_signal(s: &str) -> anyhow::Result<Signal> {
     Signal::from_str(&name).with_context(|| format!("unknown signal {s}"))
 }
 
-/// The create request and, with `process.terminal`, the connected console socket. Call it after
-/// `ensure_sealed`: a re-exec would drop the connection the peer has already accepted.
-fn create_request(c: &CreateArgs) -> anyhow::Result<(CreateRequest, Option<Console>)> {
+/// Where a new container's terminal goes.
+enum TerminalPlan {
+    /// No terminal (`process.terminal` false).
+    None,
+    /// Sent to the connected `--console-socket`.
+    Socket(Console),
+    /// Relayed to our own terminal (a foreground `run` without a socket, as runc does).
+    Relay,
+}
+
+/// The create request and where its terminal goes; `foreground` (a `run` that waits) may relay
+/// the terminal itself. Call it after `ensure_sealed`: a re-exec would drop the connection the
+/// peer has already accepted.
+fn create_request(c: &CreateArgs, foreground: bool) -> anyhow::Result<(CreateRequest, TerminalPlan)> {
     if c.preserve_fds != 0 {
         anyhow::bail!("--preserve-fds is not supported yet");
     }
@@ -244,10 +255,15 @@ fn create_request(c: &CreateArgs) -> anyhow::Result<(CreateRequest, Option<Conso
     let spec = Spec::load(&config).map_err(|e| anyhow::anyhow!("load {}: {e}", config.display()))?;
     let process = spec.process().as_ref();
     let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
-    crate::runtime::tty::check_console_flags(terminal, c.console_socket.is_some())?;
-    let console = match &c.console_socket {
-        Some(path) => Some(Console::connect(path, process.and_then(console_size))?),
-        None => None,
+    let plan = match &c.console_socket {
+        None if terminal && foreground => TerminalPlan::Relay,
+        _ => {
+            crate::runtime::tty::check_console_flags(terminal, c.console_socket.is_some())?;
+            match &c.console_socket {
+                Some(path) => TerminalPlan::Socket(Console::connect(path, process.and_then(console_size))?),
+                None => TerminalPlan::None,
+            }
+        }
     };
     let req = CreateRequest {
         id: c.id.clone(),
@@ -257,7 +273,7 @@ fn create_request(c: &CreateArgs) -> anyhow::Result<(CreateRequest, Option<Conso
         log_path: c.cri_log.clone(),
         pid_file: c.pid_file.clone(),
     };
-    Ok((req, console))
+    Ok((req, plan))
 }
 
 /// `process.consoleSize` as a window size.
@@ -277,7 +293,11 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
     match *args.command {
         Command::Create(c) => {
             crate::runtime::exe_seal::ensure_sealed()?;
-            let (req, console) = create_request(&c)?;
+            let (req, plan) = create_request(&c, false)?;
+            let console = match plan {
+                TerminalPlan::Socket(console) => Some(console),
+                TerminalPlan::None | TerminalPlan::Relay => None,
+            };
             runtime.create_with_console(&req, console)?;
             Ok(0)
         }
@@ -300,18 +320,26 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
         }
         Command::Run { detach, create } => {
             crate::runtime::exe_seal::ensure_sealed()?;
-            let (req, console) = create_request(&create)?;
-            runtime.create_with_console(&req, console)?;
-            if let Err(e) = runtime.start(&req.id) {
-                let _ = runtime.delete(&req.id, true);
-                return Err(e.into());
+            let (req, plan) = create_request(&create, !detach)?;
+            // Takes the console by value: it is closed once create has handed it on (or failed).
+            let run = |console: Option<Console>| -> anyhow::Result<i32> {
+                runtime.create_with_console(&req, console)?;
+                if let Err(e) = runtime.start(&req.id) {
+                    let _ = runtime.delete(&req.id, true);
+                    return Err(e.into());
+                }
+                if detach {
+                    return Ok(0);
+                }
+                let exit = runtime.wait(&req.id, None);
+                runtime.delete(&req.id, true)?;
+                Ok(exit?.code)
+            };
+            match plan {
+                TerminalPlan::None => run(None),
+                TerminalPlan::Socket(console) => run(Some(console)),
+                TerminalPlan::Relay => crate::cli::terminal::run_attached(|console| run(Some(console))),
             }
-            if detach {
-                return Ok(0);
-            }
-            let exit = runtime.wait(&req.id, None);
-            runtime.delete(&req.id, true)?;
-            Ok(exit?.code)
         }
         Command::Exec { process, cwd, env, user, mut tty, console_socket, detach, pid_file, id, command } => {
             let mut req =
@@ -379,6 +407,18 @@ mod tests {
         );
         assert_eq!(log_file_from_argv(argv("rkubelet runtime --log=/y create a")), Some("/y".into()));
         assert_eq!(log_file_from_argv(argv("rkubelet --log debug runtime state a")), None);
+    }
+
+    #[test]
+    fn console_size_comes_from_the_process_spec() {
+        let process: oci_spec::runtime::Process =
+            serde_json::from_value(serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0},
+                "consoleSize": {"height": 30, "width": 100000}}))
+            .unwrap();
+        assert_eq!(console_size(&process), Some(WindowSize { rows: 30, cols: u16::MAX }));
+        let plain: oci_spec::runtime::Process =
+            serde_json::from_value(serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}})).unwrap();
+        assert_eq!(console_size(&plain), None);
     }
 
     #[test]
