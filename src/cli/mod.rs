@@ -4,3 +4,4 @@
 pub mod image;
 pub mod pod;
 pub mod runtime;
+pub mod terminal;

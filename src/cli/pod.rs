@@ -152,10 +152,10 @@ pub enum Command {
         /// Container (default: the first).
         #[arg(short, long)]
         container: Option<String>,
-        /// Keep stdin open (stdin is always passed through).
+        /// Pass stdin to the process (without it, the process reads /dev/null).
         #[arg(short, long)]
         interactive: bool,
-        /// Accepted for kubectl compatibility; no terminal is allocated.
+        /// Allocate a terminal relayed to ours (stdin must be a terminal).
         #[arg(short, long)]
         tty: bool,
         #[command(flatten)]
@@ -217,8 +217,8 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Logs { pod, container, follow, node } => {
             logs(&node.node(), &pod, container.as_deref(), follow)
         }
-        Command::Exec { pod, container, node, command, .. } => {
-            exec(&node.node(), &pod, container.as_deref(), command)
+        Command::Exec { pod, container, interactive, tty, node, command } => {
+            exec(&node.node(), &pod, container.as_deref(), command, ExecStdio { interactive, tty })
         }
         Command::Stop { pods, time, node } => {
             for name in pods {
@@ -469,9 +469,35 @@ fn pod_done(node: &NodeConfig, pod: &str, container: &str) -> bool {
         .unwrap_or(true)
 }
 
-fn exec(node: &NodeConfig, name: &str, container: Option<&str>, command: Vec<String>) -> anyhow::Result<i32> {
+/// How `exec` connects the process to us (kubectl's `-i` and `-t`).
+#[derive(Debug, Clone, Copy)]
+struct ExecStdio {
+    interactive: bool,
+    tty: bool,
+}
+
+/// `-t`: a new terminal relayed to ours (implies stdin); `-i`: our stdin; neither: /dev/null.
+fn exec(
+    node: &NodeConfig,
+    name: &str,
+    container: Option<&str>,
+    command: Vec<String>,
+    stdio: ExecStdio,
+) -> anyhow::Result<i32> {
     let st = load(node, name)?;
     let record = pick_container(&st, container)?;
-    let code = node.runtime().exec(&record.id, &ExecRequest { args: command, ..Default::default() })?;
-    Ok(code)
+    let runtime = node.runtime();
+    let mut req = ExecRequest { args: command, ..Default::default() };
+    if stdio.tty {
+        // `move`: the request (holding the console) must be dropped when exec returns.
+        return crate::cli::terminal::run_attached(move |console| {
+            req.terminal = Some(console);
+            Ok(runtime.exec(&record.id, &req)?)
+        });
+    }
+    if !stdio.interactive {
+        let null = std::fs::File::open("/dev/null").context("open /dev/null")?;
+        nix::unistd::dup2_stdin(null).context("detach stdin")?;
+    }
+    Ok(runtime.exec(&record.id, &req)?)
 }

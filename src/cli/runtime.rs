@@ -13,6 +13,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 
+use crate::runtime::tty::{Console, WindowSize};
 use crate::runtime::{CreateRequest, ExecRequest, Runtime};
 
 /// Arguments of `rkubelet runtime`.
@@ -48,7 +49,7 @@ struct CreateArgs {
     /// Write the container's pid here.
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
-    /// Terminal socket (terminals are not supported yet).
+    /// Unix socket that receives the terminal master (required with process.terminal).
     #[arg(long = "console-socket")]
     console_socket: Option<PathBuf>,
     /// Accepted for compatibility.
@@ -121,9 +122,12 @@ enum Command {
         /// User (uid[:gid] or name).
         #[arg(short, long)]
         user: Option<String>,
-        /// Allocate a terminal (not supported yet).
+        /// Allocate a terminal: sent to --console-socket, or relayed to our own terminal.
         #[arg(short, long)]
         tty: bool,
+        /// Unix socket that receives the terminal master (with --tty).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
         /// Return once the process runs instead of waiting for it.
         #[arg(short, long)]
         detach: bool,
@@ -228,10 +232,20 @@ fn parse_signal(s: &str) -> anyhow::Result<Signal> {
     Signal::from_str(&name).with_context(|| format!("unknown signal {s}"))
 }
 
-fn create_request(c: &CreateArgs) -> anyhow::Result<CreateRequest> {
-    if c.console_socket.is_some() {
-        anyhow::bail!("--console-socket: terminals are not supported yet");
-    }
+/// Where a new container's terminal goes.
+enum TerminalPlan {
+    /// No terminal (`process.terminal` false).
+    None,
+    /// Sent to the connected `--console-socket`.
+    Socket(Console),
+    /// Relayed to our own terminal (a foreground `run` without a socket, as runc does).
+    Relay,
+}
+
+/// The create request and where its terminal goes; `foreground` (a `run` that waits) may relay
+/// the terminal itself. Call it after `ensure_sealed`: a re-exec would drop the connection the
+/// peer has already accepted.
+fn create_request(c: &CreateArgs, foreground: bool) -> anyhow::Result<(CreateRequest, TerminalPlan)> {
     if c.preserve_fds != 0 {
         anyhow::bail!("--preserve-fds is not supported yet");
     }
@@ -239,17 +253,34 @@ fn create_request(c: &CreateArgs) -> anyhow::Result<CreateRequest> {
         std::fs::canonicalize(&c.bundle).with_context(|| format!("bundle {}", c.bundle.display()))?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|e| anyhow::anyhow!("load {}: {e}", config.display()))?;
-    if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
-        anyhow::bail!("process.terminal: terminals are not supported yet");
-    }
-    Ok(CreateRequest {
+    let process = spec.process().as_ref();
+    let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
+    let plan = match &c.console_socket {
+        None if terminal && foreground => TerminalPlan::Relay,
+        _ => {
+            crate::runtime::tty::check_console_flags(terminal, c.console_socket.is_some())?;
+            match &c.console_socket {
+                Some(path) => TerminalPlan::Socket(Console::connect(path, process.and_then(console_size))?),
+                None => TerminalPlan::None,
+            }
+        }
+    };
+    let req = CreateRequest {
         id: c.id.clone(),
         bundle,
         spec,
         rootfs: None,
         log_path: c.cri_log.clone(),
         pid_file: c.pid_file.clone(),
-    })
+    };
+    Ok((req, plan))
+}
+
+/// `process.consoleSize` as a window size.
+fn console_size(process: &oci_spec::runtime::Process) -> Option<WindowSize> {
+    let size = process.console_size()?;
+    let cells = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+    Some(WindowSize { rows: cells(size.height()), cols: cells(size.width()) })
 }
 
 fn dispatch(args: Args) -> anyhow::Result<i32> {
@@ -261,9 +292,13 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
     };
     match *args.command {
         Command::Create(c) => {
-            let req = create_request(&c)?;
             crate::runtime::exe_seal::ensure_sealed()?;
-            runtime.create(&req)?;
+            let (req, plan) = create_request(&c, false)?;
+            let console = match plan {
+                TerminalPlan::Socket(console) => Some(console),
+                TerminalPlan::None | TerminalPlan::Relay => None,
+            };
+            runtime.create_with_console(&req, console)?;
             Ok(0)
         }
         Command::Start { id } => {
@@ -284,25 +319,32 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run { detach, create } => {
-            let req = create_request(&create)?;
             crate::runtime::exe_seal::ensure_sealed()?;
-            runtime.create(&req)?;
-            if let Err(e) = runtime.start(&req.id) {
-                let _ = runtime.delete(&req.id, true);
-                return Err(e.into());
+            let (req, plan) = create_request(&create, !detach)?;
+            // Takes the console by value: it is closed once create has handed it on (or failed).
+            let run = |console: Option<Console>| -> anyhow::Result<i32> {
+                runtime.create_with_console(&req, console)?;
+                if let Err(e) = runtime.start(&req.id) {
+                    let _ = runtime.delete(&req.id, true);
+                    return Err(e.into());
+                }
+                if detach {
+                    return Ok(0);
+                }
+                let exit = runtime.wait(&req.id, None);
+                runtime.delete(&req.id, true)?;
+                Ok(exit?.code)
+            };
+            match plan {
+                TerminalPlan::None => run(None),
+                TerminalPlan::Socket(console) => run(Some(console)),
+                TerminalPlan::Relay => crate::cli::terminal::run_attached(|console| run(Some(console))),
             }
-            if detach {
-                return Ok(0);
-            }
-            let exit = runtime.wait(&req.id, None);
-            runtime.delete(&req.id, true)?;
-            Ok(exit?.code)
         }
-        Command::Exec { process, cwd, env, user, tty, detach, pid_file, id, command } => {
-            if tty {
-                anyhow::bail!("--tty: terminals are not supported yet");
-            }
-            let mut req = ExecRequest { args: command, env: None, cwd, user, detach, pid_file };
+        Command::Exec { process, cwd, env, user, mut tty, console_socket, detach, pid_file, id, command } => {
+            let mut req =
+                ExecRequest { args: command, env: None, cwd, user, detach, pid_file, terminal: None };
+            let mut size = None;
             if let Some(path) = process {
                 let p: oci_spec::runtime::Process = serde_json::from_slice(
                     &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
@@ -312,6 +354,8 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
                 req.env = p.env().clone();
                 req.cwd = Some(p.cwd().clone());
                 req.user = Some(format!("{}:{}", p.user().uid(), p.user().gid()));
+                tty |= p.terminal().unwrap_or(false);
+                size = console_size(&p);
             }
             if !env.is_empty() {
                 let mut base = runtime.record(&id)?.config.process.env;
@@ -321,8 +365,24 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             if req.args.is_empty() {
                 anyhow::bail!("exec: no command given");
             }
+            // runc's rules, except that -t without a socket relays to our own terminal.
+            let relay_here = tty && console_socket.is_none() && !detach;
+            if !relay_here {
+                crate::runtime::tty::check_console_flags(tty, console_socket.is_some())?;
+            }
             crate::runtime::exe_seal::ensure_sealed()?;
-            Ok(runtime.exec(&id, &req)?)
+            match console_socket {
+                Some(path) => {
+                    req.terminal = Some(Console::connect(&path, size)?);
+                    Ok(runtime.exec(&id, &req)?)
+                }
+                // `move`: the request (holding the console) must be dropped when exec returns.
+                None if tty => crate::cli::terminal::run_attached(move |console| {
+                    req.terminal = Some(console);
+                    Ok(runtime.exec(&id, &req)?)
+                }),
+                None => Ok(runtime.exec(&id, &req)?),
+            }
         }
         Command::Probe { what } => probe(&what),
         Command::List => {
@@ -347,6 +407,18 @@ mod tests {
         );
         assert_eq!(log_file_from_argv(argv("rkubelet runtime --log=/y create a")), Some("/y".into()));
         assert_eq!(log_file_from_argv(argv("rkubelet --log debug runtime state a")), None);
+    }
+
+    #[test]
+    fn console_size_comes_from_the_process_spec() {
+        let process: oci_spec::runtime::Process =
+            serde_json::from_value(serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0},
+                "consoleSize": {"height": 30, "width": 100000}}))
+            .unwrap();
+        assert_eq!(console_size(&process), Some(WindowSize { rows: 30, cols: u16::MAX }));
+        let plain: oci_spec::runtime::Process =
+            serde_json::from_value(serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}})).unwrap();
+        assert_eq!(console_size(&plain), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::runtime::rootfs::RootfsSource;
 use crate::runtime::state::{
     ExitInfo, OciState, Record, StateDir, StateError, Status, process_alive, process_start_time, write_atomic,
 };
+use crate::runtime::tty::Console;
 use crate::sys::container::{Forked, fork};
 
 /// Errors of the runtime API; each names the container and the step.
@@ -67,6 +68,9 @@ pub enum RuntimeError {
         /// Operation.
         op: &'static str,
     },
+    /// Terminal / console socket.
+    #[error(transparent)]
+    Tty(#[from] crate::runtime::tty::TtyError),
     /// Waiting timed out.
     #[error("container {0}: timed out waiting for exit")]
     Timeout(String),
@@ -124,6 +128,8 @@ pub struct ExecRequest {
     pub detach: bool,
     /// Pid file for the exec'd process (written atomically).
     pub pid_file: Option<PathBuf>,
+    /// Give the process a new terminal and send its master to this console.
+    pub terminal: Option<crate::runtime::tty::Console>,
 }
 
 impl Runtime {
@@ -156,6 +162,18 @@ impl Runtime {
 
     /// Creates the container: namespaces, rootfs, cgroup; the process waits for `start`.
     pub fn create(&self, req: &CreateRequest) -> Result<OciState, RuntimeError> {
+        self.create_with_console(req, None)
+    }
+
+    /// [`Runtime::create`] for `process.terminal`: the process gets a new terminal whose master
+    /// is sent to `console` (required exactly when the spec asks for a terminal).
+    pub fn create_with_console(
+        &self,
+        req: &CreateRequest,
+        console: Option<Console>,
+    ) -> Result<OciState, RuntimeError> {
+        let terminal = req.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+        crate::runtime::tty::check_console_flags(terminal, console.is_some())?;
         let config =
             config::from_spec(&req.id, &req.bundle, &req.spec, req.rootfs.clone(), &self.cgroup_parent)?;
         let state = self.dir(&req.id)?;
@@ -172,7 +190,7 @@ impl Runtime {
             cleanup(&cgroup);
             return Err(e.into());
         }
-        match self.spawn(req, &config, &cgroup, &state) {
+        match self.spawn(req, &config, &cgroup, &state, console) {
             Ok(s) => Ok(s),
             Err(e) => {
                 cleanup(&cgroup);
@@ -187,6 +205,7 @@ impl Runtime {
         config: &config::ContainerConfig,
         cgroup: &CgroupConfig,
         state: &StateDir,
+        console: Option<Console>,
     ) -> Result<OciState, RuntimeError> {
         let id = &req.id;
         let fifo = state.fifo();
@@ -221,6 +240,7 @@ impl Runtime {
                     log_path: req.log_path.clone(),
                     monitor_binary: self.monitor_binary.clone(),
                     trampoline,
+                    console,
                 })
             }
             Forked::Parent(pid) => pid,
@@ -228,6 +248,7 @@ impl Runtime {
         drop(sync_w);
         drop(fifo_fd);
         drop(trampoline);
+        drop(console);
         let mut reader = BufReader::new(std::fs::File::from(sync_r));
         // The monitor sends `P<pid>` and init sends `R` (or `E<error>`), in either order.
         let mut init_pid = None;

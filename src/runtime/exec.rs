@@ -96,6 +96,15 @@ fn step<E: Into<std::io::Error>>(what: &'static str) -> impl FnOnce(E) -> InitEr
     move |e| InitError::Step { step: what.into(), source: e.into() }
 }
 
+/// With a terminal requested: a new session whose controlling terminal is a new pty from the
+/// container's devpts, its master sent to the request's console.
+fn take_terminal(req: &ExecRequest, identity: &user::Identity) -> Result<(), InitError> {
+    let Some(console) = &req.terminal else { return Ok(()) };
+    nix::unistd::setsid().map_err(step("setsid"))?;
+    crate::runtime::tty::attach_new_terminal(console, (identity.uid, identity.gid))?;
+    Ok(())
+}
+
 /// In the helper: join everything, fork the real process, wait for it.
 fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Result<i32, InitError> {
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
@@ -146,7 +155,8 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
         Forked::Child => {
             drop(pid_out);
             drop(exec_r);
-            let result = init::drop_privileges(&process, &identity, seccomp.as_ref())
+            let result = take_terminal(req, &identity)
+                .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref()))
                 .and_then(|env| init::exec(&exe, &process.args, &env));
             let Err(e) = result;
             eprintln!("exec: {e}");

@@ -57,6 +57,9 @@ pub enum InitError {
     /// User lookup.
     #[error(transparent)]
     User(#[from] UserError),
+    /// Terminal setup.
+    #[error(transparent)]
+    Tty(#[from] crate::runtime::tty::TtyError),
     /// The program is not in the container.
     #[error("exec {0:?}: executable file not found in the container's $PATH")]
     NotFound(String),
@@ -82,6 +85,8 @@ pub struct InitChannels {
     /// Read end of a pipe on which the monitor sends one byte once it has moved init into the
     /// container's cgroups (done in parallel with the rootfs setup: cgroup v1 migrations are slow).
     pub cgroup_joined: OwnedFd,
+    /// Where to send the master of a new terminal (`process.terminal`), if any.
+    pub console: Option<crate::runtime::tty::Console>,
 }
 
 /// Everything init needs besides the config.
@@ -97,9 +102,9 @@ pub struct InitPlan<'a> {
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
 pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
-    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined } = channels;
+    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console } = channels;
     let mut sync = Some(std::fs::File::from(sync));
-    let result = setup_and_exec(&plan, fifo, stdio, trampoline, cgroup_joined, &mut sync);
+    let result = setup_and_exec(&plan, fifo, stdio, trampoline, cgroup_joined, console, &mut sync);
     let Err(err) = result;
     let line = format!("E{}\n", err.to_string().replace('\n', " "));
     match sync.as_mut() {
@@ -119,6 +124,7 @@ fn setup_and_exec(
     stdio: Option<[OwnedFd; 3]>,
     trampoline: Option<OwnedFd>,
     cgroup_joined: OwnedFd,
+    console: Option<crate::runtime::tty::Console>,
     sync: &mut Option<std::fs::File>,
 ) -> Result<Infallible, InitError> {
     let config = plan.config;
@@ -164,6 +170,10 @@ fn setup_and_exec(
     }
     rootfs::pivot(root.as_fd())?;
     drop(root);
+    if let Some(console) = console {
+        // After pivot_root, so /dev/ptmx is the container's devpts (runc's order).
+        crate::runtime::tty::attach_new_terminal(&console, (identity.uid, identity.gid))?;
+    }
     rootfs::mask_paths(&config.masked_paths)?;
     rootfs::readonly_paths(&config.readonly_paths)?;
     if config.readonly_root {

@@ -20,6 +20,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod state;
 pub mod syscalls;
+pub mod tty;
 pub mod user;
 pub mod userns;
 

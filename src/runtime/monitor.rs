@@ -44,6 +44,8 @@ pub struct MonitorArgs<'a> {
     pub monitor_binary: Option<PathBuf>,
     /// Read-only clone of the monitor binary through which init execs the program.
     pub trampoline: Option<OwnedFd>,
+    /// Console for a new terminal (`process.terminal`), passed on to init.
+    pub console: Option<crate::runtime::tty::Console>,
 }
 
 /// Runs the monitor in the freshly forked child; never returns.
@@ -110,11 +112,15 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
             drop(readers);
             drop(joined_w);
             let sync_fd = OwnedFd::from(sync);
-            let trampoline = args.trampoline;
-            init::run(
-                plan,
-                InitChannels { sync: sync_fd, fifo: args.fifo, stdio, trampoline, cgroup_joined: joined_r },
-            )
+            let channels = InitChannels {
+                sync: sync_fd,
+                fifo: args.fifo,
+                stdio,
+                trampoline: args.trampoline,
+                cgroup_joined: joined_r,
+                console: args.console,
+            };
+            init::run(plan, channels)
         }
         Forked::Parent(pid) => pid,
     };
@@ -142,6 +148,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     }
     drop(joined_w);
     drop(stdio);
+    drop(args.console);
     drop(args.fifo);
     send(&mut sync, &format!("P{pid}"));
     drop(sync);
