@@ -65,18 +65,21 @@ impl ExitJson {
         if value < 0 {
             self.push(b"-");
         }
-        let mut digits = [0u8; 10];
-        let mut rest = value.unsigned_abs();
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
+        self.push(decimal(value.unsigned_abs(), &mut [0; 10]));
+    }
+}
+
+/// The decimal digits of `value`, written into `out`.
+pub fn decimal(value: u32, out: &mut [u8; 10]) -> &[u8] {
+    let mut rest = value;
+    let mut start = out.len();
+    loop {
+        start -= 1;
+        out[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            return &out[start..];
         }
-        self.push(&digits[start..]);
     }
 }
 

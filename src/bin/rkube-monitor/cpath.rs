@@ -30,25 +30,3 @@ impl CPath {
         CStr::from_bytes_with_nul(&self.bytes[..=self.len]).unwrap_or(c"")
     }
 }
-
-/// Decimal digits of `value` (at most 10), for building names like `exit.tmp<pid>`.
-pub fn decimal(value: u32, out: &mut [u8; 10]) -> &[u8] {
-    let mut rest = value;
-    let mut start = out.len();
-    loop {
-        start -= 1;
-        out[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            return &out[start..];
-        }
-    }
-}
-
-/// Parses a non-negative decimal number.
-pub fn parse_decimal(text: &[u8]) -> Option<i32> {
-    if text.is_empty() || text.len() > 9 || !text.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(text.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0')))
-}

@@ -4,9 +4,9 @@
 
 use core::ffi::CStr;
 
-use crate::cpath::{CPath, decimal, parse_decimal};
+use crate::cpath::CPath;
 use crate::cri::{LineSplitter, MAX_RECORD, RecordHeader};
-use crate::exit_report::{ExitJson, decode_wait_status, oom_kills};
+use crate::exit_report::{ExitJson, decimal, decode_wait_status, oom_kills};
 use crate::sys::{self, Fd};
 
 /// What to supervise, from the command line.
@@ -28,6 +28,14 @@ impl Job {
         };
         Some(Job { init_pid: number(1)?, state_dir: args.get(2)?, oom_counter: args.get(3)?, log })
     }
+}
+
+/// Parses a non-negative decimal number.
+fn parse_decimal(text: &[u8]) -> Option<i32> {
+    if text.is_empty() || text.len() > 9 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(text.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0')))
 }
 
 /// Runs the job; returns the exit code.
