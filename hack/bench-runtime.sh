@@ -70,14 +70,14 @@ printf 'ratio rkubelet/crun = %.2fx   rkubelet/runc = %.2fx   (target <= 1.0x cr
 # a 40 kB line so the log buffers are in use); read the exec'd rkube-monitor's RSS and PSS.
 cp "$BUNDLE/config.json" "$WORK/true.json"
 monitor_memory() { # <id> <args json> [cri-log]
+  local log=${3:-} mon exe
   jq --argjson a "$2" '.process.args = $a' "$WORK/true.json" > "$BUNDLE/config.json"
-  $RK create --bundle "$BUNDLE" ${3:+--cri-log "$3"} "$1" </dev/null >/dev/null 2>&1
+  $RK create --bundle "$BUNDLE" ${log:+--cri-log "$log"} "$1" </dev/null >/dev/null 2>&1
   $RK start "$1" >/dev/null
-  local mon exe
   mon=$(jq .monitor_pid "$WORK/state-rkube/$1/state.json")
   for _ in $(seq 100); do
     exe=$(readlink "/proc/$mon/exe" || true)
-    [ "${exe##*/}" = rkube-monitor ] && { [ -z "$3" ] || [ -s "$3" ]; } && break
+    [ "${exe##*/}" = rkube-monitor ] && { [ -z "$log" ] || [ -s "$log" ]; } && break
     sleep 0.05
   done
   printf '%s %s %s\n' "${exe##*/}" "$(awk '/^VmRSS/ {print $2}' "/proc/$mon/status")" \
