@@ -28,6 +28,7 @@ cleanup() {
   for rt in crun runc; do "$rt" --root "$WORK/state-$rt" delete -f "bench-$rt" >/dev/null 2>&1 || true; done
   "$RKUBELET" runtime --root "$WORK/state-rkube" delete -f bench-rkube >/dev/null 2>&1 || true
   "$RKUBELET" runtime --root "$WORK/state-rkube" delete -f bench-rss >/dev/null 2>&1 || true
+  "$RKUBELET" runtime --root "$WORK/state-rkube" delete -f bench-rss-log >/dev/null 2>&1 || true
   for d in /sys/fs/cgroup/*/"$PARENT"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   rm -rf "$WORK"
 }
@@ -65,15 +66,31 @@ printf '  rkubelet  %7.2f ms\n' "$(echo "$RKUBE * 1000" | bc -l)"
 printf 'ratio rkubelet/crun = %.2fx   rkubelet/runc = %.2fx   (target <= 1.0x crun)\n' \
   "$(echo "$RKUBE / $CRUN" | bc -l)" "$(echo "$RKUBE / $RUNC" | bc -l)"
 
-# Monitor memory: one long-running container, read the monitor's RSS and PSS.
-jq '.process.args = ["sleep", "30"]' "$BUNDLE/config.json" > "$WORK/sleep.json"
+# Monitor memory: a long-running container with and without a CRI log (the kubelet's case, after
+# a 40 kB line so the log buffers are in use); read the exec'd rkube-monitor's RSS and PSS.
 cp "$BUNDLE/config.json" "$WORK/true.json"
-cp "$WORK/sleep.json" "$BUNDLE/config.json"
-$RK create --bundle "$BUNDLE" bench-rss </dev/null >/dev/null 2>&1
-$RK start bench-rss
-MON=$(jq .monitor_pid "$WORK/state-rkube/bench-rss/state.json")
-RSS=$(awk '/^VmRSS/ {print $2}' "/proc/$MON/status")
-PSS=$(awk '/^Pss:/ {print $2}' "/proc/$MON/smaps_rollup")
-$RK delete -f bench-rss
+monitor_memory() { # <id> <args json> [cri-log]
+  local log=${3:-} mon exe
+  jq --argjson a "$2" '.process.args = $a' "$WORK/true.json" > "$BUNDLE/config.json"
+  $RK create --bundle "$BUNDLE" ${log:+--cri-log "$log"} "$1" </dev/null >/dev/null 2>&1
+  $RK start "$1" >/dev/null
+  mon=$(jq .monitor_pid "$WORK/state-rkube/$1/state.json")
+  for _ in $(seq 100); do
+    exe=$(readlink "/proc/$mon/exe" || true)
+    [ "${exe##*/}" = rkube-monitor ] && { [ -z "$log" ] || [ -s "$log" ]; } && break
+    sleep 0.05
+  done
+  printf '%s %s %s\n' "${exe##*/}" "$(awk '/^VmRSS/ {print $2}' "/proc/$mon/status")" \
+    "$(awk '/^Pss:/ {print $2}' "/proc/$mon/smaps_rollup")"
+  $RK delete -f "$1" >/dev/null
+}
+read -r EXE RSS PSS < <(monitor_memory bench-rss '["sleep", "30"]')
+read -r EXE_LOG RSS_LOG PSS_LOG < <(monitor_memory bench-rss-log \
+  '["sh", "-c", "head -c 40000 /dev/zero | tr \"\\\\0\" x; echo; exec sleep 30"]' "$WORK/rss.log")
 cp "$WORK/true.json" "$BUNDLE/config.json"
-printf 'monitor per container: RSS %s kB, PSS %s kB   (conmon ≈ 2 MB; target <= 1 MB)\n' "$RSS" "$PSS"
+MONITOR_BIN=$(dirname "$RKUBELET")/rkube-monitor
+printf 'monitor binary: %s (%s bytes, %s)\n' "$MONITOR_BIN" "$(stat -c %s "$MONITOR_BIN")" \
+  "$(file -b "$MONITOR_BIN" | cut -d, -f1-2,4)"
+printf 'monitor per container (%s): RSS %s kB, PSS %s kB; with a CRI log (%s): RSS %s kB, PSS %s kB\n' \
+  "$EXE" "$RSS" "$PSS" "$EXE_LOG" "$RSS_LOG" "$PSS_LOG"
+printf 'ratio monitor RSS / conmon (~2048 kB) = %.2fx   (target <= 1 MB)\n' "$(echo "$RSS_LOG / 2048" | bc -l)"
