@@ -296,3 +296,26 @@ fn wait_exit(pid: Pid, cgroup: &CgroupConfig) -> ExitInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counter_is_the_memory_controllers_event_file() {
+        let cgroup = |version| CgroupConfig {
+            version,
+            root: PathBuf::from("/sys/fs/cgroup"),
+            path: PathBuf::from("rkube/c1"),
+            created: Vec::new(),
+        };
+        assert_eq!(
+            oom_counter_file(&cgroup(Version::V1)),
+            PathBuf::from("/sys/fs/cgroup/memory/rkube/c1/memory.oom_control")
+        );
+        assert_eq!(
+            oom_counter_file(&cgroup(Version::V2)),
+            PathBuf::from("/sys/fs/cgroup/rkube/c1/memory.events")
+        );
+    }
+}
