@@ -1,12 +1,13 @@
 //! CVE-2019-5736: a container must not be able to overwrite the runtime binary through
 //! `/proc/<pid>/exe`. The runtime re-executes itself from a detached read-only mount of its
-//! binary, so every open for writing through the exe link fails with EROFS.
+//! binary, or (`run` into a new pid namespace) lets init exec through a read-only clone of
+//! `rkube-monitor`, so every open for writing through an exe link fails with EROFS.
 //! The test runs a private copy of rkubelet, so a regression cannot damage the build.
 
 #[path = "support/runtime.rs"]
 mod runtime;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -64,4 +65,33 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() {
     assert_eq!(code, Some(0), "{stderr}");
 
     assert_eq!(sha256(&binary), before, "the runtime binary changed");
+}
+
+/// `run` with `rkube-monitor` installed skips the sealing re-exec: init execs its program through
+/// a read-only clone of the monitor. A container whose program is `/proc/self/exe` then runs that
+/// clone (here in its pause mode), and its exe link is read-only from the host as well.
+#[test]
+fn run_without_re_exec_reaches_only_a_read_only_monitor() {
+    let rt = TestRuntime::new();
+    let bin_dir = tempfile::tempdir().unwrap();
+    let binary = bin_dir.path().join("rkubelet");
+    let monitor = bin_dir.path().join("rkube-monitor");
+    std::fs::copy(runtime::rkubelet(), &binary).unwrap();
+    std::fs::copy(runtime::rkubelet().with_file_name("rkube-monitor"), &monitor).unwrap();
+    let before = (sha256(&binary), sha256(&monitor));
+
+    let id = runtime::unique("exe");
+    let bundle = rt.bundle(&id, &["/proc/self/exe", "pause"]);
+    let (code, _, stderr) =
+        cli(&binary, &rt, &["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let pid = rt.runtime.state(&id).unwrap().pid;
+    let inode = |path: &str| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).unwrap();
+    assert_eq!(inode(&format!("/proc/{pid}/exe")), inode(monitor.to_str().unwrap()), "not the monitor");
+    let open = std::fs::OpenOptions::new().write(true).truncate(true).open(format!("/proc/{pid}/exe"));
+    assert_eq!(open.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    let (code, _, stderr) = cli(&binary, &rt, &["delete", "-f", &id]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    assert_eq!((sha256(&binary), sha256(&monitor)), before, "a runtime binary changed");
 }

@@ -242,10 +242,25 @@ enum TerminalPlan {
     Relay,
 }
 
-/// The create request and where its terminal goes; `foreground` (a `run` that waits) may relay
-/// the terminal itself. Call it after `ensure_sealed`: a re-exec would drop the connection the
-/// peer has already accepted.
-fn create_request(c: &CreateArgs, foreground: bool) -> anyhow::Result<(CreateRequest, TerminalPlan)> {
+/// How a create request is used.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    /// `create`: the container waits for `start`.
+    Create,
+    /// `run -d`: started at once.
+    RunDetached,
+    /// `run`: started at once and waited for; may relay the terminal itself.
+    RunForeground,
+}
+
+/// The create request and where its terminal goes. Re-execs from a sealed binary first when the
+/// container needs it (before connecting the console socket: a re-exec would drop the
+/// connection the peer has already accepted).
+fn create_request(
+    runtime: &Runtime,
+    c: &CreateArgs,
+    usage: Use,
+) -> anyhow::Result<(CreateRequest, TerminalPlan)> {
     if c.preserve_fds != 0 {
         anyhow::bail!("--preserve-fds is not supported yet");
     }
@@ -253,10 +268,13 @@ fn create_request(c: &CreateArgs, foreground: bool) -> anyhow::Result<(CreateReq
         std::fs::canonicalize(&c.bundle).with_context(|| format!("bundle {}", c.bundle.display()))?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|e| anyhow::anyhow!("load {}: {e}", config.display()))?;
+    if usage == Use::Create || runtime.run_needs_sealed_caller(&spec) {
+        crate::runtime::exe_seal::ensure_sealed()?;
+    }
     let process = spec.process().as_ref();
     let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
     let plan = match &c.console_socket {
-        None if terminal && foreground => TerminalPlan::Relay,
+        None if terminal && usage == Use::RunForeground => TerminalPlan::Relay,
         _ => {
             crate::runtime::tty::check_console_flags(terminal, c.console_socket.is_some())?;
             match &c.console_socket {
@@ -292,8 +310,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
     };
     match *args.command {
         Command::Create(c) => {
-            crate::runtime::exe_seal::ensure_sealed()?;
-            let (req, plan) = create_request(&c, false)?;
+            let (req, plan) = create_request(&runtime, &c, Use::Create)?;
             let console = match plan {
                 TerminalPlan::Socket(console) => Some(console),
                 TerminalPlan::None | TerminalPlan::Relay => None,
@@ -319,8 +336,11 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run { detach, create } => {
-            crate::runtime::exe_seal::ensure_sealed()?;
-            let (req, plan) = create_request(&create, !detach)?;
+            let (req, plan) = create_request(
+                &runtime,
+                &create,
+                if detach { Use::RunDetached } else { Use::RunForeground },
+            )?;
             // Takes the console by value: it is closed once create has handed it on (or failed).
             let run = |console: Option<Console>| -> anyhow::Result<i32> {
                 runtime.create_with_console(&req, console)?;

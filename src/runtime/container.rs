@@ -143,10 +143,12 @@ impl Runtime {
         }
     }
 
-    /// Whether the caller of `create` must itself run from a sealed binary (see
-    /// `exe_seal`). Not when init execs through the sealed `rkube-monitor` and is alone in a new
-    /// pid namespace until then: no container process can reach the runtime binary.
-    pub fn create_needs_sealed_caller(&self, spec: &Spec) -> bool {
+    /// Whether the caller of a `create` followed at once by `start` (a `run`) must itself run
+    /// from a sealed binary (see `exe_seal`). Not when init execs through the sealed
+    /// `rkube-monitor` and is alone in a new pid namespace until then: no container process can
+    /// reach the runtime binary. (A container left in the created state always needs it: an
+    /// `exec` could join its pid namespace while init is still the runtime binary.)
+    pub fn run_needs_sealed_caller(&self, spec: &Spec) -> bool {
         let new_pid_namespace =
             spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
                 nss.iter()

@@ -3,6 +3,10 @@
 //! itself from a detached, read-only bind mount of its own binary (`open_tree` clone +
 //! `mount_setattr(MOUNT_ATTR_RDONLY)`): zero copy, nothing attached to the host's mount tree,
 //! and every open for writing through the exe link fails with EROFS.
+//!
+//! `run` into a new pid namespace skips the re-exec (it costs a second start of a large binary):
+//! init execs its program through `rkube-monitor exec` started from a read-only clone (see
+//! `runtime::init`), and until then init is alone in its pid namespace.
 
 use std::ffi::CString;
 use std::os::fd::AsFd;

@@ -13,6 +13,10 @@
 //!   `<state-dir>/exit.json`; see `rkube::runtime::monitor`.
 //! - `rkube-monitor pause`: sleeps as PID 1 of a pod's pid namespace, reaping orphans, and exits
 //!   0 on SIGTERM or SIGINT.
+//! - `rkube-monitor exec <path> <argv0> [<arg>...]`: execs `path` with that argv and our
+//!   environment. A container's init execs its program through this mode, started from a
+//!   read-only clone of this binary, so that no container program is ever resolved while the
+//!   process's exe is the writable runtime binary (CVE-2019-5736); see `rkube::runtime::init`.
 
 #![no_std]
 #![no_main]
@@ -32,12 +36,18 @@ mod exit_report;
 use core::ffi::CStr;
 
 const USAGE: &[u8] = b"usage: rkube-monitor <init-pid> <state-dir> <oom-counter-file> \
-    [<cri-log> <stdout-fd> <stderr-fd>] | rkube-monitor pause\n";
+    [<cri-log> <stdout-fd> <stderr-fd>] | rkube-monitor pause | rkube-monitor exec <path> <argv0> [<arg>...]\n";
 
 /// Runs the mode the arguments ask for; returns the exit code.
 fn main(args: sys::Args) -> i32 {
     if args.len() == 2 && args.get(1).map(CStr::to_bytes) == Some(b"pause") {
         return pause::run();
+    }
+    if args.len() >= 4
+        && args.get(1).map(CStr::to_bytes) == Some(b"exec")
+        && let Some(path) = args.get(2)
+    {
+        return exec(path, &args);
     }
     match supervise::Job::parse(args) {
         Some(job) => supervise::run(&job),
@@ -46,6 +56,16 @@ fn main(args: sys::Args) -> i32 {
             2
         }
     }
+}
+
+/// Execs the program; on failure reports `exec <path>: errno N` on stderr and returns 127 when
+/// it does not exist, 126 otherwise (the shell's convention).
+fn exec(path: &CStr, args: &sys::Args) -> i32 {
+    let errno = sys::exec_rest(path, args, 3);
+    let mut digits = [0u8; 10];
+    let code = exit_report::decimal(errno.unsigned_abs(), &mut digits);
+    let _ = sys::write_all(2, &[b"exec ", path.to_bytes(), b": errno ", code, b"\n"]);
+    if errno == sys::ENOENT { 127 } else { 126 }
 }
 
 #[panic_handler]

@@ -11,6 +11,7 @@ use core::ffi::{CStr, c_char};
 /// A failed syscall's error number.
 pub type Errno = i32;
 
+pub const ENOENT: Errno = 2;
 pub const EINTR: Errno = 4;
 pub const EAGAIN: Errno = 11;
 pub const ENAMETOOLONG: Errno = 36;
@@ -35,6 +36,7 @@ const SYS_POLL: usize = 7;
 const SYS_RT_SIGPROCMASK: usize = 14;
 const SYS_WRITEV: usize = 20;
 const SYS_GETPID: usize = 39;
+const SYS_EXECVE: usize = 59;
 const SYS_WAIT4: usize = 61;
 const SYS_RENAME: usize = 82;
 const SYS_RT_SIGTIMEDWAIT: usize = 128;
@@ -217,6 +219,20 @@ pub fn wait_signal(set: u64) -> Result<i32, Errno> {
     check(ret).map(|sig| sig as i32)
 }
 
+/// Replaces this process with the program at `path`, passing it the arguments from `args`'
+/// index `first` on and our own environment; returns only on failure.
+pub fn exec_rest(path: &CStr, args: &Args, first: usize) -> Errno {
+    if first > args.argc {
+        return ENOENT;
+    }
+    // SAFETY: `path` is NUL-terminated; `argv + first` and `envp` are the kernel-provided,
+    // NULL-terminated pointer arrays of our initial stack, alive and unmodified.
+    let ret = unsafe {
+        syscall4(SYS_EXECVE, path.as_ptr() as usize, args.argv.add(first) as usize, args.envp as usize, 0)
+    };
+    check(ret).err().unwrap_or(0)
+}
+
 /// Ends the process.
 pub fn exit(code: i32) -> ! {
     loop {
@@ -230,6 +246,7 @@ pub fn exit(code: i32) -> ! {
 pub struct Args {
     argc: usize,
     argv: *const *const c_char,
+    envp: *const *const c_char,
 }
 
 impl Args {
@@ -265,8 +282,11 @@ global_asm!(
 /// Reads the command line from the initial stack and runs the monitor.
 extern "C" fn entry(stack: *const usize) -> ! {
     // SAFETY: `_start` passes the initial stack pointer, where the kernel put argc followed
-    // by the argv array.
-    let args = unsafe { Args { argc: *stack, argv: stack.add(1).cast() } };
+    // by the NULL-terminated argv array, then the NULL-terminated envp array.
+    let args = unsafe {
+        let argc = *stack;
+        Args { argc, argv: stack.add(1).cast(), envp: stack.add(argc + 2).cast() }
+    };
     exit(crate::main(args))
 }
 
