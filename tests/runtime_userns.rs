@@ -5,6 +5,7 @@
 #[path = "support/runtime.rs"]
 mod runtime;
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -167,6 +168,25 @@ fn exec_joins_the_user_namespace_with_container_ids() {
     let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
     assert_eq!(status_ids(pid, "Uid:"), [HOST_UID; 4]);
     assert_eq!(status_ids(pid, "Gid:"), [HOST_GID; 4]);
+    // With a terminal: the pty slave belongs to container root, not to the unmapped `nobody`.
+    let (console, ours) = rkube::runtime::tty::Console::pair(None).unwrap();
+    let req = rkube::runtime::ExecRequest {
+        args: vec!["sh".into(), "-c".into(), "stat -c owner-%u:%g $(tty)".into()],
+        terminal: Some(console),
+        ..Default::default()
+    };
+    let shown = std::thread::scope(|s| {
+        let exec = s.spawn(|| rt.runtime.exec(&id, &req).unwrap());
+        let ours = std::os::unix::net::UnixStream::from(ours);
+        ours.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let master = std::fs::File::from(rkube::runtime::tty::receive_fd(ours.as_fd()).unwrap());
+        let mut out = Vec::new();
+        // Reading the master ends with EIO once the process and its slave are gone.
+        let _ = std::io::Read::read_to_end(&mut &master, &mut out);
+        assert_eq!(exec.join().unwrap(), 0);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert!(shown.contains("owner-0:0"), "{shown:?}");
     assert!(rt.cli(&["delete", "--force", &id]).status.success());
 }
 

@@ -130,6 +130,13 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     for (kind, fd) in fds {
         nix::sched::setns(fd, CloneFlags::from_bits_truncate(kind.flag())).map_err(step("join namespace"))?;
     }
+    if config.user_namespace.is_some() {
+        // As runc: become root of the joined user namespace, so what is created before privileges
+        // are dropped (a terminal) belongs to container ids, not to the unmapped host root.
+        let root = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+        nix::unistd::setresgid(root.0, root.0, root.0).map_err(step("become root in the user namespace"))?;
+        nix::unistd::setresuid(root.1, root.1, root.1).map_err(step("become root in the user namespace"))?;
+    }
     let mut process = config.process.clone();
     if !req.args.is_empty() {
         process.args = req.args.clone();
