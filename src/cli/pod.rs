@@ -271,7 +271,15 @@ fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyho
         };
         let st = pod::start(&node, &req)?;
         let ip = st.ip.map(|i| i.to_string()).unwrap_or_default();
-        println!("pod/{} running (IP {ip})", st.name());
+        match st.init_containers.iter().find(|c| !c.done) {
+            Some(c) => println!(
+                "pod/{} pending (IP {ip}): init container {} exited with code {}; retrying with back-off",
+                st.name(),
+                c.name,
+                c.last_exit.map_or(-1, |e| e.code)
+            ),
+            None => println!("pod/{} running (IP {ip})", st.name()),
+        }
         started.push(st);
     }
     if !no_agent {
@@ -368,8 +376,13 @@ fn ps(node: &NodeConfig) -> anyhow::Result<i32> {
     for name in state::list(&node.pods_dir()) {
         let Ok(st) = state::load(&node.pod_dir(&name)) else { continue };
         let ip = st.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-        for c in &st.containers {
+        let init = st.init_containers.iter().filter(|c| st.phase == Phase::Pending && !c.done);
+        for c in init.chain(&st.containers) {
+            let is_init = st.init_containers.iter().any(|i| i.name == c.name);
             let status = match runtime.state(&c.id).map(|s| s.status) {
+                _ if c.started_at == 0 => "Waiting".to_string(),
+                Ok(Status::Running) if is_init => "Init:Running".to_string(),
+                _ if is_init && c.restart_at_ms.is_some() => "Init:CrashLoopBackOff".to_string(),
                 Ok(Status::Running) if c.ready => "Running".to_string(),
                 Ok(Status::Running) => "Running (not ready)".to_string(),
                 Ok(Status::Created) => "Created".to_string(),
@@ -404,6 +417,7 @@ fn pick_container(st: &PodState, container: Option<&str>) -> anyhow::Result<stat
         Some(c) => st
             .containers
             .iter()
+            .chain(&st.init_containers)
             .find(|r| r.name == c)
             .cloned()
             .with_context(|| format!("pod {:?} has no container {c:?}", st.name())),
