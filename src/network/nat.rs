@@ -190,37 +190,74 @@ pub fn jump_rules(config: &NatConfig) -> Vec<(&'static str, &'static str, Vec<St
     ]
 }
 
-/// Loads the node NAT rules (atomic rewrite of our chains), then makes sure the jumps exist.
-/// Acts in the calling thread's network namespace.
+/// Loads the node NAT rules and the missing jumps into them in one `iptables-restore` (our chains
+/// are rewritten atomically), after one `iptables-save` to see which jumps exist: two processes in
+/// all, whatever the number of pods. Acts in the calling thread's network namespace.
 pub fn apply(config: &NatConfig, pods: &[PodPorts]) -> Result<(), IptablesError> {
-    iptables::restore(&render(config, pods))?;
-    for (table, chain, rule) in jump_rules(config) {
-        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        iptables::ensure_rule(table, chain, &rule)?;
-    }
-    Ok(())
+    let saved = iptables::save_all()?;
+    iptables::restore(&render_apply(config, pods, &saved))
 }
 
-/// Removes the jumps and our chains, leaving nothing behind. Idempotent.
-pub fn remove(config: &NatConfig) -> Result<(), IptablesError> {
-    for (table, chain, rule) in jump_rules(config) {
-        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        iptables::delete_rule(table, chain, &rule)?;
+/// [`render`] plus, per table, an `-I` line for every jump rule missing from `saved`.
+pub fn render_apply(config: &NatConfig, pods: &[PodPorts], saved: &str) -> String {
+    let jumps = jump_rules(config);
+    let mut out = String::new();
+    for section in render(config, pods).split_inclusive("COMMIT\n") {
+        let table = section.lines().next().and_then(|l| l.strip_prefix('*')).unwrap_or_default();
+        out.push_str(section.strip_suffix("COMMIT\n").unwrap_or(section));
+        for (_, chain, rule) in jumps.iter().filter(|(t, _, _)| *t == table) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            if iptables::count_rule(saved, table, chain, &rule) == 0 {
+                let _ = writeln!(out, "-I {chain} {}", rule.join(" "));
+            }
+        }
+        out.push_str("COMMIT\n");
     }
+    out
+}
+
+/// Removes the jumps and our chains, leaving nothing behind, with one `iptables-save` and (if
+/// anything is left) one `iptables-restore`. Idempotent.
+pub fn remove(config: &NatConfig) -> Result<(), IptablesError> {
+    let input = render_remove(config, &iptables::save_all()?);
+    if input.is_empty() { Ok(()) } else { iptables::restore(&input) }
+}
+
+/// Restore input deleting every copy of our jumps and our chains present in `saved`.
+pub fn render_remove(config: &NatConfig, saved: &str) -> String {
     let c = NatChains::new(&config.prefix);
     let ours: BTreeSet<&str> =
         [&c.pod_masq, &c.hostports, &c.hostport_setmark, &c.hostport_masq, &c.pod_forward]
             .map(String::as_str)
             .into();
-    let mut input = String::new();
+    let jumps = jump_rules(config);
+    let mut out = String::new();
     for table in ["filter", "nat"] {
-        let existing: Vec<String> = iptables::chains_with_prefix(table, &config.prefix)?
+        let mut body = String::new();
+        for (_, chain, rule) in jumps.iter().filter(|(t, _, _)| *t == table) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            for _ in 0..iptables::count_rule(saved, table, chain, &rule) {
+                let _ = writeln!(body, "-D {chain} {}", rule.join(" "));
+            }
+        }
+        let section = table_text(saved, table);
+        let existing: Vec<String> = iptables::parse_chain_names(&section, &config.prefix)
             .into_iter()
             .filter(|name| ours.contains(name.as_str()))
             .collect();
-        input.push_str(&iptables::render_delete_chains(table, &existing));
+        let chains = iptables::render_delete_chains(table, &existing);
+        let chains_body =
+            chains.strip_prefix(&format!("*{table}\n")).and_then(|b| b.strip_suffix("COMMIT\n"));
+        body.push_str(chains_body.unwrap_or_default());
+        if !body.is_empty() {
+            let _ = write!(out, "*{table}\n{body}COMMIT\n");
+        }
     }
-    if input.is_empty() { Ok(()) } else { iptables::restore(&input) }
+    out
+}
+
+fn table_text(saved: &str, table: &str) -> String {
+    iptables::table_section(saved, table).iter().map(|l| format!("{l}\n")).collect()
 }
 
 #[cfg(test)]
@@ -314,6 +351,69 @@ COMMIT
         assert_eq!(jumps.len(), 5);
         assert!(jumps.iter().all(|(_, _, rule)| rule.last().unwrap().starts_with("RKUBE-")));
         assert_eq!(jumps[1].2, vec!["-s", "10.244.1.0/24", "-j", "RKUBE-POD-MASQ"]);
+    }
+
+    const SAVED_WITH_JUMPS: &str = "\
+*filter
+:FORWARD ACCEPT [0:0]
+:RKUBE-POD-FORWARD - [0:0]
+-A FORWARD -j RKUBE-POD-FORWARD
+-A RKUBE-POD-FORWARD -s 10.244.1.0/24 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:RKUBE-POD-MASQ - [0:0]
+:RKUBE-HOSTPORTS - [0:0]
+:RKUBE-OTHER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS
+-A POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+-A POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+COMMIT
+";
+
+    #[test]
+    fn apply_inserts_only_missing_jumps() {
+        let all = render_apply(&config(), &[web()], "");
+        assert_eq!(all.matches("\n-I ").count(), 5, "{all}");
+        assert!(all.contains("-I FORWARD -j RKUBE-POD-FORWARD\nCOMMIT\n*nat\n"), "{all}");
+        assert!(
+            all.ends_with("-I OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS\nCOMMIT\n"),
+            "{all}"
+        );
+        let rest = render_apply(&config(), &[web()], SAVED_WITH_JUMPS);
+        let inserted: Vec<&str> = rest.lines().filter(|l| l.starts_with("-I ")).collect();
+        assert_eq!(
+            inserted,
+            ["-I POSTROUTING -j RKUBE-HP-MASQ", "-I OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS"]
+        );
+        // Without the jumps it is exactly the chain contents.
+        let plain: String =
+            rest.lines().filter(|l| !l.starts_with("-I ")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(plain, render(&config(), &[web()]));
+    }
+
+    #[test]
+    fn remove_deletes_every_copy_of_our_jumps_and_only_our_chains() {
+        let text = render_remove(&config(), SAVED_WITH_JUMPS);
+        let expected = "\
+*filter
+-D FORWARD -j RKUBE-POD-FORWARD
+:RKUBE-POD-FORWARD - [0:0]
+-X RKUBE-POD-FORWARD
+COMMIT
+*nat
+-D POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+-D POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+-D PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS
+:RKUBE-POD-MASQ - [0:0]
+:RKUBE-HOSTPORTS - [0:0]
+-X RKUBE-POD-MASQ
+-X RKUBE-HOSTPORTS
+COMMIT
+";
+        assert_eq!(text, expected);
+        assert_eq!(render_remove(&config(), "*filter\nCOMMIT\n*nat\nCOMMIT\n"), "");
     }
 
     #[test]
