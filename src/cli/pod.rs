@@ -19,6 +19,7 @@ use crate::kubelet::backoff::BackoffPolicy;
 use crate::kubelet::manifest;
 use crate::kubelet::node::NodeConfig;
 use crate::kubelet::pod::{self, StartRequest};
+use crate::kubelet::reset;
 use crate::kubelet::state::{self, Phase, PodState, unix_now};
 use crate::runtime::{ExecRequest, Status};
 
@@ -188,6 +189,18 @@ pub enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Tear the node down: agent, bridge, NAT chains, IPAM state, empty cgroup parent. Refuses
+    /// while pods exist unless --force, which removes them first.
+    Reset {
+        /// Remove the node's pods first.
+        #[arg(long)]
+        force: bool,
+        /// Grace period in seconds for pods removed by --force (default: each pod's own).
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Run the node agent in the foreground: restarts, back-off, probes, status.
     Serve {
         /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
@@ -207,6 +220,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             | Command::Exec { .. }
             | Command::Stop { .. }
             | Command::Rm { .. }
+            | Command::Reset { .. }
             | Command::Serve { .. }
     ) {
         crate::runtime::exe_seal::ensure_sealed()?;
@@ -237,6 +251,11 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Inspect { pod, node } => {
             let st = load(&node.node(), &pod)?;
             println!("{}", serde_json::to_string_pretty(&st)?);
+            Ok(0)
+        }
+        Command::Reset { force, time, node } => {
+            reset::reset(&node.node(), force, time.map(Duration::from_secs))?;
+            println!("node reset");
             Ok(0)
         }
         Command::Serve { backoff_initial_ms, node } => serve(&node, backoff_initial_ms),

@@ -369,6 +369,22 @@ impl PodNetwork {
         .map_err(|source| PodNetworkError::Link { pod: "-".into(), source })
     }
 
+    /// Removes the on-disk state (IPAM, pod records, lock) and the pin directory, once
+    /// [`Self::reset_node`] succeeded. The manager must not be used afterwards.
+    pub fn remove_state(&self) -> Result<(), PodNetworkError> {
+        self.netns.unshare_dir().map_err(|source| PodNetworkError::Netns { pod: "-".into(), source })?;
+        for (dir, step) in [(self.netns.dir(), "remove pin dir"), (self.config.state_dir.as_path(), "remove")]
+        {
+            let removed = if dir == self.netns.dir() { fs::remove_dir(dir) } else { fs::remove_dir_all(dir) };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(PodNetworkError::State { path: dir.to_path_buf(), step, source }),
+            }
+        }
+        Ok(())
+    }
+
     /// Every pod with a network on this node, read from disk.
     pub fn records(&self) -> Result<Vec<PodRecord>, PodNetworkError> {
         let dir = self.config.state_dir.join("pods");
