@@ -10,6 +10,7 @@ pub mod config;
 pub mod container;
 pub mod exe_seal;
 pub mod exec;
+pub mod exit_report;
 pub mod fsutil;
 pub mod init;
 pub mod logfmt;

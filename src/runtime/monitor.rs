@@ -6,9 +6,10 @@
 //! and init is cloned with all the setup code in memory, so the monitor starts as a fork of the
 //! runtime. A fork keeps the creator's heap and touches pages of a large binary, though
 //! (measured: several MB RSS). So once init is cloned, the monitor execs the small
-//! `rkube-monitor` binary when one is configured (exec keeps init as its child); it then only
-//! maps that binary and libc. Without it, the fork carries on in-process. Both run
-//! [`supervise`]. `hack/bench-runtime.sh` reports the resulting RSS and PSS.
+//! `rkube-monitor` binary when one is configured (exec keeps init as its child): a freestanding
+//! program without libc that maps a few pages (src/bin/rkube-monitor/). Without it, the fork
+//! carries on in-process with [`supervise`], which the binary mirrors; both share the pure
+//! `logfmt` CRI records and `exit_report` formats. `hack/bench-runtime.sh` reports the RSS/PSS.
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,10 +19,10 @@ use std::time::SystemTime;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::runtime::cgroup::CgroupConfig;
+use crate::runtime::cgroup::{CgroupConfig, Version};
 use crate::runtime::config::ContainerConfig;
 use crate::runtime::init::{self, InitChannels, InitPlan};
-use crate::runtime::logfmt::{LineSplitter, record};
+use crate::runtime::logfmt::{LineSplitter, MAX_RECORD, record};
 use crate::runtime::state::{ExitInfo, StateDir};
 use crate::sys::container::{Forked, clone_with_namespaces, exit_now};
 
@@ -133,11 +134,10 @@ pub fn supervise(
     exit_now(0)
 }
 
-/// The file descriptors the small monitor finds the log pipes on.
-pub const LOG_FDS: [i32; 2] = [3, 4];
-
-/// Replaces this process with `rkube-monitor <pid> <state-dir> <cgroup-json> [<log>]`, log pipes
-/// on fds 3 and 4. Returns only if the exec failed (the caller then supervises in-process).
+/// Replaces this process with
+/// `rkube-monitor <pid> <state-dir> <oom-counter-file> [<cri-log> <stdout-fd> <stderr-fd>]`,
+/// the log pipes inherited at the numbers given. Returns only if the exec failed (the caller
+/// then supervises in-process).
 fn exec_small_monitor(
     binary: &std::path::Path,
     pid: Pid,
@@ -146,51 +146,39 @@ fn exec_small_monitor(
     log: Option<&([OwnedFd; 2], PathBuf)>,
 ) {
     use std::ffi::CString;
-    let cgroup_json = serde_json::to_string(cgroup).unwrap_or_default();
-    let mut args =
-        vec![binary.display().to_string(), pid.to_string(), state.path().display().to_string(), cgroup_json];
+    use std::os::fd::AsRawFd;
+    let oom_counter = oom_counter_file(cgroup);
+    let mut args = vec![
+        binary.as_os_str().to_owned(),
+        pid.to_string().into(),
+        state.path().as_os_str().to_owned(),
+        oom_counter.into_os_string(),
+    ];
     if let Some((readers, path)) = log {
-        for (reader, target) in readers.iter().zip(LOG_FDS) {
-            if crate::sys::container::dup_onto(reader.as_fd(), target).is_err() {
+        for reader in readers {
+            // Keep the pipe open across the exec.
+            let flags = nix::fcntl::FdFlag::empty();
+            if nix::fcntl::fcntl(reader.as_fd(), nix::fcntl::FcntlArg::F_SETFD(flags)).is_err() {
                 return;
             }
         }
-        args.push(path.display().to_string());
+        args.push(path.as_os_str().to_owned());
+        args.extend(readers.iter().map(|r| r.as_raw_fd().to_string().into()));
     }
-    let Ok(argv) = args.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>() else { return };
-    let Ok(path) = CString::new(binary.as_os_str().as_encoded_bytes()) else { return };
-    let _ = nix::unistd::execve(&path, &argv, &[] as &[CString]);
+    let Ok(argv) = args.iter().map(|a| CString::new(a.as_encoded_bytes())).collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    let _ = nix::unistd::execve(&argv[0], &argv, &[] as &[CString]);
 }
 
-/// Entry point of the `rkube-monitor` binary: parses its arguments and supervises.
-pub fn small_monitor_main(args: &[String]) -> ! {
-    let (Some(pid), Some(state_dir), Some(cgroup)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: rkube-monitor <init-pid> <state-dir> <cgroup-json> [<cri-log>]");
-        exit_now(2)
-    };
-    let (Ok(pid), Ok(cgroup)) = (pid.parse::<i32>(), serde_json::from_str::<CgroupConfig>(cgroup)) else {
-        eprintln!("rkube-monitor: bad arguments");
-        exit_now(2)
-    };
-    let state_path = PathBuf::from(state_dir);
-    let (Some(root), Some(id)) = (state_path.parent(), state_path.file_name().and_then(|n| n.to_str()))
-    else {
-        exit_now(2)
-    };
-    let state = StateDir::new(root, id);
-    let log = match args.get(4) {
-        Some(path) => {
-            match (crate::sys::container::adopt_fd(LOG_FDS[0]), crate::sys::container::adopt_fd(LOG_FDS[1])) {
-                (Ok(out), Ok(err)) => Some(([out, err], PathBuf::from(path))),
-                _ => {
-                    eprintln!("rkube-monitor: log pipes missing on fds 3 and 4");
-                    exit_now(2)
-                }
-            }
-        }
-        None => None,
-    };
-    supervise(Pid::from_raw(pid), &state, &cgroup, log)
+/// The file whose `oom_kill` line counts OOM kills in the container's cgroup: `memory.events`
+/// on v2, `memory.oom_control` in the v1 memory hierarchy.
+pub fn oom_counter_file(cgroup: &CgroupConfig) -> PathBuf {
+    match cgroup.version {
+        Version::V1 => cgroup.root.join("memory").join(&cgroup.path).join("memory.oom_control"),
+        Version::V2 => cgroup.root.join(&cgroup.path).join("memory.events"),
+    }
 }
 
 /// Pipes for the container's stdin (/dev/null), stdout and stderr; returns (child ends, our ends).
@@ -217,7 +205,7 @@ fn pump_logs(readers: [OwnedFd; 2], path: &std::path::Path) {
     let names = ["stdout", "stderr"];
     let mut splitters = [LineSplitter::default(), LineSplitter::default()];
     let mut open = [true, true];
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; MAX_RECORD];
     while open.iter().any(|o| *o) {
         let mut fds: Vec<PollFd> = Vec::new();
         let mut which = Vec::new();
@@ -237,19 +225,15 @@ fn pump_logs(readers: [OwnedFd; 2], path: &std::path::Path) {
             .map(|(_, i)| *i)
             .collect();
         for i in ready {
+            let mut emit = |partial: bool, content: &[u8]| {
+                let _ = log.write_all(&record(SystemTime::now(), names[i], partial, content));
+            };
             match nix::unistd::read(readers[i].as_fd(), &mut buf) {
                 Ok(0) | Err(_) => {
                     open[i] = false;
-                    if let Some((partial, line)) = splitters[i].finish() {
-                        let _ = log.write_all(&record(SystemTime::now(), names[i], partial, &line));
-                    }
+                    splitters[i].finish(&mut emit);
                 }
-                Ok(n) => {
-                    let now = SystemTime::now();
-                    for (partial, line) in splitters[i].feed(&buf[..n]) {
-                        let _ = log.write_all(&record(now, names[i], partial, &line));
-                    }
-                }
+                Ok(n) => splitters[i].feed(&buf[..n], &mut emit),
             }
         }
     }
