@@ -133,8 +133,8 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
-    if spec.share_process_namespace == Some(true) {
-        return Err(invalid("shareProcessNamespace is not supported by this node".into()));
+    if spec.share_process_namespace == Some(true) && crate::runtime::monitor::installed_binary().is_none() {
+        return Err(invalid("shareProcessNamespace needs the rkube-monitor binary next to rkubelet".into()));
     }
     RestartPolicy::parse(spec.restart_policy.as_deref()).map_err(&invalid)?;
     // Everything that can be checked without touching the host is checked first.
@@ -210,6 +210,13 @@ fn start_locked(
     sandbox::create_ipc(&ipc).map_err(step(name, "ipc namespace"))?;
     let cgroup = pod_cgroup(node, name);
     sandbox::create_pod_cgroup(&node.cgroup_root, &cgroup).map_err(step(name, "pod cgroup"))?;
+    let pause = match (spec.share_process_namespace, crate::runtime::monitor::installed_binary()) {
+        (Some(true), Some(binary)) => Some(
+            sandbox::start_pause(&binary, &node.cgroup_root, &cgroup)
+                .map_err(step(name, "shared pid namespace"))?,
+        ),
+        _ => None,
+    };
     // /etc files shared by the pod's containers.
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(step(name, "create etc dir"))?;
@@ -242,6 +249,7 @@ fn start_locked(
         ip: Some(info.ip),
         containers: Vec::new(),
         init_containers: Vec::new(),
+        pause,
         stopping: false,
     };
     for (i, p) in planned.iter().enumerate() {
@@ -274,6 +282,7 @@ fn start_locked(
             image_user: Some(p.image.user.clone()),
             netns: info.netns_path.clone(),
             ipc: Some(ipc.clone()),
+            pid: pause.map(|p| p.pid_namespace()),
             mounts,
             limits,
             cgroups_path: format!("{cgroup}/{}", c.name),
@@ -531,6 +540,11 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
         if c.id.starts_with(&prefix) {
             note(runtime.delete(&c.id, true).map_err(step(name, "delete container")));
         }
+    }
+    // The pause process (shared pid namespace) goes once its containers are gone; after a failed
+    // start (no state yet) the cgroup sweep below kills it.
+    if let Some(pause) = state::load(&node.pod_dir(name)).ok().and_then(|s| s.pause) {
+        pause.kill(Duration::from_secs(5));
     }
     // State dirs of containers whose create never finished (no record for `list`).
     for e in fs::read_dir(&runtime.root).into_iter().flatten().flatten() {

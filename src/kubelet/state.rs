@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
 use super::backoff::Backoff;
+use super::sandbox::Pause;
 
 /// Errors reading or writing pod state, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,9 @@ pub struct PodState {
     /// Init containers, in order; `done` once one exited 0. While one is left the pod is Pending.
     #[serde(default)]
     pub init_containers: Vec<ContainerRecord>,
+    /// PID 1 of the pod's shared pid namespace (`shareProcessNamespace` only).
+    #[serde(default)]
+    pub pause: Option<Pause>,
     /// Set by `stop`/`rm`: the agent must not restart anything any more.
     pub stopping: bool,
 }
@@ -169,6 +173,7 @@ mod tests {
             ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
             containers: vec![],
             init_containers: vec![],
+            pause: None,
             stopping: false,
         };
         save(&pod_dir, &state).unwrap();
