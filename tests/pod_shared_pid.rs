@@ -1,5 +1,6 @@
 //! Root integration test of `shareProcessNamespace`: a pause process is PID 1 of the pod's pid
-//! namespace, the pod's containers see each other's processes, and `rm` leaves nothing.
+//! namespace, the pod's containers see each other's processes, a dead pause fails the pod, and
+//! `rm` leaves nothing.
 
 #[path = "support/network.rs"]
 mod network;
@@ -51,6 +52,21 @@ spec:
     let ps = node.exec("private", "c", &["ps", "-o", "pid,args"]);
     assert!(!ps.contains("sleep 3601"), "{ps}");
     assert!(node.exec("private", "c", &["cat", "/proc/1/cmdline"]).starts_with("sleep"));
+
+    // An agent re-adopts the pod and leaves the pause alone; if the pause dies, its namespace and
+    // containers die with it and the pod fails rather than joining whatever reuses the pid.
+    let _agent = node.spawn_agent(1000);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(node.inspect("shared")["phase"], "Running");
+    assert!(std::path::Path::new(&format!("/proc/{pause}")).exists() && !pod::is_zombie(pause));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || node.inspect("shared")["phase"] == "Failed"),
+        "pod not Failed"
+    );
+    let st = node.inspect("shared");
+    assert_eq!(st["containers"][0]["restarts"], 0, "{st}");
+    assert_eq!(st["containers"][1]["restarts"], 0, "{st}");
 
     node.ok("rm", &["shared", "private"], &[]);
     node.assert_pod_gone("shared");

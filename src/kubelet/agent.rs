@@ -131,6 +131,20 @@ impl Agent {
         if st.stopping {
             return Ok(());
         }
+        if matches!(st.phase, Phase::Pending | Phase::Running)
+            && let Some(pause) = st.pause
+            && !pause.alive()
+        {
+            // Its namespace died with it (and with it every container); a path to a reused pid
+            // must never be joined.
+            tracing::warn!("pod {name}: the pause process of its shared pid namespace is gone; pod Failed");
+            st.phase = Phase::Failed;
+            for c in st.init_containers.iter_mut().chain(st.containers.iter_mut()) {
+                c.done = true;
+                c.restart_at_ms = None;
+            }
+            return state::save(&dir, &st).map_err(|e| e.to_string());
+        }
         match st.phase {
             Phase::Pending => return self.sync_init(name, &dir, st, now_ms),
             Phase::Running => {}
