@@ -92,6 +92,16 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
         assert_eq!(saved.lines().filter(|l| l.trim_end() == jump).count(), 1, "{jump}:\n{saved}");
     }
 
+    // Rules flushed behind our back are loaded again by the next setup (not skipped as unchanged).
+    let flushed = rkube::network::netns::run_in_netns(Some(&node.node_ns), || {
+        std::process::Command::new("iptables").args(["-w", "-t", "nat", "-F", "RKUBE-HOSTPORTS"]).status()
+    });
+    assert!(flushed.unwrap().unwrap().success());
+    node.net.setup("uid-p1", "p1", &[tcp_host_port(18080, 8080)]).expect("setup p1 after a flush");
+    let answer = request(&node.ext_ns, SocketAddrV4::new(node.lan_node_ip(), 18080))
+        .expect("ext -> hostPort after reload");
+    assert_eq!(answer, format!("p1 {}", node.lan_ext_ip()));
+
     // A hostPort clash is refused before anything is created.
     assert!(node.net.check_host_ports("uid-p3", &[tcp_host_port(18080, 80)]).is_err());
     assert!(node.net.check_host_ports("uid-p3", &[tcp_host_port(18090, 80)]).is_ok());

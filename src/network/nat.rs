@@ -193,9 +193,41 @@ pub fn jump_rules(config: &NatConfig) -> Vec<(&'static str, &'static str, Vec<St
 /// Loads the node NAT rules and the missing jumps into them in one `iptables-restore` (our chains
 /// are rewritten atomically), after one `iptables-save` to see which jumps exist: two processes in
 /// all, whatever the number of pods. Acts in the calling thread's network namespace.
-pub fn apply(config: &NatConfig, pods: &[PodPorts]) -> Result<(), IptablesError> {
+/// When `last_applied` (what the previous call loaded) equals what would be loaded now and the
+/// ruleset still holds it, nothing is loaded: rewriting chains is a slow nf_tables commit. Returns
+/// the rendered rules to remember for the next call.
+pub fn apply(
+    config: &NatConfig,
+    pods: &[PodPorts],
+    last_applied: Option<&str>,
+) -> Result<String, IptablesError> {
     let saved = iptables::save_all()?;
-    iptables::restore(&render_apply(config, pods, &saved))
+    let rendered = render(config, pods);
+    if last_applied == Some(rendered.as_str()) && is_loaded(config, &rendered, &saved) {
+        return Ok(rendered);
+    }
+    iptables::restore(&render_apply(config, pods, &saved))?;
+    Ok(rendered)
+}
+
+/// Whether `saved` holds every jump and, in each chain `rendered` declares, as many rules as it
+/// renders (iptables-save reorders match options, so lines are not compared one by one).
+pub fn is_loaded(config: &NatConfig, rendered: &str, saved: &str) -> bool {
+    let jumps_present = jump_rules(config).iter().all(|(table, chain, rule)| {
+        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+        iptables::count_rule(saved, table, chain, &rule) > 0
+    });
+    jumps_present
+        && ["filter", "nat"].iter().all(|table| {
+            let ours = table_text(rendered, table);
+            let theirs = table_text(saved, table);
+            iptables::parse_chain_names(&ours, &config.prefix).iter().all(|chain| {
+                let head = format!("-A {chain} ");
+                let count = |text: &str| text.lines().filter(|l| l.starts_with(&head)).count();
+                theirs.lines().any(|l| l.split_whitespace().next() == Some(&format!(":{chain}")))
+                    && count(&ours) == count(&theirs)
+            })
+        })
 }
 
 /// [`render`] plus, per table, an `-I` line for every jump rule missing from `saved`.
@@ -391,6 +423,28 @@ COMMIT
         let plain: String =
             rest.lines().filter(|l| !l.starts_with("-I ")).map(|l| format!("{l}\n")).collect();
         assert_eq!(plain, render(&config(), &[web()]));
+    }
+
+    #[test]
+    fn loaded_rules_are_recognised_by_jumps_and_rule_counts() {
+        let rendered = render(&config(), &[]);
+        let jumps = "-A FORWARD -j RKUBE-POD-FORWARD\n-A POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ\n-A POSTROUTING -j RKUBE-HP-MASQ\n-A PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS\n-A OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS\n";
+        // What iptables-save prints after loading `rendered` plus the jumps (built-ins first).
+        let mut saved = String::new();
+        for table in ["filter", "nat"] {
+            saved.push_str(&format!("*{table}\n"));
+            for l in jumps.lines().filter(|l| (table == "filter") == l.contains("FORWARD")) {
+                saved.push_str(&format!("{l}\n"));
+            }
+            saved.push_str(&table_text(&rendered, table));
+            saved.push_str("COMMIT\n");
+        }
+        assert!(is_loaded(&config(), &rendered, &saved));
+        // A missing jump, a flushed chain or an extra rule all mean: load again.
+        assert!(!is_loaded(&config(), &rendered, &saved.replace("-A FORWARD -j RKUBE-POD-FORWARD\n", "")));
+        assert!(!is_loaded(&config(), &rendered, &saved.replace("-A RKUBE-POD-MASQ -j MASQUERADE\n", "")));
+        let with_port = render(&config(), &[web()]);
+        assert!(!is_loaded(&config(), &with_port, &saved));
     }
 
     #[test]
