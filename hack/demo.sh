@@ -10,11 +10,8 @@ ROOT=${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}
 RUN_DIR=/run/rkube
 if [ "${1:-}" = clean ]; then
   RKUBELET=$REPO_DIR/target/release/rkubelet
-  [ -x "$RKUBELET" ] && "$RKUBELET" rm webserver --root "$ROOT" --time 0 2>/dev/null || true
-  if [ -f "$RUN_DIR/agent.pid" ]; then kill "$(cat "$RUN_DIR/agent.pid")" 2>/dev/null || true; fi
-  DEADLINE=5 wait_for test ! -f "$RUN_DIR/agent.pid" || true
-  ip link del rkube0 2>/dev/null || true
-  for c in /sys/fs/cgroup/*/rkube; do rmdir "$c" 2>/dev/null || true; done
+  # Pods, agent, bridge rkube0, RKUBE- chains, IPAM state, empty rkube cgroups: one command.
+  [ -x "$RKUBELET" ] && "$RKUBELET" reset --force --time 0 --root "$ROOT" --run-dir "$RUN_DIR"
   "$HACK_DIR/registry.sh" stop
   rm -rf "$ROOT"
   log "demo removed"

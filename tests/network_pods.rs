@@ -80,6 +80,27 @@ fn pods_reach_each_other_and_hostport_and_teardown_leaves_nothing() {
     assert_eq!(again, p1);
     let answer = request(&p2.netns_path, SocketAddrV4::new(p1.ip, 8080)).expect("p2 -> p1 after re-setup");
     assert_eq!(answer, format!("p1 {}", p2.ip));
+    // Every jump into our chains is there exactly once after three setups (one batched restore each).
+    let saved = node.saved_rules();
+    for jump in [
+        "-A FORWARD -j RKUBE-POD-FORWARD",
+        "-A POSTROUTING -s 10.77.11.0/24 -j RKUBE-POD-MASQ",
+        "-A POSTROUTING -j RKUBE-HP-MASQ",
+        "-A PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS",
+        "-A OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS",
+    ] {
+        assert_eq!(saved.lines().filter(|l| l.trim_end() == jump).count(), 1, "{jump}:\n{saved}");
+    }
+
+    // Rules flushed behind our back are loaded again by the next setup (not skipped as unchanged).
+    let flushed = rkube::network::netns::run_in_netns(Some(&node.node_ns), || {
+        std::process::Command::new("iptables").args(["-w", "-t", "nat", "-F", "RKUBE-HOSTPORTS"]).status()
+    });
+    assert!(flushed.unwrap().unwrap().success());
+    node.net.setup("uid-p1", "p1", &[tcp_host_port(18080, 8080)]).expect("setup p1 after a flush");
+    let answer = request(&node.ext_ns, SocketAddrV4::new(node.lan_node_ip(), 18080))
+        .expect("ext -> hostPort after reload");
+    assert_eq!(answer, format!("p1 {}", node.lan_ext_ip()));
 
     // A hostPort clash is refused before anything is created.
     assert!(node.net.check_host_ports("uid-p3", &[tcp_host_port(18080, 80)]).is_err());

@@ -183,8 +183,11 @@ spec:
     });
     assert_eq!(order, "one\ntwo\nmain\n");
     assert!(node.ok("logs", &["init", "-c", "main"], &[]).contains("main-started"));
-    // A failing init container fails the start and leaves nothing.
-    let bad = yaml.replace("name: init}", "name: badinit}").replace("echo one >> /work/order", "exit 3");
+    // With restartPolicy Never a failing init container fails the start and leaves nothing.
+    let bad = yaml
+        .replace("name: init}", "name: badinit}")
+        .replace("echo one >> /work/order", "exit 3")
+        .replace("spec:\n", "spec:\n  restartPolicy: Never\n");
     let out = node.run_yaml("badinit", &bad, false);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -19,6 +19,7 @@ use crate::kubelet::backoff::BackoffPolicy;
 use crate::kubelet::manifest;
 use crate::kubelet::node::NodeConfig;
 use crate::kubelet::pod::{self, StartRequest};
+use crate::kubelet::reset;
 use crate::kubelet::state::{self, Phase, PodState, unix_now};
 use crate::runtime::{ExecRequest, Status};
 
@@ -188,6 +189,18 @@ pub enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Tear the node down: agent, bridge, NAT chains, IPAM state, empty cgroup parent. Refuses
+    /// while pods exist unless --force, which removes them first.
+    Reset {
+        /// Remove the node's pods first.
+        #[arg(long)]
+        force: bool,
+        /// Grace period in seconds for pods removed by --force (default: each pod's own).
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Run the node agent in the foreground: restarts, back-off, probes, status.
     Serve {
         /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
@@ -207,6 +220,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             | Command::Exec { .. }
             | Command::Stop { .. }
             | Command::Rm { .. }
+            | Command::Reset { .. }
             | Command::Serve { .. }
     ) {
         crate::runtime::exe_seal::ensure_sealed()?;
@@ -237,6 +251,11 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
         Command::Inspect { pod, node } => {
             let st = load(&node.node(), &pod)?;
             println!("{}", serde_json::to_string_pretty(&st)?);
+            Ok(0)
+        }
+        Command::Reset { force, time, node } => {
+            reset::reset(&node.node(), force, time.map(Duration::from_secs))?;
+            println!("node reset");
             Ok(0)
         }
         Command::Serve { backoff_initial_ms, node } => serve(&node, backoff_initial_ms),
@@ -271,7 +290,15 @@ fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyho
         };
         let st = pod::start(&node, &req)?;
         let ip = st.ip.map(|i| i.to_string()).unwrap_or_default();
-        println!("pod/{} running (IP {ip})", st.name());
+        match st.init_containers.iter().find(|c| !c.done) {
+            Some(c) => println!(
+                "pod/{} pending (IP {ip}): init container {} exited with code {}; retrying with back-off",
+                st.name(),
+                c.name,
+                c.last_exit.map_or(-1, |e| e.code)
+            ),
+            None => println!("pod/{} running (IP {ip})", st.name()),
+        }
         started.push(st);
     }
     if !no_agent {
@@ -368,8 +395,13 @@ fn ps(node: &NodeConfig) -> anyhow::Result<i32> {
     for name in state::list(&node.pods_dir()) {
         let Ok(st) = state::load(&node.pod_dir(&name)) else { continue };
         let ip = st.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-        for c in &st.containers {
+        let init = st.init_containers.iter().filter(|c| st.phase == Phase::Pending && !c.done);
+        for c in init.chain(&st.containers) {
+            let is_init = st.init_containers.iter().any(|i| i.name == c.name);
             let status = match runtime.state(&c.id).map(|s| s.status) {
+                _ if c.started_at == 0 => "Waiting".to_string(),
+                Ok(Status::Running) if is_init => "Init:Running".to_string(),
+                _ if is_init && c.restart_at_ms.is_some() => "Init:CrashLoopBackOff".to_string(),
                 Ok(Status::Running) if c.ready => "Running".to_string(),
                 Ok(Status::Running) => "Running (not ready)".to_string(),
                 Ok(Status::Created) => "Created".to_string(),
@@ -404,6 +436,7 @@ fn pick_container(st: &PodState, container: Option<&str>) -> anyhow::Result<stat
         Some(c) => st
             .containers
             .iter()
+            .chain(&st.init_containers)
             .find(|r| r.name == c)
             .cloned()
             .with_context(|| format!("pod {:?} has no container {c:?}", st.name())),

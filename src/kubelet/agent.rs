@@ -18,13 +18,13 @@ use k8s_openapi::api::core::v1::Container;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
 
-use super::backoff::{Backoff, BackoffPolicy};
+use super::backoff::BackoffPolicy;
 use super::node::NodeConfig;
 use super::pod;
 use super::probe::{ProbeState, ProbeTiming, Verdict};
 use super::prober;
 use super::restart::RestartPolicy;
-use super::state::{self, Exit, Phase, unix_now};
+use super::state::{self, ContainerRecord, Exit, Phase, PodState, unix_now, unix_now_ms};
 use crate::runtime::Status;
 
 /// Why the agent could not start.
@@ -65,8 +65,6 @@ struct Probes {
 pub struct Agent {
     node: NodeConfig,
     config: AgentConfig,
-    backoffs: HashMap<String, Backoff>,
-    pending: HashMap<String, Instant>,
     probes: HashMap<String, Probes>,
 }
 
@@ -97,28 +95,28 @@ pub fn is_running(node: &NodeConfig) -> bool {
 impl Agent {
     /// An agent for `node`.
     pub fn new(node: NodeConfig, config: AgentConfig) -> Agent {
-        Agent { node, config, backoffs: HashMap::new(), pending: HashMap::new(), probes: HashMap::new() }
+        Agent { node, config, probes: HashMap::new() }
     }
 
     /// Runs sync passes until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            self.sync_once(Instant::now());
+            self.sync_once(Instant::now(), unix_now_ms());
             reap_children();
             std::thread::sleep(self.config.period);
         }
     }
 
-    /// One pass over every pod on disk.
-    pub fn sync_once(&mut self, now: Instant) {
+    /// One pass over every pod on disk; `now` drives probes, `now_ms` (Unix ms) the back-off.
+    pub fn sync_once(&mut self, now: Instant, now_ms: u64) {
         for name in state::list(&self.node.pods_dir()) {
-            if let Err(e) = self.sync_pod(&name, now) {
+            if let Err(e) = self.sync_pod(&name, now, now_ms) {
                 tracing::warn!("pod {name}: {e}");
             }
         }
     }
 
-    fn sync_pod(&mut self, name: &str, now: Instant) -> Result<(), String> {
+    fn sync_pod(&mut self, name: &str, now: Instant, now_ms: u64) -> Result<(), String> {
         let dir = self.node.pod_dir(name);
         let _lock = match pod::lock(&dir, false, false) {
             Ok(Some(lock)) => lock,
@@ -130,8 +128,27 @@ impl Agent {
             return Ok(());
         }
         let mut st = state::load(&dir).map_err(|e| e.to_string())?;
-        if st.stopping || st.phase != Phase::Running {
+        if st.stopping {
             return Ok(());
+        }
+        if matches!(st.phase, Phase::Pending | Phase::Running)
+            && let Some(pause) = st.pause
+            && !pause.alive()
+        {
+            // Its namespace died with it (and with it every container); a path to a reused pid
+            // must never be joined.
+            tracing::warn!("pod {name}: the pause process of its shared pid namespace is gone; pod Failed");
+            st.phase = Phase::Failed;
+            for c in st.init_containers.iter_mut().chain(st.containers.iter_mut()) {
+                c.done = true;
+                c.restart_at_ms = None;
+            }
+            return state::save(&dir, &st).map_err(|e| e.to_string());
+        }
+        match st.phase {
+            Phase::Pending => return self.sync_init(name, &dir, st, now_ms),
+            Phase::Running => {}
+            Phase::Succeeded | Phase::Failed => return Ok(()),
         }
         let before = serde_json::to_string(&st.containers).unwrap_or_default();
         let spec = st.pod.spec.clone().unwrap_or_default();
@@ -140,14 +157,12 @@ impl Agent {
         let netns = self.node.run_dir.join("netns").join(name);
         for record in st.containers.iter_mut().filter(|c| !c.done) {
             let id = record.id.clone();
-            if let Some(at) = self.pending.get(&id).copied() {
-                if now >= at {
-                    self.pending.remove(&id);
+            if let Some(at) = record.restart_at_ms {
+                if now_ms >= at {
                     self.probes.remove(&id);
-                    match pod::restart_container(&runtime, &dir, record) {
+                    match pod::start_saved(&runtime, &dir, record) {
                         Ok(()) => {
                             record.restarts += 1;
-                            record.started_at = unix_now();
                             record.ready = spec
                                 .containers
                                 .iter()
@@ -157,12 +172,7 @@ impl Agent {
                         }
                         Err(e) => {
                             tracing::warn!("pod {name}: restart {}: {e}", record.name);
-                            let delay = self
-                                .backoffs
-                                .entry(id.clone())
-                                .or_default()
-                                .record_failure(self.config.backoff, now);
-                            self.pending.insert(id, now + delay);
+                            schedule_restart(record, self.config.backoff, now_ms);
                         }
                     }
                 }
@@ -170,18 +180,11 @@ impl Agent {
             }
             let status = runtime.state(&id).map(|s| s.status).unwrap_or(Status::Stopped);
             if status == Status::Stopped {
-                let exit = runtime.wait(&id, Some(Duration::from_millis(200))).ok();
-                let code = exit.map_or(255, |e| e.code);
-                record.last_exit =
-                    Some(Exit { code, oom_killed: exit.is_some_and(|e| e.oom_killed), at: unix_now() });
+                let code = record_exit(&runtime, record);
                 record.ready = false;
                 self.probes.remove(&id);
                 if policy.restarts(code) {
-                    let delay =
-                        self.backoffs.entry(id.clone()).or_default().record_failure(self.config.backoff, now);
-                    // The first restart is immediate; back-off applies from the second crash on.
-                    let delay = if record.restarts == 0 { Duration::ZERO } else { delay };
-                    self.pending.insert(id, now + delay);
+                    schedule_restart(record, self.config.backoff, now_ms);
                 } else {
                     record.done = true;
                 }
@@ -249,6 +252,85 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+impl Agent {
+    /// Drives a Pending pod through its init containers, in order: starts the next one, retries a
+    /// failed one with back-off, and starts the app containers once all succeeded.
+    fn sync_init(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        mut st: PodState,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let before = serde_json::to_string(&st.init_containers).unwrap_or_default();
+        let runtime = self.node.runtime();
+        if let Some(record) = pod::pending_init(&mut st) {
+            let due = match record.restart_at_ms {
+                Some(at) => now_ms >= at,
+                None => record.started_at == 0,
+            };
+            if due {
+                let again = record.started_at != 0;
+                match pod::start_saved(&runtime, dir, record) {
+                    Ok(()) if again => {
+                        record.restarts += 1;
+                        tracing::info!("pod {name}: restarted init container {}", record.name);
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!("pod {name}: start init container {}: {e}", record.name);
+                        schedule_restart(record, self.config.backoff, now_ms);
+                    }
+                }
+            } else if record.restart_at_ms.is_none()
+                && runtime.state(&record.id).map(|s| s.status).unwrap_or(Status::Stopped) == Status::Stopped
+            {
+                if record_exit(&runtime, record) == 0 {
+                    let _ = runtime.delete(&record.id, true);
+                    record.done = true;
+                } else {
+                    schedule_restart(record, self.config.backoff, now_ms);
+                }
+            }
+        }
+        let mut changed = serde_json::to_string(&st.init_containers).unwrap_or_default() != before;
+        if pod::pending_init(&mut st).is_none() {
+            changed = true;
+            match pod::start_app_containers(&runtime, dir, &mut st) {
+                Ok(()) => {
+                    st.phase = Phase::Running;
+                    tracing::info!("pod {name}: init containers done; pod running");
+                }
+                Err(e) => {
+                    tracing::warn!("pod {name}: start containers: {e}");
+                    st.phase = Phase::Failed;
+                    st.containers.iter_mut().for_each(|c| c.done = true);
+                }
+            }
+        }
+        if changed {
+            state::save(dir, &st).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Records how a stopped container's run ended and returns the exit code.
+fn record_exit(runtime: &crate::runtime::Runtime, record: &mut ContainerRecord) -> i32 {
+    let exit = runtime.wait(&record.id, Some(Duration::from_millis(200))).ok();
+    let code = exit.map_or(255, |e| e.code);
+    record.last_exit = Some(Exit { code, oom_killed: exit.is_some_and(|e| e.oom_killed), at: unix_now() });
+    code
+}
+
+/// Schedules the restart of a container that exited (or failed to start) at `now_ms`: the first
+/// restart is immediate, back-off applies from the second crash on (as the kubelet does).
+fn schedule_restart(record: &mut ContainerRecord, policy: BackoffPolicy, now_ms: u64) {
+    let delay = record.backoff.record_failure(policy, now_ms);
+    let delay = if record.restarts == 0 { Duration::ZERO } else { delay };
+    record.restart_at_ms = Some(now_ms.saturating_add(delay.as_millis() as u64));
 }
 
 /// Reaps exited children (monitors of containers this agent restarted); their exit codes are

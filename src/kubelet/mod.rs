@@ -12,6 +12,7 @@ pub mod pod;
 pub mod probe;
 pub mod prober;
 pub mod projection;
+pub mod reset;
 pub mod resources;
 pub mod restart;
 pub mod sandbox;

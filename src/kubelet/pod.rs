@@ -133,8 +133,8 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
-    if spec.share_process_namespace == Some(true) {
-        return Err(invalid("shareProcessNamespace is not supported by this node".into()));
+    if spec.share_process_namespace == Some(true) && crate::runtime::monitor::installed_binary().is_none() {
+        return Err(invalid("shareProcessNamespace needs the rkube-monitor binary next to rkubelet".into()));
     }
     RestartPolicy::parse(spec.restart_policy.as_deref()).map_err(&invalid)?;
     // Everything that can be checked without touching the host is checked first.
@@ -210,6 +210,13 @@ fn start_locked(
     sandbox::create_ipc(&ipc).map_err(step(name, "ipc namespace"))?;
     let cgroup = pod_cgroup(node, name);
     sandbox::create_pod_cgroup(&node.cgroup_root, &cgroup).map_err(step(name, "pod cgroup"))?;
+    let pause = match (spec.share_process_namespace, crate::runtime::monitor::installed_binary()) {
+        (Some(true), Some(binary)) => Some(
+            sandbox::start_pause(&binary, &node.cgroup_root, &cgroup)
+                .map_err(step(name, "shared pid namespace"))?,
+        ),
+        _ => None,
+    };
     // /etc files shared by the pod's containers.
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(step(name, "create etc dir"))?;
@@ -234,7 +241,6 @@ fn start_locked(
     let facts = facts(pod, &info.ip.to_string());
     let runtime = node.runtime();
     let n_init = spec.init_containers.as_ref().map_or(0, Vec::len);
-    let deadline = Instant::now() + req.init_timeout;
     let mut state = PodState {
         pod: pod.clone(),
         uid: uuid::Uuid::new_v4().to_string(),
@@ -242,6 +248,8 @@ fn start_locked(
         phase: Phase::Pending,
         ip: Some(info.ip),
         containers: Vec::new(),
+        init_containers: Vec::new(),
+        pause,
         stopping: false,
     };
     for (i, p) in planned.iter().enumerate() {
@@ -274,6 +282,7 @@ fn start_locked(
             image_user: Some(p.image.user.clone()),
             netns: info.netns_path.clone(),
             ipc: Some(ipc.clone()),
+            pid: pause.map(|p| p.pid_namespace()),
             mounts,
             limits,
             cgroups_path: format!("{cgroup}/{}", c.name),
@@ -281,39 +290,74 @@ fn start_locked(
             pod_security: spec.security_context.as_ref(),
         };
         let oci = spec::build(&input).map_err(step(name, "container spec"))?;
+        save_spec(dir, &c.name, &oci).map_err(step(name, "save container spec"))?;
         let record = ContainerRecord {
             name: c.name.clone(),
             id: container_id(name, &c.name),
             image: c.image.clone().unwrap_or_default(),
             layers: p.image.layers.clone(),
             restarts: 0,
-            started_at: unix_now(),
+            started_at: 0,
             last_exit: None,
             done: false,
             ready: c.readiness_probe.is_none(),
+            backoff: Default::default(),
+            restart_at_ms: None,
         };
-        create_container(&runtime, dir, &record, &oci).map_err(step(name, "start container"))?;
-        if i < n_init {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let exit = runtime.wait(&record.id, Some(left)).map_err(step(name, "wait for init container"))?;
-            runtime.delete(&record.id, true).map_err(step(name, "remove init container"))?;
-            if exit.code != 0 {
-                return Err(PodError::Step {
-                    pod: name.into(),
-                    step: "init container",
-                    message: format!("{} exited with code {}", c.name, exit.code),
-                });
-            }
-        } else {
-            if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-                run_hook(&runtime, &record.id, h);
-            }
-            state.containers.push(record);
-        }
+        if i < n_init { state.init_containers.push(record) } else { state.containers.push(record) }
     }
+    let policy = RestartPolicy::parse(spec.restart_policy.as_deref())
+        .map_err(|message| PodError::Invalid { pod: name.into(), message })?;
+    let deadline = Instant::now() + req.init_timeout;
+    for i in 0..state.init_containers.len() {
+        let record = &mut state.init_containers[i];
+        start_saved(&runtime, dir, record).map_err(step(name, "start init container"))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let exit = runtime.wait(&record.id, Some(left)).map_err(step(name, "wait for init container"))?;
+        record.last_exit = Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
+        if exit.code == 0 {
+            runtime.delete(&record.id, true).map_err(step(name, "remove init container"))?;
+            record.done = true;
+            continue;
+        }
+        if !policy.retries_init() {
+            return Err(PodError::Step {
+                pod: name.into(),
+                step: "init container",
+                message: format!(
+                    "{} exited with code {} (restartPolicy Never: pod Failed)",
+                    record.name, exit.code
+                ),
+            });
+        }
+        // The exited container stays for the agent, which retries it with back-off; the pod is
+        // Pending until every init container succeeded.
+        state::save(dir, &state).map_err(step(name, "save state"))?;
+        return Ok(state);
+    }
+    start_app_containers(&runtime, dir, &mut state).map_err(step(name, "start container"))?;
     state.phase = Phase::Running;
     state::save(dir, &state).map_err(step(name, "save state"))?;
     Ok(state)
+}
+
+/// Starts the pod's app containers from their saved specs (once the init containers are done) and
+/// runs their postStart hooks.
+pub fn start_app_containers(runtime: &Runtime, pod_dir: &Path, state: &mut PodState) -> io::Result<()> {
+    let spec = state.pod.spec.clone().unwrap_or_default();
+    for record in &mut state.containers {
+        start_saved(runtime, pod_dir, record)?;
+        let container = spec.containers.iter().find(|c| c.name == record.name);
+        if let Some(h) = container.and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.post_start.as_ref()) {
+            run_hook(runtime, &record.id, h);
+        }
+    }
+    Ok(())
+}
+
+/// The first init container that has not succeeded yet, if any.
+pub fn pending_init(state: &mut PodState) -> Option<&mut ContainerRecord> {
+    state.init_containers.iter_mut().find(|c| !c.done)
 }
 
 /// The container's bundle directory.
@@ -360,12 +404,27 @@ pub fn create_container(
     Ok(())
 }
 
-/// Re-creates a container that exited, from the spec saved in its bundle.
+/// Saves a container's spec in its bundle, where [`restart_container`] finds it.
+pub fn save_spec(pod_dir: &Path, container: &str, spec: &Spec) -> io::Result<()> {
+    let bundle = bundle_dir(pod_dir, container);
+    fs::create_dir_all(&bundle)?;
+    fs::write(bundle.join("config.json"), serde_json::to_vec(spec).map_err(io::Error::other)?)
+}
+
+/// (Re-)creates a container from the spec saved in its bundle, replacing an exited run.
 pub fn restart_container(runtime: &Runtime, pod_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
     let _ = runtime.delete(&record.id, true);
     let data = fs::read(bundle_dir(pod_dir, &record.name).join("config.json"))?;
     let spec: Spec = serde_json::from_slice(&data).map_err(io::Error::other)?;
     create_container(runtime, pod_dir, record, &spec)
+}
+
+/// Starts a container from its saved spec and stamps the start time.
+pub fn start_saved(runtime: &Runtime, pod_dir: &Path, record: &mut ContainerRecord) -> io::Result<()> {
+    restart_container(runtime, pod_dir, record)?;
+    record.started_at = unix_now();
+    record.restart_at_ms = None;
+    Ok(())
 }
 
 /// Runs a lifecycle hook (exec only; httpGet hooks are not supported and skipped).
@@ -398,6 +457,10 @@ pub fn stop(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<Po
     let runtime = node.runtime();
     let containers: Vec<Container> = st.pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
     std::thread::scope(|scope| {
+        for record in st.init_containers.iter().filter(|c| !c.done) {
+            let runtime = &runtime;
+            scope.spawn(move || stop_container(runtime, &record.id, None, grace));
+        }
         for record in &st.containers {
             let runtime = &runtime;
             let pre_stop = containers
@@ -408,9 +471,12 @@ pub fn stop(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<Po
             scope.spawn(move || stop_container(runtime, &record.id, pre_stop.as_ref(), grace));
         }
     });
-    for record in &mut st.containers {
+    for record in st.init_containers.iter_mut().chain(st.containers.iter_mut()) {
+        record.restart_at_ms = None;
         if !record.done {
-            if let Ok(exit) = runtime.wait(&record.id, Some(Duration::from_secs(1))) {
+            if record.started_at != 0
+                && let Ok(exit) = runtime.wait(&record.id, Some(Duration::from_secs(1)))
+            {
                 record.last_exit =
                     Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
             }
@@ -418,11 +484,12 @@ pub fn stop(node: &NodeConfig, name: &str, grace: Option<Duration>) -> Result<Po
         }
         record.ready = false;
     }
-    st.phase = if st.containers.iter().all(|c| c.last_exit.is_none_or(|e| e.code == 0)) {
-        Phase::Succeeded
-    } else {
-        Phase::Failed
-    };
+    st.phase =
+        if st.init_containers.iter().chain(&st.containers).all(|c| c.last_exit.is_none_or(|e| e.code == 0)) {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
     state::save(&dir, &st).map_err(step(name, "save state"))?;
     Ok(st)
 }
@@ -473,6 +540,11 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
         if c.id.starts_with(&prefix) {
             note(runtime.delete(&c.id, true).map_err(step(name, "delete container")));
         }
+    }
+    // The pause process (shared pid namespace) goes once its containers are gone; after a failed
+    // start (no state yet) the cgroup sweep below kills it.
+    if let Some(pause) = state::load(&node.pod_dir(name)).ok().and_then(|s| s.pause) {
+        pause.kill(Duration::from_secs(5));
     }
     // State dirs of containers whose create never finished (no record for `list`).
     for e in fs::read_dir(&runtime.root).into_iter().flatten().flatten() {

@@ -1,13 +1,17 @@
 //! Host-side pieces of a pod sandbox besides the network: a pinned IPC namespace (shared by the
-//! pod's containers, no pause process), the pod's cgroup directories, and the pod tmpfs that holds
-//! Secret volumes and `medium: Memory` emptyDirs.
+//! pod's containers), the pod's cgroup directories, the pod tmpfs that holds Secret volumes and
+//! `medium: Memory` emptyDirs, and — only for `shareProcessNamespace` — the pause process that is
+//! PID 1 of the pod's shared pid namespace (a namespace cannot be pinned by a bind mount for joining
+//! as PID 1 would be missing: its first process must reap orphans).
 
 use std::fs;
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
+use serde::{Deserialize, Serialize};
 
 /// Errors of sandbox steps, naming the step and path.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,95 @@ pub fn create_ipc(path: &Path) -> Result<(), SandboxError> {
         return Err(io_err("pin ipc namespace at", path)(e));
     }
     Ok(())
+}
+
+/// The pod's pause process: PID 1 of the pod's shared pid namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Host pid.
+    pub pid: i32,
+    /// Start time (clock ticks after boot, `/proc/<pid>/stat` field 22): tells a reused pid apart.
+    pub start_time: u64,
+}
+
+/// The start time of process `pid`, if it exists.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line (the command name may contain spaces and parentheses).
+fn parse_start_time(stat: &str) -> Option<u64> {
+    stat.get(stat.rfind(')')? + 1..)?.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.get(s.rfind(')')? + 1..)?.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+impl Pause {
+    /// The pid namespace the pod's containers join.
+    pub fn pid_namespace(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/pid", self.pid))
+    }
+
+    /// Whether the process is still the one that was started.
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time) && !is_zombie(self.pid)
+    }
+
+    /// Kills it (SIGKILL, only if the pid is still ours), which ends every process left in the
+    /// namespace, and waits up to `wait` for it to exit.
+    pub fn kill(&self, wait: std::time::Duration) {
+        if !self.alive() {
+            return;
+        }
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + wait;
+        while self.alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// Starts `<binary> pause` as PID 1 of a new pid namespace and moves it into the cgroup
+/// `<pod cgroup>/pause`. The namespace is created by a short-lived thread (`unshare(CLONE_NEWPID)`
+/// only affects that thread's children), so nothing else of this process changes.
+pub fn start_pause(binary: &Path, cgroup_root: &Path, pod_cgroup: &str) -> Result<Pause, SandboxError> {
+    let spawned = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> io::Result<u32> {
+                unshare(CloneFlags::CLONE_NEWPID)?;
+                let child = std::process::Command::new(binary)
+                    .arg("pause")
+                    .env_clear()
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .process_group(0)
+                    .spawn()?;
+                // Not waited for: the pause outlives this process and is reaped by the host's init.
+                Ok(child.id())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("thread panicked")))
+    });
+    let pid = spawned.map_err(io_err("start pause process", binary))? as i32;
+    let started = Pause { pid, start_time: start_time(pid).unwrap_or_default() };
+    let rel = format!("{}/pause", pod_cgroup.trim_matches('/'));
+    for dir in cgroup_dirs(cgroup_root, &rel) {
+        let joined =
+            fs::create_dir_all(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        if let Err(e) = joined {
+            started.kill(std::time::Duration::from_secs(5));
+            return Err(io_err("move pause process into", &dir)(e));
+        }
+    }
+    Ok(started)
 }
 
 /// Unmounts (if mounted) and removes a pin or mount point; missing is fine.
@@ -136,4 +229,23 @@ pub fn remove_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_even_with_odd_command_names() {
+        let stat = "4242 (a b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+        let me = Pause {
+            pid: std::process::id() as i32,
+            start_time: start_time(std::process::id() as i32).unwrap(),
+        };
+        assert!(me.alive());
+        assert!(!Pause { start_time: me.start_time + 1, ..me }.alive(), "a reused pid is not ours");
+        assert_eq!(me.pid_namespace(), PathBuf::from(format!("/proc/{}/ns/pid", me.pid)));
+    }
 }

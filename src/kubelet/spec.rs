@@ -42,6 +42,8 @@ pub struct SpecInput<'a> {
     pub image_user: Option<String>,
     pub netns: PathBuf,
     pub ipc: Option<PathBuf>,
+    /// The pod's shared pid namespace (shareProcessNamespace); `None`: the container's own.
+    pub pid: Option<PathBuf>,
     pub mounts: Vec<BindMount>,
     pub limits: CgroupLimits,
     pub cgroups_path: String,
@@ -176,7 +178,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 
     let mut linux = spec.linux().clone().unwrap_or_default();
     linux.set_namespaces(Some(vec![
-        namespace(LinuxNamespaceType::Pid, None),
+        namespace(LinuxNamespaceType::Pid, input.pid.clone()),
         namespace(LinuxNamespaceType::Network, Some(input.netns.clone())),
         namespace(LinuxNamespaceType::Ipc, input.ipc.clone()),
         namespace(LinuxNamespaceType::Uts, None),
@@ -223,6 +225,7 @@ mod tests {
             image_user: None,
             netns: "/run/rkube/netns/web".into(),
             ipc: Some("/run/rkube/ipc/web".into()),
+            pid: None,
             mounts: vec![BindMount {
                 source: "/p/hosts".into(),
                 destination: "/etc/hosts".into(),

@@ -11,6 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
+use super::backoff::Backoff;
+use super::sandbox::Pause;
+
 /// Errors reading or writing pod state, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -56,6 +59,12 @@ pub struct ContainerRecord {
     pub done: bool,
     /// Readiness (true when there is no readiness probe).
     pub ready: bool,
+    /// CrashLoopBackOff state, kept on disk so a new agent keeps the delay.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Unix milliseconds at which the exited container is started again (it is backing off).
+    #[serde(default)]
+    pub restart_at_ms: Option<u64>,
 }
 
 /// The persisted state of a pod.
@@ -69,6 +78,12 @@ pub struct PodState {
     pub phase: Phase,
     pub ip: Option<Ipv4Addr>,
     pub containers: Vec<ContainerRecord>,
+    /// Init containers, in order; `done` once one exited 0. While one is left the pod is Pending.
+    #[serde(default)]
+    pub init_containers: Vec<ContainerRecord>,
+    /// PID 1 of the pod's shared pid namespace (`shareProcessNamespace` only).
+    #[serde(default)]
+    pub pause: Option<Pause>,
     /// Set by `stop`/`rm`: the agent must not restart anything any more.
     pub stopping: bool,
 }
@@ -88,6 +103,11 @@ impl PodState {
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// Milliseconds since the epoch.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 /// The state file of the pod directory `dir`.
@@ -152,6 +172,8 @@ mod tests {
             phase: Phase::Running,
             ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
             containers: vec![],
+            init_containers: vec![],
+            pause: None,
             stopping: false,
         };
         save(&pod_dir, &state).unwrap();

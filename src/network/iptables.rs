@@ -57,6 +57,28 @@ pub fn restore(input: &str) -> Result<(), IptablesError> {
     run("iptables-restore", &["--noflush", "-w"], Some(input), "load rules").map(drop)
 }
 
+/// The whole ruleset of every table as `iptables-save` prints it (one process).
+pub fn save_all() -> Result<String, IptablesError> {
+    run("iptables-save", &[], None, "read rules")
+}
+
+/// The lines of `table`'s section (`*table` up to its `COMMIT`) in `iptables-save` output.
+pub fn table_section<'a>(saved: &'a str, table: &str) -> Vec<&'a str> {
+    let header = format!("*{table}");
+    saved
+        .lines()
+        .skip_while(|l| l.trim_end() != header)
+        .skip(1)
+        .take_while(|l| l.trim_end() != "COMMIT")
+        .collect()
+}
+
+/// How many copies of `-A <chain> <spec…>` the `table` section of `saved` holds.
+pub fn count_rule(saved: &str, table: &str, chain: &str, spec: &[&str]) -> usize {
+    let line = format!("-A {chain} {}", spec.join(" "));
+    table_section(saved, table).iter().filter(|l| l.trim_end() == line).count()
+}
+
 /// True if the rule `spec` exists in `table`/`chain`.
 pub fn rule_exists(table: &str, chain: &str, spec: &[&str]) -> Result<bool, IptablesError> {
     let mut args = vec!["-w", "-t", table, "-C", chain];
@@ -162,6 +184,19 @@ mod tests {
         let text = render_delete_chains("nat", &["A".into(), "B".into()]);
         assert_eq!(text, "*nat\n:A - [0:0]\n:B - [0:0]\n-X A\n-X B\nCOMMIT\n");
         assert_eq!(render_delete_chains("nat", &[]), "");
+    }
+
+    #[test]
+    fn finds_rules_per_table() {
+        let saved = "# Generated\n*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j RKUBE-POD-FORWARD\nCOMMIT\n*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -s 10.1.0.0/24 -j RKUBE-POD-MASQ\n-A POSTROUTING -s 10.1.0.0/24 -j RKUBE-POD-MASQ\nCOMMIT\n";
+        assert_eq!(count_rule(saved, "filter", "FORWARD", &["-j", "RKUBE-POD-FORWARD"]), 1);
+        assert_eq!(count_rule(saved, "nat", "FORWARD", &["-j", "RKUBE-POD-FORWARD"]), 0);
+        assert_eq!(
+            count_rule(saved, "nat", "POSTROUTING", &["-s", "10.1.0.0/24", "-j", "RKUBE-POD-MASQ"]),
+            2
+        );
+        assert_eq!(table_section(saved, "nat").len(), 3);
+        assert!(table_section(saved, "mangle").is_empty());
     }
 
     #[test]

@@ -190,37 +190,106 @@ pub fn jump_rules(config: &NatConfig) -> Vec<(&'static str, &'static str, Vec<St
     ]
 }
 
-/// Loads the node NAT rules (atomic rewrite of our chains), then makes sure the jumps exist.
-/// Acts in the calling thread's network namespace.
-pub fn apply(config: &NatConfig, pods: &[PodPorts]) -> Result<(), IptablesError> {
-    iptables::restore(&render(config, pods))?;
-    for (table, chain, rule) in jump_rules(config) {
-        let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        iptables::ensure_rule(table, chain, &rule)?;
+/// Loads the node NAT rules and the missing jumps into them in one `iptables-restore` (our chains
+/// are rewritten atomically), after one `iptables-save` to see which jumps exist: two processes in
+/// all, whatever the number of pods. Acts in the calling thread's network namespace.
+/// When `last_applied` (what the previous call loaded) equals what would be loaded now and the
+/// ruleset still holds it, nothing is loaded: rewriting chains is a slow nf_tables commit. Returns
+/// the rendered rules to remember for the next call.
+pub fn apply(
+    config: &NatConfig,
+    pods: &[PodPorts],
+    last_applied: Option<&str>,
+) -> Result<String, IptablesError> {
+    let saved = iptables::save_all()?;
+    let rendered = render(config, pods);
+    if last_applied == Some(rendered.as_str()) && is_loaded(config, &rendered, &saved) {
+        return Ok(rendered);
     }
-    Ok(())
+    iptables::restore(&render_apply(config, pods, &saved))?;
+    Ok(rendered)
 }
 
-/// Removes the jumps and our chains, leaving nothing behind. Idempotent.
-pub fn remove(config: &NatConfig) -> Result<(), IptablesError> {
-    for (table, chain, rule) in jump_rules(config) {
+/// Whether `saved` holds every jump and, in each chain `rendered` declares, as many rules as it
+/// renders (iptables-save reorders match options, so lines are not compared one by one).
+pub fn is_loaded(config: &NatConfig, rendered: &str, saved: &str) -> bool {
+    let jumps_present = jump_rules(config).iter().all(|(table, chain, rule)| {
         let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
-        iptables::delete_rule(table, chain, &rule)?;
+        iptables::count_rule(saved, table, chain, &rule) > 0
+    });
+    jumps_present
+        && ["filter", "nat"].iter().all(|table| {
+            let ours = table_text(rendered, table);
+            let theirs = table_text(saved, table);
+            iptables::parse_chain_names(&ours, &config.prefix).iter().all(|chain| {
+                let head = format!("-A {chain} ");
+                let count = |text: &str| text.lines().filter(|l| l.starts_with(&head)).count();
+                theirs.lines().any(|l| l.split_whitespace().next() == Some(&format!(":{chain}")))
+                    && count(&ours) == count(&theirs)
+            })
+        })
+}
+
+/// [`render`] plus, per table, an `-I` line for every jump rule missing from `saved`.
+pub fn render_apply(config: &NatConfig, pods: &[PodPorts], saved: &str) -> String {
+    let jumps = jump_rules(config);
+    let mut out = String::new();
+    for section in render(config, pods).split_inclusive("COMMIT\n") {
+        let table = section.lines().next().and_then(|l| l.strip_prefix('*')).unwrap_or_default();
+        out.push_str(section.strip_suffix("COMMIT\n").unwrap_or(section));
+        for (_, chain, rule) in jumps.iter().filter(|(t, _, _)| *t == table) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            if iptables::count_rule(saved, table, chain, &rule) == 0 {
+                let _ = writeln!(out, "-I {chain} {}", rule.join(" "));
+            }
+        }
+        out.push_str("COMMIT\n");
     }
+    out
+}
+
+/// Removes the jumps and our chains, leaving nothing behind, with one `iptables-save` and (if
+/// anything is left) one `iptables-restore`. Idempotent.
+pub fn remove(config: &NatConfig) -> Result<(), IptablesError> {
+    let input = render_remove(config, &iptables::save_all()?);
+    if input.is_empty() { Ok(()) } else { iptables::restore(&input) }
+}
+
+/// Restore input deleting every copy of our jumps and our chains present in `saved`.
+pub fn render_remove(config: &NatConfig, saved: &str) -> String {
     let c = NatChains::new(&config.prefix);
     let ours: BTreeSet<&str> =
         [&c.pod_masq, &c.hostports, &c.hostport_setmark, &c.hostport_masq, &c.pod_forward]
             .map(String::as_str)
             .into();
-    let mut input = String::new();
+    let jumps = jump_rules(config);
+    let mut out = String::new();
     for table in ["filter", "nat"] {
-        let existing: Vec<String> = iptables::chains_with_prefix(table, &config.prefix)?
+        let mut body = String::new();
+        for (_, chain, rule) in jumps.iter().filter(|(t, _, _)| *t == table) {
+            let rule: Vec<&str> = rule.iter().map(String::as_str).collect();
+            for _ in 0..iptables::count_rule(saved, table, chain, &rule) {
+                let _ = writeln!(body, "-D {chain} {}", rule.join(" "));
+            }
+        }
+        let section = table_text(saved, table);
+        let existing: Vec<String> = iptables::parse_chain_names(&section, &config.prefix)
             .into_iter()
             .filter(|name| ours.contains(name.as_str()))
             .collect();
-        input.push_str(&iptables::render_delete_chains(table, &existing));
+        let chains = iptables::render_delete_chains(table, &existing);
+        let chains_body =
+            chains.strip_prefix(&format!("*{table}\n")).and_then(|b| b.strip_suffix("COMMIT\n"));
+        body.push_str(chains_body.unwrap_or_default());
+        if !body.is_empty() {
+            let _ = write!(out, "*{table}\n{body}COMMIT\n");
+        }
     }
-    if input.is_empty() { Ok(()) } else { iptables::restore(&input) }
+    out
+}
+
+fn table_text(saved: &str, table: &str) -> String {
+    iptables::table_section(saved, table).iter().map(|l| format!("{l}\n")).collect()
 }
 
 #[cfg(test)]
@@ -314,6 +383,91 @@ COMMIT
         assert_eq!(jumps.len(), 5);
         assert!(jumps.iter().all(|(_, _, rule)| rule.last().unwrap().starts_with("RKUBE-")));
         assert_eq!(jumps[1].2, vec!["-s", "10.244.1.0/24", "-j", "RKUBE-POD-MASQ"]);
+    }
+
+    const SAVED_WITH_JUMPS: &str = "\
+*filter
+:FORWARD ACCEPT [0:0]
+:RKUBE-POD-FORWARD - [0:0]
+-A FORWARD -j RKUBE-POD-FORWARD
+-A RKUBE-POD-FORWARD -s 10.244.1.0/24 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:RKUBE-POD-MASQ - [0:0]
+:RKUBE-HOSTPORTS - [0:0]
+:RKUBE-OTHER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS
+-A POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+-A POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+COMMIT
+";
+
+    #[test]
+    fn apply_inserts_only_missing_jumps() {
+        let all = render_apply(&config(), &[web()], "");
+        assert_eq!(all.matches("\n-I ").count(), 5, "{all}");
+        assert!(all.contains("-I FORWARD -j RKUBE-POD-FORWARD\nCOMMIT\n*nat\n"), "{all}");
+        assert!(
+            all.ends_with("-I OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS\nCOMMIT\n"),
+            "{all}"
+        );
+        let rest = render_apply(&config(), &[web()], SAVED_WITH_JUMPS);
+        let inserted: Vec<&str> = rest.lines().filter(|l| l.starts_with("-I ")).collect();
+        assert_eq!(
+            inserted,
+            ["-I POSTROUTING -j RKUBE-HP-MASQ", "-I OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS"]
+        );
+        // Without the jumps it is exactly the chain contents.
+        let plain: String =
+            rest.lines().filter(|l| !l.starts_with("-I ")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(plain, render(&config(), &[web()]));
+    }
+
+    #[test]
+    fn loaded_rules_are_recognised_by_jumps_and_rule_counts() {
+        let rendered = render(&config(), &[]);
+        let jumps = "-A FORWARD -j RKUBE-POD-FORWARD\n-A POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ\n-A POSTROUTING -j RKUBE-HP-MASQ\n-A PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS\n-A OUTPUT -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS\n";
+        // What iptables-save prints after loading `rendered` plus the jumps (built-ins first).
+        let mut saved = String::new();
+        for table in ["filter", "nat"] {
+            saved.push_str(&format!("*{table}\n"));
+            for l in jumps.lines().filter(|l| (table == "filter") == l.contains("FORWARD")) {
+                saved.push_str(&format!("{l}\n"));
+            }
+            saved.push_str(&table_text(&rendered, table));
+            saved.push_str("COMMIT\n");
+        }
+        assert!(is_loaded(&config(), &rendered, &saved));
+        // A missing jump, a flushed chain or an extra rule all mean: load again.
+        assert!(!is_loaded(&config(), &rendered, &saved.replace("-A FORWARD -j RKUBE-POD-FORWARD\n", "")));
+        assert!(!is_loaded(&config(), &rendered, &saved.replace("-A RKUBE-POD-MASQ -j MASQUERADE\n", "")));
+        let with_port = render(&config(), &[web()]);
+        assert!(!is_loaded(&config(), &with_port, &saved));
+    }
+
+    #[test]
+    fn remove_deletes_every_copy_of_our_jumps_and_only_our_chains() {
+        let text = render_remove(&config(), SAVED_WITH_JUMPS);
+        let expected = "\
+*filter
+-D FORWARD -j RKUBE-POD-FORWARD
+:RKUBE-POD-FORWARD - [0:0]
+-X RKUBE-POD-FORWARD
+COMMIT
+*nat
+-D POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+-D POSTROUTING -s 10.244.1.0/24 -j RKUBE-POD-MASQ
+-D PREROUTING -m addrtype --dst-type LOCAL -j RKUBE-HOSTPORTS
+:RKUBE-POD-MASQ - [0:0]
+:RKUBE-HOSTPORTS - [0:0]
+-X RKUBE-POD-MASQ
+-X RKUBE-HOSTPORTS
+COMMIT
+";
+        assert_eq!(text, expected);
+        assert_eq!(render_remove(&config(), "*filter\nCOMMIT\n*nat\nCOMMIT\n"), "");
     }
 
     #[test]

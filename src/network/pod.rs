@@ -286,14 +286,29 @@ impl PodNetwork {
     }
 
     /// Renders and loads the node NAT rules for `records`; with no pods left, removes them.
+    /// What was last loaded is remembered in `<state>/nat.rules`, so an unchanged ruleset (a pod
+    /// without hostPorts joining a node) costs one `iptables-save` and no nf_tables commit.
     fn sync_rules(&self, pod_id: &str, records: &[PodRecord]) -> Result<(), PodNetworkError> {
         let nat_config = self.config.nat();
         let ports: Vec<PodPorts> = records.iter().map(pod_ports).collect();
-        run_in_netns(self.config.node_netns.as_deref(), || {
-            if ports.is_empty() { nat::remove(&nat_config) } else { nat::apply(&nat_config, &ports) }
+        let remembered = self.config.state_dir.join("nat.rules");
+        let last = fs::read_to_string(&remembered).ok();
+        // Forgotten first: if loading fails half-way, the next call loads everything again.
+        let _ = fs::remove_file(&remembered);
+        let loaded = run_in_netns(self.config.node_netns.as_deref(), || {
+            if ports.is_empty() {
+                nat::remove(&nat_config).map(|()| None)
+            } else {
+                nat::apply(&nat_config, &ports, last.as_deref()).map(Some)
+            }
         })
         .map_err(|source| PodNetworkError::Netns { pod: pod_id.into(), source })?
-        .map_err(|source| PodNetworkError::Iptables { pod: pod_id.into(), source })
+        .map_err(|source| PodNetworkError::Iptables { pod: pod_id.into(), source })?;
+        if let Some(rules) = loaded {
+            let tmp = remembered.with_extension("tmp");
+            let _ = fs::write(&tmp, rules).and_then(|()| fs::rename(&tmp, &remembered));
+        }
+        Ok(())
     }
 
     /// Removes everything of the pod: veth, netns pin, IP, hostPort rules. Idempotent.
@@ -367,6 +382,22 @@ impl PodNetwork {
             link::delete_link(&handle, &bridge).await
         })
         .map_err(|source| PodNetworkError::Link { pod: "-".into(), source })
+    }
+
+    /// Removes the on-disk state (IPAM, pod records, lock) and the pin directory, once
+    /// [`Self::reset_node`] succeeded. The manager must not be used afterwards.
+    pub fn remove_state(&self) -> Result<(), PodNetworkError> {
+        self.netns.unshare_dir().map_err(|source| PodNetworkError::Netns { pod: "-".into(), source })?;
+        for (dir, step) in [(self.netns.dir(), "remove pin dir"), (self.config.state_dir.as_path(), "remove")]
+        {
+            let removed = if dir == self.netns.dir() { fs::remove_dir(dir) } else { fs::remove_dir_all(dir) };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(PodNetworkError::State { path: dir.to_path_buf(), step, source }),
+            }
+        }
+        Ok(())
     }
 
     /// Every pod with a network on this node, read from disk.

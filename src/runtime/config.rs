@@ -330,9 +330,6 @@ pub fn from_spec(
                 return Err(invalid("linux.namespaces", format!("{other:?} namespaces are not supported")));
             }
         };
-        if kind == NamespaceKind::Pid && ns.path().is_some() {
-            return Err(invalid("linux.namespaces", "joining an existing pid namespace is not supported"));
-        }
         if kind == NamespaceKind::User && ns.path().is_some() {
             return Err(invalid("linux.namespaces", "joining an existing user namespace is not supported"));
         }
@@ -556,6 +553,24 @@ mod tests {
         let mut spec = spec_with(dir.path());
         spec.set_annotations(Some([(SECCOMP_ANNOTATION.to_string(), "weird".to_string())].into()));
         assert!(from_spec("c1", dir.path(), &spec, None, "rkube").is_err());
+    }
+
+    #[test]
+    fn joins_a_pid_namespace_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_with(dir.path());
+        let mut linux = spec.linux().clone().unwrap();
+        let mut namespaces = linux.namespaces().clone().unwrap();
+        for ns in namespaces.iter_mut().filter(|n| n.typ() == LinuxNamespaceType::Pid) {
+            ns.set_path(Some("/proc/42/ns/pid".into()));
+        }
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        let cfg = from_spec("c1", dir.path(), &spec, None, "rkube").unwrap();
+        assert!(!cfg.creates(NamespaceKind::Pid));
+        assert_eq!(cfg.clone_flags() & libc::CLONE_NEWPID, 0, "joined, not created at clone");
+        let pid = cfg.namespaces.iter().find(|n| n.kind == NamespaceKind::Pid).unwrap();
+        assert_eq!(pid.path.as_deref(), Some(Path::new("/proc/42/ns/pid")));
     }
 
     #[test]

@@ -205,9 +205,10 @@ fn setup_and_exec(
 
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Joins namespaces given by path.
+/// Joins namespaces given by path (but the pid namespace: the monitor joined it before the
+/// clone, as it only applies to children).
 fn join_namespaces(config: &ContainerConfig) -> Result<(), InitError> {
-    for ns in &config.namespaces {
+    for ns in config.namespaces.iter().filter(|ns| ns.kind != NamespaceKind::Pid) {
         if let Some(path) = &ns.path {
             let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(step(format!("open namespace {}", path.display())))?;

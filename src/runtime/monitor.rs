@@ -100,6 +100,11 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
                 exit_now(1)
             }
         }
+    } else if let Err(e) = join_pid_namespace(args.config) {
+        // A pid namespace given by path (a pod's shared one) only applies to children: join it
+        // here, so init is cloned into it. (With a user namespace, `join_by_path` did.)
+        send(&mut sync, &format!("E{e}"));
+        exit_now(1)
     }
     let child = match clone_with_namespaces(args.config.clone_flags()) {
         Ok(c) => c,
@@ -159,6 +164,19 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         exec_small_monitor(binary, pid, &args.state, args.cgroup, log.as_ref());
     }
     supervise(pid, &args.state, args.cgroup, log)
+}
+
+/// Makes children of this process members of the pid namespace the config names by path.
+fn join_pid_namespace(config: &ContainerConfig) -> Result<(), String> {
+    use crate::runtime::config::NamespaceKind;
+    let Some(path) =
+        config.namespaces.iter().find(|n| n.kind == NamespaceKind::Pid).and_then(|n| n.path.as_ref())
+    else {
+        return Ok(());
+    };
+    let ns = std::fs::File::open(path).map_err(|e| format!("open pid namespace {}: {e}", path.display()))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("join pid namespace {}: {e}", path.display()))
 }
 
 /// Copies logs, reaps init, writes `exit.json`, exits. Shared by the fork and `rkube-monitor`.

@@ -269,6 +269,43 @@ impl Drop for PodNode {
     }
 }
 
+/// A `rkubelet serve` started by a test; killed (SIGKILL) and reaped on drop.
+pub struct AgentGuard(pub std::process::Child);
+
+impl AgentGuard {
+    /// Kills the agent with SIGKILL now (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl PodNode {
+    /// Starts `rkubelet serve` for this node with a CrashLoopBackOff base of `backoff_ms` and
+    /// waits until it holds the node's agent lock.
+    pub fn spawn_agent(&self, backoff_ms: u64) -> AgentGuard {
+        let child = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .arg("serve")
+            .arg(format!("--backoff-initial-ms={backoff_ms}"))
+            .args(self.flags())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rkubelet serve");
+        let guard = AgentGuard(child);
+        let pid = guard.0.id() as i32;
+        assert!(wait_for(Duration::from_secs(5), || self.agent_pid() == Some(pid)), "agent did not start");
+        guard
+    }
+}
+
 pub fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
