@@ -110,6 +110,11 @@ impl Pause {
         while self.alive() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        // Reap it when this process started it (else ECHILD): no zombie is left in a long-running agent.
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(self.pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
     }
 }
 
