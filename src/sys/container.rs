@@ -68,46 +68,19 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
 /// Opens a detached, read-only bind mount of `path` (a clone not attached anywhere).
 /// Writing through it (e.g. via `/proc/<pid>/exe` after exec) fails with EROFS.
 pub fn open_readonly_clone(path: &Path) -> io::Result<OwnedFd> {
-    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: cpath is a valid NUL-terminated string for the duration of the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
-        )
-    };
-    if fd == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open_tree returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr =
-        libc::mount_attr { attr_set: libc::MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    let empty = c"";
-    // SAFETY: fd is a valid mount fd, `attr` outlives the call and its size is passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
+    open_clone_with(path, libc::MOUNT_ATTR_RDONLY, 0)
 }
 
 /// Opens a detached clone of the mount at `path` whose file ownership is seen through the id
 /// maps of the user namespace `userns` (an id-mapped mount): files owned by host id 0 appear
 /// owned by the host id that the namespace maps container id 0 to.
 pub fn open_idmapped_clone(path: &Path, userns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    open_clone_with(path, libc::MOUNT_ATTR_IDMAP, userns.as_raw_fd() as u64)
+}
+
+/// `open_tree(OPEN_TREE_CLONE)` of `path`, then `mount_setattr` setting `attr_set` (with
+/// `userns_fd` for an id map) on the detached clone.
+fn open_clone_with(path: &Path, attr_set: u64, userns_fd: u64) -> io::Result<OwnedFd> {
     let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
     // SAFETY: cpath is a valid NUL-terminated string for the duration of the call.
@@ -124,12 +97,7 @@ pub fn open_idmapped_clone(path: &Path, userns: BorrowedFd<'_>) -> io::Result<Ow
     }
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    let attr = libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd };
     // SAFETY: fd is a valid mount fd, `attr` outlives the call and its size is passed.
     let ret = unsafe {
         libc::syscall(
