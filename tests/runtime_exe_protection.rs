@@ -11,6 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use rkube::runtime::ExecRequest;
 use runtime::TestRuntime;
 use sha2::Digest;
 
@@ -94,4 +95,41 @@ fn run_without_re_exec_reaches_only_a_read_only_monitor() {
     assert_eq!(code, Some(0), "{stderr}");
 
     assert_eq!((sha256(&binary), sha256(&monitor)), before, "a runtime binary changed");
+}
+
+/// A container created by a process that is not sealed (this test) waits for its start with init
+/// still that process's binary: an exec is refused until it starts, so no process joining the
+/// container can reach the binary through `/proc`.
+#[test]
+fn exec_waits_until_an_unsealed_init_has_started() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("exe");
+    let bundle = rt.bundle(&id, &["sleep", "60"]);
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    let exec = || rt.runtime.exec(&id, &ExecRequest { args: vec!["true".into()], ..Default::default() });
+    let err = exec().unwrap_err().to_string();
+    assert!(err.contains("unsealed"), "{err}");
+    rt.runtime.start(&id).unwrap();
+    assert_eq!(exec().unwrap(), 0);
+    rt.runtime.delete(&id, true).unwrap();
+}
+
+/// The monitor and init are forked from a creator whose other threads may hold fds at that moment
+/// (a pod's network is set up meanwhile); they keep none of them. Here the write end of a pipe is
+/// open in the creator during `create`: once the creator closes it, the reader sees EOF although
+/// init still waits for its start.
+#[test]
+fn a_created_container_keeps_no_fd_of_its_creator() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("fds");
+    let bundle = rt.bundle(&id, &["true"]);
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    drop(writer);
+    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&reader), nix::poll::PollFlags::POLLIN)];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(2000u16)).unwrap();
+    assert_eq!(ready, 1, "the pipe's write end lives on in the monitor or init");
+    let mut buf = [0u8; 1];
+    assert_eq!(nix::unistd::read(&reader, &mut buf).unwrap(), 0);
+    rt.runtime.delete(&id, true).unwrap();
 }

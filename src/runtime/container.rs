@@ -7,7 +7,7 @@
 //! runs this module's code before exec.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::runtime::state::{
     ExitInfo, OciState, Record, StateDir, StateError, Status, process_alive, process_start_time, write_atomic,
 };
 use crate::runtime::tty::Console;
-use crate::sys::container::{Forked, fork};
+use crate::sys::container::{Forked, close_fds_except, fork};
 
 /// Errors of the runtime API; each names the container and the step.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +163,7 @@ impl Runtime {
     }
 
     /// Creates the container: namespaces, rootfs, cgroup; the process waits for `start`.
+    #[tracing::instrument(level = "debug", name = "runtime create", skip_all, fields(id = %req.id))]
     pub fn create(&self, req: &CreateRequest) -> Result<OciState, RuntimeError> {
         self.create_with_console(req, None)
     }
@@ -233,6 +234,18 @@ impl Runtime {
         let monitor_pid = match fork().map_err(io_err("fork monitor", id))? {
             Forked::Child => {
                 drop(sync_r);
+                // Other threads of the creator (a pod's network set up meanwhile) may have had fds
+                // open at the fork; the monitor and init keep only their own.
+                let keep = [
+                    Some(sync_w.as_raw_fd()),
+                    Some(fifo_fd.as_raw_fd()),
+                    trampoline.as_ref().map(AsRawFd::as_raw_fd),
+                    console.as_ref().map(|c| c.socket.as_raw_fd()),
+                ];
+                if let Err(e) = close_fds_except(&keep.into_iter().flatten().collect::<Vec<_>>()) {
+                    let _ = nix::unistd::write(&sync_w, format!("Eclose inherited fds: {e}\n").as_bytes());
+                    crate::sys::container::exit_now(1)
+                }
                 monitor::run(MonitorArgs {
                     config,
                     cgroup,
@@ -266,8 +279,10 @@ impl Runtime {
             let msg = line.trim_end();
             if let Some(pid) = msg.strip_prefix('P') {
                 init_pid = pid.parse::<i32>().ok();
+                tracing::debug!("init cloned");
             } else if msg == "R" {
                 ready_seen = true;
+                tracing::debug!("init ready");
             } else if let Some(err) = msg.strip_prefix('E') {
                 failure = Some(err.to_string());
             }
@@ -349,6 +364,7 @@ impl Runtime {
     }
 
     /// Lets a created container's process exec its program.
+    #[tracing::instrument(level = "debug", name = "runtime start", skip(self))]
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id)?;
         let record = dir.read_record(id)?;
@@ -463,6 +479,16 @@ impl Runtime {
         let status = dir.status(&record);
         if status != Status::Running && status != Status::Created {
             return Err(RuntimeError::WrongState { id: id.into(), status, op: "exec" });
+        }
+        // A created container's init is still the runtime's binary: a process joining its pid
+        // namespace could reach that binary through /proc unless it is the sealed read-only clone
+        // (a `run` that skipped sealing, see `exe_seal`).
+        if status == Status::Created && !crate::runtime::exe_seal::process_is_sealed(record.pid) {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                op: "exec before it starts (its init runs from an unsealed runtime binary)",
+            });
         }
         crate::runtime::exec::run(&record, req)
             .map_err(|e| RuntimeError::Init { id: id.into(), message: e.to_string() })

@@ -36,13 +36,23 @@ pub enum SealError {
 
 /// True when the running binary sits on a read-only mount.
 pub fn is_sealed() -> bool {
-    nix::sys::statvfs::statvfs("/proc/self/exe")
+    exe_is_read_only("/proc/self/exe")
+}
+
+/// True when the binary of process `pid` sits on a read-only mount.
+pub fn process_is_sealed(pid: i32) -> bool {
+    exe_is_read_only(&format!("/proc/{pid}/exe"))
+}
+
+fn exe_is_read_only(link: &str) -> bool {
+    nix::sys::statvfs::statvfs(link)
         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
         .unwrap_or(false)
 }
 
 /// Re-executes the current process from a read-only clone of its binary unless already sealed.
 /// Returns only when the binary is sealed (or on error).
+#[tracing::instrument(level = "debug", name = "seal binary")]
 pub fn ensure_sealed() -> Result<(), SealError> {
     if is_sealed() {
         return Ok(());

@@ -4,7 +4,7 @@
 //! `fork`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::unistd::Pid;
@@ -63,6 +63,28 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range only changes fd flags; arguments are plain integers.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Closes every fd >= 3 except those in `keep` (`close_range` over the gaps). A child forked from
+/// a threaded process inherits whatever fds other threads had open at that moment (pipes of their
+/// commands, sockets, lock files); one that does not exec at once must not keep them, or a pipe
+/// never reports EOF to the thread reading it.
+pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> =
+        keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > first {
+            // SAFETY: close_range only closes fds; arguments are plain integers.
+            let ret = unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
+            if ret == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
 }
 
 /// Opens a detached, read-only bind mount of `path` (a clone not attached anywhere).
