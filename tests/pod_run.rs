@@ -283,3 +283,36 @@ spec:
         node.assert_pod_gone("Bad_Name");
     }
 }
+
+/// `rkubelet run` of a pod whose start enters no container others can see (no postStart exec
+/// hook, no shared pid namespace) skips the sealing re-exec (CVE-2019-5736): each init execs
+/// through a read-only clone of `rkube-monitor`. A container whose program is `/proc/self/exe`
+/// then runs that clone (in its pause mode), and its exe link cannot be opened for writing.
+#[test]
+fn a_pod_run_without_re_exec_exposes_only_a_read_only_monitor() {
+    use std::os::unix::fs::MetadataExt;
+    let node = PodNode::new(55);
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: exe}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [/proc/self/exe, pause]}}
+"#
+    );
+    let out = node.run_yaml("exe", &yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = node.inspect("exe")["containers"][0]["id"].as_str().unwrap().to_string();
+    let record = std::fs::read(node.run_dir().join("runtime").join(&id).join("state.json")).unwrap();
+    let pid = serde_json::from_slice::<serde_json::Value>(&record).unwrap()["pid"].as_i64().unwrap();
+    let monitor = std::path::Path::new(env!("CARGO_BIN_EXE_rkubelet")).with_file_name("rkube-monitor");
+    let inode = |path: &std::path::Path| std::fs::metadata(path).map(|m| (m.dev(), m.ino())).unwrap();
+    let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+    assert_eq!(inode(&exe), inode(&monitor), "the container does not run the monitor clone");
+    let open = std::fs::OpenOptions::new().write(true).truncate(true).open(&exe);
+    assert_eq!(open.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    node.ok("rm", &["exe", "--time=0"], &[]);
+    node.assert_pod_gone("exe");
+}

@@ -32,6 +32,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| cli.log.clone().into()),
         )
         .with_writer(std::io::stderr)
+        // At debug level each stage of a command prints its duration when it ends.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
     let result = match cli.command {
         Command::Image(args) => cli::image::run(args),

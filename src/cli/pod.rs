@@ -213,11 +213,11 @@ pub enum Command {
 
 /// Runs a pod subcommand.
 pub fn run(command: Command) -> anyhow::Result<i32> {
-    // Commands that put processes into containers run from a sealed binary (CVE-2019-5736).
+    // Commands that put processes into containers run from a sealed binary (CVE-2019-5736);
+    // `run` decides once it has read the pods.
     if matches!(
         command,
-        Command::Run { .. }
-            | Command::Exec { .. }
+        Command::Exec { .. }
             | Command::Stop { .. }
             | Command::Rm { .. }
             | Command::Reset { .. }
@@ -272,6 +272,8 @@ fn load(node: &NodeConfig, name: &str) -> anyhow::Result<PodState> {
 
 fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyhow::Result<i32> {
     let text = if path == Path::new("-") {
+        // The sealing re-exec would lose what was read from stdin: seal first.
+        crate::runtime::exe_seal::ensure_sealed()?;
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
         s
@@ -279,6 +281,9 @@ fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyho
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
     let manifest = manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if manifest.pods.iter().any(pod::start_needs_sealed_caller) {
+        crate::runtime::exe_seal::ensure_sealed()?;
+    }
     let node = args.node();
     let mut started = Vec::new();
     for pod in &manifest.pods {

@@ -64,6 +64,7 @@ impl std::fmt::Debug for ImageResolver<'_> {
 
 impl ImageResolver<'_> {
     /// Makes `image` present according to `policy` (`Always`, `IfNotPresent`, `Never`) and reads it.
+    #[tracing::instrument(level = "debug", name = "image", skip(self, policy))]
     pub fn ensure(&self, image: &str, policy: &str) -> Result<ImageInfo, ImageError> {
         let reference = Reference::parse(image)
             .map_err(|e| ImageError::Reference { image: image.into(), message: e.to_string() })?;

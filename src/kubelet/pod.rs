@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodSpec};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
@@ -27,7 +27,7 @@ use super::spec::{self, BindMount, SpecInput};
 use super::state::{self, ContainerRecord, Phase, PodState, container_id, unix_now};
 use super::volumes;
 use crate::network::dns::{self, DnsConfig};
-use crate::network::{HostPort, Protocol};
+use crate::network::{HostPort, PodNetworkInfo, Protocol};
 use crate::runtime::rootfs::RootfsSource;
 use crate::runtime::{CreateRequest, ExecRequest, Runtime, Status};
 
@@ -107,6 +107,26 @@ fn facts(pod: &Pod, ip: &str) -> PodFacts {
     }
 }
 
+/// Whether the process that starts `pod` must run from a sealed binary (see `runtime::exe_seal`).
+/// Each container's init execs through the sealed `rkube-monitor` and, alone in a pid namespace
+/// of its own until then, is out of every container process's sight; so only
+/// [`enters_visible_containers`] needs it. (The agent, which runs probes and restarts, always
+/// seals itself.)
+pub fn start_needs_sealed_caller(pod: &Pod) -> bool {
+    crate::runtime::monitor::installed_binary().is_none() || enters_visible_containers(pod)
+}
+
+/// Whether starting `pod` puts a process of ours into a container that others can already see: a
+/// postStart exec hook, or an init joining the pod's shared pid namespace.
+pub fn enters_visible_containers(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else { return true };
+    let post_start_exec = spec
+        .containers
+        .iter()
+        .any(|c| c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).is_some_and(|h| h.exec.is_some()));
+    spec.share_process_namespace == Some(true) || post_start_exec
+}
+
 /// Inputs of one pod start besides the node.
 #[derive(Debug)]
 pub struct StartRequest<'a> {
@@ -124,6 +144,7 @@ struct Planned<'a> {
 }
 
 /// Starts a pod and returns its persisted state (phase Running).
+#[tracing::instrument(level = "debug", name = "pod start", skip_all, fields(pod = req.pod.metadata.name.as_deref().unwrap_or_default()))]
 pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodError> {
     let pod = req.pod;
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -133,6 +154,7 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
+    let _warmer = sandbox::warm_cgroup_attach(&node.cgroup_root, &node.cgroup_parent);
     if spec.share_process_namespace == Some(true) && crate::runtime::monitor::installed_binary().is_none() {
         return Err(invalid("shareProcessNamespace needs the rkube-monitor binary next to rkubelet".into()));
     }
@@ -182,7 +204,17 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         planned.push(Planned { container: c, image: info });
     }
     let _lock = lock(&dir, true, true).map_err(step(&name, "lock pod dir"))?;
-    match start_locked(node, req, &name, &dir, &planned, &volumes, &sources) {
+    let starting = Starting {
+        node,
+        req,
+        spec,
+        name: &name,
+        dir: &dir,
+        planned: &planned,
+        volumes: &volumes,
+        sources: &sources,
+    };
+    match start_locked(&starting) {
         Ok(state) => Ok(state),
         Err(e) => {
             let _ = cleanup(node, &name);
@@ -191,32 +223,76 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_locked(
-    node: &NodeConfig,
-    req: &StartRequest<'_>,
-    name: &str,
-    dir: &Path,
-    planned: &[Planned<'_>],
-    volumes: &[k8s_openapi::api::core::v1::Volume],
-    sources: &EnvSources<'_>,
-) -> Result<PodState, PodError> {
-    let pod = req.pod;
-    let spec =
-        pod.spec.as_ref().ok_or_else(|| PodError::Invalid { pod: name.into(), message: "no spec".into() })?;
+/// A validated pod start, under the pod's lock.
+struct Starting<'a> {
+    node: &'a NodeConfig,
+    req: &'a StartRequest<'a>,
+    spec: &'a PodSpec,
+    name: &'a str,
+    dir: &'a Path,
+    planned: &'a [Planned<'a>],
+    volumes: &'a [k8s_openapi::api::core::v1::Volume],
+    sources: &'a EnvSources<'a>,
+}
+
+fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
+    let Starting { node, req, spec, name, dir, .. } = *starting;
     let network = node.network().map_err(step(name, "network"))?;
-    let info = network.setup(name, name, &host_ports(pod)).map_err(step(name, "network setup"))?;
+    let ports = host_ports(req.pod);
+    let info = network.reserve(name, &ports).map_err(step(name, "network setup"))?;
+    // The pod's network is wired (veth, addresses, node rules) while the rest of its sandbox and
+    // its first container are created: both take milliseconds, and nothing in the pod runs
+    // before that container's start below.
+    let (created, wired) = std::thread::scope(|scope| {
+        let wiring = scope.spawn(|| network.setup(name, name, &ports));
+        (create_sandbox(starting, &info), wiring.join())
+    });
+    wired.unwrap_or_else(|panic| std::panic::resume_unwind(panic)).map_err(step(name, "network setup"))?;
+    let mut state = created?;
+    let runtime = node.runtime();
+    let policy = RestartPolicy::parse(spec.restart_policy.as_deref())
+        .map_err(|message| PodError::Invalid { pod: name.into(), message })?;
+    let deadline = Instant::now() + req.init_timeout;
+    for i in 0..state.init_containers.len() {
+        let record = &mut state.init_containers[i];
+        start_saved(&runtime, dir, record).map_err(step(name, "start init container"))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let exit = runtime.wait(&record.id, Some(left)).map_err(step(name, "wait for init container"))?;
+        record.last_exit = Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
+        if exit.code == 0 {
+            runtime.delete(&record.id, true).map_err(step(name, "remove init container"))?;
+            record.done = true;
+            continue;
+        }
+        if !policy.retries_init() {
+            return Err(PodError::Step {
+                pod: name.into(),
+                step: "init container",
+                message: format!(
+                    "{} exited with code {} (restartPolicy Never: pod Failed)",
+                    record.name, exit.code
+                ),
+            });
+        }
+        // The exited container stays for the agent, which retries it with back-off; the pod is
+        // Pending until every init container succeeded.
+        state::save(dir, &state).map_err(step(name, "save state"))?;
+        return Ok(state);
+    }
+    start_app_containers(&runtime, dir, &mut state).map_err(step(name, "start container"))?;
+    state.phase = Phase::Running;
+    state::save(dir, &state).map_err(step(name, "save state"))?;
+    Ok(state)
+}
+
+/// Creates the pod's sandbox besides its network (IPC namespace, /etc files, volumes, cgroup,
+/// shared pid namespace), saves every container's spec and creates the first container, which
+/// waits for its start. Returns the pod's state (Pending).
+fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodState, PodError> {
+    let Starting { node, req, spec, name, dir, planned, volumes, sources } = *starting;
+    let pod = req.pod;
     let ipc = node.ipc_dir().join(name);
     sandbox::create_ipc(&ipc).map_err(step(name, "ipc namespace"))?;
-    let cgroup = pod_cgroup(node, name);
-    sandbox::create_pod_cgroup(&node.cgroup_root, &cgroup).map_err(step(name, "pod cgroup"))?;
-    let pause = match (spec.share_process_namespace, crate::runtime::monitor::installed_binary()) {
-        (Some(true), Some(binary)) => Some(
-            sandbox::start_pause(&binary, &node.cgroup_root, &cgroup)
-                .map_err(step(name, "shared pid namespace"))?,
-        ),
-        _ => None,
-    };
     // /etc files shared by the pod's containers.
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(step(name, "create etc dir"))?;
@@ -238,6 +314,17 @@ fn start_locked(
         &tmpfs,
     )
     .map_err(step(name, "volumes"))?;
+    // The cgroup directories come last before the containers: meanwhile the warmer (see `start`)
+    // may hold the kernel's cgroup mutex.
+    let cgroup = pod_cgroup(node, name);
+    sandbox::create_pod_cgroup(&node.cgroup_root, &cgroup).map_err(step(name, "pod cgroup"))?;
+    let pause = match (spec.share_process_namespace, crate::runtime::monitor::installed_binary()) {
+        (Some(true), Some(binary)) => Some(
+            sandbox::start_pause(&binary, &node.cgroup_root, &cgroup)
+                .map_err(step(name, "shared pid namespace"))?,
+        ),
+        _ => None,
+    };
     let facts = facts(pod, &info.ip.to_string());
     let runtime = node.runtime();
     let n_init = spec.init_containers.as_ref().map_or(0, Vec::len);
@@ -306,38 +393,9 @@ fn start_locked(
         };
         if i < n_init { state.init_containers.push(record) } else { state.containers.push(record) }
     }
-    let policy = RestartPolicy::parse(spec.restart_policy.as_deref())
-        .map_err(|message| PodError::Invalid { pod: name.into(), message })?;
-    let deadline = Instant::now() + req.init_timeout;
-    for i in 0..state.init_containers.len() {
-        let record = &mut state.init_containers[i];
-        start_saved(&runtime, dir, record).map_err(step(name, "start init container"))?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let exit = runtime.wait(&record.id, Some(left)).map_err(step(name, "wait for init container"))?;
-        record.last_exit = Some(state::Exit { code: exit.code, oom_killed: exit.oom_killed, at: unix_now() });
-        if exit.code == 0 {
-            runtime.delete(&record.id, true).map_err(step(name, "remove init container"))?;
-            record.done = true;
-            continue;
-        }
-        if !policy.retries_init() {
-            return Err(PodError::Step {
-                pod: name.into(),
-                step: "init container",
-                message: format!(
-                    "{} exited with code {} (restartPolicy Never: pod Failed)",
-                    record.name, exit.code
-                ),
-            });
-        }
-        // The exited container stays for the agent, which retries it with back-off; the pod is
-        // Pending until every init container succeeded.
-        state::save(dir, &state).map_err(step(name, "save state"))?;
-        return Ok(state);
+    if let Some(first) = state.init_containers.first().or(state.containers.first()) {
+        recreate_container(&runtime, dir, first).map_err(step(name, "create container"))?;
     }
-    start_app_containers(&runtime, dir, &mut state).map_err(step(name, "start container"))?;
-    state.phase = Phase::Running;
-    state::save(dir, &state).map_err(step(name, "save state"))?;
     Ok(state)
 }
 
@@ -370,8 +428,9 @@ pub fn log_file(pod_dir: &Path, container: &str) -> PathBuf {
     pod_dir.join("logs").join(format!("{container}.log"))
 }
 
-/// Creates and starts one container from `spec` on a fresh writable layer; the spec is saved in
-/// the bundle so the agent can restart the container later.
+/// Creates one container from `spec` on a fresh writable layer, waiting for its start; the spec
+/// is saved in the bundle so the agent can restart the container later.
+#[tracing::instrument(level = "debug", name = "container create", skip_all, fields(id = %record.id))]
 pub fn create_container(
     runtime: &Runtime,
     pod_dir: &Path,
@@ -397,31 +456,35 @@ pub fn create_container(
         pid_file: None,
     };
     runtime.create(&req).map_err(io::Error::other)?;
-    if let Err(e) = runtime.start(&record.id) {
-        let _ = runtime.delete(&record.id, true);
-        return Err(io::Error::other(e));
-    }
     Ok(())
 }
 
-/// Saves a container's spec in its bundle, where [`restart_container`] finds it.
+/// Saves a container's spec in its bundle, where [`recreate_container`] finds it.
 pub fn save_spec(pod_dir: &Path, container: &str, spec: &Spec) -> io::Result<()> {
     let bundle = bundle_dir(pod_dir, container);
     fs::create_dir_all(&bundle)?;
     fs::write(bundle.join("config.json"), serde_json::to_vec(spec).map_err(io::Error::other)?)
 }
 
-/// (Re-)creates a container from the spec saved in its bundle, replacing an exited run.
-pub fn restart_container(runtime: &Runtime, pod_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
+/// (Re-)creates a container from the spec saved in its bundle, replacing an exited run; the new
+/// one waits for its start.
+pub fn recreate_container(runtime: &Runtime, pod_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
     let _ = runtime.delete(&record.id, true);
     let data = fs::read(bundle_dir(pod_dir, &record.name).join("config.json"))?;
     let spec: Spec = serde_json::from_slice(&data).map_err(io::Error::other)?;
     create_container(runtime, pod_dir, record, &spec)
 }
 
-/// Starts a container from its saved spec and stamps the start time.
+/// Starts a container from its saved spec and stamps the start time: one already created (waiting
+/// for its start) is started as is, an exited run is replaced by a new one.
 pub fn start_saved(runtime: &Runtime, pod_dir: &Path, record: &mut ContainerRecord) -> io::Result<()> {
-    restart_container(runtime, pod_dir, record)?;
+    if !matches!(runtime.state(&record.id).map(|s| s.status), Ok(Status::Created)) {
+        recreate_container(runtime, pod_dir, record)?;
+    }
+    if let Err(e) = runtime.start(&record.id) {
+        let _ = runtime.delete(&record.id, true);
+        return Err(io::Error::other(e));
+    }
     record.started_at = unix_now();
     record.restart_at_ms = None;
     Ok(())
@@ -572,4 +635,28 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
         }
     }
     errors.into_iter().next().map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(spec: &str) -> Pod {
+        serde_yaml_ng::from_str(&format!("metadata: {{name: p}}\nspec:\n{spec}")).unwrap()
+    }
+
+    #[test]
+    fn only_hooks_and_shared_pid_namespaces_enter_visible_containers() {
+        let plain = "  containers: [{name: c, image: i}]\n";
+        assert!(!enters_visible_containers(&pod(plain)));
+        assert!(enters_visible_containers(&pod(&format!("  shareProcessNamespace: true\n{plain}"))));
+        let hook = |handler: &str| {
+            pod(&format!("  containers: [{{name: c, image: i, lifecycle: {{postStart: {handler}}}}}]\n"))
+        };
+        assert!(enters_visible_containers(&hook("{exec: {command: [true]}}")));
+        assert!(!enters_visible_containers(&hook("{httpGet: {port: 80}}")));
+        let pre_stop =
+            "  containers: [{name: c, image: i, lifecycle: {preStop: {exec: {command: [true]}}}}]\n";
+        assert!(!enters_visible_containers(&pod(pre_stop)), "preStop runs from `stop`/`rm`, which seal");
+    }
 }

@@ -26,6 +26,7 @@ fn io_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SandboxE
 }
 
 /// Creates a new IPC namespace pinned by a bind mount at `path`.
+#[tracing::instrument(level = "debug", name = "ipc namespace", skip_all)]
 pub fn create_ipc(path: &Path) -> Result<(), SandboxError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err("create dir", dir))?;
@@ -186,6 +187,7 @@ pub fn cgroup_dirs(root: &Path, rel: &str) -> Vec<PathBuf> {
 
 /// Creates the pod's cgroup directories, so that the runtime creates (and removes) only the
 /// containers' own directories below them.
+#[tracing::instrument(level = "debug", name = "pod cgroup", skip(root))]
 pub fn create_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
     for dir in cgroup_dirs(root, rel) {
         fs::create_dir_all(&dir).map_err(io_err("create cgroup", &dir))?;
@@ -200,6 +202,39 @@ pub fn create_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
         let _ = fs::write(level.join("cgroup.subtree_control"), "+cpu +memory +pids");
     }
     Ok(())
+}
+
+/// A thread warming the kernel's cgroup attach lock (see [`warm_cgroup_attach`]); joined when
+/// dropped, so it has left the pod's cgroup before that may be removed.
+pub struct AttachWarmer(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for AttachWarmer {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Warms the kernel's cgroup attach lock for a pod's first container. On cgroup v1 the first
+/// move of a task between cgroups after a quiet spell waits for an RCU grace period (7–13 ms
+/// measured) while holding the cgroup mutex; a move within a grace period after another one is
+/// quick. So while a pod is prepared, a short-lived thread moves itself into the node's cgroup
+/// `rel` (one hierarchy: the lock is global), and the monitor's move of the container's init
+/// finds the lock warm. Cgroup directories are best made after it. Best effort; only on v1, and
+/// only once `rel` exists (the node's first pod creates it).
+pub fn warm_cgroup_attach(root: &Path, rel: &str) -> AttachWarmer {
+    let tasks = cgroup_dirs(root, rel.trim_matches('/')).into_iter().next().map(|dir| dir.join("tasks"));
+    let thread =
+        tasks.filter(|t| crate::runtime::cgroup::v1::available(root) && t.exists()).and_then(|tasks| {
+            std::thread::Builder::new()
+                .name("cgroup-warm".into())
+                .spawn(move || {
+                    let _ = fs::write(tasks, nix::unistd::gettid().to_string());
+                })
+                .ok()
+        });
+    AttachWarmer(thread)
 }
 
 /// Removes the pod's cgroup directories. Container cgroups the runtime has no record of (a start

@@ -121,6 +121,7 @@ pub fn needs_tmpfs(volumes: &[Volume]) -> bool {
 
 /// Creates every volume of the pod: disk volumes under `disk_dir`, secrets and memory emptyDirs
 /// under `tmpfs_dir` (already mounted).
+#[tracing::instrument(level = "debug", name = "volumes", skip_all)]
 pub fn prepare(
     volumes: &[Volume],
     config_maps: &[ConfigMap],

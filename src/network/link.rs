@@ -53,6 +53,7 @@ fn errno(err: &rtnetlink::Error) -> Option<i32> {
 }
 
 /// Runs `work` with a netlink handle bound to the namespace at `netns` (caller's namespace if `None`).
+#[tracing::instrument(level = "debug", name = "netlink", skip(work))]
 pub fn with_netlink<T, F, Fut>(netns: Option<&Path>, work: F) -> Result<T, LinkError>
 where
     T: Send,

@@ -66,6 +66,7 @@ impl NetnsStore {
     }
 
     /// Creates and pins a new network namespace for `id`; if it is already pinned, returns its path.
+    #[tracing::instrument(level = "debug", name = "netns", skip(self))]
     pub fn create(&self, id: &str) -> Result<PathBuf, NetnsError> {
         let path = self.path(id)?;
         if is_netns_mount(&path) {

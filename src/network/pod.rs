@@ -179,9 +179,40 @@ impl PodNetwork {
             .map_err(|source| PodNetworkError::HostPort { pod: pod_id.into(), source })
     }
 
+    /// Reserves the pod's IP and pins its network namespace, so its containers can be created
+    /// while [`PodNetwork::setup`] wires it. A hostPort clash fails before anything is reserved,
+    /// and a failure leaves nothing of a new pod. Idempotent.
+    #[tracing::instrument(level = "debug", name = "pod address", skip(self, host_ports))]
+    pub fn reserve(&self, pod_id: &str, host_ports: &[HostPort]) -> Result<PodNetworkInfo, PodNetworkError> {
+        self.netns_path(pod_id)?;
+        let _lock = self.lock()?;
+        self.check_host_ports(pod_id, host_ports)?;
+        let existed = self.records()?.iter().any(|r| r.pod_id == pod_id);
+        let reserved = self.reserve_locked(pod_id);
+        if reserved.is_err() && !existed {
+            let _ = self.teardown_locked(pod_id);
+        }
+        reserved
+    }
+
+    fn reserve_locked(&self, pod_id: &str) -> Result<PodNetworkInfo, PodNetworkError> {
+        let pod = || pod_id.to_string();
+        let ip = self.ipam.allocate(pod_id).map_err(|source| PodNetworkError::Ipam { pod: pod(), source })?;
+        let netns_path =
+            self.netns.create(pod_id).map_err(|source| PodNetworkError::Netns { pod: pod(), source })?;
+        Ok(PodNetworkInfo {
+            netns_path,
+            ip,
+            gateway: self.ipam.gateway(),
+            prefix_len: self.config.pod_cidr.prefix_len(),
+            veth: veth_name(&self.config.veth_prefix, pod_id),
+        })
+    }
+
     /// Creates the pod's network (netns, veth on the bridge, IP, routes, hostPorts), or brings an
     /// existing one back in line (idempotent). If a first setup fails, everything it created is
     /// removed again.
+    #[tracing::instrument(level = "debug", name = "pod network", skip(self, pod_name, host_ports))]
     pub fn setup(
         &self,
         pod_id: &str,
@@ -212,16 +243,8 @@ impl PodNetwork {
         mut records: Vec<PodRecord>,
     ) -> Result<PodNetworkInfo, PodNetworkError> {
         let pod = || pod_id.to_string();
-        let ip = self.ipam.allocate(pod_id).map_err(|source| PodNetworkError::Ipam { pod: pod(), source })?;
-        let netns_path =
-            self.netns.create(pod_id).map_err(|source| PodNetworkError::Netns { pod: pod(), source })?;
-        let info = PodNetworkInfo {
-            netns_path: netns_path.clone(),
-            ip,
-            gateway: self.ipam.gateway(),
-            prefix_len: self.config.pod_cidr.prefix_len(),
-            veth: veth_name(&self.config.veth_prefix, pod_id),
-        };
+        let info = self.reserve_locked(pod_id)?;
+        let (ip, netns_path) = (info.ip, info.netns_path.clone());
         self.prepare_node(pod_id)?;
 
         let (bridge, mtu, hairpin) = (self.config.bridge.clone(), self.config.mtu, self.config.hairpin);
@@ -271,6 +294,7 @@ impl PodNetwork {
     }
 
     /// Node sysctls: forwarding on, bridged traffic through iptables, optional route_localnet.
+    #[tracing::instrument(level = "debug", name = "node sysctls", skip_all)]
     fn prepare_node(&self, pod_id: &str) -> Result<(), PodNetworkError> {
         let localhost = self.config.localhost_hostports;
         run_in_netns(self.config.node_netns.as_deref(), || -> Result<(), SysctlError> {
@@ -288,6 +312,7 @@ impl PodNetwork {
     /// Renders and loads the node NAT rules for `records`; with no pods left, removes them.
     /// What was last loaded is remembered in `<state>/nat.rules`, so an unchanged ruleset (a pod
     /// without hostPorts joining a node) costs one `iptables-save` and no nf_tables commit.
+    #[tracing::instrument(level = "debug", name = "node NAT rules", skip_all)]
     fn sync_rules(&self, pod_id: &str, records: &[PodRecord]) -> Result<(), PodNetworkError> {
         let nat_config = self.config.nat();
         let ports: Vec<PodPorts> = records.iter().map(pod_ports).collect();
