@@ -118,7 +118,7 @@ pub fn start_needs_sealed_caller(pod: &Pod) -> bool {
 
 /// Whether starting `pod` puts a process of ours into a container that others can already see: a
 /// postStart exec hook, or an init joining the pod's shared pid namespace.
-pub fn enters_visible_containers(pod: &Pod) -> bool {
+fn enters_visible_containers(pod: &Pod) -> bool {
     let Some(spec) = pod.spec.as_ref() else { return true };
     let post_start_exec = spec
         .containers
@@ -154,6 +154,7 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
+    // From here on, the grace period the first container's cgroup move waits for runs alongside.
     let _warmer = sandbox::warm_cgroup_attach(&node.cgroup_root, &node.cgroup_parent);
     if spec.share_process_namespace == Some(true) && crate::runtime::monitor::installed_binary().is_none() {
         return Err(invalid("shareProcessNamespace needs the rkube-monitor binary next to rkubelet".into()));
