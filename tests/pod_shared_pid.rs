@@ -1,6 +1,6 @@
 //! Root integration test of `shareProcessNamespace`: a pause process is PID 1 of the pod's pid
-//! namespace, the pod's containers see each other's processes, a dead pause fails the pod, and
-//! `rm` leaves nothing.
+//! namespace, the pod's containers see each other's processes, a dead pause gets the pod a new
+//! sandbox (or fails it under restartPolicy Never), and `rm` leaves nothing.
 
 #[path = "support/network.rs"]
 mod network;
@@ -32,6 +32,16 @@ spec:
   terminationGracePeriodSeconds: 0
   containers:
   - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3603"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: never}}
+spec:
+  terminationGracePeriodSeconds: 0
+  shareProcessNamespace: true
+  restartPolicy: Never
+  containers:
+  - {{name: n, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3604"]}}
 "#
     );
     let out = node.run_yaml("shared", &yaml, false);
@@ -53,27 +63,44 @@ spec:
     assert!(!ps.contains("sleep 3601"), "{ps}");
     assert!(node.exec("private", "c", &["cat", "/proc/1/cmdline"]).starts_with("sleep"));
 
-    // An agent re-adopts the pod and leaves the pause alone; if the pause dies, its namespace and
-    // containers die with it and the pod fails rather than joining whatever reuses the pid.
+    // An agent re-adopts the pod and leaves the pause alone. If the pause dies, its namespace and
+    // containers die with it; the pod gets a new pause (never joining whatever reuses the pid) and
+    // its containers start again in the new namespace, each counting a restart.
     let _agent = node.spawn_agent(1000);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(node.inspect("shared")["phase"], "Running");
     assert!(std::path::Path::new(&format!("/proc/{pause}")).exists() && !pod::is_zombie(pause));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || node.inspect("shared")["phase"] == "Failed"),
-        "pod not Failed"
-    );
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap()
+    };
+    kill(pause);
+    let recreated = wait_for(Duration::from_secs(10), || {
+        let st = node.inspect("shared");
+        st["phase"] == "Running" && st["pause"]["pid"].as_i64() != Some(pause.into())
+    });
     let st = node.inspect("shared");
-    assert_eq!(st["containers"][0]["restarts"], 0, "{st}");
-    assert_eq!(st["containers"][1]["restarts"], 0, "{st}");
+    assert!(recreated, "no new sandbox: {st}");
+    assert_eq!(st["containers"][0]["restarts"], 1, "{st}");
+    assert_eq!(st["containers"][1]["restarts"], 1, "{st}");
+    let ps = node.exec("shared", "a", &["ps", "-o", "pid,args"]);
+    assert!(ps.contains("sleep 3601") && ps.contains("sleep 3602"), "{ps}");
+    assert!(node.exec("shared", "b", &["cat", "/proc/1/cmdline"]).contains("pause"));
+    let new_pause = st["pause"]["pid"].as_i64().unwrap() as i32;
 
-    node.ok("rm", &["shared", "private"], &[]);
-    node.assert_pod_gone("shared");
-    node.assert_pod_gone("private");
-    assert!(
-        wait_for(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{pause}")).exists()
-            || pod::is_zombie(pause)),
-        "pause process {pause} left"
-    );
+    // Under restartPolicy Never the pod fails instead.
+    kill(node.inspect("never")["pause"]["pid"].as_i64().unwrap() as i32);
+    assert!(wait_for(Duration::from_secs(10), || node.inspect("never")["phase"] == "Failed"), "not Failed");
+    assert_eq!(node.inspect("never")["containers"][0]["restarts"], 0);
+
+    node.ok("rm", &["shared", "private", "never"], &[]);
+    for name in ["shared", "private", "never"] {
+        node.assert_pod_gone(name);
+    }
+    for pid in [pause, new_pause] {
+        assert!(
+            wait_for(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || pod::is_zombie(pid)),
+            "pause process {pid} left"
+        );
+    }
 }

@@ -24,6 +24,7 @@ use super::pod;
 use super::probe::{ProbeState, ProbeTiming, Verdict};
 use super::prober;
 use super::restart::RestartPolicy;
+use super::sandbox::{self, Pause};
 use super::state::{self, ContainerRecord, Exit, Phase, PodState, unix_now, unix_now_ms};
 use crate::runtime::Status;
 
@@ -135,15 +136,7 @@ impl Agent {
             && let Some(pause) = st.pause
             && !pause.alive()
         {
-            // Its namespace died with it (and with it every container); a path to a reused pid
-            // must never be joined.
-            tracing::warn!("pod {name}: the pause process of its shared pid namespace is gone; pod Failed");
-            st.phase = Phase::Failed;
-            for c in st.init_containers.iter_mut().chain(st.containers.iter_mut()) {
-                c.done = true;
-                c.restart_at_ms = None;
-            }
-            return state::save(&dir, &st).map_err(|e| e.to_string());
+            return self.recreate_sandbox(name, &dir, st, now_ms);
         }
         match st.phase {
             Phase::Pending => return self.sync_init(name, &dir, st, now_ms),
@@ -255,6 +248,82 @@ impl Agent {
 }
 
 impl Agent {
+    /// The pause process of the pod's shared pid namespace died, and every container with its
+    /// namespace; a path to a reused pid must never be joined. As the kubelet does for a dead
+    /// sandbox: under restartPolicy Never the pod Failed; otherwise a new pause process starts,
+    /// each container's saved spec names its namespace, and the pod starts over from its init
+    /// containers (each container counts a restart).
+    fn recreate_sandbox(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        mut st: PodState,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let spec = st.pod.spec.clone().unwrap_or_default();
+        let policy = RestartPolicy::parse(spec.restart_policy.as_deref()).unwrap_or_default();
+        let restarted = if policy.recreates_sandbox() {
+            self.new_shared_pid_namespace(name, dir, &st)
+        } else {
+            Err("restartPolicy Never".into())
+        };
+        match restarted {
+            Ok(pause) => {
+                tracing::warn!(
+                    "pod {name}: the pause process of its shared pid namespace died; pod sandbox recreated"
+                );
+                st.pause = Some(pause);
+                st.phase = Phase::Pending;
+                for c in &mut st.init_containers {
+                    c.done = false;
+                    c.restart_at_ms = Some(now_ms);
+                }
+                // Done ones succeeded under OnFailure and are not started again.
+                for c in st.containers.iter_mut().filter(|c| !c.done) {
+                    c.restarts += 1;
+                    c.ready = false;
+                    c.restart_at_ms = None;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "pod {name}: the pause process of its shared pid namespace died ({e}); pod Failed"
+                );
+                st.phase = Phase::Failed;
+                for c in st.init_containers.iter_mut().chain(st.containers.iter_mut()) {
+                    c.done = true;
+                    c.restart_at_ms = None;
+                }
+            }
+        }
+        state::save(dir, &st).map_err(|e| e.to_string())
+    }
+
+    /// Starts a new pause process for the pod and points every container's saved spec at its
+    /// namespace (the old containers are removed).
+    fn new_shared_pid_namespace(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+        st: &PodState,
+    ) -> Result<Pause, String> {
+        let binary = crate::runtime::monitor::installed_binary().ok_or("no rkube-monitor binary")?;
+        let pause = sandbox::start_pause(&binary, &self.node.cgroup_root, &pod::pod_cgroup(&self.node, name))
+            .map_err(|e| e.to_string())?;
+        let runtime = self.node.runtime();
+        let repointed = st.init_containers.iter().chain(&st.containers).try_for_each(|c| {
+            let _ = runtime.delete(&c.id, true);
+            pod::repoint_pid_namespace(dir, &c.name, &pause.pid_namespace())
+        });
+        match repointed {
+            Ok(()) => Ok(pause),
+            Err(e) => {
+                pause.kill(Duration::from_secs(5));
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// Drives a Pending pod through its init containers, in order: starts the next one, retries a
     /// failed one with back-off, and starts the app containers once all succeeded.
     fn sync_init(

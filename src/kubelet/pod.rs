@@ -401,10 +401,10 @@ fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodS
 }
 
 /// Starts the pod's app containers from their saved specs (once the init containers are done) and
-/// runs their postStart hooks.
+/// runs their postStart hooks; containers already done (succeeded under OnFailure) stay so.
 pub fn start_app_containers(runtime: &Runtime, pod_dir: &Path, state: &mut PodState) -> io::Result<()> {
     let spec = state.pod.spec.clone().unwrap_or_default();
-    for record in &mut state.containers {
+    for record in state.containers.iter_mut().filter(|c| !c.done) {
         start_saved(runtime, pod_dir, record)?;
         let container = spec.containers.iter().find(|c| c.name == record.name);
         if let Some(h) = container.and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.post_start.as_ref()) {
@@ -467,13 +467,24 @@ pub fn save_spec(pod_dir: &Path, container: &str, spec: &Spec) -> io::Result<()>
     fs::write(bundle.join("config.json"), serde_json::to_vec(spec).map_err(io::Error::other)?)
 }
 
+/// The spec saved in a container's bundle.
+fn load_spec(pod_dir: &Path, container: &str) -> io::Result<Spec> {
+    let data = fs::read(bundle_dir(pod_dir, container).join("config.json"))?;
+    serde_json::from_slice(&data).map_err(io::Error::other)
+}
+
+/// Points the saved spec of `container` at the pid namespace `path`.
+pub fn repoint_pid_namespace(pod_dir: &Path, container: &str, path: &Path) -> io::Result<()> {
+    let mut spec = load_spec(pod_dir, container)?;
+    spec::set_pid_namespace(&mut spec, path.to_path_buf());
+    save_spec(pod_dir, container, &spec)
+}
+
 /// (Re-)creates a container from the spec saved in its bundle, replacing an exited run; the new
 /// one waits for its start.
 pub fn recreate_container(runtime: &Runtime, pod_dir: &Path, record: &ContainerRecord) -> io::Result<()> {
     let _ = runtime.delete(&record.id, true);
-    let data = fs::read(bundle_dir(pod_dir, &record.name).join("config.json"))?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(io::Error::other)?;
-    create_container(runtime, pod_dir, record, &spec)
+    create_container(runtime, pod_dir, record, &load_spec(pod_dir, &record.name)?)
 }
 
 /// Starts a container from its saved spec and stamps the start time: one already created (waiting

@@ -35,6 +35,12 @@ impl RestartPolicy {
     pub fn retries_init(self) -> bool {
         self != RestartPolicy::Never
     }
+
+    /// Whether a pod whose sandbox died (with its containers) gets a new one and starts over
+    /// (Kubernetes: unless the policy is Never and its containers have run).
+    pub fn recreates_sandbox(self) -> bool {
+        self != RestartPolicy::Never
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +54,8 @@ mod tests {
         assert!(!RestartPolicy::OnFailure.restarts(0));
         assert!(!RestartPolicy::Never.restarts(1));
         assert!(!RestartPolicy::Never.retries_init());
+        assert!(RestartPolicy::OnFailure.recreates_sandbox());
+        assert!(!RestartPolicy::Never.recreates_sandbox());
         assert_eq!(RestartPolicy::parse(None), Ok(RestartPolicy::Always));
         assert!(RestartPolicy::parse(Some("always")).unwrap_err().contains("spec.restartPolicy"));
     }

@@ -58,6 +58,16 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
     ns
 }
 
+/// Points a container spec at the pid namespace `path` (a pod's recreated shared namespace).
+pub fn set_pid_namespace(spec: &mut Spec, path: PathBuf) {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Pid);
+    namespaces.insert(0, namespace(LinuxNamespaceType::Pid, Some(path)));
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+}
+
 /// Capability names as the kernel spells them (`CAP_NET_ADMIN`).
 fn cap_name(name: &str) -> String {
     let upper = name.to_ascii_uppercase();
@@ -214,6 +224,17 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Capabilities;
+
+    #[test]
+    fn the_pid_namespace_can_be_repointed() {
+        let mut spec = build(&input(None)).unwrap();
+        set_pid_namespace(&mut spec, "/proc/42/ns/pid".into());
+        let namespaces = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        let pid: Vec<_> = namespaces.iter().filter(|ns| ns.typ() == LinuxNamespaceType::Pid).collect();
+        assert_eq!(pid.len(), 1);
+        assert_eq!(pid[0].path().as_deref(), Some(std::path::Path::new("/proc/42/ns/pid")));
+        assert_eq!(namespaces.len(), 5, "the other namespaces are kept");
+    }
 
     fn input<'a>(security: Option<&'a SecurityContext>) -> SpecInput<'a> {
         SpecInput {
