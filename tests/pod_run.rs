@@ -316,3 +316,35 @@ spec:
     node.ok("rm", &["exe", "--time=0"], &[]);
     node.assert_pod_gone("exe");
 }
+
+/// `rkubelet run -` reads the manifest from stdin; the sealing re-exec, which would lose what was
+/// read, happens before.
+#[test]
+fn a_manifest_can_come_from_stdin() {
+    let node = PodNode::new(56);
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: piped}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
+"#
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .args(["run", "-", "--no-agent"])
+        .args(node.flags())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pod/piped running"));
+    assert_eq!(node.inspect("piped")["phase"], "Running");
+    node.ok("rm", &["piped", "--time=0"], &[]);
+    node.assert_pod_gone("piped");
+}
