@@ -76,12 +76,14 @@ spec:
     kill(pause);
     let recreated = wait_for(Duration::from_secs(10), || {
         let st = node.inspect("shared");
-        st["phase"] == "Running" && st["pause"]["pid"].as_i64() != Some(pause.into())
+        st["pause"]["pid"].as_i64() != Some(pause.into())
+            && st["containers"][0]["restarts"] == 1
+            && st["containers"][1]["restarts"] == 1
     });
     let st = node.inspect("shared");
     assert!(recreated, "no new sandbox: {st}");
-    assert_eq!(st["containers"][0]["restarts"], 1, "{st}");
-    assert_eq!(st["containers"][1]["restarts"], 1, "{st}");
+    assert_eq!(st["phase"], "Running", "{st}");
+    assert_eq!(st["containers"][0]["last_exit"]["code"], 137, "{st}");
     let ps = node.exec("shared", "a", &["ps", "-o", "pid,args"]);
     assert!(ps.contains("sleep 3601") && ps.contains("sleep 3602"), "{ps}");
     assert!(node.exec("shared", "b", &["cat", "/proc/1/cmdline"]).contains("pause"));

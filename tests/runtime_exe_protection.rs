@@ -101,7 +101,7 @@ fn run_without_re_exec_reaches_only_a_read_only_monitor() {
 /// still that process's binary: an exec is refused until it starts, so no process joining the
 /// container can reach the binary through `/proc`.
 #[test]
-fn exec_waits_until_an_unsealed_init_has_started() {
+fn exec_is_refused_until_an_unsealed_init_has_started() {
     let rt = TestRuntime::new();
     let id = runtime::unique("exe");
     let bundle = rt.bundle(&id, &["sleep", "60"]);

@@ -271,9 +271,11 @@ fn load(node: &NodeConfig, name: &str) -> anyhow::Result<PodState> {
 }
 
 fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyhow::Result<i32> {
-    let text = if path == Path::new("-") {
-        // The sealing re-exec would lose what was read from stdin: seal first.
+    // The sealing re-exec would lose what was read from stdin or a pipe: then seal first.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         crate::runtime::exe_seal::ensure_sealed()?;
+    }
+    let text = if path == Path::new("-") {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
         s

@@ -252,7 +252,7 @@ impl Agent {
     /// namespace; a path to a reused pid must never be joined. As the kubelet does for a dead
     /// sandbox: under restartPolicy Never the pod Failed; otherwise a new pause process starts,
     /// each container's saved spec names its namespace, and the pod starts over from its init
-    /// containers (each container counts a restart).
+    /// containers, with the usual back-off (each container counts a restart).
     fn recreate_sandbox(
         &self,
         name: &str,
@@ -260,6 +260,12 @@ impl Agent {
         mut st: PodState,
         now_ms: u64,
     ) -> Result<(), String> {
+        let runtime = self.node.runtime();
+        for c in st.init_containers.iter_mut().chain(st.containers.iter_mut()) {
+            if !c.done && c.started_at != 0 && c.restart_at_ms.is_none() {
+                record_exit(&runtime, c);
+            }
+        }
         let spec = st.pod.spec.clone().unwrap_or_default();
         let policy = RestartPolicy::parse(spec.restart_policy.as_deref()).unwrap_or_default();
         let restarted = if policy.recreates_sandbox() {
@@ -267,22 +273,37 @@ impl Agent {
         } else {
             Err("restartPolicy Never".into())
         };
+        let backoff = self.config.backoff;
         match restarted {
             Ok(pause) => {
                 tracing::warn!(
                     "pod {name}: the pause process of its shared pid namespace died; pod sandbox recreated"
                 );
                 st.pause = Some(pause);
-                st.phase = Phase::Pending;
-                for c in &mut st.init_containers {
-                    c.done = false;
-                    c.restart_at_ms = Some(now_ms);
-                }
-                // Done ones succeeded under OnFailure and are not started again.
-                for c in st.containers.iter_mut().filter(|c| !c.done) {
-                    c.restarts += 1;
-                    c.ready = false;
-                    c.restart_at_ms = None;
+                // Containers done (succeeded under OnFailure) are not started again.
+                let apps = st.containers.iter_mut().filter(|c| !c.done);
+                if st.init_containers.is_empty() {
+                    // The running pass restarts each container once its back-off allows.
+                    for c in apps {
+                        c.ready = false;
+                        schedule_restart(c, backoff, now_ms);
+                    }
+                } else {
+                    // The init containers run again first, the first one after its back-off.
+                    st.phase = Phase::Pending;
+                    for (i, c) in st.init_containers.iter_mut().enumerate() {
+                        c.done = false;
+                        if i == 0 {
+                            schedule_restart(c, backoff, now_ms);
+                        } else {
+                            c.restart_at_ms = Some(now_ms);
+                        }
+                    }
+                    for c in apps {
+                        c.restarts += u32::from(c.started_at != 0);
+                        c.ready = false;
+                        c.restart_at_ms = None;
+                    }
                 }
             }
             Err(e) => {

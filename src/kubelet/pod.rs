@@ -240,7 +240,7 @@ fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
     let Starting { node, req, spec, name, dir, .. } = *starting;
     let network = node.network().map_err(step(name, "network"))?;
     let ports = host_ports(req.pod);
-    let info = network.reserve(name, &ports).map_err(step(name, "network setup"))?;
+    let info = network.reserve(name, &ports).map_err(step(name, "reserve pod address"))?;
     // The pod's network is wired (veth, addresses, node rules) while the rest of its sandbox and
     // its first container are created: both take milliseconds, and nothing in the pod runs
     // before that container's start below.
@@ -438,6 +438,10 @@ pub fn create_container(
     record: &ContainerRecord,
     spec: &Spec,
 ) -> io::Result<()> {
+    // A backstop for `start_needs_sealed_caller`: the spec itself says whether sealing is needed.
+    if runtime.run_needs_sealed_caller(spec) && !crate::runtime::exe_seal::is_sealed() {
+        return Err(io::Error::other(format!("container {} needs a sealed runtime binary", record.name)));
+    }
     let bundle = bundle_dir(pod_dir, &record.name);
     let (upper, work, target) = (bundle.join("upper"), bundle.join("work"), bundle.join("rootfs"));
     for d in [&upper, &work] {

@@ -37,7 +37,7 @@ impl RestartPolicy {
     }
 
     /// Whether a pod whose sandbox died (with its containers) gets a new one and starts over
-    /// (Kubernetes: unless the policy is Never and its containers have run).
+    /// (Kubernetes: unless the policy is Never; a sandbox dies only once containers ran).
     pub fn recreates_sandbox(self) -> bool {
         self != RestartPolicy::Never
     }

@@ -205,7 +205,7 @@ pub fn create_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
 }
 
 /// A thread warming the kernel's cgroup attach lock (see [`warm_cgroup_attach`]); joined when
-/// dropped, so it has left the pod's cgroup before that may be removed.
+/// dropped, so no thread of ours is left in the node's cgroup.
 pub struct AttachWarmer(Option<std::thread::JoinHandle<()>>);
 
 impl Drop for AttachWarmer {
@@ -224,17 +224,17 @@ impl Drop for AttachWarmer {
 /// finds the lock warm. Cgroup directories are best made after it. Best effort; only on v1, and
 /// only once `rel` exists (the node's first pod creates it).
 pub fn warm_cgroup_attach(root: &Path, rel: &str) -> AttachWarmer {
-    let tasks = cgroup_dirs(root, rel.trim_matches('/')).into_iter().next().map(|dir| dir.join("tasks"));
-    let thread =
-        tasks.filter(|t| crate::runtime::cgroup::v1::available(root) && t.exists()).and_then(|tasks| {
-            std::thread::Builder::new()
-                .name("cgroup-warm".into())
-                .spawn(move || {
-                    let _ = fs::write(tasks, nix::unistd::gettid().to_string());
-                })
-                .ok()
-        });
-    AttachWarmer(thread)
+    let Some(dir) = cgroup_dirs(root, rel.trim_matches('/')).into_iter().next() else {
+        return AttachWarmer(None);
+    };
+    let tasks = dir.join("tasks");
+    if !crate::runtime::cgroup::v1::available(root) || !tasks.exists() {
+        return AttachWarmer(None);
+    }
+    let warm = move || {
+        let _ = fs::write(tasks, nix::unistd::gettid().to_string());
+    };
+    AttachWarmer(std::thread::Builder::new().name("cgroup-warm".into()).spawn(warm).ok())
 }
 
 /// Removes the pod's cgroup directories. Container cgroups the runtime has no record of (a start

@@ -146,8 +146,8 @@ impl Runtime {
     /// Whether the caller of a `create` followed at once by `start` (a `run`) must itself run
     /// from a sealed binary (see `exe_seal`). Not when init execs through the sealed
     /// `rkube-monitor` and is alone in a new pid namespace until then: no container process can
-    /// reach the runtime binary. (A container left in the created state always needs it: an
-    /// `exec` could join its pid namespace while init is still the runtime binary.)
+    /// reach the runtime binary. (A container left in the created state needs it: [`Runtime::exec`]
+    /// refuses to join one whose init is not sealed.)
     pub fn run_needs_sealed_caller(&self, spec: &Spec) -> bool {
         let new_pid_namespace =
             spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
@@ -242,7 +242,7 @@ impl Runtime {
                     trampoline.as_ref().map(AsRawFd::as_raw_fd),
                     console.as_ref().map(|c| c.socket.as_raw_fd()),
                 ];
-                if let Err(e) = close_fds_except(&keep.into_iter().flatten().collect::<Vec<_>>()) {
+                if let Err(e) = close_fds_except(&keep.map(|fd| fd.unwrap_or(-1))) {
                     let _ = nix::unistd::write(&sync_w, format!("Eclose inherited fds: {e}\n").as_bytes());
                     crate::sys::container::exit_now(1)
                 }

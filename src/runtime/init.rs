@@ -112,7 +112,9 @@ pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
             let _ = pipe.write_all(line.as_bytes());
         }
         None => {
-            let _ = std::io::stderr().write_all(&line.as_bytes()[1..]);
+            // A raw write: the creator's stderr lock may have been held by another of its threads
+            // at the fork.
+            let _ = nix::unistd::write(std::io::stderr(), &line.as_bytes()[1..]);
         }
     }
     crate::sys::container::exit_now(if sync.is_some() { 1 } else { 127 })

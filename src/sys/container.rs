@@ -69,22 +69,29 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
 /// a threaded process inherits whatever fds other threads had open at that moment (pipes of their
 /// commands, sockets, lock files); one that does not exec at once must not keep them, or a pipe
 /// never reports EOF to the thread reading it.
+/// Allocation-free: it runs in a freshly forked child.
 pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<u32> =
-        keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).filter(|&fd| fd >= 3).collect();
-    keep.sort_unstable();
     let mut first = 3u32;
-    for fd in keep.into_iter().chain([u32::MAX]) {
-        if fd > first {
+    loop {
+        // The next fd to keep at or above `first`; everything from `first` below it is closed.
+        let next = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).filter(|&fd| fd >= first).min();
+        let last = match next {
+            Some(fd) if fd == first => None,
+            Some(fd) => Some(fd - 1),
+            None => Some(u32::MAX),
+        };
+        if let Some(last) = last {
             // SAFETY: close_range only closes fds; arguments are plain integers.
-            let ret = unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
+            let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
             if ret == -1 {
                 return Err(io::Error::last_os_error());
             }
         }
-        first = fd.saturating_add(1);
+        match next {
+            Some(fd) if fd < u32::MAX => first = fd + 1,
+            _ => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// Opens a detached, read-only bind mount of `path` (a clone not attached anywhere).
@@ -228,4 +235,36 @@ pub fn adopt_fd(fd: i32) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)?;
     // SAFETY: the descriptor is open (checked above) and was handed to this process to own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_kept_fds_and_stdio_survive() {
+        let is_open = |fd: RawFd| {
+            // SAFETY: F_GETFD only reads the fd's flags.
+            unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+        };
+        // In a child: the test harness's own fds stay untouched.
+        match fork().unwrap() {
+            Forked::Child => {
+                let fds: Vec<RawFd> = (0..6)
+                    .map(|_| std::fs::File::open("/dev/null").map_or(-1, std::os::fd::IntoRawFd::into_raw_fd))
+                    .collect();
+                let keep = [fds[1], fds[4], -1];
+                let kept = close_fds_except(&keep).is_ok()
+                    && fds.iter().all(|&fd| is_open(fd) == keep.contains(&fd))
+                    && (0..3).all(is_open);
+                exit_now(if kept { 0 } else { 1 })
+            }
+            Forked::Parent(pid) => {
+                assert_eq!(
+                    nix::sys::wait::waitpid(pid, None).unwrap(),
+                    nix::sys::wait::WaitStatus::Exited(pid, 0)
+                );
+            }
+        }
+    }
 }
