@@ -78,7 +78,7 @@ spec:
     assert!(node.run_yaml("keep", &yaml, true).status.success());
     let ip = node.pod_ip("keep");
     node.kill_agent(Signal::SIGKILL);
-    assert!(!rkube::kubelet::agent::is_running(&node_config(&node)), "agent still holds the lock");
+    assert!(!rkube::kubelet::agent::is_running(&node.config()), "agent still holds the lock");
     // Without an agent the containers keep running.
     std::thread::sleep(Duration::from_millis(500));
     let ps = node.ok("ps", &[], &[]);
@@ -110,20 +110,5 @@ impl Drop for ChildGuard<'_> {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn node_config(node: &PodNode) -> rkube::kubelet::node::NodeConfig {
-    rkube::kubelet::node::NodeConfig {
-        root: node.root(),
-        run_dir: node.run_dir(),
-        pod_cidr: format!("10.77.{}.0/24", node.net.n).parse().unwrap(),
-        bridge: format!("rkt{}", node.net.n),
-        cgroup_root: "/sys/fs/cgroup".into(),
-        cgroup_parent: node.cgroup_parent.clone(),
-        node_netns: Some(node.net.node_ns.clone()),
-        veth_prefix: "rkv".into(),
-        chain_prefix: "RKUBE".into(),
-        nameservers: vec![],
     }
 }

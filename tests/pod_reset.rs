@@ -41,7 +41,7 @@ spec:
     node.ok("reset", &["--force", "--time=0"], &[]);
     node.assert_pod_gone("web");
     assert!(node.agent_pid().is_none(), "agent pid file left");
-    assert!(!rkube::kubelet::agent::is_running(&node_config(&node)), "agent still running");
+    assert!(!rkube::kubelet::agent::is_running(&node.config()), "agent still running");
     assert!(!node.net.link_exists("rkt53"), "bridge left");
     assert!(node.net.chains("RKUBE").is_empty(), "chains left: {:?}", node.net.chains("RKUBE"));
     let rules = node.net.saved_rules();
@@ -54,19 +54,4 @@ spec:
     }
     // Nothing left to do: a second reset succeeds.
     node.ok("reset", &[], &[]);
-}
-
-fn node_config(node: &PodNode) -> rkube::kubelet::node::NodeConfig {
-    rkube::kubelet::node::NodeConfig {
-        root: node.root(),
-        run_dir: node.run_dir(),
-        pod_cidr: format!("10.77.{}.0/24", node.net.n).parse().unwrap(),
-        bridge: format!("rkt{}", node.net.n),
-        cgroup_root: "/sys/fs/cgroup".into(),
-        cgroup_parent: node.cgroup_parent.clone(),
-        node_netns: Some(node.net.node_ns.clone()),
-        veth_prefix: "rkv".into(),
-        chain_prefix: "RKUBE".into(),
-        nameservers: vec![],
-    }
 }

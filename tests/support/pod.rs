@@ -81,6 +81,22 @@ impl PodNode {
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// The node's settings as the library sees them (the same as `flags`).
+    pub fn config(&self) -> rkube::kubelet::node::NodeConfig {
+        rkube::kubelet::node::NodeConfig {
+            root: self.root(),
+            run_dir: self.run_dir(),
+            pod_cidr: format!("10.77.{}.0/24", self.net.n).parse().unwrap(),
+            bridge: format!("rkt{}", self.net.n),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            cgroup_parent: self.cgroup_parent.clone(),
+            node_netns: Some(self.net.node_ns.clone()),
+            veth_prefix: "rkv".into(),
+            chain_prefix: "RKUBE".into(),
+            nameservers: vec![],
+        }
+    }
+
     /// Runs `rkubelet <sub> <args…> <node flags> [-- <tail…>]`; killed (and the test failed)
     /// if it takes more than a minute, so a hang cannot stall the suite.
     pub fn rk(&self, sub: &str, args: &[&str], tail: &[&str]) -> Output {
