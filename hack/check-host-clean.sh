@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Fails if objects with rkube's prefixes are left on the host (mounts, links, netns, cgroups,
 # RKUBE- iptables chains, processes): the test suite's leak check.
+# Inside the CI container (hack/ci-container.sh), RKUBE_CHECK_SKIP lists what the container itself
+# holds and is not a leak: its bind mounts (checkout, target dir) and its own cgroup (`/rkube-ci-N`,
+# seen through the bound host hierarchy), each matched as a whole mount point or cgroup path suffix.
 source "$(dirname "$0")/lib.sh"
 
+# Drops lines whose second field is in RKUBE_CHECK_SKIP (mount points) or ends in one (cgroups).
+skip() {
+  awk -v skip="${RKUBE_CHECK_SKIP:-}" 'BEGIN { n = split(skip, s, " ") }
+    { for (i = 1; i <= n; i++) if ($2 == s[i] || ($1 == "cgroup" && substr($2, length($2) - length(s[i]) + 1) == s[i])) next; print }'
+}
+
 left=$( {
-  grep -E 'rkube' /proc/mounts | awk '{print "mount " $2}'
+  grep -E 'rkube' /proc/mounts | awk '{print "mount " $2}' | skip
   ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(rkv|rkt|rkube)' | sed 's/^/link /'
   ls /run/rkube/netns 2>/dev/null | sed 's/^/netns /'
-  find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*rkube*' 2>/dev/null | sed 's/^/cgroup /'
+  find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*rkube*' 2>/dev/null \
+    | sed 's/^/cgroup /' | skip
   iptables-save 2>/dev/null | grep -E '^(:RKUBE|-A RKUBE)' | sed 's/^/iptables /'
   pgrep -a -f 'target/.*/(rkubelet|rkube-master|rkube-monitor)' 2>/dev/null | sed 's/^/process /'
 } || true )

@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian machine lacks to build rkube and run its tests and demos. Idempotent.
+# Installs what a fresh Debian 12 machine lacks to build rkube and run its tests and demos.
+# Idempotent. Run as root (`sudo hack/setup.sh`, or plain `hack/setup.sh` where there is no sudo).
 source "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (sudo hack/setup.sh): it installs packages"
 
-# Debian packages: the registry server and image tools used by tests and demos, etcd for the etcd store
-# backend, iptables for Services/NAT, protoc for etcd-client, and the peer runtimes benchmarks compare with.
-PACKAGES=(docker-registry skopeo umoci busybox-static etcd-server iptables iproute2 protobuf-compiler
-          runc crun podman hyperfine openssl curl jq)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# Debian packages, by what needs them:
+#   build: a C toolchain (rustc links through cc; ring and zstd compile C), protoc and the
+#          well-known .proto files (libprotobuf-dev) for etcd-client;
+#   tests and demos: the registry server and image tools, etcd for the etcd store backend,
+#          iptables and iproute2 for pod networks and Services, procps for the leak check;
+#   benchmarks: the peer runtimes they compare with.
+PACKAGES=(gcc libc6-dev protobuf-compiler libprotobuf-dev
+          docker-registry skopeo umoci busybox-static etcd-server iptables iproute2 procps
+          openssl curl jq
+          runc crun podman hyperfine)
+install_packages "${PACKAGES[@]}"
 # The packaged registry service would hold port 5000; tests and demos run their own instances.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
 fi
 
-need cargo rustup
+need cargo rustup cc protoc
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 log "setup complete"

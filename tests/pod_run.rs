@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use pod::{IMAGE, PodNode, wait_for};
+use rkube::network::link;
 
 fn http_in_pod(node: &PodNode, pod: &str, container: &str, url: &str) -> Option<String> {
     let out = node.rk("exec", &[pod, "-c", container], &["timeout", "3", "wget", "-qO-", url]);
@@ -347,4 +348,41 @@ spec:
     assert_eq!(node.inspect("piped")["phase"], "Running");
     node.ok("rm", &["piped", "--time=0"], &[]);
     node.assert_pod_gone("piped");
+}
+
+/// A pod CIDR that another link of the node already uses (podman's `cni-podman0` on the same
+/// range) is refused with one line naming that link, before anything is created: no pod, no
+/// bridge, no IP, no netns, no cgroup, no agent.
+#[test]
+fn a_pod_cidr_another_bridge_uses_is_refused_and_nothing_is_created() {
+    let node = PodNode::new(57);
+    let ns = node.net.node_ns.clone();
+    link::with_netlink(Some(&ns), |h| async move {
+        link::ensure_bridge(&h, "cni-podman0", "10.77.57.1".parse().unwrap(), 16).await.map(drop)
+    })
+    .expect("podman-like bridge in the node namespace");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: clash}}
+spec:
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "60"]}}
+"#
+    );
+    let out = node.run_yaml("clash", &yaml, true);
+    assert!(!out.status.success(), "run succeeded on a taken CIDR");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("pod CIDR 10.77.57.0/24 overlaps 10.77.0.0/16 on cni-podman0"),
+        "names the CIDR and the other link: {stderr}"
+    );
+    node.assert_pod_gone("clash");
+    assert!(!node.net.link_exists("rkt57"), "bridge created");
+    assert!(!node.root().join("network").exists(), "network state created");
+    assert!(!node.run_dir().join("netns").exists(), "netns dir created");
+    assert_eq!(node.agent_pid(), None, "an agent was started");
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(&node.cgroup_parent);
+    assert!(!cgroup.exists(), "cgroup parent created");
 }

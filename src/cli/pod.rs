@@ -33,7 +33,7 @@ pub struct NodeArgs {
     #[arg(long, env = "RKUBE_RUN_DIR", default_value = "/run/rkube")]
     pub run_dir: PathBuf,
     /// The node's pod CIDR.
-    #[arg(long, env = "RKUBE_POD_CIDR", default_value = "10.88.0.0/16")]
+    #[arg(long, env = "RKUBE_POD_CIDR", default_value = "10.244.0.0/16")]
     pub pod_cidr: Ipv4Net,
     /// Node bridge.
     #[arg(long, env = "RKUBE_BRIDGE", default_value = "rkube0")]

@@ -72,6 +72,11 @@ impl NodeConfig {
     /// The pod network manager of this node.
     #[allow(clippy::result_large_err)] // the network module's error type
     pub fn network(&self) -> Result<PodNetwork, PodNetworkError> {
+        PodNetwork::new(self.network_config())
+    }
+
+    /// The settings of this node's pod network.
+    pub fn network_config(&self) -> PodNetworkConfig {
         let mut config = PodNetworkConfig::new(self.pod_cidr);
         config.bridge = self.bridge.clone();
         config.netns_dir = self.run_dir.join("netns");
@@ -79,7 +84,7 @@ impl NodeConfig {
         config.node_netns = self.node_netns.clone();
         config.veth_prefix = self.veth_prefix.clone();
         config.chain_prefix = self.chain_prefix.clone();
-        PodNetwork::new(config)
+        config
     }
 
     /// The image store (shared with `rkubelet image --root`).

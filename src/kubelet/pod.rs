@@ -154,6 +154,11 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
+    // A node's first pod makes sure the pod CIDR is free on the host, before anything is created.
+    let network_config = node.network_config();
+    if crate::network::pod::node_has_no_pods(&network_config.state_dir) {
+        crate::network::pod::check_pod_cidr(&network_config).map_err(|e| invalid(e.to_string()))?;
+    }
     // From here on, the grace period the first container's cgroup move waits for runs alongside.
     let _warmer = sandbox::warm_cgroup_attach(&node.cgroup_root, &node.cgroup_parent);
     if spec.share_process_namespace == Some(true) && crate::runtime::monitor::installed_binary().is_none() {

@@ -3,16 +3,18 @@
 //! [`with_netlink`] opens the netlink socket on a thread that has entered the target namespace
 //! (a socket acts in the namespace it was created in) and drives it with a current-thread runtime.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
-use rtnetlink::packet_route::route::RouteMessage;
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -123,6 +125,58 @@ pub async fn link_names_with_prefix(handle: &Handle, prefix: &str) -> Result<Vec
         }
     }
     Ok(names)
+}
+
+/// The IPv4 networks this namespace reaches directly, each with the name of its link: the network
+/// of every address, and every main-table route with a destination (default routes have none).
+pub async fn ipv4_networks(handle: &Handle) -> Result<Vec<(String, Ipv4Net)>, LinkError> {
+    let mut names = HashMap::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links.try_next().await.map_err(LinkError::request("list", "links"))? {
+        if let Some(name) = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        }) {
+            names.insert(msg.header.index, name);
+        }
+    }
+    let name_of = |index: u32| names.get(&index).cloned().unwrap_or_else(|| format!("link #{index}"));
+    let mut networks = Vec::new();
+    let mut addresses = handle.address().get().execute();
+    while let Some(msg) = addresses.try_next().await.map_err(LinkError::request("list", "addresses"))? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = attr
+                && let Ok(net) = Ipv4Net::new(*ip, msg.header.prefix_len)
+            {
+                networks.push((name_of(msg.header.index), net.trunc()));
+            }
+        }
+    }
+    let mut routes = handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    while let Some(msg) = routes.try_next().await.map_err(LinkError::request("list", "routes"))? {
+        let mut table = u32::from(msg.header.table);
+        let (mut destination, mut link) = (None, None);
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = Some(*ip),
+                RouteAttribute::Oif(index) => link = Some(*index),
+                _ => {}
+            }
+        }
+        if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+            continue;
+        }
+        if let Some(net) =
+            destination.and_then(|ip| Ipv4Net::new(ip, msg.header.destination_prefix_length).ok())
+        {
+            let via = link.map(name_of).unwrap_or_else(|| "a route".into());
+            networks.push((via, net.trunc()));
+        }
+    }
+    networks.sort();
+    networks.dedup();
+    Ok(networks)
 }
 
 /// Sets link `name` up.

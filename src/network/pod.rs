@@ -42,6 +42,47 @@ pub enum PodNetworkError {
     State { path: PathBuf, step: &'static str, source: io::Error },
     #[error("pod network config: {reason}")]
     Config { reason: String },
+    #[error(
+        "pod CIDR {cidr} overlaps {network} on {link}, which this host already uses; choose another with --pod-cidr"
+    )]
+    CidrOverlap { cidr: Ipv4Net, network: Ipv4Net, link: String },
+    #[error("pod CIDR {cidr}: reading the host's addresses and routes: {source}")]
+    CidrCheck { cidr: Ipv4Net, source: LinkError },
+}
+
+/// The first of `networks` (link name, network) that overlaps `cidr`, ignoring the node's own
+/// bridge `bridge` (it carries the pod CIDR itself once a pod ran).
+pub fn overlapping_network<'a>(
+    cidr: Ipv4Net,
+    bridge: &str,
+    networks: &'a [(String, Ipv4Net)],
+) -> Option<&'a (String, Ipv4Net)> {
+    networks.iter().find(|(link, net)| {
+        link != bridge && (cidr.contains(&net.network()) || net.contains(&cidr.network()))
+    })
+}
+
+/// Whether the node whose network state is under `state_dir` has no pod network yet (so nothing
+/// of ours carries the pod CIDR). Reads only.
+pub fn node_has_no_pods(state_dir: &Path) -> bool {
+    fs::read_dir(state_dir.join("pods")).map_or(true, |mut entries| entries.next().is_none())
+}
+
+/// Refuses a pod CIDR that overlaps a network the node's namespace already has (another bridge such
+/// as podman's `cni-podman0` on 10.88.0.0/16, docker's, a LAN): pods there would be unreachable.
+/// Reads only; call it before creating anything.
+pub fn check_pod_cidr(config: &PodNetworkConfig) -> Result<(), PodNetworkError> {
+    let cidr = config.pod_cidr;
+    let networks = link::with_netlink(config.node_netns.as_deref(), |handle| async move {
+        link::ipv4_networks(&handle).await
+    })
+    .map_err(|source| PodNetworkError::CidrCheck { cidr, source })?;
+    match overlapping_network(cidr, &config.bridge, &networks) {
+        Some((link, network)) => {
+            Err(PodNetworkError::CidrOverlap { cidr, network: *network, link: link.clone() })
+        }
+        None => Ok(()),
+    }
 }
 
 /// Settings of a node's pod network. Every host path and name is a parameter.
@@ -492,6 +533,34 @@ fn pod_ports(record: &PodRecord) -> PodPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_cidr_overlapping_another_links_network_is_found() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let host = vec![
+            ("eth0".to_string(), net("192.0.2.0/24")),
+            ("cni-podman0".to_string(), net("10.88.0.0/16")),
+            ("rkube0".to_string(), net("10.244.0.0/16")),
+        ];
+        let found = overlapping_network(net("10.88.0.0/16"), "rkube0", &host);
+        assert_eq!(found, Some(&("cni-podman0".to_string(), net("10.88.0.0/16"))));
+        // Either side may be the larger network.
+        assert!(overlapping_network(net("10.88.5.0/24"), "rkube0", &host).is_some());
+        assert!(overlapping_network(net("10.0.0.0/8"), "rkube0", &host).is_some());
+        // Our own bridge carries the CIDR; neighbours that do not overlap are fine.
+        assert_eq!(overlapping_network(net("10.244.0.0/16"), "rkube0", &host), None);
+        assert_eq!(overlapping_network(net("10.89.0.0/16"), "rkube0", &host), None);
+        let err = PodNetworkError::CidrOverlap {
+            cidr: net("10.88.0.0/16"),
+            network: net("10.88.0.0/16"),
+            link: "cni-podman0".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "pod CIDR 10.88.0.0/16 overlaps 10.88.0.0/16 on cni-podman0, which this host already uses; \
+             choose another with --pod-cidr"
+        );
+    }
 
     #[test]
     fn veth_names_are_stable_and_short() {

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Runs the whole test suite in a privileged container on a clean Debian 12 root filesystem,
+# started by rkube's own runtime (`rkubelet runtime run`): what CI does (`.ci/run`).
+#
+#   hack/ci-container.sh            # the README's test command, then the demo smoke test, inside
+#   hack/ci-container.sh -- CMD...  # any command inside such a container instead (e.g. `-- bash -l`)
+#
+# Steps, on the host:
+#   1. install what the host needs to build rkubelet and a root filesystem (mmdebstrap);
+#   2. build rkubelet (debug) into a target dir shared with the container;
+#   3. make the clean root filesystem (`mmdebstrap --variant=minbase bookworm`) once per package
+#      list and apt sources, kept under $RKUBE_CI_CACHE, and copy it for this run;
+#   4. container 1, in the host's network namespace (it needs the package registry):
+#      `hack/setup.sh` installs the packages the suite needs into the copy;
+#   5. container 2, in a network namespace of its own (loopback only): `hack/test.sh`, then
+#      `hack/demo-smoke.sh` (README command 1 with podman's bridge present, then its `clean`);
+#   6. remove the container, its network namespace and the copy, then `hack/check-host-clean.sh`.
+#
+# Bound in from the host: the Rust toolchain (rustup and cargo homes: toolchains and the crate
+# registry cache), the checkout and the shared target dir (same paths inside, so cargo reuses what
+# the host built), and the real kubectl 1.32 as /usr/bin/kubectl (Debian 12 packages only 1.20).
+# Everything else the suite needs comes from `hack/setup.sh` inside the container.
+#
+# Environment: RKUBE_CI_CACHE (default /var/cache/rkube-ci) holds root filesystems and the target
+# dir; RKUBE_CI_KEEP=1 keeps this run's copy of the root filesystem for a look afterwards.
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_DIR"
+
+[ "$(id -u)" = 0 ] || die "run as root: it starts a privileged container"
+CACHE=${RKUBE_CI_CACHE:-/var/cache/rkube-ci}
+SUITE=bookworm
+# Packages in the clean root filesystem besides minbase: only what `hack/setup.sh` itself needs
+# to run (it installs everything else).
+ROOTFS_INCLUDE=ca-certificates
+HOST_PACKAGES=(mmdebstrap gcc libc6-dev protobuf-compiler libprotobuf-dev iproute2 jq)
+
+command=()
+if [ "${1:-}" = -- ]; then shift; command=("$@"); [ ${#command[@]} -gt 0 ] || die "-- needs a command"; fi
+
+# 1. Host prerequisites.
+install_packages "${HOST_PACKAGES[@]}"
+need cargo mmdebstrap ip jq
+
+# 2. rkubelet, built into the shared target dir (the container's cargo reuses it).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+mkdir -p "$CARGO_TARGET_DIR"
+log "building rkubelet (target dir $CARGO_TARGET_DIR)"
+cargo fetch --quiet
+cargo build --quiet --bin rkubelet
+
+RUN_ID=$$
+WORK=$CACHE/run-$RUN_ID
+NETNS=rkube-ci-$RUN_ID
+CGROUP=rkube-ci-$RUN_ID
+STATE=$WORK/state
+RKUBELET=$WORK/bin/rkubelet
+mkdir -p "$WORK/bin" "$WORK/tmp" "$STATE"
+chmod 1777 "$WORK/tmp"
+# A copy, so the cargo build inside may replace target/debug/rkubelet while this one runs.
+cp "$CARGO_TARGET_DIR/debug/rkubelet" "$CARGO_TARGET_DIR/debug/rkube-monitor" "$WORK/bin/"
+
+# Removes the containers, the network namespace and this run's files (idempotent).
+remove_run() {
+  local id
+  for id in "$CGROUP-setup" "$CGROUP-test"; do
+    "$RKUBELET" runtime --root "$STATE" delete --force "$id" >/dev/null 2>&1 || true
+  done
+  ip netns delete "$NETNS" 2>/dev/null || true
+  if [ "${RKUBE_CI_KEEP:-}" = 1 ]; then
+    log "kept $WORK"
+  else
+    rm -rf --one-file-system "$WORK"
+  fi
+}
+trap remove_run EXIT
+trap 'exit 130' INT TERM
+
+# 3. The clean root filesystem from the package registry (mmdebstrap's default mirror, with the
+#    stable release's updates and security suites), cached by what makes it.
+key=$(printf '%s\n' "$SUITE minbase $ROOTFS_INCLUDE" "$(mmdebstrap --version)" | sha256sum | cut -c1-16)
+CLEAN=$CACHE/rootfs-$key
+if [ ! -d "$CLEAN" ]; then
+  log "building a clean Debian $SUITE root filesystem (mmdebstrap --variant=minbase)"
+  rm -rf --one-file-system "$CLEAN.tmp"
+  mmdebstrap --quiet --variant=minbase --include="$ROOTFS_INCLUDE" "$SUITE" "$CLEAN.tmp" </dev/null \
+    || die "mmdebstrap failed"
+  mv "$CLEAN.tmp" "$CLEAN"
+  # Only the newest root filesystem is kept.
+  find "$CACHE" -maxdepth 1 -name 'rootfs-*' ! -name "rootfs-$key" -exec rm -rf --one-file-system {} +
+fi
+log "copying $CLEAN for this run"
+cp -a "$CLEAN" "$WORK/rootfs"
+
+# The container's config: privileged (every capability the host has, no seccomp, all devices,
+# writable /sys and cgroups, the host's /dev), the toolchain and checkout bound at their own paths.
+RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
+CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+KUBECTL=$(readlink -f /usr/bin/kubectl 2>/dev/null || true)
+[ -x "$KUBECTL" ] || die "the real kubectl is missing at /usr/bin/kubectl (the suite drives it)"
+# Every capability in our bounding set, by name (the kernel's bit order).
+CAP_BITS=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE
+  NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT
+  SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE
+  AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ
+  PERFMON BPF CHECKPOINT_RESTORE)
+mask=$((16#$(awk '/^CapBnd:/ {print $2}' /proc/self/status)))
+cap_names=$(for i in "${!CAP_BITS[@]}"; do
+  if (( mask >> i & 1 )); then printf 'CAP_%s\n' "${CAP_BITS[$i]}"; fi
+done | jq -R . | jq -sc .)
+
+# bundle NAME NETNS_PATH ARGS_JSON: writes $WORK/NAME/config.json (NETNS_PATH empty: the host's).
+bundle() {
+  local dir=$WORK/$1 netns=$2 args=$3
+  mkdir -p "$dir"
+  jq -n --arg root "$WORK/rootfs" --arg repo "$REPO_DIR" --arg target "$CARGO_TARGET_DIR" \
+    --arg rustup "$RUSTUP_HOME" --arg cargo "$CARGO_HOME" --arg kubectl "$KUBECTL" \
+    --arg tmp "$WORK/tmp" --arg netns "$netns" --arg cgroup "/$CGROUP" --argjson caps "$cap_names" \
+    --argjson args "$args" --arg hostname "$1" '
+  def bind($src; $dst; $opts): {destination: $dst, type: "bind", source: $src, options: (["rbind"] + $opts)};
+  {
+    ociVersion: "1.0.2",
+    hostname: $hostname,
+    root: {path: $root, readonly: false},
+    process: {
+      args: $args, cwd: $repo, user: {uid: 0, gid: 0},
+      env: ["PATH=\($cargo)/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root", "RUSTUP_HOME=\($rustup)", "CARGO_HOME=\($cargo)",
+            "CARGO_TARGET_DIR=\($target)", "CI=true", "RKUBE_CI_CONTAINER=1", "TERM=dumb", "LANG=C.UTF-8",
+            "RKUBE_CHECK_SKIP=\($cgroup) \($repo) \($target) \($cargo) \($rustup) \($tmp)"]
+            + (if $netns == "" then [] else ["CARGO_NET_OFFLINE=true"] end),
+      capabilities: {bounding: $caps, effective: $caps, permitted: $caps},
+      noNewPrivileges: false
+    },
+    mounts: [
+      {destination: "/proc", type: "proc", source: "proc"},
+      bind("/dev"; "/dev"; ["rw"]),
+      {destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "nodev", "mode=1777"]},
+      {destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "rw"]},
+      bind("/sys/fs/cgroup"; "/sys/fs/cgroup"; ["rw"]),
+      {destination: "/run", type: "tmpfs", source: "run", options: ["nosuid", "nodev", "mode=755"]},
+      bind($tmp; "/tmp"; ["rw"]),
+      bind("/etc/resolv.conf"; "/etc/resolv.conf"; ["ro"]),
+      bind($repo; $repo; ["rw"]),
+      bind($target; $target; ["rw"]),
+      bind($rustup; $rustup; ["ro"]),
+      bind($cargo; $cargo; ["rw"]),
+      bind($kubectl; "/usr/bin/kubectl"; ["ro"])
+    ],
+    linux: {
+      namespaces: ([{type: "pid"}, {type: "mount"}, {type: "ipc"}, {type: "uts"}]
+                   + (if $netns == "" then [] else [{type: "network", path: $netns}] end)),
+      cgroupsPath: $cgroup,
+      resources: {devices: [{allow: true, access: "rwm"}]}
+    }
+  }' >"$dir/config.json"
+}
+
+# run_container NAME: runs the bundle in the foreground; returns the container's exit code.
+run_container() {
+  "$RKUBELET" runtime --root "$STATE" run --bundle "$WORK/$1" "$CGROUP-$1" </dev/null
+}
+
+# 4. Packages, from the package registry: the host's network namespace.
+bundle setup "" '["bash", "hack/setup.sh"]'
+log "container $CGROUP-setup: hack/setup.sh on the clean root filesystem"
+run_container setup || die "hack/setup.sh failed in the clean root filesystem"
+
+# 5. The suite, in a network namespace of its own: only loopback.
+ip netns add "$NETNS"
+ip -n "$NETNS" link set lo up
+if [ ${#command[@]} -gt 0 ]; then
+  args=$(printf '%s\n' "${command[@]}" | jq -R . | jq -sc .)
+else
+  args='["bash", "-c", "hack/test.sh && hack/demo-smoke.sh"]'
+fi
+bundle test "/run/netns/$NETNS" "$args"
+log "container $CGROUP-test: ${command[*]:-hack/test.sh, then hack/demo-smoke.sh}"
+status=0
+run_container test || status=$?
+[ "$status" = 0 ] || die "the suite failed inside the container (exit $status)"
+
+# 6. Nothing of the run may be left on the host.
+trap - EXIT
+remove_run
+"$HACK_DIR/check-host-clean.sh"
+log "CI container run passed"
