@@ -123,11 +123,11 @@ bundle() {
     root: {path: $root, readonly: false},
     process: {
       args: $args, cwd: $repo, user: {uid: 0, gid: 0},
-      env: ["PATH=\($cargo)/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      env: (["PATH=\($cargo)/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "RUSTUP_HOME=\($rustup)", "CARGO_HOME=\($cargo)",
             "CARGO_TARGET_DIR=\($target)", "CI=true", "RKUBE_CI_CONTAINER=1", "TERM=dumb", "LANG=C.UTF-8",
             "RKUBE_CHECK_SKIP=\($cgroup) \($repo) \($target) \($cargo) \($rustup) \($tmp)"]
-            + (if $netns == "" then [] else ["CARGO_NET_OFFLINE=true"] end),
+            + (if $netns == "" then [] else ["CARGO_NET_OFFLINE=true"] end)),
       capabilities: {bounding: $caps, effective: $caps, permitted: $caps},
       noNewPrivileges: false
     },
