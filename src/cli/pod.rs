@@ -56,6 +56,12 @@ pub struct NodeArgs {
     /// Nameservers for pods (comma separated); default: the host's non-loopback ones.
     #[arg(long, value_delimiter = ',')]
     pub nameserver: Vec<IpAddr>,
+    /// Run containers whose Pod names no seccomp profile under the runtime's default profile
+    /// (Docker's), as the kubelet's --seccomp-default does; --seccomp-default=false leaves them
+    /// unconfined. Privileged containers are always unconfined; `Localhost` profiles are read
+    /// from <root>/seccomp.
+    #[arg(long, env = "RKUBE_SECCOMP_DEFAULT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub seccomp_default: bool,
     /// Registries config (mirrors, insecure hosts, CAs).
     #[arg(long, env = "RKUBE_REGISTRIES_CONFIG", default_value = DEFAULT_REGISTRIES_CONFIG)]
     pub registries_config: PathBuf,
@@ -76,6 +82,7 @@ impl NodeArgs {
             veth_prefix: self.veth_prefix.clone(),
             chain_prefix: self.chain_prefix.clone(),
             nameservers,
+            seccomp_default: self.seccomp_default,
         }
     }
 

@@ -85,6 +85,9 @@ fn check(kind: &str, value: &mut Value) -> Result<(), String> {
     if let Some(first) = errors.first() {
         return Err(first.message.clone());
     }
+    if kind == "Pod" {
+        super::fields::check_pod(value)?;
+    }
     defaults::apply(kind, value);
     Ok(())
 }

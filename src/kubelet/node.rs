@@ -33,6 +33,10 @@ pub struct NodeConfig {
     pub chain_prefix: String,
     /// Nameservers written to pods' resolv.conf.
     pub nameservers: Vec<IpAddr>,
+    /// Containers whose Pod names no seccomp profile run under the runtime's default profile
+    /// (the kubelet's `--seccomp-default`); `false`: unconfined. Profiles for `Localhost` live
+    /// in `<root>/seccomp`.
+    pub seccomp_default: bool,
 }
 
 impl NodeConfig {

@@ -23,6 +23,7 @@ use super::node::NodeConfig;
 use super::resources;
 use super::restart::RestartPolicy;
 use super::sandbox;
+use super::security::{self, Seccomp};
 use super::spec::{self, BindMount, SpecInput};
 use super::state::{self, ContainerRecord, Phase, PodState, container_id, unix_now};
 use super::volumes;
@@ -141,6 +142,7 @@ pub struct StartRequest<'a> {
 struct Planned<'a> {
     container: &'a Container,
     image: ImageInfo,
+    seccomp: Seccomp,
 }
 
 /// Starts a pod and returns its persisted state (phase Running).
@@ -165,6 +167,14 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         return Err(invalid("shareProcessNamespace needs the rkube-monitor binary next to rkubelet".into()));
     }
     RestartPolicy::parse(spec.restart_policy.as_deref()).map_err(&invalid)?;
+    for (i, alias) in spec.host_aliases.iter().flatten().enumerate() {
+        if alias.ip.parse::<IpAddr>().is_err() {
+            return Err(invalid(format!(
+                "spec.hostAliases[{i}].ip: {:?} is not a valid IP address",
+                alias.ip
+            )));
+        }
+    }
     // Everything that can be checked without touching the host is checked first.
     let sources = EnvSources {
         config_maps: req
@@ -176,10 +186,15 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         secrets: req.manifest.secrets.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect(),
     };
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
+    let mut seccomp = Vec::with_capacity(all.len());
     for c in &all {
         env::container_env(c, &facts(pod, "0.0.0.0"), &sources).map_err(|e| invalid(e.to_string()))?;
         resources::cgroup_limits(c.resources.as_ref())
             .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
+        let choice = security::seccomp_choice(c, spec.security_context.as_ref(), node.seccomp_default)
+            .and_then(|choice| security::resolve(choice, &node.root))
+            .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
+        seccomp.push(choice);
     }
     let volumes = spec.volumes.clone().unwrap_or_default();
     volumes::check(&volumes, &req.manifest.config_maps, &req.manifest.secrets)
@@ -194,7 +209,8 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     let resolver = ImageResolver { store: &store, registries_config: req.registries_config, pull_secrets };
     let mut images: HashMap<String, ImageInfo> = HashMap::new();
     let mut planned = Vec::new();
-    for c in &all {
+    let kubelet_name = format!("{name}_{}", pod.metadata.namespace.as_deref().unwrap_or("default"));
+    for (c, seccomp) in all.iter().zip(seccomp) {
         let image = c.image.clone().unwrap_or_default();
         let info = match images.get(&image) {
             Some(i) => i.clone(),
@@ -207,7 +223,9 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
                 i
             }
         };
-        planned.push(Planned { container: c, image: info });
+        security::verify_run_as_non_root(c, spec.security_context.as_ref(), &info.user, &kubelet_name)
+            .map_err(|e| invalid(e.to_string()))?;
+        planned.push(Planned { container: c, image: info, seccomp });
     }
     let _lock = lock(&dir, true, true).map_err(step(&name, "lock pod dir"))?;
     let starting = Starting {
@@ -303,7 +321,13 @@ fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodS
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(step(name, "create etc dir"))?;
     let hostname = spec.hostname.clone().unwrap_or_else(|| name.to_string());
-    let hosts = dns::hosts_file(&hostname, Some(IpAddr::V4(info.ip)), &[]);
+    let aliases: Vec<(IpAddr, Vec<String>)> = spec
+        .host_aliases
+        .iter()
+        .flatten()
+        .filter_map(|a| Some((a.ip.parse().ok()?, a.hostnames.clone().unwrap_or_default())))
+        .collect();
+    let hosts = dns::hosts_file(&hostname, Some(IpAddr::V4(info.ip)), &aliases);
     let resolv = dns::resolv_conf(&DnsConfig { nameservers: node.nameservers.clone(), ..Default::default() });
     fs::write(etc.join("hosts"), hosts).map_err(step(name, "write hosts"))?;
     fs::write(etc.join("resolv.conf"), resolv).map_err(step(name, "write resolv.conf"))?;
@@ -381,6 +405,7 @@ fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodS
             cgroups_path: format!("{cgroup}/{}", c.name),
             security: c.security_context.as_ref(),
             pod_security: spec.security_context.as_ref(),
+            seccomp: p.seccomp.clone(),
         };
         let oci = spec::build(&input).map_err(step(name, "container spec"))?;
         save_spec(dir, &c.name, &oci).map_err(step(name, "save container spec"))?;

@@ -151,6 +151,7 @@ mod tests {
             veth_prefix: "rkv".into(),
             chain_prefix: "RKUBE".into(),
             nameservers: vec![],
+            seccomp_default: true,
         };
         assert!(pod_names(&node).is_empty());
         for name in ["web", "db"] {

@@ -12,8 +12,9 @@ use oci_spec::runtime::{
 };
 
 use super::resources::{CPU_PERIOD_US, CgroupLimits};
+use super::security::Seccomp;
 use crate::runtime::caps::DEFAULT_CAPABILITIES;
-use crate::runtime::config::USER_ANNOTATION;
+use crate::runtime::config::{SECCOMP_ANNOTATION, USER_ANNOTATION};
 
 /// Why a spec could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     pub security: Option<&'a SecurityContext>,
     pub pod_security: Option<&'a PodSecurityContext>,
+    /// The seccomp filter ([`super::security::seccomp_choice`] decides it).
+    pub seccomp: Seccomp,
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
@@ -213,6 +216,15 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     }
+    match &input.seccomp {
+        Seccomp::Unconfined => {}
+        Seccomp::RuntimeDefault => {
+            annotations.insert(SECCOMP_ANNOTATION.to_string(), "runtime/default".to_string());
+        }
+        Seccomp::Localhost { profile, .. } => {
+            linux.set_seccomp(Some((**profile).clone()));
+        }
+    }
     spec.set_linux(Some(linux));
     if !annotations.is_empty() {
         spec.set_annotations(Some(annotations));
@@ -256,7 +268,27 @@ mod tests {
             cgroups_path: "rkube/pod-web/c".into(),
             security,
             pod_security: None,
+            seccomp: Seccomp::RuntimeDefault,
         }
+    }
+
+    #[test]
+    fn seccomp_goes_to_the_runtime_as_annotation_or_profile() {
+        let annotation =
+            |spec: &Spec| spec.annotations().as_ref().and_then(|a| a.get(SECCOMP_ANNOTATION).cloned());
+        let spec = build(&input(None)).unwrap();
+        assert_eq!(annotation(&spec).as_deref(), Some("runtime/default"));
+        let mut i = input(None);
+        i.seccomp = Seccomp::Unconfined;
+        let spec = build(&i).unwrap();
+        assert_eq!(annotation(&spec), None);
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+        let profile: oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_str(r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+        i.seccomp = Seccomp::Localhost { path: "p.json".into(), profile: Box::new(profile.clone()) };
+        let spec = build(&i).unwrap();
+        assert_eq!(annotation(&spec), None);
+        assert_eq!(spec.linux().as_ref().unwrap().seccomp().as_ref(), Some(&profile));
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl PodNode {
             veth_prefix: "rkv".into(),
             chain_prefix: "RKUBE".into(),
             nameservers: vec![],
+            seccomp_default: true,
         }
     }
 

@@ -1,0 +1,207 @@
+//! Root integration tests: pod security under `rkubelet run` on a test node. Seccomp is
+//! RuntimeDefault unless the pod asks otherwise (or the node runs with --seccomp-default=false),
+//! Localhost profiles come from `<root>/seccomp`, runAsNonRoot gives the kubelet's message, and
+//! fields rkube does not implement are refused with their path before anything is created.
+
+#[path = "support/network.rs"]
+mod network;
+#[path = "support/pod.rs"]
+mod pod;
+
+use pod::{IMAGE, PodNode};
+
+/// What a container sees of its confinement, one line per probe:
+/// seccomp mode, user namespace creation, mount, kmsg, block devices, leaked fds, masked kcore.
+const PROBES: &str = "grep '^Seccomp:' /proc/self/status | tr -d '\\t '; \
+    unshare -U true 2>/dev/null && echo userns:yes || echo userns:no; \
+    mount -t tmpfs none /mnt 2>/dev/null && echo mount:yes || echo mount:no; \
+    head -c1 /dev/kmsg >/dev/null 2>&1 && echo kmsg:yes || echo kmsg:no; \
+    ls -l /dev | grep -q '^b' && echo blockdev:yes || echo blockdev:no; \
+    echo fds:$(ls /proc/self/fd | tr '\\n' ' '); \
+    head -c1 /proc/kcore 2>/dev/null | wc -c | sed 's/^/kcore:/'; \
+    sleep 3600";
+
+fn probe_pod(name: &str, security: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+{security}
+  containers:
+  - name: probe
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{PROBES}"]
+"#
+    )
+}
+
+/// Runs the probe pod and returns its output lines (once all seven are there).
+fn probe(node: &PodNode, name: &str, security: &str, extra_flags: &[&str]) -> Vec<String> {
+    let path = node.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&path, probe_pod(name, security)).unwrap();
+    let mut args = vec![path.to_str().unwrap(), "--no-agent"];
+    args.extend_from_slice(extra_flags);
+    node.ok("run", &args, &[]);
+    let mut lines = Vec::new();
+    pod::wait_for(std::time::Duration::from_secs(10), || {
+        let out = node.rk("logs", &[name], &[]);
+        lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        lines.len() >= 7
+    });
+    node.ok("rm", &[name, "--time=0"], &[]);
+    node.assert_pod_gone(name);
+    lines
+}
+
+fn field<'a>(lines: &'a [String], key: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .unwrap_or_else(|| panic!("no {key} in {lines:?}"))
+}
+
+#[test]
+fn a_pod_without_security_context_is_confined_and_unconfined_is_not() {
+    let node = PodNode::new(58);
+    let confined = probe(&node, "plain", "", &[]);
+    assert_eq!(field(&confined, "Seccomp"), "2", "RuntimeDefault filter: {confined:?}");
+    assert_eq!(field(&confined, "userns"), "no", "{confined:?}");
+    assert_eq!(field(&confined, "mount"), "no", "{confined:?}");
+    assert_eq!(field(&confined, "kmsg"), "no", "{confined:?}");
+    assert_eq!(field(&confined, "blockdev"), "no", "{confined:?}");
+    // ls's own directory fd is the only one besides stdio.
+    assert_eq!(field(&confined, "fds").split_whitespace().count(), 4, "{confined:?}");
+    assert_eq!(field(&confined, "kcore"), "0", "{confined:?}");
+
+    // The pod asked for Unconfined: no filter, and creating a user namespace reaches the kernel.
+    let unconfined = probe(&node, "open", "  securityContext: {seccompProfile: {type: Unconfined}}", &[]);
+    assert_eq!(field(&unconfined, "Seccomp"), "0", "{unconfined:?}");
+    assert_eq!(field(&unconfined, "userns"), "yes", "{unconfined:?}");
+    assert_eq!(field(&unconfined, "kcore"), "0", "masked paths stay masked: {unconfined:?}");
+
+    // A node started with --seccomp-default=false leaves pods that name no profile unconfined;
+    // the issue's pod names RuntimeDefault at both levels and is confined either way.
+    let legacy = probe(&node, "legacy", "", &["--seccomp-default=false"]);
+    assert_eq!(field(&legacy, "Seccomp"), "0", "{legacy:?}");
+    let asked = "  securityContext: {seccompProfile: {type: RuntimeDefault}}";
+    let asked = probe(&node, "asked", asked, &["--seccomp-default=false"]);
+    assert_eq!(field(&asked, "Seccomp"), "2", "{asked:?}");
+    assert_eq!(field(&asked, "userns"), "no", "{asked:?}");
+}
+
+#[test]
+fn a_localhost_profile_from_the_node_directory_applies() {
+    let node = PodNode::new(59);
+    let profiles = node.root().join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("deny-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: nomkdir}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {IMAGE}
+    imagePullPolicy: Never
+    securityContext:
+      seccompProfile: {{type: Localhost, localhostProfile: profiles/deny-mkdir.json}}
+    command: ["sh", "-c", "sleep 3600"]
+"#
+    );
+    let out = node.run_yaml("nomkdir", &yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = node.rk("exec", &["nomkdir", "-c", "c"], &["mkdir", "/tmp/x"]);
+    assert!(!out.status.success(), "mkdir went through the profile");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
+    assert_eq!(node.exec("nomkdir", "c", &["sh", "-c", "touch /tmp/f && echo ok"]).trim(), "ok");
+    node.ok("rm", &["nomkdir", "--time=0"], &[]);
+
+    // A profile that is not there fails the start with the path, and nothing is created.
+    let missing = yaml.replace("name: nomkdir", "name: noprofile").replace("deny-mkdir", "absent");
+    let out = node.run_yaml("noprofile", &missing, false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("securityContext.seccompProfile.localhostProfile: seccomp profile"), "{err}");
+    assert!(err.contains("profiles/absent.json"), "{err}");
+    node.assert_pod_gone("noprofile");
+}
+
+#[test]
+fn run_as_non_root_with_a_root_image_fails_with_the_kubelets_message() {
+    let node = PodNode::new(60);
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: nonroot}}
+spec:
+  securityContext: {{runAsNonRoot: true}}
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "60"]}}
+"#
+    );
+    let out = node.run_yaml("nonroot", &yaml, true);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "container has runAsNonRoot and image will run as root (pod: \"nonroot_default\", container: c)"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    node.assert_pod_gone("nonroot");
+    assert_eq!(node.agent_pid(), None);
+    // With a non-root user the same pod runs.
+    let ok = yaml.replace("runAsNonRoot: true", "runAsNonRoot: true, runAsUser: 1000");
+    let out = node.run_yaml("nonroot", &ok, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(node.exec("nonroot", "c", &["id", "-u"]).trim(), "1000");
+    node.ok("rm", &["nonroot", "--time=0"], &[]);
+}
+
+#[test]
+fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
+    let node = PodNode::new(62);
+    for (field, spec, container) in [
+        ("spec.hostPID", "  hostPID: true\n", ""),
+        ("spec.hostNetwork", "  hostNetwork: true\n", ""),
+        ("spec.hostUsers", "  hostUsers: false\n", ""),
+        (
+            "spec.securityContext.sysctls",
+            "  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: \"1\"}]}\n",
+            "",
+        ),
+        ("spec.containers[0].securityContext.procMount", "", "    securityContext: {procMount: Unmasked}\n"),
+        (
+            "spec.containers[0].securityContext.appArmorProfile.type",
+            "",
+            "    securityContext: {appArmorProfile: {type: RuntimeDefault}}\n",
+        ),
+        ("spec.containers[0].tty", "", "    tty: true\n"),
+    ] {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: refused}}\nspec:\n{spec}  containers:\n  - name: c\n    \
+             image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sleep, \"60\"]\n{container}"
+        );
+        let out = node.run_yaml("refused", &yaml, true);
+        assert!(!out.status.success(), "{field} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("{field}: ")) && err.contains("not supported by rkube"),
+            "{field}: {err}"
+        );
+        node.assert_pod_gone("refused");
+        assert_eq!(node.agent_pid(), None, "an agent was started for {field}");
+    }
+}
