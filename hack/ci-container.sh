@@ -7,7 +7,7 @@
 #
 # Steps, on the host:
 #   1. install what the host needs to build rkubelet and a root filesystem (mmdebstrap);
-#   2. build rkubelet (debug) into a target dir shared with the container;
+#   2. build rkubelet (debug) for the host, in the host's own target dir;
 #   3. make the clean root filesystem (`mmdebstrap --variant=minbase bookworm`) once per package
 #      list and apt sources, kept under $RKUBE_CI_CACHE, and copy it for this run;
 #   4. container 1, in the host's network namespace (it needs the package registry):
@@ -17,12 +17,14 @@
 #   6. remove the container, its network namespace and the copy, then `hack/check-host-clean.sh`.
 #
 # Bound in from the host: the Rust toolchain (rustup and cargo homes: toolchains and the crate
-# registry cache), the checkout and the shared target dir (same paths inside, so cargo reuses what
-# the host built), and the real kubectl 1.32 as /usr/bin/kubectl (Debian 12 packages only 1.20).
+# registry cache), the checkout and the container's target dir (same paths inside; kept between
+# runs while hack/setup.sh is unchanged), and the real kubectl 1.32 as /usr/bin/kubectl (Debian 12
+# packages only 1.20).
 # Everything else the suite needs comes from `hack/setup.sh` inside the container.
 #
-# Environment: RKUBE_CI_CACHE (default /var/cache/rkube-ci) holds root filesystems and the target
-# dir; RKUBE_CI_KEEP=1 keeps this run's copy of the root filesystem for a look afterwards.
+# Environment: RKUBE_CI_CACHE (default /var/cache/rkube-ci) holds the root filesystem and the target
+# dirs; CARGO_TARGET_DIR overrides the container's; RKUBE_CI_KEEP=1 keeps this run's copy of the
+# root filesystem for a look afterwards.
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
 
@@ -41,12 +43,19 @@ if [ "${1:-}" = -- ]; then shift; command=("$@"); [ ${#command[@]} -gt 0 ] || di
 install_packages "${HOST_PACKAGES[@]}"
 need cargo mmdebstrap ip jq
 
-# 2. rkubelet, built into the shared target dir (the container's cargo reuses it).
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
-mkdir -p "$CARGO_TARGET_DIR"
-log "building rkubelet (target dir $CARGO_TARGET_DIR)"
+# 2. rkubelet for the host, in a target dir of the host's own: build scripts (protoc, the C parts)
+#    ran against the host's packages there, so the container must not reuse their outputs.
+HOST_TARGET=$CACHE/host-target
+log "building rkubelet (target dir $HOST_TARGET)"
 cargo fetch --quiet
-cargo build --quiet --bin rkubelet
+CARGO_TARGET_DIR=$HOST_TARGET cargo build --quiet --bin rkubelet
+# The container's target dir is reused from run to run while what hack/setup.sh installs stays the
+# same; a changed package list starts from a cold build, so a package the build needs but setup
+# no longer installs fails here instead of hiding behind cached build-script outputs.
+setup_key=$(cat "$HACK_DIR/setup.sh" "$HACK_DIR/lib.sh" | sha256sum | cut -c1-16)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target-$setup_key}
+mkdir -p "$CARGO_TARGET_DIR"
+find "$CACHE" -maxdepth 1 -name 'target-*' ! -path "$CARGO_TARGET_DIR" -exec rm -rf --one-file-system {} +
 
 RUN_ID=$$
 WORK=$CACHE/run-$RUN_ID
@@ -56,8 +65,8 @@ STATE=$WORK/state
 RKUBELET=$WORK/bin/rkubelet
 mkdir -p "$WORK/bin" "$WORK/tmp" "$STATE"
 chmod 1777 "$WORK/tmp"
-# A copy, so the cargo build inside may replace target/debug/rkubelet while this one runs.
-cp "$CARGO_TARGET_DIR/debug/rkubelet" "$CARGO_TARGET_DIR/debug/rkube-monitor" "$WORK/bin/"
+# A copy, so a later host build may replace the binary while this one runs.
+cp "$HOST_TARGET/debug/rkubelet" "$HOST_TARGET/debug/rkube-monitor" "$WORK/bin/"
 
 # Removes the containers, the network namespace and this run's files (idempotent).
 remove_run() {
