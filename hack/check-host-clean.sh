@@ -19,7 +19,7 @@ left=$( {
   find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*rkube*' 2>/dev/null \
     | sed 's/^/cgroup /' | skip
   iptables-save 2>/dev/null | grep -E '^(:RKUBE|-A RKUBE)' | sed 's/^/iptables /'
-  pgrep -a -f 'target/.*/(rkubelet|rkube-master|rkube-monitor)' 2>/dev/null | sed 's/^/process /'
+  pgrep -a -f 'target[^/]*/.*/(rkubelet|rkube-master|rkube-monitor)' 2>/dev/null | sed 's/^/process /'
 } || true )
 if [ -n "$left" ]; then
   echo "host objects left behind by the tests:" >&2

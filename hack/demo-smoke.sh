@@ -26,7 +26,7 @@ if ip -o addr show dev cni-podman0 2>/dev/null | grep -q ' 10\.88\.'; then
   cargo build --release --quiet
   scratch=$(mktemp -d)
   set +e
-  out=$(target/release/rkubelet run hack/demo/pod.yaml --pod-cidr 10.88.0.0/16 \
+  out=$("$TARGET_DIR/release/rkubelet" run hack/demo/pod.yaml --pod-cidr 10.88.0.0/16 \
           --root "$scratch/root" --run-dir "$scratch/run" 2>&1)
   rc=$?
   set -e
@@ -45,7 +45,7 @@ fi
 # 2. README command 1.
 log "smoke: hack/demo.sh"
 "$HACK_DIR/demo.sh"
-IP=$(target/release/rkubelet inspect webserver --root "${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}" | jq -r .ip)
+IP=$("$TARGET_DIR/release/rkubelet" inspect webserver --root "${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}" | jq -r .ip)
 curl -sf "http://$IP/" | grep -q . || die "no page from the demo pod at $IP"
 curl -sf "http://$IP/cgi-bin/info" | grep -q PROJECT_ID || die "no PROJECT_ID from the demo pod's cgi-bin/info"
 curl -sf "http://$IP:8081/" | grep -q . || die "no page from the nginx sidecar at $IP:8081"

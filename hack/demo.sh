@@ -9,7 +9,7 @@ cd "$REPO_DIR"
 ROOT=${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}
 RUN_DIR=/run/rkube
 if [ "${1:-}" = clean ]; then
-  RKUBELET=$REPO_DIR/target/release/rkubelet
+  RKUBELET=$TARGET_DIR/release/rkubelet
   # Pods, agent, bridge rkube0, RKUBE- chains, IPAM state, empty rkube cgroups: one command.
   [ -x "$RKUBELET" ] && "$RKUBELET" reset --force --time 0 --root "$ROOT" --run-dir "$RUN_DIR"
   "$HACK_DIR/registry.sh" stop
@@ -21,7 +21,7 @@ fi
 "$HACK_DIR/setup.sh"
 log "building rkube (release)"
 cargo build --release --quiet
-RKUBELET=$REPO_DIR/target/release/rkubelet
+RKUBELET=$TARGET_DIR/release/rkubelet
 
 "$HACK_DIR/registry.sh" start
 "$HACK_DIR/build-images.sh" --push "127.0.0.1:${RKUBE_REGISTRY_PORT:-5000}"

@@ -5,6 +5,8 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
 # Where scripts keep generated artifacts (images, registry data); never inside src/.
 BUILD_DIR=${RKUBE_BUILD_DIR:-$REPO_DIR/_build}
+# Where cargo puts binaries (CI's container sets CARGO_TARGET_DIR).
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
