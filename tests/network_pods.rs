@@ -217,3 +217,26 @@ fn pods_on_two_nodes_reach_each_other_over_host_gw_routes() {
     .expect("delete route");
     assert!(request(&pa.netns_path, SocketAddrV4::new(pb.ip, 8080)).is_err());
 }
+
+/// rkube-master refuses, at start and before writing anything, a service CIDR that overlaps a
+/// network its host already has (here the node namespace's LAN, 10.78.17.0/24 on `rktl17`).
+#[test]
+fn master_refuses_a_service_cidr_the_host_uses() {
+    let node = TestNode::new(17);
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", node.node_ns.display()))
+        .arg(env!("CARGO_BIN_EXE_rkube-master"))
+        .args(["--service-cidr", "10.78.0.0/16", "--insecure-http", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path().join("master"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "rkube-master started on a taken service CIDR");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "rkube-master: service CIDR 10.78.0.0/16 overlaps 10.78.17.0/24 on rktl17, which this host already \
+         uses; choose another with --service-cidr"
+    );
+    assert!(!data.path().join("master").exists(), "data dir created");
+}

@@ -183,6 +183,19 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // ClusterIPs inside a range the host already routes would be unreachable from it.
+    match rkube::network::pod::host_network_overlapping(args.service_cidr, "", None) {
+        Ok(Some((link, network))) => {
+            eprintln!(
+                "rkube-master: service CIDR {} overlaps {network} on {link}, which this host already uses; \
+                 choose another with --service-cidr",
+                args.service_cidr
+            );
+            std::process::exit(1);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("could not check --service-cidr against the host's networks: {e}"),
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

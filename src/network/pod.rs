@@ -68,20 +68,26 @@ pub fn node_has_no_pods(state_dir: &Path) -> bool {
     fs::read_dir(state_dir.join("pods")).map_or(true, |mut entries| entries.next().is_none())
 }
 
+/// The first network of another link than `ignore` in the namespace at `netns` (`None`: ours)
+/// that overlaps `cidr`, as `(link, network)`. Reads only.
+pub fn host_network_overlapping(
+    cidr: Ipv4Net,
+    ignore: &str,
+    netns: Option<&Path>,
+) -> Result<Option<(String, Ipv4Net)>, LinkError> {
+    let networks = link::with_netlink(netns, |handle| async move { link::ipv4_networks(&handle).await })?;
+    Ok(overlapping_network(cidr, ignore, &networks).cloned())
+}
+
 /// Refuses a pod CIDR that overlaps a network the node's namespace already has (another bridge such
 /// as podman's `cni-podman0` on 10.88.0.0/16, docker's, a LAN): pods there would be unreachable.
 /// Reads only; call it before creating anything.
 pub fn check_pod_cidr(config: &PodNetworkConfig) -> Result<(), PodNetworkError> {
     let cidr = config.pod_cidr;
-    let networks = link::with_netlink(config.node_netns.as_deref(), |handle| async move {
-        link::ipv4_networks(&handle).await
-    })
-    .map_err(|source| PodNetworkError::CidrCheck { cidr, source })?;
-    match overlapping_network(cidr, &config.bridge, &networks) {
-        Some((link, network)) => {
-            Err(PodNetworkError::CidrOverlap { cidr, network: *network, link: link.clone() })
-        }
-        None => Ok(()),
+    match host_network_overlapping(cidr, &config.bridge, config.node_netns.as_deref()) {
+        Ok(Some((link, network))) => Err(PodNetworkError::CidrOverlap { cidr, network, link }),
+        Ok(None) => Ok(()),
+        Err(source) => Err(PodNetworkError::CidrCheck { cidr, source }),
     }
 }
 
