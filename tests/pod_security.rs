@@ -173,8 +173,7 @@ spec:
 fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
     let node = PodNode::new(62);
     for (field, spec, container) in [
-        ("spec.hostPID", "  hostPID: true\n", ""),
-        ("spec.hostNetwork", "  hostNetwork: true\n", ""),
+        ("spec.runtimeClassName", "  runtimeClassName: gvisor\n", ""),
         ("spec.hostUsers", "  hostUsers: false\n", ""),
         (
             "spec.securityContext.sysctls",
@@ -204,4 +203,79 @@ fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
         node.assert_pod_gone("refused");
         assert_eq!(node.agent_pid(), None, "an agent was started for {field}");
     }
+}
+
+/// `readlink /proc/self/ns/<kind>` of a path holding a namespace (`net:[4026532001]`).
+fn ns_id(kind: &str, path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{kind}:[{}]", std::fs::metadata(path).unwrap().ino())
+}
+
+#[test]
+fn host_namespaces_are_the_nodes() {
+    let node = PodNode::new(63);
+    let me = std::process::id();
+    let yaml = |name: &str, host: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+{host}
+  hostAliases: [{{ip: 10.9.8.7, hostnames: [db.local]}}]
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
+"#
+        )
+    };
+    let look = "for n in net ipc pid; do readlink /proc/self/ns/$n; done; \
+                test -d /proc/{me} && echo sees-node-process || echo own-pids; hostname; cat /proc/net/dev";
+    let look = look.replace("{me}", &me.to_string());
+
+    // hostNetwork, hostPID, hostIPC: the node's namespaces (the test node's network namespace).
+    let out = node.run_yaml(
+        "hostns",
+        &yaml("hostns", "  hostNetwork: true\n  hostPID: true\n  hostIPC: true"),
+        false,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = node.exec("hostns", "c", &["sh", "-c", &look]);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], ns_id("net", &node.net.node_ns), "{seen}");
+    assert_eq!(lines[1], ns_id("ipc", std::path::Path::new("/proc/self/ns/ipc")), "{seen}");
+    assert_eq!(lines[2], ns_id("pid", std::path::Path::new("/proc/self/ns/pid")), "{seen}");
+    assert_eq!(lines[3], "sees-node-process", "{seen}");
+    let node_hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(lines[4], node_hostname, "the node's hostname");
+    assert!(seen.contains("rktl63:"), "the node's LAN interface: {seen}");
+    let hosts = node.exec("hostns", "c", &["cat", "/etc/hosts"]);
+    let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert!(hosts.starts_with(&node_hosts), "the node's hosts file: {hosts}");
+    assert!(hosts.contains("10.9.8.7\tdb.local"), "{hosts}");
+    assert!(node.inspect("hostns")["ip"].is_null(), "no pod IP of its own");
+    node.ok("rm", &["hostns", "--time=0"], &[]);
+    node.assert_pod_gone("hostns");
+
+    // Without them: namespaces of its own.
+    let out = node.run_yaml("ownns", &yaml("ownns", ""), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = node.exec("ownns", "c", &["sh", "-c", &look]);
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_ne!(lines[0], ns_id("net", &node.net.node_ns), "{seen}");
+    assert_ne!(lines[1], ns_id("ipc", std::path::Path::new("/proc/self/ns/ipc")), "{seen}");
+    assert_eq!(lines[3], "own-pids", "{seen}");
+    assert_eq!(lines[4], "ownns");
+    assert!(!seen.contains("rktl63:"), "{seen}");
+    node.ok("rm", &["ownns", "--time=0"], &[]);
+
+    // hostPID and a shared pid namespace exclude each other, as in Kubernetes.
+    let both = yaml("both", "  hostPID: true\n  shareProcessNamespace: true");
+    let out = node.run_yaml("both", &both, false);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ShareProcessNamespace and HostPID cannot both be enabled")
+    );
+    node.assert_pod_gone("both");
 }

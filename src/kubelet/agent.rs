@@ -147,7 +147,12 @@ impl Agent {
         let spec = st.pod.spec.clone().unwrap_or_default();
         let policy = RestartPolicy::parse(spec.restart_policy.as_deref()).unwrap_or_default();
         let runtime = self.node.runtime();
-        let netns = self.node.run_dir.join("netns").join(name);
+        // Probes connect from the pod's network namespace; a hostNetwork pod's is the node's.
+        let netns = if spec.host_network == Some(true) {
+            self.node.node_netns.clone()
+        } else {
+            Some(self.node.run_dir.join("netns").join(name))
+        };
         for record in st.containers.iter_mut().filter(|c| !c.done) {
             let id = record.id.clone();
             if let Some(at) = record.restart_at_ms {
@@ -202,7 +207,7 @@ impl Agent {
                 && state.verdict() != Some(Verdict::Success)
             {
                 if state.due(now) {
-                    let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                    let ok = prober::check(probe, &runtime, &id, netns.as_deref(), ip, &named);
                     if state.record(Instant::now(), ok) == Some(Verdict::Failure) {
                         tracing::info!(
                             "pod {name}: container {} failed its startup probe; killing it",
@@ -216,7 +221,7 @@ impl Agent {
             if let (Some(state), Some(probe)) = (probes.liveness.as_mut(), container.liveness_probe.as_ref())
                 && state.due(now)
             {
-                let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                let ok = prober::check(probe, &runtime, &id, netns.as_deref(), ip, &named);
                 if state.record(Instant::now(), ok) == Some(Verdict::Failure) && !ok {
                     tracing::info!(
                         "pod {name}: container {} failed its liveness probe; killing it",
@@ -229,7 +234,7 @@ impl Agent {
                 (probes.readiness.as_mut(), container.readiness_probe.as_ref())
                 && state.due(now)
             {
-                let ok = prober::check(probe, &runtime, &id, &netns, ip, &named);
+                let ok = prober::check(probe, &runtime, &id, netns.as_deref(), ip, &named);
                 record.ready = state.record(Instant::now(), ok) == Some(Verdict::Success);
             }
         }

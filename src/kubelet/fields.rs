@@ -43,9 +43,9 @@ const POD_SPEC: &Table = &[
     ("enableServiceLinks", Harmless),
     ("ephemeralContainers", No),
     ("hostAliases", Objects(HOST_ALIAS)),
-    ("hostIPC", Bool(false)),
-    ("hostNetwork", Bool(false)),
-    ("hostPID", Bool(false)),
+    ("hostIPC", Yes),
+    ("hostNetwork", Yes),
+    ("hostPID", Yes),
     ("hostUsers", Bool(true)),
     ("hostname", Yes),
     ("imagePullSecrets", Yes),
@@ -188,7 +188,7 @@ const HOST_PATH: &Table =
     &[("path", Yes), ("type", Only(&["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File"]))];
 
 /// Refuses the first field of `pod` (a v1 Pod as JSON) that rkube does not implement, naming it:
-/// `spec.hostPID: not supported by rkube`.
+/// `spec.runtimeClassName: not supported by rkube`.
 pub fn check_pod(pod: &Value) -> Result<(), String> {
     match pod.get("spec") {
         Some(spec) => check(spec, POD_SPEC, "spec"),
@@ -332,10 +332,6 @@ mod tests {
         };
         let cases = [
             (
-                json!({"hostPID": true, "containers": [c(json!({}))]}),
-                "spec.hostPID: true is not supported by rkube (only false)",
-            ),
-            (
                 json!({"hostUsers": false, "containers": [c(json!({}))]}),
                 "spec.hostUsers: false is not supported by rkube (only true)",
             ),
@@ -384,7 +380,7 @@ mod tests {
     #[test]
     fn implemented_defaults_and_empty_values_pass() {
         let spec = json!({
-            "hostNetwork": false, "hostPID": false, "hostIPC": false, "hostUsers": true,
+            "hostNetwork": true, "hostPID": true, "hostIPC": false, "hostUsers": true,
             "dnsPolicy": "ClusterFirst", "tolerations": [], "nodeSelector": {"disk": "ssd"},
             "os": {"name": "linux"}, "activeDeadlineSeconds": null,
             "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}, "sysctls": []},

@@ -24,7 +24,7 @@ use super::resources;
 use super::restart::RestartPolicy;
 use super::sandbox;
 use super::security::{self, Seccomp};
-use super::spec::{self, BindMount, SpecInput};
+use super::spec::{self, BindMount, HostNamespaces, SpecInput};
 use super::state::{self, ContainerRecord, Phase, PodState, container_id, unix_now};
 use super::volumes;
 use crate::network::dns::{self, DnsConfig};
@@ -71,9 +71,9 @@ pub fn lock(dir: &Path, wait: bool, create: bool) -> io::Result<Option<Flock<fs:
     }
 }
 
-/// The hostPorts of a pod's containers.
+/// The hostPorts of a pod's containers (none for a hostNetwork pod: its ports are the node's).
 pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
-    let spec = pod.spec.as_ref();
+    let spec = pod.spec.as_ref().filter(|s| s.host_network != Some(true));
     spec.iter()
         .flat_map(|s| s.containers.iter())
         .flat_map(|c| c.ports.iter().flatten())
@@ -118,14 +118,14 @@ pub fn start_needs_sealed_caller(pod: &Pod) -> bool {
 }
 
 /// Whether starting `pod` puts a process of ours into a container that others can already see: a
-/// postStart exec hook, or an init joining the pod's shared pid namespace.
+/// postStart exec hook, an init joining the pod's shared pid namespace, or one in the node's.
 fn enters_visible_containers(pod: &Pod) -> bool {
     let Some(spec) = pod.spec.as_ref() else { return true };
     let post_start_exec = spec
         .containers
         .iter()
         .any(|c| c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).is_some_and(|h| h.exec.is_some()));
-    spec.share_process_namespace == Some(true) || post_start_exec
+    spec.share_process_namespace == Some(true) || spec.host_pid == Some(true) || post_start_exec
 }
 
 /// Inputs of one pod start besides the node.
@@ -156,9 +156,16 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
+    let host = HostNamespaces::of(spec);
+    if host.pid && spec.share_process_namespace == Some(true) {
+        return Err(invalid(
+            "spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"
+                .into(),
+        ));
+    }
     // A node's first pod makes sure the pod CIDR is free on the host, before anything is created.
     let network_config = node.network_config();
-    if crate::network::pod::node_has_no_pods(&network_config.state_dir) {
+    if !host.network && crate::network::pod::node_has_no_pods(&network_config.state_dir) {
         crate::network::pod::check_pod_cidr(&network_config).map_err(|e| invalid(e.to_string()))?;
     }
     // From here on, the grace period the first container's cgroup move waits for runs alongside.
@@ -261,18 +268,24 @@ struct Starting<'a> {
 
 fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
     let Starting { node, req, spec, name, dir, .. } = *starting;
-    let network = node.network().map_err(step(name, "network"))?;
-    let ports = host_ports(req.pod);
-    let info = network.reserve(name, &ports).map_err(step(name, "reserve pod address"))?;
-    // The pod's network is wired (veth, addresses, node rules) while the rest of its sandbox and
-    // its first container are created: both take milliseconds, and nothing in the pod runs
-    // before that container's start below.
-    let (created, wired) = std::thread::scope(|scope| {
-        let wiring = scope.spawn(|| network.setup(name, name, &ports));
-        (create_sandbox(starting, &info), wiring.join())
-    });
-    wired.unwrap_or_else(|panic| std::panic::resume_unwind(panic)).map_err(step(name, "network setup"))?;
-    let mut state = created?;
+    let mut state = if spec.host_network == Some(true) {
+        create_sandbox(starting, None)?
+    } else {
+        let network = node.network().map_err(step(name, "network"))?;
+        let ports = host_ports(req.pod);
+        let info = network.reserve(name, &ports).map_err(step(name, "reserve pod address"))?;
+        // The pod's network is wired (veth, addresses, node rules) while the rest of its sandbox and
+        // its first container are created: both take milliseconds, and nothing in the pod runs
+        // before that container's start below.
+        let (created, wired) = std::thread::scope(|scope| {
+            let wiring = scope.spawn(|| network.setup(name, name, &ports));
+            (create_sandbox(starting, Some(&info)), wiring.join())
+        });
+        wired
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map_err(step(name, "network setup"))?;
+        created?
+    };
     let runtime = node.runtime();
     let policy = RestartPolicy::parse(spec.restart_policy.as_deref())
         .map_err(|message| PodError::Invalid { pod: name.into(), message })?;
@@ -312,22 +325,34 @@ fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
 /// Creates the pod's sandbox besides its network (IPC namespace, /etc files, volumes, cgroup,
 /// shared pid namespace), saves every container's spec and creates the first container, which
 /// waits for its start. Returns the pod's state (Pending).
-fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodState, PodError> {
+/// `info` is the pod's network, `None` for a hostNetwork pod.
+fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Result<PodState, PodError> {
     let Starting { node, req, spec, name, dir, planned, volumes, sources } = *starting;
     let pod = req.pod;
+    let host = HostNamespaces::of(spec);
     let ipc = node.ipc_dir().join(name);
-    sandbox::create_ipc(&ipc).map_err(step(name, "ipc namespace"))?;
+    if !host.ipc {
+        sandbox::create_ipc(&ipc).map_err(step(name, "ipc namespace"))?;
+    }
     // /etc files shared by the pod's containers.
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(step(name, "create etc dir"))?;
-    let hostname = spec.hostname.clone().unwrap_or_else(|| name.to_string());
+    let node_hostname = || nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+    let hostname = match host.network {
+        true => node_hostname().unwrap_or_default(),
+        false => spec.hostname.clone().unwrap_or_else(|| name.to_string()),
+    };
     let aliases: Vec<(IpAddr, Vec<String>)> = spec
         .host_aliases
         .iter()
         .flatten()
         .filter_map(|a| Some((a.ip.parse().ok()?, a.hostnames.clone().unwrap_or_default())))
         .collect();
-    let hosts = dns::hosts_file(&hostname, Some(IpAddr::V4(info.ip)), &aliases);
+    let hosts = match info {
+        Some(info) => dns::hosts_file(&hostname, Some(IpAddr::V4(info.ip)), &aliases),
+        // The node's own hosts file, as the kubelet gives hostNetwork pods.
+        None => dns::node_hosts_file(&fs::read_to_string(dns::NODE_HOSTS).unwrap_or_default(), &aliases),
+    };
     let resolv = dns::resolv_conf(&DnsConfig { nameservers: node.nameservers.clone(), ..Default::default() });
     fs::write(etc.join("hosts"), hosts).map_err(step(name, "write hosts"))?;
     fs::write(etc.join("resolv.conf"), resolv).map_err(step(name, "write resolv.conf"))?;
@@ -355,7 +380,7 @@ fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodS
         ),
         _ => None,
     };
-    let facts = facts(pod, &info.ip.to_string());
+    let facts = facts(pod, &info.map(|i| i.ip.to_string()).unwrap_or_default());
     let runtime = node.runtime();
     let n_init = spec.init_containers.as_ref().map_or(0, Vec::len);
     let mut state = PodState {
@@ -363,7 +388,7 @@ fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodS
         uid: uuid::Uuid::new_v4().to_string(),
         created: unix_now(),
         phase: Phase::Pending,
-        ip: Some(info.ip),
+        ip: info.map(|i| i.ip),
         containers: Vec::new(),
         init_containers: Vec::new(),
         pause,
@@ -397,8 +422,12 @@ fn create_sandbox(starting: &Starting<'_>, info: &PodNetworkInfo) -> Result<PodS
             env: env_list,
             cwd: c.working_dir.clone().unwrap_or_else(|| p.image.working_dir.clone()),
             image_user: Some(p.image.user.clone()),
-            netns: info.netns_path.clone(),
+            netns: match info {
+                Some(info) => Some(info.netns_path.clone()),
+                None => node.node_netns.clone(),
+            },
             ipc: Some(ipc.clone()),
+            host,
             pid: pause.map(|p| p.pid_namespace()),
             mounts,
             limits,

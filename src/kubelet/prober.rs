@@ -29,7 +29,7 @@ pub fn check(
     probe: &Probe,
     runtime: &Runtime,
     id: &str,
-    netns: &Path,
+    netns: Option<&Path>,
     pod_ip: Ipv4Addr,
     named_ports: &[(String, i32)],
 ) -> bool {
@@ -44,7 +44,7 @@ pub fn check(
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port(&tcp.port, named_ports) else { return false };
         let host = tcp.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(pod_ip);
-        return run_in_netns(Some(netns), || {
+        return run_in_netns(netns, || {
             TcpStream::connect_timeout(&SocketAddr::from((host, port)), timeout).is_ok()
         })
         .unwrap_or(false);
@@ -53,7 +53,7 @@ pub fn check(
         let Some(port) = http.port_as(named_ports) else { return false };
         let host = http.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(pod_ip);
         let path = http.path.clone().unwrap_or_else(|| "/".into());
-        return run_in_netns(Some(netns), || http_status(host, port, &path, timeout))
+        return run_in_netns(netns, || http_status(host, port, &path, timeout))
             .ok()
             .flatten()
             .is_some_and(|s| (200..400).contains(&s));

@@ -41,8 +41,13 @@ pub struct SpecInput<'a> {
     pub cwd: String,
     /// The image's `User`, used when no runAsUser is set.
     pub image_user: Option<String>,
-    pub netns: PathBuf,
+    /// The network namespace to join: the pod's, or for a hostNetwork pod the node's (`None`: the
+    /// caller's, which is the node's).
+    pub netns: Option<PathBuf>,
+    /// The pod's IPC namespace (`None`: a new one).
     pub ipc: Option<PathBuf>,
+    /// The node namespaces the pod shares (hostNetwork, hostPID, hostIPC).
+    pub host: HostNamespaces,
     /// The pod's shared pid namespace (shareProcessNamespace); `None`: the container's own.
     pub pid: Option<PathBuf>,
     pub mounts: Vec<BindMount>,
@@ -52,6 +57,26 @@ pub struct SpecInput<'a> {
     pub pod_security: Option<&'a PodSecurityContext>,
     /// The seccomp filter ([`super::security::seccomp_choice`] decides it).
     pub seccomp: Seccomp,
+}
+
+/// The node's namespaces a pod shares instead of its own. A hostNetwork pod also shares the
+/// node's UTS namespace (its hostname), as with CRI runtimes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    pub network: bool,
+    pub pid: bool,
+    pub ipc: bool,
+}
+
+impl HostNamespaces {
+    /// `hostNetwork`, `hostPID` and `hostIPC` of a pod spec.
+    pub fn of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Self {
+        HostNamespaces {
+            network: spec.host_network == Some(true),
+            pid: spec.host_pid == Some(true),
+            ipc: spec.host_ipc == Some(true),
+        }
+    }
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> LinuxNamespace {
@@ -116,7 +141,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     root.set_path("rootfs".into());
     root.set_readonly(Some(security.and_then(|s| s.read_only_root_filesystem) == Some(true)));
     spec.set_root(Some(root));
-    spec.set_hostname(Some(input.pod_name.to_string()));
+    // In the node's UTS namespace the node's hostname stays.
+    spec.set_hostname((!input.host.network).then(|| input.pod_name.to_string()));
 
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_terminal(Some(false));
@@ -190,13 +216,22 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     spec.set_mounts(Some(mounts));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_namespaces(Some(vec![
-        namespace(LinuxNamespaceType::Pid, input.pid.clone()),
-        namespace(LinuxNamespaceType::Network, Some(input.netns.clone())),
-        namespace(LinuxNamespaceType::Ipc, input.ipc.clone()),
-        namespace(LinuxNamespaceType::Uts, None),
-        namespace(LinuxNamespaceType::Mount, None),
-    ]));
+    // A namespace left out is the caller's: the node's.
+    let mut namespaces = Vec::with_capacity(5);
+    if !input.host.pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, input.pid.clone()));
+    }
+    if let Some(netns) = &input.netns {
+        namespaces.push(namespace(LinuxNamespaceType::Network, Some(netns.clone())));
+    }
+    if !input.host.ipc {
+        namespaces.push(namespace(LinuxNamespaceType::Ipc, input.ipc.clone()));
+    }
+    if !input.host.network {
+        namespaces.push(namespace(LinuxNamespaceType::Uts, None));
+    }
+    namespaces.push(namespace(LinuxNamespaceType::Mount, None));
+    linux.set_namespaces(Some(namespaces));
     let mut resources = LinuxResources::default();
     let mut cpu = LinuxCpu::default();
     cpu.set_shares(Some(input.limits.cpu_shares));
@@ -256,8 +291,9 @@ mod tests {
             env: vec!["A=1".into()],
             cwd: String::new(),
             image_user: None,
-            netns: "/run/rkube/netns/web".into(),
+            netns: Some("/run/rkube/netns/web".into()),
             ipc: Some("/run/rkube/ipc/web".into()),
+            host: HostNamespaces::default(),
             pid: None,
             mounts: vec![BindMount {
                 source: "/p/hosts".into(),
@@ -270,6 +306,31 @@ mod tests {
             pod_security: None,
             seccomp: Seccomp::RuntimeDefault,
         }
+    }
+
+    #[test]
+    fn host_namespaces_are_left_out_of_the_spec() {
+        let kinds = |spec: &Spec| -> Vec<LinuxNamespaceType> {
+            spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect()
+        };
+        let mut i = input(None);
+        i.host = HostNamespaces { network: true, pid: true, ipc: true };
+        i.netns = None;
+        let spec = build(&i).unwrap();
+        assert_eq!(kinds(&spec), vec![LinuxNamespaceType::Mount]);
+        assert_eq!(spec.hostname(), &None, "the node's hostname stays");
+        i.host = HostNamespaces { network: true, pid: false, ipc: false };
+        i.netns = Some("/run/test/node-ns".into());
+        let spec = build(&i).unwrap();
+        assert_eq!(
+            kinds(&spec),
+            vec![
+                LinuxNamespaceType::Pid,
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Mount
+            ]
+        );
     }
 
     #[test]

@@ -24,11 +24,28 @@ pub fn hosts_file(hostname: &str, pod_ip: Option<IpAddr>, extra: &[(IpAddr, Vec<
     if let Some(ip) = pod_ip {
         let _ = writeln!(out, "{ip}\t{hostname}");
     }
+    push_aliases(&mut out, extra);
+    out
+}
+
+fn push_aliases(out: &mut String, extra: &[(IpAddr, Vec<String>)]) {
     for (ip, names) in extra {
         if !names.is_empty() {
             let _ = writeln!(out, "\n# Entries added by HostAliases.\n{ip}\t{}", names.join("\t"));
         }
     }
+}
+
+/// Where the node's own hosts file is.
+pub const NODE_HOSTS: &str = "/etc/hosts";
+
+/// `/etc/hosts` for a pod in the node's network namespace: the node's file, plus HostAliases.
+pub fn node_hosts_file(node_hosts: &str, extra: &[(IpAddr, Vec<String>)]) -> String {
+    let mut out = node_hosts.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    push_aliases(&mut out, extra);
     out
 }
 
@@ -96,6 +113,8 @@ mod tests {
         let text = hosts_file("web-0", Some("10.244.0.5".parse().unwrap()), &[]);
         assert!(text.contains("127.0.0.1\tlocalhost\n"));
         assert!(text.ends_with("10.244.0.5\tweb-0\n"));
+        let node = node_hosts_file("127.0.0.1 localhost", &[("1.2.3.4".parse().unwrap(), vec!["a".into()])]);
+        assert_eq!(node, "127.0.0.1 localhost\n\n# Entries added by HostAliases.\n1.2.3.4\ta\n");
         let aliased = hosts_file("x", None, &[("1.2.3.4".parse().unwrap(), vec!["a".into(), "b".into()])]);
         assert!(aliased.contains("1.2.3.4\ta\tb\n"));
         assert!(!aliased.contains("\tx\n"));
