@@ -175,11 +175,7 @@ fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
     for (field, spec, container) in [
         ("spec.runtimeClassName", "  runtimeClassName: gvisor\n", ""),
         ("spec.hostUsers", "  hostUsers: false\n", ""),
-        (
-            "spec.securityContext.sysctls",
-            "  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: \"1\"}]}\n",
-            "",
-        ),
+        ("spec.securityContext.fsGroup", "  securityContext: {fsGroup: 2000}\n", ""),
         ("spec.containers[0].securityContext.procMount", "", "    securityContext: {procMount: Unmasked}\n"),
         (
             "spec.containers[0].securityContext.appArmorProfile.type",
@@ -278,4 +274,47 @@ spec:
             .contains("ShareProcessNamespace and HostPID cannot both be enabled")
     );
     node.assert_pod_gone("both");
+}
+
+#[test]
+fn safe_sysctls_apply_inside_the_pod_only_and_unsafe_ones_are_refused() {
+    let node = PodNode::new(64);
+    let yaml = |name: &str, sysctl: &str, value: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  securityContext:
+    sysctls: [{{name: {sysctl}, value: "{value}"}}]
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
+"#
+        )
+    };
+    let read_node = || {
+        rkube::network::netns::run_in_netns(Some(&node.net.node_ns), || {
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap()
+        })
+        .unwrap()
+    };
+    let before = read_node();
+    let out = node.run_yaml("ports", &yaml("ports", "net.ipv4.ip_local_port_range", "40000 50000"), false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inside = node.exec("ports", "c", &["cat", "/proc/sys/net/ipv4/ip_local_port_range"]);
+    assert_eq!(inside.split_whitespace().collect::<Vec<_>>(), ["40000", "50000"]);
+    assert_eq!(read_node(), before, "the node's own value is untouched");
+    node.ok("rm", &["ports", "--time=0"], &[]);
+
+    let out = node.run_yaml("unsafe", &yaml("unsafe", "kernel.msgmax", "65536"), true);
+    assert!(!out.status.success(), "an unsafe sysctl was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.securityContext.sysctls[0]: forbidden sysctl: \"kernel.msgmax\" not allowlisted"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    node.assert_pod_gone("unsafe");
+    assert_eq!(node.agent_pid(), None);
 }

@@ -136,7 +136,7 @@ const POD_SECURITY_CONTEXT: &Table = &[
     ("seccompProfile", Yes),
     ("supplementalGroups", Yes),
     ("supplementalGroupsPolicy", Only(&["Merge"])),
-    ("sysctls", No),
+    ("sysctls", Yes),
     ("windowsOptions", Harmless),
 ];
 
@@ -346,10 +346,6 @@ mod tests {
             (
                 json!({"initContainers": [c(json!({"securityContext": {"procMount": "Unmasked"}}))], "containers": [c(json!({}))]}),
                 "spec.initContainers[0].securityContext.procMount: \"Unmasked\" is not supported by rkube (supported: \"Default\")",
-            ),
-            (
-                json!({"securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1 2"}]}, "containers": [c(json!({}))]}),
-                "spec.securityContext.sysctls: not supported by rkube",
             ),
             (
                 json!({"containers": [c(json!({"securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}}}))]}),

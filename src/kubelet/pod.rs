@@ -193,6 +193,7 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         secrets: req.manifest.secrets.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect(),
     };
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
+    let sysctls = security::pod_sysctls(spec).map_err(|e| invalid(e.to_string()))?;
     let mut seccomp = Vec::with_capacity(all.len());
     for c in &all {
         env::container_env(c, &facts(pod, "0.0.0.0"), &sources).map_err(|e| invalid(e.to_string()))?;
@@ -244,6 +245,7 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         planned: &planned,
         volumes: &volumes,
         sources: &sources,
+        sysctls: &sysctls,
     };
     match start_locked(&starting) {
         Ok(state) => Ok(state),
@@ -264,6 +266,7 @@ struct Starting<'a> {
     planned: &'a [Planned<'a>],
     volumes: &'a [k8s_openapi::api::core::v1::Volume],
     sources: &'a EnvSources<'a>,
+    sysctls: &'a HashMap<String, String>,
 }
 
 fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
@@ -327,7 +330,7 @@ fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
 /// waits for its start. Returns the pod's state (Pending).
 /// `info` is the pod's network, `None` for a hostNetwork pod.
 fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Result<PodState, PodError> {
-    let Starting { node, req, spec, name, dir, planned, volumes, sources } = *starting;
+    let Starting { node, req, spec, name, dir, planned, volumes, sources, sysctls } = *starting;
     let pod = req.pod;
     let host = HostNamespaces::of(spec);
     let ipc = node.ipc_dir().join(name);
@@ -435,6 +438,7 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
             security: c.security_context.as_ref(),
             pod_security: spec.security_context.as_ref(),
             seccomp: p.seccomp.clone(),
+            sysctls: sysctls.clone(),
         };
         let oci = spec::build(&input).map_err(step(name, "container spec"))?;
         save_spec(dir, &c.name, &oci).map_err(step(name, "save container spec"))?;

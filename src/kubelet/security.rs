@@ -4,7 +4,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext, SeccompProfile};
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, SeccompProfile};
 use oci_spec::runtime::LinuxSeccomp;
 
 /// Where a node keeps `Localhost` seccomp profiles, under its root (the kubelet's
@@ -39,6 +41,47 @@ pub enum SecurityError {
     /// The kubelet's messages, word for word.
     #[error("{0}")]
     NonRoot(String),
+}
+
+/// The sysctls the kubelet allows by default (its "safe" set: namespaced, and unable to affect
+/// other pods or the node); any other is refused, as with no `--allowed-unsafe-sysctls`.
+pub const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.tcp_wmem",
+];
+
+/// The pod's `securityContext.sysctls`, checked as the kubelet's sysctl admission does: only the
+/// safe set, no `net.*` with hostNetwork and no IPC ones with hostIPC (they would change the
+/// node's). Names may use `/` as separator.
+pub fn pod_sysctls(spec: &PodSpec) -> Result<HashMap<String, String>, SecurityError> {
+    let mut out = HashMap::new();
+    let list = spec.security_context.as_ref().and_then(|s| s.sysctls.as_ref());
+    for (i, sysctl) in list.into_iter().flatten().enumerate() {
+        let field = format!("spec.securityContext.sysctls[{i}]");
+        let name = sysctl.name.replace('/', ".");
+        let forbidden = |why: String| SecurityError::Invalid { field: field.clone(), reason: why };
+        if !SAFE_SYSCTLS.contains(&name.as_str()) {
+            return Err(forbidden(format!("forbidden sysctl: {name:?} not allowlisted")));
+        }
+        if name.starts_with("net.") && spec.host_network == Some(true) {
+            return Err(forbidden(format!("forbidden sysctl: {name:?} not allowed with host net enabled")));
+        }
+        if name.starts_with("kernel.shm") && spec.host_ipc == Some(true) {
+            return Err(forbidden(format!("forbidden sysctl: {name:?} not allowed with host ipc enabled")));
+        }
+        out.insert(name, sysctl.value.clone());
+    }
+    Ok(out)
 }
 
 /// Which profile a container asks for, before a `Localhost` profile is loaded.
@@ -274,6 +317,31 @@ mod tests {
         let missing = resolve(choice("missing.json"), dir.path()).unwrap_err().to_string();
         assert!(missing.starts_with("f: seccomp profile ") && missing.contains("missing.json"), "{missing}");
         assert!(resolve(choice("broken.json"), dir.path()).is_err());
+    }
+
+    #[test]
+    fn only_the_safe_sysctls_and_never_the_nodes() {
+        use k8s_openapi::api::core::v1::Sysctl;
+        let pod = |names: &[&str], host_network: bool| PodSpec {
+            host_network: Some(host_network),
+            security_context: Some(PodSecurityContext {
+                sysctls: Some(
+                    names.iter().map(|n| Sysctl { name: n.to_string(), value: "1".into() }).collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let ok =
+            pod_sysctls(&pod(&["net.ipv4.ip_local_port_range", "kernel/shm_rmid_forced"], false)).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok.contains_key("kernel.shm_rmid_forced"));
+        assert_eq!(
+            pod_sysctls(&pod(&["net.ipv4.ip_forward"], false)).unwrap_err().to_string(),
+            "spec.securityContext.sysctls[0]: forbidden sysctl: \"net.ipv4.ip_forward\" not allowlisted"
+        );
+        let err = pod_sysctls(&pod(&["net.ipv4.tcp_syncookies"], true)).unwrap_err().to_string();
+        assert!(err.ends_with("not allowed with host net enabled"), "{err}");
     }
 
     #[test]

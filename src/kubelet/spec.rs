@@ -57,6 +57,8 @@ pub struct SpecInput<'a> {
     pub pod_security: Option<&'a PodSecurityContext>,
     /// The seccomp filter ([`super::security::seccomp_choice`] decides it).
     pub seccomp: Seccomp,
+    /// The pod's sysctls ([`super::security::pod_sysctls`] checks them).
+    pub sysctls: HashMap<String, String>,
 }
 
 /// The node's namespaces a pod shares instead of its own. A hostNetwork pod also shares the
@@ -251,6 +253,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     }
+    if !input.sysctls.is_empty() {
+        linux.set_sysctl(Some(input.sysctls.clone()));
+    }
     match &input.seccomp {
         Seccomp::Unconfined => {}
         Seccomp::RuntimeDefault => {
@@ -305,6 +310,7 @@ mod tests {
             security,
             pod_security: None,
             seccomp: Seccomp::RuntimeDefault,
+            sysctls: HashMap::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The container configuration: an OCI runtime spec validated and turned into a plan (pure logic,
 //! no syscalls) that the init process, the monitor and `exec` carry out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -248,6 +248,10 @@ pub struct ContainerConfig {
     pub cgroup_path: String,
     /// Resource limits.
     pub resources: Resources,
+    /// Kernel parameters (`net.ipv4.ip_local_port_range` → value), each in a namespace of the
+    /// container's own; written under `/proc/sys` before the read-only paths are remounted.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl ContainerConfig {
@@ -424,6 +428,7 @@ pub fn from_spec(
         Some(other) => return Err(invalid("linux.rootfsPropagation", other.to_string())),
     }
     .bits();
+    let sysctls = sysctls_from(linux.sysctl().as_ref(), &namespaces)?;
     Ok(ContainerConfig {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
@@ -454,7 +459,43 @@ pub fn from_spec(
         },
         cgroup_path,
         resources,
+        sysctls,
     })
+}
+
+/// Checks `linux.sysctl` as runc does: each key must belong to a namespace the container has
+/// apart from the caller's (`net.*`: a network namespace; `kernel.msg*`, `kernel.sem`,
+/// `kernel.shm*`, `fs.mqueue.*`: IPC; `kernel.hostname`/`kernel.domainname`: a new UTS namespace).
+fn sysctls_from(
+    sysctl: Option<&std::collections::HashMap<String, String>>,
+    namespaces: &[Namespace],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let has = |kind: NamespaceKind| namespaces.iter().any(|n| n.kind == kind);
+    let mut out = BTreeMap::new();
+    for (key, value) in sysctl.into_iter().flatten() {
+        let key = key.replace('/', ".");
+        let ipc = key.starts_with("kernel.msg")
+            || key == "kernel.sem"
+            || key.starts_with("kernel.shm")
+            || key.starts_with("fs.mqueue.");
+        let ok = if key.starts_with("net.") {
+            has(NamespaceKind::Net)
+        } else if ipc {
+            has(NamespaceKind::Ipc)
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            namespaces.iter().any(|n| n.kind == NamespaceKind::Uts && n.path.is_none())
+        } else {
+            false
+        };
+        if !ok || key.split('.').any(|part| part.is_empty() || part == "..") {
+            return Err(invalid(
+                "linux.sysctl",
+                format!("sysctl {key:?} is not in a separate kernel namespace"),
+            ));
+        }
+        out.insert(key, value.clone());
+    }
+    Ok(out)
 }
 
 /// The id maps of a new user namespace (`None` without one); validated.
@@ -571,6 +612,34 @@ mod tests {
         assert_eq!(cfg.clone_flags() & libc::CLONE_NEWPID, 0, "joined, not created at clone");
         let pid = cfg.namespaces.iter().find(|n| n.kind == NamespaceKind::Pid).unwrap();
         assert_eq!(pid.path.as_deref(), Some(Path::new("/proc/42/ns/pid")));
+    }
+
+    #[test]
+    fn sysctls_must_be_namespaced() {
+        let ns = |kinds: &[NamespaceKind]| -> Vec<Namespace> {
+            kinds.iter().map(|k| Namespace { kind: *k, path: None }).collect()
+        };
+        let map = |k: &str| std::collections::HashMap::from([(k.to_string(), "1".to_string())]);
+        let all = ns(&[NamespaceKind::Net, NamespaceKind::Ipc, NamespaceKind::Uts]);
+        for key in [
+            "net.ipv4.ip_local_port_range",
+            "net/ipv4/tcp_syncookies",
+            "kernel.shm_rmid_forced",
+            "fs.mqueue.msg_max",
+        ] {
+            let out = sysctls_from(Some(&map(key)), &all).unwrap();
+            assert_eq!(out.keys().next().unwrap(), &key.replace('/', "."));
+        }
+        for (key, namespaces) in [
+            ("net.ipv4.ip_forward", ns(&[NamespaceKind::Ipc])),
+            ("kernel.shmmax", ns(&[NamespaceKind::Net])),
+            ("kernel.panic", all.clone()),
+            ("vm.overcommit_memory", all.clone()),
+            ("net..x", all.clone()),
+        ] {
+            let err = sysctls_from(Some(&map(key)), &namespaces).unwrap_err().to_string();
+            assert!(err.contains("is not in a separate kernel namespace"), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -176,6 +176,10 @@ fn setup_and_exec(
         // After pivot_root, so /dev/ptmx is the container's devpts (runc's order).
         crate::runtime::tty::attach_new_terminal(&console, (identity.uid, identity.gid))?;
     }
+    for (key, value) in &config.sysctls {
+        std::fs::write(format!("/proc/sys/{}", key.replace('.', "/")), value)
+            .map_err(step(format!("set sysctl {key}")))?;
+    }
     rootfs::mask_paths(&config.masked_paths)?;
     rootfs::readonly_paths(&config.readonly_paths)?;
     if config.readonly_root {
