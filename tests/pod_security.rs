@@ -174,9 +174,13 @@ fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
     let node = PodNode::new(62);
     for (field, spec, container) in [
         ("spec.runtimeClassName", "  runtimeClassName: gvisor\n", ""),
-        ("spec.hostUsers", "  hostUsers: false\n", ""),
+        ("spec.dnsConfig", "  dnsConfig: {nameservers: [10.0.0.10]}\n", ""),
         ("spec.securityContext.fsGroup", "  securityContext: {fsGroup: 2000}\n", ""),
-        ("spec.containers[0].securityContext.procMount", "", "    securityContext: {procMount: Unmasked}\n"),
+        (
+            "spec.containers[0].securityContext.seLinuxOptions",
+            "",
+            "    securityContext: {seLinuxOptions: {level: \"s0:c1\"}}\n",
+        ),
         (
             "spec.containers[0].securityContext.appArmorProfile.type",
             "",
@@ -317,4 +321,69 @@ spec:
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     node.assert_pod_gone("unsafe");
     assert_eq!(node.agent_pid(), None);
+}
+
+#[test]
+fn host_users_false_gives_the_pod_an_unprivileged_id_range() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let node = PodNode::new(65);
+    // The pod's own root must reach its files: the node's root is searchable, as /var/lib/rkube is.
+    std::fs::set_permissions(node.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: userns}}
+spec:
+  terminationGracePeriodSeconds: 0
+  hostUsers: false
+  volumes: [{{name: data, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    image: {IMAGE}
+    imagePullPolicy: Never
+    securityContext: {{procMount: Unmasked}}
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    command: ["sh", "-c", "touch /data/made-by-root && sleep 3600"]
+"#
+    );
+    let out = node.run_yaml("userns", &yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inside = node.exec(
+        "userns",
+        "c",
+        &[
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; test -c /proc/timer_list && echo masked || echo unmasked",
+        ],
+    );
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_eq!(lines[0], "0", "root inside: {inside}");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    let base: u32 = map[1].parse().unwrap();
+    assert_eq!((map[0], map[2]), ("0", "65536"), "{inside}");
+    assert!(base >= 65536 && base % 65536 == 0, "an unprivileged range: {base}");
+    assert_eq!(lines[2], "unmasked", "procMount: Unmasked");
+    // On the host the container's root is that unprivileged uid, and so are the files it makes.
+    let id = node.inspect("userns")["containers"][0]["id"].as_str().unwrap().to_string();
+    let record = std::fs::read(node.run_dir().join("runtime").join(&id).join("state.json")).unwrap();
+    let pid = serde_json::from_slice::<serde_json::Value>(&record).unwrap()["pid"].as_i64().unwrap();
+    assert_eq!(std::fs::metadata(format!("/proc/{pid}")).unwrap().uid(), base);
+    let made = node.root().join("pods/userns/volumes/data/made-by-root");
+    pod::wait_for(std::time::Duration::from_secs(5), || made.exists());
+    let meta = std::fs::metadata(&made).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (base, base));
+    node.ok("rm", &["userns", "--time=0"], &[]);
+    node.assert_pod_gone("userns");
+    assert!(!node.root().join("userns/1").exists(), "the range is given back");
+
+    // Unmasked /proc needs a user namespace of the pod's own, as in Kubernetes.
+    let out = node.run_yaml(
+        "masked",
+        &yaml.replace("name: userns", "name: masked").replace("  hostUsers: false\n", ""),
+        false,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`hostUsers` must be false to use `Unmasked`"));
+    node.assert_pod_gone("masked");
 }

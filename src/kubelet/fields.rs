@@ -19,8 +19,6 @@ enum Rule {
     Harmless,
     /// Not implemented: refused unless unset, `false`, empty or zero.
     No,
-    /// A boolean implemented only with this value (e.g. `hostUsers: true`).
-    Bool(bool),
     /// Only these string values are implemented.
     Only(&'static [&'static str]),
     /// An object whose fields follow this table.
@@ -46,7 +44,7 @@ const POD_SPEC: &Table = &[
     ("hostIPC", Yes),
     ("hostNetwork", Yes),
     ("hostPID", Yes),
-    ("hostUsers", Bool(true)),
+    ("hostUsers", Yes),
     ("hostname", Yes),
     ("imagePullSecrets", Yes),
     ("initContainers", Objects(CONTAINER)),
@@ -114,7 +112,7 @@ const SECURITY_CONTEXT: &Table = &[
     ("appArmorProfile", Object(APPARMOR)),
     ("capabilities", Yes),
     ("privileged", Yes),
-    ("procMount", Only(&["Default"])),
+    ("procMount", Only(&["Default", "Unmasked"])),
     ("readOnlyRootFilesystem", Yes),
     ("runAsGroup", Yes),
     ("runAsNonRoot", Yes),
@@ -207,11 +205,6 @@ fn check(value: &Value, table: &Table, path: &str) -> Result<(), String> {
             Yes | Scheduler | Harmless => {}
             No if is_empty(value) => {}
             No => return Err(format!("{at}: not supported by rkube")),
-            Bool(ok) => {
-                if !(value.is_null() || value.as_bool() == Some(ok)) {
-                    return Err(format!("{at}: {value} is not supported by rkube (only {ok})"));
-                }
-            }
             Only(values) => {
                 if let Some(s) = value.as_str()
                     && !values.contains(&s)
@@ -332,10 +325,6 @@ mod tests {
         };
         let cases = [
             (
-                json!({"hostUsers": false, "containers": [c(json!({}))]}),
-                "spec.hostUsers: false is not supported by rkube (only true)",
-            ),
-            (
                 json!({"runtimeClassName": "gvisor", "containers": [c(json!({}))]}),
                 "spec.runtimeClassName: not supported by rkube",
             ),
@@ -344,8 +333,8 @@ mod tests {
                 "spec.containers[1].tty: not supported by rkube",
             ),
             (
-                json!({"initContainers": [c(json!({"securityContext": {"procMount": "Unmasked"}}))], "containers": [c(json!({}))]}),
-                "spec.initContainers[0].securityContext.procMount: \"Unmasked\" is not supported by rkube (supported: \"Default\")",
+                json!({"initContainers": [c(json!({"securityContext": {"procMount": "Raw"}}))], "containers": [c(json!({}))]}),
+                "spec.initContainers[0].securityContext.procMount: \"Raw\" is not supported by rkube (supported: \"Default\", \"Unmasked\")",
             ),
             (
                 json!({"containers": [c(json!({"securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}}}))]}),

@@ -20,4 +20,5 @@ pub mod sandbox;
 pub mod security;
 pub mod spec;
 pub mod state;
+pub mod userns;
 pub mod volumes;

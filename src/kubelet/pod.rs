@@ -163,6 +163,28 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
                 .into(),
         ));
     }
+    if spec.host_users == Some(false) {
+        for (set, field) in [(host.network, "hostNetwork"), (host.pid, "hostPID"), (host.ipc, "hostIPC")] {
+            if set {
+                return Err(invalid(format!("spec.{field}: Forbidden: when `hostUsers` is false")));
+            }
+        }
+    }
+    let lists = [
+        ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
+        ("containers", &spec.containers),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let unmasked =
+                c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked");
+            if unmasked && spec.host_users != Some(false) {
+                return Err(invalid(format!(
+                    "spec.{list}[{i}].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
+                )));
+            }
+        }
+    }
     // A node's first pod makes sure the pod CIDR is free on the host, before anything is created.
     let network_config = node.network_config();
     if !host.network && crate::network::pod::node_has_no_pods(&network_config.state_dir) {
@@ -360,6 +382,14 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
     fs::write(etc.join("hosts"), hosts).map_err(step(name, "write hosts"))?;
     fs::write(etc.join("resolv.conf"), resolv).map_err(step(name, "write resolv.conf"))?;
     fs::write(etc.join("hostname"), format!("{hostname}\n")).map_err(step(name, "write hostname"))?;
+    // hostUsers: false: the pod's own id range; what the pod's containers must read or write (its
+    // /etc files, its volumes but hostPath) belongs to the range's root.
+    let userns_base = match spec.host_users {
+        Some(false) => {
+            Some(super::userns::allocate(&node.root, name).map_err(step(name, "user namespace range"))?)
+        }
+        _ => None,
+    };
     let tmpfs = dir.join("tmpfs");
     if volumes::needs_tmpfs(volumes) {
         sandbox::mount_tmpfs(&tmpfs).map_err(step(name, "pod tmpfs"))?;
@@ -372,6 +402,12 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
         &tmpfs,
     )
     .map_err(step(name, "volumes"))?;
+    if let Some(base) = userns_base {
+        for owned in [etc.clone(), dir.join("volumes"), tmpfs.clone()] {
+            sandbox::chown_tree(&owned, base)
+                .map_err(step(name, "give the pod's files to its user namespace"))?;
+        }
+    }
     // The cgroup directories come last before the containers: meanwhile the warmer (see `start`)
     // may hold the kernel's cgroup mutex.
     let cgroup = pod_cgroup(node, name);
@@ -439,6 +475,9 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
             pod_security: spec.security_context.as_ref(),
             seccomp: p.seccomp.clone(),
             sysctls: sysctls.clone(),
+            userns_base,
+            unmasked_proc: c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref())
+                == Some("Unmasked"),
         };
         let oci = spec::build(&input).map_err(step(name, "container spec"))?;
         save_spec(dir, &c.name, &oci).map_err(step(name, "save container spec"))?;
@@ -705,6 +744,7 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
         Ok(net) => note(net.teardown(name).map_err(step(name, "network teardown"))),
         Err(e) => note(Err(step(name, "network")(e))),
     }
+    note(super::userns::release(&node.root, name).map_err(step(name, "release user namespace range")));
     if errors.is_empty() {
         let removed = fs::remove_dir_all(&dir).or_else(|_| fs::remove_dir_all(&dir));
         match removed {

@@ -271,6 +271,23 @@ pub fn remove_pod_cgroup(root: &Path, rel: &str) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Gives `path` and everything below it (not following symlinks) to host uid and gid `id`;
+/// a missing `path` is fine.
+pub fn chown_tree(path: &Path, id: u32) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    std::os::unix::fs::lchown(path, Some(id), Some(id))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            chown_tree(&entry?.path(), id)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

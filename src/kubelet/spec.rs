@@ -59,6 +59,10 @@ pub struct SpecInput<'a> {
     pub seccomp: Seccomp,
     /// The pod's sysctls ([`super::security::pod_sysctls`] checks them).
     pub sysctls: HashMap<String, String>,
+    /// `hostUsers: false`: the first host id of the pod's range; container ids `0..65536` map to it.
+    pub userns_base: Option<u32>,
+    /// `procMount: Unmasked`: `/proc` without masked or read-only paths (only with a user namespace).
+    pub unmasked_proc: bool,
 }
 
 /// The node's namespaces a pod shares instead of its own. A hostNetwork pod also shares the
@@ -203,6 +207,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     spec.set_process(Some(process));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if input.userns_base.is_some() {
+        // The pod's IPC namespace belongs to the host's user namespace, so container root may not
+        // mount its mqueue filesystem; POSIX message queues still work through mq_open.
+        mounts.retain(|m| m.typ().as_deref() != Some("mqueue"));
+    }
     for m in &input.mounts {
         let mut mount = Mount::default();
         mount.set_destination(PathBuf::from(&m.destination));
@@ -233,6 +242,17 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         namespaces.push(namespace(LinuxNamespaceType::Uts, None));
     }
     namespaces.push(namespace(LinuxNamespaceType::Mount, None));
+    if let Some(base) = input.userns_base {
+        namespaces.push(namespace(LinuxNamespaceType::User, None));
+        let map = oci_spec::runtime::LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(base)
+            .size(super::userns::RANGE)
+            .build()
+            .map_err(|e| invalid(format!("user namespace map: {e}")))?;
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+    }
     linux.set_namespaces(Some(namespaces));
     let mut resources = LinuxResources::default();
     let mut cpu = LinuxCpu::default();
@@ -249,7 +269,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     }
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(Some(PathBuf::from(&input.cgroups_path)));
-    if privileged {
+    if privileged || input.unmasked_proc {
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     }
@@ -311,6 +331,8 @@ mod tests {
             pod_security: None,
             seccomp: Seccomp::RuntimeDefault,
             sysctls: HashMap::new(),
+            userns_base: None,
+            unmasked_proc: false,
         }
     }
 

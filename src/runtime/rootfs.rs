@@ -106,6 +106,12 @@ pub fn overlay_data(lower: &[PathBuf], upper: &Path, work: &Path, userxattr: boo
     if userxattr { data + ",userxattr" } else { data }
 }
 
+/// Where the id-mapped clone of lower layer `i` is attached for an overlay whose upper dir is
+/// `upper` (a sibling `lower/<i>`, made by the monitor).
+pub fn staging_dir(upper: &Path, i: usize) -> PathBuf {
+    upper.with_file_name("lower").join(i.to_string())
+}
+
 /// Makes the host mounts non-propagating into our namespace, mounts the overlay if any, binds the
 /// rootfs onto itself and returns an fd of the new root plus its path. Inside a user namespace
 /// the overlay keeps its own metadata in `user.overlay.*` xattrs (`trusted.*` needs host root),
@@ -121,11 +127,16 @@ pub fn prepare_root(
     let path = match source {
         RootfsSource::Dir(p) => p.clone(),
         RootfsSource::Overlay { lower, upper, work, target } => {
-            // Our mounts no longer propagate to the host: this only changes our view of the layers.
-            for (layer, mounted) in lower.iter().zip(idmapped_layers) {
-                crate::sys::container::move_mount_onto(mounted.as_fd(), layer)
-                    .map_err(step("attach id-mapped layer", layer))?;
+            // The layers' own paths may lie under directories only host root can search (the
+            // image store is 0700), so the id-mapped clones are attached on the staging dirs
+            // beside the upper dir instead. Our mounts no longer propagate to the host: this only
+            // changes our view.
+            let staged: Vec<PathBuf> = (0..idmapped_layers.len()).map(|i| staging_dir(upper, i)).collect();
+            for (dir, mounted) in staged.iter().zip(idmapped_layers) {
+                crate::sys::container::move_mount_onto(mounted.as_fd(), dir)
+                    .map_err(step("attach id-mapped layer", dir))?;
             }
+            let lower = if staged.is_empty() { lower } else { &staged };
             mount(
                 Some("overlay"),
                 target,

@@ -62,16 +62,22 @@ pub fn drop_host_groups() -> Result<(), UsernsError> {
 }
 
 /// Gives an overlay rootfs's upper and work dirs to the host ids of container root, so the
-/// overlay can be mounted and written from inside the user namespace. A plain directory rootfs
+/// overlay can be mounted and written from inside the user namespace, and makes the mount points
+/// for its id-mapped layers. A plain directory rootfs
 /// is left as the user prepared it.
 pub fn hand_rootfs_to_root(source: &RootfsSource, userns: &UserNamespace) -> Result<(), UsernsError> {
-    let RootfsSource::Overlay { upper, work, .. } = source else { return Ok(()) };
+    let RootfsSource::Overlay { lower, upper, work, .. } = source else { return Ok(()) };
     let (Some(uid), Some(gid)) = (userns.host_uid(0), userns.host_gid(0)) else {
         return Err(UsernsError::RootNotMapped);
     };
     for dir in [upper, work] {
         nix::unistd::chown(dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
             .map_err(|e| step("chown", dir)(e.into()))?;
+    }
+    // Mount points for the id-mapped layers, where container root can reach them.
+    for i in 0..lower.len() {
+        let dir = crate::runtime::rootfs::staging_dir(upper, i);
+        std::fs::create_dir_all(&dir).map_err(step("create", &dir))?;
     }
     Ok(())
 }
