@@ -55,7 +55,9 @@ CARGO_TARGET_DIR=$HOST_TARGET cargo build --quiet --bin rkubelet
 setup_key=$(cat "$HACK_DIR/setup.sh" "$HACK_DIR/lib.sh" | sha256sum | cut -c1-16)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target-$setup_key}
 mkdir -p "$CARGO_TARGET_DIR"
-find "$CACHE" -maxdepth 1 -name 'target-*' ! -path "$CARGO_TARGET_DIR" -exec rm -rf --one-file-system {} +
+touch "$CARGO_TARGET_DIR"
+# Target dirs of other package lists go once unused for a week (a branch may still need one).
+find "$CACHE" -maxdepth 1 -name 'target-*' ! -path "$CARGO_TARGET_DIR" -mtime +7 -exec rm -rf --one-file-system {} +
 
 RUN_ID=$$
 WORK=$CACHE/run-$RUN_ID
