@@ -54,6 +54,9 @@ pub struct WriteOptions {
     pub subresource: bool,
 }
 
+/// The `tracing` target of Pod Security audit-mode violations (`RUST_LOG=podsecurity_audit=info`).
+pub const AUDIT_TARGET: &str = "podsecurity_audit";
+
 /// Adds a warning to the current HTTP request (a `Warning: 299` header); a no-op in-process.
 fn warn(msg: String) {
     let _ = WARNINGS.try_with(|w| w.borrow_mut().push(msg));
@@ -457,7 +460,7 @@ impl Registry {
         let name = meta::name(new);
         let decision = podsecurity::evaluate(&policy, &pod_meta, &spec, enforce);
         if let Some(audit) = &decision.audit {
-            tracing::info!(namespace = ns, kind, name, violation = %audit, "pod security audit");
+            tracing::info!(target: AUDIT_TARGET, namespace = ns, kind, name, violation = %audit, "pod security audit");
         }
         if let Some(denied) = decision.denied {
             return Err(ApiStatus::forbidden(r.storage(), name, &denied));
