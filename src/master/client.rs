@@ -58,6 +58,9 @@ pub enum ApiError {
     Conflict { kind: String, name: String, message: String },
     #[error("{kind} \"{name}\" is invalid: {message}")]
     Invalid { kind: String, name: String, message: String },
+    /// Refused by admission (403), e.g. Pod Security; the message is the server's whole line.
+    #[error("{message}")]
+    Forbidden { kind: String, name: String, message: String },
     #[error("watch expired: {message}")]
     Expired { message: String },
     #[error("bad request: {message}")]

@@ -38,6 +38,7 @@ fn api_error(e: ApiStatus, kind: &str, name: &str) -> ApiError {
         "AlreadyExists" => ApiError::AlreadyExists { kind, name },
         "Conflict" => ApiError::Conflict { kind, name, message: e.message },
         "Invalid" => ApiError::Invalid { kind, name, message: e.message },
+        "Forbidden" => ApiError::Forbidden { kind, name, message: e.message },
         "Expired" => ApiError::Expired { message: e.message },
         "BadRequest" => ApiError::BadRequest { message: e.message },
         _ => ApiError::Internal { message: e.message },
@@ -53,7 +54,8 @@ fn encode<K: Object>(o: &K) -> Result<Value, ApiError> {
     serde_json::to_value(o).map_err(|e| ApiError::Internal { message: format!("encoding {}: {e}", K::KIND) })
 }
 
-const OPTS: WriteOptions = WriteOptions { dry_run: false, validation: FieldValidation::Ignore };
+const OPTS: WriteOptions =
+    WriteOptions { dry_run: false, validation: FieldValidation::Ignore, subresource: false };
 
 impl ClusterApi for InProcessCluster {
     async fn get<K: Object>(&self, namespace: Option<&str>, name: &str) -> Result<K, ApiError> {

@@ -196,6 +196,7 @@ fn write_options(q: &Q) -> WriteOptions {
     WriteOptions {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         validation: FieldValidation::from_query(q.get("fieldValidation").map(String::as_str)),
+        subresource: false,
     }
 }
 
@@ -312,7 +313,8 @@ async fn resource_request(
             if !rv.is_empty() {
                 meta::set_str(&mut obj, "resourceVersion", rv);
             }
-            let updated = reg.update(r, ns, name, obj, Part::Main, write_options(q)).await?;
+            let opts = WriteOptions { subresource: true, ..write_options(q) };
+            let updated = reg.update(r, ns, name, obj, Part::Main, opts).await?;
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }
         (Method::DELETE, Some(name), None) => {

@@ -5,6 +5,7 @@
 use super::alloc::{self, AllocConfig};
 use super::resources::{self, ResourceInfo};
 use super::status::ApiStatus;
+use crate::api::podsecurity::{self, ExistingPod, Policy};
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::strict::{self, DecodeError};
 use crate::api::{defaults, meta, names, strategic, time, validation};
@@ -48,6 +49,17 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub validation: FieldValidation,
+    /// The write comes through a subresource other than `status` (`scale`): Pod Security
+    /// admission skips it, as upstream's does.
+    pub subresource: bool,
+}
+
+/// The `tracing` target of Pod Security audit-mode violations (`RUST_LOG=podsecurity_audit=info`).
+pub const AUDIT_TARGET: &str = "podsecurity_audit";
+
+/// Adds a warning to the current HTTP request (a `Warning: 299` header); a no-op in-process.
+fn warn(msg: String) {
+    let _ = WARNINGS.try_with(|w| w.borrow_mut().push(msg));
 }
 
 /// Options of a delete.
@@ -266,9 +278,8 @@ impl Registry {
                 storage.kind, storage.version, storage.kind
             ))
         })?;
-        if opts.validation == FieldValidation::Warn && !unknown.is_empty() {
-            let _ = WARNINGS
-                .try_with(|w| w.borrow_mut().extend(unknown.iter().map(|f| format!("unknown field {f:?}"))));
+        if opts.validation == FieldValidation::Warn {
+            unknown.iter().for_each(|f| warn(format!("unknown field {f:?}")));
         }
         if opts.validation == FieldValidation::Strict && !unknown.is_empty() {
             let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
@@ -360,6 +371,7 @@ impl Registry {
             obj["status"] = json!({});
         }
         self.validate(r, &obj)?;
+        self.admit_pod_security(r, ns, &obj, None, opts).await?;
         let name = meta::name(&obj).to_string();
         let key = r.key(ns, &name);
         if kind == "Service" {
@@ -395,6 +407,99 @@ impl Registry {
             .await
             .map_err(|e| ApiStatus::from_store(r.storage(), name, e))?;
         Ok(with_rv(obj, rev))
+    }
+
+    /// The Pod Security policy of namespace `ns` (its labels; privileged when it has none).
+    async fn namespace_policy(&self, ns: &str) -> Result<Policy, ApiStatus> {
+        let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
+        let kv = self.store.get(&nsr.key("", ns)).await.map_err(|e| ApiStatus::internal(e.to_string()))?;
+        let labels = match kv {
+            Some(kv) => podsecurity::labels_of(&parse_value(&kv.value)?),
+            None => Default::default(),
+        };
+        Ok(Policy::from_labels(&labels).0)
+    }
+
+    /// Pod Security admission of a main-resource write, run after validation as upstream's
+    /// validating admission: Pods are enforced (on create, and on updates that change images or
+    /// add containers), pod templates of workloads only warned and audited, and namespace labels
+    /// validated, with warnings for existing pods when enforce tightens. Audit violations are
+    /// logged (rkube has no audit log).
+    async fn admit_pod_security(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        new: &Value,
+        old: Option<&Value>,
+        opts: WriteOptions,
+    ) -> Result<(), ApiStatus> {
+        let kind = r.storage().kind;
+        if opts.subresource {
+            return Ok(());
+        }
+        if kind == "Namespace" {
+            return self.admit_namespace_labels(r, new, old).await;
+        }
+        let (target, enforce) = match (kind, podsecurity::template_pointer(kind)) {
+            ("Pod", _) => (Some(new), true),
+            (_, Some(ptr)) => (new.pointer(ptr), false),
+            _ => return Ok(()),
+        };
+        let Some(target) = target else { return Ok(()) };
+        let policy = self.namespace_policy(ns).await?;
+        let modes = [enforce.then_some(policy.enforce), Some(policy.warn), Some(policy.audit)];
+        if modes.iter().flatten().all(|lv| lv.level == podsecurity::Level::Privileged) {
+            return Ok(());
+        }
+        let Some((pod_meta, spec)) = podsecurity::pod_parts(target) else { return Ok(()) };
+        if let Some((_, old_spec)) = old.filter(|_| kind == "Pod").and_then(podsecurity::pod_parts) {
+            if !podsecurity::significant_pod_update(&spec, &old_spec) {
+                return Ok(());
+            }
+        }
+        let name = meta::name(new);
+        let decision = podsecurity::evaluate(&policy, &pod_meta, &spec, enforce);
+        if let Some(audit) = &decision.audit {
+            tracing::info!(target: AUDIT_TARGET, namespace = ns, kind, name, violation = %audit, "pod security audit");
+        }
+        if let Some(denied) = decision.denied {
+            return Err(ApiStatus::forbidden(r.storage(), name, &denied));
+        }
+        if let Some(w) = decision.warning {
+            warn(w);
+        }
+        Ok(())
+    }
+
+    /// Namespace side of Pod Security admission: bad labels are 422 (on update only when they
+    /// newly fail); a stricter enforce level warns about the existing pods that violate it.
+    async fn admit_namespace_labels(
+        &self,
+        r: &ResourceInfo,
+        new: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiStatus> {
+        let name = meta::name(new);
+        let (policy, errs) = Policy::from_labels(&podsecurity::labels_of(new));
+        let Some(old) = old else {
+            return if errs.is_empty() { Ok(()) } else { Err(ApiStatus::invalid(r.storage(), name, &errs)) };
+        };
+        let (old_policy, old_errs) = Policy::from_labels(&podsecurity::labels_of(old));
+        if !errs.is_empty() && (old_errs.is_empty() || errs != old_errs) {
+            return Err(ApiStatus::invalid(r.storage(), name, &errs));
+        }
+        if !podsecurity::enforce_tightened(&old_policy, &policy) {
+            return Ok(());
+        }
+        let pods_r = resources::find("", "v1", "pods").expect("pods");
+        let (items, _) = self.list(pods_r, Some(name), &Selectors::default()).await?;
+        let pods: Vec<ExistingPod> = items
+            .iter()
+            .filter_map(podsecurity::pod_parts)
+            .map(|(meta, spec)| ExistingPod { meta, spec })
+            .collect();
+        podsecurity::existing_pod_warnings(name, policy.enforce, &pods).into_iter().for_each(warn);
+        Ok(())
     }
 
     /// Replaces an object (or its status) with CAS on `metadata.resourceVersion` when given.
@@ -480,6 +585,9 @@ impl Registry {
                 )];
                 return Err(ApiStatus::invalid(r.storage(), name, &errs));
             }
+        }
+        if part == Part::Main {
+            self.admit_pod_security(r, ns, &new, Some(&current), opts).await?;
         }
         if r.storage().kind == "Service" && part == Part::Main {
             let _guard = self.alloc_lock.lock().await;
@@ -887,5 +995,89 @@ mod tests {
         done["metadata"]["finalizers"] = json!([]);
         reg.update(cms, "default", "c", done, Part::Main, o).await.unwrap();
         assert_eq!(reg.get(cms, "default", "c").await.unwrap_err().code, 404);
+    }
+
+    /// Runs `f` inside a request scope and returns its result with the warnings it raised.
+    async fn with_warnings<T>(f: impl std::future::Future<Output = T>) -> (T, Vec<String>) {
+        WARNINGS.scope(Default::default(), async { (f.await, WARNINGS.with(|w| w.take())) }).await
+    }
+
+    #[tokio::test]
+    async fn pod_security_admission() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(&dir).await;
+        let (pods, nss) =
+            (resources::find("", "v1", "pods").unwrap(), resources::find("", "v1", "namespaces").unwrap());
+        let o = WriteOptions::default();
+        let ns = |name: &str, labels: Value| json!({"metadata":{"name":name,"labels":labels}});
+        let pod = |name: &str, spec: Value| json!({"metadata":{"name":name},"spec":spec});
+        let host = json!({"hostNetwork":true,"containers":[{"name":"c","image":"busybox"}]});
+        let e = reg
+            .create(nss, "", ns("bad", json!({"pod-security.kubernetes.io/enforce":"strict"})), o)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message
+                .contains("metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\""),
+            "{}",
+            e.message
+        );
+
+        // enforce: refused with 403 and nothing stored; a compliant pod is accepted.
+        reg.create(nss, "", ns("strict", json!({"pod-security.kubernetes.io/enforce":"baseline"})), o)
+            .await
+            .unwrap();
+        let e = reg.create(pods, "strict", pod("h", host.clone()), o).await.unwrap_err();
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert_eq!(
+            e.message,
+            "pods \"h\" is forbidden: violates PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"
+        );
+        assert_eq!(reg.get(pods, "strict", "h").await.unwrap_err().code, 404);
+        let ok = pod("ok", json!({"containers":[{"name":"c","image":"busybox"}]}));
+        let created = reg.create(pods, "strict", ok, o).await.unwrap();
+        // Updates that change no image are not re-checked; a new image is.
+        let mut relabel = created.clone();
+        relabel["metadata"]["labels"] = json!({"x":"y"});
+        let relabelled = reg.update(pods, "strict", "ok", relabel, Part::Main, o).await.unwrap();
+        let mut swap = relabelled.clone();
+        swap["spec"]["containers"][0]["image"] = json!("nginx");
+        swap["spec"]["hostNetwork"] = json!(true);
+        assert_eq!(reg.update(pods, "strict", "ok", swap, Part::Main, o).await.unwrap_err().code, 403);
+
+        // warn: created, with the warning; workloads are warned, never refused.
+        reg.create(nss, "", ns("soft", json!({"pod-security.kubernetes.io/warn":"baseline"})), o)
+            .await
+            .unwrap();
+        let (res, w) = with_warnings(reg.create(pods, "soft", pod("h", host.clone()), o)).await;
+        res.unwrap();
+        assert_eq!(w, ["would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"]);
+        let rs_r = resources::find("apps", "v1", "replicasets").unwrap();
+        let mut bad_rs = rs(1);
+        bad_rs["spec"]["template"]["spec"]["hostPID"] = json!(true);
+        let (res, w) = with_warnings(reg.create(rs_r, "strict", bad_rs, o)).await;
+        let stored = res.unwrap();
+        assert_eq!(w, ["would violate PodSecurity \"baseline:latest\": host namespaces (hostPID=true)"]);
+        // Scaling goes through the scale subresource: no warning.
+        let mut scaled = stored.clone();
+        scaled["spec"]["replicas"] = json!(2);
+        let scale = WriteOptions { subresource: true, ..o };
+        let (res, w) = with_warnings(reg.update(rs_r, "strict", "web", scaled, Part::Main, scale)).await;
+        res.unwrap();
+        assert!(w.is_empty(), "{w:?}");
+
+        // Tightening enforce warns about the existing pods that would now be refused.
+        let soft = reg.get(nss, "", "soft").await.unwrap();
+        let mut tight = soft.clone();
+        tight["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("restricted");
+        let (res, w) = with_warnings(reg.update(nss, "", "soft", tight, Part::Main, o)).await;
+        res.unwrap();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(
+            w[0],
+            "existing pods in namespace \"soft\" violate the new PodSecurity enforce level \"restricted:latest\""
+        );
+        assert!(w[1].starts_with("h: host namespaces, allowPrivilegeEscalation != false,"), "{}", w[1]);
     }
 }

@@ -96,6 +96,12 @@ impl ApiStatus {
         s
     }
 
+    /// 403 Forbidden for an object, e.g. refused by Pod Security admission.
+    pub fn forbidden(r: &ResourceInfo, name: &str, msg: &str) -> Self {
+        Self::new(403, "Forbidden", format!("{} \"{name}\" is forbidden: {msg}", r.qualified_plural()))
+            .with_details(r, name)
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", msg)
@@ -191,5 +197,14 @@ mod tests {
             inv["details"]["causes"][0]["message"],
             "Invalid value: -1: must be greater than or equal to 0"
         );
+        let pods = find("", "v1", "pods").unwrap();
+        let f =
+            ApiStatus::forbidden(pods, "x", "violates PodSecurity \"baseline:latest\": privileged").to_json();
+        assert_eq!((f["code"].as_u64(), f["reason"].as_str()), (Some(403), Some("Forbidden")));
+        assert_eq!(
+            f["message"],
+            "pods \"x\" is forbidden: violates PodSecurity \"baseline:latest\": privileged"
+        );
+        assert_eq!(f["details"]["kind"], "pods");
     }
 }
