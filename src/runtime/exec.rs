@@ -58,7 +58,7 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
             let code = match join_and_spawn(record, req, pid_w) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("exec: {e}");
+                    crate::sys::container::write_stderr(&format!("exec: {e}\n"));
                     126
                 }
             };
@@ -166,7 +166,7 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
                 .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref()))
                 .and_then(|env| init::exec(&exe, &process.args, &env));
             let Err(e) = result;
-            eprintln!("exec: {e}");
+            crate::sys::container::write_stderr(&format!("exec: {e}\n"));
             let _ = nix::unistd::write(&exec_w, b"!");
             exit_now(127)
         }

@@ -24,7 +24,7 @@ use crate::runtime::config::ContainerConfig;
 use crate::runtime::init::{self, InitChannels, InitPlan};
 use crate::runtime::logfmt::{LineSplitter, MAX_RECORD, record};
 use crate::runtime::state::{ExitInfo, StateDir};
-use crate::sys::container::{Forked, clone_with_namespaces, exit_now};
+use crate::sys::container::{Forked, SingleThreaded, clone_with_namespaces, exit_now};
 
 /// What the monitor needs.
 #[derive(Debug)]
@@ -106,7 +106,12 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         send(&mut sync, &format!("E{e}"));
         exit_now(1)
     }
-    let child = match clone_with_namespaces(args.config.clone_flags()) {
+    // The monitor was forked from its creator: it has one thread, unless something broke that.
+    let Some(single) = SingleThreaded::check() else {
+        send(&mut sync, "Eclone container init: the monitor is not single-threaded");
+        exit_now(1)
+    };
+    let child = match clone_with_namespaces(&single, args.config.clone_flags()) {
         Ok(c) => c,
         Err(e) => {
             send(&mut sync, &format!("Eclone container init: {e}"));

@@ -15,7 +15,7 @@ use nix::unistd::{Gid, Pid, Uid};
 
 use crate::runtime::config::{ContainerConfig, UserNamespace, id_map_text};
 use crate::runtime::rootfs::RootfsSource;
-use crate::sys::container::{Forked, clone_with_namespaces, exit_now, open_idmapped_clone};
+use crate::sys::container::{Forked, SingleThreaded, clone_with_namespaces, exit_now, open_idmapped_clone};
 
 /// Errors of the host-side user namespace steps, naming the step and the file.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,9 @@ impl MapHolder {
         let here = Path::new("the id-map holder");
         let (wait_r, wait_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| step("create pipe for", here)(e.into()))?;
-        match clone_with_namespaces(libc::CLONE_NEWUSER).map_err(step("clone", here))? {
+        let single = SingleThreaded::check()
+            .ok_or_else(|| step("clone", here)(io::Error::other("the monitor is not single-threaded")))?;
+        match clone_with_namespaces(&single, libc::CLONE_NEWUSER).map_err(step("clone", here))? {
             Forked::Child => {
                 drop(wait_w);
                 let mut byte = [0u8; 1];

@@ -26,17 +26,35 @@ fn forked_from(ret: libc::c_long) -> io::Result<Forked> {
     }
 }
 
-/// `fork(2)` through glibc (so malloc locks are consistent in the child).
+/// `fork(2)` through glibc, from a process that may have other threads. glibc's fork handlers
+/// keep malloc usable in the child, but a lock another thread held at the fork stays held there:
+/// the child must take none (no `tracing`, no `std::io` stdio, no `std::env`; report errors with
+/// [`write_stderr`] or over a pipe), and end with `exec` or [`exit_now`].
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: glibc's fork resets its own locks in the child; callers run only
-    // their own code in the child and end it with `exec` or `_exit`.
+    // SAFETY: fork has no memory-safety preconditions of its own; glibc resets its own locks in
+    // the child, and the contract above keeps the child off every other lock.
     let ret = unsafe { libc::fork() };
     forked_from(ret as libc::c_long)
 }
 
-/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces.
-/// The caller must be single-threaded (a fresh fork is).
-pub fn clone_with_namespaces(flags: libc::c_int) -> io::Result<Forked> {
+/// Proof that the calling process had exactly one thread when it was made: the precondition of
+/// [`clone_with_namespaces`] (a new user namespace needs it, and a child of a threaded process
+/// could find locks held forever by threads it does not have). Only [`SingleThreaded::check`]
+/// makes one, and it is neither `Send` nor `Sync`, so it cannot reach another thread.
+#[derive(Debug)]
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// `Some` when `/proc/self/task` lists only the calling thread.
+    pub fn check() -> Option<SingleThreaded> {
+        let threads = std::fs::read_dir("/proc/self/task").ok()?.count();
+        (threads == 1).then_some(SingleThreaded(std::marker::PhantomData))
+    }
+}
+
+/// `clone(2)` with `flags | SIGCHLD` and no new stack: fork semantics plus new namespaces. The
+/// caller proves it is single-threaded (a freshly forked monitor is).
+pub fn clone_with_namespaces(_single: &SingleThreaded, flags: libc::c_int) -> io::Result<Forked> {
     // SAFETY: without CLONE_VM the child gets a copy-on-write copy of the address space and
     // continues on its own copy of the current stack, exactly like fork; a null stack is allowed.
     let ret = unsafe {
@@ -50,6 +68,14 @@ pub fn clone_with_namespaces(flags: libc::c_int) -> io::Result<Forked> {
         )
     };
     forked_from(ret)
+}
+
+/// Writes `message` to fd 2 with one `write(2)`, taking no lock (for forked children, where
+/// `eprintln!` could wait forever on a stderr lock another thread of the parent held).
+pub fn write_stderr(message: &str) {
+    // SAFETY: fd 2 is only borrowed for the call; writing to a closed fd just fails.
+    let stderr = unsafe { BorrowedFd::borrow_raw(2) };
+    let _ = nix::unistd::write(stderr, message.as_bytes());
 }
 
 /// Ends the calling process immediately, without running destructors or atexit handlers.
@@ -240,6 +266,24 @@ pub fn adopt_fd(fd: i32) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_process_with_one_thread_proves_it() {
+        // The test harness runs tests on threads of its own: never single-threaded here.
+        let helper = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert!(SingleThreaded::check().is_none());
+        match fork().unwrap() {
+            Forked::Child => exit_now(if SingleThreaded::check().is_some() { 0 } else { 1 }),
+            Forked::Parent(pid) => {
+                assert_eq!(
+                    nix::sys::wait::waitpid(pid, None).unwrap(),
+                    nix::sys::wait::WaitStatus::Exited(pid, 0),
+                    "a forked child has one thread"
+                );
+            }
+        }
+        helper.join().unwrap();
+    }
 
     #[test]
     fn only_the_kept_fds_and_stdio_survive() {
