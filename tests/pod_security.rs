@@ -387,3 +387,67 @@ spec:
     assert!(String::from_utf8_lossy(&out.stderr).contains("`hostUsers` must be false to use `Unmasked`"));
     node.assert_pod_gone("masked");
 }
+
+/// The syscall probes of `tests/runtime_seccomp.rs`, run inside pods: rkubelet's hidden `__probe`
+/// with the host's libraries, all mounted read-only through hostPath volumes.
+fn syscall_probes(node: &PodNode, name: &str, security: &str, calls: &[&str]) -> Vec<String> {
+    let rkubelet = env!("CARGO_BIN_EXE_rkubelet");
+    let script: String = calls.iter().map(|c| format!("/probe runtime __probe {c}; ")).collect();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  restartPolicy: Never
+{security}
+  volumes:
+  - {{name: lib, hostPath: {{path: /lib}}}}
+  - {{name: lib64, hostPath: {{path: /lib64}}}}
+  - {{name: usr, hostPath: {{path: /usr}}}}
+  - {{name: probe, hostPath: {{path: {rkubelet}, type: File}}}}
+  containers:
+  - name: probe
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{script} sleep 3600"]
+    volumeMounts:
+    - {{name: lib, mountPath: /lib, readOnly: true}}
+    - {{name: lib64, mountPath: /lib64, readOnly: true}}
+    - {{name: usr, mountPath: /usr, readOnly: true}}
+    - {{name: probe, mountPath: /probe, readOnly: true}}
+"#
+    );
+    let out = node.run_yaml(name, &yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = Vec::new();
+    pod::wait_for(std::time::Duration::from_secs(10), || {
+        let out = node.rk("logs", &[name], &[]);
+        lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(':').next().unwrap().to_string())
+            .collect();
+        lines.len() >= calls.len()
+    });
+    node.ok("rm", &[name, "--time=0"], &[]);
+    lines
+}
+
+#[test]
+fn escape_syscalls_are_denied_in_a_default_pod_and_reach_the_kernel_when_unconfined() {
+    let node = PodNode::new(67);
+    let calls =
+        ["keyctl", "add_key", "request_key", "unshare", "bpf", "init_module", "kexec_load", "userfaultfd"];
+    let confined = syscall_probes(&node, "denied", "", &calls);
+    assert_eq!(confined, vec!["EPERM"; calls.len()], "{calls:?}");
+    let open = syscall_probes(
+        &node,
+        "open",
+        "  securityContext: {seccompProfile: {type: Unconfined}}",
+        &["keyctl", "unshare"],
+    );
+    assert_ne!(open[0], "EPERM", "keyctl reaches the kernel: {open:?}");
+    assert_eq!(open[1], "OK", "unshare(0) reaches the kernel: {open:?}");
+    // The probe cannot write the binary it runs from (a read-only hostPath here).
+    assert_eq!(syscall_probes(&node, "exe", "", &["write-exe"]), ["EROFS"]);
+}
