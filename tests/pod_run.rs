@@ -386,3 +386,63 @@ spec:
     let cgroup = std::path::Path::new("/sys/fs/cgroup/memory").join(&node.cgroup_parent);
     assert!(!cgroup.exists(), "cgroup parent created");
 }
+
+/// A log without its terminal colours.
+fn without_colours(bytes: &[u8]) -> String {
+    let mut log = String::new();
+    let mut in_escape = false;
+    for ch in String::from_utf8_lossy(bytes).chars() {
+        match (in_escape, ch) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (false, _) => log.push(ch),
+            _ => {}
+        }
+    }
+    log
+}
+
+/// A creator with other threads (a pod start wiring its network, the agent probing) starts each
+/// monitor as a fresh exec of rkubelet (the forked child only closes fds and execs), so no lock
+/// another thread held at the fork can stall it. Whether a thread is still alive at a given fork
+/// is a race, so `RKUBE_MONITOR_EXEC=1` takes that path for every container here: the pod, its
+/// exec and its removal all work through exec'd monitors.
+#[test]
+fn a_threaded_creator_execs_its_monitors() {
+    let node = PodNode::new(68);
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: execd}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
+"#
+    );
+    let path = node.dir.path().join("execd.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = node.rk_env(
+        "run",
+        &[path.to_str().unwrap(), "--no-agent", "--log", "rkube::runtime=debug"],
+        &[],
+        &[("RKUBE_MONITOR_EXEC", "1")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = without_colours(&out.stderr);
+    assert!(log.contains("monitor started exec=true"), "{log}");
+    assert!(!log.contains("exec=false"), "{log}");
+    // An exec helper started the same way runs the process in the container, exit code and all.
+    let force = [("RKUBE_MONITOR_EXEC", "1")];
+    let out = node.rk_env(
+        "exec",
+        &["execd", "-c", "c", "--log", "rkube::runtime=debug"],
+        &["sh", "-c", "cat /etc/hostname; exit 7"],
+        &force,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "execd");
+    assert!(without_colours(&out.stderr).contains("exec helper started exec=true"));
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    node.ok("rm", &["execd", "--time=0"], &[]);
+    node.assert_pod_gone("execd");
+}

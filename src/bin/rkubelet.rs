@@ -26,6 +26,18 @@ enum Command {
 }
 
 fn main() {
+    // A container monitor exec'd by a creator that had other threads (see runtime::monitor):
+    // straight to it, before argument parsing or logging.
+    let entry = std::env::args_os().nth(1);
+    let hidden = |name: &str| entry.as_ref().is_some_and(|a| a == name);
+    if hidden(rkube::runtime::monitor::EXEC_ARG) || hidden(rkube::runtime::exec::HELPER_ARG) {
+        let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+        if hidden(rkube::runtime::exec::HELPER_ARG) {
+            rkube::runtime::exec::helper_entry(&argv);
+        }
+        rkube::runtime::monitor::exec_entry(&argv);
+    }
+    rkube::runtime::monitor::enable_exec_entry();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

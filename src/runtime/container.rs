@@ -6,8 +6,8 @@
 //! Callers in multi-threaded programs are fine: the fork uses glibc's `fork`, and the child only
 //! runs this module's code before exec.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -132,6 +132,15 @@ pub struct ExecRequest {
     pub terminal: Option<crate::runtime::tty::Console>,
 }
 
+/// A monitor to be started by exec'ing this binary: the prepared call, and its payload pipe.
+struct MonitorExec {
+    program: crate::sys::container::PreparedExec,
+    /// Read end, inherited by the monitor.
+    payload: OwnedFd,
+    payload_writer: OwnedFd,
+    bytes: Vec<u8>,
+}
+
 impl Runtime {
     /// A runtime with the given run directory and cgroup root, parent `rkube`.
     pub fn new(root: impl Into<PathBuf>, cgroup_root: impl Into<PathBuf>) -> Self {
@@ -231,19 +240,43 @@ impl Runtime {
             .map(crate::sys::container::open_readonly_clone)
             .transpose()
             .map_err(io_err("seal the exec trampoline", id))?;
+        // With other threads (a pod's network wired meanwhile, an agent's probes), a lock one of
+        // them holds at the fork would stay held in the child: then the child only closes fds and
+        // execs this binary as a fresh monitor, whose arguments come over a pipe.
+        let exec = if monitor::fork_must_exec() {
+            let fds = [
+                sync_w.as_raw_fd(),
+                fifo_fd.as_raw_fd(),
+                trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+            ];
+            Some(self.prepare_monitor_exec(config, cgroup, state, req, console.as_ref(), fds)?)
+        } else {
+            None
+        };
+        tracing::debug!(exec = exec.is_some(), "monitor started");
         let monitor_pid = match fork().map_err(io_err("fork monitor", id))? {
             Forked::Child => {
                 drop(sync_r);
                 // Other threads of the creator (a pod's network set up meanwhile) may have had fds
                 // open at the fork; the monitor and init keep only their own.
                 let keep = [
-                    Some(sync_w.as_raw_fd()),
-                    Some(fifo_fd.as_raw_fd()),
-                    trampoline.as_ref().map(AsRawFd::as_raw_fd),
-                    console.as_ref().map(|c| c.socket.as_raw_fd()),
+                    sync_w.as_raw_fd(),
+                    fifo_fd.as_raw_fd(),
+                    trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                    console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+                    exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
                 ];
-                if let Err(e) = close_fds_except(&keep.map(|fd| fd.unwrap_or(-1))) {
-                    let _ = nix::unistd::write(&sync_w, format!("Eclose inherited fds: {e}\n").as_bytes());
+                if close_fds_except(&keep).is_err() {
+                    crate::sys::container::write_raw(sync_w.as_raw_fd(), b"Eclose inherited fds\n");
+                    crate::sys::container::exit_now(1)
+                }
+                if let Some(exec) = &exec {
+                    exec.program.exec(&keep);
+                    crate::sys::container::write_raw(
+                        sync_w.as_raw_fd(),
+                        b"Eexec the runtime for the monitor\n",
+                    );
                     crate::sys::container::exit_now(1)
                 }
                 monitor::run(MonitorArgs {
@@ -264,6 +297,11 @@ impl Runtime {
         drop(fifo_fd);
         drop(trampoline);
         drop(console);
+        if let Some(exec) = exec {
+            drop(exec.payload);
+            // A monitor that died before reading makes this fail; its sync pipe then says why.
+            let _ = std::fs::File::from(exec.payload_writer).write_all(&exec.bytes);
+        }
         let mut reader = BufReader::new(std::fs::File::from(sync_r));
         // The monitor sends `P<pid>` and init sends `R` (or `E<error>`), in either order.
         let mut init_pid = None;
@@ -322,6 +360,38 @@ impl Runtime {
             write_atomic(pid_file, pid.to_string().as_bytes())?;
         }
         Ok(self.oci_state(state, &record))
+    }
+
+    /// Everything the forked child needs to exec `/proc/self/exe` as a monitor
+    /// ([`monitor::exec_entry`]), built before the fork; `fds` are the sync pipe, exec fifo,
+    /// trampoline and console descriptors (-1 for none).
+    fn prepare_monitor_exec(
+        &self,
+        config: &config::ContainerConfig,
+        cgroup: &CgroupConfig,
+        state: &StateDir,
+        req: &CreateRequest,
+        console: Option<&Console>,
+        fds: [i32; 4],
+    ) -> Result<MonitorExec, RuntimeError> {
+        let id = &req.id;
+        let payload = monitor::Payload {
+            config: config.clone(),
+            cgroup: cgroup.clone(),
+            state: state.path().to_path_buf(),
+            log_path: req.log_path.clone(),
+            monitor_binary: self.monitor_binary.clone(),
+            console_size: console.and_then(|c| c.size).map(|s| (s.rows, s.cols)),
+        };
+        let bytes =
+            serde_json::to_vec(&payload).map_err(|e| io_err("encode monitor payload", id)(e.into()))?;
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io_err("create monitor payload pipe", id)(e.into()))?;
+        let mut all = vec![reader.as_raw_fd()];
+        all.extend(fds);
+        let program = monitor::prepare_self_exec(monitor::EXEC_ARG, &all)
+            .map_err(io_err("prepare the monitor's exec", id))?;
+        Ok(MonitorExec { program, payload: reader, payload_writer: writer, bytes })
     }
 
     fn oci_state(&self, state: &StateDir, record: &Record) -> OciState {

@@ -2,7 +2,8 @@
 //! cgroup and namespaces (mount last), forks once more so the child is inside the pid namespace,
 //! and that child applies the container's security settings (the same code as init) and execs.
 
-use std::os::fd::OwnedFd;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -13,10 +14,11 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use crate::runtime::config::{NamespaceKind, find_executable};
 use crate::runtime::container::ExecRequest;
 use crate::runtime::init::{self, InitError};
+use crate::runtime::monitor;
 use crate::runtime::seccomp;
 use crate::runtime::state::Record;
 use crate::runtime::user;
-use crate::sys::container::{Forked, exit_now, fork};
+use crate::sys::container::{Forked, close_fds_except, exit_now, fork};
 
 /// Errors of exec.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +53,25 @@ const JOIN_ORDER: [NamespaceKind; 7] = [
 pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| ExecError::Step { step: "create pid pipe", source: e.into() })?;
+    // From a threaded caller (the agent probing), the forked child execs this binary as the helper
+    // (see `monitor::fork_must_exec`); the request comes over a pipe.
+    let exec = if monitor::fork_must_exec() { Some(prepare_helper_exec(record, req, &pid_w)?) } else { None };
+    tracing::debug!(exec = exec.is_some(), "exec helper started");
     let helper = fork().map_err(|source| ExecError::Step { step: "fork exec helper", source })?;
     match helper {
+        Forked::Child if exec.is_some() => {
+            let exec = exec.as_ref().expect("checked");
+            let keep = [
+                pid_w.as_raw_fd(),
+                exec.payload.as_raw_fd(),
+                req.terminal.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+            ];
+            if close_fds_except(&keep).is_ok() {
+                exec.program.exec(&keep);
+            }
+            crate::sys::container::write_stderr("exec: could not start the exec helper\n");
+            exit_now(126)
+        }
         Forked::Child => {
             drop(pid_r);
             let code = match join_and_spawn(record, req, pid_w) {
@@ -66,6 +85,11 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         }
         Forked::Parent(pid) => {
             drop(pid_w);
+            if let Some(exec) = exec {
+                drop(exec.payload);
+                // A helper that died before reading makes this fail; its exit code tells.
+                let _ = std::fs::File::from(exec.payload_writer).write_all(&exec.bytes);
+            }
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut std::fs::File::from(pid_r), &mut text);
             if let (Some(pid_file), Ok(process)) = (&req.pid_file, text.trim().parse::<i32>()) {
@@ -78,6 +102,89 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
             }
             Ok(wait_code(pid))
         }
+    }
+}
+
+/// The hidden first argument with which the `rkubelet` binary runs [`helper_entry`].
+pub const HELPER_ARG: &str = "__exec";
+
+/// What an exec'd helper reads from its payload pipe: the request without its console, whose
+/// socket it inherits.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HelperPayload {
+    record: Record,
+    args: Vec<String>,
+    env: Option<Vec<String>>,
+    cwd: Option<PathBuf>,
+    user: Option<String>,
+    detach: bool,
+    pid_file: Option<PathBuf>,
+    console_size: Option<(u16, u16)>,
+}
+
+/// A helper to be started by exec'ing this binary.
+struct HelperExec {
+    program: crate::sys::container::PreparedExec,
+    payload: OwnedFd,
+    payload_writer: OwnedFd,
+    bytes: Vec<u8>,
+}
+
+fn prepare_helper_exec(record: &Record, req: &ExecRequest, pid_w: &OwnedFd) -> Result<HelperExec, ExecError> {
+    let step = |step: &'static str| move |e: std::io::Error| ExecError::Step { step, source: e };
+    let payload = HelperPayload {
+        record: record.clone(),
+        args: req.args.clone(),
+        env: req.env.clone(),
+        cwd: req.cwd.clone(),
+        user: req.user.clone(),
+        detach: req.detach,
+        pid_file: req.pid_file.clone(),
+        console_size: req.terminal.as_ref().and_then(|c| c.size).map(|s| (s.rows, s.cols)),
+    };
+    let bytes = serde_json::to_vec(&payload).map_err(|e| step("encode exec payload")(e.into()))?;
+    let (reader, writer) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| step("create exec payload pipe")(e.into()))?;
+    let console = req.terminal.as_ref().map_or(-1, |c| c.socket.as_raw_fd());
+    let program = monitor::prepare_self_exec(HELPER_ARG, &[reader.as_raw_fd(), pid_w.as_raw_fd(), console])
+        .map_err(step("prepare the exec helper"))?;
+    Ok(HelperExec { program, payload: reader, payload_writer: writer, bytes })
+}
+
+/// `rkubelet __exec PAYLOAD PID_OUT CONSOLE` (inherited descriptor numbers, -1 for none): the
+/// exec helper as a fresh process; its exit code is the exec'd process's. Never returns.
+pub fn helper_entry(argv: &[String]) -> ! {
+    let adopt = |i: usize| {
+        argv.get(i)
+            .and_then(|a| a.parse::<i32>().ok())
+            .filter(|fd| *fd >= 0)
+            .and_then(|n| crate::sys::container::adopt_fd(n).ok())
+    };
+    let fail = |message: String| -> ! {
+        crate::sys::container::write_stderr(&format!("exec: {message}\n"));
+        exit_now(126)
+    };
+    let payload: HelperPayload = match monitor::read_payload(adopt(2)) {
+        Ok(p) => p,
+        Err(e) => fail(e),
+    };
+    let Some(pid_out) = adopt(3) else { fail("no pid pipe".into()) };
+    let terminal = adopt(4).map(|socket| crate::runtime::tty::Console {
+        socket: std::sync::Arc::new(socket),
+        size: payload.console_size.map(|(rows, cols)| crate::runtime::tty::WindowSize { rows, cols }),
+    });
+    let req = ExecRequest {
+        args: payload.args,
+        env: payload.env,
+        cwd: payload.cwd,
+        user: payload.user,
+        detach: payload.detach,
+        pid_file: payload.pid_file,
+        terminal,
+    };
+    match join_and_spawn(&payload.record, &req, pid_out) {
+        Ok(code) => exit_now(code),
+        Err(e) => fail(e.to_string()),
     }
 }
 

@@ -12,8 +12,9 @@
 //! `logfmt` CRI records and `exit_report` formats. `hack/bench-runtime.sh` reports the RSS/PSS.
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -47,6 +48,107 @@ pub struct MonitorArgs<'a> {
     pub trampoline: Option<OwnedFd>,
     /// Console for a new terminal (`process.terminal`), passed on to init.
     pub console: Option<crate::runtime::tty::Console>,
+}
+
+/// The hidden first argument with which the `rkubelet` binary runs [`exec_entry`].
+pub const EXEC_ARG: &str = "__monitor";
+
+/// `RKUBE_MONITOR_EXEC=1` makes every monitor an exec'd one, threaded creator or not (for tests,
+/// and to measure what the exec costs).
+pub const FORCE_EXEC_ENV: &str = "RKUBE_MONITOR_EXEC";
+
+static EXEC_ENTRY: AtomicBool = AtomicBool::new(false);
+
+/// Called by a binary that answers [`EXEC_ARG`] (rkubelet's main): from then on a creator that
+/// has other threads starts each monitor by exec'ing `/proc/self/exe` right after the fork, so
+/// the forked child never runs code that could wait on a lock another thread held at the fork.
+/// Single-threaded creators (and library users that never call this) run the monitor in the fork.
+pub fn enable_exec_entry() {
+    EXEC_ENTRY.store(true, Ordering::Relaxed);
+}
+
+/// Whether a child forked now must exec this binary rather than run our code: the process has
+/// other threads (or `RKUBE_MONITOR_EXEC=1`), and the binary answers the hidden entry points.
+pub fn fork_must_exec() -> bool {
+    let threaded = crate::sys::container::SingleThreaded::check().is_none()
+        || std::env::var_os(FORCE_EXEC_ENV).is_some_and(|v| v == "1");
+    threaded && EXEC_ENTRY.load(Ordering::Relaxed)
+}
+
+/// `/proc/self/exe ENTRY FD...` with our environment, prepared before a fork (see
+/// [`crate::sys::container::PreparedExec`]); `entry` is [`EXEC_ARG`] or the exec helper's.
+pub fn prepare_self_exec(entry: &str, fds: &[i32]) -> std::io::Result<crate::sys::container::PreparedExec> {
+    let mut argv = vec!["rkubelet".to_string(), entry.to_string()];
+    argv.extend(fds.iter().map(i32::to_string));
+    let env: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(mut kv, v)| {
+            kv.push("=");
+            kv.push(v);
+            kv
+        })
+        .collect();
+    crate::sys::container::PreparedExec::new(std::path::Path::new("/proc/self/exe"), &argv, &env)
+}
+
+/// Reads and decodes the JSON an exec'd entry point gets on descriptor `fd`.
+pub fn read_payload<T: serde::de::DeserializeOwned>(fd: Option<OwnedFd>) -> Result<T, String> {
+    let fd = fd.ok_or("no payload pipe")?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut bytes)
+        .map_err(|e| format!("read its payload: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("decode its payload: {e}"))
+}
+
+/// What an exec'd monitor reads from its payload pipe: [`MonitorArgs`] without the descriptors,
+/// which it inherits at the numbers given on its command line.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Payload {
+    pub config: ContainerConfig,
+    pub cgroup: CgroupConfig,
+    pub state: PathBuf,
+    pub log_path: Option<PathBuf>,
+    pub monitor_binary: Option<PathBuf>,
+    /// Initial terminal size (rows, columns) for the console, if any.
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// `rkubelet __monitor PAYLOAD SYNC FIFO TRAMPOLINE CONSOLE` (inherited descriptor numbers, -1 for
+/// none): the monitor as a fresh, single-threaded process. Never returns.
+pub fn exec_entry(argv: &[String]) -> ! {
+    let fd = |i: usize| argv.get(i).and_then(|a| a.parse::<i32>().ok()).filter(|fd| *fd >= 0);
+    let adopt = |i: usize| fd(i).and_then(|n| crate::sys::container::adopt_fd(n).ok());
+    let Some(sync) = adopt(3) else {
+        crate::sys::container::write_stderr("rkubelet __monitor: no sync pipe\n");
+        exit_now(2)
+    };
+    let fail = |message: String| -> ! {
+        crate::sys::container::write_raw(sync.as_raw_fd(), format!("E{message}\n").as_bytes());
+        exit_now(1)
+    };
+    let payload: Payload = match read_payload(adopt(2)) {
+        Ok(p) => p,
+        Err(e) => fail(format!("monitor: {e}")),
+    };
+    let Some(fifo) = adopt(4) else { fail("monitor: no exec fifo".into()) };
+    let console = adopt(6).map(|socket| crate::runtime::tty::Console {
+        socket: std::sync::Arc::new(socket),
+        size: payload.console_size.map(|(rows, cols)| crate::runtime::tty::WindowSize { rows, cols }),
+    });
+    let state = match (payload.state.parent(), payload.state.file_name().and_then(|n| n.to_str())) {
+        (Some(root), Some(id)) => StateDir::new(root, id),
+        _ => fail(format!("monitor: bad state dir {}", payload.state.display())),
+    };
+    run(MonitorArgs {
+        config: &payload.config,
+        cgroup: &payload.cgroup,
+        state,
+        sync,
+        fifo,
+        log_path: payload.log_path.clone(),
+        monitor_binary: payload.monitor_binary.clone(),
+        trampoline: adopt(5),
+        console,
+    })
 }
 
 /// Runs the monitor in the freshly forked child; never returns.

@@ -70,12 +70,62 @@ pub fn clone_with_namespaces(_single: &SingleThreaded, flags: libc::c_int) -> io
     forked_from(ret)
 }
 
+/// An `execve` prepared before a fork: the strings and their NULL-terminated pointer arrays are
+/// built in the parent, so the forked child only makes system calls on its way to the new program
+/// (no allocation, no lock).
+#[derive(Debug)]
+pub struct PreparedExec {
+    path: std::ffi::CString,
+    _strings: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl PreparedExec {
+    /// `path` with `argv` (including argv[0]) and the environment `env` (`KEY=value` entries).
+    pub fn new(path: &Path, argv: &[String], env: &[std::ffi::OsString]) -> io::Result<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |bytes: &[u8]| {
+            std::ffi::CString::new(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+        };
+        let path = c(path.as_os_str().as_bytes())?;
+        let args = argv.iter().map(|a| c(a.as_bytes())).collect::<io::Result<Vec<_>>>()?;
+        let vars = env.iter().map(|e| c(e.as_bytes())).collect::<io::Result<Vec<_>>>()?;
+        let pointers = |strings: &[std::ffi::CString]| {
+            strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect::<Vec<_>>()
+        };
+        let (argv, envp) = (pointers(&args), pointers(&vars));
+        let mut strings = args;
+        strings.extend(vars);
+        Ok(PreparedExec { path, _strings: strings, argv, envp })
+    }
+
+    /// In a forked child: lets `inherit` survive the exec (clears close-on-exec), then execs.
+    /// Returns only on failure, with the errno; makes no allocation.
+    pub fn exec(&self, inherit: &[RawFd]) -> i32 {
+        for &fd in inherit.iter().filter(|fd| **fd >= 0) {
+            // SAFETY: F_SETFD on a plain descriptor number only changes its flags (or fails).
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+                return io::Error::last_os_error().raw_os_error().unwrap_or(libc::EBADF);
+            }
+        }
+        // SAFETY: the path and both arrays are NUL-/NULL-terminated and owned by `self`, which
+        // outlives the call; execve only returns on error.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOEXEC)
+    }
+}
+
 /// Writes `message` to fd 2 with one `write(2)`, taking no lock (for forked children, where
 /// `eprintln!` could wait forever on a stderr lock another thread of the parent held).
 pub fn write_stderr(message: &str) {
-    // SAFETY: fd 2 is only borrowed for the call; writing to a closed fd just fails.
-    let stderr = unsafe { BorrowedFd::borrow_raw(2) };
-    let _ = nix::unistd::write(stderr, message.as_bytes());
+    write_raw(2, message.as_bytes());
+}
+
+/// One `write(2)` of `bytes` to descriptor number `fd`, ignoring failure: no allocation, no lock.
+pub fn write_raw(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: the buffer is valid for its length; writing to a closed fd just fails.
+    let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
 /// Ends the calling process immediately, without running destructors or atexit handlers.

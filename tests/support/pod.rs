@@ -101,8 +101,17 @@ impl PodNode {
     /// Runs `rkubelet <sub> <args…> <node flags> [-- <tail…>]`; killed (and the test failed)
     /// if it takes more than a minute, so a hang cannot stall the suite.
     pub fn rk(&self, sub: &str, args: &[&str], tail: &[&str]) -> Output {
+        self.rk_with(sub, args, tail, &[])
+    }
+
+    /// [`PodNode::rk`] with extra environment variables for rkubelet.
+    pub fn rk_env(&self, sub: &str, args: &[&str], tail: &[&str], env: &[(&str, &str)]) -> Output {
+        self.rk_with(sub, args, tail, env)
+    }
+
+    fn rk_with(&self, sub: &str, args: &[&str], tail: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
-        cmd.arg(sub).args(args).args(self.flags());
+        cmd.arg(sub).args(args).args(self.flags()).envs(env.iter().copied());
         if !tail.is_empty() {
             cmd.arg("--").args(tail);
         }
