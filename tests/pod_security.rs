@@ -451,3 +451,45 @@ fn escape_syscalls_are_denied_in_a_default_pod_and_reach_the_kernel_when_unconfi
     // The probe cannot write the binary it runs from (a read-only hostPath here).
     assert_eq!(syscall_probes(&node, "exe", "", &["write-exe"]), ["EROFS"]);
 }
+
+#[test]
+fn read_only_root_capabilities_and_no_privilege_escalation_apply() {
+    let node = PodNode::new(69);
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: locked}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}
+"#
+    );
+    let out = node.run_yaml("locked", &yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = node.exec(
+        "locked",
+        "c",
+        &["sh", "-c", "touch /x 2>/dev/null && echo rw || echo ro; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status"],
+    );
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "ro", "{seen}");
+    // CAP_NET_BIND_SERVICE is bit 10: 0x400, and nothing else.
+    assert!(
+        lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["CapEff:", "0000000000000400"]),
+        "{seen}"
+    );
+    assert!(
+        lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["CapBnd:", "0000000000000400"]),
+        "{seen}"
+    );
+    assert!(lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]), "{seen}");
+    node.ok("rm", &["locked", "--time=0"], &[]);
+}

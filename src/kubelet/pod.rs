@@ -156,35 +156,8 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
     if state::state_file(&dir).exists() {
         return Err(PodError::Exists { pod: name });
     }
+    security::check_pod_spec(spec).map_err(|e| invalid(e.to_string()))?;
     let host = HostNamespaces::of(spec);
-    if host.pid && spec.share_process_namespace == Some(true) {
-        return Err(invalid(
-            "spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"
-                .into(),
-        ));
-    }
-    if spec.host_users == Some(false) {
-        for (set, field) in [(host.network, "hostNetwork"), (host.pid, "hostPID"), (host.ipc, "hostIPC")] {
-            if set {
-                return Err(invalid(format!("spec.{field}: Forbidden: when `hostUsers` is false")));
-            }
-        }
-    }
-    let lists = [
-        ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
-        ("containers", &spec.containers),
-    ];
-    for (list, containers) in lists {
-        for (i, c) in containers.iter().enumerate() {
-            let unmasked =
-                c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked");
-            if unmasked && spec.host_users != Some(false) {
-                return Err(invalid(format!(
-                    "spec.{list}[{i}].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
-                )));
-            }
-        }
-    }
     // A node's first pod makes sure the pod CIDR is free on the host, before anything is created.
     let network_config = node.network_config();
     if !host.network && crate::network::pod::node_has_no_pods(&network_config.state_dir) {
@@ -196,14 +169,6 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         return Err(invalid("shareProcessNamespace needs the rkube-monitor binary next to rkubelet".into()));
     }
     RestartPolicy::parse(spec.restart_policy.as_deref()).map_err(&invalid)?;
-    for (i, alias) in spec.host_aliases.iter().flatten().enumerate() {
-        if alias.ip.parse::<IpAddr>().is_err() {
-            return Err(invalid(format!(
-                "spec.hostAliases[{i}].ip: {:?} is not a valid IP address",
-                alias.ip
-            )));
-        }
-    }
     // Everything that can be checked without touching the host is checked first.
     let sources = EnvSources {
         config_maps: req

@@ -84,6 +84,53 @@ pub fn pod_sysctls(spec: &PodSpec) -> Result<HashMap<String, String>, SecurityEr
     Ok(out)
 }
 
+/// The rules between a pod's host namespaces, user namespace and /proc that Kubernetes'
+/// validation enforces, plus valid hostAliases addresses (the kubelet writes them to /etc/hosts).
+pub fn check_pod_spec(spec: &PodSpec) -> Result<(), SecurityError> {
+    let invalid = |field: String, reason: &str| SecurityError::Invalid { field, reason: reason.into() };
+    if spec.host_pid == Some(true) && spec.share_process_namespace == Some(true) {
+        return Err(invalid(
+            "spec.shareProcessNamespace".into(),
+            "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled",
+        ));
+    }
+    let own_users = spec.host_users == Some(false);
+    if own_users {
+        for (set, field) in
+            [(spec.host_network, "hostNetwork"), (spec.host_pid, "hostPID"), (spec.host_ipc, "hostIPC")]
+        {
+            if set == Some(true) {
+                return Err(invalid(format!("spec.{field}"), "Forbidden: when `hostUsers` is false"));
+            }
+        }
+    }
+    let lists = [
+        ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
+        ("containers", &spec.containers),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let unmasked =
+                c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked");
+            if unmasked && !own_users {
+                return Err(invalid(
+                    format!("spec.{list}[{i}].securityContext.procMount"),
+                    "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`",
+                ));
+            }
+        }
+    }
+    for (i, alias) in spec.host_aliases.iter().flatten().enumerate() {
+        if alias.ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(SecurityError::Invalid {
+                field: format!("spec.hostAliases[{i}].ip"),
+                reason: format!("{:?} is not a valid IP address", alias.ip),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Which profile a container asks for, before a `Localhost` profile is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeccompChoice {
@@ -317,6 +364,45 @@ mod tests {
         let missing = resolve(choice("missing.json"), dir.path()).unwrap_err().to_string();
         assert!(missing.starts_with("f: seccomp profile ") && missing.contains("missing.json"), "{missing}");
         assert!(resolve(choice("broken.json"), dir.path()).is_err());
+    }
+
+    #[test]
+    fn host_namespaces_user_namespaces_and_proc_follow_kubernetes_rules() {
+        use k8s_openapi::api::core::v1::HostAlias;
+        assert!(check_pod_spec(&PodSpec { host_pid: Some(true), ..Default::default() }).is_ok());
+        let both =
+            PodSpec { host_pid: Some(true), share_process_namespace: Some(true), ..Default::default() };
+        assert!(check_pod_spec(&both).unwrap_err().to_string().contains("cannot both be enabled"));
+        let userns_host_net =
+            PodSpec { host_users: Some(false), host_network: Some(true), ..Default::default() };
+        assert_eq!(
+            check_pod_spec(&userns_host_net).unwrap_err().to_string(),
+            "spec.hostNetwork: Forbidden: when `hostUsers` is false"
+        );
+        let unmasked = |host_users| PodSpec {
+            host_users,
+            containers: vec![container(Some(SecurityContext {
+                proc_mount: Some("Unmasked".into()),
+                ..Default::default()
+            }))],
+            ..Default::default()
+        };
+        assert!(check_pod_spec(&unmasked(Some(false))).is_ok());
+        assert!(
+            check_pod_spec(&unmasked(None))
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.containers[0].securityContext.procMount: Invalid value")
+        );
+        let alias = |ip: &str| PodSpec {
+            host_aliases: Some(vec![HostAlias { ip: ip.into(), hostnames: Some(vec!["db".into()]) }]),
+            ..Default::default()
+        };
+        assert!(check_pod_spec(&alias("10.1.2.3")).is_ok());
+        assert_eq!(
+            check_pod_spec(&alias("db.local")).unwrap_err().to_string(),
+            "spec.hostAliases[0].ip: \"db.local\" is not a valid IP address"
+        );
     }
 
     #[test]
