@@ -3,7 +3,8 @@
 # started by rkube's own runtime (`rkubelet runtime run`): what CI does (`.ci/run`).
 #
 #   hack/ci-container.sh            # the README's test command, then the demo smoke test, inside
-#   hack/ci-container.sh -- CMD...  # any command inside such a container instead (e.g. `-- bash -l`)
+#   hack/ci-container.sh -- CMD...  # any command inside such a container instead, e.g.
+#                                   # `-- hack/test.sh pod_` or `-- bash` (no terminal: stdin only)
 #
 # Steps, on the host:
 #   1. install what the host needs to build rkubelet and a root filesystem (mmdebstrap);
@@ -166,9 +167,14 @@ bundle() {
   }' >"$dir/config.json"
 }
 
-# run_container NAME: runs the bundle in the foreground; returns the container's exit code.
+# run_container NAME: runs the bundle in the foreground; returns the container's exit code. Only a
+# command given after `--` gets our stdin (CI has none).
 run_container() {
-  "$RKUBELET" runtime --root "$STATE" run --bundle "$WORK/$1" "$CGROUP-$1" </dev/null
+  if [ "$1" = test ] && [ ${#command[@]} -gt 0 ]; then
+    "$RKUBELET" runtime --root "$STATE" run --bundle "$WORK/$1" "$CGROUP-$1"
+  else
+    "$RKUBELET" runtime --root "$STATE" run --bundle "$WORK/$1" "$CGROUP-$1" </dev/null
+  fi
 }
 
 # 4. Packages, from the package registry: the host's network namespace.
