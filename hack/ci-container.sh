@@ -66,10 +66,16 @@ NETNS=rkube-ci-$RUN_ID
 CGROUP=rkube-ci-$RUN_ID
 STATE=$WORK/state
 RKUBELET=$WORK/bin/rkubelet
+# Runs killed before their cleanup leave run dirs behind; a day later they go. A pid reused now
+# must not find an old tree.
+find "$CACHE" -maxdepth 1 -name 'run-*' -mtime +1 -exec rm -rf --one-file-system {} +
+rm -rf --one-file-system "$WORK"
 mkdir -p "$WORK/bin" "$WORK/tmp" "$STATE"
 chmod 1777 "$WORK/tmp"
-# A copy, so a later host build may replace the binary while this one runs.
-cp "$HOST_TARGET/debug/rkubelet" "$HOST_TARGET/debug/rkube-monitor" "$WORK/bin/"
+# A copy, so a later host build may replace the binary while this one runs (rkube-monitor is
+# built for x86_64 only).
+cp "$HOST_TARGET/debug/rkubelet" "$WORK/bin/"
+if [ -f "$HOST_TARGET/debug/rkube-monitor" ]; then cp "$HOST_TARGET/debug/rkube-monitor" "$WORK/bin/"; fi
 
 # Removes the containers, the network namespace and this run's files (idempotent).
 remove_run() {
@@ -194,7 +200,13 @@ bundle test "/run/netns/$NETNS" "$args"
 log "container $CGROUP-test: ${command[*]:-hack/test.sh, then hack/demo-smoke.sh}"
 status=0
 run_container test || status=$?
-[ "$status" = 0 ] || die "the suite failed inside the container (exit $status)"
+if [ "$status" != 0 ]; then
+  trap - EXIT
+  remove_run
+  # Say what a failed suite left on the host, without hiding the failure.
+  "$HACK_DIR/check-host-clean.sh" || true
+  die "the suite failed inside the container (exit $status)"
+fi
 
 # 6. Nothing of the run may be left on the host.
 trap - EXIT

@@ -11,8 +11,15 @@ cd "$REPO_DIR"
 [ "$(id -u)" = 0 ] || die "run as root"
 
 added_bridge=""
-remove_bridge() { [ -z "$added_bridge" ] || ip link delete cni-podman0 2>/dev/null || true; }
-trap remove_bridge EXIT
+demo_started=""
+finish() {
+  local rc=$?
+  # A failure half-way must not leave the demo's agent, pods and registry behind.
+  if [ -n "$demo_started" ] && [ "$rc" != 0 ]; then "$HACK_DIR/demo.sh" clean >/dev/null 2>&1 || true; fi
+  [ -z "$added_bridge" ] || ip link delete cni-podman0 2>/dev/null || true
+  exit "$rc"
+}
+trap finish EXIT
 if ! ip link show cni-podman0 >/dev/null 2>&1 && [ "${RKUBE_CI_CONTAINER:-}" = 1 ]; then
   ip link add cni-podman0 type bridge
   ip addr add 10.88.0.1/16 dev cni-podman0
@@ -21,7 +28,7 @@ if ! ip link show cni-podman0 >/dev/null 2>&1 && [ "${RKUBE_CI_CONTAINER:-}" = 1
 fi
 
 # 1. A colliding pod CIDR is refused, and nothing is created.
-if ip -o addr show dev cni-podman0 2>/dev/null | grep -q ' 10\.88\.'; then
+if grep -q ' 10\.88\.' <<<"$(ip -o addr show dev cni-podman0 2>/dev/null)"; then
   log "smoke: --pod-cidr 10.88.0.0/16 next to podman's bridge is refused"
   cargo build --release --quiet
   scratch=$(mktemp -d)
@@ -44,6 +51,7 @@ fi
 
 # 2. README command 1.
 log "smoke: hack/demo.sh"
+demo_started=1
 "$HACK_DIR/demo.sh"
 IP=$("$TARGET_DIR/release/rkubelet" inspect webserver --root "${RKUBE_DEMO_ROOT:-$BUILD_DIR/demo-root}" | jq -r .ip)
 curl -sf "http://$IP/" | grep -q . || die "no page from the demo pod at $IP"
@@ -53,5 +61,6 @@ curl -sf "http://$IP:8081/" | grep -q . || die "no page from the nginx sidecar a
 # 3. Its clean.
 log "smoke: hack/demo.sh clean"
 "$HACK_DIR/demo.sh" clean
+demo_started=""
 "$HACK_DIR/check-host-clean.sh"
 log "smoke: README command 1 passed"

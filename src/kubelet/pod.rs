@@ -410,6 +410,11 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
             BindMount { source: etc.join("hostname"), destination: "/etc/hostname".into(), read_only: false },
         ];
         mounts.extend(volumes::container_mounts(c, &paths).map_err(step(name, "volume mounts"))?);
+        if let Some(base) = userns_base {
+            // subPath directories the mounts above created belong to the pod's root too.
+            sandbox::chown_tree(&dir.join("volumes"), base)
+                .map_err(step(name, "give the pod's files to its user namespace"))?;
+        }
         let env = env::container_env(c, &facts, sources).map_err(step(name, "env"))?;
         let mut env_list: Vec<String> = p.image.env.clone();
         for (k, v) in &env {
@@ -709,7 +714,6 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
         Ok(net) => note(net.teardown(name).map_err(step(name, "network teardown"))),
         Err(e) => note(Err(step(name, "network")(e))),
     }
-    note(super::userns::release(&node.root, name).map_err(step(name, "release user namespace range")));
     if errors.is_empty() {
         let removed = fs::remove_dir_all(&dir).or_else(|_| fs::remove_dir_all(&dir));
         match removed {
@@ -717,6 +721,14 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => errors.push(step(name, "remove pod dir")(e)),
         }
+    }
+    // The id range goes back only once nothing of the pod can still run under it.
+    if errors.is_empty() {
+        errors.extend(
+            super::userns::release(&node.root, name)
+                .map_err(step(name, "release user namespace range"))
+                .err(),
+        );
     }
     errors.into_iter().next().map_or(Ok(()), Err)
 }

@@ -76,6 +76,11 @@ pub fn pod_sysctls(spec: &PodSpec) -> Result<HashMap<String, String>, SecurityEr
         if name.starts_with("net.") && spec.host_network == Some(true) {
             return Err(forbidden(format!("forbidden sysctl: {name:?} not allowed with host net enabled")));
         }
+        if spec.host_users == Some(false) {
+            // The pod's network and IPC namespaces belong to the host's user namespace: root of
+            // the pod's own cannot write their sysctls.
+            return Err(forbidden(format!("forbidden sysctl: {name:?} not supported with hostUsers: false")));
+        }
         if name.starts_with("kernel.shm") && spec.host_ipc == Some(true) {
             return Err(forbidden(format!("forbidden sysctl: {name:?} not allowed with host ipc enabled")));
         }
@@ -428,6 +433,11 @@ mod tests {
         );
         let err = pod_sysctls(&pod(&["net.ipv4.tcp_syncookies"], true)).unwrap_err().to_string();
         assert!(err.ends_with("not allowed with host net enabled"), "{err}");
+        let mut own_users = pod(&["net.ipv4.tcp_syncookies"], false);
+        own_users.host_users = Some(false);
+        assert!(
+            pod_sysctls(&own_users).unwrap_err().to_string().ends_with("not supported with hostUsers: false")
+        );
     }
 
     #[test]

@@ -23,17 +23,27 @@ pub fn allocate(root: &Path, pod: &str) -> io::Result<u32> {
     }
     let dir = dir(root);
     fs::create_dir_all(&dir)?;
+    // The claim is written whole before it is linked into place, so a crash never leaves a
+    // range held by a file that names no pod.
+    let claim = dir.join(format!(".claim-{}", std::process::id()));
+    fs::File::create(&claim)?.write_all(pod.as_bytes())?;
+    let mut result =
+        Err(io::Error::other(format!("all {MAX_RANGES} user namespace ranges of this node are in use")));
     for k in 1..=MAX_RANGES {
-        match fs::OpenOptions::new().write(true).create_new(true).open(dir.join(k.to_string())) {
-            Ok(mut file) => {
-                file.write_all(pod.as_bytes())?;
-                return Ok(k * RANGE);
+        match fs::hard_link(&claim, dir.join(k.to_string())) {
+            Ok(()) => {
+                result = Ok(k * RANGE);
+                break;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
-    Err(io::Error::other(format!("all {MAX_RANGES} user namespace ranges of this node are in use")))
+    let _ = fs::remove_file(&claim);
+    result
 }
 
 /// The range index held by `pod`, if any.
@@ -45,6 +55,7 @@ fn lookup(root: &Path, pod: &str) -> io::Result<Option<u32>> {
     };
     for entry in entries.flatten() {
         let Some(k) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        // Claims (`.claim-*`) are not ranges.
         if fs::read(entry.path()).is_ok_and(|owner| owner == pod.as_bytes()) {
             return Ok(Some(k));
         }

@@ -128,7 +128,8 @@ pub async fn link_names_with_prefix(handle: &Handle, prefix: &str) -> Result<Vec
 }
 
 /// The IPv4 networks this namespace reaches directly, each with the name of its link: the network
-/// of every address, and every main-table route with a destination (default routes have none).
+/// of every address, and every main-table route with a destination of /8 or narrower (default
+/// routes have none; wider ones are a VPN's split default).
 pub async fn ipv4_networks(handle: &Handle) -> Result<Vec<(String, Ipv4Net)>, LinkError> {
     let mut names = HashMap::new();
     let mut links = handle.link().get().execute();
@@ -164,7 +165,9 @@ pub async fn ipv4_networks(handle: &Handle) -> Result<Vec<(String, Ipv4Net)>, Li
                 _ => {}
             }
         }
-        if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        // Very wide routes (a VPN's 0.0.0.0/1 + 128.0.0.0/1 "split default") stand for the default
+        // route, not for a network of their own.
+        if table != u32::from(RouteHeader::RT_TABLE_MAIN) || msg.header.destination_prefix_length < 8 {
             continue;
         }
         if let Some(net) =
