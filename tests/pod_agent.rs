@@ -112,3 +112,45 @@ impl Drop for ChildGuard<'_> {
         let _ = self.0.wait();
     }
 }
+
+/// An exec liveness probe that hangs is bounded by its timeoutSeconds, as in the kubelet: it
+/// counts as a failure within the timeout (the container restarts long before the command would
+/// end), and the node's other pods keep being probed meanwhile.
+#[test]
+fn a_hung_exec_probe_times_out_and_fails() {
+    let node = PodNode::new(70);
+    let yaml = |name: &str, probe: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+{probe}
+"#
+        )
+    };
+    let hung = "    livenessProbe: {exec: {command: [sleep, \"60\"]}, timeoutSeconds: 1, periodSeconds: 1, failureThreshold: 1}";
+    let out = node.run_yaml("hung", &yaml("hung", hung), true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ready = "    readinessProbe: {exec: {command: [\"true\"]}, periodSeconds: 1}";
+    let out = node.run_yaml("other", &yaml("other", ready), true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        wait_for(Duration::from_secs(15), || restarts(&node, "hung", 0) >= 1),
+        "the hung probe never failed: {}",
+        node.inspect("hung")
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || node.inspect("other")["containers"][0]["ready"].as_bool()
+            == Some(true)),
+        "the other pod's probe stalled"
+    );
+    node.ok("rm", &["hung", "--time=0"], &[]);
+    node.ok("rm", &["other", "--time=0"], &[]);
+}

@@ -39,7 +39,7 @@ pub fn check(
         if args.is_empty() {
             return false;
         }
-        return runtime.exec(id, &ExecRequest { args, ..Default::default() }).is_ok_and(|code| code == 0);
+        return exec_with_timeout(runtime, id, args, timeout);
     }
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = port(&tcp.port, named_ports) else { return false };
@@ -59,6 +59,36 @@ pub fn check(
             .is_some_and(|s| (200..400).contains(&s));
     }
     false
+}
+
+/// An exec probe bounded by its `timeoutSeconds`, as the kubelet does: past it the probe's
+/// process is killed and the check fails, so a hung command never stalls the node's other probes.
+fn exec_with_timeout(runtime: &Runtime, id: &str, args: Vec<String>, timeout: Duration) -> bool {
+    let pid_file = runtime.root.join(id).join(format!("probe-{}.pid", uuid::Uuid::new_v4().simple()));
+    let req = ExecRequest { args, pid_file: Some(pid_file.clone()), ..Default::default() };
+    let (done, outcome) = std::sync::mpsc::channel();
+    let (runtime, container) = (runtime.clone(), id.to_string());
+    std::thread::spawn(move || {
+        let _ = done.send(runtime.exec(&container, &req));
+    });
+    let ok = match outcome.recv_timeout(timeout) {
+        Ok(result) => result.is_ok_and(|code| code == 0),
+        Err(_) => {
+            // The exec returns once its process is gone; the waiting thread then ends.
+            if let Some(pid) =
+                std::fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            tracing::info!("container {id}: exec probe timed out after {timeout:?}");
+            false
+        }
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    ok
 }
 
 trait PortOf {
