@@ -136,6 +136,54 @@ pub fn check_pod_spec(spec: &PodSpec) -> Result<(), SecurityError> {
     Ok(())
 }
 
+/// What a container names that rkube would otherwise drop without a word: capability names the
+/// kernel does not know, and probe hosts that are not IPv4 addresses (names are not resolved).
+/// `path` is the container's (`spec.containers[0]`).
+pub fn check_container(container: &Container, path: &str) -> Result<(), SecurityError> {
+    let caps = container.security_context.as_ref().and_then(|s| s.capabilities.as_ref());
+    for (list, names) in
+        [("add", caps.and_then(|c| c.add.as_ref())), ("drop", caps.and_then(|c| c.drop.as_ref()))]
+    {
+        for (i, name) in names.into_iter().flatten().enumerate() {
+            let upper = name.to_ascii_uppercase();
+            let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+            if !name.eq_ignore_ascii_case("ALL")
+                && <caps::Capability as std::str::FromStr>::from_str(&full).is_err()
+            {
+                return Err(SecurityError::Invalid {
+                    field: format!("{path}.securityContext.capabilities.{list}[{i}]"),
+                    reason: format!("unknown capability {name:?}"),
+                });
+            }
+        }
+    }
+    let probes = [
+        ("livenessProbe", container.liveness_probe.as_ref()),
+        ("readinessProbe", container.readiness_probe.as_ref()),
+        ("startupProbe", container.startup_probe.as_ref()),
+    ];
+    for (kind, probe) in probes {
+        let Some(probe) = probe else { continue };
+        let hosts = [
+            ("httpGet", probe.http_get.as_ref().and_then(|h| h.host.as_deref())),
+            ("tcpSocket", probe.tcp_socket.as_ref().and_then(|t| t.host.as_deref())),
+        ];
+        for (handler, host) in hosts {
+            if let Some(host) = host.filter(|h| !h.is_empty())
+                && host.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return Err(SecurityError::Invalid {
+                    field: format!("{path}.{kind}.{handler}.host"),
+                    reason: format!(
+                        "{host:?} is not an IPv4 address (rkube does not resolve probe host names)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Which profile a container asks for, before a `Localhost` profile is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeccompChoice {
@@ -408,6 +456,42 @@ mod tests {
             check_pod_spec(&alias("db.local")).unwrap_err().to_string(),
             "spec.hostAliases[0].ip: \"db.local\" is not a valid IP address"
         );
+    }
+
+    #[test]
+    fn unknown_capabilities_and_probe_host_names_are_refused() {
+        use k8s_openapi::api::core::v1::{Capabilities, HTTPGetAction, Probe};
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let caps = |add: &str| {
+            container(Some(SecurityContext {
+                capabilities: Some(Capabilities {
+                    add: Some(vec![add.into()]),
+                    drop: Some(vec!["ALL".into()]),
+                }),
+                ..Default::default()
+            }))
+        };
+        assert!(check_container(&caps("NET_ADMIN"), "spec.containers[0]").is_ok());
+        assert!(check_container(&caps("cap_net_raw"), "spec.containers[0]").is_ok());
+        assert_eq!(
+            check_container(&caps("NET_ADMINN"), "spec.containers[0]").unwrap_err().to_string(),
+            "spec.containers[0].securityContext.capabilities.add[0]: unknown capability \"NET_ADMINN\""
+        );
+        let probe = |host: &str| Container {
+            name: "c".into(),
+            liveness_probe: Some(Probe {
+                http_get: Some(HTTPGetAction {
+                    host: Some(host.into()),
+                    port: IntOrString::Int(80),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_container(&probe("127.0.0.1"), "spec.containers[0]").is_ok());
+        let err = check_container(&probe("db.local"), "spec.containers[0]").unwrap_err().to_string();
+        assert!(err.starts_with("spec.containers[0].livenessProbe.httpGet.host: \"db.local\""), "{err}");
     }
 
     #[test]
