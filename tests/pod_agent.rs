@@ -120,20 +120,7 @@ impl Drop for ChildGuard<'_> {
 fn a_hung_exec_probe_times_out_and_fails() {
     let node = PodNode::new(70);
     let yaml = |name: &str, probe: &str| {
-        format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: c
-    image: {IMAGE}
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
-{probe}
-"#
-        )
+        pod::pod_yaml(name, "", &format!("    command: [sleep, \"3600\"]\n{probe}"))
     };
     let hung = "    livenessProbe: {exec: {command: [sleep, \"60\"]}, timeoutSeconds: 1, periodSeconds: 1, failureThreshold: 1}";
     let out = node.run_yaml("hung", &yaml("hung", hung), true);

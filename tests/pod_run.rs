@@ -361,15 +361,7 @@ fn a_pod_cidr_another_bridge_uses_is_refused_and_nothing_is_created() {
         link::ensure_bridge(&h, "cni-podman0", "10.77.57.1".parse().unwrap(), 16).await.map(drop)
     })
     .expect("podman-like bridge in the node namespace");
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: clash}}
-spec:
-  containers:
-  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "60"]}}
-"#
-    );
+    let yaml = pod::pod_yaml("clash", "", "    command: [sleep, \"60\"]");
     let out = node.run_yaml("clash", &yaml, true);
     assert!(!out.status.success(), "run succeeded on a taken CIDR");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -410,16 +402,7 @@ fn without_colours(bytes: &[u8]) -> String {
 #[test]
 fn a_threaded_creator_execs_its_monitors() {
     let node = PodNode::new(68);
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: execd}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
-"#
-    );
+    let yaml = pod::pod_yaml("execd", "", "    command: [sleep, \"3600\"]");
     let path = node.dir.path().join("execd.yaml");
     std::fs::write(&path, yaml).unwrap();
     let out = node.rk_env(

@@ -8,7 +8,7 @@ mod network;
 #[path = "support/pod.rs"]
 mod pod;
 
-use pod::{IMAGE, PodNode};
+use pod::{PodNode, pod_yaml};
 
 /// What a container sees of its confinement, one line per probe:
 /// seccomp mode, user namespace creation, mount, kmsg, block devices, leaked fds, masked kcore.
@@ -22,20 +22,7 @@ const PROBES: &str = "grep '^Seccomp:' /proc/self/status | tr -d '\\t '; \
     sleep 3600";
 
 fn probe_pod(name: &str, security: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 0
-{security}
-  containers:
-  - name: probe
-    image: {IMAGE}
-    imagePullPolicy: Never
-    command: ["sh", "-c", "{PROBES}"]
-"#
-    )
+    pod_yaml(name, security, &format!("    command: [\"sh\", \"-c\", \"{PROBES}\"]"))
 }
 
 /// Runs the probe pod and returns its output lines (once all seven are there).
@@ -103,20 +90,11 @@ fn a_localhost_profile_from_the_node_directory_applies() {
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
     )
     .unwrap();
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: nomkdir}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: c
-    image: {IMAGE}
-    imagePullPolicy: Never
-    securityContext:
-      seccompProfile: {{type: Localhost, localhostProfile: profiles/deny-mkdir.json}}
-    command: ["sh", "-c", "sleep 3600"]
-"#
+    let yaml = pod_yaml(
+        "nomkdir",
+        "",
+        "    securityContext:\n      seccompProfile: {type: Localhost, localhostProfile: profiles/deny-mkdir.json}\n    \
+         command: [sleep, \"3600\"]",
     );
     let out = node.run_yaml("nomkdir", &yaml, false);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -139,16 +117,7 @@ spec:
 #[test]
 fn run_as_non_root_with_a_root_image_fails_with_the_kubelets_message() {
     let node = PodNode::new(60);
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: nonroot}}
-spec:
-  securityContext: {{runAsNonRoot: true}}
-  containers:
-  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "60"]}}
-"#
-    );
+    let yaml = pod_yaml("nonroot", "  securityContext: {runAsNonRoot: true}", "    command: [sleep, \"60\"]");
     let out = node.run_yaml("nonroot", &yaml, true);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -188,10 +157,7 @@ fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
         ),
         ("spec.containers[0].tty", "", "    tty: true\n"),
     ] {
-        let yaml = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: refused}}\nspec:\n{spec}  containers:\n  - name: c\n    \
-             image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sleep, \"60\"]\n{container}"
-        );
+        let yaml = pod_yaml("refused", spec, &format!("    command: [sleep, \"60\"]\n{container}"));
         let out = node.run_yaml("refused", &yaml, true);
         assert!(!out.status.success(), "{field} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -216,18 +182,8 @@ fn host_namespaces_are_the_nodes() {
     let node = PodNode::new(63);
     let me = std::process::id();
     let yaml = |name: &str, host: &str| {
-        format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 0
-{host}
-  hostAliases: [{{ip: 10.9.8.7, hostnames: [db.local]}}]
-  containers:
-  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
-"#
-        )
+        let spec = format!("{host}\n  hostAliases: [{{ip: 10.9.8.7, hostnames: [db.local]}}]");
+        pod_yaml(name, spec.trim_start_matches('\n'), "    command: [sleep, \"3600\"]")
     };
     let look = "for n in net ipc pid; do readlink /proc/self/ns/$n; done; \
                 test -d /proc/{me} && echo sees-node-process || echo own-pids; hostname; cat /proc/net/dev";
@@ -284,18 +240,8 @@ spec:
 fn safe_sysctls_apply_inside_the_pod_only_and_unsafe_ones_are_refused() {
     let node = PodNode::new(64);
     let yaml = |name: &str, sysctl: &str, value: &str| {
-        format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  securityContext:
-    sysctls: [{{name: {sysctl}, value: "{value}"}}]
-  containers:
-  - {{name: c, image: {IMAGE}, imagePullPolicy: Never, command: [sleep, "3600"]}}
-"#
-        )
+        let spec = format!("  securityContext:\n    sysctls: [{{name: {sysctl}, value: \"{value}\"}}]");
+        pod_yaml(name, &spec, "    command: [sleep, \"3600\"]")
     };
     let read_node = || {
         rkube::network::netns::run_in_netns(Some(&node.net.node_ns), || {
@@ -329,22 +275,11 @@ fn host_users_false_gives_the_pod_an_unprivileged_id_range() {
     let node = PodNode::new(65);
     // The pod's own root must reach its files: the node's root is searchable, as /var/lib/rkube is.
     std::fs::set_permissions(node.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: userns}}
-spec:
-  terminationGracePeriodSeconds: 0
-  hostUsers: false
-  volumes: [{{name: data, emptyDir: {{}}}}]
-  containers:
-  - name: c
-    image: {IMAGE}
-    imagePullPolicy: Never
-    securityContext: {{procMount: Unmasked}}
-    volumeMounts: [{{name: data, mountPath: /data}}]
-    command: ["sh", "-c", "touch /data/made-by-root && sleep 3600"]
-"#
+    let yaml = pod_yaml(
+        "userns",
+        "  hostUsers: false\n  volumes: [{name: data, emptyDir: {}}]",
+        "    securityContext: {procMount: Unmasked}\n    volumeMounts: [{name: data, mountPath: /data}]\n    \
+         command: [\"sh\", \"-c\", \"touch /data/made-by-root && sleep 3600\"]",
     );
     let out = node.run_yaml("userns", &yaml, false);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -393,31 +328,17 @@ spec:
 fn syscall_probes(node: &PodNode, name: &str, security: &str, calls: &[&str]) -> Vec<String> {
     let rkubelet = env!("CARGO_BIN_EXE_rkubelet");
     let script: String = calls.iter().map(|c| format!("/probe runtime __probe {c}; ")).collect();
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  restartPolicy: Never
-{security}
-  volumes:
-  - {{name: lib, hostPath: {{path: /lib}}}}
-  - {{name: lib64, hostPath: {{path: /lib64}}}}
-  - {{name: usr, hostPath: {{path: /usr}}}}
-  - {{name: probe, hostPath: {{path: {rkubelet}, type: File}}}}
-  containers:
-  - name: probe
-    image: {IMAGE}
-    imagePullPolicy: Never
-    command: ["sh", "-c", "{script} sleep 3600"]
-    volumeMounts:
-    - {{name: lib, mountPath: /lib, readOnly: true}}
-    - {{name: lib64, mountPath: /lib64, readOnly: true}}
-    - {{name: usr, mountPath: /usr, readOnly: true}}
-    - {{name: probe, mountPath: /probe, readOnly: true}}
-"#
+    let spec = format!(
+        "  restartPolicy: Never\n{security}\n  volumes:\n  - {{name: lib, hostPath: {{path: /lib}}}}\n  \
+         - {{name: lib64, hostPath: {{path: /lib64}}}}\n  - {{name: usr, hostPath: {{path: /usr}}}}\n  \
+         - {{name: probe, hostPath: {{path: {rkubelet}, type: File}}}}"
     );
+    let container = format!(
+        "    command: [\"sh\", \"-c\", \"{script} sleep 3600\"]\n    volumeMounts:\n    \
+         - {{name: lib, mountPath: /lib, readOnly: true}}\n    - {{name: lib64, mountPath: /lib64, readOnly: true}}\n    \
+         - {{name: usr, mountPath: /usr, readOnly: true}}\n    - {{name: probe, mountPath: /probe, readOnly: true}}"
+    );
+    let yaml = pod_yaml(name, &spec, &container);
     let out = node.run_yaml(name, &yaml, false);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut lines = Vec::new();
@@ -455,22 +376,11 @@ fn escape_syscalls_are_denied_in_a_default_pod_and_reach_the_kernel_when_unconfi
 #[test]
 fn read_only_root_capabilities_and_no_privilege_escalation_apply() {
     let node = PodNode::new(69);
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: locked}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: c
-    image: {IMAGE}
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
-    securityContext:
-      readOnlyRootFilesystem: true
-      allowPrivilegeEscalation: false
-      capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}
-"#
+    let yaml = pod_yaml(
+        "locked",
+        "",
+        "    command: [sleep, \"3600\"]\n    securityContext:\n      readOnlyRootFilesystem: true\n      \
+         allowPrivilegeEscalation: false\n      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}",
     );
     let out = node.run_yaml("locked", &yaml, false);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -11,26 +11,17 @@ mod pod;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pod::{IMAGE, PodNode};
+use pod::PodNode;
 
 const PODS: usize = 500;
 const WORKERS: usize = 8;
 
 fn manifest(name: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: web
-    image: {IMAGE}
-    imagePullPolicy: Never
-    command: ["httpd", "-f", "-p", "8080"]
-    readinessProbe: {{exec: {{command: ["true"]}}, periodSeconds: 1}}
-    livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
-"#
+    pod::pod_yaml(
+        name,
+        "",
+        "    command: [httpd, -f, -p, \"8080\"]\n    readinessProbe: {exec: {command: [\"true\"]}, periodSeconds: 1}\n    \
+         livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}",
     )
 }
 

@@ -13,6 +13,18 @@ use crate::network::TestNode;
 
 pub const IMAGE: &str = "busybox:test";
 
+/// A one-container pod `name` (container `c`, the test image, grace period 0) whose spec gets
+/// `spec_lines` and whose container gets `container_lines`, each already indented (2 and 4
+/// spaces), e.g. `pod_yaml("p", "  hostPID: true", "    command: [sleep, \"60\"]")`.
+pub fn pod_yaml(name: &str, spec_lines: &str, container_lines: &str) -> String {
+    let spec = if spec_lines.is_empty() { String::new() } else { format!("{}\n", spec_lines.trim_end()) };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n{spec}  \
+         containers:\n  - name: c\n    image: {IMAGE}\n    imagePullPolicy: Never\n{}\n",
+        container_lines.trim_end()
+    )
+}
+
 pub struct PodNode {
     pub net: TestNode,
     pub dir: tempfile::TempDir,
