@@ -401,5 +401,16 @@ fn read_only_root_capabilities_and_no_privilege_escalation_apply() {
         "{seen}"
     );
     assert!(lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"]), "{seen}");
+    // The program and an exec'd process start with SIGPIPE not ignored and no signal blocked:
+    // rkubelet ignores SIGPIPE (every Rust program does), and an ignored signal survives exec.
+    let signals =
+        node.exec("locked", "c", &["grep", "-E", "^Sig(Ign|Blk)", "/proc/1/status", "/proc/self/status"]);
+    let masks: Vec<u64> = signals
+        .lines()
+        .map(|l| u64::from_str_radix(l.rsplit(['\t', ' ']).next().unwrap(), 16).unwrap())
+        .collect();
+    assert_eq!(masks.len(), 4, "{signals}");
+    assert!(masks.iter().all(|m| m & (1 << (libc::SIGPIPE - 1)) == 0), "SIGPIPE ignored: {signals}");
+    assert_eq!((masks[0], masks[2]), (0, 0), "signals blocked: {signals}");
     node.ok("rm", &["locked", "--time=0"], &[]);
 }

@@ -278,6 +278,7 @@ pub fn drop_privileges(
     identity: &Identity,
     seccomp: Option<&CompiledFilter>,
 ) -> Result<Vec<String>, InitError> {
+    crate::sys::container::reset_signals().map_err(step("reset signal dispositions"))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(process.umask));
     rlimits::apply(&process.rlimits)?;
     if !process.no_new_privileges

@@ -116,6 +116,28 @@ impl PreparedExec {
     }
 }
 
+/// Gives every signal its default disposition and unblocks them all, for a process about to exec a
+/// container's program: an ignored signal survives `execve`, and the runtime ignores SIGPIPE (as
+/// every Rust program does at startup), which the program must not inherit.
+pub fn reset_signals() -> io::Result<()> {
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask and no flags: no handler
+        // code is installed. Numbers the C library reserves for itself fail with EINVAL, harmlessly.
+        let _ =
+            unsafe { libc::sigaction(signal, &std::mem::zeroed::<libc::sigaction>(), std::ptr::null_mut()) };
+    }
+    // SAFETY: an empty set, initialised by sigemptyset, is passed by pointer for the call only.
+    let ret = unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut())
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Writes `message` to fd 2 with one `write(2)`, taking no lock (for forked children, where
 /// `eprintln!` could wait forever on a stderr lock another thread of the parent held).
 pub fn write_stderr(message: &str) {
