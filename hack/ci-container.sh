@@ -33,7 +33,7 @@ cd "$REPO_DIR"
 CACHE=${RKUBE_CI_CACHE:-/var/cache/rkube-ci}
 SUITE=bookworm
 # Packages in the clean root filesystem besides minbase: only what `hack/setup.sh` itself needs
-# to run (it installs everything else).
+# to run (its `rustup` call talks HTTPS); it installs everything else.
 ROOTFS_INCLUDE=ca-certificates
 HOST_PACKAGES=(mmdebstrap gcc libc6-dev protobuf-compiler libprotobuf-dev iproute2 jq)
 
