@@ -6,8 +6,8 @@
 //! Callers in multi-threaded programs are fine: the fork uses glibc's `fork`, and the child only
 //! runs this module's code before exec.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -130,15 +130,6 @@ pub struct ExecRequest {
     pub pid_file: Option<PathBuf>,
     /// Give the process a new terminal and send its master to this console.
     pub terminal: Option<crate::runtime::tty::Console>,
-}
-
-/// A monitor to be started by exec'ing this binary: the prepared call, and its payload pipe.
-struct MonitorExec {
-    program: crate::sys::container::PreparedExec,
-    /// Read end, inherited by the monitor.
-    payload: OwnedFd,
-    payload_writer: OwnedFd,
-    bytes: Vec<u8>,
 }
 
 impl Runtime {
@@ -298,9 +289,7 @@ impl Runtime {
         drop(trampoline);
         drop(console);
         if let Some(exec) = exec {
-            drop(exec.payload);
-            // A monitor that died before reading makes this fail; its sync pipe then says why.
-            let _ = std::fs::File::from(exec.payload_writer).write_all(&exec.bytes);
+            exec.send();
         }
         let mut reader = BufReader::new(std::fs::File::from(sync_r));
         // The monitor sends `P<pid>` and init sends `R` (or `E<error>`), in either order.
@@ -373,8 +362,7 @@ impl Runtime {
         req: &CreateRequest,
         console: Option<&Console>,
         fds: [i32; 4],
-    ) -> Result<MonitorExec, RuntimeError> {
-        let id = &req.id;
+    ) -> Result<monitor::SelfExec, RuntimeError> {
         let payload = monitor::Payload {
             config: config.clone(),
             cgroup: cgroup.clone(),
@@ -383,15 +371,8 @@ impl Runtime {
             monitor_binary: self.monitor_binary.clone(),
             console_size: console.and_then(|c| c.size).map(|s| (s.rows, s.cols)),
         };
-        let bytes =
-            serde_json::to_vec(&payload).map_err(|e| io_err("encode monitor payload", id)(e.into()))?;
-        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err("create monitor payload pipe", id)(e.into()))?;
-        let mut all = vec![reader.as_raw_fd()];
-        all.extend(fds);
-        let program = monitor::prepare_self_exec(monitor::EXEC_ARG, &all)
-            .map_err(io_err("prepare the monitor's exec", id))?;
-        Ok(MonitorExec { program, payload: reader, payload_writer: writer, bytes })
+        monitor::SelfExec::prepare(monitor::EXEC_ARG, &payload, &fds)
+            .map_err(io_err("prepare the monitor's exec", &req.id))
     }
 
     fn oci_state(&self, state: &StateDir, record: &Record) -> OciState {

@@ -2,7 +2,6 @@
 //! cgroup and namespaces (mount last), forks once more so the child is inside the pid namespace,
 //! and that child applies the container's security settings (the same code as init) and execs.
 
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -86,9 +85,7 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         Forked::Parent(pid) => {
             drop(pid_w);
             if let Some(exec) = exec {
-                drop(exec.payload);
-                // A helper that died before reading makes this fail; its exit code tells.
-                let _ = std::fs::File::from(exec.payload_writer).write_all(&exec.bytes);
+                exec.send();
             }
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut std::fs::File::from(pid_r), &mut text);
@@ -122,16 +119,11 @@ struct HelperPayload {
     console_size: Option<(u16, u16)>,
 }
 
-/// A helper to be started by exec'ing this binary.
-struct HelperExec {
-    program: crate::sys::container::PreparedExec,
-    payload: OwnedFd,
-    payload_writer: OwnedFd,
-    bytes: Vec<u8>,
-}
-
-fn prepare_helper_exec(record: &Record, req: &ExecRequest, pid_w: &OwnedFd) -> Result<HelperExec, ExecError> {
-    let step = |step: &'static str| move |e: std::io::Error| ExecError::Step { step, source: e };
+fn prepare_helper_exec(
+    record: &Record,
+    req: &ExecRequest,
+    pid_w: &OwnedFd,
+) -> Result<monitor::SelfExec, ExecError> {
     let payload = HelperPayload {
         record: record.clone(),
         args: req.args.clone(),
@@ -142,13 +134,9 @@ fn prepare_helper_exec(record: &Record, req: &ExecRequest, pid_w: &OwnedFd) -> R
         pid_file: req.pid_file.clone(),
         console_size: req.terminal.as_ref().and_then(|c| c.size).map(|s| (s.rows, s.cols)),
     };
-    let bytes = serde_json::to_vec(&payload).map_err(|e| step("encode exec payload")(e.into()))?;
-    let (reader, writer) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| step("create exec payload pipe")(e.into()))?;
     let console = req.terminal.as_ref().map_or(-1, |c| c.socket.as_raw_fd());
-    let program = monitor::prepare_self_exec(HELPER_ARG, &[reader.as_raw_fd(), pid_w.as_raw_fd(), console])
-        .map_err(step("prepare the exec helper"))?;
-    Ok(HelperExec { program, payload: reader, payload_writer: writer, bytes })
+    monitor::SelfExec::prepare(HELPER_ARG, &payload, &[pid_w.as_raw_fd(), console])
+        .map_err(|source| ExecError::Step { step: "prepare the exec helper", source })
 }
 
 /// `rkubelet __exec PAYLOAD PID_OUT CONSOLE` (inherited descriptor numbers, -1 for none): the

@@ -75,19 +75,44 @@ pub fn fork_must_exec() -> bool {
     threaded && EXEC_ENTRY.load(Ordering::Relaxed)
 }
 
-/// `/proc/self/exe ENTRY FD...` with our environment, prepared before a fork (see
-/// [`crate::sys::container::PreparedExec`]); `entry` is [`EXEC_ARG`] or the exec helper's.
-pub fn prepare_self_exec(entry: &str, fds: &[i32]) -> std::io::Result<crate::sys::container::PreparedExec> {
-    let mut argv = vec!["rkubelet".to_string(), entry.to_string()];
-    argv.extend(fds.iter().map(i32::to_string));
-    let env: Vec<std::ffi::OsString> = std::env::vars_os()
-        .map(|(mut kv, v)| {
-            kv.push("=");
-            kv.push(v);
-            kv
-        })
-        .collect();
-    crate::sys::container::PreparedExec::new(std::path::Path::new("/proc/self/exe"), &argv, &env)
+/// This binary exec'd at a hidden entry point ([`EXEC_ARG`] or the exec helper's) from a forked
+/// child, prepared before the fork: the `execve` of `/proc/self/exe ENTRY PAYLOAD FD...` with our
+/// environment (see [`crate::sys::container::PreparedExec`]), and the pipe that carries the
+/// entry's JSON arguments, whose read end `PAYLOAD` the new process inherits.
+#[derive(Debug)]
+pub struct SelfExec {
+    pub program: crate::sys::container::PreparedExec,
+    /// Read end of the payload pipe: kept by the child, closed by the parent.
+    pub payload: OwnedFd,
+    writer: OwnedFd,
+    bytes: Vec<u8>,
+}
+
+impl SelfExec {
+    /// Encodes `payload` and prepares the call; `fds` follow the payload's on the command line.
+    pub fn prepare(entry: &str, payload: &impl serde::Serialize, fds: &[i32]) -> std::io::Result<Self> {
+        let bytes = serde_json::to_vec(payload).map_err(std::io::Error::other)?;
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut argv = vec!["rkubelet".to_string(), entry.to_string(), reader.as_raw_fd().to_string()];
+        argv.extend(fds.iter().map(i32::to_string));
+        let env: Vec<std::ffi::OsString> = std::env::vars_os()
+            .map(|(mut kv, v)| {
+                kv.push("=");
+                kv.push(v);
+                kv
+            })
+            .collect();
+        let program =
+            crate::sys::container::PreparedExec::new(std::path::Path::new("/proc/self/exe"), &argv, &env)?;
+        Ok(SelfExec { program, payload: reader, writer, bytes })
+    }
+
+    /// In the parent, after the fork: hands the arguments over. A child that died before reading
+    /// makes the write fail, harmlessly: its other pipe to the parent says why.
+    pub fn send(self) {
+        drop(self.payload);
+        let _ = std::fs::File::from(self.writer).write_all(&self.bytes);
+    }
 }
 
 /// Reads and decodes the JSON an exec'd entry point gets on descriptor `fd`.
