@@ -90,7 +90,8 @@ pub fn pod_sysctls(spec: &PodSpec) -> Result<HashMap<String, String>, SecurityEr
 }
 
 /// The rules between a pod's host namespaces, user namespace and /proc that Kubernetes'
-/// validation enforces, plus valid hostAliases addresses (the kubelet writes them to /etc/hosts).
+/// validation enforces, valid hostAliases addresses (the kubelet writes them to /etc/hosts), and
+/// [`check_container`] for every container.
 pub fn check_pod_spec(spec: &PodSpec) -> Result<(), SecurityError> {
     let invalid = |field: String, reason: &str| SecurityError::Invalid { field, reason: reason.into() };
     if spec.host_pid == Some(true) && spec.share_process_namespace == Some(true) {
@@ -115,6 +116,7 @@ pub fn check_pod_spec(spec: &PodSpec) -> Result<(), SecurityError> {
     ];
     for (list, containers) in lists {
         for (i, c) in containers.iter().enumerate() {
+            check_container(c, &format!("spec.{list}[{i}]"))?;
             let unmasked =
                 c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked");
             if unmasked && !own_users {
