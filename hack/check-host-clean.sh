@@ -16,6 +16,7 @@ left=$( {
   grep -E 'rkube' /proc/mounts | awk '{print "mount " $2}' | skip
   ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(rkv|rkt|rkube)' | sed 's/^/link /'
   ls /run/rkube/netns 2>/dev/null | sed 's/^/netns /'
+  ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^rkube' | sed 's/^/netns /'
   find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*rkube*' 2>/dev/null \
     | sed 's/^/cgroup /' | skip
   iptables-save 2>/dev/null | grep -E '^(:RKUBE|-A RKUBE)' | sed 's/^/iptables /'

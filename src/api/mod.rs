@@ -4,6 +4,7 @@
 pub mod defaults;
 pub mod meta;
 pub mod names;
+pub mod podrefs;
 pub mod podsecurity;
 pub mod quantity;
 pub mod selectors;

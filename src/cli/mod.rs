@@ -2,6 +2,7 @@
 //! Each subcommand group lives in its own file and exposes `Args` plus `run`.
 
 pub mod image;
+pub mod join;
 pub mod pod;
 pub mod runtime;
 pub mod terminal;

@@ -32,9 +32,10 @@ pub struct NodeArgs {
     /// Runtime directory: container state, pinned namespaces, agent lock.
     #[arg(long, env = "RKUBE_RUN_DIR", default_value = "/run/rkube")]
     pub run_dir: PathBuf,
-    /// The node's pod CIDR.
-    #[arg(long, env = "RKUBE_POD_CIDR", default_value = "10.244.0.0/16")]
-    pub pod_cidr: Ipv4Net,
+    /// The node's pod CIDR [default: the one rkube-master assigned, if this node joined;
+    /// else 10.244.0.0/16].
+    #[arg(long, env = "RKUBE_POD_CIDR")]
+    pub pod_cidr: Option<Ipv4Net>,
     /// Node bridge.
     #[arg(long, env = "RKUBE_BRIDGE", default_value = "rkube0")]
     pub bridge: String,
@@ -67,14 +68,27 @@ pub struct NodeArgs {
     pub registries_config: PathBuf,
 }
 
+/// The pod CIDR of a node that has not joined a master.
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+
 impl NodeArgs {
-    fn node(&self) -> NodeConfig {
+    /// Where a joined node keeps its credentials and the pod CIDR the master assigned.
+    pub fn credentials(&self) -> crate::client::join::NodeCredentials {
+        crate::client::join::NodeCredentials::at(&self.root.join("node"))
+    }
+
+    /// The node's settings: flags, else what joining recorded, else the defaults.
+    pub fn node(&self) -> NodeConfig {
+        let pod_cidr = self
+            .pod_cidr
+            .or_else(|| std::fs::read_to_string(self.credentials().pod_cidr()).ok()?.trim().parse().ok())
+            .unwrap_or_else(|| DEFAULT_POD_CIDR.parse().expect("valid default CIDR"));
         let nameservers =
             if self.nameserver.is_empty() { host_nameservers() } else { self.nameserver.clone() };
         NodeConfig {
             root: self.root.clone(),
             run_dir: self.run_dir.clone(),
-            pod_cidr: self.pod_cidr,
+            pod_cidr,
             bridge: self.bridge.clone(),
             cgroup_root: self.cgroup_root.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
@@ -91,7 +105,6 @@ impl NodeArgs {
         let mut f = vec![
             format!("--root={}", self.root.display()),
             format!("--run-dir={}", self.run_dir.display()),
-            format!("--pod-cidr={}", self.pod_cidr),
             format!("--bridge={}", self.bridge),
             format!("--cgroup-root={}", self.cgroup_root.display()),
             format!("--cgroup-parent={}", self.cgroup_parent),
@@ -99,6 +112,9 @@ impl NodeArgs {
             format!("--chain-prefix={}", self.chain_prefix),
             format!("--registries-config={}", self.registries_config.display()),
         ];
+        if let Some(cidr) = &self.pod_cidr {
+            f.push(format!("--pod-cidr={cidr}"));
+        }
         if let Some(ns) = &self.node_netns {
             f.push(format!("--node-netns={}", ns.display()));
         }
@@ -208,6 +224,11 @@ pub enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Join this host to rkube-master as a node and run the node agent in the foreground: it
+    /// registers the Node, renews its Lease, runs the Pods the master binds to it and reports
+    /// their status. The token (printed by rkube-master) pins the master's CA; without --token a
+    /// node that joined before reconnects with the credentials it keeps under <root>/node.
+    Join(super::join::JoinArgs),
     /// Run the node agent in the foreground: restarts, back-off, probes, status.
     Serve {
         /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
@@ -229,11 +250,13 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             | Command::Rm { .. }
             | Command::Reset { .. }
             | Command::Serve { .. }
+            | Command::Join(_)
     ) {
         crate::runtime::exe_seal::ensure_sealed()?;
     }
     match command {
         Command::Run { manifest, attach, no_agent, node } => run_pods(&manifest, attach, no_agent, &node),
+        Command::Join(args) => super::join::run(&args),
         Command::Ps { node } => ps(&node.node()),
         Command::Logs { pod, container, follow, node } => {
             logs(&node.node(), &pod, container.as_deref(), follow)
@@ -320,7 +343,7 @@ fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyho
     }
     if attach && let Some(st) = started.first() {
         let first = st.containers.first().map(|c| c.name.clone());
-        return logs(&node, st.name(), first.as_deref(), true);
+        return logs(&node, &st.key(), first.as_deref(), true);
     }
     Ok(0)
 }
@@ -354,6 +377,24 @@ fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets `stop` on the first SIGTERM or SIGINT (from a thread of its own).
+pub(super) fn stop_on_signals(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Ok(rt) = rt {
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                else {
+                    return;
+                };
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+    })
+}
+
 fn serve(args: &NodeArgs, backoff_initial_ms: u64) -> anyhow::Result<i32> {
     let node = args.node();
     let Some(_lock) = agent::try_lock(&node)? else {
@@ -361,24 +402,7 @@ fn serve(args: &NodeArgs, backoff_initial_ms: u64) -> anyhow::Result<i32> {
     };
     agent::write_pid(&node)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            if let Ok(rt) = rt {
-                rt.block_on(async {
-                    use tokio::signal::unix::{SignalKind, signal};
-                    let (Ok(mut term), Ok(mut int)) =
-                        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-                    else {
-                        return;
-                    };
-                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-                });
-            }
-            stop.store(true, Ordering::Relaxed);
-        })
-    };
+    let signals = stop_on_signals(stop.clone());
     let n = state::list(&node.pods_dir()).len();
     tracing::info!("agent started; adopting {n} pod(s)");
     let backoff =

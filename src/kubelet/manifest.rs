@@ -32,50 +32,68 @@ pub enum ManifestError {
 
 /// Parses every document of `text`; empty documents are skipped.
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-    let mut manifest = Manifest::default();
+    let mut docs = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
-        let mut value =
-            Value::deserialize(document).map_err(|e| ManifestError::Yaml { doc, message: e.to_string() })?;
-        if value.is_null() {
-            continue;
+        let value = Value::deserialize(document).map_err(|e| ManifestError::Yaml { doc, message: e.to_string() })?;
+        if !value.is_null() {
+            docs.push((doc, value));
         }
-        let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let (api_version, kind) = (field("apiVersion"), field("kind"));
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let decode_err = |error| ManifestError::Decode { doc, kind: kind.clone(), name: name.clone(), error };
-        if api_version == "v1" && matches!(kind.as_str(), "Pod" | "ConfigMap" | "Secret") {
-            check(&kind, &mut value).map_err(|message| ManifestError::Invalid {
-                doc,
-                kind: kind.clone(),
-                name: name.clone(),
-                message,
-            })?;
-        }
-        match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Pod") => manifest.pods.push(decode_strict(&value).map_err(decode_err)?),
-            ("v1", "ConfigMap") => manifest.config_maps.push(decode_strict(&value).map_err(decode_err)?),
-            ("v1", "Secret") => manifest.secrets.push(decode_strict(&value).map_err(decode_err)?),
-            ("", _) | (_, "") => {
-                return Err(ManifestError::Unsupported {
-                    doc,
-                    what: "apiVersion and kind are required".into(),
-                });
-            }
-            _ => {
-                return Err(ManifestError::Unsupported {
-                    doc,
-                    what: format!(
-                        "{kind} ({api_version}) is not supported here: only v1 Pod, ConfigMap and Secret"
-                    ),
-                });
-            }
-        }
+    }
+    collect(docs)
+}
+
+/// The objects a node fetched from the API server for one of its pods, checked exactly like a
+/// manifest file (`rkubelet run`): validation, the node's field table, defaults.
+pub fn from_objects(objects: impl IntoIterator<Item = Value>) -> Result<Manifest, ManifestError> {
+    collect(objects.into_iter().enumerate().map(|(i, v)| (i + 1, v)))
+}
+
+fn collect(docs: impl IntoIterator<Item = (usize, Value)>) -> Result<Manifest, ManifestError> {
+    let mut manifest = Manifest::default();
+    for (doc, value) in docs {
+        add(&mut manifest, doc, value)?;
     }
     if manifest.pods.is_empty() {
         return Err(ManifestError::NoPod);
     }
     Ok(manifest)
+}
+
+/// Checks and decodes document `doc` into `manifest`.
+fn add(manifest: &mut Manifest, doc: usize, mut value: Value) -> Result<(), ManifestError> {
+    let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let decode_err = |error| ManifestError::Decode { doc, kind: kind.clone(), name: name.clone(), error };
+    if api_version == "v1" && matches!(kind.as_str(), "Pod" | "ConfigMap" | "Secret") {
+        check(&kind, &mut value).map_err(|message| ManifestError::Invalid {
+            doc,
+            kind: kind.clone(),
+            name: name.clone(),
+            message,
+        })?;
+    }
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Pod") => manifest.pods.push(decode_strict(&value).map_err(decode_err)?),
+        ("v1", "ConfigMap") => manifest.config_maps.push(decode_strict(&value).map_err(decode_err)?),
+        ("v1", "Secret") => manifest.secrets.push(decode_strict(&value).map_err(decode_err)?),
+        ("", _) | (_, "") => {
+            return Err(ManifestError::Unsupported {
+                doc,
+                what: "apiVersion and kind are required".into(),
+            });
+        }
+        _ => {
+            return Err(ManifestError::Unsupported {
+                doc,
+                what: format!(
+                    "{kind} ({api_version}) is not supported here: only v1 Pod, ConfigMap and Secret"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Validates `value` as the API server would and applies its defaults; the first failure wins,

@@ -7,6 +7,7 @@ pub mod env;
 pub mod expand;
 pub mod fields;
 pub mod images;
+pub mod joined;
 pub mod manifest;
 pub mod node;
 pub mod pod;

@@ -149,7 +149,7 @@ struct Planned<'a> {
 #[tracing::instrument(level = "debug", name = "pod start", skip_all, fields(pod = req.pod.metadata.name.as_deref().unwrap_or_default()))]
 pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodError> {
     let pod = req.pod;
-    let name = pod.metadata.name.clone().unwrap_or_default();
+    let name = state::pod_key(pod);
     let invalid = |message: String| PodError::Invalid { pod: name.clone(), message };
     let spec = pod.spec.as_ref().ok_or_else(|| invalid("spec is required".into()))?;
     let dir = node.pod_dir(&name);

@@ -94,6 +94,11 @@ impl PodState {
         self.pod.metadata.name.as_deref().unwrap_or_default()
     }
 
+    /// The pod's key on this node (its directory name, the prefix of its container ids).
+    pub fn key(&self) -> String {
+        pod_key(&self.pod)
+    }
+
     /// The record of container `name`.
     pub fn container_mut(&mut self, name: &str) -> Option<&mut ContainerRecord> {
         self.containers.iter_mut().find(|c| c.name == name)
@@ -149,6 +154,30 @@ pub fn list(pods_dir: &Path) -> Vec<String> {
     names
 }
 
+/// The annotation the node agent puts on Pods it runs for the API server (the kubelet's
+/// `kubernetes.io/config.source`); file pods (`rkubelet run`) have none.
+pub const CONFIG_SOURCE: &str = "kubernetes.io/config.source";
+
+/// The key of a pod on this node: its directory under `pods/`, the prefix of its container ids,
+/// its cgroup and network names. File pods keep their bare name (`rkubelet ps`/`rm NAME`); pods
+/// from the API server are keyed by namespace, name and uid, so same-named pods of two
+/// namespaces, or a pod re-created under the name of one still stopping, never collide.
+pub fn pod_key(pod: &Pod) -> String {
+    let meta = &pod.metadata;
+    let name = meta.name.as_deref().unwrap_or_default();
+    let from_api = meta.annotations.as_ref().and_then(|a| a.get(CONFIG_SOURCE)).is_some_and(|s| s == "api");
+    if !from_api {
+        return name.to_string();
+    }
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    let short: String = uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+    // Names are DNS subdomains of up to 253 characters; keep keys well under a file name's 255
+    // bytes once a container name is appended to make a container id.
+    let name: String = name.chars().take(100).collect();
+    format!("{ns}_{name}_{short}")
+}
+
 /// Runtime container id of container `container` in pod `pod`.
 pub fn container_id(pod: &str, container: &str) -> String {
     format!("{pod}_{container}")
@@ -182,5 +211,21 @@ mod tests {
         assert_eq!(back.ip, state.ip);
         assert_eq!(list(dir.path()), vec!["web".to_string()]);
         assert_eq!(container_id("web", "nginx"), "web_nginx");
+    }
+
+    #[test]
+    fn api_pods_are_keyed_by_namespace_name_and_uid() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("web".into());
+        assert_eq!(pod_key(&pod), "web");
+        pod.metadata.namespace = Some("team-a".into());
+        pod.metadata.uid = Some("0f3c9a2e-1111-2222-3333-444455556666".into());
+        assert_eq!(pod_key(&pod), "web", "file pods keep their name");
+        pod.metadata.annotations = Some([(CONFIG_SOURCE.to_string(), "api".to_string())].into());
+        assert_eq!(pod_key(&pod), "team-a_web_0f3c9a2e");
+        pod.metadata.namespace = Some("team-b".into());
+        assert_ne!(pod_key(&pod), "team-a_web_0f3c9a2e");
+        pod.metadata.name = Some("x".repeat(253));
+        assert!(pod_key(&pod).len() < 130);
     }
 }

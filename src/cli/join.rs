@@ -1,0 +1,113 @@
+//! `rkubelet join`: join a master and run the node agent in the foreground (see
+//! `kubelet::joined` for the design and `client::join` for the protocol).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::pod::NodeArgs;
+use crate::client::join::{JoinRequest, JoinToken};
+use crate::kubelet::agent::{self, Agent, AgentConfig};
+use crate::kubelet::backoff::BackoffPolicy;
+use crate::kubelet::joined::nodeinfo::NodeIdentity;
+use crate::kubelet::joined::{self, JoinedConfig, PodSync};
+
+/// Arguments of `rkubelet join`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JoinArgs {
+    /// The master's API server, `https://HOST:PORT`.
+    pub server: String,
+    /// The join token rkube-master printed (`RK1<CA hash>::<id>.<secret>`); it pins the
+    /// master's CA. Not needed to restart a node that joined before.
+    #[arg(long, env = "RKUBE_JOIN_TOKEN")]
+    pub token: Option<String>,
+    /// The node's name [default: the host name].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's InternalIP [default: the address the route to the master leaves from].
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Port of the node's HTTPS endpoint (logs, exec, port-forward through the master).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
+    #[arg(long, default_value_t = 10_000)]
+    pub backoff_initial_ms: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// Joins (if a token is given) and runs the node until SIGTERM or SIGINT.
+pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
+    let creds = args.node.credentials();
+    let name = args.node_name.clone().unwrap_or_else(host_name).to_lowercase();
+    let server = args.server.trim_end_matches('/').to_string();
+    let ip = match args.node_ip {
+        Some(ip) => ip,
+        None => joined::source_address_towards(&server)
+            .with_context(|| format!("no route to {server} to take the node's IP from; pass --node-ip"))?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match &args.token {
+        Some(token) => {
+            let token: JoinToken = token.parse()?;
+            let addresses = [IpAddr::V4(ip)];
+            let req = JoinRequest { server: &server, token: &token, node_name: &name, addresses: &addresses };
+            rt.block_on(crate::client::join::join(&req, &creds))?;
+            eprintln!("node {name} joined {server}");
+        }
+        None if creds.exist() => {}
+        None => bail!("this node has not joined a master yet: pass --token (rkube-master prints the join command)"),
+    }
+    let mut node = args.node.node();
+    let Some(_lock) = agent::try_lock(&node)? else {
+        bail!("an agent is already running for {}; stop it first", node.run_dir.display());
+    };
+    agent::write_pid(&node)?;
+    let identity = NodeIdentity { name: name.clone(), internal_ip: IpAddr::V4(ip), kubelet_port: args.kubelet_port };
+    let cfg = Arc::new(JoinedConfig::new(identity, args.node.registries_config.clone()));
+    let client = rt.block_on(joined::client(&creds.kubeconfig()))?;
+    let cidr = rt.block_on(joined::register(&client, &cfg, &node.root))?;
+    if args.node.pod_cidr.is_some_and(|c| c != cidr) {
+        bail!("--pod-cidr {} differs from the pod CIDR {cidr} the master assigned to node {name}", node.pod_cidr);
+    }
+    node.pod_cidr = cidr;
+    std::fs::write(creds.pod_cidr(), format!("{cidr}\n")).context("recording the pod CIDR")?;
+    eprintln!("node {name} registered (InternalIP {ip}, pod CIDR {cidr}); running its pods");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = super::pod::stop_on_signals(stop.clone());
+    let sync = {
+        let (node, stop) = (node.clone(), stop.clone());
+        let backoff =
+            BackoffPolicy { initial: Duration::from_millis(args.backoff_initial_ms), ..BackoffPolicy::default() };
+        std::thread::spawn(move || Agent::new(node, AgentConfig { backoff, ..AgentConfig::default() }).run(&stop))
+    };
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let root = node.root.clone();
+        let tasks = [
+            tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop_rx.clone())),
+            tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), root, stop_rx.clone())),
+            tokio::spawn(PodSync::new(node.clone(), cfg.clone(), client.clone()).run(stop_rx)),
+        ];
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let _ = sync.join();
+    drop(signals);
+    agent::remove_pid(&node);
+    Ok(0)
+}

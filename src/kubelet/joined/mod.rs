@@ -1,0 +1,848 @@
+//! A node joined to `rkube-master` (`rkubelet join`): it registers its Node, renews its Lease,
+//! reports node status, and runs the Pods bound to it with the same pod code as `rkubelet run`,
+//! reporting their status and Events and finishing graceful deletions.
+//!
+//! The node is an API client like any other, through kube-rs (`kube::Client`, the runtime's
+//! `watcher`). Decisions are pure and unit-tested: `plan` (which pods to start, stop, remove),
+//! `status` (pod status with kubelet semantics), `nodeinfo` (the Node object). This module is
+//! the shell: it executes actions on threads of their own (a pod start forks, pulls and waits),
+//! and the existing sync loop (`kubelet::agent`) keeps restarting, probing and backing off every
+//! pod on disk, API pods included. All pod state is on disk, so an agent killed and restarted
+//! re-adopts running pods without restarting them, and stops pods deleted meanwhile.
+
+pub mod nodeinfo;
+pub mod plan;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, Node, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::chrono::Utc;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use self::nodeinfo::{HostFacts, NodeIdentity};
+use self::plan::{Action, FailedStart, LocalPod};
+use crate::api::podrefs;
+use crate::kubelet::images::{ImageResolver, local_name};
+use crate::kubelet::node::NodeConfig;
+use crate::kubelet::pod::{self, PodError, StartRequest};
+use crate::kubelet::state::{self, CONFIG_SOURCE, PodState};
+use crate::kubelet::{backoff::BackoffPolicy, manifest};
+
+/// Namespace of node Leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Why the joined node could not start or keep going.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinedError {
+    #[error("reading the node's kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("building the API client from {path}: {source}")]
+    Client {
+        path: PathBuf,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("registering node {node}: {source}")]
+    Register {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("node {node} got no pod CIDR from the master within {secs}s (is --cluster-cidr exhausted?)")]
+    NoPodCidr { node: String, secs: u64 },
+    #[error("node {node}: the pod CIDR {cidr:?} from the master is not an IPv4 network")]
+    BadPodCidr { node: String, cidr: String },
+}
+
+/// Settings of a joined node.
+#[derive(Debug, Clone)]
+pub struct JoinedConfig {
+    pub identity: NodeIdentity,
+    pub registries_config: PathBuf,
+    /// Lease duration; the Lease is renewed every quarter of it (10 s for 40 s).
+    pub lease_duration_seconds: i32,
+    /// How often the node status is recomputed (and sent when it changed).
+    pub status_period: Duration,
+    /// How often pod statuses are recomputed.
+    pub pod_status_period: Duration,
+    /// Pod starts (pulls, forks) running at once.
+    pub parallel_starts: usize,
+    /// Back-off of failed pod starts (image pulls, missing ConfigMaps).
+    pub start_backoff: BackoffPolicy,
+}
+
+impl JoinedConfig {
+    /// The kubelet's defaults for `identity`.
+    pub fn new(identity: NodeIdentity, registries_config: PathBuf) -> Self {
+        JoinedConfig {
+            identity,
+            registries_config,
+            lease_duration_seconds: 40,
+            status_period: Duration::from_secs(10),
+            pod_status_period: Duration::from_secs(1),
+            parallel_starts: 8,
+            start_backoff: BackoffPolicy { initial: Duration::from_secs(10), max: Duration::from_secs(300) },
+        }
+    }
+}
+
+/// An API client from the node's kubeconfig.
+pub async fn client(kubeconfig: &Path) -> Result<kube::Client, JoinedError> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|source| JoinedError::Kubeconfig { path: kubeconfig.into(), source })?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|source| JoinedError::Kubeconfig { path: kubeconfig.into(), source })?;
+    kube::Client::try_from(config).map_err(|source| JoinedError::Client { path: kubeconfig.into(), source })
+}
+
+fn code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(r) => Some(r.code),
+        _ => None,
+    }
+}
+
+/// Registers (or re-registers) the Node with its status, then waits for the pod CIDR the
+/// master's node IPAM assigns, which the node's pod network then uses.
+pub async fn register(client: &kube::Client, cfg: &JoinedConfig, root: &Path) -> Result<Ipv4Net, JoinedError> {
+    let name = cfg.identity.name.clone();
+    let err = |source| JoinedError::Register { node: name.clone(), source };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let now = Time(Utc::now());
+    let node = nodeinfo::node_object(&cfg.identity, &HostFacts::read(root), &now);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => break,
+            Err(e) if code(&e) == Some(409) => break,
+            // The API server may be starting: retry as the kubelet does (100 ms doubling to 7 s).
+            Err(e) if code(&e).is_none() && delay < Duration::from_secs(7) => {
+                tracing::warn!("registering node {name}: {e}; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    let status = json!({"status": node.status});
+    nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.map_err(err)?;
+    let wait = Duration::from_secs(60);
+    let started = Instant::now();
+    loop {
+        let current = nodes.get(&name).await.map_err(err)?;
+        if let Some(cidr) = current.spec.as_ref().and_then(|s| s.pod_cidr.clone()) {
+            return cidr.parse().map_err(|_| JoinedError::BadPodCidr { node: name.clone(), cidr });
+        }
+        if started.elapsed() > wait {
+            return Err(JoinedError::NoPodCidr { node: name.clone(), secs: wait.as_secs() });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Renews the node's Lease every quarter of its duration until `stop`.
+pub async fn lease_loop(client: kube::Client, cfg: Arc<JoinedConfig>, mut stop: watch::Receiver<bool>) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let nodes: Api<Node> = Api::all(client);
+    let name = cfg.identity.name.clone();
+    let period = Duration::from_secs((cfg.lease_duration_seconds as u64 / 4).max(1));
+    let mut owner: Option<OwnerReference> = None;
+    loop {
+        if owner.is_none() {
+            owner = nodes.get(&name).await.ok().and_then(|n| {
+                Some(OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: name.clone(),
+                    uid: n.metadata.uid?,
+                    ..Default::default()
+                })
+            });
+        }
+        if let Err(e) = renew_lease(&leases, &name, cfg.lease_duration_seconds, owner.clone()).await {
+            tracing::warn!("renewing the lease of node {name}: {e}");
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+async fn renew_lease(
+    leases: &Api<Lease>,
+    name: &str,
+    duration: i32,
+    owner: Option<OwnerReference>,
+) -> Result<(), kube::Error> {
+    let renew = Some(MicroTime(Utc::now()));
+    match leases.get_opt(name).await? {
+        Some(mut lease) => {
+            let spec = lease.spec.get_or_insert_default();
+            spec.renew_time = renew;
+            spec.holder_identity = Some(name.into());
+            spec.lease_duration_seconds = Some(duration);
+            if lease.metadata.owner_references.as_ref().is_none_or(|o| o.is_empty()) {
+                lease.metadata.owner_references = owner.map(|o| vec![o]);
+            }
+            leases.replace(name, &PostParams::default(), &lease).await.map(drop)
+        }
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(LEASE_NAMESPACE.into()),
+                    owner_references: owner.map(|o| vec![o]),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(name.into()),
+                    lease_duration_seconds: Some(duration),
+                    renew_time: renew,
+                    ..Default::default()
+                }),
+            };
+            leases.create(&PostParams::default(), &lease).await.map(drop)
+        }
+    }
+}
+
+/// Recomputes the node status every period and sends it when it differs from the server's
+/// (heartbeat times aside) or a minute passed, as the kubelet does.
+pub async fn node_status_loop(client: kube::Client, cfg: Arc<JoinedConfig>, root: PathBuf, mut stop: watch::Receiver<bool>) {
+    let nodes: Api<Node> = Api::all(client);
+    let name = cfg.identity.name.clone();
+    let mut last_sent = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(cfg.status_period) => {}
+        }
+        let Ok(current) = nodes.get(&name).await else { continue };
+        let now = Time(Utc::now());
+        let facts = HostFacts::read(&root);
+        let mut want = nodeinfo::node_status(&cfg.identity, &facts, &now);
+        let old = current.status.clone().unwrap_or_default();
+        want.conditions = want
+            .conditions
+            .map(|c| nodeinfo::merge_conditions(old.conditions.as_deref().unwrap_or_default(), c));
+        let strip = |s: &k8s_openapi::api::core::v1::NodeStatus| {
+            let mut s = s.clone();
+            for c in s.conditions.iter_mut().flatten() {
+                c.last_heartbeat_time = None;
+            }
+            (s.conditions, s.capacity, s.allocatable, s.addresses, s.node_info)
+        };
+        if strip(&want) != strip(&old) || last_sent.elapsed() >= Duration::from_secs(60) {
+            match nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": want}))).await {
+                Ok(_) => last_sent = Instant::now(),
+                Err(e) => tracing::warn!("node {name}: status update: {e}"),
+            }
+        }
+    }
+}
+
+/// An Event about a pod (and maybe one of its containers).
+#[derive(Debug, Clone)]
+struct PodEvent {
+    namespace: String,
+    name: String,
+    uid: String,
+    container: Option<String>,
+    warning: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl PodEvent {
+    fn new(pod: &Pod, container: Option<&str>, reason: &'static str, message: String) -> Self {
+        PodEvent {
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            container: container.map(str::to_string),
+            warning: false,
+            reason,
+            message,
+        }
+    }
+
+    fn warning(mut self) -> Self {
+        self.warning = true;
+        self
+    }
+}
+
+/// How an action ended.
+#[derive(Debug)]
+enum Outcome {
+    Started { uid: String, key: String },
+    StartFailed { uid: String, reason: &'static str, message: String },
+    /// The pod is stopped and gone from the node: delete the object.
+    Terminated { uid: String, namespace: String, name: String },
+    Removed { key: String },
+    Failed { what: String, message: String },
+}
+
+#[derive(Debug)]
+enum Report {
+    Event(PodEvent),
+    Done { busy: Vec<String>, outcome: Outcome },
+}
+
+/// A start that failed: when to retry, and what the pod's status says meanwhile.
+#[derive(Debug, Clone)]
+struct Failure {
+    retry: FailedStart,
+    backoff: crate::kubelet::backoff::Backoff,
+    reason: &'static str,
+    message: String,
+}
+
+/// The pod half of a joined node.
+pub struct PodSync {
+    node: NodeConfig,
+    cfg: Arc<JoinedConfig>,
+    client: kube::Client,
+    desired: BTreeMap<String, Pod>,
+    /// Buffer of the watcher's (re-)list.
+    listing: BTreeMap<String, Pod>,
+    synced: bool,
+    local: BTreeMap<String, LocalPod>,
+    busy: BTreeSet<String>,
+    starting: usize,
+    failures: HashMap<String, Failure>,
+    reported: HashMap<String, PodStatus>,
+    tx: mpsc::UnboundedSender<Report>,
+    rx: mpsc::UnboundedReceiver<Report>,
+}
+
+impl std::fmt::Debug for PodSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodSync").field("node", &self.cfg.identity.name).finish_non_exhaustive()
+    }
+}
+
+/// API pods on disk, by key.
+fn scan_local(node: &NodeConfig) -> BTreeMap<String, LocalPod> {
+    state::list(&node.pods_dir())
+        .into_iter()
+        .filter_map(|key| {
+            let st = state::load(&node.pod_dir(&key)).ok()?;
+            if !from_api(&st.pod) {
+                return None;
+            }
+            let uid = st.pod.metadata.uid.clone()?;
+            Some((key.clone(), LocalPod { key, uid }))
+        })
+        .collect()
+}
+
+fn from_api(pod: &Pod) -> bool {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_SOURCE)).is_some_and(|s| s == "api")
+}
+
+impl PodSync {
+    /// The pod half for `node` (whose pod CIDR is the one the master assigned).
+    pub fn new(node: NodeConfig, cfg: Arc<JoinedConfig>, client: kube::Client) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let local = scan_local(&node);
+        PodSync {
+            node,
+            cfg,
+            client,
+            desired: BTreeMap::new(),
+            listing: BTreeMap::new(),
+            synced: false,
+            local,
+            busy: BTreeSet::new(),
+            starting: 0,
+            failures: HashMap::new(),
+            reported: HashMap::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// Watches the pods bound to this node and keeps them running until `stop`.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let selector = format!("spec.nodeName={}", self.cfg.identity.name);
+        let mut events = watcher(pods, watcher::Config::default().fields(&selector)).default_backoff().boxed();
+        let mut tick = tokio::time::interval(self.cfg.pod_status_period);
+        let mut rescan = Instant::now();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                event = events.next() => match event {
+                    Some(Ok(event)) => self.on_watch(event),
+                    Some(Err(e)) => tracing::warn!("watching pods: {e}"),
+                    None => return,
+                },
+                Some(report) = self.rx.recv() => self.on_report(report).await,
+                _ = tick.tick() => {
+                    if rescan.elapsed() > Duration::from_secs(10) {
+                        // Pods removed behind our back (`rkubelet rm`) stop counting as local.
+                        self.local = scan_local(&self.node);
+                        rescan = Instant::now();
+                    }
+                    self.report_statuses().await;
+                }
+            }
+            self.act();
+        }
+    }
+
+    fn on_watch(&mut self, event: watcher::Event<Pod>) {
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        match event {
+            watcher::Event::Init => self.listing.clear(),
+            watcher::Event::InitApply(p) => {
+                self.listing.insert(uid(&p), p);
+            }
+            watcher::Event::InitDone => {
+                self.desired = std::mem::take(&mut self.listing);
+                self.synced = true;
+            }
+            watcher::Event::Apply(p) => {
+                self.desired.insert(uid(&p), p);
+            }
+            watcher::Event::Delete(p) => {
+                let uid = uid(&p);
+                self.desired.remove(&uid);
+                self.failures.remove(&uid);
+                self.reported.remove(&uid);
+            }
+        }
+    }
+
+    fn act(&mut self) {
+        let failed: HashMap<String, FailedStart> =
+            self.failures.iter().map(|(k, f)| (k.clone(), f.retry.clone())).collect();
+        let local: Vec<LocalPod> = self.local.values().cloned().collect();
+        let actions = plan::plan(&plan::Inputs {
+            desired: &self.desired,
+            synced: self.synced,
+            local: &local,
+            busy: &self.busy,
+            failed: &failed,
+            now: Instant::now(),
+        });
+        for action in actions {
+            match action {
+                Action::Start { uid } => {
+                    if self.starting < self.cfg.parallel_starts {
+                        self.start(uid);
+                    }
+                }
+                Action::Terminate { uid, key, grace } => self.terminate(uid, key, grace),
+                Action::Finalize { uid } => {
+                    if let Some(pod) = self.desired.get(&uid) {
+                        let (ns, name) = names(pod);
+                        self.busy.insert(uid.clone());
+                        let outcome = Outcome::Terminated { uid: uid.clone(), namespace: ns, name };
+                        let _ = self.tx.send(Report::Done { busy: vec![uid], outcome });
+                    }
+                }
+                Action::Orphan { key } => self.orphan(key),
+            }
+        }
+    }
+
+    fn start(&mut self, uid: String) {
+        let Some(pod) = self.desired.get(&uid).cloned() else { return };
+        self.busy.insert(uid.clone());
+        self.starting += 1;
+        let (client, node, cfg, tx) = (self.client.clone(), self.node.clone(), self.cfg.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let outcome = match fetch_references(&client, &pod).await {
+                Err(message) => {
+                    let _ = tx.send(Report::Event(
+                        PodEvent::new(&pod, None, "Failed", format!("Error: {message}")).warning(),
+                    ));
+                    Outcome::StartFailed { uid: uid.clone(), reason: "CreateContainerConfigError", message }
+                }
+                Ok(objects) => {
+                    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                    let events = tx.clone();
+                    let uid = uid.clone();
+                    // A pod start forks, pulls and waits for init containers: a thread of its own.
+                    std::thread::spawn(move || {
+                        let _ = done_tx.send(start_pod(&node, &cfg, uid, pod, objects, &events));
+                    });
+                    done_rx.await.unwrap_or(Outcome::Failed { what: "pod start".into(), message: "panicked".into() })
+                }
+            };
+            let _ = tx.send(Report::Done { busy: vec![uid], outcome });
+        });
+    }
+
+    fn terminate(&mut self, uid: String, key: String, grace: Duration) {
+        let Some(pod) = self.desired.get(&uid).cloned() else { return };
+        self.busy.insert(uid.clone());
+        self.busy.insert(key.clone());
+        let (node, tx) = (self.node.clone(), self.tx.clone());
+        std::thread::spawn(move || {
+            for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                let message = format!("Stopping container {}", c.name);
+                let _ = tx.send(Report::Event(PodEvent::new(&pod, Some(&c.name), "Killing", message)));
+            }
+            let (namespace, name) = names(&pod);
+            let outcome = match pod::remove(&node, &key, Some(grace)) {
+                Ok(()) | Err(PodError::NotFound { .. }) => Outcome::Terminated { uid: uid.clone(), namespace, name },
+                Err(e) => Outcome::Failed { what: format!("stopping pod {namespace}/{name}"), message: e.to_string() },
+            };
+            let _ = tx.send(Report::Done { busy: vec![uid, key], outcome });
+        });
+    }
+
+    fn orphan(&mut self, key: String) {
+        self.busy.insert(key.clone());
+        let (node, tx) = (self.node.clone(), self.tx.clone());
+        std::thread::spawn(move || {
+            tracing::info!("pod {key} is gone from the API server: removing it");
+            let outcome = match pod::remove(&node, &key, None) {
+                Ok(()) | Err(PodError::NotFound { .. }) => Outcome::Removed { key: key.clone() },
+                Err(e) => Outcome::Failed { what: format!("removing pod {key}"), message: e.to_string() },
+            };
+            let _ = tx.send(Report::Done { busy: vec![key], outcome });
+        });
+    }
+
+    async fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Event(e) => post_event(&self.client, &self.cfg.identity.name, &e).await,
+            Report::Done { busy, outcome } => {
+                for b in busy {
+                    self.busy.remove(&b);
+                }
+                self.on_outcome(outcome).await;
+            }
+        }
+    }
+
+    async fn on_outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Started { uid, key } => {
+                self.starting -= 1;
+                self.failures.remove(&uid);
+                self.local.insert(key.clone(), LocalPod { key, uid: uid.clone() });
+                self.report_one(&uid).await;
+            }
+            Outcome::StartFailed { uid, reason, message } => {
+                self.starting -= 1;
+                tracing::warn!("pod {uid}: {message}");
+                let again = self.failures.contains_key(&uid);
+                let failure = self.failures.entry(uid.clone()).or_insert_with(|| Failure {
+                    retry: FailedStart { retry_at: Instant::now() },
+                    backoff: Default::default(),
+                    reason,
+                    message: String::new(),
+                });
+                let delay = failure.backoff.record_failure(self.cfg.start_backoff, state::unix_now_ms());
+                failure.retry = FailedStart { retry_at: Instant::now() + delay };
+                // Pulls that keep failing are reported as the kubelet does: ImagePullBackOff.
+                failure.reason = if reason == "ErrImagePull" && again { "ImagePullBackOff" } else { reason };
+                failure.message = message;
+                self.report_one(&uid).await;
+            }
+            Outcome::Terminated { uid, namespace, name } => {
+                self.local.retain(|_, l| l.uid != uid);
+                let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+                let params = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    ..Default::default()
+                };
+                match pods.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(e) if matches!(code(&e), Some(404 | 409)) => {}
+                    Err(e) => tracing::warn!("deleting pod {namespace}/{name}: {e}"),
+                }
+            }
+            Outcome::Removed { key } => {
+                self.local.remove(&key);
+            }
+            Outcome::Failed { what, message } => tracing::warn!("{what}: {message}"),
+        }
+    }
+
+    async fn report_statuses(&mut self) {
+        let uids: Vec<String> = self.desired.keys().cloned().collect();
+        for uid in uids {
+            self.report_one(&uid).await;
+        }
+    }
+
+    /// Computes the status of pod `uid` and sends it if it changed.
+    async fn report_one(&mut self, uid: &str) {
+        let Some(pod) = self.desired.get(uid) else { return };
+        if pod.metadata.deletion_timestamp.is_some() && !self.local.values().any(|l| l.uid == uid) {
+            return;
+        }
+        let host_ip = self.cfg.identity.internal_ip.to_string();
+        let now = SystemTime::now();
+        let prev = self.reported.get(uid).or(pod.status.as_ref());
+        let local = self.local.values().find(|l| l.uid == uid).map(|l| l.key.clone());
+        let status = match local {
+            Some(key) => {
+                let Ok(st) = state::load(&self.node.pod_dir(&key)) else { return };
+                computed_status(&self.node, &st, prev, &host_ip, now)
+            }
+            None => {
+                if matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+                    return;
+                }
+                match self.failures.get(uid) {
+                    Some(f) => status::waiting_status(pod, f.reason, Some(&f.message), &host_ip, now),
+                    None => status::waiting_status(pod, "ContainerCreating", None, &host_ip, now),
+                }
+            }
+        };
+        let same_as_server = pod.status.as_ref().is_some_and(|s| same_ignoring_times(s, &status));
+        if self.reported.get(uid) == Some(&status) || (same_as_server && !self.reported.contains_key(uid)) {
+            return;
+        }
+        let (namespace, name) = names(pod);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let patch = json!({"status": status});
+        match pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                self.reported.insert(uid.to_string(), status);
+            }
+            Err(e) if code(&e) == Some(404) => {}
+            Err(e) => tracing::warn!("pod {namespace}/{name}: status update: {e}"),
+        }
+    }
+}
+
+fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
+    let strip = |s: &PodStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_transition_time = None;
+            c.last_probe_time = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+fn computed_status(node: &NodeConfig, st: &PodState, prev: Option<&PodStatus>, host_ip: &str, now: SystemTime) -> PodStatus {
+    let runtime = node.runtime();
+    let store = node.image_store().ok();
+    let tags = store.as_ref().and_then(|s| s.tags().ok()).unwrap_or_default();
+    let running = |id: &str| pod::is_running(&runtime, id);
+    let image_id = |image: &str| {
+        crate::image::reference::Reference::parse(image)
+            .ok()
+            .and_then(|r| {
+                let name = local_name(&r);
+                let digest = tags.get(&name)?;
+                Some(format!("{}@{digest}", r.name()))
+            })
+            .unwrap_or_default()
+    };
+    status::pod_status(st, prev, &status::Observed { running: &running, image_id: &image_id, host_ip, now })
+}
+
+fn names(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The ConfigMaps and Secrets pod `pod` references, fetched from its namespace; a missing one
+/// that is not optional fails the start as the kubelet does.
+async fn fetch_references(client: &kube::Client, pod: &Pod) -> Result<Vec<Value>, String> {
+    let (namespace, _) = names(pod);
+    let refs = podrefs::references(pod);
+    let mut objects = Vec::new();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    for (name, optional) in &refs.config_maps {
+        match config_maps.get_opt(name).await {
+            Ok(Some(mut cm)) => {
+                cm.metadata.managed_fields = None;
+                objects.push(json!(cm));
+            }
+            Ok(None) if *optional => {}
+            Ok(None) => return Err(format!("configmap \"{name}\" not found")),
+            Err(e) => return Err(format!("configmap \"{name}\": {e}")),
+        }
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    for (name, optional) in &refs.secrets {
+        match secrets.get_opt(name).await {
+            Ok(Some(mut s)) => {
+                s.metadata.managed_fields = None;
+                objects.push(json!(s));
+            }
+            Ok(None) if *optional => {}
+            Ok(None) => return Err(format!("secret \"{name}\" not found")),
+            Err(e) => return Err(format!("secret \"{name}\": {e}")),
+        }
+    }
+    Ok(objects)
+}
+
+/// The Pod as the node keeps it: marked as coming from the API server, without status and
+/// server bookkeeping.
+fn node_copy(pod: &Pod) -> Value {
+    let mut pod = pod.clone();
+    pod.status = None;
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations.get_or_insert_default().insert(CONFIG_SOURCE.into(), "api".into());
+    let mut value = json!(pod);
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Pod");
+    value
+}
+
+/// Pulls the pod's images (with Pulling/Pulled events) and starts it with the same code as
+/// `rkubelet run`.
+fn start_pod(
+    node: &NodeConfig,
+    cfg: &JoinedConfig,
+    uid: String,
+    api_pod: Pod,
+    objects: Vec<Value>,
+    events: &mpsc::UnboundedSender<Report>,
+) -> Outcome {
+    let event = |e: PodEvent| {
+        let _ = events.send(Report::Event(e));
+    };
+    let failed = |reason: &'static str, message: String| {
+        event(PodEvent::new(&api_pod, None, "Failed", format!("Error: {message}")).warning());
+        Outcome::StartFailed { uid: uid.clone(), reason, message }
+    };
+    let manifest = match manifest::from_objects(std::iter::once(node_copy(&api_pod)).chain(objects)) {
+        Ok(m) => m,
+        Err(e) => return failed("CreateContainerConfigError", e.to_string()),
+    };
+    let pod = &manifest.pods[0];
+    let Some(spec) = pod.spec.as_ref() else { return failed("CreateContainerConfigError", "spec is required".into()) };
+    let store = match node.image_store() {
+        Ok(s) => s,
+        Err(e) => return failed("CreateContainerError", e.to_string()),
+    };
+    let pull_secrets: Vec<&Secret> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .filter_map(|r| manifest.secrets.iter().find(|s| s.metadata.name.as_deref() == Some(r.name.as_str())))
+        .collect();
+    let resolver = ImageResolver { store: &store, registries_config: &cfg.registries_config, pull_secrets };
+    let all = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    let mut seen = BTreeSet::new();
+    for c in all {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let present = crate::image::reference::Reference::parse(&image)
+            .ok()
+            .is_some_and(|r| store.tags().ok().is_some_and(|t| t.contains_key(&local_name(&r))));
+        if !seen.insert(image.clone()) {
+            continue;
+        }
+        if present && policy != "Always" {
+            let message = format!("Container image \"{image}\" already present on machine");
+            event(PodEvent::new(&api_pod, Some(&c.name), "Pulled", message));
+            continue;
+        }
+        event(PodEvent::new(&api_pod, Some(&c.name), "Pulling", format!("Pulling image \"{image}\"")));
+        let started = Instant::now();
+        match resolver.ensure(&image, &policy) {
+            Ok(_) => {
+                let secs = started.elapsed().as_secs_f64();
+                let message = format!("Successfully pulled image \"{image}\" in {secs:.3}s");
+                event(PodEvent::new(&api_pod, Some(&c.name), "Pulled", message));
+            }
+            Err(e) => {
+                let message = format!("Failed to pull image \"{image}\": {e}");
+                event(PodEvent::new(&api_pod, Some(&c.name), "Failed", message.clone()).warning());
+                return Outcome::StartFailed { uid, reason: "ErrImagePull", message };
+            }
+        }
+    }
+    let req = StartRequest {
+        manifest: &manifest,
+        pod,
+        registries_config: &cfg.registries_config,
+        init_timeout: Duration::from_secs(300),
+    };
+    match pod::start(node, &req) {
+        Ok(st) => {
+            for c in st.init_containers.iter().chain(&st.containers).filter(|c| c.started_at != 0) {
+                event(PodEvent::new(&api_pod, Some(&c.name), "Created", format!("Created container {}", c.name)));
+                event(PodEvent::new(&api_pod, Some(&c.name), "Started", format!("Started container {}", c.name)));
+            }
+            Outcome::Started { uid, key: st.key() }
+        }
+        Err(e @ PodError::Invalid { .. }) => failed("CreateContainerConfigError", e.to_string()),
+        Err(e) => failed("RunContainerError", e.to_string()),
+    }
+}
+
+async fn post_event(client: &kube::Client, node: &str, e: &PodEvent) {
+    let events: Api<Event> = Api::namespaced(client.clone(), &e.namespace);
+    let now = Time(Utc::now());
+    let suffix = format!("{:x}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let event = Event {
+        metadata: ObjectMeta { name: Some(format!("{}.{suffix}", e.name)), namespace: Some(e.namespace.clone()), ..Default::default() },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(e.namespace.clone()),
+            name: Some(e.name.clone()),
+            uid: Some(e.uid.clone()),
+            field_path: e.container.as_ref().map(|c| format!("spec.containers{{{c}}}")),
+            ..Default::default()
+        },
+        reason: Some(e.reason.into()),
+        message: Some(e.message.clone()),
+        type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
+        source: Some(EventSource { component: Some("kubelet".into()), host: Some(node.into()) }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        ..Default::default()
+    };
+    if let Err(err) = events.create(&PostParams::default(), &event).await {
+        tracing::debug!("event {} for pod {}/{}: {err}", e.reason, e.namespace, e.name);
+    }
+}
+
+/// The first non-loopback IPv4 address the route to `server` leaves from (the node's
+/// InternalIP when none is given).
+pub fn source_address_towards(server: &str) -> Option<Ipv4Addr> {
+    let host = server.trim_start_matches("https://").trim_start_matches("http://");
+    let host = host.split('/').next()?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.find(|a| a.is_ipv4())?;
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // A UDP connect only picks the route; nothing is sent.
+    socket.connect(addr).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
