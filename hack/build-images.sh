@@ -46,14 +46,14 @@ app_image() {
 for version in 1.10 1.11 latest; do
   app_image "nginx-$version" nginx VERSION="$version"
   umoci config --image "$LAYOUT:nginx-$version" --tag "nginx-$version" \
-    --config.entrypoint /bin/httpd --config.cmd -f --config.cmd -p --config.cmd 80 \
+    --config.entrypoint /usr/local/bin/httpd-foreground --config.cmd -p --config.cmd 80 \
     --config.cmd -h --config.cmd /usr/share/nginx/html --config.exposedports 80/tcp \
     --config.label "org.opencontainers.image.version=$version" --config.stopsignal SIGTERM
 done
 for color in blue green; do
   app_image "imageview-$color" imageview COLOR="$color"
   umoci config --image "$LAYOUT:imageview-$color" --tag "imageview-$color" \
-    --config.entrypoint /bin/httpd --config.cmd -f --config.cmd -p --config.cmd 80 \
+    --config.entrypoint /usr/local/bin/httpd-foreground --config.cmd -p --config.cmd 80 \
     --config.cmd -h --config.cmd /www --config.exposedports 80/tcp
 done
 umoci gc --layout "$LAYOUT"

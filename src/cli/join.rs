@@ -64,19 +64,25 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             eprintln!("node {name} joined {server}");
         }
         None if creds.exist() => {}
-        None => bail!("this node has not joined a master yet: pass --token (rkube-master prints the join command)"),
+        None => bail!(
+            "this node has not joined a master yet: pass --token (rkube-master prints the join command)"
+        ),
     }
     let mut node = args.node.node();
     let Some(_lock) = agent::try_lock(&node)? else {
         bail!("an agent is already running for {}; stop it first", node.run_dir.display());
     };
     agent::write_pid(&node)?;
-    let identity = NodeIdentity { name: name.clone(), internal_ip: IpAddr::V4(ip), kubelet_port: args.kubelet_port };
+    let identity =
+        NodeIdentity { name: name.clone(), internal_ip: IpAddr::V4(ip), kubelet_port: args.kubelet_port };
     let cfg = Arc::new(JoinedConfig::new(identity, args.node.registries_config.clone()));
     let client = rt.block_on(joined::client(&creds.kubeconfig()))?;
     let cidr = rt.block_on(joined::register(&client, &cfg, &node.root))?;
     if args.node.pod_cidr.is_some_and(|c| c != cidr) {
-        bail!("--pod-cidr {} differs from the pod CIDR {cidr} the master assigned to node {name}", node.pod_cidr);
+        bail!(
+            "--pod-cidr {} differs from the pod CIDR {cidr} the master assigned to node {name}",
+            node.pod_cidr
+        );
     }
     node.pod_cidr = cidr;
     std::fs::write(creds.pod_cidr(), format!("{cidr}\n")).context("recording the pod CIDR")?;
@@ -86,9 +92,13 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     let signals = super::pod::stop_on_signals(stop.clone());
     let sync = {
         let (node, stop) = (node.clone(), stop.clone());
-        let backoff =
-            BackoffPolicy { initial: Duration::from_millis(args.backoff_initial_ms), ..BackoffPolicy::default() };
-        std::thread::spawn(move || Agent::new(node, AgentConfig { backoff, ..AgentConfig::default() }).run(&stop))
+        let backoff = BackoffPolicy {
+            initial: Duration::from_millis(args.backoff_initial_ms),
+            ..BackoffPolicy::default()
+        };
+        std::thread::spawn(move || {
+            Agent::new(node, AgentConfig { backoff, ..AgentConfig::default() }).run(&stop)
+        })
     };
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -384,7 +384,8 @@ pub(super) fn stop_on_signals(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
         if let Ok(rt) = rt {
             rt.block_on(async {
                 use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+                let (Ok(mut term), Ok(mut int)) =
+                    (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
                 else {
                     return;
                 };

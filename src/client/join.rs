@@ -22,12 +22,15 @@ use sha2::{Digest, Sha256};
 /// Why joining failed; each names the server or file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
-    #[error("invalid join token: {0} (expected RK1<sha256 of the CA>::<id>.<secret>, as rkube-master prints it)")]
+    #[error(
+        "invalid join token: {0} (expected RK1<sha256 of the CA>::<id>.<secret>, as rkube-master prints it)"
+    )]
     Token(&'static str),
     #[error("invalid server URL {url:?}: expected https://HOST:PORT")]
     Url { url: String },
-    #[error("fetching the CA from {server}: {source}")]
-    Fetch {
+    #[error("{what} {server}")]
+    Request {
+        what: &'static str,
         server: String,
         #[source]
         source: reqwest::Error,
@@ -38,13 +41,13 @@ pub enum JoinError {
     CaMismatch { server: String, got: String, want: String },
     #[error("{server} refused the join of node {node:?}: {message}")]
     Rejected { server: String, node: String, message: String },
-    #[error("generating the node's {what}: {source}")]
+    #[error("generating the node's {what}")]
     Key {
         what: &'static str,
         #[source]
         source: rcgen::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -70,7 +73,9 @@ impl std::str::FromStr for JoinToken {
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(JoinError::Token("the CA hash is not 64 hex digits"));
         }
-        let shape = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let shape = |p: &str, n: usize| {
+            p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
         match credential.split_once('.') {
             Some((id, secret)) if shape(id, 6) && shape(secret, 16) => {}
             _ => return Err(JoinError::Token("the credential is not <6 chars>.<16 chars> of [a-z0-9]")),
@@ -172,7 +177,8 @@ pub async fn join(req: &JoinRequest<'_>, creds: &NodeCredentials) -> Result<(), 
     if !server.starts_with("https://") {
         return Err(JoinError::Url { url: server.into() });
     }
-    let fetch = |source| JoinError::Fetch { server: server.into(), source };
+    let request = |what| move |source| JoinError::Request { what, server: server.into(), source };
+    let fetch = request("fetching the CA from");
     // 1. The CA, unverified, then pinned by the token.
     let insecure = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -193,7 +199,8 @@ pub async fn join(req: &JoinRequest<'_>, creds: &NodeCredentials) -> Result<(), 
         return Err(JoinError::CaMismatch { server: server.into(), got, want: req.token.ca_hash.clone() });
     }
     // 2. From here on, only TLS verified against that CA.
-    let root = reqwest::Certificate::from_pem(&ca).map_err(fetch)?;
+    let root = reqwest::Certificate::from_pem(&ca).map_err(request("reading the CA of"))?;
+    let fetch = request("requesting certificates from");
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(root)

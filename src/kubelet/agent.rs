@@ -208,6 +208,7 @@ impl Agent {
             {
                 if state.due(now) {
                     let ok = prober::check(probe, &runtime, &id, netns.as_deref(), ip, &named);
+                    note_probe(record, "Startup", ok, now_ms);
                     if state.record(Instant::now(), ok) == Some(Verdict::Failure) {
                         tracing::info!(
                             "pod {name}: container {} failed its startup probe; killing it",
@@ -222,6 +223,7 @@ impl Agent {
                 && state.due(now)
             {
                 let ok = prober::check(probe, &runtime, &id, netns.as_deref(), ip, &named);
+                note_probe(record, "Liveness", ok, now_ms);
                 if state.record(Instant::now(), ok) == Some(Verdict::Failure) && !ok {
                     tracing::info!(
                         "pod {name}: container {} failed its liveness probe; killing it",
@@ -235,6 +237,7 @@ impl Agent {
                 && state.due(now)
             {
                 let ok = prober::check(probe, &runtime, &id, netns.as_deref(), ip, &named);
+                note_probe(record, "Readiness", ok, now_ms);
                 record.ready = state.record(Instant::now(), ok) == Some(Verdict::Success);
             }
         }
@@ -413,6 +416,13 @@ impl Agent {
 }
 
 /// Records how a stopped container's run ended and returns the exit code.
+/// Remembers a failed probe check on the record (saved with the pod's state).
+fn note_probe(record: &mut ContainerRecord, probe: &str, ok: bool, now_ms: u64) {
+    if !ok {
+        record.probe_failure = Some(state::ProbeFailure { probe: probe.into(), at_ms: now_ms });
+    }
+}
+
 fn record_exit(runtime: &crate::runtime::Runtime, record: &mut ContainerRecord) -> i32 {
     let exit = runtime.wait(&record.id, Some(Duration::from_millis(200))).ok();
     let code = exit.map_or(255, |e| e.code);

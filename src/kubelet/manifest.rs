@@ -35,7 +35,8 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let mut docs = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
-        let value = Value::deserialize(document).map_err(|e| ManifestError::Yaml { doc, message: e.to_string() })?;
+        let value =
+            Value::deserialize(document).map_err(|e| ManifestError::Yaml { doc, message: e.to_string() })?;
         if !value.is_null() {
             docs.push((doc, value));
         }
@@ -79,10 +80,7 @@ fn add(manifest: &mut Manifest, doc: usize, mut value: Value) -> Result<(), Mani
         ("v1", "ConfigMap") => manifest.config_maps.push(decode_strict(&value).map_err(decode_err)?),
         ("v1", "Secret") => manifest.secrets.push(decode_strict(&value).map_err(decode_err)?),
         ("", _) | (_, "") => {
-            return Err(ManifestError::Unsupported {
-                doc,
-                what: "apiVersion and kind are required".into(),
-            });
+            return Err(ManifestError::Unsupported { doc, what: "apiVersion and kind are required".into() });
         }
         _ => {
             return Err(ManifestError::Unsupported {

@@ -65,6 +65,18 @@ pub struct ContainerRecord {
     /// Unix milliseconds at which the exited container is started again (it is backing off).
     #[serde(default)]
     pub restart_at_ms: Option<u64>,
+    /// The last failed probe check (a joined node reports it as an `Unhealthy` Event).
+    #[serde(default)]
+    pub probe_failure: Option<ProbeFailure>,
+}
+
+/// A failed probe check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeFailure {
+    /// `Startup`, `Liveness` or `Readiness`.
+    pub probe: String,
+    /// Unix milliseconds of the check.
+    pub at_ms: u64,
 }
 
 /// The persisted state of a pod.

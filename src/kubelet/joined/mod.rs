@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, Node, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, EventSource, Node, ObjectReference, Pod, PodStatus, Secret,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::chrono::Utc;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -47,19 +49,19 @@ pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// Why the joined node could not start or keep going.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinedError {
-    #[error("reading the node's kubeconfig {path}: {source}")]
+    #[error("reading the node's kubeconfig {path}")]
     Kubeconfig {
         path: PathBuf,
         #[source]
         source: kube::config::KubeconfigError,
     },
-    #[error("building the API client from {path}: {source}")]
+    #[error("building the API client from {path}")]
     Client {
         path: PathBuf,
         #[source]
         source: kube::Error,
     },
-    #[error("registering node {node}: {source}")]
+    #[error("registering node {node}")]
     Register {
         node: String,
         #[source]
@@ -122,7 +124,11 @@ fn code(e: &kube::Error) -> Option<u16> {
 
 /// Registers (or re-registers) the Node with its status, then waits for the pod CIDR the
 /// master's node IPAM assigns, which the node's pod network then uses.
-pub async fn register(client: &kube::Client, cfg: &JoinedConfig, root: &Path) -> Result<Ipv4Net, JoinedError> {
+pub async fn register(
+    client: &kube::Client,
+    cfg: &JoinedConfig,
+    root: &Path,
+) -> Result<Ipv4Net, JoinedError> {
     let name = cfg.identity.name.clone();
     let err = |source| JoinedError::Register { node: name.clone(), source };
     let nodes: Api<Node> = Api::all(client.clone());
@@ -227,7 +233,12 @@ async fn renew_lease(
 
 /// Recomputes the node status every period and sends it when it differs from the server's
 /// (heartbeat times aside) or a minute passed, as the kubelet does.
-pub async fn node_status_loop(client: kube::Client, cfg: Arc<JoinedConfig>, root: PathBuf, mut stop: watch::Receiver<bool>) {
+pub async fn node_status_loop(
+    client: kube::Client,
+    cfg: Arc<JoinedConfig>,
+    root: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
     let nodes: Api<Node> = Api::all(client);
     let name = cfg.identity.name.clone();
     let mut last_sent = Instant::now();
@@ -252,7 +263,10 @@ pub async fn node_status_loop(client: kube::Client, cfg: Arc<JoinedConfig>, root
             (s.conditions, s.capacity, s.allocatable, s.addresses, s.node_info)
         };
         if strip(&want) != strip(&old) || last_sent.elapsed() >= Duration::from_secs(60) {
-            match nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": want}))).await {
+            match nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": want})))
+                .await
+            {
                 Ok(_) => last_sent = Instant::now(),
                 Err(e) => tracing::warn!("node {name}: status update: {e}"),
             }
@@ -294,12 +308,28 @@ impl PodEvent {
 /// How an action ended.
 #[derive(Debug)]
 enum Outcome {
-    Started { uid: String, key: String },
-    StartFailed { uid: String, reason: &'static str, message: String },
+    Started {
+        uid: String,
+        key: String,
+    },
+    StartFailed {
+        uid: String,
+        reason: &'static str,
+        message: String,
+    },
     /// The pod is stopped and gone from the node: delete the object.
-    Terminated { uid: String, namespace: String, name: String },
-    Removed { key: String },
-    Failed { what: String, message: String },
+    Terminated {
+        uid: String,
+        namespace: String,
+        name: String,
+    },
+    Removed {
+        key: String,
+    },
+    Failed {
+        what: String,
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -331,6 +361,8 @@ pub struct PodSync {
     starting: usize,
     failures: HashMap<String, Failure>,
     reported: HashMap<String, PodStatus>,
+    /// Probe failures already reported, by container id.
+    probe_failures: HashMap<String, u64>,
     tx: mpsc::UnboundedSender<Report>,
     rx: mpsc::UnboundedReceiver<Report>,
 }
@@ -377,6 +409,7 @@ impl PodSync {
             starting: 0,
             failures: HashMap::new(),
             reported: HashMap::new(),
+            probe_failures: HashMap::new(),
             tx,
             rx,
         }
@@ -386,7 +419,8 @@ impl PodSync {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let selector = format!("spec.nodeName={}", self.cfg.identity.name);
-        let mut events = watcher(pods, watcher::Config::default().fields(&selector)).default_backoff().boxed();
+        let mut events =
+            watcher(pods, watcher::Config::default().fields(&selector)).default_backoff().boxed();
         let mut tick = tokio::time::interval(self.cfg.pod_status_period);
         let mut rescan = Instant::now();
         loop {
@@ -471,7 +505,8 @@ impl PodSync {
         let Some(pod) = self.desired.get(&uid).cloned() else { return };
         self.busy.insert(uid.clone());
         self.starting += 1;
-        let (client, node, cfg, tx) = (self.client.clone(), self.node.clone(), self.cfg.clone(), self.tx.clone());
+        let (client, node, cfg, tx) =
+            (self.client.clone(), self.node.clone(), self.cfg.clone(), self.tx.clone());
         tokio::spawn(async move {
             let outcome = match fetch_references(&client, &pod).await {
                 Err(message) => {
@@ -488,7 +523,9 @@ impl PodSync {
                     std::thread::spawn(move || {
                         let _ = done_tx.send(start_pod(&node, &cfg, uid, pod, objects, &events));
                     });
-                    done_rx.await.unwrap_or(Outcome::Failed { what: "pod start".into(), message: "panicked".into() })
+                    done_rx
+                        .await
+                        .unwrap_or(Outcome::Failed { what: "pod start".into(), message: "panicked".into() })
                 }
             };
             let _ = tx.send(Report::Done { busy: vec![uid], outcome });
@@ -507,8 +544,13 @@ impl PodSync {
             }
             let (namespace, name) = names(&pod);
             let outcome = match pod::remove(&node, &key, Some(grace)) {
-                Ok(()) | Err(PodError::NotFound { .. }) => Outcome::Terminated { uid: uid.clone(), namespace, name },
-                Err(e) => Outcome::Failed { what: format!("stopping pod {namespace}/{name}"), message: e.to_string() },
+                Ok(()) | Err(PodError::NotFound { .. }) => {
+                    Outcome::Terminated { uid: uid.clone(), namespace, name }
+                }
+                Err(e) => Outcome::Failed {
+                    what: format!("stopping pod {namespace}/{name}"),
+                    message: e.to_string(),
+                },
             };
             let _ = tx.send(Report::Done { busy: vec![uid, key], outcome });
         });
@@ -605,10 +647,17 @@ impl PodSync {
         let status = match local {
             Some(key) => {
                 let Ok(st) = state::load(&self.node.pod_dir(&key)) else { return };
-                computed_status(&self.node, &st, prev, &host_ip, now)
+                let status = computed_status(&self.node, &st, prev, &host_ip, now);
+                for event in container_events(&mut self.probe_failures, pod, &st, prev, &status) {
+                    let _ = self.tx.send(Report::Event(event));
+                }
+                status
             }
             None => {
-                if matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+                if matches!(
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                ) {
                     return;
                 }
                 match self.failures.get(uid) {
@@ -634,6 +683,42 @@ impl PodSync {
     }
 }
 
+/// Events the kubelet emits from container state: `BackOff` when a container starts waiting in
+/// CrashLoopBackOff, `Unhealthy` for each failed probe check (of the last minute; `seen` holds
+/// the checks already reported, by container id).
+fn container_events(
+    seen: &mut HashMap<String, u64>,
+    pod: &Pod,
+    st: &PodState,
+    prev: Option<&PodStatus>,
+    now: &PodStatus,
+) -> Vec<PodEvent> {
+    let mut events = Vec::new();
+    let waiting = |s: Option<&PodStatus>, name: &str| {
+        s.and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == name))
+            .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+    };
+    let (namespace, name) = names(pod);
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    for r in &st.containers {
+        let backing_off = waiting(Some(now), &r.name).as_deref() == Some("CrashLoopBackOff");
+        if backing_off && waiting(prev, &r.name).as_deref() != Some("CrashLoopBackOff") {
+            let message =
+                format!("Back-off restarting failed container {} in pod {name}_{namespace}({uid})", r.name);
+            events.push(PodEvent::new(pod, Some(&r.name), "BackOff", message).warning());
+        }
+        if let Some(f) = &r.probe_failure
+            && seen.insert(r.id.clone(), f.at_ms) != Some(f.at_ms)
+            && state::unix_now_ms().saturating_sub(f.at_ms) < 60_000
+        {
+            let message = format!("{} probe failed", f.probe);
+            events.push(PodEvent::new(pod, Some(&r.name), "Unhealthy", message).warning());
+        }
+    }
+    events
+}
+
 fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
     let strip = |s: &PodStatus| {
         let mut s = s.clone();
@@ -646,7 +731,13 @@ fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
     strip(a) == strip(b)
 }
 
-fn computed_status(node: &NodeConfig, st: &PodState, prev: Option<&PodStatus>, host_ip: &str, now: SystemTime) -> PodStatus {
+fn computed_status(
+    node: &NodeConfig,
+    st: &PodState,
+    prev: Option<&PodStatus>,
+    host_ip: &str,
+    now: SystemTime,
+) -> PodStatus {
     let runtime = node.runtime();
     let store = node.image_store().ok();
     let tags = store.as_ref().and_then(|s| s.tags().ok()).unwrap_or_default();
@@ -739,7 +830,9 @@ fn start_pod(
         Err(e) => return failed("CreateContainerConfigError", e.to_string()),
     };
     let pod = &manifest.pods[0];
-    let Some(spec) = pod.spec.as_ref() else { return failed("CreateContainerConfigError", "spec is required".into()) };
+    let Some(spec) = pod.spec.as_ref() else {
+        return failed("CreateContainerConfigError", "spec is required".into());
+    };
     let store = match node.image_store() {
         Ok(s) => s,
         Err(e) => return failed("CreateContainerError", e.to_string()),
@@ -791,8 +884,18 @@ fn start_pod(
     match pod::start(node, &req) {
         Ok(st) => {
             for c in st.init_containers.iter().chain(&st.containers).filter(|c| c.started_at != 0) {
-                event(PodEvent::new(&api_pod, Some(&c.name), "Created", format!("Created container {}", c.name)));
-                event(PodEvent::new(&api_pod, Some(&c.name), "Started", format!("Started container {}", c.name)));
+                event(PodEvent::new(
+                    &api_pod,
+                    Some(&c.name),
+                    "Created",
+                    format!("Created container {}", c.name),
+                ));
+                event(PodEvent::new(
+                    &api_pod,
+                    Some(&c.name),
+                    "Started",
+                    format!("Started container {}", c.name),
+                ));
             }
             Outcome::Started { uid, key: st.key() }
         }
@@ -804,9 +907,16 @@ fn start_pod(
 async fn post_event(client: &kube::Client, node: &str, e: &PodEvent) {
     let events: Api<Event> = Api::namespaced(client.clone(), &e.namespace);
     let now = Time(Utc::now());
-    let suffix = format!("{:x}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let suffix = format!(
+        "{:x}",
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos()
+    );
     let event = Event {
-        metadata: ObjectMeta { name: Some(format!("{}.{suffix}", e.name)), namespace: Some(e.namespace.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{suffix}", e.name)),
+            namespace: Some(e.namespace.clone()),
+            ..Default::default()
+        },
         involved_object: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),

@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn registers_as_the_kubelet_does() {
-        let id = NodeIdentity { name: "n1".into(), internal_ip: "10.0.0.2".parse().unwrap(), kubelet_port: 10250 };
+        let id =
+            NodeIdentity { name: "n1".into(), internal_ip: "10.0.0.2".parse().unwrap(), kubelet_port: 10250 };
         let now = Time(Utc.timestamp_opt(1_700_000_000, 0).unwrap());
         let node = node_object(&id, &facts(), &now);
         let labels = node.metadata.labels.as_ref().unwrap();
@@ -260,7 +261,10 @@ mod tests {
 
     #[test]
     fn reads_os_release() {
-        assert_eq!(os_release_pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"), "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(
+            os_release_pretty_name("NAME=x\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
+            "Debian GNU/Linux 12 (bookworm)"
+        );
         assert_eq!(go_arch("x86_64"), "amd64");
     }
 }

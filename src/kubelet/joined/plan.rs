@@ -180,7 +180,10 @@ mod tests {
     fn terminal_pods_are_not_started_again() {
         let mut w = World::new();
         let mut p = pod("a");
-        p.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
         w.desired.insert("a".into(), p);
         assert!(w.plan().is_empty());
     }
@@ -195,10 +198,18 @@ mod tests {
         w.local.push(local("a"));
         assert_eq!(
             w.plan(),
-            vec![Action::Terminate { uid: "a".into(), key: "default_p-a_a".into(), grace: Duration::from_secs(5) }]
+            vec![Action::Terminate {
+                uid: "a".into(),
+                key: "default_p-a_a".into(),
+                grace: Duration::from_secs(5)
+            }]
         );
         w.local.clear();
-        assert_eq!(w.plan(), vec![Action::Finalize { uid: "a".into() }], "nothing here: just delete the object");
+        assert_eq!(
+            w.plan(),
+            vec![Action::Finalize { uid: "a".into() }],
+            "nothing here: just delete the object"
+        );
     }
 
     #[test]
@@ -220,6 +231,9 @@ mod tests {
         let mut p = pod("new");
         p.metadata.name = Some("p-old".into());
         w.desired.insert("new".into(), p);
-        assert_eq!(w.plan(), vec![Action::Start { uid: "new".into() }, Action::Orphan { key: "default_p-old_old".into() }]);
+        assert_eq!(
+            w.plan(),
+            vec![Action::Start { uid: "new".into() }, Action::Orphan { key: "default_p-old_old".into() }]
+        );
     }
 }

@@ -54,7 +54,12 @@ fn terminated(exit: &crate::kubelet::state::Exit, started_at: u64, id: &str) -> 
     }
 }
 
-fn container_status(pod: &PodState, r: &ContainerRecord, init_pending: bool, seen: &Observed<'_>) -> ContainerStatus {
+fn container_status(
+    pod: &PodState,
+    r: &ContainerRecord,
+    init_pending: bool,
+    seen: &Observed<'_>,
+) -> ContainerStatus {
     let running = r.started_at != 0 && !r.done && (seen.running)(&r.id);
     let now_ms = seen.now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
     let waiting = |reason: &str, message: Option<String>| ContainerState {
@@ -126,8 +131,12 @@ pub fn pod_status(pod: &PodState, prev: Option<&PodStatus>, seen: &Observed<'_>)
         Some(("ContainersNotReady", Some(format!("containers with unready status: [{}]", unready.join(" ")))))
     };
     let init_reason = init_pending.then(|| {
-        let names: Vec<&str> = pod.init_containers.iter().filter(|c| !c.done).map(|c| c.name.as_str()).collect();
-        ("ContainersNotInitialized", Some(format!("containers with incomplete status: [{}]", names.join(" "))))
+        let names: Vec<&str> =
+            pod.init_containers.iter().filter(|c| !c.done).map(|c| c.name.as_str()).collect();
+        (
+            "ContainersNotInitialized",
+            Some(format!("containers with incomplete status: [{}]", names.join(" "))),
+        )
     });
     let cond = |type_: &str, reason: Option<(&str, Option<String>)>| {
         let status = if reason.is_none() { "True" } else { "False" };
@@ -151,9 +160,8 @@ pub fn pod_status(pod: &PodState, prev: Option<&PodStatus>, seen: &Observed<'_>)
         let previous = prev
             .and_then(|p| p.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|o| o.type_ == c.type_ && o.status == c.status));
-        c.last_transition_time = previous
-            .and_then(|p| p.last_transition_time.clone())
-            .or_else(|| Some(now_time(seen.now)));
+        c.last_transition_time =
+            previous.and_then(|p| p.last_transition_time.clone()).or_else(|| Some(now_time(seen.now)));
     }
     // PodScheduled belongs to the scheduler; a strategic merge keeps it (merge key `type`).
     if let Some(scheduled) =
@@ -186,7 +194,13 @@ pub fn pod_status(pod: &PodState, prev: Option<&PodStatus>, seen: &Observed<'_>)
 /// The status of a pod the node has not started (yet): Pending, every container waiting with
 /// `reason` (`ContainerCreating`, `ErrImagePull`, `ImagePullBackOff`,
 /// `CreateContainerConfigError`).
-pub fn waiting_status(pod: &Pod, reason: &str, message: Option<&str>, host_ip: &str, now: SystemTime) -> PodStatus {
+pub fn waiting_status(
+    pod: &Pod,
+    reason: &str,
+    message: Option<&str>,
+    host_ip: &str,
+    now: SystemTime,
+) -> PodStatus {
     let prev = pod.status.as_ref();
     let spec = pod.spec.as_ref();
     let waiting = |name: &str, image: &Option<String>| ContainerStatus {
@@ -196,13 +210,17 @@ pub fn waiting_status(pod: &Pod, reason: &str, message: Option<&str>, host_ip: &
         restart_count: 0,
         started: Some(false),
         state: Some(ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: message.map(Into::into) }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: message.map(Into::into),
+            }),
             ..Default::default()
         }),
         ..Default::default()
     };
     let statuses = spec.map(|s| s.containers.iter().map(|c| waiting(&c.name, &c.image)).collect());
-    let names: Vec<&str> = spec.map(|s| s.containers.iter().map(|c| c.name.as_str()).collect()).unwrap_or_default();
+    let names: Vec<&str> =
+        spec.map(|s| s.containers.iter().map(|c| c.name.as_str()).collect()).unwrap_or_default();
     let mut conditions: Vec<PodCondition> = prev
         .and_then(|p| p.conditions.as_ref())
         .map(|cs| cs.iter().filter(|c| c.type_ == "PodScheduled").cloned().collect())
@@ -247,6 +265,7 @@ mod tests {
             ready: true,
             backoff: Default::default(),
             restart_at_ms: None,
+            probe_failure: None,
         }
     }
 
@@ -312,7 +331,13 @@ mod tests {
         let b = &s.container_statuses.as_ref().unwrap()[1];
         let waiting = b.state.as_ref().unwrap().waiting.as_ref().unwrap();
         assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
-        assert!(waiting.message.as_deref().unwrap().starts_with("back-off 20s restarting failed container=b pod=web_default(u1)"));
+        assert!(
+            waiting
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with("back-off 20s restarting failed container=b pod=web_default(u1)")
+        );
         assert_eq!(b.restart_count, 2);
         let last = b.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
         assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
@@ -344,7 +369,11 @@ mod tests {
             ..Default::default()
         });
         pod.status = Some(PodStatus {
-            conditions: Some(vec![PodCondition { type_: "PodScheduled".into(), status: "True".into(), ..Default::default() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
         let s = waiting_status(&pod, "ErrImagePull", Some("not found"), "10.0.0.2", SystemTime::now());

@@ -1,0 +1,296 @@
+//! A real cluster on this host, end to end: rkube-master, a registry and three `rkubelet join`
+//! nodes in network namespaces of their own (`hack/cluster.sh`), driven with the real kubectl.
+//! The scenarios share one cluster (it owns fixed names: bridge rkube-cl0, netns rkube-node<I>)
+//! and run in order; the one that stops a node runs last.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use cluster::Cluster;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+struct PodRow {
+    name: String,
+    ip: String,
+    node: String,
+    uid: String,
+    restarts: String,
+    started: String,
+}
+
+const ROWS: &str = "jsonpath={range .items[*]}{.metadata.name}|{.status.phase}|{.status.podIP}|{.spec.nodeName}|\
+{.metadata.uid}|{.metadata.deletionTimestamp}|{.status.containerStatuses[0].ready}|\
+{.status.containerStatuses[0].restartCount}|{.status.containerStatuses[0].state.running.startedAt}{\"\\n\"}{end}";
+
+/// Waits until exactly `n` pods named `prefix…` exist, none terminating, all Running and ready.
+fn ready_pods(c: &Cluster, prefix: &str, n: usize) -> Vec<PodRow> {
+    let out = c.eventually(&["get", "pods", "-o", ROWS], T, |o| {
+        let rows: Vec<&str> = o.lines().filter(|l| l.starts_with(prefix)).collect();
+        rows.len() == n
+            && rows.iter().all(|r| {
+                let f: Vec<&str> = r.split('|').collect();
+                f[1] == "Running" && f[5].is_empty() && f[6] == "true"
+            })
+    });
+    out.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            PodRow {
+                name: f[0].into(),
+                ip: f[2].into(),
+                node: f[3].into(),
+                uid: f[4].into(),
+                restarts: f[7].into(),
+                started: f[8].into(),
+            }
+        })
+        .collect()
+}
+
+fn pod_key(row: &PodRow) -> String {
+    format!(
+        "default_{}_{}",
+        row.name,
+        row.uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect::<String>()
+    )
+}
+
+fn node_index(node: &str) -> usize {
+    node.trim_start_matches("node").parse().unwrap()
+}
+
+fn assert_pages(pods: &[PodRow], want: &str) {
+    for p in pods {
+        let page = cluster::wait_page(&format!("http://{}/", p.ip), want);
+        assert!(page.contains(want), "pod {} at {}: {page}", p.name, p.ip);
+    }
+}
+
+#[test]
+fn cluster_end_to_end() {
+    let c = Cluster::up(3, "--node-monitor-grace-period=10s --pod-eviction-timeout=5s");
+    nodes_register(&c);
+    replicaset_spreads_and_serves(&c);
+    deployment_rollout_and_undo(&c);
+    delete_pod_is_graceful_and_leaves_nothing(&c);
+    agent_restart_keeps_containers(&c);
+    node_credentials_are_confined(&c);
+    bad_joins_register_nothing(&c);
+    node_down_moves_pods(&c);
+}
+
+fn nodes_register(c: &Cluster) {
+    let wide = c.ok(&["get", "nodes", "-o", "wide"]);
+    for (i, ip) in c.node_ips().iter().enumerate() {
+        let row = wide
+            .lines()
+            .find(|l| l.starts_with(&format!("node{} ", i + 1)))
+            .unwrap_or_else(|| panic!("{wide}"));
+        assert!(row.contains(" Ready ") && row.contains(ip.as_str()) && row.contains("rkube://"), "{row}");
+    }
+    let node = c.ok(&["get", "node", "node1", "-o", "json"]);
+    let node: serde_json::Value = serde_json::from_str(&node).unwrap();
+    let cap = &node["status"]["capacity"];
+    assert!(cap["cpu"].as_str().is_some_and(|s| s.parse::<u32>().unwrap() >= 1), "{cap}");
+    assert!(cap["memory"].as_str().is_some_and(|s| s.ends_with("Ki")), "{cap}");
+    assert_eq!(cap["pods"], "110");
+    assert!(cap["ephemeral-storage"].is_string(), "{cap}");
+    assert!(node["spec"]["podCIDR"].as_str().is_some_and(|s| s.starts_with("10.244.")), "{node}");
+    let lease =
+        c.ok(&["get", "lease", "-n", "kube-node-lease", "node1", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert_eq!(lease, "node1");
+    let cidrs = c.ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.podCIDR}"]);
+    let mut unique: Vec<&str> = cidrs.split_whitespace().collect();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "each node its own pod CIDR: {cidrs}");
+}
+
+fn replicaset_spreads_and_serves(c: &Cluster) {
+    c.ok(&["apply", "-f", "replicaset-nginx.yaml"]);
+    let pods = ready_pods(c, "replicaset-nginx-", 3);
+    let mut nodes: Vec<&str> = pods.iter().map(|p| p.node.as_str()).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert!(nodes.len() >= 2, "pods spread over the nodes: {pods:?}");
+    assert_pages(&pods, "Welcome to nginx latest");
+    c.ok(&["apply", "-f", "replicaset-nginx-4pods.yaml"]);
+    let four = ready_pods(c, "replicaset-nginx-", 4);
+    assert!(pods.iter().all(|p| four.iter().any(|q| q.uid == p.uid)), "re-apply keeps the first three");
+    assert_pages(&four, "Welcome to nginx latest");
+    let describe = c.ok(&["describe", "pod", &four[0].name]);
+    for event in ["Scheduled", "Pulled", "Created", "Started"] {
+        assert!(describe.contains(event), "describe shows {event}: {describe}");
+    }
+}
+
+fn deployment_rollout_and_undo(c: &Cluster) {
+    c.ok(&["apply", "-f", "deployment-nginx.yaml", "--record"]);
+    c.ok(&["rollout", "status", "deployment", "my-nginx-deployment", "--timeout=120s"]);
+    assert_pages(&ready_pods(c, "my-nginx-deployment-", 3), "nginx 1.10");
+    c.ok(&["set", "image", "deployment", "my-nginx-deployment", "nginx=nginx:1.11", "--record"]);
+    c.ok(&["rollout", "status", "deployment", "my-nginx-deployment", "--timeout=120s"]);
+    assert_pages(&ready_pods(c, "my-nginx-deployment-", 3), "nginx 1.11");
+    c.ok(&["rollout", "undo", "deployment", "my-nginx-deployment", "--to-revision=1"]);
+    c.ok(&["rollout", "status", "deployment", "my-nginx-deployment", "--timeout=120s"]);
+    assert_pages(&ready_pods(c, "my-nginx-deployment-", 3), "nginx 1.10");
+    c.ok(&["delete", "deployment", "my-nginx-deployment"]);
+    c.eventually(&["get", "pods", "-o", "name"], T, |o| !o.contains("my-nginx-deployment"));
+}
+
+/// Every trace of pod `key` on node `i`: its dir, runtime state, netns pin, IPAM record, veth.
+fn traces(c: &Cluster, i: usize, key: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let run = Path::new("/run/rkube-cluster").join(format!("node{i}"));
+    for dir in
+        [c.node_root(i).join("pods"), c.node_root(i).join("network"), run.join("runtime"), run.join("netns")]
+    {
+        let grep = Command::new("grep").args(["-rl", key]).arg(&dir).output().unwrap();
+        found.extend(String::from_utf8_lossy(&grep.stdout).lines().map(str::to_string));
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(key) {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    let cgroups = Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "4", "-name"])
+        .arg(format!("*{key}*"))
+        .output()
+        .unwrap();
+    found.extend(String::from_utf8_lossy(&cgroups.stdout).lines().map(str::to_string));
+    found
+}
+
+fn delete_pod_is_graceful_and_leaves_nothing(c: &Cluster) {
+    let pods = ready_pods(c, "replicaset-nginx-", 4);
+    let victim = &pods[0];
+    let i = node_index(&victim.node);
+    let key = pod_key(victim);
+    assert!(c.node_root(i).join("pods").join(&key).exists(), "pod dir of {key}");
+    let started = Instant::now();
+    c.ok(&["delete", "pod", &victim.name]);
+    // The image exits on SIGTERM: the kubelet-style stop ends well before the 30 s grace.
+    assert!(started.elapsed() < Duration::from_secs(20), "graceful delete took {:?}", started.elapsed());
+    let names = c.ok(&["get", "pods", "-o", "name"]);
+    assert!(!names.contains(&victim.name), "{names}");
+    let left = traces(c, i, &key);
+    assert!(left.is_empty(), "pod {key} left traces on node{i}: {left:?}");
+    let events = c.ok(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.name} {.reason}{\"\\n\"}{end}",
+    ]);
+    assert!(events.lines().any(|l| l == format!("{} Killing", victim.name)), "{events}");
+    ready_pods(c, "replicaset-nginx-", 4);
+}
+
+fn agent_restart_keeps_containers(c: &Cluster) {
+    let pods = ready_pods(c, "replicaset-nginx-", 4);
+    let node = pods[0].node.clone();
+    let i = node_index(&node);
+    let on_node: Vec<&PodRow> = pods.iter().filter(|p| p.node == node).collect();
+    c.node_agent("stop-node", i);
+    // Deleted while the agent is down: the master waits for the node.
+    let victim = on_node[0];
+    c.ok(&["delete", "pod", &victim.name, "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(1));
+    c.node_agent("start-node", i);
+    c.eventually(&["get", "pods", "-o", "name"], T, |o| !o.contains(&victim.name));
+    let after = ready_pods(c, "replicaset-nginx-", 4);
+    for p in on_node.iter().skip(1) {
+        let now = after.iter().find(|q| q.uid == p.uid).expect("pod survives the agent restart");
+        assert_eq!(
+            (now.restarts.as_str(), now.started.as_str()),
+            (p.restarts.as_str(), p.started.as_str()),
+            "{} restarted",
+            p.name
+        );
+    }
+    let key = pod_key(victim);
+    cluster::wait_until("the deleted pod to be gone from the node", T, || traces(c, i, &key).is_empty());
+}
+
+fn node_credentials_are_confined(c: &Cluster) {
+    let creds = c.node_root(1).join("node");
+    for file in ["client.key", "serving.key", "kubeconfig", "password"] {
+        let mode = std::fs::metadata(creds.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let kc = creds.join("kubeconfig");
+    let ok = |args: &[&str]| {
+        let out = c.kubectl_as(&kc, args);
+        assert!(out.status.success(), "node1 may {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let forbidden = |args: &[&str]| {
+        let out = c.kubectl_as(&kc, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("forbidden"), "node1 must not {args:?}: {err}");
+    };
+    ok(&["get", "node", "node1"]);
+    forbidden(&["get", "node", "node2"]);
+    forbidden(&["get", "secrets"]);
+    forbidden(&["get", "pods", "-A"]);
+    c.ok(&["create", "deployment", "probe", "--image=nginx:1.10"]);
+    forbidden(&["delete", "deployment", "probe"]);
+    c.ok(&["delete", "deployment", "probe"]);
+}
+
+fn bad_joins_register_nothing(c: &Cluster) {
+    let token = std::fs::read_to_string(c.cluster_dir().join("master/pki/join.token")).unwrap();
+    let token = token.trim();
+    let (hash, cred) = token.split_once("::").unwrap();
+    let wrong_ca = format!("RK1{}::{cred}", "0".repeat(64));
+    let wrong_secret = format!("{hash}::{}.0000000000000000", &cred[..6]);
+    let root = c.dir.path().join("evil");
+    for (token, want) in
+        [(wrong_ca.as_str(), "does not match the join token"), (wrong_secret.as_str(), "refused")]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args([
+                "join",
+                "https://10.250.0.2:6443",
+                "--token",
+                token,
+                "--node-name",
+                "evil",
+                "--node-ip",
+                "10.250.0.1",
+            ])
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let out = c.kubectl(&["get", "node", "evil"]);
+    assert!(!out.status.success(), "no node registered");
+    assert!(!root.join("node/kubeconfig").exists(), "no credentials written");
+}
+
+fn node_down_moves_pods(c: &Cluster) {
+    let pods = ready_pods(c, "replicaset-nginx-", 4);
+    let node = pods.iter().map(|p| p.node.clone()).find(|n| n != "node1").unwrap_or_else(|| "node3".into());
+    let i = node_index(&node);
+    c.node_agent("stop-node", i);
+    c.eventually(&["get", "node", &node], T, |o| o.contains("NotReady"));
+    c.eventually(&["get", "pods", "-o", ROWS], T, |o| {
+        let rows: Vec<&str> = o.lines().filter(|l| l.starts_with("replicaset-nginx-")).collect();
+        rows.iter().filter(|r| r.contains("|Running|") && !r.contains(&format!("|{node}|"))).count() == 4
+    });
+    c.node_agent("start-node", i);
+    c.eventually(&["get", "node", &node], T, |o| o.contains(" Ready "));
+    let root = c.node_root(i).join("pods");
+    cluster::wait_until("the evicted pods to be removed from the returning node", T, || {
+        std::fs::read_dir(&root).map(|d| d.count() == 0).unwrap_or(true)
+    });
+}
