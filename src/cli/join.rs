@@ -12,6 +12,7 @@ use super::pod::NodeArgs;
 use crate::client::join::{JoinRequest, JoinToken};
 use crate::kubelet::agent::{self, Agent, AgentConfig};
 use crate::kubelet::backoff::BackoffPolicy;
+use crate::kubelet::joined::disk::DiskPods;
 use crate::kubelet::joined::nodeinfo::NodeIdentity;
 use crate::kubelet::joined::{self, JoinedConfig, PodSync};
 
@@ -75,7 +76,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     agent::write_pid(&node)?;
     let identity =
         NodeIdentity { name: name.clone(), internal_ip: IpAddr::V4(ip), kubelet_port: args.kubelet_port };
-    let cfg = Arc::new(JoinedConfig::new(identity, args.node.registries_config.clone()));
+    let cfg = Arc::new(JoinedConfig::new(identity));
     let client = rt.block_on(joined::client(&creds.kubeconfig()))?;
     let cidr = rt.block_on(joined::register(&client, &cfg, &node.root))?;
     if args.node.pod_cidr.is_some_and(|c| c != cidr) {
@@ -103,10 +104,11 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     rt.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let root = node.root.clone();
+        let pods = DiskPods { node: node.clone(), registries_config: args.node.registries_config.clone() };
         let tasks = [
             tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop_rx.clone())),
             tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), root, stop_rx.clone())),
-            tokio::spawn(PodSync::new(node.clone(), cfg.clone(), client.clone()).run(stop_rx)),
+            tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx)),
         ];
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -10,6 +10,8 @@
 //! pod on disk, API pods included. All pod state is on disk, so an agent killed and restarted
 //! re-adopts running pods without restarting them, and stops pods deleted meanwhile.
 
+pub mod disk;
+pub mod fake;
 pub mod nodeinfo;
 pub mod plan;
 pub mod status;
@@ -37,11 +39,8 @@ use tokio::sync::{mpsc, watch};
 use self::nodeinfo::{HostFacts, NodeIdentity};
 use self::plan::{Action, FailedStart, LocalPod};
 use crate::api::podrefs;
-use crate::kubelet::images::{ImageResolver, local_name};
-use crate::kubelet::node::NodeConfig;
-use crate::kubelet::pod::{self, PodError, StartRequest};
-use crate::kubelet::state::{self, CONFIG_SOURCE, PodState};
-use crate::kubelet::{backoff::BackoffPolicy, manifest};
+use crate::kubelet::backoff::BackoffPolicy;
+use crate::kubelet::state;
 
 /// Namespace of node Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -77,7 +76,6 @@ pub enum JoinedError {
 #[derive(Debug, Clone)]
 pub struct JoinedConfig {
     pub identity: NodeIdentity,
-    pub registries_config: PathBuf,
     /// Lease duration; the Lease is renewed every quarter of it (10 s for 40 s).
     pub lease_duration_seconds: i32,
     /// How often the node status is recomputed (and sent when it changed).
@@ -92,10 +90,9 @@ pub struct JoinedConfig {
 
 impl JoinedConfig {
     /// The kubelet's defaults for `identity`.
-    pub fn new(identity: NodeIdentity, registries_config: PathBuf) -> Self {
+    pub fn new(identity: NodeIdentity) -> Self {
         JoinedConfig {
             identity,
-            registries_config,
             lease_duration_seconds: 40,
             status_period: Duration::from_secs(10),
             pod_status_period: Duration::from_secs(1),
@@ -276,7 +273,7 @@ pub async fn node_status_loop(
 
 /// An Event about a pod (and maybe one of its containers).
 #[derive(Debug, Clone)]
-struct PodEvent {
+pub struct PodEvent {
     namespace: String,
     name: String,
     uid: String,
@@ -287,7 +284,7 @@ struct PodEvent {
 }
 
 impl PodEvent {
-    fn new(pod: &Pod, container: Option<&str>, reason: &'static str, message: String) -> Self {
+    pub fn new(pod: &Pod, container: Option<&str>, reason: &'static str, message: String) -> Self {
         PodEvent {
             namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -299,10 +296,40 @@ impl PodEvent {
         }
     }
 
-    fn warning(mut self) -> Self {
+    pub fn warning(mut self) -> Self {
         self.warning = true;
         self
     }
+}
+
+/// Why a pod did not start, as its status shows it (`reason` is a container waiting reason).
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a joined node does with the pods on its machine. [`disk::DiskPods`] runs real
+/// containers; [`fake::FakePods`] keeps pods in memory (tests, and hollow nodes that load the
+/// master as thousands of nodes would). Every method but `local` may block.
+pub trait PodRuntime: Send + Sync + 'static {
+    /// The pods from the API server this node holds, by key.
+    fn local(&self) -> BTreeMap<String, LocalPod>;
+    /// Starts `pod` (with the ConfigMaps and Secrets it references); returns its key.
+    fn start(&self, pod: &Pod, objects: Vec<Value>, event: &dyn Fn(PodEvent))
+    -> Result<String, StartFailure>;
+    /// Stops the pod (preStop, SIGTERM, `grace`, SIGKILL) and removes everything of it.
+    fn remove(&self, key: &str, grace: Option<Duration>) -> Result<(), String>;
+    /// The pod's status now, and the Events its containers' state calls for (`seen` is the
+    /// caller's memory of what was reported).
+    fn status(
+        &self,
+        key: &str,
+        pod: &Pod,
+        prev: Option<&PodStatus>,
+        host_ip: &str,
+        seen: &mut HashMap<String, u64>,
+    ) -> Option<(PodStatus, Vec<PodEvent>)>;
 }
 
 /// How an action ended.
@@ -348,8 +375,8 @@ struct Failure {
 }
 
 /// The pod half of a joined node.
-pub struct PodSync {
-    node: NodeConfig,
+pub struct PodSync<R: PodRuntime> {
+    pods: Arc<R>,
     cfg: Arc<JoinedConfig>,
     client: kube::Client,
     desired: BTreeMap<String, Pod>,
@@ -367,38 +394,19 @@ pub struct PodSync {
     rx: mpsc::UnboundedReceiver<Report>,
 }
 
-impl std::fmt::Debug for PodSync {
+impl<R: PodRuntime> std::fmt::Debug for PodSync<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodSync").field("node", &self.cfg.identity.name).finish_non_exhaustive()
     }
 }
 
-/// API pods on disk, by key.
-fn scan_local(node: &NodeConfig) -> BTreeMap<String, LocalPod> {
-    state::list(&node.pods_dir())
-        .into_iter()
-        .filter_map(|key| {
-            let st = state::load(&node.pod_dir(&key)).ok()?;
-            if !from_api(&st.pod) {
-                return None;
-            }
-            let uid = st.pod.metadata.uid.clone()?;
-            Some((key.clone(), LocalPod { key, uid }))
-        })
-        .collect()
-}
-
-fn from_api(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_SOURCE)).is_some_and(|s| s == "api")
-}
-
-impl PodSync {
-    /// The pod half for `node` (whose pod CIDR is the one the master assigned).
-    pub fn new(node: NodeConfig, cfg: Arc<JoinedConfig>, client: kube::Client) -> Self {
+impl<R: PodRuntime> PodSync<R> {
+    /// The pod half of a node whose pods `pods` runs.
+    pub fn new(pods: R, cfg: Arc<JoinedConfig>, client: kube::Client) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let local = scan_local(&node);
+        let local = pods.local();
         PodSync {
-            node,
+            pods: Arc::new(pods),
             cfg,
             client,
             desired: BTreeMap::new(),
@@ -435,7 +443,7 @@ impl PodSync {
                 _ = tick.tick() => {
                     if rescan.elapsed() > Duration::from_secs(10) {
                         // Pods removed behind our back (`rkubelet rm`) stop counting as local.
-                        self.local = scan_local(&self.node);
+                        self.local = self.pods.local();
                         rescan = Instant::now();
                     }
                     self.report_statuses().await;
@@ -505,8 +513,7 @@ impl PodSync {
         let Some(pod) = self.desired.get(&uid).cloned() else { return };
         self.busy.insert(uid.clone());
         self.starting += 1;
-        let (client, node, cfg, tx) =
-            (self.client.clone(), self.node.clone(), self.cfg.clone(), self.tx.clone());
+        let (client, pods, tx) = (self.client.clone(), self.pods.clone(), self.tx.clone());
         tokio::spawn(async move {
             let outcome = match fetch_references(&client, &pod).await {
                 Err(message) => {
@@ -521,7 +528,14 @@ impl PodSync {
                     let uid = uid.clone();
                     // A pod start forks, pulls and waits for init containers: a thread of its own.
                     std::thread::spawn(move || {
-                        let _ = done_tx.send(start_pod(&node, &cfg, uid, pod, objects, &events));
+                        let event = |e: PodEvent| {
+                            let _ = events.send(Report::Event(e));
+                        };
+                        let outcome = match pods.start(&pod, objects, &event) {
+                            Ok(key) => Outcome::Started { uid, key },
+                            Err(f) => Outcome::StartFailed { uid, reason: f.reason, message: f.message },
+                        };
+                        let _ = done_tx.send(outcome);
                     });
                     done_rx
                         .await
@@ -536,21 +550,16 @@ impl PodSync {
         let Some(pod) = self.desired.get(&uid).cloned() else { return };
         self.busy.insert(uid.clone());
         self.busy.insert(key.clone());
-        let (node, tx) = (self.node.clone(), self.tx.clone());
+        let (pods, tx) = (self.pods.clone(), self.tx.clone());
         std::thread::spawn(move || {
             for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
                 let message = format!("Stopping container {}", c.name);
                 let _ = tx.send(Report::Event(PodEvent::new(&pod, Some(&c.name), "Killing", message)));
             }
             let (namespace, name) = names(&pod);
-            let outcome = match pod::remove(&node, &key, Some(grace)) {
-                Ok(()) | Err(PodError::NotFound { .. }) => {
-                    Outcome::Terminated { uid: uid.clone(), namespace, name }
-                }
-                Err(e) => Outcome::Failed {
-                    what: format!("stopping pod {namespace}/{name}"),
-                    message: e.to_string(),
-                },
+            let outcome = match pods.remove(&key, Some(grace)) {
+                Ok(()) => Outcome::Terminated { uid: uid.clone(), namespace, name },
+                Err(message) => Outcome::Failed { what: format!("stopping pod {namespace}/{name}"), message },
             };
             let _ = tx.send(Report::Done { busy: vec![uid, key], outcome });
         });
@@ -558,12 +567,12 @@ impl PodSync {
 
     fn orphan(&mut self, key: String) {
         self.busy.insert(key.clone());
-        let (node, tx) = (self.node.clone(), self.tx.clone());
+        let (pods, tx) = (self.pods.clone(), self.tx.clone());
         std::thread::spawn(move || {
             tracing::info!("pod {key} is gone from the API server: removing it");
-            let outcome = match pod::remove(&node, &key, None) {
-                Ok(()) | Err(PodError::NotFound { .. }) => Outcome::Removed { key: key.clone() },
-                Err(e) => Outcome::Failed { what: format!("removing pod {key}"), message: e.to_string() },
+            let outcome = match pods.remove(&key, None) {
+                Ok(()) => Outcome::Removed { key: key.clone() },
+                Err(message) => Outcome::Failed { what: format!("removing pod {key}"), message },
             };
             let _ = tx.send(Report::Done { busy: vec![key], outcome });
         });
@@ -646,9 +655,12 @@ impl PodSync {
         let local = self.local.values().find(|l| l.uid == uid).map(|l| l.key.clone());
         let status = match local {
             Some(key) => {
-                let Ok(st) = state::load(&self.node.pod_dir(&key)) else { return };
-                let status = computed_status(&self.node, &st, prev, &host_ip, now);
-                for event in container_events(&mut self.probe_failures, pod, &st, prev, &status) {
+                let Some((status, events)) =
+                    self.pods.status(&key, pod, prev, &host_ip, &mut self.probe_failures)
+                else {
+                    return;
+                };
+                for event in events {
                     let _ = self.tx.send(Report::Event(event));
                 }
                 status
@@ -683,42 +695,6 @@ impl PodSync {
     }
 }
 
-/// Events the kubelet emits from container state: `BackOff` when a container starts waiting in
-/// CrashLoopBackOff, `Unhealthy` for each failed probe check (of the last minute; `seen` holds
-/// the checks already reported, by container id).
-fn container_events(
-    seen: &mut HashMap<String, u64>,
-    pod: &Pod,
-    st: &PodState,
-    prev: Option<&PodStatus>,
-    now: &PodStatus,
-) -> Vec<PodEvent> {
-    let mut events = Vec::new();
-    let waiting = |s: Option<&PodStatus>, name: &str| {
-        s.and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == name))
-            .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
-    };
-    let (namespace, name) = names(pod);
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    for r in &st.containers {
-        let backing_off = waiting(Some(now), &r.name).as_deref() == Some("CrashLoopBackOff");
-        if backing_off && waiting(prev, &r.name).as_deref() != Some("CrashLoopBackOff") {
-            let message =
-                format!("Back-off restarting failed container {} in pod {name}_{namespace}({uid})", r.name);
-            events.push(PodEvent::new(pod, Some(&r.name), "BackOff", message).warning());
-        }
-        if let Some(f) = &r.probe_failure
-            && seen.insert(r.id.clone(), f.at_ms) != Some(f.at_ms)
-            && state::unix_now_ms().saturating_sub(f.at_ms) < 60_000
-        {
-            let message = format!("{} probe failed", f.probe);
-            events.push(PodEvent::new(pod, Some(&r.name), "Unhealthy", message).warning());
-        }
-    }
-    events
-}
-
 fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
     let strip = |s: &PodStatus| {
         let mut s = s.clone();
@@ -731,31 +707,7 @@ fn same_ignoring_times(a: &PodStatus, b: &PodStatus) -> bool {
     strip(a) == strip(b)
 }
 
-fn computed_status(
-    node: &NodeConfig,
-    st: &PodState,
-    prev: Option<&PodStatus>,
-    host_ip: &str,
-    now: SystemTime,
-) -> PodStatus {
-    let runtime = node.runtime();
-    let store = node.image_store().ok();
-    let tags = store.as_ref().and_then(|s| s.tags().ok()).unwrap_or_default();
-    let running = |id: &str| pod::is_running(&runtime, id);
-    let image_id = |image: &str| {
-        crate::image::reference::Reference::parse(image)
-            .ok()
-            .and_then(|r| {
-                let name = local_name(&r);
-                let digest = tags.get(&name)?;
-                Some(format!("{}@{digest}", r.name()))
-            })
-            .unwrap_or_default()
-    };
-    status::pod_status(st, prev, &status::Observed { running: &running, image_id: &image_id, host_ip, now })
-}
-
-fn names(pod: &Pod) -> (String, String) {
+pub(crate) fn names(pod: &Pod) -> (String, String) {
     (
         pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         pod.metadata.name.clone().unwrap_or_default(),
@@ -793,115 +745,6 @@ async fn fetch_references(client: &kube::Client, pod: &Pod) -> Result<Vec<Value>
         }
     }
     Ok(objects)
-}
-
-/// The Pod as the node keeps it: marked as coming from the API server, without status and
-/// server bookkeeping.
-fn node_copy(pod: &Pod) -> Value {
-    let mut pod = pod.clone();
-    pod.status = None;
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations.get_or_insert_default().insert(CONFIG_SOURCE.into(), "api".into());
-    let mut value = json!(pod);
-    value["apiVersion"] = json!("v1");
-    value["kind"] = json!("Pod");
-    value
-}
-
-/// Pulls the pod's images (with Pulling/Pulled events) and starts it with the same code as
-/// `rkubelet run`.
-fn start_pod(
-    node: &NodeConfig,
-    cfg: &JoinedConfig,
-    uid: String,
-    api_pod: Pod,
-    objects: Vec<Value>,
-    events: &mpsc::UnboundedSender<Report>,
-) -> Outcome {
-    let event = |e: PodEvent| {
-        let _ = events.send(Report::Event(e));
-    };
-    let failed = |reason: &'static str, message: String| {
-        event(PodEvent::new(&api_pod, None, "Failed", format!("Error: {message}")).warning());
-        Outcome::StartFailed { uid: uid.clone(), reason, message }
-    };
-    let manifest = match manifest::from_objects(std::iter::once(node_copy(&api_pod)).chain(objects)) {
-        Ok(m) => m,
-        Err(e) => return failed("CreateContainerConfigError", e.to_string()),
-    };
-    let pod = &manifest.pods[0];
-    let Some(spec) = pod.spec.as_ref() else {
-        return failed("CreateContainerConfigError", "spec is required".into());
-    };
-    let store = match node.image_store() {
-        Ok(s) => s,
-        Err(e) => return failed("CreateContainerError", e.to_string()),
-    };
-    let pull_secrets: Vec<&Secret> = spec
-        .image_pull_secrets
-        .iter()
-        .flatten()
-        .filter_map(|r| manifest.secrets.iter().find(|s| s.metadata.name.as_deref() == Some(r.name.as_str())))
-        .collect();
-    let resolver = ImageResolver { store: &store, registries_config: &cfg.registries_config, pull_secrets };
-    let all = spec.init_containers.iter().flatten().chain(spec.containers.iter());
-    let mut seen = BTreeSet::new();
-    for c in all {
-        let image = c.image.clone().unwrap_or_default();
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
-        let present = crate::image::reference::Reference::parse(&image)
-            .ok()
-            .is_some_and(|r| store.tags().ok().is_some_and(|t| t.contains_key(&local_name(&r))));
-        if !seen.insert(image.clone()) {
-            continue;
-        }
-        if present && policy != "Always" {
-            let message = format!("Container image \"{image}\" already present on machine");
-            event(PodEvent::new(&api_pod, Some(&c.name), "Pulled", message));
-            continue;
-        }
-        event(PodEvent::new(&api_pod, Some(&c.name), "Pulling", format!("Pulling image \"{image}\"")));
-        let started = Instant::now();
-        match resolver.ensure(&image, &policy) {
-            Ok(_) => {
-                let secs = started.elapsed().as_secs_f64();
-                let message = format!("Successfully pulled image \"{image}\" in {secs:.3}s");
-                event(PodEvent::new(&api_pod, Some(&c.name), "Pulled", message));
-            }
-            Err(e) => {
-                let message = format!("Failed to pull image \"{image}\": {e}");
-                event(PodEvent::new(&api_pod, Some(&c.name), "Failed", message.clone()).warning());
-                return Outcome::StartFailed { uid, reason: "ErrImagePull", message };
-            }
-        }
-    }
-    let req = StartRequest {
-        manifest: &manifest,
-        pod,
-        registries_config: &cfg.registries_config,
-        init_timeout: Duration::from_secs(300),
-    };
-    match pod::start(node, &req) {
-        Ok(st) => {
-            for c in st.init_containers.iter().chain(&st.containers).filter(|c| c.started_at != 0) {
-                event(PodEvent::new(
-                    &api_pod,
-                    Some(&c.name),
-                    "Created",
-                    format!("Created container {}", c.name),
-                ));
-                event(PodEvent::new(
-                    &api_pod,
-                    Some(&c.name),
-                    "Started",
-                    format!("Started container {}", c.name),
-                ));
-            }
-            Outcome::Started { uid, key: st.key() }
-        }
-        Err(e @ PodError::Invalid { .. }) => failed("CreateContainerConfigError", e.to_string()),
-        Err(e) => failed("RunContainerError", e.to_string()),
-    }
 }
 
 async fn post_event(client: &kube::Client, node: &str, e: &PodEvent) {
