@@ -4,9 +4,12 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use rkube::master::apiserver::alloc::AllocConfig;
 use rkube::master::apiserver::cluster::InProcessCluster;
+use rkube::master::apiserver::nodecert::NodeJoin;
 use rkube::master::apiserver::registry::Registry;
 use rkube::master::apiserver::{ApiServer, Auth, router, serve};
 use rkube::master::controllers::manager::{self, ManagerConfig};
+use rkube::master::controllers::nodeipam::{CidrAllocator, NodeIpamConfig};
+use rkube::master::controllers::nodelifecycle::NodeLifecycleConfig;
 use rkube::master::fakenodes::FakeNodeConfig;
 use rkube::master::store::Store;
 use rkube::master::store::embedded::EmbeddedStore;
@@ -51,6 +54,18 @@ struct Args {
     /// Register this many KWOK-like fake nodes that run bound pods (for tests and benchmarks).
     #[arg(long, default_value_t = 0)]
     fake_nodes: usize,
+    /// Pod network of the cluster: every Node gets a subnet of it as spec.podCIDR.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// Prefix length of each Node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Silence after which a node is marked Ready=Unknown and tainted unreachable (e.g. 40s, 2m).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How long pods stay on an unreachable or not-ready node before they are evicted.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pod_eviction_timeout: Duration,
     /// Revisions of history kept by the periodic compaction.
     #[arg(long, default_value_t = 10_000)]
     keep_revisions: i64,
@@ -64,6 +79,21 @@ fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
         bail!("--node-port-range {s:?}: first is after last");
     }
     Ok(a..=b)
+}
+
+/// `500ms`, `40s`, `5m`, `1h` (or plain seconds).
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 40s or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    }
 }
 
 fn parse_pool(s: &str) -> Result<Vec<Ipv4Addr>> {
@@ -99,6 +129,8 @@ async fn run(args: Args) -> Result<()> {
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!("--insecure-http is only allowed on a loopback address (got {})", args.listen);
     }
+    CidrAllocator::new(args.cluster_cidr, args.node_cidr_mask_size)
+        .with_context(|| format!("--cluster-cidr {} --node-cidr-mask-size", args.cluster_cidr))?;
     let alloc = AllocConfig {
         service_cidr: args.service_cidr,
         node_ports: parse_range(&args.node_port_range)?,
@@ -124,10 +156,10 @@ async fn run(args: Args) -> Result<()> {
         args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
 
     let pki = tls::Pki::at(&args.data_dir);
-    let (auth, url, tls_cfg) = if args.insecure_http {
+    let (auth, url, tls_cfg, node_join) = if args.insecure_http {
         let url = format!("http://{}", SocketAddr::new(host, addr.port()));
         tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, None, None))?;
-        (Auth { tokens: Vec::new(), allow_anonymous: true }, url, None)
+        (Auth { allow_anonymous: true, ..Default::default() }, url, None, None)
     } else {
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         if let Ok(h) = nix::unistd::gethostname() {
@@ -138,11 +170,30 @@ async fn run(args: Args) -> Result<()> {
         }
         hosts.extend(args.tls_san.iter().cloned());
         hosts.dedup();
-        let (admin, join) = tls::ensure(&pki, &hosts)?;
+        let access = tls::ensure(&pki, &hosts)?;
         let url = format!("https://{}", SocketAddr::new(host, addr.port()));
         let ca = tls::read_pem(&pki.ca_cert)?;
-        tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, Some(&ca), Some(&admin)))?;
-        (Auth { tokens: vec![admin, join], allow_anonymous: false }, url, Some(tls::server_config(&pki)?))
+        tls::write_kubeconfig(
+            &kubeconfig_path,
+            &tls::kubeconfig(&url, Some(&ca), Some(&access.admin_token)),
+        )?;
+        let auth = Auth {
+            admin_tokens: vec![access.admin_token.clone()],
+            join_credential: Some(access.join.credential()),
+            allow_anonymous: false,
+        };
+        let join =
+            NodeJoin { ca: tls::ClusterCa::load(&pki)?, kubelet_client_cn: tls::KUBELET_CLIENT_CN.into() };
+        let join_host = args.tls_san.first().cloned().unwrap_or_else(|| {
+            if addr.ip().is_unspecified() { host.to_string() } else { addr.ip().to_string() }
+        });
+        eprintln!(
+            "Join nodes with: rkubelet join https://{}:{} --token {}",
+            join_host,
+            addr.port(),
+            access.join.full()
+        );
+        (auth, url, Some(tls::server_config(&pki)?), Some(join))
     };
 
     // Periodic compaction keeps the newest revisions only.
@@ -166,9 +217,22 @@ async fn run(args: Args) -> Result<()> {
     let cluster = Arc::new(InProcessCluster::new(registry.clone()));
     let fake_nodes =
         (args.fake_nodes > 0).then(|| FakeNodeConfig { count: args.fake_nodes, ..Default::default() });
-    let _control_plane = manager::spawn_all(cluster, ManagerConfig { fake_nodes, ..Default::default() });
+    let node_lifecycle = NodeLifecycleConfig {
+        grace_period: args.node_monitor_grace_period,
+        eviction_timeout: args.pod_eviction_timeout,
+        // Check at least twice per grace period (5 s by default, never busier than every 100 ms).
+        monitor_period: NodeLifecycleConfig::default()
+            .monitor_period
+            .min(args.node_monitor_grace_period / 2)
+            .max(Duration::from_millis(100)),
+    };
+    let node_ipam = Some(NodeIpamConfig { cluster_cidr: args.cluster_cidr, mask: args.node_cidr_mask_size });
+    let _control_plane = manager::spawn_all(
+        cluster,
+        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, ..Default::default() },
+    );
 
-    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth }));
+    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
         Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,
@@ -183,6 +247,15 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.cluster_cidr.contains(&args.service_cidr.network())
+        || args.service_cidr.contains(&args.cluster_cidr.network())
+    {
+        eprintln!(
+            "rkube-master: --cluster-cidr {} overlaps --service-cidr {}; pod and service addresses must not mix",
+            args.cluster_cidr, args.service_cidr
+        );
+        std::process::exit(1);
+    }
     // ClusterIPs inside a range the host already routes would be unreachable from it.
     match rkube::network::pod::host_network_overlapping(args.service_cidr, "", None) {
         Ok(Some((link, network))) => {

@@ -111,6 +111,31 @@ impl Master {
         self.dir.path().join("data/admin.kubeconfig")
     }
 
+    /// The master's `pki` directory (CA, tokens).
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("data/pki")
+    }
+
+    /// The CA certificate nodes pin.
+    pub fn ca_path(&self) -> PathBuf {
+        self.pki().join("ca.crt")
+    }
+
+    /// The full node join token (`RK1<ca sha256>::<id>.<secret>`).
+    pub fn join_token(&self) -> String {
+        std::fs::read_to_string(self.pki().join("join.token")).unwrap().trim().to_string()
+    }
+
+    /// The admin bearer token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.pki().join("admin.token")).unwrap().trim().to_string()
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkube-master"));
         cmd.arg("--data-dir")

@@ -2,8 +2,11 @@
 //! Table output, subresources and `Status` errors over the [`registry::Registry`].
 
 pub mod alloc;
+pub mod auth;
+pub mod authz;
 pub mod cluster;
 pub mod discovery;
+pub mod nodecert;
 pub mod openapi;
 pub mod registry;
 pub mod resources;
@@ -11,11 +14,15 @@ pub mod serve;
 pub mod status;
 pub mod table;
 
+pub use auth::Auth;
+
 use crate::api::meta;
 use crate::api::selectors::{FieldSelector, LabelSelector};
+use auth::{Authenticated, PeerIdentity};
+use authz::{Decision, RegistryGraph};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -27,37 +34,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Who may call the API.
-#[derive(Debug, Clone, Default)]
-pub struct Auth {
-    /// Accepted bearer tokens (admin, node join token).
-    pub tokens: Vec<String>,
-    /// Accept requests without credentials (plain HTTP on loopback only).
-    pub allow_anonymous: bool,
-}
-
-impl Auth {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        if self.allow_anonymous {
-            return true;
-        }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        token.is_some_and(|t| self.tokens.iter().any(|k| constant_time_eq(k.as_bytes(), t.as_bytes())))
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Shared server state.
 pub struct ApiServer {
     pub registry: Arc<Registry>,
     pub auth: Auth,
+    /// Signing node certificates (`None` in plain-HTTP mode, which has no CA).
+    pub node_join: Option<nodecert::NodeJoin>,
 }
 
 /// The axum router serving the whole API.
@@ -76,13 +58,41 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    peer: Option<Extension<PeerIdentity>>,
     Query(q): Query<Q>,
     body: Bytes,
 ) -> Response {
     let path = uri.path().trim_end_matches('/');
+    if path == "/cacerts" && method == Method::GET {
+        return match &app.node_join {
+            Some(j) => {
+                (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], j.ca.pem().to_string())
+                    .into_response()
+            }
+            None => ApiStatus::no_route().into_response(),
+        };
+    }
     let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
-    if !public && !app.auth.allows(&headers) {
-        return ApiStatus::unauthorized().into_response();
+    if !public {
+        let user = match app.auth.authenticate(&headers, peer.as_ref().map(|Extension(p)| p)) {
+            Authenticated::User(u) => u,
+            _ if path == authz::NODE_CERT_PATH => {
+                return ApiStatus::unauthorized_msg("invalid join token").into_response();
+            }
+            _ => return ApiStatus::unauthorized().into_response(),
+        };
+        if let Err(resp) = authorize(&app, &user, &method, path, &headers, &q, &body).await {
+            return resp;
+        }
+        if path == authz::NODE_CERT_PATH {
+            if method != Method::POST {
+                return ApiStatus::method_not_allowed(&format!("{method} {path}")).into_response();
+            }
+            return match nodecert::handle(app.node_join.as_ref(), &app.registry, &user, &body).await {
+                Ok(r) => json_response(StatusCode::OK, &serde_json::to_value(r).unwrap_or_default()),
+                Err(e) => e.into_response(),
+            };
+        }
     }
     let handled = registry::WARNINGS.scope(Default::default(), async {
         let r = route(&app, &method, path, &headers, &q, body).await;
@@ -100,6 +110,35 @@ async fn dispatch(
         }
     }
     resp
+}
+
+/// Runs the authorizer unless the user is an administrator; the error is the response to send.
+async fn authorize(
+    app: &ApiServer,
+    user: &authz::UserInfo,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    q: &Q,
+    body: &Bytes,
+) -> Result<(), Response> {
+    if user.in_group(authz::MASTERS) {
+        return Ok(());
+    }
+    let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
+    let fs = q.get("fieldSelector").map(String::as_str).unwrap_or("");
+    let mut attrs =
+        authz::request_attributes(method.as_str(), path, fs, watch).map_err(IntoResponse::into_response)?;
+    if let Some(r) = attrs.resource.as_mut().filter(|r| r.name.is_empty() && attrs.verb == "create") {
+        // A create names its object in the body.
+        if let Ok(obj) = decode_body(headers, body) {
+            r.name = meta::name(&obj).to_string();
+        }
+    }
+    match authz::authorize(user, &attrs, &RegistryGraph(&app.registry)).await {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => Err(authz::forbidden(user, &attrs, &reason).into_response()),
+    }
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {

@@ -741,12 +741,29 @@ impl Registry {
                 return Ok((current, true));
             }
             match self.store.delete(&key, Some(rev)).await {
-                Ok((del_rev, _)) => return Ok((with_rv(current, del_rev), true)),
+                Ok((del_rev, _)) => {
+                    if r.storage().kind == "Node" {
+                        self.forget_node_password(name).await;
+                    }
+                    return Ok((with_rv(current, del_rev), true));
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiStatus::from_store(r.storage(), name, e)),
             }
         }
         Err(ApiStatus::conflict(r.storage(), name))
+    }
+
+    /// A deleted Node's join identity (its node-password Secret) goes with it, so the name can
+    /// join again with new credentials.
+    async fn forget_node_password(&self, node: &str) {
+        let secrets = resources::find("", "v1", "secrets").expect("secrets");
+        let (ns, name) = super::nodecert::password_secret(node);
+        if let Err(e) = self.store.delete(&secrets.key(ns, &name), None).await {
+            if !matches!(e, StoreError::NotFound { .. }) {
+                tracing::warn!(node, error = %e, "deleting the node's password secret failed");
+            }
+        }
     }
 
     /// Binds a pod to a node: sets spec.nodeName and the PodScheduled condition.

@@ -102,6 +102,21 @@ impl ApiStatus {
             .with_details(r, name)
     }
 
+    /// 403 Forbidden with a whole message (authorization refusals).
+    pub fn forbidden_raw(message: String, details: Option<Value>) -> Self {
+        ApiStatus { details, ..Self::new(403, "Forbidden", message) }
+    }
+
+    /// 409 Conflict with a whole message.
+    pub fn conflict_raw(message: impl Into<String>) -> Self {
+        Self::new(409, "Conflict", message)
+    }
+
+    /// 401 Unauthorized with a message.
+    pub fn unauthorized_msg(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message)
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", msg)

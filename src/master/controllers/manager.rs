@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use super::nodeipam::NodeIpamConfig;
 use super::nodelifecycle::NodeLifecycleConfig;
 use crate::master::client::ClusterApi;
 use crate::master::fakenodes::{self, FakeNodeConfig};
@@ -14,6 +15,8 @@ use crate::master::scheduler::{self, SchedulerConfig, SchedulerMetrics};
 pub struct ManagerConfig {
     pub scheduler: SchedulerConfig,
     pub node_lifecycle: NodeLifecycleConfig,
+    /// Pod CIDR allocation for Nodes (`None`: off).
+    pub node_ipam: Option<NodeIpamConfig>,
     /// Fake nodes to run in process (`None`: none).
     pub fake_nodes: Option<FakeNodeConfig>,
 }
@@ -32,7 +35,8 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Spawn the scheduler, ReplicaSet, Deployment, GC, Endpoints and node lifecycle loops (and fake nodes).
+/// Spawn the scheduler, ReplicaSet, Deployment, GC, Endpoints and node lifecycle loops (and node IPAM
+/// and fake nodes when configured).
 pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> ControlPlane {
     let metrics = Arc::new(SchedulerMetrics::default());
     let mut tasks = vec![
@@ -50,6 +54,9 @@ pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> Contro
         tokio::spawn(super::endpoints::run(client.clone())),
         tokio::spawn(super::nodelifecycle::run(client.clone(), config.node_lifecycle.clone())),
     ];
+    if let Some(ipam) = config.node_ipam {
+        tasks.push(tokio::spawn(super::nodeipam::run(client.clone(), ipam)));
+    }
     if let Some(fake) = config.fake_nodes {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {

@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod manager;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;

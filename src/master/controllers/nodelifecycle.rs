@@ -1,6 +1,11 @@
 //! Node lifecycle: nodes whose heartbeats (Lease renewals in `kube-node-lease`, or the Ready condition's
 //! heartbeat) stop for longer than the grace period become Ready=Unknown and get the `unreachable`
-//! taints; pods on tainted nodes are evicted after their toleration (default 300 s).
+//! taints; pods on tainted nodes are evicted after their toleration (default 300 s, the
+//! `--pod-eviction-timeout` of rkube-master). An evicted pod is deleted gracefully, but a node that
+//! is not Ready cannot confirm the deletion, so once the pod's grace has passed
+//! (`deletionTimestamp` is in the past) and its node is still not Ready, the controller deletes it
+//! with grace 0 — what upstream's pod GC does for pods of unreachable nodes — so its ReplicaSet's
+//! replacement does not wait for a node that may never come back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +33,8 @@ pub enum NodeLifecycleError {
 /// Timing of the node lifecycle controller.
 #[derive(Debug, Clone)]
 pub struct NodeLifecycleConfig {
-    /// Silence after which a node is Unknown (`node-monitor-grace-period`, 50 s since 1.32).
+    /// Silence after which a node is Unknown (`--node-monitor-grace-period`, 40 s; upstream moved
+    /// to 50 s in 1.32).
     pub grace_period: Duration,
     /// Eviction delay for pods without an explicit toleration (`default-toleration-seconds`, 300 s).
     pub eviction_timeout: Duration,
@@ -39,7 +45,7 @@ pub struct NodeLifecycleConfig {
 impl Default for NodeLifecycleConfig {
     fn default() -> Self {
         NodeLifecycleConfig {
-            grace_period: Duration::from_secs(50),
+            grace_period: Duration::from_secs(40),
             eviction_timeout: Duration::from_secs(300),
             monitor_period: Duration::from_secs(5),
         }
@@ -55,6 +61,8 @@ pub enum NodeAction {
     SetTaints { node: String, taints: Vec<Taint> },
     /// Delete a pod from a tainted node.
     Evict { namespace: String, pod: String },
+    /// Delete now (grace 0) a pod whose graceful deletion expired on a node that is not Ready.
+    ForceDelete { namespace: String, pod: String, uid: String },
 }
 
 fn ready_condition(node: &Node) -> Option<&NodeCondition> {
@@ -138,6 +146,19 @@ pub fn reconcile(
         if taints != current {
             actions.push(NodeAction::SetTaints { node: name.clone(), taints: taints.clone() });
         }
+        if status != "True" {
+            for pod in pods {
+                let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str());
+                let expired = pod.metadata.deletion_timestamp.as_ref().is_some_and(|t| t.0 <= now.0);
+                if on_node && expired {
+                    actions.push(NodeAction::ForceDelete {
+                        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                        pod: pod.metadata.name.clone().unwrap_or_default(),
+                        uid: pod.metadata.uid.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
         for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
             let added = taint.time_added.clone().unwrap_or_else(|| now.clone());
             for pod in pods {
@@ -212,6 +233,11 @@ pub async fn sync_at<C: ClusterApi>(
                 let result =
                     client.delete::<Pod>(Some(&namespace), &pod, &DeleteParams::default()).await.map(drop);
                 ("evicting pod", format!("{namespace}/{pod}"), result)
+            }
+            NodeAction::ForceDelete { namespace, pod, uid } => {
+                let params = DeleteParams { precondition_uid: Some(uid), ..DeleteParams::now() };
+                let result = client.delete::<Pod>(Some(&namespace), &pod, &params).await.map(drop);
+                ("force-deleting pod", format!("{namespace}/{pod}"), result)
             }
         };
         match result {
@@ -333,8 +359,26 @@ mod tests {
             }),
             status: None,
         };
-        let pods = [pod("default-300", None), pod("quick", Some(30))];
-        let actions = reconcile(&[n], &[lease(&now, 100)], &pods, &NodeLifecycleConfig::default(), &now);
+        let mut pods = vec![pod("default-300", None), pod("quick", Some(30))];
+        let actions =
+            reconcile(&[n.clone()], &[lease(&now, 100)], &pods, &NodeLifecycleConfig::default(), &now);
         assert_eq!(actions, vec![NodeAction::Evict { namespace: "default".into(), pod: "quick".into() }]);
+
+        // Once evicted, the grace passes without the node confirming: deleted with grace 0.
+        let mut gone = pod("evicted", None);
+        gone.metadata.uid = Some("u1".into());
+        gone.metadata.deletion_timestamp = Some(at(&now, 1));
+        let mut waiting = pod("still-in-grace", None);
+        waiting.metadata.deletion_timestamp = Some(at(&now, -20));
+        pods = vec![gone, waiting];
+        let actions = reconcile(&[n], &[lease(&now, 100)], &pods, &NodeLifecycleConfig::default(), &now);
+        assert_eq!(
+            actions,
+            vec![NodeAction::ForceDelete {
+                namespace: "default".into(),
+                pod: "evicted".into(),
+                uid: "u1".into()
+            }]
+        );
     }
 }

@@ -1,0 +1,124 @@
+//! Authentication: who is calling. In order: a client certificate verified by the TLS layer
+//! against the cluster CA (user = CN, groups = O), a bearer token (admin → `admin` in
+//! `system:masters`; the join credential → `system:bootstrap:<id>` in `system:bootstrappers`), and
+//! in plain-HTTP anonymous mode (loopback only) everyone is an administrator.
+
+use super::authz::{BOOTSTRAPPERS, MASTERS, UserInfo};
+use axum::http::{HeaderMap, header};
+
+/// The identity of a TLS connection's verified client certificate, inserted into every request
+/// of that connection by [`super::serve::serve_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerIdentity(pub Option<UserInfo>);
+
+impl PeerIdentity {
+    /// From the DER of the first certificate the client presented (already verified by rustls).
+    pub fn from_certificate(der: Option<&[u8]>) -> Self {
+        PeerIdentity(
+            der.and_then(crate::master::tls::certificate_subject)
+                .map(|(name, groups)| UserInfo { name, groups }),
+        )
+    }
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// Bearer tokens of administrators (`system:masters`).
+    pub admin_tokens: Vec<String>,
+    /// The join credential `<id>.<secret>` (bootstrap token), if nodes may join.
+    pub join_credential: Option<String>,
+    /// Accept requests without credentials as administrators (plain HTTP on loopback only).
+    pub allow_anonymous: bool,
+}
+
+/// The outcome of authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticated {
+    User(UserInfo),
+    /// Credentials were presented but are not valid (401).
+    Invalid,
+    /// No credentials (401 unless anonymous access is on).
+    Missing,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+impl Auth {
+    /// Authenticates a request from its headers and its connection's client certificate.
+    pub fn authenticate(&self, headers: &HeaderMap, peer: Option<&PeerIdentity>) -> Authenticated {
+        if let Some(user) = peer.and_then(|p| p.0.clone()) {
+            return Authenticated::User(user);
+        }
+        if self.allow_anonymous {
+            return Authenticated::User(UserInfo::new("system:anonymous", &[MASTERS]));
+        }
+        let Some(token) = bearer_token(headers) else { return Authenticated::Missing };
+        if self.admin_tokens.iter().any(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) {
+            return Authenticated::User(UserInfo::new("admin", &[MASTERS]));
+        }
+        if let Some(cred) = &self.join_credential {
+            if constant_time_eq(cred.as_bytes(), token.as_bytes()) {
+                let id = cred.split_once('.').map_or("", |(id, _)| id);
+                return Authenticated::User(UserInfo::new(
+                    &format!("system:bootstrap:{id}"),
+                    &[BOOTSTRAPPERS],
+                ));
+            }
+        }
+        Authenticated::Invalid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(token: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = token {
+            h.insert(header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn tokens_certificates_and_anonymous() {
+        let auth = Auth {
+            admin_tokens: vec!["admintoken".into()],
+            join_credential: Some("abc123.0123456789abcdef".into()),
+            allow_anonymous: false,
+        };
+        let Authenticated::User(admin) = auth.authenticate(&headers(Some("admintoken")), None) else {
+            panic!()
+        };
+        assert!(admin.in_group(MASTERS));
+        let Authenticated::User(boot) = auth.authenticate(&headers(Some("abc123.0123456789abcdef")), None)
+        else {
+            panic!()
+        };
+        assert_eq!(boot, UserInfo::new("system:bootstrap:abc123", &[BOOTSTRAPPERS]));
+        assert_eq!(
+            auth.authenticate(&headers(Some("abc123.0123456789abcdeX")), None),
+            Authenticated::Invalid
+        );
+        assert_eq!(auth.authenticate(&headers(None), None), Authenticated::Missing);
+        let node = PeerIdentity(Some(UserInfo::new("system:node:n1", &["system:nodes"])));
+        let Authenticated::User(u) = auth.authenticate(&headers(None), Some(&node)) else { panic!() };
+        assert_eq!(u.node_name(), Some("n1"));
+        let anon = Auth { allow_anonymous: true, ..Default::default() };
+        let Authenticated::User(u) = anon.authenticate(&headers(None), None) else { panic!() };
+        assert!(u.in_group(MASTERS));
+    }
+}
