@@ -65,8 +65,10 @@ start_node() {
   local i=$1 token=${2:-}
   local args=(join "https://$MASTER_IP:6443" --node-name "node$i" --node-ip "$(node_ip "$i")")
   [ -n "$token" ] && args+=(--token "$token")
+  # nsenter execs the program, so $! is the agent's PID (a shell function in the background would
+  # leave the PID of a subshell instead).
   # shellcheck disable=SC2046,SC2086
-  in_ns "rkube-node$i" "$BIN/rkubelet" "${args[@]}" $(node_flags "$i") ${RKUBE_NODE_FLAGS:-} \
+  nsenter --net="/run/netns/rkube-node$i" "$BIN/rkubelet" "${args[@]}" $(node_flags "$i") ${RKUBE_NODE_FLAGS:-} \
     >>"$DIR/node$i/agent.log" 2>&1 &
   echo $! >"$DIR/node$i/agent.pid"
 }
@@ -111,7 +113,7 @@ up() {
 
   log "starting rkube-master on $MASTER_IP:6443"
   # shellcheck disable=SC2086
-  in_ns rkube-master "$BIN/rkube-master" --data-dir "$DIR/master" --listen "$MASTER_IP:6443" \
+  nsenter --net=/run/netns/rkube-master "$BIN/rkube-master" --data-dir "$DIR/master" --listen "$MASTER_IP:6443" \
     --tls-san "$MASTER_IP" ${RKUBE_MASTER_FLAGS:-} >"$DIR/master.log" 2>&1 &
   echo $! >"$DIR/master.pid"
   DEADLINE=30 wait_for kubectl_ get --raw /readyz || { cat "$DIR/master.log" >&2; die "rkube-master did not start"; }
@@ -146,18 +148,22 @@ down() {
   n=$(nodes)
   BIN=$(cat "$DIR/bin" 2>/dev/null || echo "$TARGET_DIR/release")
   for i in $(seq 1 "$n"); do
-    alive "$DIR/node$i/agent.pid" && kill "$(cat "$DIR/node$i/agent.pid")"
+    if alive "$DIR/node$i/agent.pid"; then kill "$(cat "$DIR/node$i/agent.pid")"; fi
   done
   for i in $(seq 1 "$n"); do
     local pid
     pid=$(cat "$DIR/node$i/agent.pid" 2>/dev/null || true)
-    [ -n "$pid" ] && DEADLINE=20 wait_for sh -c "! kill -0 $pid"
+    if [ -n "$pid" ] && ! DEADLINE=20 wait_for sh -c "! kill -0 $pid"; then kill -9 "$pid" || true; fi
     if [ -e "/run/netns/rkube-node$i" ] && [ -x "$BIN/rkubelet" ]; then
+      # Pods, bridge, NAT chains, IPAM state and cgroup parent of the node, as on a real host.
       # shellcheck disable=SC2046
       in_ns "rkube-node$i" "$BIN/rkubelet" reset --force --time 0 $(node_flags "$i") || true
     fi
   done
-  alive "$DIR/master.pid" && kill "$(cat "$DIR/master.pid")"
+  if alive "$DIR/master.pid"; then
+    kill "$(cat "$DIR/master.pid")"
+    DEADLINE=10 wait_for sh -c "! kill -0 $(cat "$DIR/master.pid")" || kill -9 "$(cat "$DIR/master.pid")"
+  fi
   [ -e /run/netns/rkube-master ] && RKUBE_REGISTRY_DIR=$DIR/registry in_ns rkube-master "$HACK_DIR/registry.sh" stop
   for ns in rkube-master $(seq -f 'rkube-node%g' 1 "$n"); do
     [ -e "/run/netns/$ns" ] && ip netns del "$ns"
@@ -171,7 +177,10 @@ case "${1:-}" in
   up) up "${2:-3}" ;;
   down) down ;;
   env) [ -f "$DIR/nodes" ] || die "no cluster in $DIR; run hack/cluster.sh up"; env_lines ;;
-  stop-node) alive "$DIR/node$2/agent.pid" && kill -9 "$(cat "$DIR/node$2/agent.pid")"; log "node$2's agent killed" ;;
+  stop-node)
+    alive "$DIR/node$2/agent.pid" || die "node$2's agent is not running"
+    kill -9 "$(cat "$DIR/node$2/agent.pid")"
+    log "node$2's agent killed" ;;
   start-node) BIN=$(cat "$DIR/bin"); start_node "$2"; log "node$2's agent started" ;;
   *) echo "usage: $0 up [N] | env | down | stop-node I | start-node I" >&2; exit 2 ;;
 esac

@@ -238,7 +238,15 @@ fn node_credentials_are_confined(c: &Cluster) {
     forbidden(&["get", "node", "node2"]);
     forbidden(&["get", "secrets"]);
     forbidden(&["get", "pods", "-A"]);
-    c.ok(&["create", "deployment", "probe", "--image=nginx:1.10"]);
+    let probe = c.dir.path().join("probe.yaml");
+    std::fs::write(
+        &probe,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: probe}\nspec:\n  replicas: 0\n  \
+         selector: {matchLabels: {app: probe}}\n  template:\n    metadata: {labels: {app: probe}}\n    \
+         spec: {containers: [{name: c, image: 'nginx:1.10'}]}\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", probe.to_str().unwrap()]);
     forbidden(&["delete", "deployment", "probe"]);
     c.ok(&["delete", "deployment", "probe"]);
 }

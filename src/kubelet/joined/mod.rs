@@ -624,10 +624,18 @@ impl<R: PodRuntime> PodSync<R> {
                     ..Default::default()
                 };
                 match pods.delete(&name, &params).await {
+                    // Gone, replaced by a pod of another uid, or no longer ours to delete (the
+                    // authorizer knows no pod of that name bound here): nothing left to do.
                     Ok(_) => {}
-                    Err(e) if matches!(code(&e), Some(404 | 409)) => {}
-                    Err(e) => tracing::warn!("deleting pod {namespace}/{name}: {e}"),
+                    Err(e) if matches!(code(&e), Some(403 | 404 | 409)) => {}
+                    Err(e) => {
+                        tracing::warn!("deleting pod {namespace}/{name}: {e}");
+                        return;
+                    }
                 }
+                // The watch brings the deletion soon; until then nothing more is done for it.
+                self.desired.remove(&uid);
+                self.reported.remove(&uid);
             }
             Outcome::Removed { key } => {
                 self.local.remove(&key);
