@@ -309,7 +309,9 @@ async fn pods_leave_a_node_whose_heartbeats_stop() {
               terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: busybox\n";
     m.ok(&["apply", "-f", &m.write("rs.yaml", rs)]);
     // Heartbeat (as the node would) until the pod is bound to it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let first = loop {
+        assert!(std::time::Instant::now() < deadline, "the ReplicaSet's pod was never bound to the node");
         let (_, patch_body) = node
             .call(
                 Method::PATCH,
