@@ -25,18 +25,23 @@ struct FakePod {
     started: SystemTime,
 }
 
+/// When each pod (by uid) was handed to a fake node, for measurements shared by many nodes.
+pub type StartLog = std::sync::Arc<Mutex<HashMap<String, std::time::Instant>>>;
+
 /// Pods kept in memory, with IPs from `cidr`.
 #[derive(Debug)]
 pub struct FakePods {
     cidr: Ipv4Net,
     pods: Mutex<BTreeMap<String, FakePod>>,
     next_ip: Mutex<u32>,
+    /// Where starts are logged, if anywhere.
+    pub start_log: Option<StartLog>,
 }
 
 impl FakePods {
     /// An empty node whose pods get addresses from `cidr`.
     pub fn new(cidr: Ipv4Net) -> Self {
-        FakePods { cidr, pods: Mutex::new(BTreeMap::new()), next_ip: Mutex::new(2) }
+        FakePods { cidr, pods: Mutex::new(BTreeMap::new()), next_ip: Mutex::new(2), start_log: None }
     }
 
     fn key(pod: &Pod) -> String {
@@ -79,6 +84,9 @@ impl PodRuntime for FakePods {
         })?;
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
             event(PodEvent::new(pod, Some(&c.name), "Started", format!("Started container {}", c.name)));
+        }
+        if let (Some(log), Some(uid)) = (&self.start_log, &pod.metadata.uid) {
+            log.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.clone(), std::time::Instant::now());
         }
         let key = Self::key(pod);
         let fake = FakePod { pod: pod.clone(), ip, started: SystemTime::now() };

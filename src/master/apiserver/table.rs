@@ -188,10 +188,12 @@ fn service_ports(svc: &Value) -> String {
 
 fn node_cells(n: &Value) -> Vec<Value> {
     let conds = arr(n.pointer("/status/conditions"));
+    // As kubectl's printNode: a Ready condition that is not True (False or Unknown) is NotReady;
+    // Unknown only when there is no Ready condition at all.
     let mut status = match conds.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")) {
         Some(c) if s(c.get("status")) == "True" => "Ready".to_string(),
-        Some(c) if s(c.get("status")) == "False" => "NotReady".to_string(),
-        _ => "Unknown".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
     };
     if n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
         status.push_str(",SchedulingDisabled");

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Cluster benchmarks (not timed tests), release build, figures printed next to their targets:
+#   1. `kubectl apply` of a 3-replica Deployment on 3 real nodes (image cached) -> all Ready:
+#      p50/p99 over $RUNS runs (Kubernetes SLO p99 <= 5 s; target p99 <= 1 s).
+#   2. 100 pods on one node: apply -> all Running, in pods/s (target >= 20 pods/s).
+#   3. Hollow nodes: $HOLLOW_NODES node agents over a fake runtime in one process (as kubemark's),
+#      $HOLLOW_PODS pods each: schedule -> Running-reported p99 (SLO 5 s), watch fan-out, master
+#      RSS (target <= 2 GiB) and CPU.
+# Usage: sudo hack/bench-cluster.sh [all|apply|density|hollow]
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_DIR"
+WHAT=${1:-all}
+RUNS=${RUNS:-20}
+HOLLOW_NODES=${HOLLOW_NODES:-1000}
+HOLLOW_PODS=${HOLLOW_PODS:-30}
+need kubectl curl
+log "building rkube (release)"
+cargo build --release --quiet --bins --example hollow_nodes
+BIN=$TARGET_DIR/release
+export RKUBE_BIN_DIR=$BIN RKUBE_CLUSTER_DIR=$BUILD_DIR/bench-cluster
+
+# deployment NAME REPLICAS [NODE]: a Deployment of the seed's nginx image.
+deployment() {
+  local selector=""
+  [ -n "${3:-}" ] && selector="nodeSelector: {kubernetes.io/hostname: $3}"
+  cat <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $1}
+spec:
+  replicas: $2
+  selector: {matchLabels: {app: $1}}
+  template:
+    metadata: {labels: {app: $1}}
+    spec:
+      $selector
+      containers: [{name: nginx, image: "nginx:1.10"}]
+YAML
+}
+
+# Seconds (with ns) from `apply` to readyReplicas == REPLICAS.
+timed_apply() {
+  local name=$1 replicas=$2 node=${3:-} file start end
+  file=$(mktemp)
+  deployment "$name" "$replicas" "$node" >"$file"
+  start=$(date +%s.%N)
+  kubectl apply -f "$file" >/dev/null
+  kubectl wait --for=jsonpath='{.status.readyReplicas}'="$replicas" "deployment/$name" --timeout=300s >/dev/null
+  end=$(date +%s.%N)
+  rm -f "$file"
+  awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f\n", b - a}'
+}
+
+gone() { [ -z "$(kubectl get pods -l "app=$1" -o name 2>/dev/null)" ]; }
+
+# A ratio a/b with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# Percentile P (0-100) of the numbers on stdin.
+pct() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((NR*p+99)/100); if (i<1) i=1; printf "%.3f", a[i]}'; }
+
+real_nodes() {
+  trap 'hack/cluster.sh down >/dev/null 2>&1 || true' EXIT
+  hack/cluster.sh down >/dev/null 2>&1 || true
+  eval "$(hack/cluster.sh up 3)"
+  export KUBECONFIG
+  log "warming the image cache on every node"
+  timed_apply warm 6 >/dev/null
+  kubectl delete deployment warm --wait=false >/dev/null
+  DEADLINE=120 wait_for gone warm
+  if [ "$WHAT" = all ] || [ "$WHAT" = apply ]; then
+    local times=() i t
+    for i in $(seq 1 "$RUNS"); do
+      t=$(timed_apply "bench-$i" 3)
+      times+=("$t")
+      kubectl delete deployment "bench-$i" --wait=false >/dev/null
+      DEADLINE=120 wait_for gone "bench-$i"
+    done
+    local p50 p99
+    p50=$(printf '%s\n' "${times[@]}" | pct 50)
+    p99=$(printf '%s\n' "${times[@]}" | pct 99)
+    echo "apply 3-replica Deployment -> all Ready ($RUNS runs, 3 nodes): p50 ${p50}s p99 ${p99}s" \
+      "(target p99 <= 1 s: $(ratio "$p99" 1)x; SLO 5 s: $(ratio "$p99" 5)x)"
+  fi
+  if [ "$WHAT" = all ] || [ "$WHAT" = density ]; then
+    local t rate
+    t=$(timed_apply density 100 node1)
+    rate=$(ratio 100 "$t")
+    echo "100 pods on one node: apply -> all Running in ${t}s = $rate pods/s (target >= 20 pods/s: $(ratio "$rate" 20)x)"
+    kubectl delete deployment density --wait=false >/dev/null
+    DEADLINE=300 wait_for gone density
+  fi
+  hack/cluster.sh down >/dev/null
+  trap - EXIT
+}
+
+hollow() {
+  local dir=$BUILD_DIR/bench-hollow port=16444 pid
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  "$BIN/rkube-master" --data-dir "$dir/master" --listen "127.0.0.1:$port" \
+    --cluster-cidr 172.16.0.0/12 --node-cidr-mask-size 26 >"$dir/master.log" 2>&1 &
+  pid=$!
+  trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+  DEADLINE=30 wait_for test -s "$dir/master/pki/join.token" || die "rkube-master did not start"
+  DEADLINE=30 wait_for kubectl --kubeconfig "$dir/master/admin.kubeconfig" get --raw /readyz
+  log "starting $HOLLOW_NODES hollow nodes, $HOLLOW_PODS pods each"
+  "$TARGET_DIR/release/examples/hollow_nodes" --server "https://127.0.0.1:$port" \
+    --token "$(cat "$dir/master/pki/join.token")" --admin-kubeconfig "$dir/master/admin.kubeconfig" \
+    --master-pid "$pid" --state "$dir/nodes" --nodes "$HOLLOW_NODES" --pods-per-node "$HOLLOW_PODS"
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+  trap - EXIT
+}
+
+case "$WHAT" in
+  all) real_nodes; hollow ;;
+  apply|density) real_nodes ;;
+  hollow) hollow ;;
+  *) die "usage: $0 [all|apply|density|hollow]" ;;
+esac
