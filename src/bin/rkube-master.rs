@@ -144,6 +144,23 @@ async fn run(args: Args) -> Result<()> {
         tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, Some(&ca), Some(&admin)))?;
         (Auth { tokens: vec![admin, join], allow_anonymous: false }, url, Some(tls::server_config(&pki)?))
     };
+    // Pods' log, exec and port-forward reach their node with the API server's client certificate.
+    let kubelet_tls = if pki.ca_key.exists() || !pki.ca_cert.exists() {
+        tls::ensure_kubelet_client(&pki)
+            .and_then(|()| tls::kubelet_client_config(&pki))
+            .map_err(|e| {
+                tracing::warn!(
+                    "no kubelet client certificate, pods' log/exec/port-forward are unavailable: {e}"
+                )
+            })
+            .ok()
+    } else {
+        tracing::warn!(
+            "{} missing (data dir from an older rkube-master): pods' log/exec/port-forward are unavailable",
+            pki.ca_key.display()
+        );
+        None
+    };
 
     // Periodic compaction keeps the newest revisions only.
     let compact_store = store.clone();
@@ -168,7 +185,7 @@ async fn run(args: Args) -> Result<()> {
         (args.fake_nodes > 0).then(|| FakeNodeConfig { count: args.fake_nodes, ..Default::default() });
     let _control_plane = manager::spawn_all(cluster, ManagerConfig { fake_nodes, ..Default::default() });
 
-    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth }));
+    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, kubelet_tls }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
         Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,

@@ -27,10 +27,15 @@ pub enum TlsError {
 #[derive(Debug, Clone)]
 pub struct Pki {
     pub ca_cert: PathBuf,
+    /// The CA's key, kept to issue the kubelet-client (and later node) certificates.
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub admin_token: PathBuf,
     pub join_token: PathBuf,
+    /// The client certificate the API server presents to nodes (logs, exec, port-forward).
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
 
 impl Pki {
@@ -39,10 +44,13 @@ impl Pki {
         let d = data_dir.join("pki");
         Pki {
             ca_cert: d.join("ca.crt"),
+            ca_key: d.join("ca.key"),
             server_cert: d.join("server.crt"),
             server_key: d.join("server.key"),
             admin_token: d.join("admin.token"),
             join_token: d.join("join.token"),
+            kubelet_client_cert: d.join("kubelet-client.crt"),
+            kubelet_client_key: d.join("kubelet-client.key"),
         }
     }
 }
@@ -89,22 +97,86 @@ pub fn ensure(pki: &Pki, hosts: &[String]) -> Result<(String, String), TlsError>
     if !(pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists()) {
         let gen_err = |what| move |source| TlsError::Generate { what, source };
         let ca_key = KeyPair::generate().map_err(gen_err("CA"))?;
-        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(gen_err("CA"))?;
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "rkube-ca");
-        ca.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca = ca_params().map_err(gen_err("CA"))?;
         let ca_cert = ca.self_signed(&ca_key).map_err(gen_err("CA"))?;
         let issuer = Issuer::new(ca, ca_key);
         let server_key = KeyPair::generate().map_err(gen_err("serving"))?;
         let mut sp = CertificateParams::new(hosts.to_vec()).map_err(gen_err("serving"))?;
         sp.distinguished_name.push(DnType::CommonName, "rkube-apiserver");
         let server_cert = sp.signed_by(&server_key, &issuer).map_err(gen_err("serving"))?;
+        write_private(&pki.ca_key, issuer.key().serialize_pem().as_bytes())?;
         write_private(&pki.server_key, server_key.serialize_pem().as_bytes())?;
         write_private(&pki.server_cert, server_cert.pem().as_bytes())?;
         write_private(&pki.ca_cert, ca_cert.pem().as_bytes())?;
     }
     Ok((read_or_create_token(&pki.admin_token)?, read_or_create_token(&pki.join_token)?))
+}
+
+/// The CN of the API server's client certificate towards nodes.
+pub const KUBELET_CLIENT_CN: &str = "rkube-apiserver-kubelet-client";
+
+/// Issues the API server's client certificate for nodes (`kubelet-client.crt`/`.key`, CN
+/// [`KUBELET_CLIENT_CN`], signed by the cluster CA) unless it exists. Needs the CA key, which
+/// data dirs made before it was kept lack (then this fails and nodes cannot be reached).
+pub fn ensure_kubelet_client(pki: &Pki) -> Result<(), TlsError> {
+    if pki.kubelet_client_cert.exists() && pki.kubelet_client_key.exists() {
+        return Ok(());
+    }
+    let gen_err = |source| TlsError::Generate { what: "kubelet client", source };
+    let issuer = load_issuer(pki)?;
+    let key = KeyPair::generate().map_err(gen_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
+    params.distinguished_name.push(DnType::CommonName, KUBELET_CLIENT_CN);
+    params.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    let cert = params.signed_by(&key, &issuer).map_err(gen_err)?;
+    write_private(&pki.kubelet_client_key, key.serialize_pem().as_bytes())?;
+    write_private(&pki.kubelet_client_cert, cert.pem().as_bytes())
+}
+
+/// The CA certificate's parameters (its subject is what issued certificates name).
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "rkube-ca");
+    ca.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(ca)
+}
+
+/// The cluster CA as an rcgen issuer (its key from `ca.key`).
+pub fn load_issuer(pki: &Pki) -> Result<Issuer<'static, KeyPair>, TlsError> {
+    let gen_err = |source| TlsError::Generate { what: "CA", source };
+    let key_pem = read_pem(&pki.ca_key)?;
+    let key = KeyPair::from_pem(&key_pem).map_err(gen_err)?;
+    Ok(Issuer::new(ca_params().map_err(gen_err)?, key))
+}
+
+/// The TLS client configuration the API server dials nodes with: the kubelet-client
+/// certificate, and node serving certificates verified against the cluster CA.
+pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let load_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: rustls_pki_types::pem::Error| TlsError::Load { path, message: e.to_string() }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&pki.ca_cert).map_err(load_err(&pki.ca_cert))? {
+        roots.add(ca.map_err(load_err(&pki.ca_cert))?)?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.kubelet_client_cert)
+        .map_err(load_err(&pki.kubelet_client_cert))?
+        .collect::<Result<_, _>>()
+        .map_err(load_err(&pki.kubelet_client_cert))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&pki.kubelet_client_key).map_err(load_err(&pki.kubelet_client_key))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// The rustls server configuration from the stored serving certificate.
@@ -168,6 +240,12 @@ mod tests {
         assert_eq!(again, (admin.clone(), join));
         assert_eq!(read_pem(&pki.ca_cert).unwrap(), ca);
         server_config(&pki).unwrap();
+        ensure_kubelet_client(&pki).unwrap();
+        kubelet_client_config(&pki).unwrap();
+        let der = CertificateDer::from_pem_file(&pki.kubelet_client_cert).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+        assert_eq!(cn, KUBELET_CLIENT_CN);
         let kc = kubeconfig("https://127.0.0.1:6443", Some(&ca), Some(&admin));
         assert!(kc.contains("certificate-authority-data: "));
         assert!(kc.contains(&format!("token: {admin}")));

@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod cluster;
 pub mod discovery;
 pub mod openapi;
+pub mod proxy;
 pub mod registry;
 pub mod resources;
 pub mod serve;
@@ -15,7 +16,7 @@ use crate::api::meta;
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -58,11 +59,37 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct ApiServer {
     pub registry: Arc<Registry>,
     pub auth: Auth,
+    /// TLS client configuration for dialling nodes (`tls::kubelet_client_config`): pods' log,
+    /// exec and port-forward are proxied to their node with it; `None` answers them with 502.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The axum router serving the whole API.
 pub fn router(state: Arc<ApiServer>) -> Router {
-    Router::new().fallback(dispatch).with_state(state)
+    Router::new()
+        .route("/api/v1/namespaces/{ns}/pods/{name}/{sub}", axum::routing::any(proxy::route))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// Largest request body read (axum's default for a `Bytes` body).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+async fn dispatch(State(app): State<Arc<ApiServer>>, req: axum::extract::Request) -> Response {
+    dispatch_request(app, req).await
+}
+
+/// Serves a request that is not a streaming subresource.
+pub(crate) async fn dispatch_request(app: Arc<ApiServer>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let q: Q = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, format!("reading the request body: {e}")).into_response();
+        }
+    };
+    serve_parts(&app, parts.method, parts.uri, parts.headers, q, body).await
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -71,12 +98,12 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 
 type Q = HashMap<String, String>;
 
-async fn dispatch(
-    State(app): State<Arc<ApiServer>>,
+async fn serve_parts(
+    app: &ApiServer,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Query(q): Query<Q>,
+    q: Q,
     body: Bytes,
 ) -> Response {
     let path = uri.path().trim_end_matches('/');
@@ -85,7 +112,7 @@ async fn dispatch(
         return ApiStatus::unauthorized().into_response();
     }
     let handled = registry::WARNINGS.scope(Default::default(), async {
-        let r = route(&app, &method, path, &headers, &q, body).await;
+        let r = route(app, &method, path, &headers, &q, body).await;
         (r, registry::WARNINGS.with(|w| w.take()))
     });
     let (result, warnings) = handled.await;

@@ -93,7 +93,17 @@ macro_rules! res {
 
 /// Every served resource.
 pub static RESOURCES: &[ResourceInfo] = &[
-    res!("", "v1", "pods", "pod", "Pod", true, &["po"], &["all"], &["status", "binding"]),
+    res!(
+        "",
+        "v1",
+        "pods",
+        "pod",
+        "Pod",
+        true,
+        &["po"],
+        &["all"],
+        &["status", "binding", "log", "exec", "portforward"]
+    ),
     res!("", "v1", "services", "service", "Service", true, &["svc"], &["all"], &["status"]),
     res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], &[]),
     res!("", "v1", "secrets", "secret", "Secret", true, &[], &[], &[]),
