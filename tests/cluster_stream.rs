@@ -248,6 +248,36 @@ fn kubectl_logs_exec_and_port_forward_reach_the_container() {
     drop(pf);
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// An exec WebSocket (v5) to pod `web` through the master with the admin token.
+async fn exec_ws(m: &Master, ca: &[u8], token: &str, query: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", m.port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{}/api/v1/namespaces/default/pods/web/exec?{query}", m.port);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("Authorization", format!("Bearer {}", token.trim()).parse().unwrap());
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "v5.channel.k8s.io");
+    ws
+}
+
 #[test]
 fn tty_exec_over_websocket_follows_resizes_and_node_refuses_other_clients() {
     let c = setup(72);
@@ -259,32 +289,7 @@ fn tty_exec_over_websocket_follows_resizes_and_node_refuses_other_clients() {
         // Through the master, as kubectl does, but driving the channels ourselves.
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&ca) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", m.port)).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
-            .await
-            .unwrap();
-        let url = format!(
-            "wss://127.0.0.1:{}/api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&command=sleep%201%3B%20stty%20size%3B%20exit%205&stdin=true&stdout=true&tty=true&container=c",
-            m.port
-        );
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert("Authorization", format!("Bearer {}", token.trim()).parse().unwrap());
-        req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
-        let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
-        assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "v5.channel.k8s.io");
+        let mut ws = exec_ws(m, &ca, &token, "command=sh&command=-c&command=sleep%201%3B%20stty%20size%3B%20exit%205&stdin=true&stdout=true&tty=true&container=c").await;
         let mut resize = vec![4u8];
         resize.extend_from_slice(br#"{"Width":123,"Height":45}"#);
         ws.send(Message::Binary(resize.into())).await.unwrap();
@@ -303,6 +308,20 @@ fn tty_exec_over_websocket_follows_resizes_and_node_refuses_other_clients() {
         let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
         assert_eq!(status["reason"], "NonZeroExitCode");
         assert_eq!(status["details"]["causes"][0]["message"], "5");
+
+        // A client that goes away hangs the terminal up: its processes get SIGHUP.
+        let mut ws = exec_ws(m, &ca, &token, "command=sh&command=-c&command=echo%20started%3B%20exec%20sleep%20123&stdin=true&stdout=true&tty=true&container=c").await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if matches!(&msg, Message::Binary(d) if String::from_utf8_lossy(d).contains("started")) {
+                break;
+            }
+        }
+        assert!(c.node.exec("web", "c", &["ps"]).contains("sleep 123"));
+        drop(ws);
+        let gone = pod::wait_for(Duration::from_secs(10), || {
+            !c.node.exec("web", "c", &["ps"]).contains("sleep 123")
+        });
+        assert!(gone, "the tty exec's process survived its client");
 
         // The node itself: only the master's client certificate is admitted.
         let data = m.dir.path().join("data");
@@ -329,4 +348,22 @@ fn tty_exec_over_websocket_follows_resizes_and_node_refuses_other_clients() {
         assert_eq!(ok.status(), 200);
         assert_eq!(ok.text().await.unwrap(), "ok");
     });
+
+    // Errors as kube-apiserver gives them: an unscheduled pod, an unreachable node.
+    let lonely = "apiVersion: v1\nkind: Pod\nmetadata: {name: lonely}\nspec:\n  nodeSelector: {nowhere: \"true\"}\n  \
+                  containers:\n  - {name: c, image: busybox:test}\n";
+    m.ok(&["apply", "-f", &m.write("lonely.yaml", lonely)]);
+    let err = m.fails(&["logs", "lonely"]);
+    assert!(err.contains("pod lonely does not have a host assigned"), "{err}");
+    let dead_port = free_port();
+    m.ok(&["apply", "-f", &m.write("dead.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: dead}\n")]);
+    let status = format!(
+        r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{dead_port}}}}}}}}}"#
+    );
+    m.ok(&["patch", "node", "dead", "--subresource=status", "--type=merge", "-p", &status]);
+    let orphan = "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan}\nspec:\n  nodeName: dead\n  \
+                  containers:\n  - {name: c, image: busybox:test}\n";
+    m.ok(&["apply", "-f", &m.write("orphan.yaml", orphan)]);
+    let err = m.fails(&["logs", "orphan"]);
+    assert!(err.contains("error dialing backend"), "{err}");
 }

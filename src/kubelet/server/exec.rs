@@ -201,8 +201,18 @@ pub async fn run(socket: WebSocket, runtime: Runtime, id: String, params: ExecPa
                 _ => {}
             }
         }
-        // The client is gone (or closed): stdin ends; a pty master would be dropped by the caller.
+        // The client is gone (or closed): stdin ends, and a terminal hangs up as when its user
+        // logs out (SIGHUP to its foreground process group), as closing the master would.
         stdin = None;
+        if let Some(p) = &pty
+            && let Ok(group) = nix::unistd::tcgetpgrp(p.fd())
+            && group.as_raw() > 1
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-group.as_raw()),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+        }
         std::future::pending::<()>().await
     };
     let code = tokio::select! {
