@@ -246,12 +246,46 @@ fn kubectl_logs_exec_and_port_forward_reach_the_container() {
         assert!(page.starts_with("HTTP/1.") && page.contains("hello-page"), "{page}");
     }
     drop(pf);
+
+    // A port nothing listens on: the dial error reaches kubectl, the local connection closes.
+    let local = free_port();
+    let mut pf = m
+        .kubectl_cmd(&["port-forward", "pod/web", &format!("{local}:81")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut pf);
+    let stderr = pf.stderr.take().unwrap();
+    let (etx, erx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if etx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let pf = Killed(pf);
+    wait_line(&rx, "Forwarding from 127.0.0.1", Duration::from_secs(15));
+    let mut s = TcpStream::connect(("127.0.0.1", local)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    wait_line(&erx, "error forwarding port 81", Duration::from_secs(10));
+    drop(pf);
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// An exec WebSocket (v5) to pod `web` through the master with the admin token.
 async fn exec_ws(m: &Master, ca: &[u8], token: &str, query: &str) -> Ws {
+    ws_to(m, ca, token, &format!("exec?{query}"), "v5.channel.k8s.io").await
+}
+
+/// A WebSocket to subresource `sub` (with its query) of pod `web` through the master.
+async fn ws_to(m: &Master, ca: &[u8], token: &str, sub: &str, protocol: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca) {
@@ -269,12 +303,12 @@ async fn exec_ws(m: &Master, ca: &[u8], token: &str, query: &str) -> Ws {
         .connect(rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap();
-    let url = format!("wss://127.0.0.1:{}/api/v1/namespaces/default/pods/web/exec?{query}", m.port);
+    let url = format!("wss://127.0.0.1:{}/api/v1/namespaces/default/pods/web/{sub}", m.port);
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert("Authorization", format!("Bearer {}", token.trim()).parse().unwrap());
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
     let (ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
-    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "v5.channel.k8s.io");
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), protocol);
     ws
 }
 
@@ -322,6 +356,28 @@ fn tty_exec_over_websocket_follows_resizes_and_node_refuses_other_clients() {
             !c.node.exec("web", "c", &["ps"]).contains("sleep 123")
         });
         assert!(gone, "the tty exec's process survived its client");
+
+        // Port-forward over the channel protocol (kube-rs clients): the port first on both
+        // channels, then the data.
+        let mut pf = ws_to(m, &ca, &token, "portforward?ports=80", "v4.channel.k8s.io").await;
+        let mut firsts = Vec::new();
+        while firsts.len() < 2 {
+            if let Some(Ok(Message::Binary(d))) = pf.next().await {
+                firsts.push(d.to_vec());
+            }
+        }
+        assert_eq!(firsts, [vec![0, 80, 0], vec![1, 80, 0]]);
+        pf.send(Message::Binary(b"\0GET /index.html HTTP/1.0\r\n\r\n".to_vec().into())).await.unwrap();
+        let mut page = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&page).contains("hello-page") {
+            match tokio::time::timeout_at(deadline, pf.next()).await {
+                Ok(Some(Ok(Message::Binary(d)))) if d.first() == Some(&0) => page.extend_from_slice(&d[1..]),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no page over the channel protocol: {other:?}; got {page:?}"),
+            }
+        }
+        drop(pf);
 
         // The node itself: only the master's client certificate is admitted.
         let data = m.dir.path().join("data");

@@ -145,21 +145,13 @@ async fn run(args: Args) -> Result<()> {
         (Auth { tokens: vec![admin, join], allow_anonymous: false }, url, Some(tls::server_config(&pki)?))
     };
     // Pods' log, exec and port-forward reach their node with the API server's client certificate.
-    let kubelet_tls = if pki.ca_key.exists() || !pki.ca_cert.exists() {
+    let kubelet_tls = if args.insecure_http {
+        None
+    } else {
         tls::ensure_kubelet_client(&pki)
             .and_then(|()| tls::kubelet_client_config(&pki))
-            .map_err(|e| {
-                tracing::warn!(
-                    "no kubelet client certificate, pods' log/exec/port-forward are unavailable: {e}"
-                )
-            })
+            .map_err(|e| tracing::warn!("pods' log, exec and port-forward are unavailable: {e}"))
             .ok()
-    } else {
-        tracing::warn!(
-            "{} missing (data dir from an older rkube-master): pods' log/exec/port-forward are unavailable",
-            pki.ca_key.display()
-        );
-        None
     };
 
     // Periodic compaction keeps the newest revisions only.

@@ -288,9 +288,10 @@ async fn container_logs(
     let Some(record) = pod.container(&container).cloned() else {
         return container_not_found(&name, &container);
     };
-    // The log file holds every run; the previous runs are the records before this run's start.
+    // The log file holds every run; the previous runs are the records before this run's start
+    // (a container that never restarted has none, as for the kubelet).
     let previous = if opts.previous {
-        if record.last_exit.is_none() || (record.restarts == 0 && !record.done) {
+        if record.restarts == 0 {
             let m = format!("previous terminated container \"{container}\" in pod \"{name}\" not found");
             return status(StatusCode::BAD_REQUEST, "BadRequest", &m);
         }
@@ -347,17 +348,30 @@ async fn exec_handler(
 async fn port_forward_handler(
     State(api): State<Arc<NodeApi>>,
     UrlPath((ns, name)): UrlPath<(String, String)>,
+    RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ports = match portforward::parse_ports(&query_pairs(raw.as_deref())) {
+        Ok(p) => p,
+        Err(m) => return status(StatusCode::BAD_REQUEST, "BadRequest", &m),
+    };
     let Some(pod) = find_pod(&api.node, &ns, &name) else { return pod_not_found(&name) };
     let Ok(ws) = ws else {
         return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "port-forward needs a WebSocket upgrade with protocol SPDY/3.1+portforward.k8s.io",
+            "port-forward needs a WebSocket upgrade with protocol SPDY/3.1+portforward.k8s.io or v4.channel.k8s.io",
         );
     };
     let netns = pod_netns(&api.node, &pod);
     let label = format!("{name}_{ns}");
-    ws.protocols([portforward::PROTOCOL]).on_upgrade(move |socket| portforward::run(socket, netns, label))
+    ws.protocols([portforward::PROTOCOL, portforward::CHANNEL_PROTOCOL]).on_upgrade(
+        move |socket| async move {
+            if socket.protocol().and_then(|p| p.to_str().ok()) == Some(portforward::PROTOCOL) {
+                portforward::run(socket, netns, label).await
+            } else {
+                portforward::run_channels(socket, netns, label, ports).await
+            }
+        },
+    )
 }

@@ -18,6 +18,82 @@ use crate::kubelet::spdy::{self, Frame, HeaderCompressor, HeaderDecompressor};
 
 pub const PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 
+/// The channel protocol other clients (kube-rs) use, with the ports in the query (`port=80,443`).
+pub const CHANNEL_PROTOCOL: &str = "v4.channel.k8s.io";
+
+/// Ports of a channel-protocol request: every `port` value, comma separated or repeated.
+pub fn parse_ports(pairs: &[(String, String)]) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "port" || k == "ports") {
+        for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(n),
+                _ => return Err(format!("invalid port {p:?}")),
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// Serves the channel protocol: port `i` is data channel `2i` and error channel `2i+1`, each
+/// starting with the port as a little-endian u16; one connection per port for the session.
+pub async fn run_channels(socket: WebSocket, netns: Option<PathBuf>, pod_label: String, ports: Vec<u16>) {
+    let (mut sink, mut incoming) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if sink.send(Message::Binary(msg.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await;
+    });
+    let mut to_ports = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for ch in [data, error] {
+            let mut first = vec![ch];
+            first.extend_from_slice(&port.to_le_bytes());
+            let _ = out_tx.send(first);
+        }
+        let (tx, rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+        to_ports.push(tx);
+        let out = out_tx.clone();
+        let emit: Emit = Box::new(move |e| {
+            let msg = match e {
+                Event::Data(b) => [&[data][..], &b].concat(),
+                Event::Error(t) => [&[error][..], t.as_bytes()].concat(),
+                Event::DataEnd | Event::ErrorEnd => return true,
+            };
+            out.send(msg).is_ok()
+        });
+        tasks.push(tokio::spawn(forward(netns.clone(), pod_label.clone(), *port, rx, emit)));
+    }
+    while let Some(Ok(msg)) = incoming.next().await {
+        let data = match msg {
+            Message::Binary(d) => d.to_vec(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let Some((&channel, payload)) = data.split_first() else { continue };
+        if channel % 2 == 0
+            && let Some(tx) = to_ports.get(usize::from(channel / 2))
+            && !payload.is_empty()
+        {
+            let _ = tx.send(Some(payload.to_vec()));
+        }
+    }
+    for tx in &to_ports {
+        let _ = tx.send(None);
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
 /// A forwarded connection's pair of streams, as they arrive.
 #[derive(Debug, Default)]
 struct Pair {
@@ -110,7 +186,16 @@ pub async fn run(socket: WebSocket, netns: Option<PathBuf>, pod_label: String) {
                         let out = out_tx.clone();
                         let netns = netns.clone();
                         let label = pod_label.clone();
-                        tasks.push(tokio::spawn(forward(netns, label, pair.port, error, data, rx, out)));
+                        let emit: Emit = Box::new(move |e| {
+                            let frame = match e {
+                                Event::Data(b) => spdy::data(data, 0, &b),
+                                Event::DataEnd => spdy::data(data, spdy::FLAG_FIN, &[]),
+                                Event::Error(t) => spdy::data(error, 0, t.as_bytes()),
+                                Event::ErrorEnd => spdy::data(error, spdy::FLAG_FIN, &[]),
+                            };
+                            out.send(frame).is_ok()
+                        });
+                        tasks.push(tokio::spawn(forward(netns, label, pair.port, rx, emit)));
                     }
                 }
                 Frame::Data { stream, flags, data } => {
@@ -153,15 +238,29 @@ pub async fn run(socket: WebSocket, netns: Option<PathBuf>, pod_label: String) {
     let _ = writer.await;
 }
 
+/// What a forwarded connection produces, framed by the protocol in use.
+#[derive(Debug)]
+enum Event {
+    /// Bytes from the pod's port.
+    Data(Vec<u8>),
+    /// The pod's side closed.
+    DataEnd,
+    /// Why the dial failed (text).
+    Error(String),
+    /// No more errors.
+    ErrorEnd,
+}
+
+/// Sends an event; false once the session is gone.
+type Emit = Box<dyn Fn(Event) -> bool + Send + Sync>;
+
 /// Dials the port in the pod and copies both ways; errors go to the error stream.
 async fn forward(
     netns: Option<PathBuf>,
     label: String,
     port: u16,
-    error: u32,
-    data: u32,
     mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    emit: Emit,
 ) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let dialed = tokio::task::spawn_blocking(move || {
@@ -170,21 +269,20 @@ async fn forward(
         })
     })
     .await;
-    let stream = match dialed {
-        Ok(Ok(Ok(s))) => s,
-        other => {
-            let why = match other {
-                Ok(Ok(Err(e))) => e.to_string(),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-                Ok(Ok(Ok(_))) => unreachable!(),
-            };
-            let text = format!(
+    let why = match dialed {
+        Ok(Ok(Ok(s))) => Ok(s),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let stream = match why {
+        Ok(s) => s,
+        Err(why) => {
+            emit(Event::Error(format!(
                 "error forwarding port {port} to pod {label}: failed to connect to localhost:{port} inside the pod: {why}"
-            );
-            let _ = out.send(spdy::data(error, 0, text.as_bytes()));
-            let _ = out.send(spdy::data(error, spdy::FLAG_FIN, &[]));
-            let _ = out.send(spdy::data(data, spdy::FLAG_FIN, &[]));
+            )));
+            emit(Event::ErrorEnd);
+            emit(Event::DataEnd);
             return;
         }
     };
@@ -205,16 +303,16 @@ async fn forward(
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if out.send(spdy::data(data, 0, &buf[..n])).is_err() {
+                    if !emit(Event::Data(buf[..n].to_vec())) {
                         return;
                     }
                 }
             }
         }
-        let _ = out.send(spdy::data(data, spdy::FLAG_FIN, &[]));
+        emit(Event::DataEnd);
     };
     tokio::join!(upstream, downstream);
-    let _ = out.send(spdy::data(error, spdy::FLAG_FIN, &[]));
+    emit(Event::ErrorEnd);
 }
 
 #[cfg(test)]
@@ -229,5 +327,7 @@ mod tests {
         assert_eq!(request_key(&h(&[("requestid", "4")]), 9, "data"), "4");
         assert_eq!(request_key(&h(&[]), 1, "error"), "1");
         assert_eq!(request_key(&h(&[]), 3, "data"), "1");
+        assert_eq!(parse_ports(&h(&[("port", "80,443"), ("port", "8080")])), Ok(vec![80, 443, 8080]));
+        assert!(parse_ports(&h(&[("port", "0")])).is_err());
     }
 }
