@@ -369,6 +369,12 @@ async fn port_forward_handler(
         move |socket| async move {
             if socket.protocol().and_then(|p| p.to_str().ok()) == Some(portforward::PROTOCOL) {
                 portforward::run(socket, netns, label).await
+            } else if ports.is_empty() {
+                // As the kubelet: the channel protocol needs the ports up front.
+                let mut socket = socket;
+                let _ = socket
+                    .send(axum::extract::ws::Message::Text("at least one port must be specified".into()))
+                    .await;
             } else {
                 portforward::run_channels(socket, netns, label, ports).await
             }
