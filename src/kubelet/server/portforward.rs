@@ -2,7 +2,8 @@
 //! (subprotocol `SPDY/3.1+portforward.k8s.io`). Per forwarded connection the client opens an
 //! `error` and a `data` stream with the same `requestID` and `port`; once both exist we dial
 //! `127.0.0.1:<port>` inside the pod's network namespace (on a thread that enters it) and copy
-//! the data stream both ways; dial errors go to the error stream as text.
+//! the data stream both ways; dial errors go to the error stream as text. Other clients get the
+//! channel protocol ([`run_channels`]); both share one forwarder per connection.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
