@@ -7,9 +7,10 @@
 mod cluster;
 
 use cluster::Cluster;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(120);
@@ -78,6 +79,7 @@ fn cluster_end_to_end() {
     let c = Cluster::up(3, "--node-monitor-grace-period=10s --pod-eviction-timeout=5s");
     nodes_register(&c);
     replicaset_spreads_and_serves(&c);
+    logs_exec_and_port_forward_through_the_master(&c);
     deployment_rollout_and_undo(&c);
     delete_pod_is_graceful_and_leaves_nothing(&c);
     agent_restart_keeps_containers(&c);
@@ -128,6 +130,60 @@ fn replicaset_spreads_and_serves(c: &Cluster) {
     for event in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(describe.contains(event), "describe shows {event}: {describe}");
     }
+}
+
+fn kubectl_cmd(c: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new("/usr/bin/kubectl");
+    cmd.args(args).env("KUBECONFIG", c.kubeconfig()).env("HOME", c.dir.path().join("home"));
+    cmd
+}
+
+fn logs_exec_and_port_forward_through_the_master(c: &Cluster) {
+    let logger = c.dir.path().join("logger.yaml");
+    std::fs::write(
+        &logger,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: logger}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers:\n  - name: c\n    image: nginx:1.10\n    \
+         command: [sh, -c, 'echo hello; while true; do echo tick; sleep 0.2; done']\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", logger.to_str().unwrap()]);
+    ready_pods(c, "logger", 1);
+    c.eventually(&["logs", "logger"], T, |o| o.starts_with("hello\n"));
+    // `logs -f` keeps streaming lines written after it started.
+    let mut follow =
+        kubectl_cmd(c, &["logs", "-f", "--tail=1", "logger"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        assert_eq!(lines.next().unwrap().unwrap(), "tick");
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    let web = &ready_pods(c, "replicaset-nginx-", 4)[0];
+    let exit = kubectl_cmd(c, &["exec", &web.name, "--", "sh", "-c", "exit 3"]).status().unwrap();
+    assert_eq!(exit.code(), Some(3), "kubectl exec returns the command's exit code");
+    let mut cat = kubectl_cmd(c, &["exec", "-i", &web.name, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cat.stdin.take().unwrap().write_all(b"through the master\n").unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through the master\n");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut forward = kubectl_cmd(c, &["port-forward", &format!("pod/{}", web.name), &format!("{port}:80")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = BufReader::new(forward.stdout.take().unwrap()).lines();
+    assert!(ready.next().unwrap().unwrap().starts_with("Forwarding from 127.0.0.1"));
+    let page = cluster::wait_page(&format!("http://127.0.0.1:{port}/"), "Welcome to nginx latest");
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(page.contains("Welcome to nginx latest"), "{page}");
+    c.ok(&["delete", "pod", "logger"]);
 }
 
 fn deployment_rollout_and_undo(c: &Cluster) {

@@ -195,6 +195,14 @@ async fn run(args: Args) -> Result<()> {
         );
         (auth, url, Some(tls::server_config(&pki)?), Some(join))
     };
+    // Pods' log, exec and port-forward reach their node with the API server's client certificate.
+    let kubelet_tls = if args.insecure_http {
+        None
+    } else {
+        tls::kubelet_client_config(&pki)
+            .map_err(|e| tracing::warn!("pods' log, exec and port-forward are unavailable: {e}"))
+            .ok()
+    };
 
     // Periodic compaction keeps the newest revisions only.
     let compact_store = store.clone();
@@ -232,7 +240,7 @@ async fn run(args: Args) -> Result<()> {
         ManagerConfig { fake_nodes, node_lifecycle, node_ipam, ..Default::default() },
     );
 
-    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join }));
+    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join, kubelet_tls }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
         Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,

@@ -15,6 +15,7 @@ use crate::kubelet::backoff::BackoffPolicy;
 use crate::kubelet::joined::disk::DiskPods;
 use crate::kubelet::joined::nodeinfo::NodeIdentity;
 use crate::kubelet::joined::{self, JoinedConfig, PodSync};
+use crate::kubelet::server::{self, KubeletServerConfig};
 
 /// Arguments of `rkubelet join`.
 #[derive(Debug, Clone, clap::Args)]
@@ -77,6 +78,15 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     let identity =
         NodeIdentity { name: name.clone(), internal_ip: IpAddr::V4(ip), kubelet_port: args.kubelet_port };
     let cfg = Arc::new(JoinedConfig::new(identity));
+    // The node's HTTPS API (logs, exec, port-forward for the master): bound before registering,
+    // so a port in use fails the start with one line.
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], args.kubelet_port));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("listening on {listen} (--kubelet-port)"))?;
+    let master_cn = std::fs::read_to_string(creds.master_client_cn())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| server::APISERVER_CLIENT_CN.into());
     let client = rt.block_on(joined::client(&creds.kubeconfig()))?;
     let cidr = rt.block_on(joined::register(&client, &cfg, &node.root))?;
     if args.node.pod_cidr.is_some_and(|c| c != cidr) {
@@ -105,7 +115,25 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let root = node.root.clone();
         let pods = DiskPods { node: node.clone(), registries_config: args.node.registries_config.clone() };
+        let api = KubeletServerConfig {
+            listen,
+            serving_cert: creds.serving_cert(),
+            serving_key: creds.serving_key(),
+            client_ca: creds.ca(),
+            allowed_client_cn: master_cn,
+            node: node.clone(),
+        };
+        let mut api_stop = stop_rx.clone();
+        let api = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = api_stop.changed().await;
+            };
+            if let Err(e) = server::serve_listener(listener, api, stopped).await {
+                tracing::error!("the node API stopped: {e}");
+            }
+        });
         let tasks = [
+            api,
             tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop_rx.clone())),
             tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), root, stop_rx.clone())),
             tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx)),

@@ -20,6 +20,7 @@ use crate::kubelet::manifest;
 use crate::kubelet::node::NodeConfig;
 use crate::kubelet::pod::{self, StartRequest};
 use crate::kubelet::reset;
+use crate::kubelet::server::KubeletServerConfig;
 use crate::kubelet::state::{self, Phase, PodState, unix_now};
 use crate::runtime::{ExecRequest, Status};
 
@@ -229,6 +230,28 @@ pub enum Command {
     /// their status. The token (printed by rkube-master) pins the master's CA; without --token a
     /// node that joined before reconnects with the credentials it keeps under <root>/node.
     Join(super::join::JoinArgs),
+    /// Serve the node's HTTPS API (logs, exec, port-forward for the master) in the foreground;
+    /// a diagnostic and test entry: the node agent serves the same API itself.
+    #[command(hide = true)]
+    ServeApi {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:10250")]
+        listen: std::net::SocketAddr,
+        /// PEM serving certificate of this node.
+        #[arg(long)]
+        tls_cert_file: PathBuf,
+        /// PEM key of the serving certificate.
+        #[arg(long)]
+        tls_private_key_file: PathBuf,
+        /// PEM CA that signs the clients' certificates.
+        #[arg(long)]
+        client_ca_file: PathBuf,
+        /// The only client certificate CN admitted.
+        #[arg(long, default_value = crate::kubelet::server::APISERVER_CLIENT_CN)]
+        allowed_client_cn: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Run the node agent in the foreground: restarts, back-off, probes, status.
     Serve {
         /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
@@ -251,6 +274,7 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             | Command::Reset { .. }
             | Command::Serve { .. }
             | Command::Join(_)
+            | Command::ServeApi { .. }
     ) {
         crate::runtime::exe_seal::ensure_sealed()?;
     }
@@ -289,7 +313,47 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Serve { backoff_initial_ms, node } => serve(&node, backoff_initial_ms),
+        Command::ServeApi {
+            listen,
+            tls_cert_file,
+            tls_private_key_file,
+            client_ca_file,
+            allowed_client_cn,
+            node,
+        } => {
+            let config = KubeletServerConfig {
+                listen,
+                serving_cert: tls_cert_file,
+                serving_key: tls_private_key_file,
+                client_ca: client_ca_file,
+                allowed_client_cn,
+                node: node.node(),
+            };
+            serve_api(config)
+        }
     }
+}
+
+/// `serve-api`: the node API until SIGTERM or SIGINT; prints `listening on ADDR` once bound.
+fn serve_api(config: KubeletServerConfig) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen on {}", config.listen))?;
+        println!("listening on {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            {
+                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            }
+        };
+        crate::kubelet::server::serve_listener(listener, config, shutdown).await?;
+        Ok(0)
+    })
 }
 
 fn load(node: &NodeConfig, name: &str) -> anyhow::Result<PodState> {

@@ -362,8 +362,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             }
         }
         Command::Exec { process, cwd, env, user, mut tty, console_socket, detach, pid_file, id, command } => {
-            let mut req =
-                ExecRequest { args: command, env: None, cwd, user, detach, pid_file, terminal: None };
+            let mut req = ExecRequest { args: command, cwd, user, detach, pid_file, ..Default::default() };
             let mut size = None;
             if let Some(path) = process {
                 let p: oci_spec::runtime::Process = serde_json::from_slice(

@@ -55,32 +55,59 @@ pub enum JoinError {
     },
 }
 
-/// A parsed join token.
+/// Prefix of the join token format (version 1).
+pub const JOIN_TOKEN_PREFIX: &str = "RK1";
+
+/// A join token, `RK1<sha256 of the CA file>::<id>.<secret>`: the master prints and stores it,
+/// a node parses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinToken {
     /// Lowercase hex SHA-256 of the CA file's bytes.
     pub ca_hash: String,
-    /// `<id>.<secret>`, sent as the bearer token.
-    pub credential: String,
+    /// Bootstrap token id (6 chars of `[a-z0-9]`); a joining node is `system:bootstrap:<id>`.
+    pub id: String,
+    /// Bootstrap token secret (16 chars of `[a-z0-9]`).
+    pub secret: String,
+}
+
+impl JoinToken {
+    /// Parses a token (surrounding whitespace allowed); `None` unless it has the exact shape.
+    pub fn parse(s: &str) -> Option<JoinToken> {
+        s.parse().ok()
+    }
+
+    /// The whole token, as printed for nodes.
+    pub fn full(&self) -> String {
+        format!("{JOIN_TOKEN_PREFIX}{}::{}", self.ca_hash, self.credential())
+    }
+
+    /// `<id>.<secret>`: the bearer credential a node joins with.
+    pub fn credential(&self) -> String {
+        format!("{}.{}", self.id, self.secret)
+    }
+}
+
+/// Splits a bootstrap credential `<id>.<secret>` (`[a-z0-9]{6}` and `[a-z0-9]{16}`).
+pub fn parse_credential(s: &str) -> Option<(&str, &str)> {
+    let (id, secret) = s.split_once('.')?;
+    let ok =
+        |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
 }
 
 impl std::str::FromStr for JoinToken {
     type Err = JoinError;
 
     fn from_str(s: &str) -> Result<Self, JoinError> {
-        let rest = s.trim().strip_prefix("RK1").ok_or(JoinError::Token("it does not start with RK1"))?;
+        let rest =
+            s.trim().strip_prefix(JOIN_TOKEN_PREFIX).ok_or(JoinError::Token("it does not start with RK1"))?;
         let (hash, credential) = rest.split_once("::").ok_or(JoinError::Token("no '::' separator"))?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(JoinError::Token("the CA hash is not 64 hex digits"));
         }
-        let shape = |p: &str, n: usize| {
-            p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        };
-        match credential.split_once('.') {
-            Some((id, secret)) if shape(id, 6) && shape(secret, 16) => {}
-            _ => return Err(JoinError::Token("the credential is not <6 chars>.<16 chars> of [a-z0-9]")),
-        }
-        Ok(JoinToken { ca_hash: hash.to_ascii_lowercase(), credential: credential.to_string() })
+        let (id, secret) = parse_credential(credential)
+            .ok_or(JoinError::Token("the credential is not <6 chars>.<16 chars> of [a-z0-9]"))?;
+        Ok(JoinToken { ca_hash: hash.to_ascii_lowercase(), id: id.into(), secret: secret.into() })
     }
 }
 
@@ -227,7 +254,7 @@ pub async fn join(req: &JoinRequest<'_>, creds: &NodeCredentials) -> Result<(), 
     };
     let resp = client
         .post(format!("{server}/v1-rkube/node-cert"))
-        .bearer_auth(&req.token.credential)
+        .bearer_auth(req.token.credential())
         .json(&body)
         .send()
         .await
@@ -307,7 +334,8 @@ mod tests {
         let hash = "a".repeat(64);
         let t: JoinToken = format!("RK1{hash}::abcdef.0123456789abcdef").parse().unwrap();
         assert_eq!(t.ca_hash, hash);
-        assert_eq!(t.credential, "abcdef.0123456789abcdef");
+        assert_eq!(t.credential(), "abcdef.0123456789abcdef");
+        assert_eq!(t.full(), format!("RK1{hash}::abcdef.0123456789abcdef"));
         for bad in [
             "abcdef.0123456789abcdef".to_string(),
             format!("RK1{hash}abcdef.0123456789abcdef"),

@@ -19,6 +19,8 @@ pub mod resources;
 pub mod restart;
 pub mod sandbox;
 pub mod security;
+pub mod server;
+pub mod spdy;
 pub mod spec;
 pub mod state;
 pub mod userns;

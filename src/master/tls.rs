@@ -5,6 +5,7 @@
 //! The join token pins the CA the way k3s's does: `RK1<sha256-hex of ca.crt's bytes>::<id>.<secret>`,
 //! where `<id>.<secret>` is a kubeadm-shaped bootstrap credential (`[a-z0-9]{6}.[a-z0-9]{16}`).
 
+pub use crate::client::join::{JOIN_TOKEN_PREFIX, JoinToken, ca_hash, parse_credential};
 use base64::Engine;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose,
@@ -12,7 +13,6 @@ use rcgen::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::Digest;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,8 +81,6 @@ impl Pki {
 
 /// Common name of the master's client certificate for dialing nodes.
 pub const KUBELET_CLIENT_CN: &str = "rkube-apiserver-kubelet-client";
-/// Prefix of the join token format (version 1).
-pub const JOIN_TOKEN_PREFIX: &str = "RK1";
 /// Validity of issued node certificates.
 const NODE_CERT_DAYS: i64 = 365;
 
@@ -132,53 +130,6 @@ fn read_or_create_token(path: &Path) -> Result<String, TlsError> {
             write_private(path, t.as_bytes())?;
             Ok(t)
         }
-    }
-}
-
-/// SHA-256 (hex) of the exact bytes of a CA file: what a join token pins.
-pub fn ca_hash(ca_pem: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(ca_pem))
-}
-
-/// Splits a bootstrap credential `<id>.<secret>` (`[a-z0-9]{6}` and `[a-z0-9]{16}`).
-pub fn parse_credential(s: &str) -> Option<(&str, &str)> {
-    let (id, secret) = s.split_once('.')?;
-    let ok =
-        |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (ok(id, 6) && ok(secret, 16)).then_some((id, secret))
-}
-
-/// The node join token: `RK1<ca-hash>::<id>.<secret>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinToken {
-    /// SHA-256 hex of `pki/ca.crt`.
-    pub ca_hash: String,
-    /// Bootstrap token id (6 chars); the node authenticates as `system:bootstrap:<id>`.
-    pub id: String,
-    /// Bootstrap token secret (16 chars).
-    pub secret: String,
-}
-
-impl JoinToken {
-    /// Parses a full token; `None` if it is not of this shape.
-    pub fn parse(s: &str) -> Option<JoinToken> {
-        let rest = s.trim().strip_prefix(JOIN_TOKEN_PREFIX)?;
-        let (hash, cred) = rest.split_once("::")?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let (id, secret) = parse_credential(cred)?;
-        Some(JoinToken { ca_hash: hash.to_ascii_lowercase(), id: id.into(), secret: secret.into() })
-    }
-
-    /// The whole token, as given to `rkubelet join --token`.
-    pub fn full(&self) -> String {
-        format!("{JOIN_TOKEN_PREFIX}{}::{}", self.ca_hash, self.credential())
-    }
-
-    /// The credential part `<id>.<secret>`, sent as `Authorization: Bearer`.
-    pub fn credential(&self) -> String {
-        format!("{}.{}", self.id, self.secret)
     }
 }
 
@@ -369,6 +320,11 @@ impl ClusterCa {
     /// The CA certificate, exactly the bytes of `ca.crt`.
     pub fn pem(&self) -> &str {
         &self.pem
+    }
+
+    /// The CA as an rcgen issuer (tests issue certificates with it).
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
     }
 
     fn node_params(&self, cn: &str, sans: Vec<String>) -> Result<CertificateParams, TlsError> {

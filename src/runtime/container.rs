@@ -130,6 +130,9 @@ pub struct ExecRequest {
     pub pid_file: Option<PathBuf>,
     /// Give the process a new terminal and send its master to this console.
     pub terminal: Option<crate::runtime::tty::Console>,
+    /// The process's stdin, stdout and stderr (`None`: the caller's own fds 0-2). Ignored with a
+    /// terminal, which becomes all three.
+    pub stdio: Option<std::sync::Arc<[std::os::fd::OwnedFd; 3]>>,
 }
 
 impl Runtime {

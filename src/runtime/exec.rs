@@ -60,6 +60,9 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     match helper {
         Forked::Child if exec.is_some() => {
             let exec = exec.as_ref().expect("checked");
+            if redirect_stdio(req).is_err() {
+                exit_now(126)
+            }
             let keep = [
                 pid_w.as_raw_fd(),
                 exec.payload.as_raw_fd(),
@@ -73,6 +76,9 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
         }
         Forked::Child => {
             drop(pid_r);
+            if redirect_stdio(req).is_err() {
+                exit_now(126)
+            }
             let code = match join_and_spawn(record, req, pid_w) {
                 Ok(code) => code,
                 Err(e) => {
@@ -100,6 +106,15 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
             Ok(wait_code(pid))
         }
     }
+}
+
+/// In the forked helper: the request's stdio as fds 0-2 (dup2 clears close-on-exec), so the
+/// helper and the process it starts inherit them. Only system calls: the caller may be threaded.
+fn redirect_stdio(req: &ExecRequest) -> nix::Result<()> {
+    let Some(stdio) = &req.stdio else { return Ok(()) };
+    nix::unistd::dup2_stdin(&stdio[0])?;
+    nix::unistd::dup2_stdout(&stdio[1])?;
+    nix::unistd::dup2_stderr(&stdio[2])
 }
 
 /// The hidden first argument with which the `rkubelet` binary runs [`helper_entry`].
@@ -169,6 +184,7 @@ pub fn helper_entry(argv: &[String]) -> ! {
         detach: payload.detach,
         pid_file: payload.pid_file,
         terminal,
+        stdio: None,
     };
     match join_and_spawn(&payload.record, &req, pid_out) {
         Ok(code) => exit_now(code),

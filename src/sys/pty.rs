@@ -109,3 +109,11 @@ impl Drop for SignalPipe {
         let _ = SIGNAL_PIPE.compare_exchange(self.writer.as_raw_fd(), -1, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
+
+/// Registers an owned descriptor (a pty master or pipe end, already non-blocking) with tokio's
+/// reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: `fd` is an open descriptor moved into the AsyncFd, which owns it until dropped;
+    // an `OwnedFd` always returns the same descriptor from `as_raw_fd`.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)
+}

@@ -173,37 +173,15 @@ pub trait NodeGraph: Send + Sync {
 /// Whether a pod (JSON) references a Secret or ConfigMap: volumes (projected sources included),
 /// `env[].valueFrom`, `envFrom`, and (Secrets) `imagePullSecrets`, in every container list.
 pub fn pod_references(pod: &Value, kind: Referenced, name: &str) -> bool {
-    let spec = &pod["spec"];
-    let is = |v: &Value| v.as_str() == Some(name);
-    let (vol_key, vol_name, env_key, envfrom_key) = match kind {
-        Referenced::Secret => ("secret", "secretName", "secretKeyRef", "secretRef"),
-        Referenced::ConfigMap => ("configMap", "name", "configMapKeyRef", "configMapRef"),
+    // The same rule the node uses to fetch what its pods need (`api::podrefs`).
+    let Ok(pod) = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(pod.clone()) else {
+        return false;
     };
-    let arr = |v: &Value| v.as_array().cloned().unwrap_or_default();
-    for vol in arr(&spec["volumes"]) {
-        if is(&vol[vol_key][vol_name]) {
-            return true;
-        }
-        for src in arr(&vol["projected"]["sources"]) {
-            let key = if kind == Referenced::Secret { "secret" } else { "configMap" };
-            if is(&src[key]["name"]) {
-                return true;
-            }
-        }
+    let refs = crate::api::podrefs::references(&pod);
+    match kind {
+        Referenced::Secret => refs.secrets.contains_key(name),
+        Referenced::ConfigMap => refs.config_maps.contains_key(name),
     }
-    if kind == Referenced::Secret && arr(&spec["imagePullSecrets"]).iter().any(|s| is(&s["name"])) {
-        return true;
-    }
-    for list in ["initContainers", "containers", "ephemeralContainers"] {
-        for c in arr(&spec[list]) {
-            if arr(&c["env"]).iter().any(|e| is(&e["valueFrom"][env_key]["name"]))
-                || arr(&c["envFrom"]).iter().any(|e| is(&e[envfrom_key]["name"]))
-            {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 fn selects(sel: &FieldSelector, field: &str, value: &str) -> bool {

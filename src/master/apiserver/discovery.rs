@@ -65,6 +65,8 @@ fn sub_kind(r: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'stati
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
         "binding" => ("", "v1", "Binding"),
+        "exec" => ("", "v1", "PodExecOptions"),
+        "portforward" => ("", "v1", "PodPortForwardOptions"),
         _ => ("", "", r.kind),
     }
 }
@@ -72,6 +74,8 @@ fn sub_kind(r: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'stati
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "binding" => vec!["create"],
+        "log" => vec!["get"],
+        "exec" | "portforward" => vec!["create", "get"],
         _ => vec!["get", "patch", "update"],
     }
 }

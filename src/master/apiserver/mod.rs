@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod nodecert;
 pub mod openapi;
+pub mod proxy;
 pub mod registry;
 pub mod resources;
 pub mod serve;
@@ -22,7 +23,7 @@ use auth::{Authenticated, PeerIdentity};
 use authz::{Decision, RegistryGraph};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -40,11 +41,38 @@ pub struct ApiServer {
     pub auth: Auth,
     /// Signing node certificates (`None` in plain-HTTP mode, which has no CA).
     pub node_join: Option<nodecert::NodeJoin>,
+    /// TLS client configuration for dialling nodes (`tls::kubelet_client_config`): pods' log,
+    /// exec and port-forward are proxied to their node with it; `None` answers them with 502.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The axum router serving the whole API.
 pub fn router(state: Arc<ApiServer>) -> Router {
-    Router::new().fallback(dispatch).with_state(state)
+    Router::new()
+        .route("/api/v1/namespaces/{ns}/pods/{name}/{sub}", axum::routing::any(proxy::route))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// Largest request body read (axum's default for a `Bytes` body).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+async fn dispatch(State(app): State<Arc<ApiServer>>, req: axum::extract::Request) -> Response {
+    dispatch_request(app, req).await
+}
+
+/// Serves a request that is not a streaming subresource.
+pub(crate) async fn dispatch_request(app: Arc<ApiServer>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let peer = parts.extensions.get::<PeerIdentity>().cloned();
+    let q: Q = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, format!("reading the request body: {e}")).into_response();
+        }
+    };
+    serve_parts(&app, parts.method, parts.uri, parts.headers, peer, q, body).await
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -53,13 +81,13 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 
 type Q = HashMap<String, String>;
 
-async fn dispatch(
-    State(app): State<Arc<ApiServer>>,
+async fn serve_parts(
+    app: &ApiServer,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    peer: Option<Extension<PeerIdentity>>,
-    Query(q): Query<Q>,
+    peer: Option<PeerIdentity>,
+    q: Q,
     body: Bytes,
 ) -> Response {
     let path = uri.path().trim_end_matches('/');
@@ -74,7 +102,7 @@ async fn dispatch(
     }
     let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
     if !public {
-        let user = match app.auth.authenticate(&headers, peer.as_ref().map(|Extension(p)| p)) {
+        let user = match app.auth.authenticate(&headers, peer.as_ref()) {
             Authenticated::User(u) => u,
             _ if path == authz::NODE_CERT_PATH => {
                 return ApiStatus::unauthorized_msg("invalid join token").into_response();
@@ -95,7 +123,7 @@ async fn dispatch(
         }
     }
     let handled = registry::WARNINGS.scope(Default::default(), async {
-        let r = route(&app, &method, path, &headers, &q, body).await;
+        let r = route(app, &method, path, &headers, &q, body).await;
         (r, registry::WARNINGS.with(|w| w.take()))
     });
     let (result, warnings) = handled.await;
@@ -110,6 +138,22 @@ async fn dispatch(
         }
     }
     resp
+}
+
+/// Authenticates a request and runs the authorizer on it (streaming subresources, whose bodies
+/// are not read here); the error is the response to send.
+pub(crate) async fn admit(
+    app: &ApiServer,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    peer: Option<&PeerIdentity>,
+    q: &Q,
+) -> Result<(), Response> {
+    match app.auth.authenticate(headers, peer) {
+        Authenticated::User(user) => authorize(app, &user, method, path, headers, q, &Bytes::new()).await,
+        _ => Err(ApiStatus::unauthorized().into_response()),
+    }
 }
 
 /// Runs the authorizer unless the user is an administrator; the error is the response to send.

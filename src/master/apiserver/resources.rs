@@ -91,9 +91,12 @@ macro_rules! res {
     };
 }
 
+/// Subresources of pods (`log`, `exec` and `portforward` are relayed to the pod's node).
+const POD_SUBRESOURCES: &[&str] = &["status", "binding", "log", "exec", "portforward"];
+
 /// Every served resource.
 pub static RESOURCES: &[ResourceInfo] = &[
-    res!("", "v1", "pods", "pod", "Pod", true, &["po"], &["all"], &["status", "binding"]),
+    res!("", "v1", "pods", "pod", "Pod", true, &["po"], &["all"], POD_SUBRESOURCES),
     res!("", "v1", "services", "service", "Service", true, &["svc"], &["all"], &["status"]),
     res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], &[]),
     res!("", "v1", "secrets", "secret", "Secret", true, &[], &[], &[]),
