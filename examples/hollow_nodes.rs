@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,7 @@ async fn start_node(
     i: usize,
     server: &str,
     token: &JoinToken,
-    state: &PathBuf,
+    state: &Path,
     log: StartLog,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -79,7 +79,7 @@ async fn start_node(
     let mut pods = FakePods::new(cidr);
     pods.start_log = Some(log);
     tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop.clone()));
-    tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), state.clone(), stop.clone()));
+    tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), state.to_path_buf(), stop.clone()));
     tokio::spawn(PodSync::new(pods, cfg, client).run(stop));
     Ok(())
 }

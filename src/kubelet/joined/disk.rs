@@ -215,13 +215,13 @@ fn start_pod(
         Ok(st) => {
             for c in st.init_containers.iter().chain(&st.containers).filter(|c| c.started_at != 0) {
                 event(PodEvent::new(
-                    &api_pod,
+                    api_pod,
                     Some(&c.name),
                     "Created",
                     format!("Created container {}", c.name),
                 ));
                 event(PodEvent::new(
-                    &api_pod,
+                    api_pod,
                     Some(&c.name),
                     "Started",
                     format!("Started container {}", c.name),

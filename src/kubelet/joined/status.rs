@@ -359,23 +359,25 @@ mod tests {
 
     #[test]
     fn waiting_pods_keep_the_scheduler_condition() {
-        let mut pod = Pod::default();
-        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            containers: vec![k8s_openapi::api::core::v1::Container {
-                name: "web".into(),
-                image: Some("nginx".into()),
+        let pod = Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    name: "web".into(),
+                    image: Some("nginx".into()),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        });
-        pod.status = Some(PodStatus {
-            conditions: Some(vec![PodCondition {
-                type_: "PodScheduled".into(),
-                status: "True".into(),
+            }),
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
-            }]),
+            }),
             ..Default::default()
-        });
+        };
         let s = waiting_status(&pod, "ErrImagePull", Some("not found"), "10.0.0.2", SystemTime::now());
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         assert_eq!(cond(&s, "PodScheduled").status, "True");

@@ -109,7 +109,7 @@ async fn serve_parts(
             }
             _ => return ApiStatus::unauthorized().into_response(),
         };
-        if let Err(resp) = authorize(&app, &user, &method, path, &headers, &q, &body).await {
+        if let Err(resp) = authorize(app, &user, &method, path, &headers, &q, &body).await {
             return resp;
         }
         if path == authz::NODE_CERT_PATH {
