@@ -82,6 +82,7 @@ fn cluster_end_to_end() {
     logs_exec_and_port_forward_through_the_master(&c);
     deployment_rollout_and_undo(&c);
     delete_pod_is_graceful_and_leaves_nothing(&c);
+    file_pods_on_a_joined_node(&c);
     agent_restart_keeps_containers(&c);
     node_credentials_are_confined(&c);
     bad_joins_register_nothing(&c);
@@ -200,7 +201,8 @@ fn deployment_rollout_and_undo(c: &Cluster) {
     c.eventually(&["get", "pods", "-o", "name"], T, |o| !o.contains("my-nginx-deployment"));
 }
 
-/// Every trace of pod `key` on node `i`: its dir, runtime state, netns pin, IPAM record, veth.
+/// Every trace of pod `key` on node `i`: its dir, runtime state, netns pin, IPAM record, veth,
+/// cgroups.
 fn traces(c: &Cluster, i: usize, key: &str) -> Vec<String> {
     let mut found = Vec::new();
     let run = Path::new("/run/rkube-cluster").join(format!("node{i}"));
@@ -214,6 +216,12 @@ fn traces(c: &Cluster, i: usize, key: &str) -> Vec<String> {
                 found.push(e.path().display().to_string());
             }
         }
+    }
+    let veth = rkube::network::pod::veth_name("rkv", key);
+    let links =
+        Command::new("ip").args(["-n", &format!("rkube-node{i}"), "-o", "link", "show"]).output().unwrap();
+    if String::from_utf8_lossy(&links.stdout).contains(&format!(" {veth}@")) {
+        found.push(format!("veth {veth}"));
     }
     let cgroups = Command::new("find")
         .args(["/sys/fs/cgroup", "-maxdepth", "4", "-name"])
@@ -229,7 +237,13 @@ fn delete_pod_is_graceful_and_leaves_nothing(c: &Cluster) {
     let victim = &pods[0];
     let i = node_index(&victim.node);
     let key = pod_key(victim);
-    assert!(c.node_root(i).join("pods").join(&key).exists(), "pod dir of {key}");
+    let before = traces(c, i, &key);
+    for what in ["/pods/", "/netns/", "veth ", "/runtime/"] {
+        assert!(
+            before.iter().any(|t| t.contains(what)),
+            "the trace check sees {what} of a running pod: {before:?}"
+        );
+    }
     let started = Instant::now();
     c.ok(&["delete", "pod", &victim.name]);
     // The image exits on SIGTERM: the kubelet-style stop ends well before the 30 s grace.
@@ -245,6 +259,33 @@ fn delete_pod_is_graceful_and_leaves_nothing(c: &Cluster) {
         "jsonpath={range .items[*]}{.involvedObject.name} {.reason}{\"\\n\"}{end}",
     ]);
     assert!(events.lines().any(|l| l == format!("{} Killing", victim.name)), "{events}");
+    ready_pods(c, "replicaset-nginx-", 4);
+}
+
+/// `rkubelet run` on a joined node: the pod gets an address from the pod CIDR the master
+/// assigned (shared IPAM with the API's pods), serves, and leaves the API's pods alone.
+fn file_pods_on_a_joined_node(c: &Cluster) {
+    let manifest = c.dir.path().join("file-pod.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: local}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers: [{name: web, image: 'nginx:1.11'}]\n",
+    )
+    .unwrap();
+    let out = c.rkubelet(2, "run", &[manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "rkubelet run on node2: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ip = said.split("(IP ").nth(1).and_then(|r| r.split(')').next()).unwrap_or_else(|| panic!("{said}"));
+    let cidr = c.ok(&["get", "node", "node2", "-o", "jsonpath={.spec.podCIDR}"]);
+    let net: ipnet::Ipv4Net = cidr.parse().unwrap();
+    assert!(
+        net.contains(&ip.parse::<std::net::Ipv4Addr>().unwrap()),
+        "file pod IP {ip} outside node2's {cidr}"
+    );
+    let page = cluster::wait_page(&format!("http://{ip}/"), "nginx 1.11");
+    assert!(page.contains("nginx 1.11"), "{page}");
+    let rm = c.rkubelet(2, "rm", &["local"]);
+    assert!(rm.status.success(), "rkubelet rm: {}", String::from_utf8_lossy(&rm.stderr));
     ready_pods(c, "replicaset-nginx-", 4);
 }
 

@@ -65,6 +65,27 @@ impl Cluster {
         self.cluster_dir().join(format!("node{i}/root"))
     }
 
+    /// `rkubelet SUB ARGS` on node `i`, in its network namespace with its node flags.
+    pub fn rkubelet(&self, i: usize, sub: &str, args: &[&str]) -> Output {
+        let flags = [
+            format!("--root={}", self.node_root(i).display()),
+            format!("--run-dir=/run/rkube-cluster/node{i}"),
+            format!("--cgroup-parent=rkube-node{i}"),
+            format!(
+                "--registries-config={}",
+                self.cluster_dir().join(format!("node{i}/registries.yaml")).display()
+            ),
+        ];
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/rkube-node{i}"))
+            .arg(env!("CARGO_BIN_EXE_rkubelet"))
+            .arg(sub)
+            .args(args)
+            .args(flags)
+            .output()
+            .expect("run rkubelet")
+    }
+
     /// The last lines of every log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();

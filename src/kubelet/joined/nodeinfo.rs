@@ -42,9 +42,8 @@ impl HostFacts {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        let ephemeral_storage_ki = nix::sys::statvfs::statvfs(root)
-            .map(|s| s.blocks() * s.fragment_size() / 1024)
-            .unwrap_or(0);
+        let ephemeral_storage_ki =
+            nix::sys::statvfs::statvfs(root).map(|s| s.blocks() * s.fragment_size() / 1024).unwrap_or(0);
         let os_image = os_release_pretty_name(&text("/etc/os-release"));
         let machine_id = text("/etc/machine-id");
         let system_uuid = Some(text("/sys/class/dmi/id/product_uuid"))
