@@ -73,7 +73,11 @@ async fn start_node(
     let addresses = [IpAddr::V4(ip)];
     join(&JoinRequest { server, token, node_name: &name, addresses: &addresses }, &creds).await?;
     let identity = NodeIdentity { name, internal_ip: IpAddr::V4(ip), kubelet_port: 10250 };
-    let cfg = Arc::new(JoinedConfig::new(identity));
+    let mut cfg = JoinedConfig::new(identity);
+    // Fake pods never change after they start (whose status is sent at once): a slow resync
+    // keeps a thousand agents from competing with the master for the CPU.
+    cfg.pod_status_period = Duration::from_secs(10);
+    let cfg = Arc::new(cfg);
     let client = joined::client(&creds.kubeconfig()).await?;
     let cidr = joined::register(&client, &cfg, state).await?;
     let mut pods = FakePods::new(cidr);

@@ -76,11 +76,13 @@ fn assert_pages(pods: &[PodRow], want: &str) {
 
 #[test]
 fn cluster_end_to_end() {
-    let c = Cluster::up(3, "--node-monitor-grace-period=10s --pod-eviction-timeout=5s");
+    // Nodes renew their Lease every 10 s: a 20 s grace never marks a live node NotReady.
+    let c = Cluster::up(3, "--node-monitor-grace-period=20s --pod-eviction-timeout=5s");
     nodes_register(&c);
     replicaset_spreads_and_serves(&c);
     logs_exec_and_port_forward_through_the_master(&c);
     deployment_rollout_and_undo(&c);
+    config_from_the_api_and_container_events(&c);
     delete_pod_is_graceful_and_leaves_nothing(&c);
     file_pods_on_a_joined_node(&c);
     agent_restart_keeps_containers(&c);
@@ -199,6 +201,70 @@ fn deployment_rollout_and_undo(c: &Cluster) {
     assert_pages(&ready_pods(c, "my-nginx-deployment-", 3), "nginx 1.10");
     c.ok(&["delete", "deployment", "my-nginx-deployment"]);
     c.eventually(&["get", "pods", "-o", "name"], T, |o| !o.contains("my-nginx-deployment"));
+}
+
+fn events_of(c: &Cluster, pod: &str) -> String {
+    let all = c.ok(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.name}|{.type}|{.reason}|{.message}{\"\\n\"}{end}",
+    ]);
+    all.lines().filter(|l| l.starts_with(&format!("{pod}|"))).collect::<Vec<_>>().join("\n")
+}
+
+/// The seed's blue Deployment gets its env from a ConfigMap and a Secret fetched from the API; a
+/// missing ConfigMap holds a pod in CreateContainerConfigError until it exists; a crashing
+/// container and a failing probe give BackOff and Unhealthy events.
+fn config_from_the_api_and_container_events(c: &Cluster) {
+    for f in ["configmap.yaml", "secret.yaml", "deployment-blue.yaml"] {
+        c.ok(&["apply", "-f", f]);
+    }
+    for p in ready_pods(c, "webserver-blue-", 3) {
+        let info = cluster::wait_page(&format!("http://{}/cgi-bin/info", p.ip), "PROJECT_ID=hello-docker");
+        assert!(info.contains("PROJECT_ID=hello-docker") && info.contains("SECRET_ID=asa"), "{info}");
+    }
+    c.ok(&["delete", "deployment", "webserver-blue"]);
+
+    let yaml = c.dir.path().join("events.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: needs-config}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers:\n  - name: c\n    image: nginx:1.10\n    \
+         env: [{name: X, valueFrom: {configMapKeyRef: {name: later, key: x}}}]\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers: [{name: c, image: 'nginx:1.10', command: [sh, -c, 'exit 1']}]\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: unready}\nspec:\n  terminationGracePeriodSeconds: 1\n  \
+         containers:\n  - name: c\n    image: nginx:1.10\n    \
+         readinessProbe: {exec: {command: ['false']}, periodSeconds: 1}\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", yaml.to_str().unwrap()]);
+    let waiting = "jsonpath={.status.containerStatuses[0].state.waiting.reason}";
+    c.eventually(&["get", "pod", "needs-config", "-o", waiting], T, |o| o == "CreateContainerConfigError");
+    assert!(
+        events_of(c, "needs-config").contains("configmap \"later\" not found"),
+        "{}",
+        events_of(c, "needs-config")
+    );
+    c.eventually(&["get", "pod", "crasher", "-o", waiting], T, |o| o == "CrashLoopBackOff");
+    let backoff = |o: &str| {
+        o.contains("|Warning|BackOff|Back-off restarting failed container c in pod crasher_default(")
+    };
+    cluster::wait_until("a BackOff event", T, || backoff(&events_of(c, "crasher")));
+    cluster::wait_until("an Unhealthy event", T, || {
+        events_of(c, "unready").contains("|Warning|Unhealthy|Readiness probe failed")
+    });
+    let ready =
+        c.ok(&["get", "pod", "unready", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+    assert_eq!(ready, "False");
+    let cm = c.dir.path().join("later.yaml");
+    std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {x: '1'}\n")
+        .unwrap();
+    c.ok(&["apply", "-f", cm.to_str().unwrap()]);
+    ready_pods(c, "needs-config", 1);
+    c.ok(&["delete", "pod", "needs-config", "crasher", "unready"]);
+    c.ok(&["delete", "configmap", "later"]);
 }
 
 /// Every trace of pod `key` on node `i`: its dir, runtime state, netns pin, IPAM record, veth,
