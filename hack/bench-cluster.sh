@@ -14,9 +14,12 @@ RUNS=${RUNS:-20}
 HOLLOW_NODES=${HOLLOW_NODES:-1000}
 HOLLOW_PODS=${HOLLOW_PODS:-30}
 need kubectl curl
-log "building rkube (release)"
-cargo build --release --quiet --bins --example hollow_nodes
-BIN=$TARGET_DIR/release
+if [ -z "${RKUBE_BIN_DIR:-}" ]; then
+  log "building rkube (release)"
+  cargo build --release --quiet --bins --example hollow_nodes
+fi
+# RKUBE_BIN_DIR: binaries built already (rkubelet, rkube-master, examples/hollow_nodes).
+BIN=${RKUBE_BIN_DIR:-$TARGET_DIR/release}
 export RKUBE_BIN_DIR=$BIN RKUBE_CLUSTER_DIR=$BUILD_DIR/bench-cluster
 
 # deployment NAME REPLICAS [NODE]: a Deployment of the seed's nginx image.
@@ -95,17 +98,20 @@ real_nodes() {
 }
 
 hollow() {
-  local dir=$BUILD_DIR/bench-hollow port=16444 pid
+  # Globals: the EXIT trap runs after this function returned.
+  HOLLOW_DIR=$BUILD_DIR/bench-hollow
+  local dir=$HOLLOW_DIR port=16444
   rm -rf "$dir"
   mkdir -p "$dir"
   "$BIN/rkube-master" --data-dir "$dir/master" --listen "127.0.0.1:$port" \
     --cluster-cidr 172.16.0.0/12 --node-cidr-mask-size 26 >"$dir/master.log" 2>&1 &
-  pid=$!
-  trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+  MASTER_PID=$!
+  local pid=$MASTER_PID
+  trap 'kill "$MASTER_PID" 2>/dev/null || true; rm -rf "$HOLLOW_DIR"' EXIT
   DEADLINE=30 wait_for test -s "$dir/master/pki/join.token" || die "rkube-master did not start"
   DEADLINE=30 wait_for kubectl --kubeconfig "$dir/master/admin.kubeconfig" get --raw /readyz
   log "starting $HOLLOW_NODES hollow nodes, $HOLLOW_PODS pods each"
-  "$TARGET_DIR/release/examples/hollow_nodes" --server "https://127.0.0.1:$port" \
+  "$BIN/examples/hollow_nodes" --server "https://127.0.0.1:$port" \
     --token "$(cat "$dir/master/pki/join.token")" --admin-kubeconfig "$dir/master/admin.kubeconfig" \
     --master-pid "$pid" --state "$dir/nodes" --nodes "$HOLLOW_NODES" --pods-per-node "$HOLLOW_PODS"
   kill "$pid"

@@ -437,6 +437,8 @@ fn bad_joins_register_nothing(c: &Cluster) {
             ])
             .arg("--root")
             .arg(&root)
+            .arg("--run-dir")
+            .arg(root.join("run"))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -56,6 +56,11 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
         None => joined::source_address_towards(&server)
             .with_context(|| format!("no route to {server} to take the node's IP from; pass --node-ip"))?,
     };
+    let mut node = args.node.node();
+    // One agent per node: the lock is held from before the join to the end.
+    let Some(_lock) = agent::try_lock(&node)? else {
+        bail!("an agent is already running for {}; stop it first", node.run_dir.display());
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match &args.token {
         Some(token) => {
@@ -70,11 +75,6 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             "this node has not joined a master yet: pass --token (rkube-master prints the join command)"
         ),
     }
-    let mut node = args.node.node();
-    let Some(_lock) = agent::try_lock(&node)? else {
-        bail!("an agent is already running for {}; stop it first", node.run_dir.display());
-    };
-    agent::write_pid(&node)?;
     let identity =
         NodeIdentity { name: name.clone(), internal_ip: IpAddr::V4(ip), kubelet_port: args.kubelet_port };
     let cfg = Arc::new(JoinedConfig::new(identity));
@@ -98,6 +98,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     node.pod_cidr = cidr;
     std::fs::write(creds.pod_cidr(), format!("{cidr}\n")).context("recording the pod CIDR")?;
     eprintln!("node {name} registered (InternalIP {ip}, pod CIDR {cidr}); running its pods");
+    agent::write_pid(&node)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let signals = super::pod::stop_on_signals(stop.clone());
