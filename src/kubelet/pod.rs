@@ -463,6 +463,7 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
             ready: c.readiness_probe.is_none(),
             backoff: Default::default(),
             restart_at_ms: None,
+            image_digest: p.image.manifest.clone(),
             probe_failure: None,
         };
         if i < n_init { state.init_containers.push(record) } else { state.containers.push(record) }

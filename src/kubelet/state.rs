@@ -65,6 +65,9 @@ pub struct ContainerRecord {
     /// Unix milliseconds at which the exited container is started again (it is backing off).
     #[serde(default)]
     pub restart_at_ms: Option<u64>,
+    /// Manifest digest of the image the container was created from (its `imageID`).
+    #[serde(default)]
+    pub image_digest: String,
     /// The last failed probe check (a joined node reports it as an `Unhealthy` Event).
     #[serde(default)]
     pub probe_failure: Option<ProbeFailure>,

@@ -122,20 +122,8 @@ fn computed_status(
     now: SystemTime,
 ) -> PodStatus {
     let runtime = node.runtime();
-    let store = node.image_store().ok();
-    let tags = store.as_ref().and_then(|s| s.tags().ok()).unwrap_or_default();
     let running = |id: &str| pod::is_running(&runtime, id);
-    let image_id = |image: &str| {
-        crate::image::reference::Reference::parse(image)
-            .ok()
-            .and_then(|r| {
-                let name = local_name(&r);
-                let digest = tags.get(&name)?;
-                Some(format!("{}@{digest}", r.name()))
-            })
-            .unwrap_or_default()
-    };
-    status::pod_status(st, prev, &status::Observed { running: &running, image_id: &image_id, host_ip, now })
+    status::pod_status(st, prev, &status::Observed { running: &running, host_ip, now })
 }
 
 /// The Pod as the node keeps it: marked as coming from the API server, without status and
@@ -180,15 +168,16 @@ fn start_pod(
     let resolver = ImageResolver { store: &store, registries_config, pull_secrets };
     let all = spec.init_containers.iter().flatten().chain(spec.containers.iter());
     let mut seen = BTreeSet::new();
+    let tags = store.tags().unwrap_or_default();
     for c in all {
         let image = c.image.clone().unwrap_or_default();
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
-        let present = crate::image::reference::Reference::parse(&image)
-            .ok()
-            .is_some_and(|r| store.tags().ok().is_some_and(|t| t.contains_key(&local_name(&r))));
         if !seen.insert(image.clone()) {
             continue;
         }
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| "IfNotPresent".into());
+        let present = crate::image::reference::Reference::parse(&image)
+            .ok()
+            .is_some_and(|r| tags.contains_key(&local_name(&r)));
         if present && policy != "Always" {
             let message = format!("Container image \"{image}\" already present on machine");
             event(PodEvent::new(api_pod, Some(&c.name), "Pulled", message));

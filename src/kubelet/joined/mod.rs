@@ -728,31 +728,35 @@ async fn fetch_references(client: &kube::Client, pod: &Pod) -> Result<Vec<Value>
     let (namespace, _) = names(pod);
     let refs = podrefs::references(pod);
     let mut objects = Vec::new();
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-    for (name, optional) in &refs.config_maps {
-        match config_maps.get_opt(name).await {
-            Ok(Some(mut cm)) => {
-                cm.metadata.managed_fields = None;
-                objects.push(json!(cm));
-            }
-            Ok(None) if *optional => {}
-            Ok(None) => return Err(format!("configmap \"{name}\" not found")),
-            Err(e) => return Err(format!("configmap \"{name}\": {e}")),
-        }
-    }
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    for (name, optional) in &refs.secrets {
-        match secrets.get_opt(name).await {
-            Ok(Some(mut s)) => {
-                s.metadata.managed_fields = None;
-                objects.push(json!(s));
-            }
-            Ok(None) if *optional => {}
-            Ok(None) => return Err(format!("secret \"{name}\" not found")),
-            Err(e) => return Err(format!("secret \"{name}\": {e}")),
-        }
-    }
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace);
+    fetch_into(&config_maps, "configmap", &refs.config_maps, &mut objects).await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    fetch_into(&secrets, "secret", &refs.secrets, &mut objects).await?;
     Ok(objects)
+}
+
+/// GETs each named object (`true`: optional, may be missing) into `out`, without managedFields.
+async fn fetch_into<K>(
+    api: &Api<K>,
+    kind: &str,
+    names: &BTreeMap<String, bool>,
+    out: &mut Vec<Value>,
+) -> Result<(), String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    for (name, optional) in names {
+        match api.get_opt(name).await {
+            Ok(Some(mut obj)) => {
+                obj.meta_mut().managed_fields = None;
+                out.push(json!(obj));
+            }
+            Ok(None) if *optional => {}
+            Ok(None) => return Err(format!("{kind} \"{name}\" not found")),
+            Err(e) => return Err(format!("{kind} \"{name}\": {e}")),
+        }
+    }
+    Ok(())
 }
 
 async fn post_event(client: &kube::Client, node: &str, e: &PodEvent) {

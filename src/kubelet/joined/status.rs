@@ -17,8 +17,6 @@ use crate::kubelet::state::{ContainerRecord, Phase, PodState};
 pub struct Observed<'a> {
     /// Whether the runtime container with this id is running.
     pub running: &'a dyn Fn(&str) -> bool,
-    /// The image id (`name@sha256:…`) of an image reference.
-    pub image_id: &'a dyn Fn(&str) -> String,
     pub host_ip: &'a str,
     pub now: SystemTime,
 }
@@ -29,6 +27,15 @@ fn time(unix_secs: u64) -> Time {
 
 fn now_time(now: SystemTime) -> Time {
     Time(DateTime::<Utc>::from(now))
+}
+
+/// `imageID` as the kubelet reports it: the repository and the manifest digest the container was
+/// created from (empty for records made before digests were kept).
+fn image_id(r: &ContainerRecord) -> String {
+    match crate::image::reference::Reference::parse(&r.image) {
+        Ok(reference) if !r.image_digest.is_empty() => format!("{}@{}", reference.name(), r.image_digest),
+        _ => String::new(),
+    }
 }
 
 /// `containerID` as the kubelet reports it.
@@ -103,7 +110,7 @@ fn container_status(
     ContainerStatus {
         name: r.name.clone(),
         image: r.image.clone(),
-        image_id: (seen.image_id)(&r.image),
+        image_id: image_id(r),
         container_id: (r.started_at != 0).then(|| container_id(&r.id)),
         ready: running && r.ready,
         restart_count: r.restarts as i32,
@@ -265,6 +272,7 @@ mod tests {
             ready: true,
             backoff: Default::default(),
             restart_at_ms: None,
+            image_digest: "sha256:00".into(),
             probe_failure: None,
         }
     }
@@ -288,7 +296,7 @@ mod tests {
     }
 
     fn observed<'a>(running: &'a dyn Fn(&str) -> bool, now: SystemTime) -> Observed<'a> {
-        Observed { running, image_id: &|i| format!("{i}@sha256:00"), host_ip: "10.0.0.2", now }
+        Observed { running, host_ip: "10.0.0.2", now }
     }
 
     fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
@@ -307,7 +315,7 @@ mod tests {
         let c = &s.container_statuses.as_ref().unwrap()[0];
         assert!(c.ready);
         assert_eq!(c.container_id.as_deref(), Some("rkube://p_a"));
-        assert_eq!(c.image_id, "busybox@sha256:00");
+        assert_eq!(c.image_id, "docker.io/library/busybox@sha256:00");
         assert!(c.state.as_ref().unwrap().running.is_some());
         // Nothing changed: the same report, transition times kept.
         let later = pod_status(&st, Some(&s), &observed(&|_| true, now + Duration::from_secs(30)));
