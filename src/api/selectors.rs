@@ -277,7 +277,12 @@ impl FieldSelector {
 
     /// The value of `metadata.name=` if this selector pins one name.
     pub fn pinned_name(&self) -> Option<&str> {
-        self.terms.iter().find(|(f, eq, _)| f == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.pinned("metadata.name")
+    }
+
+    /// The value `field` must equal, if this selector pins one.
+    pub fn pinned(&self, field: &str) -> Option<&str> {
+        self.terms.iter().find(|(f, eq, _)| f == field && *eq).map(|(_, _, v)| v.as_str())
     }
 
     /// Matches an object.

@@ -16,11 +16,14 @@
 //!   objects with finalizers, and pods bound to a node with a grace period, only get a deletionTimestamp;
 //! - `bind` sets `spec.nodeName` of an unbound pod and its `PodScheduled=True` condition.
 
+pub mod cached;
 pub mod memory;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::future::Future;
 
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
@@ -212,6 +215,21 @@ pub trait ClusterApi: Send + Sync + 'static {
         pod: &str,
         node: &str,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
+
+    /// Every object of a kind, shared rather than copied where the implementation caches them
+    /// ([`cached::CachedCluster`]).
+    fn snapshot<K: Object>(&self) -> impl Future<Output = Result<Vec<Arc<K>>, ApiError>> + Send {
+        async move { Ok(self.list::<K>(None).await?.items.into_iter().map(Arc::new).collect()) }
+    }
+
+    /// Yields once per change of a kind (all namespaces). Ends when the underlying watch fails, to be
+    /// opened again.
+    fn changes<K: Object>(&self) -> impl Future<Output = Result<BoxStream<'static, ()>, ApiError>> + Send {
+        async move {
+            let events = self.watch::<K>(None, "").await?;
+            Ok(events.take_while(|e| std::future::ready(e.is_ok())).map(|_| ()).boxed())
+        }
+    }
 }
 
 /// `namespace/name` (or `name`) of an object, for messages and keys.

@@ -14,6 +14,7 @@ pub mod resources;
 pub mod serve;
 pub mod status;
 pub mod table;
+pub mod watchcache;
 
 pub use auth::Auth;
 

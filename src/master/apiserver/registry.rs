@@ -5,6 +5,7 @@
 use super::alloc::{self, AllocConfig};
 use super::resources::{self, ResourceInfo};
 use super::status::ApiStatus;
+use super::watchcache::WatchCache;
 use crate::api::podsecurity::{self, ExistingPod, Policy};
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::strict::{self, DecodeError};
@@ -131,6 +132,7 @@ pub struct Registry {
     store: Arc<dyn Store>,
     alloc_cfg: AllocConfig,
     alloc_lock: tokio::sync::Mutex<()>,
+    watch_cache: WatchCache,
 }
 
 fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(Value, Vec<String>), DecodeError> {
@@ -202,7 +204,8 @@ fn parse_rv(rv: &str) -> Result<Revision, ApiStatus> {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>, alloc_cfg: AllocConfig) -> Self {
-        Registry { store, alloc_cfg, alloc_lock: tokio::sync::Mutex::new(()) }
+        let watch_cache = WatchCache::new(store.clone());
+        Registry { store, alloc_cfg, alloc_lock: tokio::sync::Mutex::new(()), watch_cache }
     }
 
     /// The underlying store.
@@ -821,49 +824,70 @@ impl Registry {
         } else {
             (Vec::new(), parse_rv(rv)?)
         };
-        let stream = self.store.watch(&r.prefix(ns), from).await.map_err(|e| match e {
-            StoreError::Compacted { .. } => ApiStatus::expired(e.to_string()),
-            other => ApiStatus::internal(other.to_string()),
-        })?;
         let initial = futures_util::stream::iter(initial.into_iter().map(|o| {
             let revision = parse_rv(meta::resource_version(&o)).unwrap_or(0);
             Ok(WatchItem { kind: "ADDED", object: o, revision })
         }));
+        let expired = |e: StoreError| match e {
+            StoreError::Compacted { .. } => ApiStatus::expired(e.to_string()),
+            other => ApiStatus::internal(other.to_string()),
+        };
+        let index = sel.fields.pinned("spec.nodeName").map(str::to_string);
+        let cached = self
+            .watch_cache
+            .subscribe(&r.prefix(None), &r.prefix(ns), from, index.as_deref())
+            .await
+            .map_err(expired)?;
+        if let Some(sub) = cached {
+            let live = futures_util::stream::unfold(sub, |mut sub| async move {
+                let change = sub.next().await?;
+                Some((change, sub))
+            })
+            .filter_map(move |change| {
+                let out = match change {
+                    Err(e) => Some(Err(expired(e))),
+                    Ok(c) => classify(c.kind, &c.object, c.prev.as_ref(), &sel)
+                        .map(|kind| Ok(WatchItem { kind, object: c.object.clone(), revision: c.revision })),
+                };
+                futures_util::future::ready(out)
+            });
+            return Ok(initial.chain(live).boxed());
+        }
+        let stream = self.store.watch(&r.prefix(ns), from).await.map_err(expired)?;
         let sel = Arc::new(sel);
         let live = stream.filter_map(move |ev| {
             let sel = sel.clone();
             async move {
                 let ev = match ev {
                     Ok(ev) => ev,
-                    Err(e @ StoreError::Compacted { .. }) => {
-                        return Some(Err(ApiStatus::expired(e.to_string())));
-                    }
-                    Err(e) => return Some(Err(ApiStatus::internal(e.to_string()))),
+                    Err(e) => return Some(Err(expired(e))),
                 };
                 let obj = serde_json::from_slice::<Value>(&ev.value).ok()?;
                 let obj = with_rv(obj, ev.revision);
-                let prev_match = ev
-                    .prev_value
-                    .as_deref()
-                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                    .is_some_and(|p| sel.matches(&p));
-                let now_match = sel.matches(&obj);
-                let kind = match ev.kind {
-                    EventKind::Deleted if prev_match || now_match => "DELETED",
-                    EventKind::Deleted => return None,
-                    EventKind::Created if now_match => "ADDED",
-                    EventKind::Created => return None,
-                    EventKind::Updated => match (prev_match, now_match) {
-                        (true, true) => "MODIFIED",
-                        (false, true) => "ADDED",
-                        (true, false) => "DELETED",
-                        (false, false) => return None,
-                    },
-                };
+                let prev = ev.prev_value.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok());
+                let kind = classify(ev.kind, &obj, prev.as_ref(), &sel)?;
                 Some(Ok(WatchItem { kind, object: obj, revision: ev.revision }))
             }
         });
         Ok(initial.chain(live).boxed())
+    }
+}
+
+/// What a change looks like to a watch with `sel`: an object entering the selection is ADDED, one
+/// leaving it DELETED; `None` when the watch does not see it.
+fn classify(kind: EventKind, obj: &Value, prev: Option<&Value>, sel: &Selectors) -> Option<&'static str> {
+    let prev_match = prev.is_some_and(|p| sel.matches(p));
+    let now_match = sel.matches(obj);
+    match kind {
+        EventKind::Deleted if prev_match || now_match => Some("DELETED"),
+        EventKind::Created if now_match => Some("ADDED"),
+        EventKind::Deleted | EventKind::Created => None,
+        EventKind::Updated => match (prev_match, now_match) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
     }
 }
 

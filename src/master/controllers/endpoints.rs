@@ -1,6 +1,7 @@
 //! Endpoints controller: for every Service with a selector, an Endpoints object of the same name listing
 //! ready pods as `addresses` and the others as `notReadyAddresses`, with target ports resolved.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +52,13 @@ fn resolve_port(port: &IntOrString, pod: &Pod) -> Option<i32> {
 }
 
 /// The desired Endpoints of a Service with a selector (None for selector-less Services).
-pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
+pub fn desired_endpoints<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Option<Endpoints> {
     let spec = svc.spec.as_ref()?;
     let selector = LabelSelector::from_map(spec.selector.as_ref().filter(|s| !s.is_empty())?);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let mut subsets: BTreeMap<Vec<(Option<String>, i32, String)>, EndpointSubset> = BTreeMap::new();
     for pod in pods {
+        let pod: &Pod = pod.borrow();
         if !selector.selects(pod.metadata.labels.as_ref()) || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -121,9 +123,15 @@ pub fn desired_endpoints(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
 }
 
 /// Compare desired Endpoints with the stored ones of one namespace.
-pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> Vec<EndpointsAction> {
+pub fn reconcile<S: Borrow<Service>, P: Borrow<Pod>, E: Borrow<Endpoints>>(
+    services: &[S],
+    pods: &[P],
+    existing: &[E],
+) -> Vec<EndpointsAction> {
+    let services: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
+    let existing: Vec<&Endpoints> = existing.iter().map(Borrow::borrow).collect();
     let mut actions = Vec::new();
-    for svc in services {
+    for svc in &services {
         let Some(want) = desired_endpoints(svc, pods) else { continue };
         match existing.iter().find(|e| e.metadata.name == want.metadata.name) {
             None => actions.push(EndpointsAction::Create(Box::new(want))),
@@ -131,7 +139,7 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
                 if !semantically_equal(&have.subsets, &want.subsets)
                     || have.metadata.labels != want.metadata.labels
                 {
-                    let mut updated = have.clone();
+                    let mut updated = (*have).clone();
                     updated.subsets = want.subsets;
                     updated.metadata.labels = want.metadata.labels;
                     updated
@@ -157,28 +165,28 @@ pub fn reconcile(services: &[Service], pods: &[Pod], existing: &[Endpoints]) -> 
 }
 
 /// Services, pods and Endpoints of one namespace.
-type NamespaceObjects = (Vec<Service>, Vec<Pod>, Vec<Endpoints>);
+type NamespaceObjects = (Vec<Arc<Service>>, Vec<Arc<Pod>>, Vec<Arc<Endpoints>>);
 
 /// One pass over all namespaces.
 pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), EndpointsError> {
     let services = client
-        .list::<Service>(None)
+        .snapshot::<Service>()
         .await
         .map_err(|source| EndpointsError::List { what: "services", source })?;
     let pods =
-        client.list::<Pod>(None).await.map_err(|source| EndpointsError::List { what: "pods", source })?;
+        client.snapshot::<Pod>().await.map_err(|source| EndpointsError::List { what: "pods", source })?;
     let endpoints = client
-        .list::<Endpoints>(None)
+        .snapshot::<Endpoints>()
         .await
         .map_err(|source| EndpointsError::List { what: "endpoints", source })?;
     let mut namespaces: BTreeMap<String, NamespaceObjects> = BTreeMap::new();
-    for s in services.items {
+    for s in services {
         namespaces.entry(s.metadata.namespace.clone().unwrap_or_default()).or_default().0.push(s);
     }
-    for p in pods.items {
+    for p in pods {
         namespaces.entry(p.metadata.namespace.clone().unwrap_or_default()).or_default().1.push(p);
     }
-    for e in endpoints.items {
+    for e in endpoints {
         namespaces.entry(e.metadata.namespace.clone().unwrap_or_default()).or_default().2.push(e);
     }
     for (services, pods, existing) in namespaces.values() {
@@ -288,16 +296,16 @@ mod tests {
     #[test]
     fn creates_updates_and_deletes_endpoints() {
         let s = svc(IntOrString::Int(8080));
-        let actions = reconcile(std::slice::from_ref(&s), &[], &[]);
+        let actions = reconcile::<_, Pod, Endpoints>(std::slice::from_ref(&s), &[], &[]);
         let EndpointsAction::Create(e) = &actions[0] else { panic!("{actions:?}") };
         assert!(e.subsets.is_none());
         let actions =
             reconcile(std::slice::from_ref(&s), &[pod("a", Some("10.0.0.2"), true)], &[(**e).clone()]);
         assert!(matches!(&actions[0], EndpointsAction::Update(_)));
-        let actions = reconcile(&[], &[], &[(**e).clone()]);
+        let actions = reconcile::<Service, Pod, _>(&[], &[], &[(**e).clone()]);
         assert!(matches!(&actions[0], EndpointsAction::Delete { name, .. } if name == "web"));
         let mut selectorless = s.clone();
         selectorless.spec.as_mut().unwrap().selector = None;
-        assert!(reconcile(&[selectorless], &[], &[]).is_empty());
+        assert!(reconcile::<_, Pod, Endpoints>(&[selectorless], &[], &[]).is_empty());
     }
 }

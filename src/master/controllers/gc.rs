@@ -159,8 +159,8 @@ async fn list_items<K: Object, C: ClusterApi>(
     out: &mut Vec<GcItem>,
 ) -> Result<(), GcError> {
     let list =
-        client.list::<K>(None).await.map_err(|source| GcError::List { what: K::URL_PATH_SEGMENT, source })?;
-    out.extend(list.items.into_iter().map(|o| {
+        client.snapshot::<K>().await.map_err(|source| GcError::List { what: K::URL_PATH_SEGMENT, source })?;
+    out.extend(list.iter().map(|o| {
         let meta = o.metadata().clone();
         GcItem { kind, namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default(), meta }
     }));
@@ -226,7 +226,9 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), GcError> {
 
 /// Run the garbage collector forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
+    // Pods change all the time on a busy cluster; collecting garbage within half a second is enough.
     let trigger = Trigger::default()
+        .paced(Duration::from_millis(500))
         .watch::<Deployment, C>(&client)
         .await
         .watch::<ReplicaSet, C>(&client)

@@ -7,6 +7,7 @@ use tokio::task::JoinHandle;
 use super::nodeipam::NodeIpamConfig;
 use super::nodelifecycle::NodeLifecycleConfig;
 use crate::master::client::ClusterApi;
+use crate::master::client::cached::CachedCluster;
 use crate::master::fakenodes::{self, FakeNodeConfig};
 use crate::master::scheduler::{self, SchedulerConfig, SchedulerMetrics};
 
@@ -36,8 +37,9 @@ impl Drop for ControlPlane {
 }
 
 /// Spawn the scheduler, ReplicaSet, Deployment, GC, Endpoints and node lifecycle loops (and node IPAM
-/// and fake nodes when configured).
+/// and fake nodes when configured). They share one cache of every kind they read ([`CachedCluster`]).
 pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> ControlPlane {
+    let client = Arc::new(CachedCluster::new(client));
     let metrics = Arc::new(SchedulerMetrics::default());
     let mut tasks = vec![
         tokio::spawn({

@@ -4,7 +4,8 @@
 //! so a restart loses nothing and a deleted Node's subnet is free again. When the range is
 //! exhausted the Node gets a Warning Event `CIDRNotAvailable`.
 
-use std::collections::BTreeSet;
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,9 +111,10 @@ fn node_cidr(node: &Node) -> Option<&str> {
 
 /// Assigns subnets to the Nodes that have none, in name order, after occupying every subnet
 /// already in use (pure).
-pub fn plan(nodes: &[Node], config: &NodeIpamConfig) -> Result<Vec<IpamAction>, NodeIpamError> {
+pub fn plan<N: Borrow<Node>>(nodes: &[N], config: &NodeIpamConfig) -> Result<Vec<IpamAction>, NodeIpamError> {
+    let nodes: Vec<&Node> = nodes.iter().map(Borrow::borrow).collect();
     let mut alloc = CidrAllocator::new(config.cluster_cidr, config.mask)?;
-    for n in nodes {
+    for n in &nodes {
         let cidrs = n.spec.as_ref().and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
         for c in node_cidr(n).into_iter().map(String::from).chain(cidrs) {
             if let Ok(net) = c.parse::<Ipv4Net>() {
@@ -120,8 +122,10 @@ pub fn plan(nodes: &[Node], config: &NodeIpamConfig) -> Result<Vec<IpamAction>, 
             }
         }
     }
-    let mut pending: Vec<&Node> =
-        nodes.iter().filter(|n| node_cidr(n).is_none() && n.metadata.deletion_timestamp.is_none()).collect();
+    let mut pending: Vec<&Node> = nodes
+        .into_iter()
+        .filter(|n| node_cidr(n).is_none() && n.metadata.deletion_timestamp.is_none())
+        .collect();
     pending.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     Ok(pending
         .into_iter()
@@ -142,15 +146,14 @@ pub async fn sync<C: ClusterApi>(
     events: &EventRecorder<C>,
     warned: &mut BTreeSet<String>,
 ) -> Result<(), NodeIpamError> {
-    let nodes = client.list::<Node>(None).await.map_err(NodeIpamError::List)?;
-    let names: BTreeSet<String> = nodes.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
-    warned.retain(|n| names.contains(n));
-    for action in plan(&nodes.items, config)? {
+    let nodes = client.snapshot::<Node>().await.map_err(NodeIpamError::List)?;
+    let by_name: HashMap<&str, &Node> =
+        nodes.iter().map(|n| (n.metadata.name.as_deref().unwrap_or(""), &**n)).collect();
+    warned.retain(|n| by_name.contains_key(n.as_str()));
+    for action in plan(&nodes, config)? {
         match action {
             IpamAction::Assign { node, cidr } => {
-                let Some(mut n) =
-                    nodes.items.iter().find(|n| n.metadata.name.as_deref() == Some(&node)).cloned()
-                else {
+                let Some(mut n) = by_name.get(node.as_str()).map(|n| (*n).clone()) else {
                     continue;
                 };
                 let spec = n.spec.get_or_insert_default();
@@ -165,12 +168,12 @@ pub async fn sync<C: ClusterApi>(
             }
             IpamAction::Exhausted { node } => {
                 if warned.insert(node.clone()) {
-                    if let Some(n) = nodes.items.iter().find(|n| n.metadata.name.as_deref() == Some(&node)) {
+                    if let Some(n) = by_name.get(node.as_str()) {
                         let msg = format!(
                             "Node {node} status is now: CIDRNotAvailable (no free /{} left in {})",
                             config.mask, config.cluster_cidr
                         );
-                        events.record(n, EventType::Warning, "CIDRNotAvailable", &msg).await;
+                        events.record(*n, EventType::Warning, "CIDRNotAvailable", &msg).await;
                     }
                 }
             }
@@ -181,7 +184,8 @@ pub async fn sync<C: ClusterApi>(
 
 /// Runs the node IPAM controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>, config: NodeIpamConfig) {
-    let mut trigger = Trigger::default().watch::<Node, C>(&client).await;
+    // Every Node status update wakes this loop; a joining node waits at most this long for its CIDR.
+    let mut trigger = Trigger::default().paced(Duration::from_millis(100)).watch::<Node, C>(&client).await;
     let events = EventRecorder::new(client.clone(), "node-ipam-controller");
     let mut warned = BTreeSet::new();
     loop {

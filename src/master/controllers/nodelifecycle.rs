@@ -7,6 +7,8 @@
 //! with grace 0 — what upstream's pod GC does for pods of unreachable nodes — so its ReplicaSet's
 //! replacement does not wait for a node that may never come back.
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,17 +91,22 @@ fn eviction_delay(pod: &Pod, taint: &Taint, default: Duration) -> Option<Duratio
 }
 
 /// Decide status, taints and evictions for all nodes at `now`.
-pub fn reconcile(
-    nodes: &[Node],
-    leases: &[Lease],
-    pods: &[Pod],
+pub fn reconcile<N: Borrow<Node>, L: Borrow<Lease>, P: Borrow<Pod>>(
+    nodes: &[N],
+    leases: &[L],
+    pods: &[P],
     config: &NodeLifecycleConfig,
     now: &Time,
 ) -> Vec<NodeAction> {
+    let leases: HashMap<&str, &Lease> =
+        leases.iter().map(Borrow::borrow).map(|l| (l.metadata.name.as_deref().unwrap_or(""), l)).collect();
+    // Pods by node, built only when some node needs its pods looked at.
+    let mut by_node: Option<HashMap<&str, Vec<&Pod>>> = None;
     let mut actions = Vec::new();
     for node in nodes {
+        let node: &Node = node.borrow();
         let name = node.metadata.name.clone().unwrap_or_default();
-        let lease = leases.iter().find(|l| l.metadata.name.as_deref() == Some(&name));
+        let lease = leases.get(name.as_str()).copied();
         let ready = ready_condition(node);
         let since = last_heartbeat(node, lease).or_else(|| node.metadata.creation_timestamp.clone());
         let silent = since.as_ref().is_none_or(|t| elapsed(t, now) > config.grace_period);
@@ -146,11 +153,27 @@ pub fn reconcile(
         if taints != current {
             actions.push(NodeAction::SetTaints { node: name.clone(), taints: taints.clone() });
         }
+        if status == "True" && !taints.iter().any(|t| t.effect == "NoExecute") {
+            continue;
+        }
+        let on_node: &[&Pod] = by_node
+            .get_or_insert_with(|| {
+                let mut m: HashMap<&str, Vec<&Pod>> = HashMap::new();
+                for p in pods {
+                    let p: &Pod = p.borrow();
+                    if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                        m.entry(n).or_default().push(p);
+                    }
+                }
+                m
+            })
+            .get(name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         if status != "True" {
-            for pod in pods {
-                let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str());
+            for pod in on_node {
                 let expired = pod.metadata.deletion_timestamp.as_ref().is_some_and(|t| t.0 <= now.0);
-                if on_node && expired {
+                if expired {
                     actions.push(NodeAction::ForceDelete {
                         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                         pod: pod.metadata.name.clone().unwrap_or_default(),
@@ -161,9 +184,8 @@ pub fn reconcile(
         }
         for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
             let added = taint.time_added.clone().unwrap_or_else(|| now.clone());
-            for pod in pods {
-                let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str());
-                if !on_node || pod.metadata.deletion_timestamp.is_some() {
+            for pod in on_node {
+                if pod.metadata.deletion_timestamp.is_some() {
                     continue;
                 }
                 if eviction_delay(pod, taint, config.eviction_timeout)
@@ -198,16 +220,17 @@ pub async fn sync_at<C: ClusterApi>(
     now: &Time,
 ) -> Result<(), NodeLifecycleError> {
     let nodes = client
-        .list::<Node>(None)
+        .snapshot::<Node>()
         .await
         .map_err(|source| NodeLifecycleError::List { what: "nodes", source })?;
-    let leases = client
-        .list::<Lease>(Some(LEASE_NAMESPACE))
+    let mut leases = client
+        .snapshot::<Lease>()
         .await
         .map_err(|source| NodeLifecycleError::List { what: "leases", source })?;
+    leases.retain(|l| l.metadata.namespace.as_deref() == Some(LEASE_NAMESPACE));
     let pods =
-        client.list::<Pod>(None).await.map_err(|source| NodeLifecycleError::List { what: "pods", source })?;
-    for action in reconcile(&nodes.items, &leases.items, &pods.items, config, now) {
+        client.snapshot::<Pod>().await.map_err(|source| NodeLifecycleError::List { what: "pods", source })?;
+    for action in reconcile(&nodes, &leases, &pods, config, now) {
         let (step, name, result) = match action {
             NodeAction::SetReady { node, condition } => {
                 let result = async {
@@ -251,7 +274,8 @@ pub async fn sync_at<C: ClusterApi>(
 
 /// Run the node lifecycle controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>, config: NodeLifecycleConfig) {
-    let trigger = Trigger::default().watch::<Node, C>(&client).await;
+    // Node status changes arrive every few seconds from every node: react within a second, not to each.
+    let trigger = Trigger::default().paced(Duration::from_secs(1)).watch::<Node, C>(&client).await;
     let period = config.monitor_period;
     run_loop("node-lifecycle", trigger, period, || sync_all(&*client, &config)).await;
 }
@@ -303,7 +327,7 @@ mod tests {
     fn fresh_lease_keeps_node_ready() {
         let now = now_time();
         assert!(
-            reconcile(&[node(&now)], &[lease(&now, 5)], &[], &NodeLifecycleConfig::default(), &now)
+            reconcile::<_, _, Pod>(&[node(&now)], &[lease(&now, 5)], &[], &NodeLifecycleConfig::default(), &now)
                 .is_empty()
         );
     }
@@ -312,7 +336,7 @@ mod tests {
     fn silent_node_becomes_unknown_and_tainted() {
         let now = now_time();
         let actions =
-            reconcile(&[node(&now)], &[lease(&now, 60)], &[], &NodeLifecycleConfig::default(), &now);
+            reconcile::<_, _, Pod>(&[node(&now)], &[lease(&now, 60)], &[], &NodeLifecycleConfig::default(), &now);
         assert!(
             matches!(&actions[0], NodeAction::SetReady { condition, .. } if condition.status == "Unknown")
         );

@@ -1,7 +1,8 @@
 //! ReplicaSet controller: claim pods (adopt matching orphans, release non-matching), create or delete
 //! pods to reach `spec.replicas`, and report status.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,7 @@ fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<Time>>) {
 }
 
 /// Decide what to do for one ReplicaSet given the pods of its namespace.
-pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: &Time) -> Vec<RsAction> {
+pub fn reconcile<P: Borrow<Pod>>(rs: &ReplicaSet, pods: &[P], now: &Time) -> Vec<RsAction> {
     let mut actions = Vec::new();
     let uid = rs.metadata.uid.as_deref().unwrap_or("");
     let spec = rs.spec.clone().unwrap_or_default();
@@ -99,6 +100,7 @@ pub fn reconcile(rs: &ReplicaSet, pods: &[Pod], now: &Time) -> Vec<RsAction> {
     let selector = LabelSelector::from_k8s(&spec.selector).ok();
     let mut claimed: Vec<&Pod> = Vec::new();
     for pod in pods {
+        let pod: &Pod = pod.borrow();
         let matches = selector.as_ref().is_some_and(|s| s.selects(pod.metadata.labels.as_ref()));
         match controller_of(&pod.metadata) {
             Some(owner) if owner.uid == uid => {
@@ -179,11 +181,11 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
 }
 
 /// Apply the actions of one ReplicaSet.
-pub async fn execute<C: ClusterApi>(
+pub async fn execute<C: ClusterApi, P: Borrow<Pod>>(
     client: &C,
     events: &EventRecorder<C>,
     rs: &ReplicaSet,
-    pods: &[Pod],
+    pods: &[P],
     actions: Vec<RsAction>,
 ) -> Result<(), ReplicaSetError> {
     let name = rs.metadata.name.clone().unwrap_or_default();
@@ -192,7 +194,9 @@ pub async fn execute<C: ClusterApi>(
         let rs = name.clone();
         move |source| ReplicaSetError::Action { rs, step, source }
     };
-    let find = |pod: &str| pods.iter().find(|p| p.metadata.name.as_deref() == Some(pod)).cloned();
+    let find = |pod: &str| {
+        pods.iter().map(Borrow::borrow).find(|p: &&Pod| p.metadata.name.as_deref() == Some(pod)).cloned()
+    };
     for action in actions {
         match action {
             RsAction::Adopt(pod) | RsAction::Release(pod) if find(&pod).is_none() => continue,
@@ -267,25 +271,30 @@ pub async fn execute<C: ClusterApi>(
     Ok(())
 }
 
-/// One pass over every ReplicaSet.
+/// One pass over every ReplicaSet. Each sees the pods it controls and the namespace's orphans (the only
+/// pods it can act on), so a pass costs the number of pods, not pods times ReplicaSets.
 pub async fn sync_all<C: ClusterApi>(client: &C, events: &EventRecorder<C>) -> Result<(), ReplicaSetError> {
     let rses = client
-        .list::<ReplicaSet>(None)
+        .snapshot::<ReplicaSet>()
         .await
         .map_err(|source| ReplicaSetError::List { what: "replicasets", source })?;
     let pods =
-        client.list::<Pod>(None).await.map_err(|source| ReplicaSetError::List { what: "pods", source })?;
-    let mut by_ns: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-    for p in pods.items {
-        by_ns.entry(p.metadata.namespace.clone().unwrap_or_default()).or_default().push(p);
+        client.snapshot::<Pod>().await.map_err(|source| ReplicaSetError::List { what: "pods", source })?;
+    let mut owned: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    let mut orphans: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in &pods {
+        match controller_of(&p.metadata) {
+            Some(owner) => owned.entry(owner.uid.as_str()).or_default().push(p),
+            None => orphans.entry(p.metadata.namespace.as_deref().unwrap_or("")).or_default().push(p),
+        }
     }
     let now = now_time();
     let mut first_error = None;
-    for rs in &rses.items {
-        let pods =
-            by_ns.get(rs.metadata.namespace.as_deref().unwrap_or("")).map(Vec::as_slice).unwrap_or(&[]);
-        let actions = reconcile(rs, pods, &now);
-        if let Err(e) = execute(client, events, rs, pods, actions).await {
+    for rs in &rses {
+        let mut pods = owned.get(rs.metadata.uid.as_deref().unwrap_or("")).cloned().unwrap_or_default();
+        pods.extend(orphans.get(rs.metadata.namespace.as_deref().unwrap_or("")).into_iter().flatten());
+        let actions = reconcile(rs, &pods, &now);
+        if let Err(e) = execute(client, events, rs, &pods, actions).await {
             first_error.get_or_insert(e);
         }
     }
@@ -302,6 +311,7 @@ pub async fn run<C: ClusterApi>(client: Arc<C>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -359,7 +369,7 @@ mod tests {
 
     #[test]
     fn creates_missing_pods() {
-        let actions = reconcile(&rs(3), &[], &now_time());
+        let actions = reconcile::<Pod>(&rs(3), &[], &now_time());
         assert_eq!(actions[0], RsAction::Create(3));
         let RsAction::Status(s) = &actions[1] else { panic!("{actions:?}") };
         assert_eq!((s.replicas, s.observed_generation), (0, Some(2)));

@@ -48,12 +48,13 @@ pub struct Trigger {
     tx: mpsc::UnboundedSender<()>,
     rx: mpsc::UnboundedReceiver<()>,
     tasks: Vec<JoinHandle<()>>,
+    settle: Duration,
 }
 
 impl Default for Trigger {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Trigger { tx, rx, tasks: Vec::new() }
+        Trigger { tx, rx, tasks: Vec::new(), settle: SETTLE }
     }
 }
 
@@ -66,10 +67,17 @@ impl Drop for Trigger {
 }
 
 impl Trigger {
+    /// Let changes gather for `settle` after the first before waking: a loop over a kind that changes
+    /// all the time (Node status, Pods on a busy cluster) runs at most about once per `settle`.
+    pub fn paced(mut self, settle: Duration) -> Self {
+        self.settle = settle.max(SETTLE);
+        self
+    }
+
     /// Also wake on changes of kind `K` (all namespaces). The first watch is open when this returns, so no
     /// change after it is missed; watches reopen when they end.
     pub async fn watch<K: Object, C: ClusterApi>(mut self, client: &Arc<C>) -> Self {
-        let first = client.watch::<K>(None, "").await;
+        let first = client.changes::<K>().await;
         let client = client.clone();
         let tx = self.tx.clone();
         self.tasks.push(tokio::spawn(async move {
@@ -77,13 +85,13 @@ impl Trigger {
             loop {
                 let opened = match next.take() {
                     Some(w) => w,
-                    None => client.watch::<K>(None, "").await,
+                    None => client.changes::<K>().await,
                 };
                 match opened {
                     Ok(mut stream) => {
-                        while let Some(event) = stream.next().await {
-                            if event.is_err() || tx.send(()).is_err() {
-                                break;
+                        while stream.next().await.is_some() {
+                            if tx.send(()).is_err() {
+                                return;
                             }
                         }
                     }
@@ -101,7 +109,7 @@ impl Trigger {
     /// Wait for a change (or `timeout`), let a burst of changes settle briefly, then swallow the queued ones.
     pub async fn wait(&mut self, timeout: Duration) {
         if let Ok(Some(())) = tokio::time::timeout(timeout, self.rx.recv()).await {
-            tokio::time::sleep(SETTLE).await;
+            tokio::time::sleep(self.settle).await;
         }
         while self.rx.try_recv().is_ok() {}
     }
