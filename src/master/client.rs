@@ -20,8 +20,8 @@ pub mod cached;
 pub mod memory;
 
 use std::fmt::Debug;
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;

@@ -483,34 +483,36 @@ async fn watch(
     let timeout = q.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1800);
     let as_table = table::wants_table(accept);
     let kind = r.storage().kind;
-    let first: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> =
-        match app.registry.watch(r, ns, rv, sel).await {
-            Ok(items) => {
-                let mut sent_columns = false;
-                Box::pin(items.map(move |item| {
-                    let line = match item {
-                        Ok(it) => {
-                            let obj = if as_table {
-                                let t =
-                                    table::table(kind, &[it.object], &it.revision.to_string(), !sent_columns);
-                                sent_columns = true;
-                                t
-                            } else {
-                                it.object
-                            };
-                            json!({"type": it.kind, "object": obj})
-                        }
-                        Err(e) => json!({"type": "ERROR", "object": e.to_json()}),
-                    };
-                    Bytes::from(format!("{line}\n"))
-                }))
-            }
-            Err(e) if e.code == 410 => {
-                let line = json!({"type": "ERROR", "object": e.to_json()});
-                Box::pin(futures_util::stream::once(async move { Bytes::from(format!("{line}\n")) }))
-            }
-            Err(e) => return Err(e),
-        };
+    let first: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> = match app
+        .registry
+        .watch_with(r, ns, rv, sel, q.get("allowWatchBookmarks").is_some_and(|v| v == "true"))
+        .await
+    {
+        Ok(items) => {
+            let mut sent_columns = false;
+            Box::pin(items.map(move |item| {
+                let line = match item {
+                    Ok(it) => {
+                        let obj = if as_table && it.kind != "BOOKMARK" {
+                            let t = table::table(kind, &[it.object], &it.revision.to_string(), !sent_columns);
+                            sent_columns = true;
+                            t
+                        } else {
+                            it.object
+                        };
+                        json!({"type": it.kind, "object": obj})
+                    }
+                    Err(e) => json!({"type": "ERROR", "object": e.to_json()}),
+                };
+                Bytes::from(format!("{line}\n"))
+            }))
+        }
+        Err(e) if e.code == 410 => {
+            let line = json!({"type": "ERROR", "object": e.to_json()});
+            Box::pin(futures_util::stream::once(async move { Bytes::from(format!("{line}\n")) }))
+        }
+        Err(e) => return Err(e),
+    };
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
     let stream = first.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
     Ok(Response::builder()

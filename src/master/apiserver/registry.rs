@@ -5,7 +5,7 @@
 use super::alloc::{self, AllocConfig};
 use super::resources::{self, ResourceInfo};
 use super::status::ApiStatus;
-use super::watchcache::WatchCache;
+use super::watchcache::{Item, WatchCache};
 use crate::api::podsecurity::{self, ExistingPod, Policy};
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::strict::{self, DecodeError};
@@ -818,6 +818,18 @@ impl Registry {
         rv: &str,
         sel: Selectors,
     ) -> Result<WatchItems, ApiStatus> {
+        self.watch_with(r, ns, rv, sel, false).await
+    }
+
+    /// [`Registry::watch`], with periodic BOOKMARK items when `bookmarks` (`allowWatchBookmarks`).
+    pub async fn watch_with(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        rv: &str,
+        sel: Selectors,
+        bookmarks: bool,
+    ) -> Result<WatchItems, ApiStatus> {
         let (initial, from) = if rv.is_empty() || rv == "0" {
             let (items, rev) = self.list(r, ns, &sel).await?;
             (items, rev)
@@ -835,10 +847,11 @@ impl Registry {
         let index = sel.fields.pinned("spec.nodeName").map(str::to_string);
         let cached = self
             .watch_cache
-            .subscribe(&r.prefix(None), &r.prefix(ns), from, index.as_deref())
+            .subscribe(&r.prefix(None), &r.prefix(ns), from, index.as_deref(), bookmarks)
             .await
             .map_err(expired)?;
         if let Some(sub) = cached {
+            let (kind, api_version) = (r.kind, r.api_version());
             let live = futures_util::stream::unfold(sub, |mut sub| async move {
                 let change = sub.next().await?;
                 Some((change, sub))
@@ -846,8 +859,14 @@ impl Registry {
             .filter_map(move |change| {
                 let out = match change {
                     Err(e) => Some(Err(expired(e))),
-                    Ok(c) => classify(c.kind, &c.object, c.prev.as_ref(), &sel)
+                    Ok(Item::Change(c)) => classify(c.kind, &c.object, c.prev.as_ref(), &sel)
                         .map(|kind| Ok(WatchItem { kind, object: c.object.clone(), revision: c.revision })),
+                    Ok(Item::Progress(revision)) => Some(Ok(WatchItem {
+                        kind: "BOOKMARK",
+                        object: json!({"kind": kind, "apiVersion": api_version,
+                            "metadata": {"resourceVersion": revision.to_string()}}),
+                        revision,
+                    })),
                 };
                 futures_util::future::ready(out)
             });

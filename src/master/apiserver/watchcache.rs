@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::master::store::{EventKind, EventStream, Revision, Store, StoreError};
 
 /// Changes kept for watches that start in the past.
-const WINDOW: usize = 1024;
+const WINDOW: usize = 2048;
 /// Changes queued for one watch before it is ended as too slow.
 const QUEUE: usize = 4096;
 
@@ -36,8 +37,20 @@ pub struct Change {
     index: [Option<String>; 2],
 }
 
-/// What a subscriber receives: a change, or the end of the watch because it fell behind.
-pub type Delivery = Result<Arc<Change>, StoreError>;
+/// What a subscriber receives: a change, a bookmark, or the end of the watch because it fell behind.
+pub type Delivery = Result<Item, StoreError>;
+
+/// One item of a subscription.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Change(Arc<Change>),
+    /// Every change up to this revision that concerns the subscriber was delivered (a watch BOOKMARK).
+    Progress(Revision),
+}
+
+/// How often subscribers that asked for them get a bookmark: a client resuming from its last
+/// bookmark stays inside the window instead of falling back to the store's history.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
 /// Which field, if any, indexes the watches of the resources under a prefix.
 fn index_field(prefix: &str) -> Option<&'static str> {
@@ -51,6 +64,7 @@ fn field_str(obj: &Value, field: &str) -> Option<String> {
 
 struct Subscriber {
     tx: mpsc::Sender<Delivery>,
+    bookmarks: bool,
     /// Changes at or below this revision are not sent (the subscriber has them already).
     floor: Revision,
     prefix: String,
@@ -68,6 +82,8 @@ struct HubState {
     next_id: u64,
     /// The upstream watch ended: no new subscriber may join this hub.
     closed: bool,
+    /// The newest revision dispatched (or the revision the hub started at).
+    last: Revision,
 }
 
 impl HubState {
@@ -100,7 +116,7 @@ impl HubState {
         {
             return true;
         }
-        match s.tx.try_send(Ok(change.clone())) {
+        match s.tx.try_send(Ok(Item::Change(change.clone()))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::debug!(prefix = %s.prefix, "watch fell behind; ending it");
@@ -128,7 +144,15 @@ impl HubState {
         {
             self.covered_after = old.revision;
         }
+        self.last = self.last.max(change.revision);
         self.window.push_back(change);
+    }
+
+    /// Tells every subscriber that wants bookmarks how far it is (skipped for a full queue).
+    fn bookmark(&self) {
+        for s in self.subscribers.values().filter(|s| s.bookmarks) {
+            let _ = s.tx.try_send(Ok(Item::Progress(self.last.max(s.floor))));
+        }
     }
 
     /// Ends subscriber `id` with an Expired error (it must re-list).
@@ -192,6 +216,7 @@ impl WatchCache {
         prefix: &str,
         after: Revision,
         index: Option<&str>,
+        bookmarks: bool,
     ) -> Result<Option<Subscription>, StoreError> {
         let index = index.filter(|_| index_field(resource_prefix).is_some()).map(str::to_string);
         let hub = self.hub(resource_prefix).await?;
@@ -210,7 +235,8 @@ impl WatchCache {
                 st.unindexed.insert(id);
             }
         }
-        st.subscribers.insert(id, Subscriber { tx, floor: after, prefix: prefix.to_string(), index });
+        st.subscribers
+            .insert(id, Subscriber { tx, bookmarks, floor: after, prefix: prefix.to_string(), index });
         // Replay what the window holds after `after`, in order, before any new change is dispatched.
         let replay: Vec<Arc<Change>> = st.window.iter().filter(|c| c.revision > after).cloned().collect();
         for c in replay {
@@ -242,29 +268,63 @@ impl WatchCache {
         {
             return Ok(h.clone());
         }
-        let hub =
-            Arc::new(Hub { state: Mutex::new(HubState { covered_after: from, ..HubState::default() }) });
+        let hub = Arc::new(Hub {
+            state: Mutex::new(HubState { covered_after: from, last: from, ..HubState::default() }),
+        });
         hubs.insert(resource_prefix.to_string(), hub.clone());
-        tokio::spawn(feed(hub.clone(), upstream, index_field(resource_prefix)));
+        tokio::spawn(feed(hub.clone(), self.store.clone(), resource_prefix.to_string(), upstream, from));
+        let weak = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(BOOKMARK_EVERY).await;
+                let Some(hub) = weak.upgrade() else { return };
+                let st = hub.state.lock().unwrap_or_else(|p| p.into_inner());
+                if st.closed {
+                    return;
+                }
+                st.bookmark();
+            }
+        });
         Ok(hub)
     }
 }
 
-/// Decodes each upstream change once and dispatches it; when the upstream ends, ends every subscriber.
-async fn feed(hub: Arc<Hub>, mut upstream: EventStream, index: Option<&'static str>) {
-    while let Some(ev) = upstream.next().await {
-        let Ok(ev) = ev else { break };
-        let Ok(mut object) = serde_json::from_slice::<Value>(&ev.value) else { continue };
-        crate::api::meta::set_str(&mut object, "resourceVersion", &ev.revision.to_string());
-        let prev = ev.prev_value.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok());
-        let index = match index {
-            Some(f) => [field_str(&object, f), prev.as_ref().and_then(|p| field_str(p, f))],
-            None => [None, None],
-        };
-        let change =
-            Arc::new(Change { kind: ev.kind, key: ev.key, revision: ev.revision, object, prev, index });
-        let mut st = hub.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.dispatch(change);
+/// Decodes each upstream change once and dispatches it. When the upstream watch ends (this task fell
+/// behind the store's live feed), it resumes from the last change it saw, which the store replays from
+/// its history; only when that fails (history compacted) does every subscriber end, to re-list.
+async fn feed(
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    prefix: String,
+    mut upstream: EventStream,
+    mut last: Revision,
+) {
+    let index = index_field(&prefix);
+    loop {
+        while let Some(ev) = upstream.next().await {
+            let Ok(ev) = ev else { break };
+            last = ev.revision;
+            let Ok(mut object) = serde_json::from_slice::<Value>(&ev.value) else { continue };
+            crate::api::meta::set_str(&mut object, "resourceVersion", &ev.revision.to_string());
+            let prev = ev.prev_value.as_deref().and_then(|p| serde_json::from_slice::<Value>(p).ok());
+            let index = match index {
+                Some(f) => [field_str(&object, f), prev.as_ref().and_then(|p| field_str(p, f))],
+                None => [None, None],
+            };
+            let change =
+                Arc::new(Change { kind: ev.kind, key: ev.key, revision: ev.revision, object, prev, index });
+            hub.state.lock().unwrap_or_else(|p| p.into_inner()).dispatch(change);
+        }
+        match store.watch(&prefix, last).await {
+            Ok(resumed) => {
+                tracing::debug!(%prefix, revision = last, "watch cache resumed its store watch");
+                upstream = resumed;
+            }
+            Err(e) => {
+                tracing::info!(%prefix, error = %e, "watch cache lost its store watch; watches re-list");
+                break;
+            }
+        }
     }
     let mut st = hub.state.lock().unwrap_or_else(|p| p.into_inner());
     st.closed = true;
@@ -281,13 +341,16 @@ mod tests {
     use serde_json::json;
 
     fn pod(name: &str, node: &str) -> Vec<u8> {
-        serde_json::to_vec(&json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"nodeName": node}}))
-            .unwrap()
+        serde_json::to_vec(
+            &json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"nodeName": node}}),
+        )
+        .unwrap()
     }
 
     async fn next_name(sub: &mut Subscription) -> String {
-        let c = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
-        c.unwrap().object["metadata"]["name"].as_str().unwrap().to_string()
+        let c = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+        let Ok(Item::Change(c)) = c else { panic!("expected a change, got {c:?}") };
+        c.object["metadata"]["name"].as_str().unwrap().to_string()
     }
 
     #[tokio::test]
@@ -297,8 +360,9 @@ mod tests {
         let cache = WatchCache::new(store.clone());
         let p = "/registry/pods/";
         let start = store.current_revision().await.unwrap();
-        let mut a = cache.subscribe(p, p, start, Some("a")).await.unwrap().unwrap();
-        let mut all = cache.subscribe(p, "/registry/pods/default/", start, None).await.unwrap().unwrap();
+        let mut a = cache.subscribe(p, p, start, Some("a"), false).await.unwrap().unwrap();
+        let mut all =
+            cache.subscribe(p, "/registry/pods/default/", start, None, false).await.unwrap().unwrap();
         store.create("/registry/pods/default/x", pod("x", "b")).await.unwrap();
         let r = store.create("/registry/pods/default/y", pod("y", "a")).await.unwrap();
         // Moving a pod away from node a still reaches a's watch (as a change of its old value).
@@ -308,11 +372,14 @@ mod tests {
         assert_eq!(next_name(&mut all).await, "x");
         assert_eq!(next_name(&mut all).await, "y");
         // A watch starting at y's creation replays only the later change from the window.
-        let mut late = cache.subscribe(p, p, r, None).await.unwrap().unwrap();
-        let c = late.next().await.unwrap().unwrap();
+        let mut late = cache.subscribe(p, p, r, None, true).await.unwrap().unwrap();
+        let Some(Ok(Item::Change(c))) = late.next().await else { panic!("expected a change") };
         assert_eq!(c.revision, moved);
+        // Then, with nothing changing, a bookmark at the newest revision.
+        let b = tokio::time::timeout(BOOKMARK_EVERY * 2, late.next()).await.unwrap();
+        assert!(matches!(b, Some(Ok(Item::Progress(rev))) if rev == moved), "{b:?}");
         // A watch from before the hub started is not served from the cache.
-        assert!(cache.subscribe(p, p, start - 1, None).await.unwrap().is_none());
+        assert!(cache.subscribe(p, p, start - 1, None, false).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -322,7 +389,7 @@ mod tests {
         let cache = WatchCache::new(store.clone());
         let p = "/registry/configmaps/";
         let start = store.current_revision().await.unwrap();
-        let mut slow = cache.subscribe(p, p, start, None).await.unwrap().unwrap();
+        let mut slow = cache.subscribe(p, p, start, None, false).await.unwrap().unwrap();
         let mut last = 0;
         for i in 0..QUEUE + 1 {
             last = store.create(&format!("/registry/configmaps/default/c{i}"), b"{}".to_vec()).await.unwrap();
@@ -330,11 +397,11 @@ mod tests {
         // Let the hub take every change before the subscriber reads anything.
         let hub = cache.hubs.lock().unwrap().get(p).unwrap().clone();
         while hub.state.lock().unwrap().window.back().map(|c| c.revision) != Some(last) {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut n = 0;
         loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(10), slow.next()).await.unwrap() {
+            match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.unwrap() {
                 Some(Ok(_)) => n += 1,
                 Some(Err(e)) => {
                     assert!(matches!(e, StoreError::Compacted { .. }));

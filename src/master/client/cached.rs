@@ -17,7 +17,9 @@ use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ApiError, ClusterApi, DeleteParams, Deleted, Object, ObjectList, WatchEvent, WatchStream, object_key};
+use super::{
+    ApiError, ClusterApi, DeleteParams, Deleted, Object, ObjectList, WatchEvent, WatchStream, object_key,
+};
 
 /// Pause before re-watching after a watch ended.
 const REWATCH: Duration = Duration::from_millis(200);
@@ -167,7 +169,8 @@ impl<C: ClusterApi> CachedCluster<C> {
         }
         let list = self.inner.list::<K>(None).await?;
         let rv = list.resource_version.clone();
-        let informer = Arc::new(Informer { state: RwLock::new(State::new(list)), wakers: Mutex::new(Vec::new()) });
+        let informer =
+            Arc::new(Informer { state: RwLock::new(State::new(list)), wakers: Mutex::new(Vec::new()) });
         let task = tokio::spawn(keep_current(self.inner.clone(), Arc::downgrade(&informer), rv));
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
         let erased: Arc<dyn Any + Send + Sync> = informer.clone();
@@ -212,7 +215,11 @@ impl<C: ClusterApi> ClusterApi for CachedCluster<C> {
         Ok(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed())
     }
 
-    async fn watch<K: Object>(&self, namespace: Option<&str>, resource_version: &str) -> Result<WatchStream<K>, ApiError> {
+    async fn watch<K: Object>(
+        &self,
+        namespace: Option<&str>,
+        resource_version: &str,
+    ) -> Result<WatchStream<K>, ApiError> {
         self.inner.watch(namespace, resource_version).await
     }
 
@@ -266,7 +273,11 @@ mod tests {
 
     fn cm(name: &str, v: &str) -> ConfigMap {
         ConfigMap {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
             data: Some([("k".to_string(), v.to_string())].into()),
             ..Default::default()
         }

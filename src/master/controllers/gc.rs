@@ -226,9 +226,10 @@ pub async fn sync_all<C: ClusterApi>(client: &C) -> Result<(), GcError> {
 
 /// Run the garbage collector forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
-    // Pods change all the time on a busy cluster; collecting garbage within half a second is enough.
+    // Pods change all the time on a busy cluster, and a pass copies the metadata of every object:
+    // collecting garbage within a second is enough.
     let trigger = Trigger::default()
-        .paced(Duration::from_millis(500))
+        .paced(Duration::from_secs(1))
         .watch::<Deployment, C>(&client)
         .await
         .watch::<ReplicaSet, C>(&client)

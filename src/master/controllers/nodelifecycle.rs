@@ -327,16 +327,27 @@ mod tests {
     fn fresh_lease_keeps_node_ready() {
         let now = now_time();
         assert!(
-            reconcile::<_, _, Pod>(&[node(&now)], &[lease(&now, 5)], &[], &NodeLifecycleConfig::default(), &now)
-                .is_empty()
+            reconcile::<_, _, Pod>(
+                &[node(&now)],
+                &[lease(&now, 5)],
+                &[],
+                &NodeLifecycleConfig::default(),
+                &now
+            )
+            .is_empty()
         );
     }
 
     #[test]
     fn silent_node_becomes_unknown_and_tainted() {
         let now = now_time();
-        let actions =
-            reconcile::<_, _, Pod>(&[node(&now)], &[lease(&now, 60)], &[], &NodeLifecycleConfig::default(), &now);
+        let actions = reconcile::<_, _, Pod>(
+            &[node(&now)],
+            &[lease(&now, 60)],
+            &[],
+            &NodeLifecycleConfig::default(),
+            &now,
+        );
         assert!(
             matches!(&actions[0], NodeAction::SetReady { condition, .. } if condition.status == "Unknown")
         );

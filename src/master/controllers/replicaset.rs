@@ -304,17 +304,23 @@ pub async fn sync_all<C: ClusterApi>(client: &C, events: &EventRecorder<C>) -> R
 /// Run the ReplicaSet controller forever.
 pub async fn run<C: ClusterApi>(client: Arc<C>) {
     let events = EventRecorder::new(client.clone(), "replicaset-controller");
-    let trigger = Trigger::default().watch::<ReplicaSet, C>(&client).await.watch::<Pod, C>(&client).await;
+    // A pass looks at every pod: let a burst of pod changes gather briefly.
+    let trigger = Trigger::default()
+        .paced(Duration::from_millis(50))
+        .watch::<ReplicaSet, C>(&client)
+        .await
+        .watch::<Pod, C>(&client)
+        .await;
     run_loop("replicaset", trigger, Duration::from_secs(5), || sync_all(&*client, &events)).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use std::collections::BTreeMap;
 
     fn labels(app: &str) -> Option<BTreeMap<String, String>> {
         Some([("app".to_string(), app.to_string())].into())
