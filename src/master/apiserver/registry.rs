@@ -144,7 +144,9 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(Value, Vec<S
 
 /// Decodes into the typed struct of `kind` and back: prunes unknown fields and lists them.
 fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeError> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{
+        apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
+    };
     match kind {
         "Pod" => roundtrip::<core::Pod>(v),
         "Service" => roundtrip::<core::Service>(v),
@@ -157,6 +159,7 @@ fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeErro
         "Deployment" => roundtrip::<apps::Deployment>(v),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(v),
         "Lease" => roundtrip::<coord::Lease>(v),
+        "EndpointSlice" => roundtrip::<disc::EndpointSlice>(v),
         _ => Ok((v.clone(), Vec::new())),
     }
 }

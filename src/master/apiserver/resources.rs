@@ -127,6 +127,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &["status", "scale"]
     ),
     res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], &[]),
+    res!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], &[], &[]),
     res!(
         "extensions",
         "v1beta1",

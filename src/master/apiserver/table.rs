@@ -91,6 +91,13 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Message", "string", 0),
         ],
         "Endpoints" => vec![c("Name", "string", 0), c("Endpoints", "string", 0), c("Age", "string", 0)],
+        "EndpointSlice" => vec![
+            c("Name", "string", 0),
+            c("AddressType", "string", 0),
+            c("Ports", "string", 0),
+            c("Endpoints", "string", 0),
+            c("Age", "string", 0),
+        ],
         "Lease" => vec![c("Name", "string", 0), c("Holder", "string", 0), c("Age", "string", 0)],
         _ => vec![c("Name", "string", 0), c("Age", "string", 0)],
     }
@@ -347,6 +354,26 @@ fn cells(kind: &str, o: &Value, now: SystemTime) -> Vec<Value> {
             vec![name, json!(or_none(eps.join(","))), age]
         }
         "Lease" => vec![name, json!(or_none(s(o.pointer("/spec/holderIdentity")))), age],
+        "EndpointSlice" => {
+            // As kubectl prints them: ports, then at most three addresses and "+ N more...".
+            let ports: Vec<String> =
+                arr(o.get("ports")).iter().map(|p| i(p.get("port")).to_string()).collect();
+            let addrs: Vec<String> = arr(o.get("endpoints"))
+                .iter()
+                .flat_map(|e| arr(e.get("addresses")).iter().map(|a| s(Some(a))).collect::<Vec<_>>())
+                .collect();
+            let mut eps = addrs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+            if addrs.len() > 3 {
+                eps.push_str(&format!(" + {} more...", addrs.len() - 3));
+            }
+            vec![
+                name,
+                json!(s(o.get("addressType"))),
+                json!(if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") }),
+                json!(if addrs.is_empty() { "<unset>".to_string() } else { eps }),
+                age,
+            ]
+        }
         _ => vec![name, age],
     }
 }
