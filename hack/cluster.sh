@@ -11,7 +11,8 @@
 # registry run in netns rkube-master (10.250.0.2; API on :6443, registry on :5000). Node I runs
 # `rkubelet join` in netns rkube-node<I> (10.250.0.<10+I>), with its own bridge, pod CIDR
 # (assigned by the master), state dir, run dir and cgroup parent. The host routes each node's
-# pod CIDR to that node, so pod IPs answer from here; nodes route each other's pod CIDRs too.
+# pod CIDR to that node, so pod IPs answer from here; the nodes route each other's pod CIDRs
+# themselves (from the Node objects) and program Services in their own iptables.
 # The registry holds the demo images (hack/build-images.sh) and every node's mirror config sends
 # docker.io and gcr.io there.
 # Settings: RKUBE_BIN_DIR (rkubelet and rkube-master; default: a release build),
@@ -84,16 +85,14 @@ env_lines() {
   echo "RKUBE_CLUSTER_DIR=$DIR"
 }
 
-# Routes every node's pod CIDR: on the host and in every other node (host-gw).
+# Routes every node's pod CIDR from the host, so pod IPs answer from here. (The nodes route each
+# other's pod CIDRs themselves, from the Node objects.)
 routes() {
-  local i j cidr
+  local i cidr
   for i in $(seq 1 "$(nodes)"); do
     cidr=$(kubectl_ get node "node$i" -o jsonpath='{.spec.podCIDR}')
     [ -n "$cidr" ] || die "node$i has no pod CIDR"
     ip route replace "$cidr" via "$(node_ip "$i")" dev "$BRIDGE"
-    for j in $(seq 1 "$(nodes)"); do
-      [ "$i" = "$j" ] || in_ns "rkube-node$j" ip route replace "$cidr" via "$(node_ip "$i")" dev eth0
-    done
   done
 }
 

@@ -83,6 +83,7 @@ fn cluster_end_to_end() {
     logs_exec_and_port_forward_through_the_master(&c);
     deployment_rollout_and_undo(&c);
     config_from_the_api_and_container_events(&c);
+    services_on_every_node(&c);
     delete_pod_is_graceful_and_leaves_nothing(&c);
     file_pods_on_a_joined_node(&c);
     agent_restart_keeps_containers(&c);
@@ -267,6 +268,125 @@ fn config_from_the_api_and_container_events(c: &Cluster) {
     c.ok(&["delete", "configmap", "later"]);
 }
 
+/// `kubectl exec POD -- wget -qO- URL` (busybox's wget in the demo image; a static build, so URLs
+/// carry their port: it cannot look up the `http` service, and its `-T` crashes).
+fn fetch_in(c: &Cluster, pod: &str, url: &str) -> String {
+    let out = c.kubectl(&["exec", pod, "--", "wget", "-q", "-O", "-", url]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn line_of<'a>(page: &'a str, key: &str) -> &'a str {
+    page.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("")
+}
+
+/// The seed's LoadBalancer Service on a real cluster: every node programs it, pods on one node reach
+/// pods on another by IP without NAT, and switching the selector from green to blue switches what
+/// every node serves.
+fn services_on_every_node(c: &Cluster) {
+    for f in
+        ["configmap.yaml", "secret.yaml", "deployment-green.yaml", "deployment-blue.yaml", "service.yaml"]
+    {
+        c.ok(&["apply", "-f", f]);
+    }
+    let green = ready_pods(c, "webserver-green-", 3);
+    let blue = ready_pods(c, "webserver-blue-", 3);
+    let mut node_ips = c.node_ips();
+    node_ips.sort();
+
+    // No --lb-pool: the ingress is every Ready node's address (never <pending>).
+    let ingress = c.eventually(
+        &["get", "svc", "webserver", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"],
+        T,
+        |o| o.split_whitespace().count() == node_ips.len(),
+    );
+    let mut ingress: Vec<String> = ingress.split_whitespace().map(String::from).collect();
+    ingress.sort();
+    assert_eq!(ingress, node_ips);
+    let wide = c.ok(&["get", "svc", "webserver"]);
+    assert!(!wide.contains("<pending>"), "{wide}");
+    let node_port = c.ok(&["get", "svc", "webserver", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let cluster_ip = c.ok(&["get", "svc", "webserver", "-o", "jsonpath={.spec.clusterIP}"]);
+
+    // The EndpointSlice lists the green pods, ready, with their nodes.
+    let mut green_ips: Vec<String> = green.iter().map(|p| p.ip.clone()).collect();
+    green_ips.sort();
+    let slice = [
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=webserver",
+        "-o",
+        "jsonpath={range .items[*].endpoints[*]}{.addresses[0]}|{.conditions.ready}|{.nodeName}{\"\\n\"}{end}",
+    ];
+    let rows = c.eventually(&slice, T, |o| {
+        let mut ips: Vec<String> = o.lines().map(|l| l.split('|').next().unwrap_or("").to_string()).collect();
+        ips.sort();
+        ips == green_ips && o.lines().all(|l| l.contains("|true|node"))
+    });
+    assert_eq!(rows.lines().count(), 3, "{rows}");
+
+    // From outside: the NodePort and the load balancer address of every node serve green, wherever
+    // the green pods run.
+    for ip in &node_ips {
+        for url in [format!("http://{ip}:{node_port}/cgi-bin/info"), format!("http://{ip}/cgi-bin/info")] {
+            let page = cluster::wait_page(&url, "color=green");
+            assert!(page.contains("color=green"), "{url}: {page}");
+        }
+    }
+
+    // From a pod: the ClusterIP balances over all three green pods, on every node.
+    let client = &blue[0];
+    let mut seen = std::collections::BTreeSet::new();
+    cluster::wait_until("every green pod answering through the ClusterIP", T, || {
+        let page = fetch_in(c, &client.name, &format!("http://{cluster_ip}:80/cgi-bin/info"));
+        if page.contains("color=green") {
+            seen.insert(line_of(&page, "hostname=").to_string());
+        }
+        seen.len() == 3
+    });
+    // Pod to pod across nodes: by IP, and the server sees the client pod's own address (no NAT).
+    let remote = green.iter().find(|g| g.node != client.node).expect("a green pod on another node");
+    let page = fetch_in(c, &client.name, &format!("http://{}:80/cgi-bin/info", remote.ip));
+    assert!(
+        line_of(&page, "client=").contains(&client.ip),
+        "{} on {} from {} on {}: {page}",
+        remote.name,
+        remote.node,
+        client.name,
+        client.node
+    );
+
+    // The seed's blue/green switch: change the selector, every node serves blue.
+    c.ok(&[
+        "patch",
+        "svc",
+        "webserver",
+        "-p",
+        r#"{"spec":{"selector":{"type":"webserver","color":"blue"}}}"#,
+    ]);
+    for ip in &node_ips {
+        let url = format!("http://{ip}/cgi-bin/info");
+        let page = cluster::wait_page(&url, "color=blue");
+        assert!(page.contains("color=blue"), "{url}: {page}");
+    }
+    // A Service that selects nothing is refused at once (REJECT), not left to time out.
+    c.ok(&[
+        "patch",
+        "svc",
+        "webserver",
+        "-p",
+        r#"{"spec":{"selector":{"type":"webserver","color":"none"}}}"#,
+    ]);
+    let url = format!("http://{}:{node_port}/", node_ips[0]);
+    cluster::wait_until("connections to an empty Service refused", T, || {
+        let out = Command::new("curl").args(["-s", "-m", "5", &url]).output().unwrap();
+        out.status.code() == Some(7)
+    });
+    c.ok(&["delete", "svc", "webserver"]);
+    c.ok(&["delete", "deployment", "webserver-green", "webserver-blue"]);
+    c.eventually(&["get", "endpointslices", "-o", "name"], T, |o| !o.contains("webserver"));
+}
+
 /// Every trace of pod `key` on node `i`: its dir, runtime state, netns pin, IPAM record, veth,
 /// cgroups.
 fn traces(c: &Cluster, i: usize, key: &str) -> Vec<String> {
@@ -398,7 +518,9 @@ fn node_credentials_are_confined(c: &Cluster) {
         assert!(!out.status.success() && err.contains("forbidden"), "node1 must not {args:?}: {err}");
     };
     ok(&["get", "node", "node1"]);
-    forbidden(&["get", "node", "node2"]);
+    // Other Nodes are readable (the node's routes and service proxy need them), not writable.
+    ok(&["get", "node", "node2"]);
+    forbidden(&["label", "node", "node2", "x=y"]);
     forbidden(&["get", "secrets"]);
     forbidden(&["get", "pods", "-A"]);
     let probe = c.dir.path().join("probe.yaml");

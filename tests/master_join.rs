@@ -64,6 +64,9 @@ impl Api<'_> {
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body), "application/json").await
     }
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body), "application/json").await
+    }
 }
 
 fn join_body(name: &str, password: &str, client_csr: &str, serving_csr: &str) -> Value {
@@ -143,17 +146,19 @@ async fn nodes_join_and_are_restricted_to_their_own_objects() {
     assert_eq!(stored["type"], "rkube.io/node-password");
     let n1 = Api { m: &m, client: node_client(&m, &cert, &key), bearer: None };
 
-    // Its own Node: yes; someone else's: no.
+    // Its own Node: read and write; someone else's: read only (the node's proxy and routes need it).
     assert_eq!(admin.post("/api/v1/nodes", node_object("n2")).await.0, StatusCode::CREATED);
     let (code, body) = n1.post("/api/v1/nodes", node_object("n1")).await;
     assert_eq!(code, StatusCode::CREATED, "{body}");
     assert_eq!(n1.get("/api/v1/nodes/n1").await.0, StatusCode::OK);
-    let (code, body) = n1.get("/api/v1/nodes/n2").await;
+    let (code, n2) = n1.get("/api/v1/nodes/n2").await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, body) = n1.put("/api/v1/nodes/n2", n2).await;
     assert_eq!(code, StatusCode::FORBIDDEN);
     assert_eq!(
         body["message"],
-        "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at \
-         the cluster scope: node 'n1' cannot read 'n2', only its own Node object"
+        "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot update resource \"nodes\" in API group \"\" at \
+         the cluster scope: node 'n1' cannot modify 'n2', only its own Node object"
     );
     assert_eq!(n1.post("/api/v1/nodes", node_object("n3")).await.0, StatusCode::FORBIDDEN);
 

@@ -48,7 +48,9 @@ struct Args {
     /// NodePort range, `first-last`.
     #[arg(long, default_value = "30000-32767")]
     node_port_range: String,
-    /// LoadBalancer ingress IPs: a CIDR, a range `a-b` or a comma list.
+    /// LoadBalancer ingress IPs: a CIDR, a range `a-b` or a comma list. The nodes' network must
+    /// route them to the nodes (every node forwards them). Without a pool, a LoadBalancer Service's
+    /// ingress is the InternalIP of every Ready node, as k3s's ServiceLB does.
     #[arg(long, default_value = "")]
     lb_pool: String,
     /// Register this many KWOK-like fake nodes that run bound pods (for tests and benchmarks).
@@ -136,6 +138,7 @@ async fn run(args: Args) -> Result<()> {
         node_ports: parse_range(&args.node_port_range)?,
         lb_pool: parse_pool(&args.lb_pool)?,
     };
+    let lb_pool = !alloc.lb_pool.is_empty();
     let (store, store_desc): (Arc<dyn Store>, String) = if args.etcd_servers.is_empty() {
         let path = args.data_dir.join("state.redb");
         let s = EmbeddedStore::open(&path)?;
@@ -237,7 +240,7 @@ async fn run(args: Args) -> Result<()> {
     let node_ipam = Some(NodeIpamConfig { cluster_cidr: args.cluster_cidr, mask: args.node_cidr_mask_size });
     let _control_plane = manager::spawn_all(
         cluster,
-        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, ..Default::default() },
+        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, lb_pool, ..Default::default() },
     );
 
     let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join, kubelet_tls }));

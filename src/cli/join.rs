@@ -14,7 +14,11 @@ use crate::kubelet::agent::{self, Agent, AgentConfig};
 use crate::kubelet::backoff::BackoffPolicy;
 use crate::kubelet::joined::disk::DiskPods;
 use crate::kubelet::joined::nodeinfo::NodeIdentity;
-use crate::kubelet::joined::{self, JoinedConfig, PodSync};
+use crate::kubelet::joined::{self, JoinedConfig, PodSync, routes, services};
+use crate::proxy::ProxyConfig;
+
+/// The cluster's pod range when `--cluster-cidr` is not given (rkube-master's default).
+const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
 use crate::kubelet::server::{self, KubeletServerConfig};
 
 /// Arguments of `rkubelet join`.
@@ -57,6 +61,8 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("no route to {server} to take the node's IP from; pass --node-ip"))?,
     };
     let mut node = args.node.node();
+    let cluster_cidr =
+        *node.cluster_cidr.get_or_insert(DEFAULT_CLUSTER_CIDR.parse().expect("valid default CIDR"));
     // One agent per node: the lock is held from before the join to the end.
     let Some(_lock) = agent::try_lock(&node)? else {
         bail!("an agent is already running for {}; stop it first", node.run_dir.display());
@@ -95,6 +101,11 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             node.pod_cidr
         );
     }
+    if !cluster_cidr.contains(&cidr) {
+        bail!(
+            "the pod CIDR {cidr} of node {name} is outside --cluster-cidr {cluster_cidr}: pass rkube-master's --cluster-cidr"
+        );
+    }
     node.pod_cidr = cidr;
     std::fs::write(creds.pod_cidr(), format!("{cidr}\n")).context("recording the pod CIDR")?;
     eprintln!("node {name} registered (InternalIP {ip}, pod CIDR {cidr}); running its pods");
@@ -124,6 +135,11 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             allowed_client_cn: master_cn,
             node: node.clone(),
         };
+        let proxy = ProxyConfig {
+            prefix: node.chain_prefix.clone(),
+            cluster_cidr: Some(cluster_cidr),
+            ..ProxyConfig::default()
+        };
         let mut api_stop = stop_rx.clone();
         let api = tokio::spawn(async move {
             let stopped = async move {
@@ -137,7 +153,9 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             api,
             tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop_rx.clone())),
             tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), root, stop_rx.clone())),
-            tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx)),
+            tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx.clone())),
+            tokio::spawn(services::proxy_loop(client.clone(), name.clone(), proxy, stop_rx.clone())),
+            tokio::spawn(routes::route_loop(client.clone(), name.clone(), creds.routes(), stop_rx)),
         ];
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(200)).await;

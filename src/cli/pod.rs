@@ -37,6 +37,10 @@ pub struct NodeArgs {
     /// else 10.244.0.0/16].
     #[arg(long, env = "RKUBE_POD_CIDR")]
     pub pod_cidr: Option<Ipv4Net>,
+    /// The whole cluster's pod range, every node's pod CIDR inside it (rkube-master's
+    /// --cluster-cidr); traffic to it is not masqueraded [default for `join`: 10.244.0.0/16].
+    #[arg(long, env = "RKUBE_CLUSTER_CIDR")]
+    pub cluster_cidr: Option<Ipv4Net>,
     /// Node bridge.
     #[arg(long, env = "RKUBE_BRIDGE", default_value = "rkube0")]
     pub bridge: String,
@@ -90,6 +94,7 @@ impl NodeArgs {
             root: self.root.clone(),
             run_dir: self.run_dir.clone(),
             pod_cidr,
+            cluster_cidr: self.cluster_cidr,
             bridge: self.bridge.clone(),
             cgroup_root: self.cgroup_root.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
@@ -115,6 +120,9 @@ impl NodeArgs {
         ];
         if let Some(cidr) = &self.pod_cidr {
             f.push(format!("--pod-cidr={cidr}"));
+        }
+        if let Some(cidr) = &self.cluster_cidr {
+            f.push(format!("--cluster-cidr={cidr}"));
         }
         if let Some(ns) = &self.node_netns {
             f.push(format!("--node-netns={}", ns.display()));

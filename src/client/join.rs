@@ -159,6 +159,11 @@ impl NodeCredentials {
         self.dir.join("pod-cidr")
     }
 
+    /// The pod routes to other nodes this node installed (removed when their Node goes).
+    pub fn routes(&self) -> PathBuf {
+        self.dir.join("routes.json")
+    }
+
     /// Whether a join completed here before.
     pub fn exist(&self) -> bool {
         self.kubeconfig().exists() && self.serving_cert().exists()

@@ -19,6 +19,9 @@ pub struct NodeConfig {
     pub run_dir: PathBuf,
     /// The node's pod CIDR.
     pub pod_cidr: Ipv4Net,
+    /// The whole cluster's pod range (every node's CIDR): traffic to it keeps the pod's source
+    /// address. `None`: a single host, only `pod_cidr`.
+    pub cluster_cidr: Option<Ipv4Net>,
     /// Node bridge name.
     pub bridge: String,
     /// cgroup hierarchy root (`/sys/fs/cgroup`).
@@ -88,6 +91,7 @@ impl NodeConfig {
         config.node_netns = self.node_netns.clone();
         config.veth_prefix = self.veth_prefix.clone();
         config.chain_prefix = self.chain_prefix.clone();
+        config.cluster_cidr = self.cluster_cidr;
         config
     }
 

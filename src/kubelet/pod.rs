@@ -330,7 +330,11 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
     let node_hostname = || nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
     let hostname = match host.network {
         true => node_hostname().unwrap_or_default(),
-        false => spec.hostname.clone().unwrap_or_else(|| name.to_string()),
+        // The pod's own name (the node keys API pods by namespace, name and uid), at most 63
+        // characters as the kubelet truncates it.
+        false => spec.hostname.clone().unwrap_or_else(|| {
+            pod.metadata.name.as_deref().unwrap_or(name).chars().take(63).collect::<String>()
+        }),
     };
     let aliases: Vec<(IpAddr, Vec<String>)> = spec
         .host_aliases

@@ -144,6 +144,7 @@ mod tests {
             root: dir.path().join("root"),
             run_dir: dir.path().join("run"),
             pod_cidr: "10.1.0.0/24".parse().unwrap(),
+            cluster_cidr: None,
             bridge: "rkt0".into(),
             cgroup_root: dir.path().join("cg"),
             cgroup_parent: "rkube".into(),

@@ -99,6 +99,7 @@ impl PodNode {
             root: self.root(),
             run_dir: self.run_dir(),
             pod_cidr: format!("10.77.{}.0/24", self.net.n).parse().unwrap(),
+            cluster_cidr: None,
             bridge: format!("rkt{}", self.net.n),
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: self.cgroup_parent.clone(),

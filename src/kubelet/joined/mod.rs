@@ -14,6 +14,8 @@ pub mod disk;
 pub mod fake;
 pub mod nodeinfo;
 pub mod plan;
+pub mod routes;
+pub mod services;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -231,16 +231,9 @@ async fn authorize_node<G: NodeGraph>(node: &str, verb: &str, r: &ResourceAttrib
     let sub = r.subresource.as_str();
     match (r.group.as_str(), r.resource.as_str()) {
         ("", "nodes") => match verb {
-            "get" if sub.is_empty() || sub == "status" => allow_if(
-                r.name == node,
-                format!("node '{node}' cannot read '{}', only its own Node object", r.name),
-            ),
-            "list" | "watch" => allow_if(
-                selects(&r.field_selector, "metadata.name", node),
-                format!(
-                    "node '{node}' can only {verb} its own Node object (fieldSelector metadata.name={node})"
-                ),
-            ),
+            // Every Node is readable, as kube-apiserver's Node authorizer allows: the node's service
+            // proxy and pod routes need the other nodes' addresses and pod CIDRs.
+            "get" | "list" | "watch" if sub.is_empty() || sub == "status" => Decision::Allow,
             "create" if sub.is_empty() => allow_if(
                 r.name == node,
                 format!("node '{node}' cannot create Node '{}', only its own Node object", r.name),
@@ -480,11 +473,12 @@ mod tests {
 
     #[tokio::test]
     async fn node_rules_for_nodes() {
+        // Every Node is readable; only its own is writable.
         assert!(node_may("GET", "/api/v1/nodes/n1", "").await);
-        assert!(!node_may("GET", "/api/v1/nodes/n2", "").await);
-        assert!(!node_may("GET", "/api/v1/nodes", "").await);
+        assert!(node_may("GET", "/api/v1/nodes/n2", "").await);
+        assert!(node_may("GET", "/api/v1/nodes", "").await);
         assert!(node_may("GET", "/api/v1/nodes", "metadata.name=n1").await);
-        assert!(!node_may("GET", "/api/v1/nodes", "metadata.name=n2").await);
+        assert!(!node_may("PUT", "/api/v1/nodes/n2", "").await);
         assert!(node_may("PATCH", "/api/v1/nodes/n1/status", "").await);
         assert!(node_may("PUT", "/api/v1/nodes/n1", "").await);
         assert!(!node_may("PATCH", "/api/v1/nodes/n2/status", "").await);
@@ -565,14 +559,14 @@ mod tests {
 
     #[tokio::test]
     async fn forbidden_messages_use_kube_apiserver_wording() {
-        let a = request_attributes("GET", "/api/v1/nodes/n2", "", false).unwrap();
+        let a = request_attributes("PUT", "/api/v1/nodes/n2", "", false).unwrap();
         let Decision::Deny(reason) = authorize(&node(), &a, &pods()).await else { panic!() };
         let s = forbidden(&node(), &a, &reason);
         assert_eq!(s.code, 403);
         assert_eq!(
             s.message,
-            "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" \
-             at the cluster scope: node 'n1' cannot read 'n2', only its own Node object"
+            "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot update resource \"nodes\" in API group \"\" \
+             at the cluster scope: node 'n1' cannot modify 'n2', only its own Node object"
         );
         let a = request_attributes("DELETE", "/apis/apps/v1/namespaces/default/deployments/web", "", false)
             .unwrap();

@@ -20,6 +20,8 @@ pub struct ManagerConfig {
     pub node_ipam: Option<NodeIpamConfig>,
     /// Fake nodes to run in process (`None`: none).
     pub fake_nodes: Option<FakeNodeConfig>,
+    /// Whether LoadBalancer addresses come from `--lb-pool` (else: the nodes' addresses).
+    pub lb_pool: bool,
 }
 
 /// The running loops; aborted on drop.
@@ -36,7 +38,7 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Spawn the scheduler, ReplicaSet, Deployment, GC, Endpoints and node lifecycle loops (and node IPAM
+/// Spawn the scheduler, ReplicaSet, Deployment, GC, Endpoints, EndpointSlice and node lifecycle loops (and node IPAM
 /// and fake nodes when configured). They share one cache of every kind they read ([`CachedCluster`]).
 pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> ControlPlane {
     let client = Arc::new(CachedCluster::new(client));
@@ -54,6 +56,8 @@ pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> Contro
         tokio::spawn(super::deployment::run(client.clone())),
         tokio::spawn(super::gc::run(client.clone())),
         tokio::spawn(super::endpoints::run(client.clone())),
+        tokio::spawn(super::endpointslice::run(client.clone())),
+        tokio::spawn(super::servicelb::run(client.clone(), config.lb_pool)),
         tokio::spawn(super::nodelifecycle::run(client.clone(), config.node_lifecycle.clone())),
     ];
     if let Some(ipam) = config.node_ipam {

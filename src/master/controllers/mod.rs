@@ -4,6 +4,7 @@
 pub mod deployment;
 pub mod deployment_util;
 pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod manager;
@@ -12,6 +13,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 pub mod runner;
+pub mod servicelb;
 
 #[cfg(test)]
 mod flow_tests;

@@ -1,0 +1,204 @@
+//! LoadBalancer Services without a cloud. With `--lb-pool`, the API server gives each one an address
+//! of the pool at creation, and every node forwards that address (the nodes' network routes the pool
+//! to the nodes). Without a pool, as k3s's ServiceLB does, a LoadBalancer Service's ingress is the
+//! InternalIP of every Ready node, kept current as nodes come and go: the Service's port answers on
+//! every node, so it never stays `<pending>`. A pool that ran out gets a Warning Event on the Service.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Node, Service};
+
+use super::events::{EventRecorder, EventType};
+use super::runner::{Trigger, run_loop};
+use crate::master::client::{ApiError, ClusterApi};
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceLbError {
+    #[error("service-lb controller: listing {what}: {source}")]
+    List { what: &'static str, source: ApiError },
+    #[error("service {name}: setting its load balancer ingress: {source}")]
+    Update { name: String, source: ApiError },
+}
+
+fn is_load_balancer(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+}
+
+fn ingress_ips(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+/// The InternalIPs of the Ready nodes, sorted (pure).
+pub fn node_addresses<N: std::borrow::Borrow<Node>>(nodes: &[N]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for n in nodes {
+        let n: &Node = n.borrow();
+        let status = n.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if !ready || n.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        out.extend(
+            status
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP")
+                .map(|a| a.address.clone()),
+        );
+    }
+    out.into_iter().collect()
+}
+
+/// The ingress a Service should have when no pool is configured (`None`: leave it alone).
+pub fn wanted_ingress(svc: &Service, nodes: &[String]) -> Option<Vec<String>> {
+    (is_load_balancer(svc) && svc.metadata.deletion_timestamp.is_none() && ingress_ips(svc) != nodes)
+        .then(|| nodes.to_vec())
+}
+
+/// One pass. `pool` tells whether the API server allocates from `--lb-pool`; `warned` remembers the
+/// Services already told that the pool ran out.
+pub async fn sync<C: ClusterApi>(
+    client: &C,
+    pool: bool,
+    events: &EventRecorder<C>,
+    warned: &mut BTreeSet<String>,
+) -> Result<(), ServiceLbError> {
+    let services = client
+        .snapshot::<Service>()
+        .await
+        .map_err(|source| ServiceLbError::List { what: "services", source })?;
+    if pool {
+        for svc in services.iter().filter(|s| is_load_balancer(s) && ingress_ips(s).is_empty()) {
+            let key = format!(
+                "{}/{}",
+                svc.metadata.namespace.as_deref().unwrap_or(""),
+                svc.metadata.name.as_deref().unwrap_or("")
+            );
+            if warned.insert(key) {
+                let msg = "no address left in the load balancer pool (--lb-pool); the Service stays pending until one is freed";
+                events.record(&**svc, EventType::Warning, "AllocationFailed", msg).await;
+            }
+        }
+        return Ok(());
+    }
+    let nodes =
+        client.snapshot::<Node>().await.map_err(|source| ServiceLbError::List { what: "nodes", source })?;
+    let addresses = node_addresses(&nodes);
+    for svc in &services {
+        let Some(ips) = wanted_ingress(svc, &addresses) else { continue };
+        let mut updated = (**svc).clone();
+        let status = updated.status.get_or_insert_default();
+        status.load_balancer = Some(LoadBalancerStatus {
+            ingress: Some(
+                ips.into_iter()
+                    .map(|ip| LoadBalancerIngress {
+                        ip: Some(ip),
+                        ip_mode: Some("VIP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+        });
+        match client.update_status(&updated).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() || e.is_not_found() => {}
+            Err(source) => {
+                return Err(ServiceLbError::Update {
+                    name: svc.metadata.name.clone().unwrap_or_default(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the controller forever; `pool`: whether `--lb-pool` is set.
+pub async fn run<C: ClusterApi>(client: Arc<C>, pool: bool) {
+    let events = EventRecorder::new(client.clone(), "service-lb-controller");
+    let trigger = Trigger::default()
+        .paced(Duration::from_millis(200))
+        .watch::<Service, C>(&client)
+        .await
+        .watch::<Node, C>(&client)
+        .await;
+    let warned = std::sync::Mutex::new(BTreeSet::new());
+    run_loop("service-lb", trigger, Duration::from_secs(30), || async {
+        let mut w = std::mem::take(&mut *warned.lock().unwrap_or_else(|p| p.into_inner()));
+        let r = sync(&*client, pool, &events, &mut w).await;
+        *warned.lock().unwrap_or_else(|p| p.into_inner()) = w;
+        r
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeStatus, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(ip: &str, ready: bool) -> Node {
+        Node {
+            metadata: ObjectMeta { name: Some(format!("n-{ip}")), ..Default::default() },
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: ip.into() }]),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "Unknown" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn svc(kind: &str) -> Service {
+        Service {
+            spec: Some(ServiceSpec { type_: Some(kind.into()), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn load_balancers_get_the_ready_nodes_and_follow_them() {
+        let nodes = node_addresses(&[
+            node("10.250.0.12", true),
+            node("10.250.0.11", true),
+            node("10.250.0.13", false),
+        ]);
+        assert_eq!(nodes, ["10.250.0.11", "10.250.0.12"]);
+        assert_eq!(wanted_ingress(&svc("LoadBalancer"), &nodes), Some(nodes.clone()));
+        assert_eq!(wanted_ingress(&svc("NodePort"), &nodes), None);
+        let mut done = svc("LoadBalancer");
+        done.status = Some(k8s_openapi::api::core::v1::ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(
+                    nodes
+                        .iter()
+                        .map(|ip| LoadBalancerIngress { ip: Some(ip.clone()), ..Default::default() })
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(wanted_ingress(&done, &nodes), None);
+        assert_eq!(wanted_ingress(&done, &nodes[..1]), Some(vec!["10.250.0.11".to_string()]));
+    }
+}
