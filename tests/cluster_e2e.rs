@@ -356,6 +356,15 @@ fn services_on_every_node(c: &Cluster) {
         client.node
     );
 
+    // Pods see the API server's Service in their environment, and reach the API server through it.
+    let env = c.ok(&["exec", &client.name, "--", "env"]);
+    assert!(env.lines().any(|l| l == "KUBERNETES_SERVICE_HOST=10.96.0.1"), "{env}");
+    assert!(env.lines().any(|l| l == "KUBERNETES_SERVICE_PORT=443"), "{env}");
+    let slice = c.ok(&["get", "endpointslice", "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"]);
+    assert_eq!(slice, "10.250.0.2", "the kubernetes Service points at the master");
+    let out = c.kubectl(&["exec", &client.name, "--", "sh", "-c", "echo | nc 10.96.0.1 443"]);
+    assert!(out.status.success(), "a pod connects to the API server: {}", String::from_utf8_lossy(&out.stderr));
+
     // The seed's blue/green switch: change the selector, every node serves blue.
     c.ok(&[
         "patch",

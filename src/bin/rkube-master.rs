@@ -6,7 +6,7 @@ use rkube::master::apiserver::alloc::AllocConfig;
 use rkube::master::apiserver::cluster::InProcessCluster;
 use rkube::master::apiserver::nodecert::NodeJoin;
 use rkube::master::apiserver::registry::Registry;
-use rkube::master::apiserver::{ApiServer, Auth, router, serve};
+use rkube::master::apiserver::{ApiServer, Auth, builtin, router, serve};
 use rkube::master::controllers::manager::{self, ManagerConfig};
 use rkube::master::controllers::nodeipam::{CidrAllocator, NodeIpamConfig};
 use rkube::master::controllers::nodelifecycle::NodeLifecycleConfig;
@@ -48,6 +48,10 @@ struct Args {
     /// NodePort range, `first-last`.
     #[arg(long, default_value = "30000-32767")]
     node_port_range: String,
+    /// The address pods reach the API server at, behind the `kubernetes` Service [default: the
+    /// --listen address when it is a specific, non-loopback one].
+    #[arg(long)]
+    advertise_address: Option<Ipv4Addr>,
     /// LoadBalancer ingress IPs: a CIDR, a range `a-b` or a comma list. The nodes' network must
     /// route them to the nodes (every node forwards them). Without a pool, a LoadBalancer Service's
     /// ingress is the InternalIP of every Ready node, as k3s's ServiceLB does.
@@ -154,6 +158,18 @@ async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let advertise = args.advertise_address.or(match addr.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+        _ => None,
+    });
+    if advertise.is_none() {
+        eprintln!(
+            "warning: no --advertise-address: pods cannot reach the API server through the kubernetes Service"
+        );
+    }
+    builtin::ensure_kubernetes_service(&registry, args.service_cidr, advertise, addr.port())
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {}", e.message))?;
     let host = if addr.ip().is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { addr.ip() };
     let kubeconfig_path =
         args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
@@ -172,6 +188,8 @@ async fn run(args: Args) -> Result<()> {
             hosts.push(addr.ip().to_string());
         }
         hosts.extend(args.tls_san.iter().cloned());
+        hosts.extend(advertise.map(|a| a.to_string()));
+        hosts.extend(builtin::kubernetes_sans(args.service_cidr));
         hosts.dedup();
         let access = tls::ensure(&pki, &hosts)?;
         let url = format!("https://{}", SocketAddr::new(host, addr.port()));

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod routes;
 pub mod services;
 pub mod status;
+pub mod svcenv;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -28,13 +29,13 @@ use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, EventSource, Node, ObjectReference, Pod, PodStatus, Secret,
+    ConfigMap, Event, EventSource, Node, ObjectReference, Pod, PodStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::chrono::Utc;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
@@ -394,6 +395,8 @@ pub struct PodSync<R: PodRuntime> {
     probe_failures: HashMap<String, u64>,
     tx: mpsc::UnboundedSender<Report>,
     rx: mpsc::UnboundedReceiver<Report>,
+    /// Every Service, for the containers' `<SVC>_SERVICE_HOST` variables (set once `run` starts).
+    services: Option<reflector::Store<Service>>,
 }
 
 impl<R: PodRuntime> std::fmt::Debug for PodSync<R> {
@@ -422,11 +425,22 @@ impl<R: PodRuntime> PodSync<R> {
             probe_failures: HashMap::new(),
             tx,
             rx,
+            services: None,
         }
     }
 
     /// Watches the pods bound to this node and keeps them running until `stop`.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (services, writer) = reflector::store::<Service>();
+        let services_api: Api<Service> = Api::all(self.client.clone());
+        let services_task = tokio::spawn(
+            watcher(services_api, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer)
+                .for_each(|_| std::future::ready(())),
+        );
+        let _services_task = AbortOnDrop(services_task);
+        self.services = Some(services);
         let pods: Api<Pod> = Api::all(self.client.clone());
         let selector = format!("spec.nodeName={}", self.cfg.identity.name);
         let mut events =
@@ -516,7 +530,16 @@ impl<R: PodRuntime> PodSync<R> {
         self.busy.insert(uid.clone());
         self.starting += 1;
         let (client, pods, tx) = (self.client.clone(), self.pods.clone(), self.tx.clone());
+        let services = self.services.clone();
         tokio::spawn(async move {
+            // As the kubelet, start containers once the Services are known (their variables).
+            let pod = match services {
+                Some(s) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), s.wait_until_ready()).await;
+                    svcenv::with_service_env(&pod, &s.state())
+                }
+                None => pod,
+            };
             let outcome = match fetch_references(&client, &pod).await {
                 Err(message) => {
                     let _ = tx.send(Report::Event(
@@ -722,6 +745,15 @@ pub(crate) fn names(pod: &Pod) -> (String, String) {
         pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         pod.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The ConfigMaps and Secrets pod `pod` references, fetched from its namespace; a missing one

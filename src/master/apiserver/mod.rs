@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod auth;
 pub mod authz;
+pub mod builtin;
 pub mod cluster;
 pub mod discovery;
 pub mod nodecert;
