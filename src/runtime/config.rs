@@ -344,17 +344,7 @@ pub fn from_spec(
     }
     let annotations = spec.annotations().clone().unwrap_or_default();
     let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
-    let mounts = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .map(|m| MountSpec {
-            destination: m.destination().clone(),
-            typ: m.typ().clone().unwrap_or_else(|| "bind".into()),
-            source: m.source().clone(),
-            options: m.options().clone().unwrap_or_default(),
-        })
-        .collect();
+    let mounts = mounts_from(spec)?;
     let mut devices = default_devices();
     for d in linux.devices().iter().flatten() {
         use oci_spec::runtime::LinuxDeviceType as T;
@@ -461,6 +451,32 @@ pub fn from_spec(
         resources,
         sysctls,
     })
+}
+
+/// The spec's mounts, each with its options checked (an unknown option is refused by name).
+fn mounts_from(spec: &Spec) -> Result<Vec<MountSpec>, ConfigError> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return Err(invalid(
+                "mounts",
+                format!(
+                    "{}: uidMappings/gidMappings (id-mapped mounts) are not supported",
+                    m.destination().display()
+                ),
+            ));
+        }
+        let mount = MountSpec {
+            destination: m.destination().clone(),
+            typ: m.typ().clone().unwrap_or_else(|| "bind".into()),
+            source: m.source().clone(),
+            options: m.options().clone().unwrap_or_default(),
+        };
+        crate::runtime::mounts::parse_options(&mount.options, &mount.typ)
+            .map_err(|e| invalid("mounts", format!("{}: {e}", mount.destination.display())))?;
+        out.push(mount);
+    }
+    Ok(out)
 }
 
 /// Checks `linux.sysctl` as runc does: each key must belong to a namespace the container has

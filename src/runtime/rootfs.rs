@@ -10,7 +10,9 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknodat};
 
 use crate::runtime::fsutil::{fd_path, mkdir_all_in_root, open_in_root};
-use crate::runtime::mounts::{MountError, MountSpec, bind_fd, mount_entry, remount_bind};
+use crate::runtime::mounts::{
+    MountError, MountSpec, bind_fd, mount_entry, parse_options, remount_bind, set_recursive,
+};
 
 /// Errors while building the root filesystem, naming the step and path.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,11 @@ pub fn mount_all(
     for entry in mounts {
         if entry.typ == "cgroup" || entry.typ == "cgroup2" {
             mount_cgroups(root, entry, cgroups)?;
+            let parsed = parse_options(&entry.options, &entry.typ).map_err(|source| MountError::Option {
+                destination: entry.destination.display().to_string(),
+                source,
+            })?;
+            set_recursive(root, &entry.destination, parsed.recursive, &entry.typ)?;
         } else {
             mount_entry(root, entry, bundle)?;
         }

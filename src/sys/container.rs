@@ -242,6 +242,27 @@ fn open_clone_with(path: &Path, attr_set: u64, userns_fd: u64) -> io::Result<Own
     Ok(fd)
 }
 
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE])` setting `set` and clearing `clear`
+/// (`MOUNT_ATTR_*` bits) on the mount `fd` refers to, and with `recursive` on every mount below.
+pub fn set_mount_attrs(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) -> io::Result<()> {
+    let attr = libc::mount_attr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let flags =
+        libc::AT_EMPTY_PATH as libc::c_uint | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    // SAFETY: fd is an open descriptor, the path is an empty NUL-terminated string, `attr`
+    // outlives the call and its size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Attaches the detached mount `mount` on top of `target` (`move_mount` with an empty path).
 pub fn move_mount_onto(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     let ctarget = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())

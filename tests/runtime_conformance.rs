@@ -1,0 +1,217 @@
+//! OCI runtime spec conformance, one property per test, as root on the real kernel: recursive
+//! mount attributes, process fields, hooks, namespaces, cgroup controllers, seccomp notify.
+
+#[path = "support/runtime.rs"]
+mod runtime;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use runtime::TestRuntime;
+
+/// A directory on the host (`rkube-test-…` under the temp dir) with a tmpfs mounted at `sub`, so
+/// a recursive bind of it has a submount; unmounted and removed on drop.
+struct NestedSource {
+    dir: tempfile::TempDir,
+}
+
+impl NestedSource {
+    fn new(sub_options: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("rkube-test-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let flags = if sub_options.contains("noatime") { MsFlags::MS_NOATIME } else { MsFlags::empty() };
+        nix::mount::mount(Some("tmpfs"), &sub, Some("tmpfs"), flags, Some("mode=755,size=16m")).unwrap();
+        NestedSource { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies `binary` to `<dir>/<name>` and `<dir>/sub/<name>` with `mode`.
+    fn install(&self, binary: &Path, name: &str, mode: u32) {
+        for dir in [self.path().to_path_buf(), self.path().join("sub")] {
+            let target = dir.join(name);
+            let copied = std::process::Command::new("cp").arg(binary).arg(&target).status().unwrap();
+            assert!(copied.success());
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
+
+impl Drop for NestedSource {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir.path().join("sub"), MntFlags::MNT_DETACH);
+    }
+}
+
+fn bind(destination: &str, source: &Path, options: &[&str]) -> serde_json::Value {
+    serde_json::json!({"destination": destination, "source": source, "options": options})
+}
+
+/// Runs `sh -c script` with `edit` applied; returns (exit code, stdout lines).
+fn run_sh(rt: &TestRuntime, script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (i32, Vec<String>) {
+    let id = runtime::unique("conf");
+    let mut bundle = rt.bundle(&id, &["sh", "-c", script]);
+    edit(&mut bundle.spec);
+    bundle.write();
+    let (exit, log) = rt.run(&id, &bundle);
+    eprintln!("container log:\n{log}");
+    (exit.code, TestRuntime::stdout_lines(&log))
+}
+
+/// Host libraries read-only inside, for dynamically linked host binaries.
+fn add_host_libs(spec: &mut serde_json::Value) {
+    let mounts = spec["mounts"].as_array_mut().unwrap();
+    for dir in ["/lib", "/lib64", "/usr"] {
+        if Path::new(dir).exists() {
+            mounts.push(serde_json::json!({"destination": dir, "type": "bind", "source": dir,
+                "options": ["rbind", "ro", "nosuid", "nodev"]}));
+        }
+    }
+}
+
+fn coreutils_id() -> PathBuf {
+    ["/usr/bin/id", "/bin/id"].iter().map(PathBuf::from).find(|p| p.exists()).expect("coreutils id")
+}
+
+#[test]
+fn rnosuid_runs_a_setuid_binary_with_the_callers_uid_at_every_level() {
+    let rt = TestRuntime::new();
+    let src = NestedSource::new("");
+    // A setuid-root copy of coreutils `id` (busybox drops setuid itself, so it would prove nothing).
+    src.install(&coreutils_id(), "id", 0o4755);
+    let script = "/nosuid/id -u; /nosuid/sub/id -u; /plain/id -u; /plain/sub/id -u";
+    let (code, out) = run_sh(&rt, script, |spec| {
+        add_host_libs(spec);
+        spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+        spec["process"]["noNewPrivileges"] = false.into();
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(bind("/nosuid", src.path(), &["rbind", "rnosuid"]));
+        mounts.push(bind("/plain", src.path(), &["rbind"]));
+    });
+    assert_eq!(code, 0, "{out:?}");
+    // Without rnosuid the same binaries do run setuid (so the test can fail).
+    assert_eq!(out, vec!["1000", "1000", "0", "0"]);
+}
+
+#[test]
+fn rnoexec_makes_files_at_every_level_unexecutable() {
+    let rt = TestRuntime::new();
+    let src = NestedSource::new("");
+    src.install(Path::new("/bin/busybox"), "busybox", 0o755);
+    let script = "for p in /noexec/busybox /noexec/sub/busybox /plain/busybox /plain/sub/busybox; do \
+        $p true 2>/dev/null && echo RAN || echo DENIED; done";
+    let (code, out) = run_sh(&rt, script, |spec| {
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(bind("/noexec", src.path(), &["rbind", "rnoexec"]));
+        mounts.push(bind("/plain", src.path(), &["rbind"]));
+    });
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(out, vec!["DENIED", "DENIED", "RAN", "RAN"]);
+}
+
+#[test]
+fn rro_reaches_submounts_where_ro_does_not() {
+    let rt = TestRuntime::new();
+    let src = NestedSource::new("");
+    let script = "for p in /rro/f /rro/sub/f /ro/f /ro/sub/f; do \
+        (touch $p) 2>/dev/null && echo WROTE || echo DENIED; done";
+    let (code, out) = run_sh(&rt, script, |spec| {
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(bind("/rro", src.path(), &["rbind", "rro"]));
+        // runc's semantics: `ro` is a remount of the top mount only.
+        mounts.push(bind("/ro", src.path(), &["rbind", "ro"]));
+    });
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(out, vec!["DENIED", "DENIED", "DENIED", "WROTE"]);
+}
+
+#[test]
+fn rnodev_refuses_device_nodes_below_the_mount() {
+    let rt = TestRuntime::new();
+    // The host's /dev has submounts (pts, shm, mqueue); its null is 1:3, allowed by the cgroup.
+    let script = "for p in /nodev/null /plain/null; do \
+        (echo x > $p) 2>/dev/null && echo OPENED || echo DENIED; done; \
+        (echo x > /nodev/pts/ptmx) 2>/dev/null && echo OPENED || echo DENIED";
+    let (code, out) = run_sh(&rt, script, |spec| {
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(bind("/nodev", Path::new("/dev"), &["rbind", "rnodev"]));
+        mounts.push(bind("/plain", Path::new("/dev"), &["rbind"]));
+    });
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(out, vec!["DENIED", "OPENED", "DENIED"]);
+}
+
+/// The per-mount options (mountinfo field 6) of every mount point in `lines`.
+fn mount_options(lines: &[String]) -> std::collections::BTreeMap<String, Vec<String>> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.split(',').map(str::to_string).collect()))
+        })
+        .collect()
+}
+
+#[test]
+fn recursive_atime_diratime_and_symfollow_attributes_reach_submounts() {
+    let rt = TestRuntime::new();
+    // The submount starts noatime on the host, so rrelatime visibly changes it.
+    let src = NestedSource::new("noatime");
+    let (code, out) = run_sh(&rt, "cat /proc/self/mountinfo", |spec| {
+        let mounts = spec["mounts"].as_array_mut().unwrap();
+        mounts.push(bind("/a", src.path(), &["rbind", "rnoatime"]));
+        mounts.push(bind("/s", src.path(), &["rbind", "rstrictatime"]));
+        mounts.push(bind("/r", src.path(), &["rbind", "rrelatime"]));
+        mounts.push(bind("/d", src.path(), &["rbind", "rnodiratime"]));
+        mounts.push(bind("/y", src.path(), &["rbind", "rnosymfollow"]));
+        mounts.push(bind("/p", src.path(), &["rbind"]));
+    });
+    assert_eq!(code, 0);
+    let opts = mount_options(&out);
+    let has = |mount: &str, opt: &str| opts.get(mount).is_some_and(|o| o.iter().any(|x| x == opt));
+    for level in ["", "/sub"] {
+        let at = |m: &str| format!("{m}{level}");
+        assert!(has(&at("/a"), "noatime"), "{opts:?}");
+        assert!(!has(&at("/s"), "noatime") && !has(&at("/s"), "relatime"), "strictatime: {opts:?}");
+        assert!(has(&at("/r"), "relatime") && !has(&at("/r"), "noatime"), "{opts:?}");
+        assert!(has(&at("/d"), "nodiratime"), "{opts:?}");
+        assert!(has(&at("/y"), "nosymfollow"), "{opts:?}");
+    }
+    // Untouched: the submount keeps its own noatime, nothing else is added.
+    assert!(has("/p/sub", "noatime") && !has("/p/sub", "nodiratime") && !has("/p", "nosymfollow"));
+}
+
+#[test]
+fn unknown_and_unsupported_mount_options_are_refused_by_name() {
+    let rt = TestRuntime::new();
+    for (option, expect) in [
+        ("rnosiud", "unknown mount option \"rnosiud\" for a bind mount"),
+        ("idmap", "mount option \"idmap\" is not supported"),
+        ("ridmap", "mount option \"ridmap\" is not supported"),
+    ] {
+        let id = runtime::unique("badopt");
+        let mut bundle = rt.bundle(&id, &["true"]);
+        bundle.spec["mounts"].as_array_mut().unwrap().push(bind("/x", Path::new("/tmp"), &["rbind", option]));
+        bundle.write();
+        assert_one_line_failure(&rt, &bundle, &id, expect);
+    }
+}
+
+fn assert_one_line_failure(rt: &TestRuntime, bundle: &runtime::Bundle, id: &str, expect: &str) {
+    let out = rt.cli(&["create", "--bundle", bundle.path().to_str().unwrap(), id]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
+    assert!(stderr.contains(expect), "{expect:?} not in {stderr}");
+    assert!(!rt.runtime.root.join(id).exists(), "state left behind");
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .any(|h| h.path().join(&rt.parent).join(id).exists());
+    assert!(!cgroups, "cgroups left behind");
+}
