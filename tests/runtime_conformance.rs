@@ -215,3 +215,70 @@ fn assert_one_line_failure(rt: &TestRuntime, bundle: &runtime::Bundle, id: &str,
         .any(|h| h.path().join(&rt.parent).join(id).exists());
     assert!(!cgroups, "cgroups left behind");
 }
+
+#[test]
+fn duplicate_additional_gids_and_rlimits_are_refused() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("gids");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["process"]["user"]["additionalGids"] = serde_json::json!([5, 29, 5]);
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "process.user.additionalGids: gid 5 is listed twice");
+
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["process"]["rlimits"] = serde_json::json!([
+        {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
+        {"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}]);
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "process.rlimits: RLIMIT_NOFILE is given twice");
+}
+
+#[test]
+fn lsm_fields_are_refused_on_a_host_without_the_lsm() {
+    let rt = TestRuntime::new();
+    let apparmor = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim().starts_with('Y'));
+    let selinux = Path::new("/sys/fs/selinux/enforce").exists();
+    let id = runtime::unique("lsm");
+    if !apparmor {
+        let mut bundle = rt.bundle(&id, &["true"]);
+        bundle.spec["process"]["apparmorProfile"] = "docker-default".into();
+        bundle.write();
+        assert_one_line_failure(&rt, &bundle, &id, "process.apparmorProfile: AppArmor is not enabled");
+    }
+    if !selinux {
+        let mut bundle = rt.bundle(&id, &["true"]);
+        bundle.spec["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
+        bundle.write();
+        assert_one_line_failure(&rt, &bundle, &id, "process.selinuxLabel: SELinux is not enabled");
+    }
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "linux.personality: is not supported");
+}
+
+#[test]
+fn rlimits_and_oom_score_adj_are_applied() {
+    let rt = TestRuntime::new();
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap().trim().to_string();
+    let script = "cat /proc/self/oom_score_adj; grep -E 'open files|core file size' /proc/self/limits";
+    let (code, out) = run_sh(&rt, script, |spec| {
+        spec["process"]["oomScoreAdj"] = 543.into();
+        spec["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "hard": 1000, "soft": 700},
+            {"type": "RLIMIT_CORE", "hard": 4096, "soft": 2048}]);
+    });
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(out[0], "543");
+    let limits = |name: &str| -> Vec<String> {
+        let line = out.iter().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..].split_whitespace().take(2).map(str::to_string).collect()
+    };
+    // /proc/self/limits shows core file size in bytes.
+    assert_eq!(limits("Max core file size"), vec!["2048", "4096"]);
+    assert_eq!(limits("Max open files"), vec!["700", "1000"]);
+    // Without the field the process keeps its creator's value (not the monitor's -999).
+    let (_, out) = run_sh(&rt, "cat /proc/self/oom_score_adj", |_| {});
+    assert_eq!(out, vec![own]);
+}

@@ -37,6 +37,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A field this runtime does not implement is set.
+    #[error("config: {field}: {reason}")]
+    Unsupported {
+        /// The field's path in the spec.
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The root filesystem does not exist.
     #[error("rootfs {0} does not exist or is not a directory")]
     MissingRootfs(PathBuf),
@@ -212,6 +220,12 @@ pub struct ProcessConfig {
     pub umask: u32,
     /// oom_score_adj.
     pub oom_score_adj: Option<i32>,
+    /// AppArmor profile to exec into (only accepted when AppArmor is enabled).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
+    /// SELinux label to exec into (only accepted when SELinux is enabled).
+    #[serde(default)]
+    pub selinux_label: Option<String>,
 }
 
 /// Everything needed to create the container.
@@ -302,6 +316,11 @@ pub fn from_spec(
     cgroup_parent: &str,
 ) -> Result<ContainerConfig, ConfigError> {
     validate_id(id)?;
+    if let Some((field, reason)) =
+        crate::runtime::fields::first_unsupported(spec, crate::runtime::fields::HostFeatures::detect)
+    {
+        return Err(ConfigError::Unsupported { field, reason });
+    }
     let process = spec.process().as_ref().ok_or(ConfigError::Missing("process"))?;
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -386,19 +405,31 @@ pub fn from_spec(
             format!("{}:{}", user.uid(), user.gid())
         }
     };
-    let rlimits = process
-        .rlimits()
-        .iter()
-        .flatten()
-        .map(|r| Rlimit {
-            name: serde_json::to_value(r.typ())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            soft: r.soft(),
-            hard: r.hard(),
-        })
-        .collect();
+    let mut rlimits: Vec<Rlimit> = Vec::new();
+    for r in process.rlimits().iter().flatten() {
+        let name = serde_json::to_value(r.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        if rlimits.iter().any(|l| l.name == name) {
+            return Err(invalid("process.rlimits", format!("{name} is given twice")));
+        }
+        if r.soft() > r.hard() {
+            return Err(invalid("process.rlimits", format!("{name}: soft limit above the hard limit")));
+        }
+        rlimits.push(Rlimit { name, soft: r.soft(), hard: r.hard() });
+    }
+    let additional_gids = user.additional_gids().clone().unwrap_or_default();
+    for (i, gid) in additional_gids.iter().enumerate() {
+        if additional_gids[..i].contains(gid) {
+            return Err(invalid("process.user.additionalGids", format!("gid {gid} is listed twice")));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj()
+        && !(-1000..=1000).contains(&adj)
+    {
+        return Err(invalid("process.oomScoreAdj", format!("{adj} is outside -1000..1000")));
+    }
     let mut resources = linux.resources().as_ref().map(Resources::from_oci).unwrap_or_default();
     // As runc does: the spec's rules, then the default nodes are always allowed.
     let defaults = default_device_rules();
@@ -436,16 +467,15 @@ pub fn from_spec(
             args,
             env: process.env().clone().unwrap_or_default(),
             cwd: process.cwd().clone(),
-            user: UserSpec {
-                user: user_string,
-                additional_gids: user.additional_gids().clone().unwrap_or_default(),
-            },
+            user: UserSpec { user: user_string, additional_gids },
             caps,
             rlimits,
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
             seccomp,
             umask: user.umask().unwrap_or(0o022),
             oom_score_adj: process.oom_score_adj(),
+            apparmor_profile: process.apparmor_profile().clone().filter(|s| !s.is_empty()),
+            selinux_label: process.selinux_label().clone().filter(|s| !s.is_empty()),
         },
         cgroup_path,
         resources,

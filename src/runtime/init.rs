@@ -317,6 +317,14 @@ pub fn drop_privileges(
             source: std::io::Error::other(format!("{} is outside the container", cwd.display())),
         });
     }
+    if let Some(profile) = &process.apparmor_profile {
+        let file =
+            if Path::new("/proc/thread-self/attr/apparmor/exec").exists() { "apparmor/exec" } else { "exec" };
+        write_proc_attr(file, &format!("exec {profile}"))?;
+    }
+    if let Some(label) = &process.selinux_label {
+        write_proc_attr("exec", label)?;
+    }
     crate::sys::container::cloexec_from(3).map_err(step("mark fds close-on-exec"))?;
     if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
@@ -332,6 +340,25 @@ pub fn drop_privileges(
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     Ok(env)
+}
+
+/// Writes an LSM attribute of this thread (`/proc/thread-self/attr/<file>`), checking that the
+/// file is on a real procfs (a volume over `/proc` must not receive it: CVE-2019-16884 class).
+fn write_proc_attr(file: &str, value: &str) -> Result<(), InitError> {
+    let path = format!("/proc/thread-self/attr/{file}");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(step(format!("open {path}")))?;
+    let fs = nix::sys::statfs::fstatfs(&f).map_err(step(format!("statfs {path}")))?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(InitError::Step {
+            step: format!("write {path}"),
+            source: std::io::Error::other("not on procfs"),
+        });
+    }
+    f.write_all(value.as_bytes()).map_err(step(format!("write {path}")))
 }
 
 /// Whether `setgroups` is denied in our user namespace (`/proc/self/setgroups` says `deny`).

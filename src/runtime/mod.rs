@@ -11,6 +11,7 @@ pub mod container;
 pub mod exe_seal;
 pub mod exec;
 pub mod exit_report;
+pub mod fields;
 pub mod fsutil;
 pub mod init;
 pub mod logfmt;

@@ -191,7 +191,6 @@ pub fn installed_binary() -> Option<std::path::PathBuf> {
 
 pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
-    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     let manager = args.cgroup.manager();
     let mut plan =
         InitPlan { config: args.config, cgroup_mounts: manager.mount_sources(), idmapped_layers: Vec::new() };
@@ -262,6 +261,8 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         }
         Forked::Parent(pid) => pid,
     };
+    // After the clone: init keeps the creator's oom_score_adj unless the spec sets one.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     drop(plan);
     drop(joined_r);
     drop(args.trampoline);
