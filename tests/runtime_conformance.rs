@@ -282,3 +282,126 @@ fn rlimits_and_oom_score_adj_are_applied() {
     let (_, out) = run_sh(&rt, "cat /proc/self/oom_score_adj", |_| {});
     assert_eq!(out, vec![own]);
 }
+
+/// A hook that appends `<tag> <mount ns> <state JSON>` to `file` (the namespace as its own
+/// `/proc/self/ns/mnt` names it).
+fn hook(tag: &str, file: &Path) -> serde_json::Value {
+    let script = format!("read -r s; echo \"{tag} $(readlink /proc/self/ns/mnt) $s\" >> {}", file.display());
+    serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": 10})
+}
+
+/// (tag, mount namespace, state) of each line a hook wrote.
+fn hook_lines(file: &Path) -> Vec<(String, String, serde_json::Value)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let (tag, ns, state) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+            (tag.to_string(), ns.to_string(), serde_json::from_str(state).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn hooks_run_in_order_in_their_namespaces_and_see_the_state() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("hooks");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    let host_file = bundle.path().join("hooks.log");
+    // startContainer runs after pivot_root: its path and file are the container's.
+    let inner = Path::new("/hooks.log");
+    bundle.spec["annotations"]["rkube.test/hooks"] = "yes".into();
+    bundle.spec["hooks"] = serde_json::json!({
+        "prestart": [hook("prestart1", &host_file), hook("prestart2", &host_file)],
+        "createRuntime": [hook("createRuntime", &host_file)],
+        "createContainer": [hook("createContainer", &host_file)],
+        "startContainer": [hook("startContainer", inner)],
+        "poststart": [hook("poststart1", &host_file), hook("poststart2", &host_file)],
+        "poststop": [hook("poststop1", &host_file), hook("poststop2", &host_file)],
+    });
+    bundle.write();
+    let created = rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    let host_ns = std::fs::read_link("/proc/self/ns/mnt").unwrap().display().to_string();
+    let container_ns =
+        std::fs::read_link(format!("/proc/{}/ns/mnt", created.pid)).unwrap().display().to_string();
+    assert_ne!(host_ns, container_ns);
+    let lines = hook_lines(&host_file);
+    let tags: Vec<&str> = lines.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(tags, vec!["prestart1", "prestart2", "createRuntime", "createContainer"]);
+    for (tag, ns, state) in &lines {
+        assert_eq!(state["id"], id.as_str(), "{tag}");
+        assert_eq!(state["status"], "creating", "{tag}");
+        assert_eq!(state["bundle"], bundle.path().to_str().unwrap(), "{tag}");
+        assert_eq!(state["annotations"]["rkube.test/hooks"], "yes", "{tag}");
+        if tag == "createContainer" {
+            // In the container's namespaces: its pid there is 1.
+            assert_eq!((ns, state["pid"].as_i64()), (&container_ns, Some(1)), "{tag}");
+        } else {
+            assert_eq!((ns, state["pid"].as_i64()), (&host_ns, Some(i64::from(created.pid))), "{tag}");
+        }
+    }
+
+    rt.runtime.start(&id).unwrap();
+    let lines = hook_lines(&host_file);
+    let tags: Vec<&str> = lines.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(&tags[4..], ["poststart1", "poststart2"]);
+    for (_, ns, state) in &lines[4..] {
+        assert_eq!(
+            (ns, state["status"].as_str(), state["pid"].as_i64()),
+            (&host_ns, Some("running"), Some(i64::from(created.pid)))
+        );
+    }
+    let started = hook_lines(&bundle.rootfs().join("hooks.log"));
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].0, "startContainer");
+    assert_eq!(started[0].1, container_ns);
+    assert_eq!((started[0].2["status"].as_str(), started[0].2["pid"].as_i64()), (Some("created"), Some(1)));
+
+    let exit = rt.runtime.wait(&id, Some(std::time::Duration::from_secs(10))).unwrap();
+    assert_eq!(exit.code, 0);
+    assert!(hook_lines(&host_file).len() == 6, "poststop runs on delete, not before");
+    rt.runtime.delete(&id, false).unwrap();
+    let lines = hook_lines(&host_file);
+    let tags: Vec<&str> = lines.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(&tags[6..], ["poststop1", "poststop2"]);
+    for (_, _, state) in &lines[6..] {
+        assert_eq!(state["status"], "stopped");
+        assert!(state.get("pid").is_none());
+    }
+}
+
+#[test]
+fn a_failing_create_hook_fails_create_and_poststop_still_runs() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("hookfail");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    let file = bundle.path().join("hooks.log");
+    bundle.spec["hooks"] = serde_json::json!({
+        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo broken >&2; exit 3"]}, hook("never", &file)],
+        "poststop": [hook("poststop", &file)],
+    });
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "hooks.createRuntime[0] /bin/sh: failed: exit status: 3: \"broken\"",
+    );
+    let tags: Vec<String> = hook_lines(&file).into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(tags, vec!["poststop"]);
+
+    // A hook past its timeout is killed and fails create the same way.
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["hooks"] = serde_json::json!({
+        "prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "hooks.prestart[0] /bin/sleep: ran past its timeout of 1s");
+
+    // A failing poststart is a warning: start succeeds and the container runs.
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["hooks"] = serde_json::json!({"poststart": [{"path": "/bin/false"}]});
+    bundle.write();
+    let (exit, _) = rt.run(&id, &bundle);
+    assert_eq!(exit.code, 0);
+}

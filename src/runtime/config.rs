@@ -54,6 +54,9 @@ pub enum ConfigError {
     /// Seccomp.
     #[error("config: seccomp: {0}")]
     Seccomp(#[from] SeccompError),
+    /// Hooks.
+    #[error("config: {0}")]
+    Hooks(#[from] crate::runtime::hooks::HookError),
 }
 
 /// A Linux namespace kind.
@@ -266,6 +269,12 @@ pub struct ContainerConfig {
     /// container's own; written under `/proc/sys` before the read-only paths are remounted.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// OCI hooks.
+    #[serde(default)]
+    pub hooks: crate::runtime::hooks::Hooks,
+    /// The spec's annotations (part of the state hooks read).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl ContainerConfig {
@@ -480,6 +489,8 @@ pub fn from_spec(
         cgroup_path,
         resources,
         sysctls,
+        hooks: crate::runtime::hooks::from_oci(spec.hooks().as_ref())?,
+        annotations: annotations.into_iter().collect(),
     })
 }
 

@@ -200,6 +200,7 @@ impl Runtime {
             Ok(s) => Ok(s),
             Err(e) => {
                 cleanup(&cgroup);
+                run_poststop(&config, &req.bundle);
                 Err(e)
             }
         }
@@ -228,6 +229,14 @@ impl Runtime {
         .map_err(|e| io_err("open exec fifo", id)(e.into()))?;
         let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("create sync pipe", id)(e.into()))?;
+        // Only with prestart/createRuntime hooks does init stop after its mounts for us.
+        let (hooks_resume, mut hooks_go) = if config.hooks.runtime_hooks_at_create() {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| io_err("create hook pipe", id)(e.into()))?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
         let trampoline = self
             .monitor_binary
             .as_deref()
@@ -243,6 +252,7 @@ impl Runtime {
                 fifo_fd.as_raw_fd(),
                 trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+                hooks_resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             ];
             Some(self.prepare_monitor_exec(config, cgroup, state, req, console.as_ref(), fds)?)
         } else {
@@ -260,7 +270,9 @@ impl Runtime {
                     trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                     console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
                     exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
+                    hooks_resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 ];
+                drop(hooks_go.take());
                 if close_fds_except(&keep).is_err() {
                     crate::sys::container::write_raw(sync_w.as_raw_fd(), b"Eclose inherited fds\n");
                     crate::sys::container::exit_now(1)
@@ -283,10 +295,12 @@ impl Runtime {
                     monitor_binary: self.monitor_binary.clone(),
                     trampoline,
                     console,
+                    hooks_resume,
                 })
             }
             Forked::Parent(pid) => pid,
         };
+        drop(hooks_resume);
         drop(sync_w);
         drop(fifo_fd);
         drop(trampoline);
@@ -299,8 +313,34 @@ impl Runtime {
         let mut init_pid = None;
         let mut failure = None;
         let mut ready_seen = false;
+        let mut hooks_asked = false;
         let mut line = String::new();
         while failure.is_none() && !(ready_seen && init_pid.is_some()) {
+            if hooks_asked
+                && let Some(pid) = init_pid
+                && let Some(go) = hooks_go.take()
+            {
+                // Init has built its mounts and waits: run prestart, then createRuntime.
+                let state = crate::runtime::hooks::state_json(
+                    id,
+                    "creating",
+                    Some(pid),
+                    &req.bundle,
+                    &config.annotations,
+                );
+                let hooks = &config.hooks;
+                match crate::runtime::hooks::run_all("prestart", &hooks.prestart, &state).and_then(|()| {
+                    crate::runtime::hooks::run_all("createRuntime", &hooks.create_runtime, &state)
+                }) {
+                    Ok(()) => {
+                        let _ = nix::unistd::write(&go, b"1");
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
@@ -310,6 +350,8 @@ impl Runtime {
             if let Some(pid) = msg.strip_prefix('P') {
                 init_pid = pid.parse::<i32>().ok();
                 tracing::debug!("init cloned");
+            } else if msg == "H" {
+                hooks_asked = true;
             } else if msg == "R" {
                 ready_seen = true;
                 tracing::debug!("init ready");
@@ -331,6 +373,7 @@ impl Runtime {
                     }
                 }
             }
+            drop(hooks_go);
             let _ = nix::sys::wait::waitpid(monitor_pid, None);
             let message = failure.unwrap_or_else(|| "container init exited before it was ready".into());
             return Err(RuntimeError::Init { id: id.clone(), message });
@@ -364,7 +407,7 @@ impl Runtime {
         state: &StateDir,
         req: &CreateRequest,
         console: Option<&Console>,
-        fds: [i32; 4],
+        fds: [i32; 5],
     ) -> Result<monitor::SelfExec, RuntimeError> {
         let payload = monitor::Payload {
             config: config.clone(),
@@ -451,6 +494,20 @@ impl Runtime {
             }
         }
         let _ = std::fs::remove_file(dir.fifo());
+        let hooks = &record.config.hooks;
+        if !hooks.poststart.is_empty() {
+            let state = crate::runtime::hooks::state_json(
+                id,
+                "running",
+                Some(record.pid),
+                &record.bundle,
+                &record.annotations,
+            );
+            // The spec: a failed poststart hook is a warning; the container runs on.
+            if let Err(e) = crate::runtime::hooks::run_all("poststart", &hooks.poststart, &state) {
+                tracing::warn!("container {id}: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -523,6 +580,7 @@ impl Runtime {
         );
         record.cgroup.manager().remove()?;
         dir.remove()?;
+        run_poststop(&record.config, &record.bundle);
         Ok(())
     }
 
@@ -546,6 +604,18 @@ impl Runtime {
         }
         crate::runtime::exec::run(&record, req)
             .map_err(|e| RuntimeError::Init { id: id.into(), message: e.to_string() })
+    }
+}
+
+/// Runs the poststop hooks of a container that is gone (a failure is only a warning).
+fn run_poststop(config: &config::ContainerConfig, bundle: &Path) {
+    let hooks = &config.hooks.poststop;
+    if hooks.is_empty() {
+        return;
+    }
+    let state = crate::runtime::hooks::state_json(&config.id, "stopped", None, bundle, &config.annotations);
+    if let Err(e) = crate::runtime::hooks::run_all("poststop", hooks, &state) {
+        tracing::warn!("container {}: {e}", config.id);
     }
 }
 

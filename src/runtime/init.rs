@@ -60,6 +60,9 @@ pub enum InitError {
     /// Terminal setup.
     #[error(transparent)]
     Tty(#[from] crate::runtime::tty::TtyError),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::runtime::hooks::HookError),
     /// The program is not in the container.
     #[error("exec {0:?}: executable file not found in the container's $PATH")]
     NotFound(String),
@@ -87,6 +90,9 @@ pub struct InitChannels {
     pub cgroup_joined: OwnedFd,
     /// Where to send the master of a new terminal (`process.terminal`), if any.
     pub console: Option<crate::runtime::tty::Console>,
+    /// With `prestart`/`createRuntime` hooks: read end of the pipe on which the creator sends
+    /// `1` once they ran (init asks with `H` on the sync pipe after its mounts).
+    pub hooks_resume: Option<OwnedFd>,
 }
 
 /// Everything init needs besides the config.
@@ -102,9 +108,10 @@ pub struct InitPlan<'a> {
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
 pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
-    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console } = channels;
+    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console, hooks_resume } = channels;
     let mut sync = Some(std::fs::File::from(sync));
-    let result = setup_and_exec(&plan, fifo, stdio, trampoline, cgroup_joined, console, &mut sync);
+    let gates = Gates { fifo, cgroup_joined, hooks_resume };
+    let result = setup_and_exec(&plan, gates, stdio, trampoline, console, &mut sync);
     let Err(err) = result;
     let line = format!("E{}\n", err.to_string().replace('\n', " "));
     match sync.as_mut() {
@@ -120,15 +127,22 @@ pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
     crate::sys::container::exit_now(if sync.is_some() { 1 } else { 127 })
 }
 
+/// What init waits on: `start` (the exec fifo), its cgroup move, the creator's hooks.
+struct Gates {
+    fifo: OwnedFd,
+    cgroup_joined: OwnedFd,
+    hooks_resume: Option<OwnedFd>,
+}
+
 fn setup_and_exec(
     plan: &InitPlan<'_>,
-    fifo: OwnedFd,
+    gates: Gates,
     stdio: Option<[OwnedFd; 3]>,
     trampoline: Option<OwnedFd>,
-    cgroup_joined: OwnedFd,
     console: Option<crate::runtime::tty::Console>,
     sync: &mut Option<std::fs::File>,
 ) -> Result<Infallible, InitError> {
+    let Gates { fifo, cgroup_joined, hooks_resume } = gates;
     let config = plan.config;
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
     if let Some([stdin, stdout, stderr]) = stdio {
@@ -156,6 +170,21 @@ fn setup_and_exec(
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
     rootfs::create_devices(root.as_fd(), &config.devices, userns)?;
+    if let Some(resume) = hooks_resume {
+        // prestart and createRuntime run in the creator, in the runtime's namespaces.
+        sync.as_mut().expect("sync pipe open").write_all(b"H\n").map_err(step("ask for hooks"))?;
+        let mut byte = [0u8; 1];
+        if !matches!(nix::unistd::read(resume.as_fd(), &mut byte), Ok(1)) {
+            return Err(InitError::Step {
+                step: "wait for the createRuntime hooks".into(),
+                source: std::io::Error::other("the creator did not resume"),
+            });
+        }
+    }
+    if !config.hooks.create_container.is_empty() {
+        let state = hook_state(config, "creating");
+        crate::runtime::hooks::run_all("createContainer", &config.hooks.create_container, &state)?;
+    }
     let identity = resolve_identity(root.as_fd(), &config.process)?;
     let exe = find_executable(&config.process.args[0], &config.process.env, |p| {
         open_in_root(root.as_fd(), p, OFlag::O_PATH).is_ok()
@@ -203,6 +232,10 @@ fn setup_and_exec(
     gate.write_all(b"0").map_err(step("acknowledge start"))?;
     drop(gate);
     drop(fifo);
+    if !config.hooks.start_container.is_empty() {
+        let state = hook_state(config, "created");
+        crate::runtime::hooks::run_all("startContainer", &config.hooks.start_container, &state)?;
+    }
     match trampoline {
         Some(trampoline) => exec_sealed(trampoline, &exe, &config.process.args, &env),
         None => exec(&exe, &config.process.args, &env),
@@ -210,6 +243,12 @@ fn setup_and_exec(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// The state a hook run by init reads: its pid as the container sees it.
+fn hook_state(config: &ContainerConfig, status: &str) -> Vec<u8> {
+    let pid = nix::unistd::getpid().as_raw();
+    crate::runtime::hooks::state_json(&config.id, status, Some(pid), &config.bundle, &config.annotations)
+}
 
 /// Joins namespaces given by path (but the pid namespace: the monitor joined it before the
 /// clone, as it only applies to children).

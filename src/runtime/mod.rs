@@ -13,6 +13,7 @@ pub mod exec;
 pub mod exit_report;
 pub mod fields;
 pub mod fsutil;
+pub mod hooks;
 pub mod init;
 pub mod logfmt;
 pub mod monitor;

@@ -48,6 +48,8 @@ pub struct MonitorArgs<'a> {
     pub trampoline: Option<OwnedFd>,
     /// Console for a new terminal (`process.terminal`), passed on to init.
     pub console: Option<crate::runtime::tty::Console>,
+    /// Read end of the creator's hook pipe, passed on to init (see `InitChannels`).
+    pub hooks_resume: Option<OwnedFd>,
 }
 
 /// The hidden first argument with which the `rkubelet` binary runs [`exec_entry`].
@@ -137,7 +139,7 @@ pub struct Payload {
     pub console_size: Option<(u16, u16)>,
 }
 
-/// `rkubelet __monitor PAYLOAD SYNC FIFO TRAMPOLINE CONSOLE` (inherited descriptor numbers, -1 for
+/// `rkubelet __monitor PAYLOAD SYNC FIFO TRAMPOLINE CONSOLE HOOKS` (inherited descriptor numbers, -1 for
 /// none): the monitor as a fresh, single-threaded process. Never returns.
 pub fn exec_entry(argv: &[String]) -> ! {
     let fd = |i: usize| argv.get(i).and_then(|a| a.parse::<i32>().ok()).filter(|fd| *fd >= 0);
@@ -173,6 +175,7 @@ pub fn exec_entry(argv: &[String]) -> ! {
         monitor_binary: payload.monitor_binary.clone(),
         trampoline: adopt(5),
         console,
+        hooks_resume: adopt(7),
     })
 }
 
@@ -256,6 +259,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
                 trampoline: args.trampoline,
                 cgroup_joined: joined_r,
                 console: args.console,
+                hooks_resume: args.hooks_resume,
             };
             init::run(plan, channels)
         }
@@ -266,6 +270,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     drop(plan);
     drop(joined_r);
     drop(args.trampoline);
+    drop(args.hooks_resume);
     // With a user namespace, init first waits for its id maps (`M`), then later for its cgroups.
     if let Some(userns) = &args.config.user_namespace {
         match crate::runtime::userns::write_id_maps(pid, userns) {
