@@ -405,3 +405,118 @@ fn a_failing_create_hook_fails_create_and_poststop_still_runs() {
     let (exit, _) = rt.run(&id, &bundle);
     assert_eq!(exit.code, 0);
 }
+
+fn ns_link(pid: &str, name: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{name}")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Mount points under `dir` in the test's (the host's) mount namespace.
+fn host_mounts_under(dir: &Path) -> Vec<String> {
+    runtime::mounts_containing(dir.to_str().unwrap())
+}
+
+#[test]
+fn without_namespaces_the_container_shares_the_callers_and_lives_in_a_chroot() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("nons");
+    let mut bundle = rt.bundle(&id, &["sleep", "30"]);
+    let root_line = |info: &str| info.lines().find(|l| l.split(' ').nth(4) == Some("/")).unwrap().to_string();
+    let host_root_before = root_line(&std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+    // contest's ns_itype: no namespaces, no masked or read-only paths, no hostname.
+    bundle.spec["linux"]["namespaces"] = serde_json::json!([]);
+    bundle.spec["linux"]["maskedPaths"] = serde_json::json!([]);
+    bundle.spec["linux"]["readonlyPaths"] = serde_json::json!([]);
+    bundle.spec["root"]["readonly"] = true.into();
+    bundle.spec.as_object_mut().unwrap().remove("hostname");
+    bundle.write();
+    let state = rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let pid = state.pid.to_string();
+    for ns in
+        ["cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts"]
+    {
+        assert_eq!(ns_link(&pid, ns), ns_link("self", ns), "{ns} namespace");
+    }
+    // Its mounts are in the caller's namespace, under the rootfs only; `/` keeps its propagation.
+    assert!(!host_mounts_under(&bundle.rootfs()).is_empty());
+    assert_eq!(root_line(&std::fs::read_to_string("/proc/self/mountinfo").unwrap()), host_root_before);
+    // The process and an exec'd one see the rootfs as `/`, read-only.
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, bundle.rootfs());
+    let out =
+        rt.cli(&["exec", &id, "sh", "-c", "grep -c ^web: /etc/passwd; touch /x 2>/dev/null || echo RO"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\nRO\n", "{}", String::from_utf8_lossy(&out.stderr));
+    rt.runtime.delete(&id, true).unwrap();
+    assert_eq!(host_mounts_under(bundle.path()), Vec::<String>::new(), "mounts left on the host");
+}
+
+#[test]
+fn restrictions_that_need_a_namespace_are_refused_without_it() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("nons");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
+    bundle.spec.as_object_mut().unwrap().remove("hostname");
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "linux.maskedPaths: unable to restrict paths without a private mount namespace",
+    );
+    bundle.spec["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+    bundle.spec["hostname"] = "h".into();
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "hostname: unable to set the hostname without a private UTS namespace",
+    );
+    bundle.spec.as_object_mut().unwrap().remove("hostname");
+    bundle.spec["domainname"] = "d".into();
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "domainname: unable to set the domainname without a private UTS namespace",
+    );
+    bundle.spec["linux"]["namespaces"] =
+        serde_json::json!([{"type": "mount"}, {"type": "pid"}, {"type": "mount"}]);
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "linux.namespaces: mnt is listed twice");
+}
+
+#[test]
+fn domainname_io_priority_and_scheduler_are_applied() {
+    let rt = TestRuntime::new();
+    let script = "hostname; cat /proc/sys/kernel/domainname; busybox ionice -p $$; \
+        grep -E '^policy' /proc/self/sched | tr -d ' '; cut -d' ' -f19 /proc/self/stat";
+    let (code, out) = run_sh(&rt, script, |spec| {
+        spec["domainname"] = "rkube.example".into();
+        spec["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+        spec["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_BATCH", "nice": 7});
+    });
+    assert_eq!(code, 0, "{out:?}");
+    assert_eq!(out[0], "rkube-test");
+    assert_eq!(out[1], "rkube.example");
+    assert_eq!(out[2], "idle");
+    assert_eq!(out[3], "policy:3", "SCHED_BATCH");
+    assert_eq!(out[4], "7", "nice");
+
+    let (_, out) = run_sh(&rt, "busybox ionice -p $$", |spec| {
+        spec["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_BE", "priority": 6});
+    });
+    assert_eq!(out, vec!["best-effort: prio 6"]);
+    let id = runtime::unique("sched");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_FIFO", "nice": 3});
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "process.scheduler.nice: only for SCHED_OTHER and SCHED_BATCH",
+    );
+}

@@ -229,6 +229,98 @@ pub struct ProcessConfig {
     /// SELinux label to exec into (only accepted when SELinux is enabled).
     #[serde(default)]
     pub selinux_label: Option<String>,
+    /// I/O priority `(class, level)` (`ioprio_set`).
+    #[serde(default)]
+    pub io_priority: Option<(u32, u32)>,
+    /// Scheduling policy and parameters (`sched_setattr`).
+    #[serde(default)]
+    pub scheduler: Option<Scheduling>,
+}
+
+/// `process.scheduler` as `sched_setattr` takes it (checked as runc checks it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scheduling {
+    /// `SCHED_*` policy number.
+    pub policy: u32,
+    /// `SCHED_FLAG_*` bits.
+    pub flags: u64,
+    /// Nice value.
+    pub nice: i32,
+    /// Static priority.
+    pub priority: u32,
+    /// DEADLINE runtime (ns).
+    pub runtime: u64,
+    /// DEADLINE deadline (ns).
+    pub deadline: u64,
+    /// DEADLINE period (ns).
+    pub period: u64,
+}
+
+/// `process.ioPriority` → `(class, level)`: RT 1, BE 2, IDLE 3; level 0–7.
+fn io_priority_from(p: &oci_spec::runtime::LinuxIOPriority) -> Result<(u32, u32), ConfigError> {
+    use oci_spec::runtime::IOPriorityClass as C;
+    let class = match p.class() {
+        C::IoprioClassRt => 1,
+        C::IoprioClassBe => 2,
+        C::IoprioClassIdle => 3,
+    };
+    if !(0..=7).contains(&p.priority()) {
+        return Err(invalid("process.ioPriority.priority", format!("{} is outside 0..7", p.priority())));
+    }
+    Ok((class, p.priority() as u32))
+}
+
+/// `process.scheduler` → [`Scheduling`], with runc's checks of which fields each policy takes.
+fn scheduling_from(s: &oci_spec::runtime::Scheduler) -> Result<Scheduling, ConfigError> {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let nice = s.nice().unwrap_or(0);
+    if !(-20..=19).contains(&nice) {
+        return Err(invalid("process.scheduler.nice", format!("{nice} is outside -20..19")));
+    }
+    if s.nice().is_some() && !matches!(policy, 0 | 3) {
+        return Err(invalid("process.scheduler.nice", "only for SCHED_OTHER and SCHED_BATCH"));
+    }
+    let priority = s.priority().unwrap_or(0);
+    if priority != 0 && !matches!(policy, 1 | 2) {
+        return Err(invalid("process.scheduler.priority", "only for SCHED_FIFO and SCHED_RR"));
+    }
+    let deadline_fields = s.runtime().is_some() || s.deadline().is_some() || s.period().is_some();
+    if deadline_fields && policy != 6 {
+        return Err(invalid(
+            "process.scheduler.runtime",
+            "runtime, deadline and period only for SCHED_DEADLINE",
+        ));
+    }
+    let flags = s.flags().iter().flatten().fold(0u64, |bits, f| {
+        bits | match f {
+            F::SchedResetOnFork => 0x1,
+            F::SchedFlagReclaim => 0x2,
+            F::SchedFlagDLOverrun => 0x4,
+            F::SchedFlagKeepPolicy => 0x8,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        }
+    });
+    Ok(Scheduling {
+        policy,
+        flags,
+        nice,
+        priority: u32::try_from(priority)
+            .map_err(|_| invalid("process.scheduler.priority", format!("{priority} is negative")))?,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    })
 }
 
 /// Everything needed to create the container.
@@ -244,6 +336,9 @@ pub struct ContainerConfig {
     pub readonly_root: bool,
     /// Hostname.
     pub hostname: Option<String>,
+    /// NIS domain name (`domainname`), set with the hostname.
+    #[serde(default)]
+    pub domainname: Option<String>,
     /// Namespaces.
     pub namespaces: Vec<Namespace>,
     /// The new user namespace's id maps, when one is created.
@@ -367,9 +462,44 @@ pub fn from_spec(
         }
         namespaces.push(Namespace { kind, path: ns.path().clone() });
     }
-    if !namespaces.iter().any(|n| n.kind == NamespaceKind::Mount && n.path.is_none()) {
-        return Err(invalid("linux.namespaces", "a new mount namespace is required"));
+    for (i, ns) in namespaces.iter().enumerate() {
+        if namespaces[..i].iter().any(|n| n.kind == ns.kind) {
+            return Err(invalid("linux.namespaces", format!("{} is listed twice", ns.kind.proc_name())));
+        }
     }
+    if namespaces.iter().any(|n| n.kind == NamespaceKind::Mount && n.path.is_some()) {
+        return Err(invalid("linux.namespaces", "joining an existing mount namespace is not supported"));
+    }
+    let new_mount_ns = namespaces.iter().any(|n| n.kind == NamespaceKind::Mount);
+    if !new_mount_ns {
+        // As runc: without a mount namespace of its own, the container's mounts are made in the
+        // caller's; what it cannot do there is refused.
+        let masked = linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty());
+        let readonly = linux.readonly_paths().as_ref().is_some_and(|p| !p.is_empty());
+        if masked || readonly {
+            return Err(invalid(
+                if masked { "linux.maskedPaths" } else { "linux.readonlyPaths" },
+                "unable to restrict paths without a private mount namespace",
+            ));
+        }
+        if matches!(rootfs, RootfsSource::Overlay { .. }) {
+            return Err(invalid("linux.namespaces", "an image rootfs needs a new mount namespace"));
+        }
+    }
+    let new_uts_ns = namespaces.iter().any(|n| n.kind == NamespaceKind::Uts && n.path.is_none());
+    if !new_uts_ns {
+        if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(invalid("hostname", "unable to set the hostname without a private UTS namespace"));
+        }
+        if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(invalid(
+                "domainname",
+                "unable to set the domainname without a private UTS namespace",
+            ));
+        }
+    }
+    let io_priority = process.io_priority().as_ref().map(io_priority_from).transpose()?;
+    let scheduler = process.scheduler().as_ref().map(scheduling_from).transpose()?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
     let mounts = mounts_from(spec)?;
@@ -465,6 +595,7 @@ pub fn from_spec(
         rootfs,
         readonly_root: root.and_then(|r| r.readonly()).unwrap_or(false),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
         namespaces,
         user_namespace,
         mounts,
@@ -485,6 +616,8 @@ pub fn from_spec(
             oom_score_adj: process.oom_score_adj(),
             apparmor_profile: process.apparmor_profile().clone().filter(|s| !s.is_empty()),
             selinux_label: process.selinux_label().clone().filter(|s| !s.is_empty()),
+            io_priority,
+            scheduler,
         },
         cgroup_path,
         resources,

@@ -475,7 +475,10 @@ impl Runtime {
             .open(dir.fifo())
             .map_err(io_err("open exec fifo", id))?;
         use std::os::unix::fs::OpenOptionsExt;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // startContainer hooks run before init acknowledges: give them their timeouts.
+        let hook_time: u64 =
+            record.config.hooks.start_container.iter().map(|h| h.timeout.unwrap_or(3600)).sum();
+        let deadline = Instant::now() + Duration::from_secs(10 + hook_time);
         let mut byte = [0u8; 1];
         loop {
             let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
@@ -579,6 +582,12 @@ impl Runtime {
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
         );
         record.cgroup.manager().remove()?;
+        if !record.config.creates(config::NamespaceKind::Mount)
+            && let crate::runtime::rootfs::RootfsSource::Dir(rootfs) = &record.config.rootfs
+        {
+            crate::runtime::rootfs::release_host_root(rootfs)
+                .map_err(|e| io_err("unmount the rootfs", id)(std::io::Error::other(e.to_string())))?;
+        }
         dir.remove()?;
         run_poststop(&record.config, &record.bundle);
         Ok(())

@@ -5,7 +5,8 @@
 //!   built the mounts and before it pivots (init waits for them); status `creating`, host pid.
 //! - `createContainer`: by init, in the container's namespaces, before `pivot_root` (so its path
 //!   resolves on the host tree); status `creating`, the pid as the container sees it.
-//! - `startContainer`: by init after `start` released it, just before the program's `execve`,
+//! - `startContainer`: by init once `start` opened the exec fifo and before it is answered (so
+//!   `start` fails if one fails), just before the program's `execve`,
 //!   with the container's user and capabilities; status `created`.
 //! - `poststart`: by `start`, once the program runs; status `running`. A failure is a warning.
 //! - `poststop`: by `delete` (and a failed `create`) after everything is removed; status

@@ -127,6 +127,18 @@ pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
     crate::sys::container::exit_now(if sync.is_some() { 1 } else { 127 })
 }
 
+/// The rootfs bind a container without its own mount namespace made in the caller's: detached
+/// on drop unless disarmed (init failed before it was ready).
+struct HostRoot(Option<PathBuf>);
+
+impl Drop for HostRoot {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 /// What init waits on: `start` (the exec fifo), its cgroup move, the creator's hooks.
 struct Gates {
     fifo: OwnedFd,
@@ -157,16 +169,22 @@ fn setup_and_exec(
     } else {
         join_namespaces(config)?;
     }
-    if config.creates(NamespaceKind::Uts)
-        && let Some(h) = &config.hostname
-    {
-        nix::unistd::sethostname(h).map_err(step("set hostname"))?;
+    if config.creates(NamespaceKind::Uts) {
+        if let Some(h) = &config.hostname {
+            nix::unistd::sethostname(h).map_err(step("set hostname"))?;
+        }
+        if let Some(d) = &config.domainname {
+            crate::sys::container::set_domainname(d).map_err(step("set domainname"))?;
+        }
     }
     nix::unistd::setsid().map_err(step("setsid"))?;
 
     let propagation = MsFlags::from_bits_truncate(config.rootfs_propagation as libc::c_ulong);
-    let (root, _root_path) =
-        rootfs::prepare_root(&config.rootfs, propagation, userns, &plan.idmapped_layers)?;
+    let own_mount_ns = config.creates(NamespaceKind::Mount);
+    let (root, root_path) =
+        rootfs::prepare_root(&config.rootfs, propagation, userns, &plan.idmapped_layers, own_mount_ns)?;
+    // In the caller's mount namespace, a failure before ready takes our mounts away again.
+    let host_root = (!own_mount_ns).then(|| HostRoot(Some(root_path)));
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
     rootfs::create_devices(root.as_fd(), &config.devices, userns)?;
@@ -199,8 +217,17 @@ fn setup_and_exec(
         // After joining, so the container's cgroup becomes the namespace's root.
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("create cgroup namespace"))?;
     }
-    rootfs::pivot(root.as_fd())?;
+    if own_mount_ns {
+        rootfs::pivot(root.as_fd())?;
+    } else {
+        rootfs::chroot_into(root.as_fd())?;
+    }
     drop(root);
+    let mut host_root = host_root;
+    if let Some(bind) = host_root.as_mut() {
+        // Inside the chroot its path is `/`.
+        bind.0 = Some(PathBuf::from("/"));
+    }
     if let Some(console) = console {
         // After pivot_root, so /dev/ptmx is the container's devpts (runc's order).
         crate::runtime::tty::attach_new_terminal(&console, (identity.uid, identity.gid))?;
@@ -217,8 +244,28 @@ fn setup_and_exec(
     if let Some(adj) = config.process.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
     }
+    if let Some((class, level)) = config.process.io_priority {
+        crate::sys::container::set_io_priority(class, level).map_err(step("set I/O priority"))?;
+    }
+    if let Some(s) = &config.process.scheduler {
+        let attr = crate::sys::container::SchedAttr {
+            policy: s.policy,
+            flags: s.flags,
+            nice: s.nice,
+            priority: s.priority,
+            runtime: s.runtime,
+            deadline: s.deadline,
+            period: s.period,
+            ..Default::default()
+        };
+        crate::sys::container::set_scheduler(&attr).map_err(step("set the scheduler"))?;
+    }
     let env = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
     wait_for_cgroup(cgroup_joined)?;
+    if let Some(mut host_root) = host_root {
+        // Ready: from now on `delete` removes them.
+        host_root.0 = None;
+    }
 
     // Ready: tell the creator, then block until `start` opens the fifo.
     sync.as_mut().expect("sync pipe open").write_all(b"R\n").map_err(step("report ready"))?;
@@ -229,13 +276,14 @@ fn setup_and_exec(
         .custom_flags(libc::O_CLOEXEC)
         .open(&fifo_path)
         .map_err(step("wait for start"))?;
-    gate.write_all(b"0").map_err(step("acknowledge start"))?;
-    drop(gate);
-    drop(fifo);
     if !config.hooks.start_container.is_empty() {
+        // Before acknowledging: `start` returns once they ran, and fails if one fails.
         let state = hook_state(config, "created");
         crate::runtime::hooks::run_all("startContainer", &config.hooks.start_container, &state)?;
     }
+    gate.write_all(b"0").map_err(step("acknowledge start"))?;
+    drop(gate);
+    drop(fifo);
     match trampoline {
         Some(trampoline) => exec_sealed(trampoline, &exe, &config.process.args, &env),
         None => exec(&exe, &config.process.args, &env),
