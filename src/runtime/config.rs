@@ -570,6 +570,14 @@ pub fn from_spec(
         return Err(invalid("process.oomScoreAdj", format!("{adj} is outside -1000..1000")));
     }
     let mut resources = linux.resources().as_ref().map(Resources::from_oci).unwrap_or_default();
+    for (size, _) in &resources.hugepage_limits {
+        if !crate::runtime::cgroup::valid_page_size(size) {
+            return Err(invalid(
+                "linux.resources.hugepageLimits",
+                format!("page size {size:?} is not <size>KB, <size>MB or <size>GB"),
+            ));
+        }
+    }
     // As runc does: the spec's rules, then the default nodes are always allowed.
     let defaults = default_device_rules();
     if resources.devices.is_empty() {
