@@ -682,3 +682,68 @@ fn blkio_weight_and_throttles_are_written_and_the_absent_refused() {
         );
     }
 }
+
+#[test]
+fn seccomp_notify_is_refused_at_once_without_waiting_for_an_agent() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("notify");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "listenerPath": bundle.path().join("agent.sock"), "listenerMetadata": "meta",
+        "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"}]});
+    bundle.write();
+    let start = std::time::Instant::now();
+    assert_one_line_failure(&rt, &bundle, &id, "listenerPath (the seccomp agent protocol, SCMP_ACT_NOTIFY)");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn rkube_runc_is_the_runtime_cli_with_runcs_argument_order() {
+    let rt = TestRuntime::new();
+    let runc = runtime::rkubelet().with_file_name("rkube-runc");
+    let id = runtime::unique("runc");
+    let bundle = rt.bundle(&id, &["sleep", "30"]);
+    let root = rt.runtime.root.to_str().unwrap().to_string();
+    let call = |args: &[&str]| -> std::process::Output {
+        let out_path = rt.run_dir.path().join(runtime::unique("out"));
+        let status = std::process::Command::new(&runc)
+            .args(["--root", &root, "--cgroup-parent", &rt.parent])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::process::Stdio::inherit())
+            .status()
+            .unwrap();
+        std::process::Output { status, stdout: std::fs::read(&out_path).unwrap(), stderr: vec![] }
+    };
+    let version = std::process::Command::new(&runc).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("rkube-runc version "));
+    // contest's order: flags after the id.
+    assert!(call(&["create", &id, "--bundle", bundle.path().to_str().unwrap()]).status.success());
+    let state: serde_json::Value = serde_json::from_slice(&call(&["state", &id]).stdout).unwrap();
+    assert_eq!(state["status"], "created");
+    assert!(call(&["start", &id]).status.success());
+    let pid = state["pid"].as_i64().unwrap();
+    // runc's process model: init is not a child of a monitor of ours.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i64 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let parent_exe =
+        std::fs::read_link(format!("/proc/{ppid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    assert!(
+        !parent_exe.contains("rkube-monitor") && !parent_exe.contains("rkubelet"),
+        "init's parent is {parent_exe}"
+    );
+    assert!(call(&["kill", &id, "9"]).status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state: serde_json::Value = serde_json::from_slice(&call(&["state", &id]).stdout).unwrap();
+        if state["status"] == "stopped" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(call(&["delete", &id]).status.success());
+    assert!(!rt.runtime.root.join(&id).exists());
+}

@@ -93,6 +93,11 @@ pub struct Runtime {
     /// The small `rkube-monitor` binary the monitor execs into (smaller RSS); `None` keeps the
     /// monitor as a fork of the caller.
     pub monitor_binary: Option<PathBuf>,
+    /// runc's process model: init becomes a child of the `create` caller (`CLONE_PARENT`), so
+    /// when that exits init is reparented to the caller's subreaper (conmon, containerd's shim),
+    /// which reaps it and reads its exit status. No monitor stays behind: no CRI log, no
+    /// `exit.json` (a stopped container's code is the subreaper's to report).
+    pub reparent_init: bool,
 }
 
 /// A create request.
@@ -143,6 +148,7 @@ impl Runtime {
             cgroup_root: cgroup_root.into(),
             cgroup_parent: "rkube".into(),
             monitor_binary: None,
+            reparent_init: false,
         }
     }
 
@@ -296,6 +302,7 @@ impl Runtime {
                     trampoline,
                     console,
                     hooks_resume,
+                    reparent_init: self.reparent_init,
                 })
             }
             Forked::Parent(pid) => pid,
@@ -415,6 +422,7 @@ impl Runtime {
             state: state.path().to_path_buf(),
             log_path: req.log_path.clone(),
             monitor_binary: self.monitor_binary.clone(),
+            reparent_init: self.reparent_init,
             console_size: console.and_then(|c| c.size).map(|s| (s.rows, s.cols)),
         };
         monitor::SelfExec::prepare(monitor::EXEC_ARG, &payload, &fds)

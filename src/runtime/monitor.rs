@@ -50,6 +50,8 @@ pub struct MonitorArgs<'a> {
     pub console: Option<crate::runtime::tty::Console>,
     /// Read end of the creator's hook pipe, passed on to init (see `InitChannels`).
     pub hooks_resume: Option<OwnedFd>,
+    /// Clone init as a child of our parent and exit once it is set up (`Runtime::reparent_init`).
+    pub reparent_init: bool,
 }
 
 /// The hidden first argument with which the `rkubelet` binary runs [`exec_entry`].
@@ -135,6 +137,9 @@ pub struct Payload {
     pub state: PathBuf,
     pub log_path: Option<PathBuf>,
     pub monitor_binary: Option<PathBuf>,
+    /// See [`MonitorArgs::reparent_init`].
+    #[serde(default)]
+    pub reparent_init: bool,
     /// Initial terminal size (rows, columns) for the console, if any.
     pub console_size: Option<(u16, u16)>,
 }
@@ -176,6 +181,7 @@ pub fn exec_entry(argv: &[String]) -> ! {
         trampoline: adopt(5),
         console,
         hooks_resume: adopt(7),
+        reparent_init: payload.reparent_init,
     })
 }
 
@@ -240,7 +246,8 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         send(&mut sync, "Eclone container init: the monitor is not single-threaded");
         exit_now(1)
     };
-    let child = match clone_with_namespaces(&single, args.config.clone_flags()) {
+    let parent = if args.reparent_init { libc::CLONE_PARENT } else { 0 };
+    let child = match clone_with_namespaces(&single, args.config.clone_flags() | parent) {
         Ok(c) => c,
         Err(e) => {
             send(&mut sync, &format!("Eclone container init: {e}"));
@@ -296,6 +303,10 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     drop(args.fifo);
     send(&mut sync, &format!("P{pid}"));
     drop(sync);
+    if args.reparent_init {
+        // Init is our parent's child, not ours: nothing to supervise.
+        exit_now(0)
+    }
     detach_stdio();
     let log = readers.zip(args.log_path.clone());
     if let Some(binary) = &args.monitor_binary {
