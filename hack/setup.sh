@@ -21,6 +21,15 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registr
   systemctl stop docker-registry || true
 fi
 
+# cgroup v1 hosts (hybrid layout) often leave the hugetlb controller unbound; the runtime's
+# hugepageLimits need its hierarchy at /sys/fs/cgroup/hugetlb (as runc and contest expect).
+if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ -d /sys/fs/cgroup/memory ] \
+   && awk '$1 == "hugetlb" && $2 == 0 && $4 == 1 {found=1} END {exit !found}' /proc/cgroups \
+   && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
+  mkdir -p /sys/fs/cgroup/hugetlb
+  mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || log "could not mount the hugetlb cgroup controller"
+fi
+
 need cargo rustup cc protoc
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 log "setup complete"

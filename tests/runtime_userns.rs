@@ -32,7 +32,10 @@ fn userns_bundle(rt: &TestRuntime, id: &str, args: &[&str]) -> Bundle {
 fn set_maps(bundle: &mut Bundle, uid: (u32, u32, u32), gid: (u32, u32, u32)) {
     let line = |(c, h, s): (u32, u32, u32)| serde_json::json!([{"containerID": c, "hostID": h, "size": s}]);
     let linux = &mut bundle.spec["linux"];
-    linux["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+    let namespaces = linux["namespaces"].as_array_mut().unwrap();
+    if !namespaces.iter().any(|n| n["type"] == "user") {
+        namespaces.push(serde_json::json!({"type": "user"}));
+    }
     linux["uidMappings"] = line(uid);
     linux["gidMappings"] = line(gid);
     bundle.write();

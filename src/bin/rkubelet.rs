@@ -38,7 +38,21 @@ fn main() {
         rkube::runtime::monitor::exec_entry(&argv);
     }
     rkube::runtime::monitor::enable_exec_entry();
-    let cli = Cli::parse();
+    // Installed as `rkube-runc` (a link to this binary), it is the runc-compatible runtime
+    // other tools name (`podman --runtime rkube-runc`, containerd's runc shim `BinaryName`).
+    let mut argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let as_runc = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == cli::runtime::RUNC_NAME);
+    if as_runc {
+        if argv.get(1).is_some_and(|a| a == "--version" || a == "-v") {
+            println!("{} version {}\nspec: 1.2.0", cli::runtime::RUNC_NAME, env!("CARGO_PKG_VERSION"));
+            std::process::exit(0);
+        }
+        argv.splice(0..1, ["rkubelet".to_string(), "runtime".to_string()]);
+    }
+    let cli = Cli::parse_from(&argv);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| cli.log.clone().into()),
@@ -49,7 +63,7 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Image(args) => cli::image::run(args),
-        Command::Runtime(args) => cli::runtime::run(args),
+        Command::Runtime(args) => cli::runtime::run(args, &argv),
         Command::Pod(command) => cli::pod::run(command),
     };
     match result {

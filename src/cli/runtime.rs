@@ -185,9 +185,13 @@ fn probe(what: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Runs `rkubelet runtime`, returning the process exit code.
-pub fn run(args: Args) -> anyhow::Result<i32> {
-    let log_file = log_file_from_argv(std::env::args());
+/// The name under which the `rkubelet` binary is `rkubelet runtime` (a link installed beside it).
+pub const RUNC_NAME: &str = "rkube-runc";
+
+/// Runs `rkubelet runtime`, returning the process exit code. `argv` is the command line as
+/// parsed (with `rkubelet runtime` in front when invoked as [`RUNC_NAME`]).
+pub fn run(args: Args, argv: &[String]) -> anyhow::Result<i32> {
+    let log_file = log_file_from_argv(argv.iter().cloned());
     let json = args.log_format == "json";
     let result = dispatch(args);
     if let (Err(e), Some(path)) = (&result, &log_file) {
@@ -302,11 +306,19 @@ fn console_size(process: &oci_spec::runtime::Process) -> Option<WindowSize> {
 }
 
 fn dispatch(args: Args) -> anyhow::Result<i32> {
+    // Invoked as `rkube-runc`: runc's process model for containers that outlive the command
+    // (a foreground `run` waits for its container, so it keeps the monitor).
+    let as_runc = std::env::args_os()
+        .next()
+        .and_then(|a| Path::new(&a).file_name().map(|n| n == RUNC_NAME))
+        .unwrap_or(false);
+    let foreground = matches!(&*args.command, Command::Run { detach: false, .. });
     let runtime = Runtime {
         root: args.root.clone(),
         cgroup_root: args.cgroup_root.clone(),
         cgroup_parent: args.cgroup_parent.clone(),
         monitor_binary: crate::runtime::monitor::installed_binary(),
+        reparent_init: as_runc && !foreground,
     };
     match *args.command {
         Command::Create(c) => {

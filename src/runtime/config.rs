@@ -37,6 +37,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A field this runtime does not implement is set.
+    #[error("config: {field}: {reason}")]
+    Unsupported {
+        /// The field's path in the spec.
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The root filesystem does not exist.
     #[error("rootfs {0} does not exist or is not a directory")]
     MissingRootfs(PathBuf),
@@ -46,6 +54,9 @@ pub enum ConfigError {
     /// Seccomp.
     #[error("config: seccomp: {0}")]
     Seccomp(#[from] SeccompError),
+    /// Hooks.
+    #[error("config: {0}")]
+    Hooks(#[from] crate::runtime::hooks::HookError),
 }
 
 /// A Linux namespace kind.
@@ -212,6 +223,104 @@ pub struct ProcessConfig {
     pub umask: u32,
     /// oom_score_adj.
     pub oom_score_adj: Option<i32>,
+    /// AppArmor profile to exec into (only accepted when AppArmor is enabled).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
+    /// SELinux label to exec into (only accepted when SELinux is enabled).
+    #[serde(default)]
+    pub selinux_label: Option<String>,
+    /// I/O priority `(class, level)` (`ioprio_set`).
+    #[serde(default)]
+    pub io_priority: Option<(u32, u32)>,
+    /// Scheduling policy and parameters (`sched_setattr`).
+    #[serde(default)]
+    pub scheduler: Option<Scheduling>,
+}
+
+/// `process.scheduler` as `sched_setattr` takes it (checked as runc checks it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scheduling {
+    /// `SCHED_*` policy number.
+    pub policy: u32,
+    /// `SCHED_FLAG_*` bits.
+    pub flags: u64,
+    /// Nice value.
+    pub nice: i32,
+    /// Static priority.
+    pub priority: u32,
+    /// DEADLINE runtime (ns).
+    pub runtime: u64,
+    /// DEADLINE deadline (ns).
+    pub deadline: u64,
+    /// DEADLINE period (ns).
+    pub period: u64,
+}
+
+/// `process.ioPriority` → `(class, level)`: RT 1, BE 2, IDLE 3; level 0–7.
+fn io_priority_from(p: &oci_spec::runtime::LinuxIOPriority) -> Result<(u32, u32), ConfigError> {
+    use oci_spec::runtime::IOPriorityClass as C;
+    let class = match p.class() {
+        C::IoprioClassRt => 1,
+        C::IoprioClassBe => 2,
+        C::IoprioClassIdle => 3,
+    };
+    if !(0..=7).contains(&p.priority()) {
+        return Err(invalid("process.ioPriority.priority", format!("{} is outside 0..7", p.priority())));
+    }
+    Ok((class, p.priority() as u32))
+}
+
+/// `process.scheduler` → [`Scheduling`], with runc's checks of which fields each policy takes.
+fn scheduling_from(s: &oci_spec::runtime::Scheduler) -> Result<Scheduling, ConfigError> {
+    use oci_spec::runtime::{LinuxSchedulerFlag as F, LinuxSchedulerPolicy as P};
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let nice = s.nice().unwrap_or(0);
+    if !(-20..=19).contains(&nice) {
+        return Err(invalid("process.scheduler.nice", format!("{nice} is outside -20..19")));
+    }
+    if s.nice().is_some() && !matches!(policy, 0 | 3) {
+        return Err(invalid("process.scheduler.nice", "only for SCHED_OTHER and SCHED_BATCH"));
+    }
+    let priority = s.priority().unwrap_or(0);
+    if priority != 0 && !matches!(policy, 1 | 2) {
+        return Err(invalid("process.scheduler.priority", "only for SCHED_FIFO and SCHED_RR"));
+    }
+    let deadline_fields = s.runtime().is_some() || s.deadline().is_some() || s.period().is_some();
+    if deadline_fields && policy != 6 {
+        return Err(invalid(
+            "process.scheduler.runtime",
+            "runtime, deadline and period only for SCHED_DEADLINE",
+        ));
+    }
+    let flags = s.flags().iter().flatten().fold(0u64, |bits, f| {
+        bits | match f {
+            F::SchedResetOnFork => 0x1,
+            F::SchedFlagReclaim => 0x2,
+            F::SchedFlagDLOverrun => 0x4,
+            F::SchedFlagKeepPolicy => 0x8,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        }
+    });
+    Ok(Scheduling {
+        policy,
+        flags,
+        nice,
+        priority: u32::try_from(priority)
+            .map_err(|_| invalid("process.scheduler.priority", format!("{priority} is negative")))?,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    })
 }
 
 /// Everything needed to create the container.
@@ -227,6 +336,9 @@ pub struct ContainerConfig {
     pub readonly_root: bool,
     /// Hostname.
     pub hostname: Option<String>,
+    /// NIS domain name (`domainname`), set with the hostname.
+    #[serde(default)]
+    pub domainname: Option<String>,
     /// Namespaces.
     pub namespaces: Vec<Namespace>,
     /// The new user namespace's id maps, when one is created.
@@ -252,6 +364,12 @@ pub struct ContainerConfig {
     /// container's own; written under `/proc/sys` before the read-only paths are remounted.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// OCI hooks.
+    #[serde(default)]
+    pub hooks: crate::runtime::hooks::Hooks,
+    /// The spec's annotations (part of the state hooks read).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl ContainerConfig {
@@ -302,6 +420,11 @@ pub fn from_spec(
     cgroup_parent: &str,
 ) -> Result<ContainerConfig, ConfigError> {
     validate_id(id)?;
+    if let Some((field, reason)) =
+        crate::runtime::fields::first_unsupported(spec, crate::runtime::fields::HostFeatures::detect)
+    {
+        return Err(ConfigError::Unsupported { field, reason });
+    }
     let process = spec.process().as_ref().ok_or(ConfigError::Missing("process"))?;
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -339,22 +462,47 @@ pub fn from_spec(
         }
         namespaces.push(Namespace { kind, path: ns.path().clone() });
     }
-    if !namespaces.iter().any(|n| n.kind == NamespaceKind::Mount && n.path.is_none()) {
-        return Err(invalid("linux.namespaces", "a new mount namespace is required"));
+    for (i, ns) in namespaces.iter().enumerate() {
+        if namespaces[..i].iter().any(|n| n.kind == ns.kind) {
+            return Err(invalid("linux.namespaces", format!("{} is listed twice", ns.kind.proc_name())));
+        }
     }
+    if namespaces.iter().any(|n| n.kind == NamespaceKind::Mount && n.path.is_some()) {
+        return Err(invalid("linux.namespaces", "joining an existing mount namespace is not supported"));
+    }
+    let new_mount_ns = namespaces.iter().any(|n| n.kind == NamespaceKind::Mount);
+    if !new_mount_ns {
+        // As runc: without a mount namespace of its own, the container's mounts are made in the
+        // caller's; what it cannot do there is refused.
+        let masked = linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty());
+        let readonly = linux.readonly_paths().as_ref().is_some_and(|p| !p.is_empty());
+        if masked || readonly {
+            return Err(invalid(
+                if masked { "linux.maskedPaths" } else { "linux.readonlyPaths" },
+                "unable to restrict paths without a private mount namespace",
+            ));
+        }
+        if matches!(rootfs, RootfsSource::Overlay { .. }) {
+            return Err(invalid("linux.namespaces", "an image rootfs needs a new mount namespace"));
+        }
+    }
+    let new_uts_ns = namespaces.iter().any(|n| n.kind == NamespaceKind::Uts && n.path.is_none());
+    if !new_uts_ns {
+        if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(invalid("hostname", "unable to set the hostname without a private UTS namespace"));
+        }
+        if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(invalid(
+                "domainname",
+                "unable to set the domainname without a private UTS namespace",
+            ));
+        }
+    }
+    let io_priority = process.io_priority().as_ref().map(io_priority_from).transpose()?;
+    let scheduler = process.scheduler().as_ref().map(scheduling_from).transpose()?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
-    let mounts = spec
-        .mounts()
-        .iter()
-        .flatten()
-        .map(|m| MountSpec {
-            destination: m.destination().clone(),
-            typ: m.typ().clone().unwrap_or_else(|| "bind".into()),
-            source: m.source().clone(),
-            options: m.options().clone().unwrap_or_default(),
-        })
-        .collect();
+    let mounts = mounts_from(spec)?;
     let mut devices = default_devices();
     for d in linux.devices().iter().flatten() {
         use oci_spec::runtime::LinuxDeviceType as T;
@@ -396,20 +544,40 @@ pub fn from_spec(
             format!("{}:{}", user.uid(), user.gid())
         }
     };
-    let rlimits = process
-        .rlimits()
-        .iter()
-        .flatten()
-        .map(|r| Rlimit {
-            name: serde_json::to_value(r.typ())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            soft: r.soft(),
-            hard: r.hard(),
-        })
-        .collect();
+    let mut rlimits: Vec<Rlimit> = Vec::new();
+    for r in process.rlimits().iter().flatten() {
+        let name = serde_json::to_value(r.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        if rlimits.iter().any(|l| l.name == name) {
+            return Err(invalid("process.rlimits", format!("{name} is given twice")));
+        }
+        if r.soft() > r.hard() {
+            return Err(invalid("process.rlimits", format!("{name}: soft limit above the hard limit")));
+        }
+        rlimits.push(Rlimit { name, soft: r.soft(), hard: r.hard() });
+    }
+    let additional_gids = user.additional_gids().clone().unwrap_or_default();
+    for (i, gid) in additional_gids.iter().enumerate() {
+        if additional_gids[..i].contains(gid) {
+            return Err(invalid("process.user.additionalGids", format!("gid {gid} is listed twice")));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj()
+        && !(-1000..=1000).contains(&adj)
+    {
+        return Err(invalid("process.oomScoreAdj", format!("{adj} is outside -1000..1000")));
+    }
     let mut resources = linux.resources().as_ref().map(Resources::from_oci).unwrap_or_default();
+    for (size, _) in &resources.hugepage_limits {
+        if !crate::runtime::cgroup::valid_page_size(size) {
+            return Err(invalid(
+                "linux.resources.hugepageLimits",
+                format!("page size {size:?} is not <size>KB, <size>MB or <size>GB"),
+            ));
+        }
+    }
     // As runc does: the spec's rules, then the default nodes are always allowed.
     let defaults = default_device_rules();
     if resources.devices.is_empty() {
@@ -435,6 +603,7 @@ pub fn from_spec(
         rootfs,
         readonly_root: root.and_then(|r| r.readonly()).unwrap_or(false),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
         namespaces,
         user_namespace,
         mounts,
@@ -446,21 +615,50 @@ pub fn from_spec(
             args,
             env: process.env().clone().unwrap_or_default(),
             cwd: process.cwd().clone(),
-            user: UserSpec {
-                user: user_string,
-                additional_gids: user.additional_gids().clone().unwrap_or_default(),
-            },
+            user: UserSpec { user: user_string, additional_gids },
             caps,
             rlimits,
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
             seccomp,
             umask: user.umask().unwrap_or(0o022),
             oom_score_adj: process.oom_score_adj(),
+            apparmor_profile: process.apparmor_profile().clone().filter(|s| !s.is_empty()),
+            selinux_label: process.selinux_label().clone().filter(|s| !s.is_empty()),
+            io_priority,
+            scheduler,
         },
         cgroup_path,
         resources,
         sysctls,
+        hooks: crate::runtime::hooks::from_oci(spec.hooks().as_ref())?,
+        annotations: annotations.into_iter().collect(),
     })
+}
+
+/// The spec's mounts, each with its options checked (an unknown option is refused by name).
+fn mounts_from(spec: &Spec) -> Result<Vec<MountSpec>, ConfigError> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+            return Err(invalid(
+                "mounts",
+                format!(
+                    "{}: uidMappings/gidMappings (id-mapped mounts) are not supported",
+                    m.destination().display()
+                ),
+            ));
+        }
+        let mount = MountSpec {
+            destination: m.destination().clone(),
+            typ: m.typ().clone().unwrap_or_else(|| "bind".into()),
+            source: m.source().clone(),
+            options: m.options().clone().unwrap_or_default(),
+        };
+        crate::runtime::mounts::parse_options(&mount.options, &mount.typ)
+            .map_err(|e| invalid("mounts", format!("{}: {e}", mount.destination.display())))?;
+        out.push(mount);
+    }
+    Ok(out)
 }
 
 /// Checks `linux.sysctl` as runc does: each key must belong to a namespace the container has

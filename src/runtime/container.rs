@@ -93,6 +93,11 @@ pub struct Runtime {
     /// The small `rkube-monitor` binary the monitor execs into (smaller RSS); `None` keeps the
     /// monitor as a fork of the caller.
     pub monitor_binary: Option<PathBuf>,
+    /// runc's process model: init becomes a child of the `create` caller (`CLONE_PARENT`), so
+    /// when that exits init is reparented to the caller's subreaper (conmon, containerd's shim),
+    /// which reaps it and reads its exit status. No monitor stays behind: no CRI log, no
+    /// `exit.json` (a stopped container's code is the subreaper's to report).
+    pub reparent_init: bool,
 }
 
 /// A create request.
@@ -143,6 +148,7 @@ impl Runtime {
             cgroup_root: cgroup_root.into(),
             cgroup_parent: "rkube".into(),
             monitor_binary: None,
+            reparent_init: false,
         }
     }
 
@@ -200,6 +206,7 @@ impl Runtime {
             Ok(s) => Ok(s),
             Err(e) => {
                 cleanup(&cgroup);
+                run_poststop(&config, &req.bundle);
                 Err(e)
             }
         }
@@ -228,6 +235,14 @@ impl Runtime {
         .map_err(|e| io_err("open exec fifo", id)(e.into()))?;
         let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("create sync pipe", id)(e.into()))?;
+        // Only with prestart/createRuntime hooks does init stop after its mounts for us.
+        let (hooks_resume, mut hooks_go) = if config.hooks.runtime_hooks_at_create() {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| io_err("create hook pipe", id)(e.into()))?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
         let trampoline = self
             .monitor_binary
             .as_deref()
@@ -243,6 +258,7 @@ impl Runtime {
                 fifo_fd.as_raw_fd(),
                 trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+                hooks_resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             ];
             Some(self.prepare_monitor_exec(config, cgroup, state, req, console.as_ref(), fds)?)
         } else {
@@ -260,7 +276,9 @@ impl Runtime {
                     trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                     console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
                     exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
+                    hooks_resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 ];
+                drop(hooks_go.take());
                 if close_fds_except(&keep).is_err() {
                     crate::sys::container::write_raw(sync_w.as_raw_fd(), b"Eclose inherited fds\n");
                     crate::sys::container::exit_now(1)
@@ -283,10 +301,13 @@ impl Runtime {
                     monitor_binary: self.monitor_binary.clone(),
                     trampoline,
                     console,
+                    hooks_resume,
+                    reparent_init: self.reparent_init,
                 })
             }
             Forked::Parent(pid) => pid,
         };
+        drop(hooks_resume);
         drop(sync_w);
         drop(fifo_fd);
         drop(trampoline);
@@ -299,8 +320,34 @@ impl Runtime {
         let mut init_pid = None;
         let mut failure = None;
         let mut ready_seen = false;
+        let mut hooks_asked = false;
         let mut line = String::new();
         while failure.is_none() && !(ready_seen && init_pid.is_some()) {
+            if hooks_asked
+                && let Some(pid) = init_pid
+                && let Some(go) = hooks_go.take()
+            {
+                // Init has built its mounts and waits: run prestart, then createRuntime.
+                let state = crate::runtime::hooks::state_json(
+                    id,
+                    "creating",
+                    Some(pid),
+                    &req.bundle,
+                    &config.annotations,
+                );
+                let hooks = &config.hooks;
+                match crate::runtime::hooks::run_all("prestart", &hooks.prestart, &state).and_then(|()| {
+                    crate::runtime::hooks::run_all("createRuntime", &hooks.create_runtime, &state)
+                }) {
+                    Ok(()) => {
+                        let _ = nix::unistd::write(&go, b"1");
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
@@ -310,6 +357,8 @@ impl Runtime {
             if let Some(pid) = msg.strip_prefix('P') {
                 init_pid = pid.parse::<i32>().ok();
                 tracing::debug!("init cloned");
+            } else if msg == "H" {
+                hooks_asked = true;
             } else if msg == "R" {
                 ready_seen = true;
                 tracing::debug!("init ready");
@@ -331,6 +380,7 @@ impl Runtime {
                     }
                 }
             }
+            drop(hooks_go);
             let _ = nix::sys::wait::waitpid(monitor_pid, None);
             let message = failure.unwrap_or_else(|| "container init exited before it was ready".into());
             return Err(RuntimeError::Init { id: id.clone(), message });
@@ -364,7 +414,7 @@ impl Runtime {
         state: &StateDir,
         req: &CreateRequest,
         console: Option<&Console>,
-        fds: [i32; 4],
+        fds: [i32; 5],
     ) -> Result<monitor::SelfExec, RuntimeError> {
         let payload = monitor::Payload {
             config: config.clone(),
@@ -372,6 +422,7 @@ impl Runtime {
             state: state.path().to_path_buf(),
             log_path: req.log_path.clone(),
             monitor_binary: self.monitor_binary.clone(),
+            reparent_init: self.reparent_init,
             console_size: console.and_then(|c| c.size).map(|s| (s.rows, s.cols)),
         };
         monitor::SelfExec::prepare(monitor::EXEC_ARG, &payload, &fds)
@@ -432,7 +483,10 @@ impl Runtime {
             .open(dir.fifo())
             .map_err(io_err("open exec fifo", id))?;
         use std::os::unix::fs::OpenOptionsExt;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // startContainer hooks run before init acknowledges: give them their timeouts.
+        let hook_time: u64 =
+            record.config.hooks.start_container.iter().map(|h| h.timeout.unwrap_or(3600)).sum();
+        let deadline = Instant::now() + Duration::from_secs(10 + hook_time);
         let mut byte = [0u8; 1];
         loop {
             let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
@@ -451,6 +505,20 @@ impl Runtime {
             }
         }
         let _ = std::fs::remove_file(dir.fifo());
+        let hooks = &record.config.hooks;
+        if !hooks.poststart.is_empty() {
+            let state = crate::runtime::hooks::state_json(
+                id,
+                "running",
+                Some(record.pid),
+                &record.bundle,
+                &record.annotations,
+            );
+            // The spec: a failed poststart hook is a warning; the container runs on.
+            if let Err(e) = crate::runtime::hooks::run_all("poststart", &hooks.poststart, &state) {
+                tracing::warn!("container {id}: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -522,7 +590,14 @@ impl Runtime {
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
         );
         record.cgroup.manager().remove()?;
+        if !record.config.creates(config::NamespaceKind::Mount)
+            && let crate::runtime::rootfs::RootfsSource::Dir(rootfs) = &record.config.rootfs
+        {
+            crate::runtime::rootfs::release_host_root(rootfs)
+                .map_err(|e| io_err("unmount the rootfs", id)(std::io::Error::other(e.to_string())))?;
+        }
         dir.remove()?;
+        run_poststop(&record.config, &record.bundle);
         Ok(())
     }
 
@@ -546,6 +621,18 @@ impl Runtime {
         }
         crate::runtime::exec::run(&record, req)
             .map_err(|e| RuntimeError::Init { id: id.into(), message: e.to_string() })
+    }
+}
+
+/// Runs the poststop hooks of a container that is gone (a failure is only a warning).
+fn run_poststop(config: &config::ContainerConfig, bundle: &Path) {
+    let hooks = &config.hooks.poststop;
+    if hooks.is_empty() {
+        return;
+    }
+    let state = crate::runtime::hooks::state_json(&config.id, "stopped", None, bundle, &config.annotations);
+    if let Err(e) = crate::runtime::hooks::run_all("poststop", hooks, &state) {
+        tracing::warn!("container {}: {e}", config.id);
     }
 }
 

@@ -238,8 +238,21 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     }
     // Everything we need from the host must be read before joining the mount namespace.
     let seccomp = config.process.seccomp.as_ref().map(seccomp::compile).transpose()?;
+    // A container in the caller's mount namespace lives in a chroot: enter the same root.
+    let chroot = if config.creates(NamespaceKind::Mount) {
+        None
+    } else {
+        let root = PathBuf::from(format!("/proc/{}/root", record.pid));
+        Some(
+            nix::fcntl::open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(step("open the container's root"))?,
+        )
+    };
     for (kind, fd) in fds {
         nix::sched::setns(fd, CloneFlags::from_bits_truncate(kind.flag())).map_err(step("join namespace"))?;
+    }
+    if let Some(root) = chroot {
+        crate::runtime::rootfs::chroot_into(std::os::fd::AsFd::as_fd(&root))?;
     }
     if config.user_namespace.is_some() {
         // As runc: become root of the joined user namespace, so what is created before privileges

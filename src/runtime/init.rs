@@ -60,6 +60,9 @@ pub enum InitError {
     /// Terminal setup.
     #[error(transparent)]
     Tty(#[from] crate::runtime::tty::TtyError),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::runtime::hooks::HookError),
     /// The program is not in the container.
     #[error("exec {0:?}: executable file not found in the container's $PATH")]
     NotFound(String),
@@ -87,6 +90,9 @@ pub struct InitChannels {
     pub cgroup_joined: OwnedFd,
     /// Where to send the master of a new terminal (`process.terminal`), if any.
     pub console: Option<crate::runtime::tty::Console>,
+    /// With `prestart`/`createRuntime` hooks: read end of the pipe on which the creator sends
+    /// `1` once they ran (init asks with `H` on the sync pipe after its mounts).
+    pub hooks_resume: Option<OwnedFd>,
 }
 
 /// Everything init needs besides the config.
@@ -102,9 +108,10 @@ pub struct InitPlan<'a> {
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
 pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
-    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console } = channels;
+    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console, hooks_resume } = channels;
     let mut sync = Some(std::fs::File::from(sync));
-    let result = setup_and_exec(&plan, fifo, stdio, trampoline, cgroup_joined, console, &mut sync);
+    let gates = Gates { fifo, cgroup_joined, hooks_resume };
+    let result = setup_and_exec(&plan, gates, stdio, trampoline, console, &mut sync);
     let Err(err) = result;
     let line = format!("E{}\n", err.to_string().replace('\n', " "));
     match sync.as_mut() {
@@ -120,15 +127,34 @@ pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
     crate::sys::container::exit_now(if sync.is_some() { 1 } else { 127 })
 }
 
+/// The rootfs bind a container without its own mount namespace made in the caller's: detached
+/// on drop unless disarmed (init failed before it was ready).
+struct HostRoot(Option<PathBuf>);
+
+impl Drop for HostRoot {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// What init waits on: `start` (the exec fifo), its cgroup move, the creator's hooks.
+struct Gates {
+    fifo: OwnedFd,
+    cgroup_joined: OwnedFd,
+    hooks_resume: Option<OwnedFd>,
+}
+
 fn setup_and_exec(
     plan: &InitPlan<'_>,
-    fifo: OwnedFd,
+    gates: Gates,
     stdio: Option<[OwnedFd; 3]>,
     trampoline: Option<OwnedFd>,
-    cgroup_joined: OwnedFd,
     console: Option<crate::runtime::tty::Console>,
     sync: &mut Option<std::fs::File>,
 ) -> Result<Infallible, InitError> {
+    let Gates { fifo, cgroup_joined, hooks_resume } = gates;
     let config = plan.config;
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
     if let Some([stdin, stdout, stderr]) = stdio {
@@ -143,19 +169,40 @@ fn setup_and_exec(
     } else {
         join_namespaces(config)?;
     }
-    if config.creates(NamespaceKind::Uts)
-        && let Some(h) = &config.hostname
-    {
-        nix::unistd::sethostname(h).map_err(step("set hostname"))?;
+    if config.creates(NamespaceKind::Uts) {
+        if let Some(h) = &config.hostname {
+            nix::unistd::sethostname(h).map_err(step("set hostname"))?;
+        }
+        if let Some(d) = &config.domainname {
+            crate::sys::container::set_domainname(d).map_err(step("set domainname"))?;
+        }
     }
     nix::unistd::setsid().map_err(step("setsid"))?;
 
     let propagation = MsFlags::from_bits_truncate(config.rootfs_propagation as libc::c_ulong);
-    let (root, _root_path) =
-        rootfs::prepare_root(&config.rootfs, propagation, userns, &plan.idmapped_layers)?;
+    let own_mount_ns = config.creates(NamespaceKind::Mount);
+    let (root, root_path) =
+        rootfs::prepare_root(&config.rootfs, propagation, userns, &plan.idmapped_layers, own_mount_ns)?;
+    // In the caller's mount namespace, a failure before ready takes our mounts away again.
+    let host_root = (!own_mount_ns).then(|| HostRoot(Some(root_path)));
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
     rootfs::create_devices(root.as_fd(), &config.devices, userns)?;
+    if let Some(resume) = hooks_resume {
+        // prestart and createRuntime run in the creator, in the runtime's namespaces.
+        sync.as_mut().expect("sync pipe open").write_all(b"H\n").map_err(step("ask for hooks"))?;
+        let mut byte = [0u8; 1];
+        if !matches!(nix::unistd::read(resume.as_fd(), &mut byte), Ok(1)) {
+            return Err(InitError::Step {
+                step: "wait for the createRuntime hooks".into(),
+                source: std::io::Error::other("the creator did not resume"),
+            });
+        }
+    }
+    if !config.hooks.create_container.is_empty() {
+        let state = hook_state(config, "creating");
+        crate::runtime::hooks::run_all("createContainer", &config.hooks.create_container, &state)?;
+    }
     let identity = resolve_identity(root.as_fd(), &config.process)?;
     let exe = find_executable(&config.process.args[0], &config.process.env, |p| {
         open_in_root(root.as_fd(), p, OFlag::O_PATH).is_ok()
@@ -170,8 +217,17 @@ fn setup_and_exec(
         // After joining, so the container's cgroup becomes the namespace's root.
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(step("create cgroup namespace"))?;
     }
-    rootfs::pivot(root.as_fd())?;
+    if own_mount_ns {
+        rootfs::pivot(root.as_fd())?;
+    } else {
+        rootfs::chroot_into(root.as_fd())?;
+    }
     drop(root);
+    let mut host_root = host_root;
+    if let Some(bind) = host_root.as_mut() {
+        // Inside the chroot its path is `/`.
+        bind.0 = Some(PathBuf::from("/"));
+    }
     if let Some(console) = console {
         // After pivot_root, so /dev/ptmx is the container's devpts (runc's order).
         crate::runtime::tty::attach_new_terminal(&console, (identity.uid, identity.gid))?;
@@ -188,8 +244,28 @@ fn setup_and_exec(
     if let Some(adj) = config.process.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
     }
+    if let Some((class, level)) = config.process.io_priority {
+        crate::sys::container::set_io_priority(class, level).map_err(step("set I/O priority"))?;
+    }
+    if let Some(s) = &config.process.scheduler {
+        let attr = crate::sys::container::SchedAttr {
+            policy: s.policy,
+            flags: s.flags,
+            nice: s.nice,
+            priority: s.priority,
+            runtime: s.runtime,
+            deadline: s.deadline,
+            period: s.period,
+            ..Default::default()
+        };
+        crate::sys::container::set_scheduler(&attr).map_err(step("set the scheduler"))?;
+    }
     let env = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
     wait_for_cgroup(cgroup_joined)?;
+    if let Some(mut host_root) = host_root {
+        // Ready: from now on `delete` removes them.
+        host_root.0 = None;
+    }
 
     // Ready: tell the creator, then block until `start` opens the fifo.
     sync.as_mut().expect("sync pipe open").write_all(b"R\n").map_err(step("report ready"))?;
@@ -200,6 +276,11 @@ fn setup_and_exec(
         .custom_flags(libc::O_CLOEXEC)
         .open(&fifo_path)
         .map_err(step("wait for start"))?;
+    if !config.hooks.start_container.is_empty() {
+        // Before acknowledging: `start` returns once they ran, and fails if one fails.
+        let state = hook_state(config, "created");
+        crate::runtime::hooks::run_all("startContainer", &config.hooks.start_container, &state)?;
+    }
     gate.write_all(b"0").map_err(step("acknowledge start"))?;
     drop(gate);
     drop(fifo);
@@ -210,6 +291,12 @@ fn setup_and_exec(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// The state a hook run by init reads: its pid as the container sees it.
+fn hook_state(config: &ContainerConfig, status: &str) -> Vec<u8> {
+    let pid = nix::unistd::getpid().as_raw();
+    crate::runtime::hooks::state_json(&config.id, status, Some(pid), &config.bundle, &config.annotations)
+}
 
 /// Joins namespaces given by path (but the pid namespace: the monitor joined it before the
 /// clone, as it only applies to children).
@@ -317,6 +404,14 @@ pub fn drop_privileges(
             source: std::io::Error::other(format!("{} is outside the container", cwd.display())),
         });
     }
+    if let Some(profile) = &process.apparmor_profile {
+        let file =
+            if Path::new("/proc/thread-self/attr/apparmor/exec").exists() { "apparmor/exec" } else { "exec" };
+        write_proc_attr(file, &format!("exec {profile}"))?;
+    }
+    if let Some(label) = &process.selinux_label {
+        write_proc_attr("exec", label)?;
+    }
     crate::sys::container::cloexec_from(3).map_err(step("mark fds close-on-exec"))?;
     if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
@@ -332,6 +427,25 @@ pub fn drop_privileges(
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     Ok(env)
+}
+
+/// Writes an LSM attribute of this thread (`/proc/thread-self/attr/<file>`), checking that the
+/// file is on a real procfs (a volume over `/proc` must not receive it: CVE-2019-16884 class).
+fn write_proc_attr(file: &str, value: &str) -> Result<(), InitError> {
+    let path = format!("/proc/thread-self/attr/{file}");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(step(format!("open {path}")))?;
+    let fs = nix::sys::statfs::fstatfs(&f).map_err(step(format!("statfs {path}")))?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(InitError::Step {
+            step: format!("write {path}"),
+            source: std::io::Error::other("not on procfs"),
+        });
+    }
+    f.write_all(value.as_bytes()).map_err(step(format!("write {path}")))
 }
 
 /// Whether `setgroups` is denied in our user namespace (`/proc/self/setgroups` says `deny`).

@@ -48,6 +48,10 @@ pub struct MonitorArgs<'a> {
     pub trampoline: Option<OwnedFd>,
     /// Console for a new terminal (`process.terminal`), passed on to init.
     pub console: Option<crate::runtime::tty::Console>,
+    /// Read end of the creator's hook pipe, passed on to init (see `InitChannels`).
+    pub hooks_resume: Option<OwnedFd>,
+    /// Clone init as a child of our parent and exit once it is set up (`Runtime::reparent_init`).
+    pub reparent_init: bool,
 }
 
 /// The hidden first argument with which the `rkubelet` binary runs [`exec_entry`].
@@ -133,11 +137,14 @@ pub struct Payload {
     pub state: PathBuf,
     pub log_path: Option<PathBuf>,
     pub monitor_binary: Option<PathBuf>,
+    /// See [`MonitorArgs::reparent_init`].
+    #[serde(default)]
+    pub reparent_init: bool,
     /// Initial terminal size (rows, columns) for the console, if any.
     pub console_size: Option<(u16, u16)>,
 }
 
-/// `rkubelet __monitor PAYLOAD SYNC FIFO TRAMPOLINE CONSOLE` (inherited descriptor numbers, -1 for
+/// `rkubelet __monitor PAYLOAD SYNC FIFO TRAMPOLINE CONSOLE HOOKS` (inherited descriptor numbers, -1 for
 /// none): the monitor as a fresh, single-threaded process. Never returns.
 pub fn exec_entry(argv: &[String]) -> ! {
     let fd = |i: usize| argv.get(i).and_then(|a| a.parse::<i32>().ok()).filter(|fd| *fd >= 0);
@@ -173,6 +180,8 @@ pub fn exec_entry(argv: &[String]) -> ! {
         monitor_binary: payload.monitor_binary.clone(),
         trampoline: adopt(5),
         console,
+        hooks_resume: adopt(7),
+        reparent_init: payload.reparent_init,
     })
 }
 
@@ -191,7 +200,6 @@ pub fn installed_binary() -> Option<std::path::PathBuf> {
 
 pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
-    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     let manager = args.cgroup.manager();
     let mut plan =
         InitPlan { config: args.config, cgroup_mounts: manager.mount_sources(), idmapped_layers: Vec::new() };
@@ -238,7 +246,8 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         send(&mut sync, "Eclone container init: the monitor is not single-threaded");
         exit_now(1)
     };
-    let child = match clone_with_namespaces(&single, args.config.clone_flags()) {
+    let parent = if args.reparent_init { libc::CLONE_PARENT } else { 0 };
+    let child = match clone_with_namespaces(&single, args.config.clone_flags() | parent) {
         Ok(c) => c,
         Err(e) => {
             send(&mut sync, &format!("Eclone container init: {e}"));
@@ -257,14 +266,18 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
                 trampoline: args.trampoline,
                 cgroup_joined: joined_r,
                 console: args.console,
+                hooks_resume: args.hooks_resume,
             };
             init::run(plan, channels)
         }
         Forked::Parent(pid) => pid,
     };
+    // After the clone: init keeps the creator's oom_score_adj unless the spec sets one.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     drop(plan);
     drop(joined_r);
     drop(args.trampoline);
+    drop(args.hooks_resume);
     // With a user namespace, init first waits for its id maps (`M`), then later for its cgroups.
     if let Some(userns) = &args.config.user_namespace {
         match crate::runtime::userns::write_id_maps(pid, userns) {
@@ -290,6 +303,10 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     drop(args.fifo);
     send(&mut sync, &format!("P{pid}"));
     drop(sync);
+    if args.reparent_init {
+        // Init is our parent's child, not ours: nothing to supervise.
+        exit_now(0)
+    }
     detach_stdio();
     let log = readers.zip(args.log_path.clone());
     if let Some(binary) = &args.monitor_binary {

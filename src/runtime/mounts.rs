@@ -24,6 +24,15 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    /// A mount option is refused.
+    #[error("mount on {destination}: {source}")]
+    Option {
+        /// Destination inside the container.
+        destination: String,
+        /// The refused option.
+        #[source]
+        source: OptionError,
+    },
 }
 
 /// One mount from the spec.
@@ -50,48 +59,176 @@ pub struct ParsedOptions {
     pub data: String,
     /// A bind mount.
     pub bind: bool,
+    /// Recursive attributes (`rro`, `rnosuid`, …) set on the mount and every mount below it
+    /// with `mount_setattr(AT_RECURSIVE)`.
+    pub recursive: RecursiveAttrs,
 }
 
-/// Parses OCI/fstab style options.
-pub fn parse_options(options: &[String], typ: &str) -> ParsedOptions {
+/// `struct mount_attr`'s `attr_set` and `attr_clr` (`MOUNT_ATTR_*` bits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecursiveAttrs {
+    /// Attributes to set.
+    pub set: u64,
+    /// Attributes to clear (with `MOUNT_ATTR__ATIME` when the atime mode changes).
+    pub clear: u64,
+}
+
+impl RecursiveAttrs {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+}
+
+/// A mount option this runtime refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// Known to runc but not implemented here.
+    #[error("mount option {0:?} is not supported")]
+    Unsupported(String),
+    /// An option that is neither a flag nor meaningful as data (a bind mount has no data).
+    #[error("unknown mount option {option:?} for a bind mount")]
+    UnknownForBind {
+        /// The option.
+        option: String,
+    },
+}
+
+/// `MOUNT_ATTR_*` values (linux/mount.h).
+const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+const ATTR_ATIME: u64 = 0x70;
+const ATTR_RELATIME: u64 = 0x0;
+const ATTR_NOATIME: u64 = 0x10;
+const ATTR_STRICTATIME: u64 = 0x20;
+const ATTR_NODIRATIME: u64 = 0x80;
+const ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// `MS_NOSYMFOLLOW` (Linux 5.10), which nix does not name.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+/// Parses OCI/fstab style options, as runc does (left to right, later options win). Options that
+/// are not flags become filesystem data for the kernel to check, except on bind mounts, which
+/// take no data: there an unknown option is refused by name rather than silently dropped.
+pub fn parse_options(options: &[String], typ: &str) -> Result<ParsedOptions, OptionError> {
     let mut flags = MsFlags::empty();
     let mut propagation = MsFlags::empty();
     let mut data = Vec::new();
     let mut bind = typ == "bind";
+    let mut rec = RecursiveAttrs::default();
+    let mut rec_atime: Option<u64> = None;
     for opt in options {
-        match opt.as_str() {
-            "bind" => bind = true,
+        let (set, clear) = match opt.as_str() {
+            "bind" => {
+                bind = true;
+                (MsFlags::empty(), MsFlags::empty())
+            }
             "rbind" => {
                 bind = true;
-                flags |= MsFlags::MS_REC
+                (MsFlags::MS_REC, MsFlags::empty())
             }
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" => flags &= !MsFlags::MS_RDONLY,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "suid" => flags &= !MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "dev" => flags &= !MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "exec" => flags &= !MsFlags::MS_NOEXEC,
-            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
-            "async" => flags &= !MsFlags::MS_SYNCHRONOUS,
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-            "mand" | "nomand" | "defaults" | "atime" | "diratime" | "norelatime" | "nostrictatime" => {}
-            "private" => propagation |= MsFlags::MS_PRIVATE,
-            "rprivate" => propagation |= MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-            "shared" => propagation |= MsFlags::MS_SHARED,
-            "rshared" => propagation |= MsFlags::MS_SHARED | MsFlags::MS_REC,
-            "slave" => propagation |= MsFlags::MS_SLAVE,
-            "rslave" => propagation |= MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            "unbindable" => propagation |= MsFlags::MS_UNBINDABLE,
-            "runbindable" => propagation |= MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-            other => data.push(other.to_string()),
-        }
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
+            "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
+            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+            "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
+            "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
+            "nosymfollow" => (MS_NOSYMFOLLOW, MsFlags::empty()),
+            "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                let kind = match opt.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                let rec_flag = if opt.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+                propagation |= kind | rec_flag;
+                continue;
+            }
+            other => {
+                if let Some((set, clear)) = recursive_attr(other) {
+                    rec.set = (rec.set | set) & !clear;
+                    rec.clear = (rec.clear | clear) & !set;
+                    continue;
+                }
+                if let Some(atime) = recursive_atime(other) {
+                    rec_atime = Some(atime);
+                    continue;
+                }
+                if matches!(other, "remount" | "idmap" | "ridmap" | "tmpcopyup" | "acl") {
+                    return Err(OptionError::Unsupported(other.to_string()));
+                }
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        flags = (flags | set) & !clear;
     }
-    ParsedOptions { flags, propagation, data: data.join(","), bind }
+    if let Some(atime) = rec_atime {
+        rec.set = (rec.set & !ATTR_ATIME) | atime;
+        rec.clear |= ATTR_ATIME;
+    }
+    if bind && let Some(option) = data.first() {
+        return Err(OptionError::UnknownForBind { option: option.clone() });
+    }
+    Ok(ParsedOptions { flags, propagation, data: data.join(","), bind, recursive: rec })
+}
+
+/// The `(set, clear)` attributes of a recursive flag option (`rro`, `rrw`, `rnosuid`, …).
+fn recursive_attr(option: &str) -> Option<(u64, u64)> {
+    Some(match option {
+        "rro" => (ATTR_RDONLY, 0),
+        "rrw" => (0, ATTR_RDONLY),
+        "rnosuid" => (ATTR_NOSUID, 0),
+        "rsuid" => (0, ATTR_NOSUID),
+        "rnodev" => (ATTR_NODEV, 0),
+        "rdev" => (0, ATTR_NODEV),
+        "rnoexec" => (ATTR_NOEXEC, 0),
+        "rexec" => (0, ATTR_NOEXEC),
+        "rnodiratime" => (ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, ATTR_NODIRATIME),
+        "rnosymfollow" => (ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
+}
+
+/// The atime mode of a recursive atime option. The mode is one value, not bits: `ratime` and
+/// `rnostrictatime` go back to the kernel's default (`relatime`), `rnorelatime` means every
+/// access updates atime (`strictatime`).
+fn recursive_atime(option: &str) -> Option<u64> {
+    Some(match option {
+        "rnoatime" => ATTR_NOATIME,
+        "rstrictatime" | "rnorelatime" => ATTR_STRICTATIME,
+        "rrelatime" | "ratime" | "rnostrictatime" => ATTR_RELATIME,
+        _ => return None,
+    })
 }
 
 fn err(what: &str, destination: &Path) -> impl FnOnce(io::Error) -> MountError {
@@ -118,7 +255,8 @@ const REMOUNT_MASK: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOATIME)
     .union(MsFlags::MS_NODIRATIME)
     .union(MsFlags::MS_RELATIME)
-    .union(MsFlags::MS_STRICTATIME);
+    .union(MsFlags::MS_STRICTATIME)
+    .union(MS_NOSYMFOLLOW);
 
 /// The flags a user namespace cannot change on a mount it did not create (the kernel locks them).
 const LOCKED_MASK: MsFlags =
@@ -199,7 +337,10 @@ pub fn bind_fd(
 
 /// Performs one spec mount inside `root`. `bundle` anchors relative bind sources.
 pub fn mount_entry(root: BorrowedFd<'_>, entry: &MountSpec, bundle: &Path) -> Result<(), MountError> {
-    let parsed = parse_options(&entry.options, &entry.typ);
+    let parsed = parse_options(&entry.options, &entry.typ).map_err(|source| MountError::Option {
+        destination: entry.destination.display().to_string(),
+        source,
+    })?;
     let dest = &entry.destination;
     if parsed.bind {
         let src = entry.source.clone().unwrap_or_default();
@@ -244,7 +385,23 @@ pub fn mount_entry(root: BorrowedFd<'_>, entry: &MountSpec, bundle: &Path) -> Re
         sys_mount(None, &fd_path(mounted.as_fd()), None, parsed.propagation, None)
             .map_err(err(&entry.typ, dest))?;
     }
-    Ok(())
+    set_recursive(root, dest, parsed.recursive, &entry.typ)
+}
+
+/// Applies recursive attributes to the mount at `destination` and every mount below it
+/// (`mount_setattr(AT_RECURSIVE)`, Linux 5.12).
+pub fn set_recursive(
+    root: BorrowedFd<'_>,
+    destination: &Path,
+    attrs: RecursiveAttrs,
+    label: &str,
+) -> Result<(), MountError> {
+    if attrs.is_empty() {
+        return Ok(());
+    }
+    let mounted = open_in_root(root, destination, OFlag::O_PATH).map_err(err(label, destination))?;
+    crate::sys::container::set_mount_attrs(mounted.as_fd(), true, attrs.set, attrs.clear)
+        .map_err(err(&format!("{label} (recursive attributes)"), destination))
 }
 
 #[cfg(test)]
@@ -276,15 +433,50 @@ mod tests {
 
     #[test]
     fn parses_flags_and_data() {
-        let p = parse_options(&opts(&["nosuid", "strictatime", "mode=755", "size=65536k"]), "tmpfs");
+        let p = parse_options(&opts(&["nosuid", "strictatime", "mode=755", "size=65536k"]), "tmpfs").unwrap();
         assert_eq!(p.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
         assert_eq!(p.data, "mode=755,size=65536k");
         assert!(!p.bind);
-        let p = parse_options(&opts(&["rbind", "ro", "rprivate"]), "none");
+        let p = parse_options(&opts(&["rbind", "ro", "rprivate"]), "none").unwrap();
         assert!(p.bind);
         assert_eq!(p.flags, MsFlags::MS_REC | MsFlags::MS_RDONLY);
         assert_eq!(p.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
-        let p = parse_options(&opts(&["ro", "rw"]), "bind");
+        let p = parse_options(&opts(&["ro", "rw"]), "bind").unwrap();
         assert!(p.bind && p.flags.is_empty());
+    }
+
+    #[test]
+    fn recursive_attributes_as_mount_setattr_wants_them() {
+        let p = parse_options(&opts(&["rbind", "rro", "rnosuid", "rnodev", "rnoexec"]), "bind").unwrap();
+        assert_eq!(p.recursive, RecursiveAttrs { set: 0xf, clear: 0 });
+        assert!(p.data.is_empty());
+        let p = parse_options(&opts(&["rbind", "rnosuid", "rsuid"]), "bind").unwrap();
+        assert_eq!(p.recursive, RecursiveAttrs { set: 0, clear: ATTR_NOSUID });
+        // An atime mode is one value: set it and clear the whole field.
+        let p = parse_options(&opts(&["rbind", "rnoatime"]), "bind").unwrap();
+        assert_eq!(p.recursive, RecursiveAttrs { set: ATTR_NOATIME, clear: ATTR_ATIME });
+        let p = parse_options(&opts(&["rbind", "rnoatime", "rrelatime"]), "bind").unwrap();
+        assert_eq!(p.recursive, RecursiveAttrs { set: 0, clear: ATTR_ATIME });
+        let p =
+            parse_options(&opts(&["rbind", "rstrictatime", "rnodiratime", "rnosymfollow"]), "bind").unwrap();
+        assert_eq!(
+            p.recursive,
+            RecursiveAttrs { set: ATTR_STRICTATIME | ATTR_NODIRATIME | ATTR_NOSYMFOLLOW, clear: ATTR_ATIME }
+        );
+        assert!(parse_options(&opts(&["rbind"]), "bind").unwrap().recursive.is_empty());
+    }
+
+    #[test]
+    fn unknown_options_are_refused_by_name() {
+        let err = parse_options(&opts(&["rbind", "rnosiud"]), "bind").unwrap_err();
+        assert_eq!(err.to_string(), "unknown mount option \"rnosiud\" for a bind mount");
+        let err = parse_options(&opts(&["bind", "idmap"]), "bind").unwrap_err();
+        assert_eq!(err.to_string(), "mount option \"idmap\" is not supported");
+        assert!(parse_options(&opts(&["ridmap"]), "tmpfs").is_err());
+        // Other filesystems get them as data, which the kernel checks.
+        assert_eq!(
+            parse_options(&opts(&["size=1m", "nr_inodes=4"]), "tmpfs").unwrap().data,
+            "size=1m,nr_inodes=4"
+        );
     }
 }

@@ -10,7 +10,9 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, fstat, makedev, mknodat};
 
 use crate::runtime::fsutil::{fd_path, mkdir_all_in_root, open_in_root};
-use crate::runtime::mounts::{MountError, MountSpec, bind_fd, mount_entry, remount_bind};
+use crate::runtime::mounts::{
+    MountError, MountSpec, bind_fd, mount_entry, parse_options, remount_bind, set_recursive,
+};
 
 /// Errors while building the root filesystem, naming the step and path.
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +118,21 @@ pub fn staging_dir(upper: &Path, i: usize) -> PathBuf {
 /// rootfs onto itself and returns an fd of the new root plus its path. Inside a user namespace
 /// the overlay keeps its own metadata in `user.overlay.*` xattrs (`trusted.*` needs host root),
 /// and `idmapped_layers` (if any) are attached over the lower layer paths first.
+///
+/// Without a mount namespace of its own (`own_namespace` false) the caller's `/` keeps its
+/// propagation, and the rootfs bind is made private so the container's mounts below it do not
+/// spread to other namespaces; [`release_host_root`] removes it all.
 pub fn prepare_root(
     source: &RootfsSource,
     propagation: MsFlags,
     in_userns: bool,
     idmapped_layers: &[OwnedFd],
+    own_namespace: bool,
 ) -> Result<(OwnedFd, PathBuf), RootfsError> {
-    mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
-        .map_err(nix_step("set propagation of", "/"))?;
+    if own_namespace {
+        mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
+            .map_err(nix_step("set propagation of", "/"))?;
+    }
     let path = match source {
         RootfsSource::Dir(p) => p.clone(),
         RootfsSource::Overlay { lower, upper, work, target } => {
@@ -150,6 +159,13 @@ pub fn prepare_root(
     };
     mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(nix_step("bind rootfs", &path))?;
+    if !own_namespace
+        && let Err(e) =
+            mount(None::<&str>, &path, None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>)
+    {
+        let _ = umount2(&path, MntFlags::MNT_DETACH);
+        return Err(nix_step("make rootfs private", &path)(e));
+    }
     let fd = nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(nix_step("open rootfs", &path))?;
     Ok((fd, path))
@@ -165,6 +181,11 @@ pub fn mount_all(
     for entry in mounts {
         if entry.typ == "cgroup" || entry.typ == "cgroup2" {
             mount_cgroups(root, entry, cgroups)?;
+            let parsed = parse_options(&entry.options, &entry.typ).map_err(|source| MountError::Option {
+                destination: entry.destination.display().to_string(),
+                source,
+            })?;
+            set_recursive(root, &entry.destination, parsed.recursive, &entry.typ)?;
         } else {
             mount_entry(root, entry, bundle)?;
         }
@@ -308,6 +329,32 @@ pub fn pivot(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
         .map_err(nix_step("make old root slave", "/"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(nix_step("detach old root", "/"))?;
     nix::unistd::chdir("/").map_err(nix_step("chdir", "/"))?;
+    Ok(())
+}
+
+/// Without a mount namespace of its own: `chroot` into `root` (`pivot_root` would move the
+/// caller's whole namespace), as runc and crun do.
+pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    nix::unistd::fchdir(root).map_err(nix_step("chdir", "new root"))?;
+    nix::unistd::chroot(".").map_err(nix_step("chroot", "new root"))?;
+    nix::unistd::chdir("/").map_err(nix_step("chdir", "/"))?;
+    Ok(())
+}
+
+/// Detaches the rootfs bind (and every container mount below it) that a container without a
+/// mount namespace of its own left in the caller's namespace. Only when the mount at `rootfs`
+/// is such a bind (its root is the directory itself), so nothing else is ever unmounted.
+pub fn release_host_root(rootfs: &Path) -> Result<(), RootfsError> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(step("read", "/proc/self/mountinfo"))?;
+    let target = rootfs.display().to_string();
+    let ours = info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() > 4 && f[4] == target && target.ends_with(f[3]) && f[3] != "/"
+    });
+    if ours {
+        umount2(rootfs, MntFlags::MNT_DETACH).map_err(nix_step("unmount", rootfs))?;
+    }
     Ok(())
 }
 

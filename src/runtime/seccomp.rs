@@ -208,6 +208,13 @@ pub fn default_profile(caps: &BTreeSet<String>) -> Profile {
 
 /// Translates the OCI `linux.seccomp` section. Unknown system call names are skipped (as runc does).
 pub fn from_oci(spec: &LinuxSeccomp) -> Result<Profile, SeccompError> {
+    // The seccomp agent protocol (SCMP_ACT_NOTIFY handed to `listenerPath`) is not implemented:
+    // refuse at once, before anything exists, so no agent waits for a connection.
+    if spec.listener_path().is_some() || spec.listener_metadata().is_some() {
+        return Err(SeccompError::UnsupportedAction(
+            "listenerPath (the seccomp agent protocol, SCMP_ACT_NOTIFY)".into(),
+        ));
+    }
     let errno_default = spec.default_errno_ret().unwrap_or(EPERM);
     let default = action_from_oci(spec.default_action(), errno_default)?;
     let mut rules = Vec::new();

@@ -242,6 +242,27 @@ fn open_clone_with(path: &Path, attr_set: u64, userns_fd: u64) -> io::Result<Own
     Ok(fd)
 }
 
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE])` setting `set` and clearing `clear`
+/// (`MOUNT_ATTR_*` bits) on the mount `fd` refers to, and with `recursive` on every mount below.
+pub fn set_mount_attrs(fd: BorrowedFd<'_>, recursive: bool, set: u64, clear: u64) -> io::Result<()> {
+    let attr = libc::mount_attr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let flags =
+        libc::AT_EMPTY_PATH as libc::c_uint | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    // SAFETY: fd is an open descriptor, the path is an empty NUL-terminated string, `attr`
+    // outlives the call and its size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Attaches the detached mount `mount` on top of `target` (`move_mount` with an empty path).
 pub fn move_mount_onto(mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
     let ctarget = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
@@ -383,4 +404,57 @@ mod tests {
             }
         }
     }
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, class << 13 | level)` for the calling thread (inherited by
+/// children and kept across `execve`).
+pub fn set_io_priority(class: u32, level: u32) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    // SAFETY: plain integer arguments.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, (class << 13 | level) as libc::c_int)
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `struct sched_attr` (linux/sched/types.h, SCHED_ATTR_SIZE_VER1).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SchedAttr {
+    /// Size of this struct.
+    pub size: u32,
+    /// `SCHED_*` policy.
+    pub policy: u32,
+    /// `SCHED_FLAG_*` bits.
+    pub flags: u64,
+    /// Nice value (OTHER, BATCH).
+    pub nice: i32,
+    /// Static priority (FIFO, RR).
+    pub priority: u32,
+    /// DEADLINE runtime, ns.
+    pub runtime: u64,
+    /// DEADLINE deadline, ns.
+    pub deadline: u64,
+    /// DEADLINE period, ns.
+    pub period: u64,
+    /// Utilization clamp minimum.
+    pub util_min: u32,
+    /// Utilization clamp maximum.
+    pub util_max: u32,
+}
+
+/// `sched_setattr(0, attr, 0)` for the calling thread.
+pub fn set_scheduler(attr: &SchedAttr) -> io::Result<()> {
+    let mut attr = *attr;
+    attr.size = std::mem::size_of::<SchedAttr>() as u32;
+    // SAFETY: `attr` is a valid sched_attr whose size field matches, alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `setdomainname(2)` (the UTS namespace's NIS domain name).
+pub fn set_domainname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, alive for the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

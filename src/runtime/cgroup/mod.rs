@@ -48,6 +48,14 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// A limit the host's controllers do not offer.
+    #[error("{field}: {reason}")]
+    Unsupported {
+        /// The spec field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The cgroup path is not acceptable.
     #[error("invalid cgroup path {0:?}: must be relative without '..'")]
     InvalidPath(String),
@@ -68,6 +76,61 @@ pub struct Resources {
     pub pids_limit: Option<i64>,
     /// Device access rules (v1 devices controller), in order: (allow, "c 1:3 rwm").
     pub devices: Vec<(bool, String)>,
+    /// Soft memory limit (`memory.reservation`), bytes.
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
+    /// Memory + swap limit (`memory.swap`), bytes.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// `memory.swappiness` (v1).
+    #[serde(default)]
+    pub memory_swappiness: Option<u64>,
+    /// `memory.disableOOMKiller`.
+    #[serde(default)]
+    pub disable_oom_killer: bool,
+    /// `cpu.cpus` (cpuset).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// `cpu.mems` (cpuset).
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
+    /// hugetlb limits: (page size as the controller names it, e.g. `2MB`; bytes).
+    #[serde(default)]
+    pub hugepage_limits: Vec<(String, u64)>,
+    /// Block I/O.
+    #[serde(default)]
+    pub block_io: BlockIo,
+}
+
+/// `linux.resources.blockIO`: devices as `major:minor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlockIo {
+    /// Weight (10–1000).
+    pub weight: Option<u16>,
+    /// Leaf weight (v1 CFQ).
+    pub leaf_weight: Option<u16>,
+    /// Per-device (device, weight, leaf weight).
+    pub weight_device: Vec<(String, Option<u16>, Option<u16>)>,
+    /// Throttles: (kind `read_bps`, `write_bps`, `read_iops` or `write_iops`; device; rate).
+    pub throttle: Vec<(String, String, u64)>,
+}
+
+impl BlockIo {
+    /// Whether anything is asked.
+    pub fn is_empty(&self) -> bool {
+        *self == BlockIo::default()
+    }
+}
+
+/// Checks a hugetlb page size as the spec writes it (`<size><unit>B`, base 1024: `64KB`, `2MB`,
+/// `1GB`); the host may still not offer it.
+pub fn valid_page_size(size: &str) -> bool {
+    let Some(number) =
+        size.strip_suffix("KB").or_else(|| size.strip_suffix("MB")).or_else(|| size.strip_suffix("GB"))
+    else {
+        return false;
+    };
+    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && !number.starts_with('0')
 }
 
 impl Resources {
@@ -99,7 +162,43 @@ impl Resources {
                 (d.allow(), rule)
             })
             .collect();
+        let memory = r.memory().as_ref();
+        let cpu = r.cpu().as_ref();
+        let mut block_io = BlockIo::default();
+        if let Some(b) = r.block_io() {
+            block_io.weight = b.weight().filter(|w| *w > 0);
+            block_io.leaf_weight = b.leaf_weight().filter(|w| *w > 0);
+            block_io.weight_device = b
+                .weight_device()
+                .iter()
+                .flatten()
+                .map(|d| (format!("{}:{}", d.major(), d.minor()), d.weight(), d.leaf_weight()))
+                .collect();
+            for (kind, list) in [
+                ("read_bps", b.throttle_read_bps_device()),
+                ("write_bps", b.throttle_write_bps_device()),
+                ("read_iops", b.throttle_read_iops_device()),
+                ("write_iops", b.throttle_write_iops_device()),
+            ] {
+                for d in list.iter().flatten() {
+                    block_io.throttle.push((kind.into(), format!("{}:{}", d.major(), d.minor()), d.rate()));
+                }
+            }
+        }
         Resources {
+            memory_reservation: memory.and_then(|m| m.reservation()).filter(|l| *l > 0),
+            memory_swap: memory.and_then(|m| m.swap()).filter(|l| *l != 0),
+            memory_swappiness: memory.and_then(|m| m.swappiness()),
+            disable_oom_killer: memory.and_then(|m| m.disable_oom_killer()).unwrap_or(false),
+            cpuset_cpus: cpu.and_then(|c| c.cpus().clone()).filter(|s| !s.is_empty()),
+            cpuset_mems: cpu.and_then(|c| c.mems().clone()).filter(|s| !s.is_empty()),
+            hugepage_limits: r
+                .hugepage_limits()
+                .iter()
+                .flatten()
+                .map(|h| (h.page_size().clone(), u64::try_from(h.limit()).unwrap_or(u64::MAX)))
+                .collect(),
+            block_io,
             memory_limit: r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0),
             cpu_shares: r.cpu().as_ref().and_then(|c| c.shares()),
             cpu_quota: r.cpu().as_ref().and_then(|c| c.quota()),

@@ -7,8 +7,12 @@ use super::{
     write_file,
 };
 
-/// Controllers this runtime joins and configures.
+/// Controllers this runtime always joins and configures.
 pub const CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
+
+/// Controllers joined only when the container asks for one of their limits (or when their
+/// directory already exists at the container's path).
+pub const OPTIONAL: [&str; 3] = ["cpuset", "hugetlb", "blkio"];
 
 /// A container cgroup in the v1 hierarchies.
 #[derive(Debug)]
@@ -24,9 +28,13 @@ impl V1Cgroup {
         V1Cgroup { root, path, created }
     }
 
-    /// Controllers mounted under the root (a missing hierarchy is skipped).
+    /// Controllers mounted under the root (a missing hierarchy is skipped), plus the optional
+    /// ones the container has a directory in.
     fn controllers(&self) -> Vec<&'static str> {
-        CONTROLLERS.iter().copied().filter(|c| self.root.join(c).is_dir()).collect()
+        let mut out: Vec<&'static str> =
+            CONTROLLERS.iter().copied().filter(|c| self.root.join(c).is_dir()).collect();
+        out.extend(OPTIONAL.iter().copied().filter(|c| self.dir(c).is_dir()));
+        out
     }
 
     /// The directory of a controller.
@@ -37,45 +45,169 @@ impl V1Cgroup {
     fn read_u64(&self, controller: &str, file: &str) -> u64 {
         read_file(&self.dir(controller).join(file)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
+
+    /// runc's `cpusetEnsureParent`: a new cpuset cgroup starts with no cpus and mems, and no
+    /// task can join it; give every level on the path that is empty its parent's.
+    fn cpuset_inherit(&self) -> Result<(), CgroupError> {
+        let mut parent = self.root.join("cpuset");
+        for comp in self.path.components() {
+            let dir = parent.join(comp);
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                if read_file(&dir.join(file))?.trim().is_empty() {
+                    let value = read_file(&parent.join(file))?;
+                    write_file(&dir.join(file), value.trim())?;
+                }
+            }
+            parent = dir;
+        }
+        Ok(())
+    }
+}
+
+/// The spec field a v1 control file implements (for errors).
+fn field_of(file: &str) -> &'static str {
+    match file.split('.').next() {
+        Some("hugetlb") => "linux.resources.hugepageLimits",
+        Some("cpuset") => "linux.resources.cpu.cpus/mems",
+        Some("blkio") => "linux.resources.blockIO",
+        Some("memory") => "linux.resources.memory",
+        Some("cpu") => "linux.resources.cpu",
+        _ => "linux.resources",
+    }
+}
+
+/// The optional controllers `resources` needs.
+pub fn optional_needed(resources: &Resources) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if resources.cpuset_cpus.is_some() || resources.cpuset_mems.is_some() {
+        out.push("cpuset");
+    }
+    if !resources.hugepage_limits.is_empty() {
+        out.push("hugetlb");
+    }
+    if !resources.block_io.is_empty() {
+        out.push("blkio");
+    }
+    out
 }
 
 /// The (file, value) writes for `resources`, per controller. Pure.
-pub fn writes(resources: &Resources) -> Vec<(&'static str, &'static str, String)> {
-    let mut out = Vec::new();
+pub fn writes(resources: &Resources) -> Vec<(&'static str, String, String)> {
+    let mut out: Vec<(&'static str, String, String)> = Vec::new();
+    let mut push = |ctrl: &'static str, file: &str, value: String| out.push((ctrl, file.to_string(), value));
     if let Some(limit) = resources.memory_limit {
-        out.push(("memory", "memory.limit_in_bytes", limit.to_string()));
+        push("memory", "memory.limit_in_bytes", limit.to_string());
+    }
+    if let Some(swap) = resources.memory_swap {
+        // v1 and the spec agree: memory plus swap.
+        push("memory", "memory.memsw.limit_in_bytes", swap.to_string());
+    }
+    if let Some(reservation) = resources.memory_reservation {
+        push("memory", "memory.soft_limit_in_bytes", reservation.to_string());
+    }
+    if let Some(swappiness) = resources.memory_swappiness {
+        push("memory", "memory.swappiness", swappiness.to_string());
+    }
+    if resources.disable_oom_killer {
+        push("memory", "memory.oom_control", "1".into());
     }
     if let Some(shares) = resources.cpu_shares {
-        out.push(("cpu", "cpu.shares", shares.to_string()));
+        push("cpu", "cpu.shares", shares.to_string());
     }
     if let Some(period) = resources.cpu_period {
-        out.push(("cpu", "cpu.cfs_period_us", period.to_string()));
+        push("cpu", "cpu.cfs_period_us", period.to_string());
     }
     if let Some(quota) = resources.cpu_quota {
-        out.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
+        push("cpu", "cpu.cfs_quota_us", quota.to_string());
     }
     if let Some(pids) = resources.pids_limit {
-        out.push(("pids", "pids.max", pids.to_string()));
+        push("pids", "pids.max", pids.to_string());
+    }
+    if let Some(mems) = &resources.cpuset_mems {
+        push("cpuset", "cpuset.mems", mems.clone());
+    }
+    if let Some(cpus) = &resources.cpuset_cpus {
+        push("cpuset", "cpuset.cpus", cpus.clone());
+    }
+    for (size, limit) in &resources.hugepage_limits {
+        push("hugetlb", &format!("hugetlb.{size}.limit_in_bytes"), limit.to_string());
+    }
+    let b = &resources.block_io;
+    if let Some(w) = b.weight {
+        push("blkio", "blkio.weight", w.to_string());
+    }
+    if let Some(w) = b.leaf_weight {
+        push("blkio", "blkio.leaf_weight", w.to_string());
+    }
+    for (dev, weight, leaf) in &b.weight_device {
+        if let Some(w) = weight.filter(|w| *w > 0) {
+            push("blkio", "blkio.weight_device", format!("{dev} {w}"));
+        }
+        if let Some(w) = leaf.filter(|w| *w > 0) {
+            push("blkio", "blkio.leaf_weight_device", format!("{dev} {w}"));
+        }
+    }
+    for (kind, dev, rate) in &b.throttle {
+        push("blkio", &format!("blkio.throttle.{kind}_device"), format!("{dev} {rate}"));
     }
     for (allow, rule) in &resources.devices {
-        out.push(("devices", if *allow { "devices.allow" } else { "devices.deny" }, rule.clone()));
+        push("devices", if *allow { "devices.allow" } else { "devices.deny" }, rule.clone());
     }
     out
 }
 
 impl CgroupManager for V1Cgroup {
     fn create(&mut self, resources: &Resources) -> Result<(), CgroupError> {
-        for ctrl in self.controllers() {
+        let optional = optional_needed(resources);
+        for ctrl in &optional {
+            if !self.root.join(ctrl).is_dir() {
+                return Err(CgroupError::Unsupported {
+                    field: field_of(ctrl),
+                    reason: format!("the {ctrl} controller is not mounted at {}", self.root.display()),
+                });
+            }
+        }
+        let mut wanted: Vec<&'static str> =
+            CONTROLLERS.iter().copied().filter(|c| self.root.join(c).is_dir()).collect();
+        wanted.extend(optional.iter().copied());
+        for ctrl in wanted {
             let base = self.root.join(ctrl);
             let mut created = std::mem::take(&mut self.created);
             let result = mkdir_recording(&base, &self.path, &mut created);
             self.created = created;
             result?;
         }
+        if optional.contains(&"cpuset") {
+            self.cpuset_inherit()?;
+        }
         let present = self.controllers();
         for (ctrl, file, value) in writes(resources) {
-            if present.contains(&ctrl) {
-                write_file(&self.dir(ctrl).join(file), &value)?;
+            if !present.contains(&ctrl) {
+                continue;
+            }
+            let dir = self.dir(ctrl);
+            let mut path = dir.join(&file);
+            // Without CFQ the weights are BFQ's.
+            if file.starts_with("blkio.") && file.contains("weight") && !path.exists() {
+                path = dir.join(file.replacen("blkio.", "blkio.bfq.", 1));
+            }
+            let may_be_absent = OPTIONAL.contains(&ctrl) || file == "memory.memsw.limit_in_bytes";
+            if may_be_absent && !path.exists() {
+                let reason = if ctrl == "hugetlb" {
+                    let size = file.trim_start_matches("hugetlb.").trim_end_matches(".limit_in_bytes");
+                    format!("page size {size} is not offered by this host's hugetlb controller")
+                } else {
+                    format!("{file} is not offered by this host")
+                };
+                return Err(CgroupError::Unsupported { field: field_of(&file), reason });
+            }
+            write_file(&path, &value)?;
+            if ctrl == "hugetlb" {
+                // The reservation limit too, where the kernel has it (runc ≥ 1.1.10).
+                let rsvd = dir.join(file.replace(".limit_in_bytes", ".rsvd.limit_in_bytes"));
+                if rsvd.exists() {
+                    write_file(&rsvd, &value)?;
+                }
             }
         }
         Ok(())
@@ -101,7 +233,7 @@ impl CgroupManager for V1Cgroup {
     }
 
     fn remove(&self) -> Result<(), CgroupError> {
-        let leaves: Vec<PathBuf> = CONTROLLERS.iter().map(|c| self.dir(c)).collect();
+        let leaves: Vec<PathBuf> = CONTROLLERS.iter().chain(OPTIONAL.iter()).map(|c| self.dir(c)).collect();
         super::rmdir_created(&self.created, &leaves, kill_procs)
     }
 
@@ -132,11 +264,12 @@ mod tests {
             cpu_period: Some(100000),
             pids_limit: Some(10),
             devices: vec![(false, "a".into())],
+            ..Default::default()
         };
         let w = writes(&r);
-        assert!(w.contains(&("memory", "memory.limit_in_bytes", "1048576".into())));
-        assert!(w.contains(&("pids", "pids.max", "10".into())));
-        assert!(w.contains(&("devices", "devices.deny", "a".into())));
+        assert!(w.contains(&("memory", "memory.limit_in_bytes".into(), "1048576".into())));
+        assert!(w.contains(&("pids", "pids.max".into(), "10".into())));
+        assert!(w.contains(&("devices", "devices.deny".into(), "a".into())));
         let period = w.iter().position(|x| x.1 == "cpu.cfs_period_us").unwrap();
         let quota = w.iter().position(|x| x.1 == "cpu.cfs_quota_us").unwrap();
         assert!(period < quota);

@@ -24,24 +24,88 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + (shares.clamp(2, 262144) - 2) * 9999 / 262142
 }
 
-/// The (file, value) writes for `resources`. Pure.
-pub fn writes(resources: &Resources) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
+/// The (file, value) writes for `resources`, or the first field v2 cannot express. Pure.
+pub fn writes(resources: &Resources) -> Result<Vec<(String, String)>, CgroupError> {
+    let unsupported = |field: &'static str| CgroupError::Unsupported {
+        field,
+        reason: "has no cgroup v2 equivalent".into(),
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut push = |file: &str, value: String| out.push((file.to_string(), value));
     if let Some(limit) = resources.memory_limit {
-        out.push(("memory.max", limit.to_string()));
+        push("memory.max", limit.to_string());
+    }
+    if let Some(swap) = resources.memory_swap {
+        // The spec's swap is memory plus swap; v2's swap.max is the swap alone.
+        let value = match (swap, resources.memory_limit) {
+            (-1, _) => "max".to_string(),
+            (swap, Some(limit)) if swap >= limit => (swap - limit).to_string(),
+            _ => return Err(unsupported("linux.resources.memory.swap")),
+        };
+        push("memory.swap.max", value);
+    }
+    if let Some(reservation) = resources.memory_reservation {
+        push("memory.low", reservation.to_string());
+    }
+    if resources.memory_swappiness.is_some() {
+        return Err(unsupported("linux.resources.memory.swappiness"));
+    }
+    if resources.disable_oom_killer {
+        return Err(unsupported("linux.resources.memory.disableOOMKiller"));
     }
     if let Some(shares) = resources.cpu_shares {
-        out.push(("cpu.weight", shares_to_weight(shares).to_string()));
+        push("cpu.weight", shares_to_weight(shares).to_string());
     }
     if resources.cpu_quota.is_some() || resources.cpu_period.is_some() {
         let quota = match resources.cpu_quota {
             Some(q) if q > 0 => q.to_string(),
             _ => "max".to_string(),
         };
-        out.push(("cpu.max", format!("{quota} {}", resources.cpu_period.unwrap_or(100000))));
+        push("cpu.max", format!("{quota} {}", resources.cpu_period.unwrap_or(100000)));
     }
     if let Some(pids) = resources.pids_limit {
-        out.push(("pids.max", pids.to_string()));
+        push("pids.max", pids.to_string());
+    }
+    if let Some(cpus) = &resources.cpuset_cpus {
+        push("cpuset.cpus", cpus.clone());
+    }
+    if let Some(mems) = &resources.cpuset_mems {
+        push("cpuset.mems", mems.clone());
+    }
+    for (size, limit) in &resources.hugepage_limits {
+        push(&format!("hugetlb.{size}.max"), limit.to_string());
+    }
+    let b = &resources.block_io;
+    if let Some(w) = b.weight {
+        // runc's conversion of the v1 range 10..1000 to io.weight's 1..10000.
+        push("io.weight", (1 + (u64::from(w).saturating_sub(10)) * 9999 / 990).to_string());
+    }
+    if b.leaf_weight.is_some() || !b.weight_device.is_empty() {
+        return Err(unsupported("linux.resources.blockIO.leafWeight/weightDevice"));
+    }
+    for (kind, dev, rate) in &b.throttle {
+        let key = match kind.as_str() {
+            "read_bps" => "rbps",
+            "write_bps" => "wbps",
+            "read_iops" => "riops",
+            _ => "wiops",
+        };
+        push("io.max", format!("{dev} {key}={rate}"));
+    }
+    Ok(out)
+}
+
+/// The controllers `resources` needs enabled in the parents' `subtree_control`.
+fn controllers_needed(resources: &Resources) -> Vec<&'static str> {
+    let mut out = vec!["cpu", "memory", "pids"];
+    if resources.cpuset_cpus.is_some() || resources.cpuset_mems.is_some() {
+        out.push("cpuset");
+    }
+    if !resources.hugepage_limits.is_empty() {
+        out.push("hugetlb");
+    }
+    if !resources.block_io.is_empty() {
+        out.push("io");
     }
     out
 }
@@ -61,9 +125,9 @@ impl V2Cgroup {
     }
 
     /// Enables the wanted controllers (those the root offers) from the root down to the parent.
-    fn enable_controllers(&self) -> Result<(), CgroupError> {
+    fn enable_controllers(&self, needed: &[&'static str]) -> Result<(), CgroupError> {
         let offered = read_file(&self.root.join("cgroup.controllers")).unwrap_or_default();
-        let wanted: Vec<String> = ["cpu", "memory", "pids"]
+        let wanted: Vec<String> = needed
             .iter()
             .filter(|c| offered.split_whitespace().any(|o| o == **c))
             .map(|c| format!("+{c}"))
@@ -87,9 +151,30 @@ impl CgroupManager for V2Cgroup {
         let result = mkdir_recording(&self.root, &self.path, &mut created);
         self.created = created;
         result?;
-        self.enable_controllers()?;
-        for (file, value) in writes(resources) {
-            write_file(&self.dir().join(file), &value)?;
+        let writes = writes(resources)?;
+        self.enable_controllers(&controllers_needed(resources))?;
+        for (file, value) in writes {
+            let path = self.dir().join(&file);
+            let optional = matches!(file.split('.').next(), Some("hugetlb" | "cpuset" | "io"));
+            if optional && !path.exists() {
+                let field = match file.split('.').next() {
+                    Some("hugetlb") => "linux.resources.hugepageLimits",
+                    Some("cpuset") => "linux.resources.cpu.cpus/mems",
+                    Some("io") => "linux.resources.blockIO",
+                    _ => "linux.resources",
+                };
+                return Err(CgroupError::Unsupported {
+                    field,
+                    reason: format!("{file} is not offered by this host"),
+                });
+            }
+            write_file(&path, &value)?;
+            if file.starts_with("hugetlb.") {
+                let rsvd = self.dir().join(file.replace(".max", ".rsvd.max"));
+                if rsvd.exists() {
+                    write_file(&rsvd, &value)?;
+                }
+            }
         }
         Ok(())
     }
@@ -150,8 +235,14 @@ mod tests {
             memory_limit: Some(4096),
             ..Default::default()
         };
-        let w = writes(&r);
-        assert_eq!(w, vec![("memory.max", "4096".to_string()), ("cpu.max", "max 50000".to_string())]);
+        let w = writes(&r).unwrap();
+        assert_eq!(
+            w,
+            vec![
+                ("memory.max".to_string(), "4096".to_string()),
+                ("cpu.max".to_string(), "max 50000".to_string())
+            ]
+        );
     }
 
     #[test]
