@@ -363,7 +363,11 @@ fn services_on_every_node(c: &Cluster) {
     let slice = c.ok(&["get", "endpointslice", "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"]);
     assert_eq!(slice, "10.250.0.2", "the kubernetes Service points at the master");
     let out = c.kubectl(&["exec", &client.name, "--", "sh", "-c", "echo | nc 10.96.0.1 443"]);
-    assert!(out.status.success(), "a pod connects to the API server: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "a pod connects to the API server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The seed's blue/green switch: change the selector, every node serves blue.
     c.ok(&[

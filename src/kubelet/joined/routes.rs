@@ -60,8 +60,11 @@ pub fn desired<N: std::borrow::Borrow<Node>>(nodes: &[N], me: &str) -> Routes {
     out
 }
 
+/// One route: a pod CIDR via a node address.
+pub type Route = (Ipv4Net, Ipv4Addr);
+
 /// What to change to go from `installed` to `wanted` (pure): routes to add or replace, routes to delete.
-pub fn plan(installed: &Routes, wanted: &Routes) -> (Vec<(Ipv4Net, Ipv4Addr)>, Vec<(Ipv4Net, Ipv4Addr)>) {
+pub fn plan(installed: &Routes, wanted: &Routes) -> (Vec<Route>, Vec<Route>) {
     let add = wanted.iter().filter(|(c, g)| installed.get(c) != Some(g)).map(|(c, g)| (*c, *g)).collect();
     let delete = installed.iter().filter(|(c, g)| wanted.get(c) != Some(g)).map(|(c, g)| (*c, *g)).collect();
     (add, delete)
