@@ -6,6 +6,7 @@ use rkube::master::apiserver::alloc::AllocConfig;
 use rkube::master::apiserver::cluster::InProcessCluster;
 use rkube::master::apiserver::nodecert::NodeJoin;
 use rkube::master::apiserver::registry::Registry;
+use rkube::master::apiserver::satoken::TokenIssuer;
 use rkube::master::apiserver::{ApiServer, Auth, router, serve};
 use rkube::master::controllers::manager::{self, ManagerConfig};
 use rkube::master::controllers::nodeipam::{CidrAllocator, NodeIpamConfig};
@@ -146,6 +147,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let registry = Arc::new(Registry::new(store.clone(), alloc));
     registry.ensure_namespaces().await.context("creating the built-in namespaces")?;
+    registry.ensure_bootstrap_policy().await.context("creating the default RBAC roles and bindings")?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -156,10 +158,11 @@ async fn run(args: Args) -> Result<()> {
         args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
 
     let pki = tls::Pki::at(&args.data_dir);
+    let tokens = Arc::new(TokenIssuer::load_or_create(&pki)?);
     let (auth, url, tls_cfg, node_join) = if args.insecure_http {
         let url = format!("http://{}", SocketAddr::new(host, addr.port()));
         tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, None, None))?;
-        (Auth { allow_anonymous: true, ..Default::default() }, url, None, None)
+        (Auth { allow_anonymous: true, tokens: Some(tokens), ..Default::default() }, url, None, None)
     } else {
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         if let Ok(h) = nix::unistd::gethostname() {
@@ -181,6 +184,7 @@ async fn run(args: Args) -> Result<()> {
             admin_tokens: vec![access.admin_token.clone()],
             join_credential: Some(access.join.credential()),
             allow_anonymous: false,
+            tokens: Some(tokens),
         };
         let join =
             NodeJoin { ca: tls::ClusterCa::load(&pki)?, kubelet_client_cn: tls::KUBELET_CLIENT_CN.into() };

@@ -3,14 +3,18 @@
 
 pub mod alloc;
 pub mod auth;
+pub mod authapi;
 pub mod authz;
 pub mod cluster;
 pub mod discovery;
 pub mod nodecert;
 pub mod openapi;
+pub mod protobuf;
 pub mod proxy;
+pub mod rbac;
 pub mod registry;
 pub mod resources;
+pub mod satoken;
 pub mod serve;
 pub mod status;
 pub mod table;
@@ -101,13 +105,14 @@ async fn serve_parts(
         };
     }
     let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
+    let mut user = authz::UserInfo::new("system:anonymous", &[rbac::UNAUTHENTICATED]);
     if !public {
-        let user = match app.auth.authenticate(&headers, peer.as_ref()) {
-            Authenticated::User(u) => u,
-            _ if path == authz::NODE_CERT_PATH => {
+        user = match authenticate(app, &headers, peer.as_ref()).await {
+            Ok(u) => u,
+            Err(_) if path == authz::NODE_CERT_PATH => {
                 return ApiStatus::unauthorized_msg("invalid join token").into_response();
             }
-            _ => return ApiStatus::unauthorized().into_response(),
+            Err(e) => return e.into_response(),
         };
         if let Err(resp) = authorize(app, &user, &method, path, &headers, &q, &body).await {
             return resp;
@@ -123,7 +128,7 @@ async fn serve_parts(
         }
     }
     let handled = registry::WARNINGS.scope(Default::default(), async {
-        let r = route(app, &method, path, &headers, &q, body).await;
+        let r = route(app, &user, &method, path, &headers, &q, body).await;
         (r, registry::WARNINGS.with(|w| w.take()))
     });
     let (result, warnings) = handled.await;
@@ -150,9 +155,23 @@ pub(crate) async fn admit(
     peer: Option<&PeerIdentity>,
     q: &Q,
 ) -> Result<(), Response> {
+    let user = authenticate(app, headers, peer).await.map_err(IntoResponse::into_response)?;
+    authorize(app, &user, method, path, headers, q, &Bytes::new()).await
+}
+
+/// Authenticates a request: [`Auth::authenticate`], then for ServiceAccount tokens the check that
+/// their objects still exist. Failures are the 401 to send.
+async fn authenticate(
+    app: &ApiServer,
+    headers: &HeaderMap,
+    peer: Option<&PeerIdentity>,
+) -> Result<authz::UserInfo, ApiStatus> {
     match app.auth.authenticate(headers, peer) {
-        Authenticated::User(user) => authorize(app, &user, method, path, headers, q, &Bytes::new()).await,
-        _ => Err(ApiStatus::unauthorized().into_response()),
+        Authenticated::User(user) => Ok(user),
+        Authenticated::ServiceAccount(claims) => authapi::check_token_objects(app, &claims)
+            .await
+            .map_err(|e| if e.code == 401 { ApiStatus::unauthorized() } else { e }),
+        _ => Err(ApiStatus::unauthorized()),
     }
 }
 
@@ -191,6 +210,7 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 
 async fn route(
     app: &ApiServer,
+    user: &authz::UserInfo,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -219,8 +239,20 @@ async fn route(
         ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
         ["openapi", "v3", "api", v] if get => doc(openapi::document("", v)),
         ["openapi", "v3", "apis", g, v] if get => doc(openapi::document(g, v)),
-        ["api", v, rest @ ..] => resource_request(app, method, "", v, rest, headers, q, body).await,
-        ["apis", g, v, rest @ ..] => resource_request(app, method, g, v, rest, headers, q, body).await,
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if *method == Method::POST => {
+            let review =
+                authapi::self_subject_access_review(app, user, &decode_body(headers, &body)?).await?;
+            Ok(json_response(StatusCode::CREATED, &review))
+        }
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectrulesreviews"] if *method == Method::POST => {
+            let review = authapi::self_subject_rules_review(app, user, &decode_body(headers, &body)?).await?;
+            Ok(json_response(StatusCode::CREATED, &review))
+        }
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if *method == Method::POST => {
+            Ok(json_response(StatusCode::CREATED, &authapi::self_subject_review(user)))
+        }
+        ["api", v, rest @ ..] => resource_request(app, user, method, "", v, rest, headers, q, body).await,
+        ["apis", g, v, rest @ ..] => resource_request(app, user, method, g, v, rest, headers, q, body).await,
         _ => Err(ApiStatus::no_route()),
     }
 }
@@ -270,7 +302,7 @@ fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiStatus> {
             .map_err(|e| ApiStatus::bad_request(format!("invalid YAML body: {e}")));
     }
     if ct.contains("protobuf") {
-        return Err(ApiStatus::unsupported_media(ct));
+        return protobuf::decode(body);
     }
     serde_json::from_slice(body).map_err(|e| ApiStatus::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -302,6 +334,7 @@ fn object_response(code: StatusCode, r: &ResourceInfo, obj: Value, accept: &str)
 #[allow(clippy::too_many_arguments)]
 async fn resource_request(
     app: &ApiServer,
+    user: &authz::UserInfo,
     method: &Method,
     group: &str,
     version: &str,
@@ -347,6 +380,11 @@ async fn resource_request(
             let obj = decode_body(headers, &body)?;
             let created = reg.create(r, ns, obj, write_options(q)).await?;
             Ok(object_response(StatusCode::CREATED, r, created, accept))
+        }
+        (Method::POST, Some(name), Some("token")) if r.kind == "ServiceAccount" => {
+            let req = decode_body(headers, &body)?;
+            let out = authapi::token_request(app, user, ns, name, &req).await?;
+            Ok(json_response(StatusCode::CREATED, &out))
         }
         (Method::POST, name, Some("binding" | "bindings")) if r.kind == "Pod" => {
             let b = decode_body(headers, &body)?;

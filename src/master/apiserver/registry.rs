@@ -142,7 +142,7 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(Value, Vec<S
 
 /// Decodes into the typed struct of `kind` and back: prunes unknown fields and lists them.
 fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeError> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, rbac::v1 as rbac};
     match kind {
         "Pod" => roundtrip::<core::Pod>(v),
         "Service" => roundtrip::<core::Service>(v),
@@ -155,6 +155,11 @@ fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeErro
         "Deployment" => roundtrip::<apps::Deployment>(v),
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(v),
         "Lease" => roundtrip::<coord::Lease>(v),
+        "ServiceAccount" => roundtrip::<core::ServiceAccount>(v),
+        "Role" => roundtrip::<rbac::Role>(v),
+        "ClusterRole" => roundtrip::<rbac::ClusterRole>(v),
+        "RoleBinding" => roundtrip::<rbac::RoleBinding>(v),
+        "ClusterRoleBinding" => roundtrip::<rbac::ClusterRoleBinding>(v),
         _ => Ok((v.clone(), Vec::new())),
     }
 }
@@ -215,6 +220,40 @@ impl Registry {
         let r = resources::find("", "v1", "namespaces").expect("namespaces");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name": ns}});
+            match self.create(r, "", obj, WriteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the default RBAC roles and bindings that are missing (`cluster-admin` bound to
+    /// `system:masters`, `admin`, `edit`, `view`, discovery and self-review access for everyone
+    /// authenticated). Existing objects are left as they are.
+    pub async fn ensure_bootstrap_policy(&self) -> Result<(), ApiStatus> {
+        let (roles, bindings) = super::rbac::bootstrap_policy();
+        let cr = resources::find(super::rbac::GROUP, "v1", "clusterroles").expect("clusterroles");
+        let crb =
+            resources::find(super::rbac::GROUP, "v1", "clusterrolebindings").expect("clusterrolebindings");
+        let objects = roles
+            .iter()
+            .map(|o| (cr, serde_json::to_value(o)))
+            .chain(bindings.iter().map(|o| (crb, serde_json::to_value(o))));
+        for (r, obj) in objects {
+            let mut obj = obj.map_err(|e| ApiStatus::internal(e.to_string()))?;
+            obj["apiVersion"] = json!(r.api_version());
+            obj["kind"] = json!(r.kind);
+            if self
+                .store
+                .get(&r.key("", meta::name(&obj)))
+                .await
+                .map_err(|e| ApiStatus::internal(e.to_string()))?
+                .is_some()
+            {
+                continue;
+            }
             match self.create(r, "", obj, WriteOptions::default()).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
@@ -582,6 +621,17 @@ impl Registry {
                     "spec.selector",
                     now.unwrap_or(&Value::Null),
                     "field is immutable",
+                )];
+                return Err(ApiStatus::invalid(r.storage(), name, &errs));
+            }
+        }
+        if matches!(r.storage().kind, "RoleBinding" | "ClusterRoleBinding") && part == Part::Main {
+            let (was, now) = (current.get("roleRef"), new.get("roleRef"));
+            if was != now {
+                let errs = [validation::FieldError::invalid(
+                    "roleRef",
+                    now.unwrap_or(&Value::Null),
+                    "cannot change roleRef",
                 )];
                 return Err(ApiStatus::invalid(r.storage(), name, &errs));
             }

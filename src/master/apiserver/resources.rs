@@ -104,6 +104,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], &["status"]),
     res!("", "v1", "events", "event", "Event", true, &["ev"], &[], &[]),
     res!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], &[]),
+    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], &["token"]),
     res!(
         "apps",
         "v1",
@@ -127,6 +128,40 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &["status", "scale"]
     ),
     res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], &[]),
+    res!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[], &[], &[]),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
     res!(
         "extensions",
         "v1beta1",
