@@ -66,6 +66,7 @@ fn service_account_limited_by_a_role(backend: Backend) {
     m.ok(&["create", "namespace", "team"]);
     m.ok(&["create", "namespace", "other"]);
     m.ok(&["create", "serviceaccount", "bot", "-n", "team"]);
+    pod_service_accounts(&m);
     m.ok(&["create", "configmap", "settings", "-n", "team", "--from-literal=a=1"]);
     m.ok(&["create", "configmap", "settings", "-n", "other", "--from-literal=a=2"]);
     m.ok(&["create", "role", "cm-reader", "-n", "team", "--verb=get,list,watch", "--resource=configmaps"]);
@@ -148,6 +149,44 @@ fn service_account_limited_by_a_role(backend: Backend) {
     let out = as_token(&m, &token, &["get", "configmaps", "-n", "team"]);
     assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
     assert_eq!(curl_code(&format!("{}/api/v1/namespaces/team/configmaps", m.url()), Some(&token)), "401");
+}
+
+/// ServiceAccount admission: a `default` account in every namespace, the projected token volume
+/// in every container unless automounting is off, 403 for a missing account; the CA ConfigMap.
+fn pod_service_accounts(m: &Master) {
+    assert_eq!(m.ok(&["get", "sa", "default", "-n", "team", "-o", "name"]).trim(), "serviceaccount/default");
+    m.eventually(
+        &["get", "configmap", "kube-root-ca.crt", "-n", "team", "-o", "jsonpath={.data.ca\\.crt}"],
+        std::time::Duration::from_secs(10),
+        |s| s.contains("BEGIN CERTIFICATE"),
+    );
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: team}}\nspec:\n{extra}  containers: [{{name: c, image: busybox}}]\n  initContainers: [{{name: i, image: busybox}}]\n"
+        )
+    };
+    m.ok(&["create", "-f", &m.write("p1.yaml", &pod("p1", ""))]);
+    let mounts = m.ok(&["get", "pod", "p1", "-n", "team", "-o", "jsonpath={.spec.serviceAccountName} {.spec.volumes[0].name} {.spec.containers[0].volumeMounts[0].mountPath} {.spec.initContainers[0].volumeMounts[0].readOnly}"]);
+    let parts: Vec<&str> = mounts.split(' ').collect();
+    assert_eq!(parts[0], "default", "{mounts}");
+    assert!(
+        parts[1].starts_with("kube-api-access-") && parts[1].len() == "kube-api-access-".len() + 5,
+        "{mounts}"
+    );
+    assert_eq!(&parts[2..], ["/var/run/secrets/kubernetes.io/serviceaccount", "true"], "{mounts}");
+    let sources =
+        m.ok(&["get", "pod", "p1", "-n", "team", "-o", "jsonpath={.spec.volumes[0].projected.sources}"]);
+    assert!(
+        sources.contains("\"expirationSeconds\":3607")
+            && sources.contains("kube-root-ca.crt")
+            && sources.contains("metadata.namespace"),
+        "{sources}"
+    );
+    m.ok(&["create", "-f", &m.write("p2.yaml", &pod("p2", "  automountServiceAccountToken: false\n"))]);
+    assert_eq!(m.ok(&["get", "pod", "p2", "-n", "team", "-o", "jsonpath={.spec.volumes}"]).trim(), "");
+    let err = m.fails(&["create", "-f", &m.write("p3.yaml", &pod("p3", "  serviceAccountName: ghost\n"))]);
+    assert!(err.contains("pods \"p3\" is forbidden: error looking up service account team/ghost: serviceaccount \"ghost\" not found"), "{err}");
+    m.ok(&["delete", "pod", "p1", "p2", "-n", "team", "--grace-period=0"]);
 }
 
 mod embedded {

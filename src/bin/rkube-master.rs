@@ -225,6 +225,7 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
+    let root_ca = node_join.as_ref().map(|j| j.ca.pem().to_string());
     // Scheduler, controllers (and fake nodes) in process, over the same admission path as HTTP.
     let cluster = Arc::new(InProcessCluster::new(registry.clone()));
     let fake_nodes =
@@ -241,7 +242,7 @@ async fn run(args: Args) -> Result<()> {
     let node_ipam = Some(NodeIpamConfig { cluster_cidr: args.cluster_cidr, mask: args.node_cidr_mask_size });
     let _control_plane = manager::spawn_all(
         cluster,
-        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, ..Default::default() },
+        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, root_ca, ..Default::default() },
     );
 
     let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join, kubelet_tls }));

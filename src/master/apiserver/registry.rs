@@ -54,6 +54,11 @@ pub struct WriteOptions {
     pub subresource: bool,
 }
 
+/// Where pods find their ServiceAccount token, CA and namespace.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The ConfigMap holding the cluster CA in every namespace (`ca.crt`).
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+
 /// The `tracing` target of Pod Security audit-mode violations (`RUST_LOG=podsecurity_audit=info`).
 pub const AUDIT_TARGET: &str = "podsecurity_audit";
 
@@ -224,6 +229,14 @@ impl Registry {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(e),
+            }
+        }
+        // Namespaces from before ServiceAccounts existed get their `default` account now, before
+        // any controller creates pods in them.
+        let (all, _) = self.list(r, None, &Selectors::default()).await?;
+        for ns in all {
+            if ns.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
+                self.ensure_default_service_account(meta::name(&ns)).await?;
             }
         }
         Ok(())
@@ -409,6 +422,9 @@ impl Registry {
         if matches!(kind, "Deployment" | "ReplicaSet") {
             obj["status"] = json!({});
         }
+        if kind == "Pod" {
+            self.admit_service_account(r, ns, &mut obj).await?;
+        }
         self.validate(r, &obj)?;
         self.admit_pod_security(r, ns, &obj, None, opts).await?;
         let name = meta::name(&obj).to_string();
@@ -423,7 +439,117 @@ impl Registry {
             }
             return self.put_new(r, &key, &name, obj, opts).await;
         }
-        self.put_new(r, &key, &name, obj, opts).await
+        let created = self.put_new(r, &key, &name, obj, opts).await?;
+        if kind == "Namespace" && !opts.dry_run {
+            self.ensure_default_service_account(&name).await?;
+        }
+        Ok(created)
+    }
+
+    /// Creates the `default` ServiceAccount of namespace `ns` if it is missing (the
+    /// serviceaccounts controller keeps it afterwards; doing it with the namespace means a pod
+    /// created right after its namespace finds it).
+    pub async fn ensure_default_service_account(&self, ns: &str) -> Result<(), ApiStatus> {
+        let sa = resources::find("", "v1", "serviceaccounts").expect("serviceaccounts");
+        let obj = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
+        match Box::pin(self.create(sa, ns, obj, WriteOptions::default())).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// kube-apiserver's ServiceAccount admission on pod creation: `serviceAccountName` defaults to
+    /// `default` and must exist (403 otherwise); the account's imagePullSecrets are copied when the
+    /// pod has none; unless automounting is off (the pod's setting beats the account's), a
+    /// projected `kube-api-access-<5>` volume (a bound token, the `kube-root-ca.crt` ConfigMap and
+    /// the namespace) is mounted read-only at [`SERVICE_ACCOUNT_MOUNT`] in every container and
+    /// init container that has nothing mounted there.
+    async fn admit_service_account(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        pod: &mut Value,
+    ) -> Result<(), ApiStatus> {
+        let mirror = pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_some();
+        if mirror || !pod.get("spec").is_some_and(Value::is_object) {
+            return Ok(());
+        }
+        let spec_str =
+            |pod: &Value, f: &str| pod["spec"].get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut sa_name = spec_str(pod, "serviceAccountName");
+        if sa_name.is_empty() {
+            sa_name = spec_str(pod, "serviceAccount");
+        }
+        if sa_name.is_empty() {
+            sa_name = "default".into();
+        }
+        pod["spec"]["serviceAccountName"] = json!(sa_name);
+        pod["spec"]["serviceAccount"] = json!(sa_name);
+        let sar = resources::find("", "v1", "serviceaccounts").expect("serviceaccounts");
+        let sa = match self.get(sar, ns, &sa_name).await {
+            Ok(sa) => sa,
+            Err(e) if e.code == 404 => {
+                return Err(ApiStatus::forbidden(
+                    r,
+                    meta::name(pod),
+                    &format!(
+                        "error looking up service account {ns}/{sa_name}: serviceaccount \"{sa_name}\" not found"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let pulls =
+            pod["spec"].get("imagePullSecrets").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        if let Some(sa_pulls) = sa.get("imagePullSecrets").filter(|_| !pulls) {
+            pod["spec"]["imagePullSecrets"] = sa_pulls.clone();
+        }
+        let automount = pod["spec"]
+            .get("automountServiceAccountToken")
+            .and_then(Value::as_bool)
+            .or_else(|| sa.get("automountServiceAccountToken").and_then(Value::as_bool))
+            .unwrap_or(true);
+        if !automount {
+            return Ok(());
+        }
+        let volumes: Vec<Value> =
+            pod["spec"].get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+        let existing = volumes
+            .iter()
+            .filter_map(|v| v.get("name").and_then(Value::as_str))
+            .find(|n| n.starts_with("kube-api-access-"))
+            .map(String::from);
+        let volume_name =
+            existing.clone().unwrap_or_else(|| format!("kube-api-access-{}", names::random_suffix()));
+        let mount = json!({"name": volume_name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT});
+        let mut needed = false;
+        for list in ["initContainers", "containers"] {
+            let Some(cs) = pod["spec"].get_mut(list).and_then(Value::as_array_mut) else { continue };
+            for c in cs {
+                let mounts =
+                    c.as_object_mut().expect("container").entry("volumeMounts").or_insert_with(|| json!([]));
+                let Some(ms) = mounts.as_array_mut() else { continue };
+                if !ms
+                    .iter()
+                    .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT))
+                {
+                    ms.push(mount.clone());
+                    needed = true;
+                }
+            }
+        }
+        if needed && existing.is_none() {
+            let volume = json!({"name": volume_name, "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}});
+            let mut all = volumes;
+            all.push(volume);
+            pod["spec"]["volumes"] = Value::Array(all);
+        }
+        Ok(())
     }
 
     async fn put_new(

@@ -19,6 +19,8 @@ pub struct ManagerConfig {
     pub node_ipam: Option<NodeIpamConfig>,
     /// Fake nodes to run in process (`None`: none).
     pub fake_nodes: Option<FakeNodeConfig>,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (`None`: not published).
+    pub root_ca: Option<String>,
 }
 
 /// The running loops; aborted on drop.
@@ -53,6 +55,7 @@ pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> Contro
         tokio::spawn(super::gc::run(client.clone())),
         tokio::spawn(super::endpoints::run(client.clone())),
         tokio::spawn(super::nodelifecycle::run(client.clone(), config.node_lifecycle.clone())),
+        tokio::spawn(super::serviceaccounts::run(client.clone(), config.root_ca.clone())),
     ];
     if let Some(ipam) = config.node_ipam {
         tasks.push(tokio::spawn(super::nodeipam::run(client.clone(), ipam)));

@@ -12,6 +12,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 pub mod runner;
+pub mod serviceaccounts;
 
 #[cfg(test)]
 mod flow_tests;
