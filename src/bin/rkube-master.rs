@@ -225,6 +225,8 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
+    // Namespace deletion (the namespace controller's job), over the registry.
+    tokio::spawn(rkube::master::apiserver::namespaces::run(registry.clone()));
     let root_ca = node_join.as_ref().map(|j| j.ca.pem().to_string());
     // Scheduler, controllers (and fake nodes) in process, over the same admission path as HTTP.
     let cluster = Arc::new(InProcessCluster::new(registry.clone()));

@@ -7,6 +7,7 @@ pub mod authapi;
 pub mod authz;
 pub mod cluster;
 pub mod discovery;
+pub mod namespaces;
 pub mod nodecert;
 pub mod openapi;
 pub mod protobuf;
@@ -398,6 +399,10 @@ async fn resource_request(
                 StatusCode::CREATED,
                 &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
             ))
+        }
+        (Method::PUT, Some(name), Some("finalize")) if r.kind == "Namespace" => {
+            let obj = decode_body(headers, &body)?;
+            Ok(object_response(StatusCode::OK, r, reg.finalize_namespace(name, &obj).await?, accept))
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let part = if sub.is_some() { Part::Status } else { Part::Main };

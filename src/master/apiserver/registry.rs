@@ -380,14 +380,13 @@ impl Registry {
             }
             meta::set_str(&mut obj, "namespace", ns);
             let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
-            if self
-                .store
-                .get(&nsr.key("", ns))
-                .await
-                .map_err(|e| ApiStatus::internal(e.to_string()))?
-                .is_none()
-            {
+            let Some(kv) =
+                self.store.get(&nsr.key("", ns)).await.map_err(|e| ApiStatus::internal(e.to_string()))?
+            else {
                 return Err(ApiStatus::not_found(nsr, ns));
+            };
+            if parse_value(&kv.value)?.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(super::namespaces::terminating(r.storage(), meta::name(&obj), ns));
             }
         } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("namespace");
@@ -722,6 +721,17 @@ impl Registry {
                     }
                     m.insert("name".into(), json!(name));
                 }
+                if r.storage().kind == "Namespace" {
+                    // Only `/finalize` changes a namespace's finalizers.
+                    match current.pointer("/spec/finalizers") {
+                        Some(f) => obj["spec"]["finalizers"] = f.clone(),
+                        None => {
+                            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                                spec.remove("finalizers");
+                            }
+                        }
+                    }
+                }
                 if r.storage().has_status() {
                     match current.get("status") {
                         Some(s) => obj["status"] = s.clone(),
@@ -864,6 +874,19 @@ impl Registry {
                 }
             }
             let mut obj = current.clone();
+            if r.storage().kind == "Namespace" {
+                super::namespaces::check_deletable(r.storage(), name)?;
+                if super::namespaces::mark_terminating(&mut obj) {
+                    if obj == current || opts.dry_run {
+                        return Ok((current, false));
+                    }
+                    match self.store.update(&key, to_bytes(&obj), rev).await {
+                        Ok(new_rev) => return Ok((with_rv(obj, new_rev), false)),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(ApiStatus::from_store(r.storage(), name, e)),
+                    }
+                }
+            }
             let mut finalizers = meta::finalizers(&obj);
             match opts.propagation.as_deref() {
                 Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
@@ -928,6 +951,36 @@ impl Registry {
             }
         }
         Err(ApiStatus::conflict(r.storage(), name))
+    }
+
+    /// `PUT namespaces/<name>/finalize`: replaces `spec.finalizers` (nothing else); a terminating
+    /// namespace left without finalizers is deleted.
+    pub async fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiStatus> {
+        let r = resources::find("", "v1", "namespaces").expect("namespaces");
+        let key = r.key("", name);
+        for _ in 0..8 {
+            let current = self.get(r, "", name).await?;
+            let rev = parse_rv(meta::resource_version(&current))?;
+            let want_rv = meta::resource_version(body);
+            if !want_rv.is_empty() && want_rv != meta::resource_version(&current) {
+                return Err(ApiStatus::conflict(r, name));
+            }
+            let mut obj = current.clone();
+            obj["spec"]["finalizers"] = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let terminating = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let empty = obj["spec"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            let result = if terminating && empty && meta::finalizers(&obj).is_empty() {
+                self.store.delete(&key, Some(rev)).await.map(|(rev, _)| rev)
+            } else {
+                self.store.update(&key, to_bytes(&obj), rev).await
+            };
+            match result {
+                Ok(new_rev) => return Ok(with_rv(obj, new_rev)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiStatus::from_store(r, name, e)),
+            }
+        }
+        Err(ApiStatus::conflict(r, name))
     }
 
     /// A deleted Node's join identity (its node-password Secret) goes with it, so the name can

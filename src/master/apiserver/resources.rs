@@ -101,7 +101,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], &[]),
     res!("", "v1", "secrets", "secret", "Secret", true, &[], &[], &[]),
     res!("", "v1", "nodes", "node", "Node", false, &["no"], &[], &["status"]),
-    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], &["status"]),
+    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], &["status", "finalize"]),
     res!("", "v1", "events", "event", "Event", true, &["ev"], &[], &[]),
     res!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], &[]),
     res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], &["token"]),
