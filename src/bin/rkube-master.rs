@@ -67,6 +67,9 @@ struct Args {
     /// How long pods stay on an unreachable or not-ready node before they are evicted.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pod_eviction_timeout: Duration,
+    /// How often watches that allow bookmarks get one (tests shorten it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    watch_bookmark_interval: Duration,
     /// Revisions of history kept by the periodic compaction.
     #[arg(long, default_value_t = 10_000)]
     keep_revisions: i64,
@@ -247,7 +250,13 @@ async fn run(args: Args) -> Result<()> {
         ManagerConfig { fake_nodes, node_lifecycle, node_ipam, root_ca, ..Default::default() },
     );
 
-    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join, kubelet_tls }));
+    let app = router(Arc::new(ApiServer {
+        registry: registry.clone(),
+        auth,
+        node_join,
+        kubelet_tls,
+        bookmark_interval: args.watch_bookmark_interval,
+    }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
         Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,

@@ -49,7 +49,12 @@ pub struct ApiServer {
     /// TLS client configuration for dialling nodes (`tls::kubelet_client_config`): pods' log,
     /// exec and port-forward are proxied to their node with it; `None` answers them with 502.
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK (kube-apiserver: 1 min).
+    pub bookmark_interval: Duration,
 }
+
+/// kube-apiserver's bookmark frequency.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The axum router serving the whole API.
 pub fn router(state: Arc<ApiServer>) -> Router {
@@ -513,6 +518,32 @@ fn scale_of(obj: &Value) -> Value {
         "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
 }
 
+/// `ListOptions.meta.k8s.io "" is invalid` (422) with one Forbidden field.
+fn list_options_invalid(field: &str, detail: &str) -> ApiStatus {
+    let mut s = ApiStatus::bad_request("");
+    s.code = 422;
+    s.reason = "Invalid";
+    s.message = format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {detail}");
+    s.details = Some(json!({"group": "meta.k8s.io", "kind": "ListOptions", "name": "",
+        "causes": [{"reason": "FieldValueForbidden", "message": format!("Forbidden: {detail}"), "field": field}]}));
+    s
+}
+
+/// A BOOKMARK event: the watched kind with only `metadata.resourceVersion` (and annotations).
+fn bookmark(r: &ResourceInfo, rev: i64, initial_end: bool) -> Bytes {
+    let mut md = json!({"resourceVersion": rev.to_string()});
+    if initial_end {
+        md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let s = r.storage();
+    let line = json!({"type": "BOOKMARK", "object": {"kind": s.kind, "apiVersion": s.api_version(), "metadata": md}});
+    Bytes::from(format!("{line}\n"))
+}
+
+/// A watch, or with `sendInitialEvents=true` (`resourceVersionMatch=NotOlderThan`) a streaming
+/// list: every current object as ADDED (sorted by namespace/name, as the store keys are), a
+/// BOOKMARK annotated `k8s.io/initial-events-end` when bookmarks are allowed, then live events.
+/// With `allowWatchBookmarks=true` a BOOKMARK also comes every [`ApiServer::bookmark_interval`].
 async fn watch(
     app: &ApiServer,
     r: &'static ResourceInfo,
@@ -521,17 +552,63 @@ async fn watch(
     sel: Selectors,
     accept: &str,
 ) -> Result<Response, ApiStatus> {
+    use std::sync::atomic::{AtomicI64, Ordering};
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
     let timeout = q.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1800);
     let as_table = table::wants_table(accept);
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let send_initial = flag("sendInitialEvents");
+    let bookmarks = flag("allowWatchBookmarks") && !as_table;
+    let rv_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or("");
+    if q.contains_key("sendInitialEvents") && rv_match != "NotOlderThan" {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if !rv_match.is_empty() && !q.contains_key("sendInitialEvents") {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
     let kind = r.storage().kind;
+    let last = Arc::new(AtomicI64::new(0));
+    let (initial, live_rv): (Vec<Bytes>, String) = if send_initial {
+        let (items, rev) = app.registry.list(r, ns, &sel).await?;
+        if let Ok(want) = rv.parse::<i64>() {
+            if want > rev {
+                let mut e = ApiStatus::internal("");
+                e.code = 504;
+                e.reason = "Timeout";
+                e.message = format!("Too large resource version: {want}, current: {rev}");
+                e.details = Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                );
+                return Err(e);
+            }
+        }
+        last.store(rev, Ordering::Relaxed);
+        let mut lines: Vec<Bytes> = items
+            .into_iter()
+            .map(|o| Bytes::from(format!("{}\n", json!({"type": "ADDED", "object": o}))))
+            .collect();
+        if bookmarks {
+            lines.push(bookmark(r, rev, true));
+        }
+        (lines, rev.to_string())
+    } else {
+        (Vec::new(), rv.to_string())
+    };
+    let seen = last.clone();
     let first: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> =
-        match app.registry.watch(r, ns, rv, sel).await {
+        match app.registry.watch(r, ns, &live_rv, sel).await {
             Ok(items) => {
                 let mut sent_columns = false;
                 Box::pin(items.map(move |item| {
                     let line = match item {
                         Ok(it) => {
+                            seen.fetch_max(it.revision, Ordering::Relaxed);
                             let obj = if as_table {
                                 let t =
                                     table::table(kind, &[it.object], &it.revision.to_string(), !sent_columns);
@@ -553,8 +630,38 @@ async fn watch(
             }
             Err(e) => return Err(e),
         };
+    let events = futures_util::stream::iter(initial).chain(first);
+    let stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> = if bookmarks {
+        if let Ok(n) = live_rv.parse::<i64>() {
+            last.fetch_max(n, Ordering::Relaxed);
+        }
+        let every = app.bookmark_interval;
+        let ticks = futures_util::stream::unfold(
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            |mut t| async move {
+                t.tick().await;
+                Some(((), t))
+            },
+        )
+        // Nothing is known to be current before the first revision is seen.
+        .filter_map(move |()| {
+            let rev = last.load(Ordering::Relaxed);
+            std::future::ready((rev > 0).then(|| bookmark(r, rev, false)))
+        });
+        // Live events end the stream (an ERROR, or the server closing it); ticks never do.
+        Box::pin(
+            futures_util::stream::select(
+                events.map(Some).chain(futures_util::stream::once(async { None })),
+                ticks.map(Some),
+            )
+            .take_while(|b| std::future::ready(b.is_some()))
+            .filter_map(std::future::ready),
+        )
+    } else {
+        Box::pin(events)
+    };
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
-    let stream = first.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
+    let stream = stream.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
