@@ -78,10 +78,19 @@ pub fn reconcile(
 async fn sync<C: ClusterApi>(client: &Arc<C>, ca: Option<&str>) -> Result<(), ApiError> {
     let namespaces = client.list::<Namespace>(None).await?.items;
     let accounts = client.list::<ServiceAccount>(None).await?.items;
-    let config_maps = match ca {
-        Some(_) => client.list::<ConfigMap>(None).await?.items,
-        None => Vec::new(),
-    };
+    // One read per namespace, not a list of every ConfigMap in the cluster: ConfigMaps are many
+    // and written often, and only one name matters here.
+    let mut config_maps = Vec::new();
+    if ca.is_some() {
+        for ns in namespaces.iter().filter(|n| !is_terminating(&n.metadata)) {
+            let ns = ns.metadata.name.as_deref();
+            match client.get::<ConfigMap>(ns, ROOT_CA_CONFIGMAP).await {
+                Ok(cm) => config_maps.push(cm),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     for action in reconcile(&namespaces, &accounts, &config_maps, ca) {
         let result = match action {
             Action::CreateServiceAccount { namespace } => {
@@ -109,12 +118,13 @@ async fn sync<C: ClusterApi>(client: &Arc<C>, ca: Option<&str>) -> Result<(), Ap
     Ok(())
 }
 
-/// Runs the loop; `ca` is the cluster CA (PEM) to publish, `None` in plain-HTTP mode.
+/// Runs the loop; `ca` is the cluster CA (PEM) to publish, `None` in plain-HTTP mode. Woken by
+/// Namespace and ServiceAccount changes; a changed or deleted `kube-root-ca.crt` is repaired by the
+/// periodic pass (watching every ConfigMap write would cost a pass per write).
 pub async fn run<C: ClusterApi>(client: Arc<C>, ca: Option<String>) {
     let trigger =
         Trigger::default().watch::<Namespace, C>(&client).await.watch::<ServiceAccount, C>(&client).await;
-    let trigger = if ca.is_some() { trigger.watch::<ConfigMap, C>(&client).await } else { trigger };
-    run_loop("serviceaccounts", trigger, Duration::from_secs(60), || sync(&client, ca.as_deref())).await;
+    run_loop("serviceaccounts", trigger, Duration::from_secs(30), || sync(&client, ca.as_deref())).await;
 }
 
 #[cfg(test)]
