@@ -167,6 +167,16 @@ fn logs_exec_and_port_forward_through_the_master(c: &Cluster) {
     let web = &ready_pods(c, "replicaset-nginx-", 4)[0];
     let exit = kubectl_cmd(c, &["exec", &web.name, "--", "sh", "-c", "exit 3"]).status().unwrap();
     assert_eq!(exit.code(), Some(3), "kubectl exec returns the command's exit code");
+    // Every pod has its ServiceAccount token, the cluster CA and its namespace (a projected
+    // volume the node filled with a TokenRequest bound to the pod); the token authenticates.
+    let sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let read = |f: &str| c.ok(&["exec", &web.name, "--", "cat", &format!("{sa_dir}/{f}")]);
+    assert_eq!(read("namespace"), "default");
+    assert!(read("ca.crt").starts_with("-----BEGIN CERTIFICATE-----"));
+    let token = read("token");
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let who = c.ok(&["--token", &token, "auth", "whoami"]);
+    assert!(who.contains("system:serviceaccount:default:default"), "{who}");
     let mut cat = kubectl_cmd(c, &["exec", "-i", &web.name, "--", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

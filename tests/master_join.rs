@@ -205,6 +205,67 @@ async fn nodes_join_and_are_restricted_to_their_own_objects() {
             .contains("cannot delete resource \"deployments\" in API group \"apps\"")
     );
     assert_eq!(n1.call(Method::DELETE, "/api/v1/nodes/n1", None, "").await.0, StatusCode::FORBIDDEN);
+    // ServiceAccount admission gave the pods the `default` account and a projected token volume;
+    // the node may request tokens bound to its own pods only, and read the CA ConfigMap they mount.
+    let (_, mine) = admin.get("/api/v1/namespaces/default/pods/mine").await;
+    assert_eq!(mine["spec"]["serviceAccountName"], "default");
+    let projected =
+        mine["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["projected"].is_object()).unwrap();
+    assert!(projected["name"].as_str().unwrap().starts_with("kube-api-access-"));
+    assert_eq!(
+        mine["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let uid = |p: &Value| p["metadata"]["uid"].as_str().unwrap().to_string();
+    let token_for = |pod: &str, uid: String| {
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3607, "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid}}})
+    };
+    let (code, body) = n1
+        .post("/api/v1/namespaces/default/serviceaccounts/default/token", token_for("mine", uid(&mine)))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let pod_token = body["status"]["token"].as_str().unwrap().to_string();
+    let (_, theirs) = admin.get("/api/v1/namespaces/default/pods/theirs").await;
+    let (code, body) = n1
+        .post("/api/v1/namespaces/default/serviceaccounts/default/token", token_for("theirs", uid(&theirs)))
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let unbound = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
+    assert_eq!(
+        n1.post("/api/v1/namespaces/default/serviceaccounts/default/token", unbound).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        n1.post(
+            "/api/v1/namespaces/kube-system/serviceaccounts/default/token",
+            token_for("mine", uid(&mine))
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let ca_cm = "/api/v1/namespaces/default/configmaps/kube-root-ca.crt";
+    wait_for("kube-root-ca.crt", Duration::from_secs(10), || {
+        let m = &m;
+        let kc = m.kubectl(&["get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"]);
+        (kc.status.success() && String::from_utf8_lossy(&kc.stdout).contains("BEGIN CERTIFICATE"))
+            .then_some(())
+    });
+    assert_eq!(n1.get(ca_cm).await.0, StatusCode::OK);
+    assert_eq!(
+        n1.get("/api/v1/namespaces/kube-system/configmaps/kube-root-ca.crt").await.0,
+        StatusCode::FORBIDDEN
+    );
+    // The pod's token authenticates as its ServiceAccount, which may do nothing by default.
+    let pod_client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let r = pod_client
+        .get(format!("{}/api/v1/namespaces/default/pods", m.url()))
+        .bearer_auth(&pod_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Discovery is open to every authenticated user (kubectl with a node kubeconfig needs it).
     assert_eq!(n1.get("/apis").await.0, StatusCode::OK);
 

@@ -120,7 +120,8 @@ fn seed_objects_and_errors(backend: Backend) {
     m.ok(&["patch", "cm", "projectid", "--type=merge", "-p", r#"{"data":{"z":"1"}}"#]);
     m.ok(&["patch", "cm", "projectid", "-p", r#"{"metadata":{"labels":{"tier":"a"}}}"#]);
     assert_eq!(m.ok(&["get", "cm", "-l", "tier=a", "-o", "name"]).trim(), "configmap/projectid");
-    assert_eq!(m.ok(&["get", "cm", "-l", "tier!=a", "-o", "name"]).trim(), "");
+    // The only other ConfigMap is the CA every namespace gets (root-ca publisher).
+    assert_eq!(m.ok(&["get", "cm", "-l", "tier!=a", "-o", "name"]).trim(), "configmap/kube-root-ca.crt");
     let fsel = m.ok(&[
         "get",
         "cm",

@@ -44,7 +44,8 @@ fn seed_workflow(backend: Backend) {
     let desc = m.ok(&["describe", "pod", &before[0]]);
     assert!(
         desc.contains("Controlled By:  ReplicaSet/replicaset-nginx")
-            && desc.contains("Status:       Running"),
+            // The column width follows the longest label (`Service Account:` since pods have one).
+            && desc.lines().any(|l| l.starts_with("Status:") && l.trim_end().ends_with(" Running")),
         "{desc}"
     );
 

@@ -52,8 +52,116 @@ impl FieldError {
 fn name_rule(kind: &str) -> fn(&str) -> Option<String> {
     match kind {
         "Namespace" | "Service" => names::check_dns1123_label,
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment_name,
         _ => names::check_dns1123_subdomain,
     }
+}
+
+/// RBAC names are path segments (`system:discovery` is valid): not `.` or `..`, no `/` or `%`.
+fn path_segment_name(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    ["/", "%"].iter().find(|c| name.contains(**c)).map(|c| format!("may not contain '{c}'"))
+}
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// Roles: every rule names verbs; resource rules name apiGroups and resources, or nonResourceURLs
+/// (only in ClusterRoles).
+fn rbac_role(kind: &str, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let rules = obj.get("rules").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (i, r) in rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let len = |f: &str| r.get(f).and_then(Value::as_array).map_or(0, Vec::len);
+        if len("verbs") == 0 {
+            errs.push(FieldError {
+                reason: "FieldValueRequired",
+                message: format!("{path}.verbs: Required value: verbs must contain at least one value"),
+                field: format!("{path}.verbs"),
+            });
+        }
+        if len("nonResourceURLs") > 0 {
+            if kind == "Role" {
+                errs.push(FieldError::invalid(
+                    format!("{path}.nonResourceURLs"),
+                    r.get("nonResourceURLs").unwrap_or(&Value::Null),
+                    "namespaced rules cannot apply to non-resource URLs",
+                ));
+            }
+            if len("apiGroups") > 0 || len("resources") > 0 {
+                errs.push(FieldError::invalid(
+                    format!("{path}.nonResourceURLs"),
+                    r.get("nonResourceURLs").unwrap_or(&Value::Null),
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                ));
+            }
+        } else {
+            if len("apiGroups") == 0 {
+                errs.push(FieldError {
+                    reason: "FieldValueRequired",
+                    message: format!(
+                        "{path}.apiGroups: Required value: resource rules must supply at least one api group"
+                    ),
+                    field: format!("{path}.apiGroups"),
+                });
+            }
+            if len("resources") == 0 {
+                errs.push(FieldError {
+                    reason: "FieldValueRequired",
+                    message: format!(
+                        "{path}.resources: Required value: resource rules must supply at least one resource"
+                    ),
+                    field: format!("{path}.resources"),
+                });
+            }
+        }
+    }
+    errs
+}
+
+/// Bindings: a roleRef of the RBAC group naming a Role (RoleBindings only) or ClusterRole, and
+/// subjects of kind User, Group or ServiceAccount (namespaced in ClusterRoleBindings).
+fn rbac_binding(kind: &str, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let rr = obj.get("roleRef").unwrap_or(&Value::Null);
+    let rr_group = rr.get("apiGroup").cloned().unwrap_or(Value::String(String::new()));
+    if rr_group != RBAC_GROUP {
+        errs.push(FieldError::not_supported("roleRef.apiGroup", &rr_group, &[RBAC_GROUP]));
+    }
+    let kinds: &[&str] = if kind == "RoleBinding" { &["Role", "ClusterRole"] } else { &["ClusterRole"] };
+    let rr_kind = rr.get("kind").cloned().unwrap_or(Value::String(String::new()));
+    if !kinds.iter().any(|k| rr_kind == *k) {
+        errs.push(FieldError::not_supported("roleRef.kind", &rr_kind, kinds));
+    }
+    if rr.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+        errs.push(FieldError::required("roleRef.name"));
+    }
+    let subjects = obj.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (i, s) in subjects.iter().enumerate() {
+        let path = format!("subjects[{i}]");
+        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.is_empty() {
+            errs.push(FieldError::required(format!("{path}.name")));
+        }
+        let k = s.get("kind").cloned().unwrap_or(Value::String(String::new()));
+        match k.as_str() {
+            Some("ServiceAccount") => {
+                let ns = s.get("namespace").and_then(Value::as_str).unwrap_or("");
+                if kind == "ClusterRoleBinding" && ns.is_empty() {
+                    errs.push(FieldError::required(format!("{path}.namespace")));
+                }
+            }
+            Some("User" | "Group") => {}
+            _ => errs.push(FieldError::not_supported(
+                format!("{path}.kind"),
+                &k,
+                &["ServiceAccount", "User", "Group"],
+            )),
+        }
+    }
+    errs
 }
 
 /// Validates metadata (name, labels) of an object about to be stored.
@@ -90,6 +198,8 @@ pub fn spec(kind: &str, obj: &Value) -> Vec<FieldError> {
         "Pod" => pod_spec("spec", obj.get("spec").unwrap_or(&Value::Null)),
         "ReplicaSet" | "Deployment" => workload(kind, obj),
         "Service" => service(obj),
+        "Role" | "ClusterRole" => rbac_role(kind, obj),
+        "RoleBinding" | "ClusterRoleBinding" => rbac_binding(kind, obj),
         _ => Vec::new(),
     }
 }

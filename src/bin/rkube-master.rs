@@ -6,6 +6,7 @@ use rkube::master::apiserver::alloc::AllocConfig;
 use rkube::master::apiserver::cluster::InProcessCluster;
 use rkube::master::apiserver::nodecert::NodeJoin;
 use rkube::master::apiserver::registry::Registry;
+use rkube::master::apiserver::satoken::TokenIssuer;
 use rkube::master::apiserver::{ApiServer, Auth, builtin, router, serve};
 use rkube::master::controllers::manager::{self, ManagerConfig};
 use rkube::master::controllers::nodeipam::{CidrAllocator, NodeIpamConfig};
@@ -72,6 +73,9 @@ struct Args {
     /// How long pods stay on an unreachable or not-ready node before they are evicted.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pod_eviction_timeout: Duration,
+    /// How often watches that allow bookmarks get one (tests shorten it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    watch_bookmark_interval: Duration,
     /// Revisions of history kept by the periodic compaction.
     #[arg(long, default_value_t = 10_000)]
     keep_revisions: i64,
@@ -153,6 +157,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let registry = Arc::new(Registry::new(store.clone(), alloc));
     registry.ensure_namespaces().await.context("creating the built-in namespaces")?;
+    registry.ensure_bootstrap_policy().await.context("creating the default RBAC roles and bindings")?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -175,10 +180,11 @@ async fn run(args: Args) -> Result<()> {
         args.kubeconfig_out.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
 
     let pki = tls::Pki::at(&args.data_dir);
+    let tokens = Arc::new(TokenIssuer::load_or_create(&pki)?);
     let (auth, url, tls_cfg, node_join) = if args.insecure_http {
         let url = format!("http://{}", SocketAddr::new(host, addr.port()));
         tls::write_kubeconfig(&kubeconfig_path, &tls::kubeconfig(&url, None, None))?;
-        (Auth { allow_anonymous: true, ..Default::default() }, url, None, None)
+        (Auth { allow_anonymous: true, tokens: Some(tokens), ..Default::default() }, url, None, None)
     } else {
         let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         if let Ok(h) = nix::unistd::gethostname() {
@@ -202,6 +208,7 @@ async fn run(args: Args) -> Result<()> {
             admin_tokens: vec![access.admin_token.clone()],
             join_credential: Some(access.join.credential()),
             allow_anonymous: false,
+            tokens: Some(tokens),
         };
         let join =
             NodeJoin { ca: tls::ClusterCa::load(&pki)?, kubelet_client_cn: tls::KUBELET_CLIENT_CN.into() };
@@ -242,6 +249,9 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
+    // Namespace deletion (the namespace controller's job), over the registry.
+    tokio::spawn(rkube::master::apiserver::namespaces::run(registry.clone()));
+    let root_ca = node_join.as_ref().map(|j| j.ca.pem().to_string());
     // Scheduler, controllers (and fake nodes) in process, over the same admission path as HTTP.
     let cluster = Arc::new(InProcessCluster::new(registry.clone()));
     let fake_nodes =
@@ -258,10 +268,16 @@ async fn run(args: Args) -> Result<()> {
     let node_ipam = Some(NodeIpamConfig { cluster_cidr: args.cluster_cidr, mask: args.node_cidr_mask_size });
     let _control_plane = manager::spawn_all(
         cluster,
-        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, lb_pool, ..Default::default() },
+        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, lb_pool, root_ca, ..Default::default() },
     );
 
-    let app = router(Arc::new(ApiServer { registry: registry.clone(), auth, node_join, kubelet_tls }));
+    let app = router(Arc::new(ApiServer {
+        registry: registry.clone(),
+        auth,
+        node_join,
+        kubelet_tls,
+        bookmark_interval: args.watch_bookmark_interval,
+    }));
     println!("rkube-master serving {url} (store: {store_desc}); kubeconfig: {}", kubeconfig_path.display());
     match tls_cfg {
         Some(cfg) => serve::serve_tls(listener, app, cfg, shutdown_signal()).await,

@@ -171,13 +171,15 @@ const VOLUME_MOUNT: &Table = &[
     ("subPathExpr", No),
 ];
 
-/// Volume sources besides these four are refused by `volumes::check` with the list of supported ones.
+/// Volume sources besides these five are refused by `volumes::check` with the list of supported
+/// ones (which also checks the sources of projected volumes).
 const VOLUME: &Table = &[
     ("name", Yes),
     ("emptyDir", Object(EMPTY_DIR)),
     ("hostPath", Object(HOST_PATH)),
     ("configMap", Yes),
     ("secret", Yes),
+    ("projected", Yes),
 ];
 
 const EMPTY_DIR: &Table = &[("medium", Only(&["", "Memory"])), ("sizeLimit", No)];

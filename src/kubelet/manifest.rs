@@ -3,6 +3,7 @@
 
 use crate::api::strict::{DecodeError, decode_strict};
 use crate::api::{defaults, validation};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,6 +14,9 @@ pub struct Manifest {
     pub pods: Vec<Pod>,
     pub config_maps: Vec<ConfigMap>,
     pub secrets: Vec<Secret>,
+    /// ServiceAccount tokens a joined node requested for projected volumes (never in files:
+    /// `rkubelet run` pods have no ServiceAccount).
+    pub service_account_tokens: Vec<TokenRequest>,
 }
 
 /// Why a manifest was refused. `doc` counts from 1, as editors show YAML documents.
@@ -32,7 +36,7 @@ pub enum ManifestError {
 
 /// Parses every document of `text`; empty documents are skipped.
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-    let mut docs = Vec::new();
+    let mut docs: Vec<(usize, Value)> = Vec::new();
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let doc = i + 1;
         let value =
@@ -41,18 +45,35 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             docs.push((doc, value));
         }
     }
-    collect(docs)
+    collect(docs, false)
 }
 
 /// The objects a node fetched from the API server for one of its pods, checked exactly like a
 /// manifest file (`rkubelet run`): validation, the node's field table, defaults.
 pub fn from_objects(objects: impl IntoIterator<Item = Value>) -> Result<Manifest, ManifestError> {
-    collect(objects.into_iter().enumerate().map(|(i, v)| (i + 1, v)))
+    collect(objects.into_iter().enumerate().map(|(i, v)| (i + 1, v)), true)
 }
 
-fn collect(docs: impl IntoIterator<Item = (usize, Value)>) -> Result<Manifest, ManifestError> {
+fn collect(
+    docs: impl IntoIterator<Item = (usize, Value)>,
+    from_api: bool,
+) -> Result<Manifest, ManifestError> {
     let mut manifest = Manifest::default();
     for (doc, value) in docs {
+        let is_token = value.get("kind").and_then(Value::as_str) == Some("TokenRequest")
+            && value.get("apiVersion").and_then(Value::as_str) == Some("authentication.k8s.io/v1");
+        if from_api && is_token {
+            let name =
+                value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let token = serde_json::from_value(value).map_err(|e| ManifestError::Invalid {
+                doc,
+                kind: "TokenRequest".into(),
+                name,
+                message: e.to_string(),
+            })?;
+            manifest.service_account_tokens.push(token);
+            continue;
+        }
         add(&mut manifest, doc, value)?;
     }
     if manifest.pods.is_empty() {

@@ -147,6 +147,16 @@ struct Planned<'a> {
 
 /// Starts a pod and returns its persisted state (phase Running).
 #[tracing::instrument(level = "debug", name = "pod start", skip_all, fields(pod = req.pod.metadata.name.as_deref().unwrap_or_default()))]
+/// What the pod's volumes draw from: the manifest's objects, tokens and the pod's metadata.
+fn volume_sources<'a>(req: &'a StartRequest<'_>) -> volumes::Sources<'a> {
+    volumes::Sources {
+        config_maps: &req.manifest.config_maps,
+        secrets: &req.manifest.secrets,
+        tokens: &req.manifest.service_account_tokens,
+        pod: &req.pod.metadata,
+    }
+}
+
 pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodError> {
     let pod = req.pod;
     let name = state::pod_key(pod);
@@ -192,8 +202,7 @@ pub fn start(node: &NodeConfig, req: &StartRequest<'_>) -> Result<PodState, PodE
         seccomp.push(choice);
     }
     let volumes = spec.volumes.clone().unwrap_or_default();
-    volumes::check(&volumes, &req.manifest.config_maps, &req.manifest.secrets)
-        .map_err(|e| invalid(e.to_string()))?;
+    volumes::check(&volumes, &volume_sources(req)).map_err(|e| invalid(e.to_string()))?;
     let store = node.image_store().map_err(step(&name, "open image store"))?;
     let pull_secrets = spec
         .image_pull_secrets
@@ -363,14 +372,8 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
     if volumes::needs_tmpfs(volumes) {
         sandbox::mount_tmpfs(&tmpfs).map_err(step(name, "pod tmpfs"))?;
     }
-    let paths = volumes::prepare(
-        volumes,
-        &req.manifest.config_maps,
-        &req.manifest.secrets,
-        &dir.join("volumes"),
-        &tmpfs,
-    )
-    .map_err(step(name, "volumes"))?;
+    let paths = volumes::prepare(volumes, &volume_sources(req), &dir.join("volumes"), &tmpfs)
+        .map_err(step(name, "volumes"))?;
     if let Some(base) = userns_base {
         for owned in [etc.clone(), dir.join("volumes"), tmpfs.clone()] {
             sandbox::chown_tree(&owned, base)

@@ -1,5 +1,6 @@
 //! Pod volumes on the host: emptyDir (a pod directory, or the pod tmpfs for `medium: Memory`),
-//! hostPath, configMap and secret (projected files; secrets on the pod tmpfs), and each
+//! hostPath, configMap, secret and projected (configMap, secret, downwardAPI metadata and
+//! serviceAccountToken sources; anything holding a secret or token on the pod tmpfs), and each
 //! container's volumeMounts as bind mounts, with `subPath` resolved inside the volume by the kernel
 //! (`openat2` with `RESOLVE_IN_ROOT`) so a symlink planted in a volume cannot point the mount at
 //! the host.
@@ -10,7 +11,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Volume};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret, Volume, VolumeProjection};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -47,20 +50,163 @@ fn entries_of_secret(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// What volumes draw from besides the host: the objects that came with the pod, the ServiceAccount
+/// tokens the node requested for it (none for file pods), and the pod's own metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub config_maps: &'a [ConfigMap],
+    pub secrets: &'a [Secret],
+    /// One per projected serviceAccountToken source, named by [`token_key`].
+    pub tokens: &'a [TokenRequest],
+    pub pod: &'a ObjectMeta,
+}
+
+/// The name under which a node passes the token of projected volume `volume`'s source `index`.
+pub fn token_key(volume: &str, index: usize) -> String {
+    format!("{volume}-{index}")
+}
+
 /// Checks that every volume can be prepared (sources and keys exist) without touching the host.
-pub fn check(volumes: &[Volume], config_maps: &[ConfigMap], secrets: &[Secret]) -> Result<(), VolumeError> {
+pub fn check(volumes: &[Volume], sources: &Sources) -> Result<(), VolumeError> {
     for v in volumes {
-        plan_files(v, config_maps, secrets)?;
+        plan_files(v, sources)?;
     }
     Ok(())
 }
 
-/// The projected files of a configMap or secret volume (`None` for other kinds).
-fn plan_files(
-    v: &Volume,
-    config_maps: &[ConfigMap],
-    secrets: &[Secret],
-) -> Result<Option<Vec<projection::ProjectedFile>>, VolumeError> {
+/// A downward API `fieldRef` of the pod's metadata, as the kubelet renders it (labels and
+/// annotations as sorted `key="value"` lines).
+fn metadata_field(meta: &ObjectMeta, path: &str) -> Option<String> {
+    let lines = |m: &Option<BTreeMap<String, String>>| {
+        m.iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
+    };
+    let key_of = |prefix: &str| path.strip_prefix(prefix)?.strip_suffix("']").map(String::from);
+    match path {
+        "metadata.name" => Some(meta.name.clone().unwrap_or_default()),
+        "metadata.namespace" => Some(meta.namespace.clone().unwrap_or_else(|| "default".into())),
+        "metadata.uid" => Some(meta.uid.clone().unwrap_or_default()),
+        "metadata.labels" => Some(lines(&meta.labels)),
+        "metadata.annotations" => Some(lines(&meta.annotations)),
+        _ => {
+            if let Some(k) = key_of("metadata.labels['") {
+                return Some(meta.labels.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default());
+            }
+            let k = key_of("metadata.annotations['")?;
+            Some(meta.annotations.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default())
+        }
+    }
+}
+
+/// Whether a projected source holds a secret or a token (the volume then lives on the tmpfs).
+fn sensitive(p: &VolumeProjection) -> bool {
+    p.secret.is_some() || p.service_account_token.is_some()
+}
+
+/// The files of a projected volume, every source merged into one directory.
+fn plan_projected(v: &Volume, sources: &Sources) -> Result<Vec<projection::ProjectedFile>, VolumeError> {
+    let invalid = |message: String| VolumeError::Invalid { volume: v.name.clone(), message };
+    let Some(p) = &v.projected else { return Ok(Vec::new()) };
+    let default_mode = match p.default_mode {
+        Some(m) => projection::checked_mode("projected", m).map_err(|e| invalid(e.to_string()))?,
+        None => CONFIG_MAP_DEFAULT_MODE,
+    };
+    let mut files = Vec::new();
+    for (index, src) in p.sources.iter().flatten().enumerate() {
+        let at = format!("sources[{index}]");
+        if let Some(cm) = &src.config_map {
+            let name = cm.name.as_str();
+            match sources.config_maps.iter().find(|c| c.metadata.name.as_deref() == Some(name)) {
+                Some(found) => files.extend(
+                    projection::project(
+                        &format!("{at}: configmap {name:?}"),
+                        &entries_of_config_map(found),
+                        cm.items.as_deref(),
+                        default_mode,
+                    )
+                    .map_err(|e| invalid(e.to_string()))?,
+                ),
+                None if cm.optional == Some(true) => {}
+                None => return Err(invalid(format!("{at}: configmap {name:?} not found"))),
+            }
+        } else if let Some(sec) = &src.secret {
+            let name = sec.name.as_str();
+            match sources.secrets.iter().find(|c| c.metadata.name.as_deref() == Some(name)) {
+                Some(found) => files.extend(
+                    projection::project(
+                        &format!("{at}: secret {name:?}"),
+                        &entries_of_secret(found),
+                        sec.items.as_deref(),
+                        default_mode,
+                    )
+                    .map_err(|e| invalid(e.to_string()))?,
+                ),
+                None if sec.optional == Some(true) => {}
+                None => return Err(invalid(format!("{at}: secret {name:?} not found"))),
+            }
+        } else if let Some(d) = &src.downward_api {
+            for (i, item) in d.items.iter().flatten().enumerate() {
+                let field = |m: &str| invalid(format!("{at}.downwardAPI.items[{i}]: {m}"));
+                if !projection::is_safe_relative(&item.path) {
+                    return Err(field(&format!("path {:?} must be a relative path without '..'", item.path)));
+                }
+                let Some(fr) = &item.field_ref else {
+                    return Err(field("only fieldRef is supported by rkube (not resourceFieldRef)"));
+                };
+                let value = metadata_field(sources.pod, &fr.field_path).ok_or_else(|| {
+                    field(&format!("fieldRef.fieldPath {:?} is not supported", fr.field_path))
+                })?;
+                let mode = match item.mode {
+                    Some(m) => {
+                        projection::checked_mode("downwardAPI", m).map_err(|e| invalid(e.to_string()))?
+                    }
+                    None => default_mode,
+                };
+                files.push(projection::ProjectedFile {
+                    path: item.path.clone().into(),
+                    data: value.into_bytes(),
+                    mode,
+                });
+            }
+        } else if let Some(t) = &src.service_account_token {
+            if !projection::is_safe_relative(&t.path) {
+                return Err(invalid(format!(
+                    "{at}.serviceAccountToken.path {:?} must be a relative path without '..'",
+                    t.path
+                )));
+            }
+            let key = token_key(&v.name, index);
+            let token = sources
+                .tokens
+                .iter()
+                .find(|tr| tr.metadata.name.as_deref() == Some(key.as_str()))
+                .and_then(|tr| tr.status.as_ref())
+                .map(|s| s.token.clone())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{at}.serviceAccountToken: ServiceAccount tokens exist only for pods from the API server \
+                         (rkubelet join); a pod run from a file has none"
+                    ))
+                })?;
+            files.push(projection::ProjectedFile {
+                path: t.path.clone().into(),
+                data: token.into_bytes(),
+                mode: default_mode,
+            });
+        } else {
+            return Err(invalid(format!(
+                "{at}: only configMap, secret, downwardAPI and serviceAccountToken sources are supported"
+            )));
+        }
+    }
+    Ok(files)
+}
+
+/// The projected files of a configMap, secret or projected volume (`None` for other kinds).
+fn plan_files(v: &Volume, sources: &Sources) -> Result<Option<Vec<projection::ProjectedFile>>, VolumeError> {
+    let (config_maps, secrets) = (sources.config_maps, sources.secrets);
+    if v.projected.is_some() {
+        return plan_projected(v, sources).map(Some);
+    }
     let invalid = |message: String| VolumeError::Invalid { volume: v.name.clone(), message };
     if let Some(src) = &v.config_map {
         let name = src.name.as_str();
@@ -107,16 +253,23 @@ fn plan_files(
         .map_err(|e| invalid(e.to_string()));
     }
     if v.empty_dir.is_none() && v.host_path.is_none() {
-        return Err(invalid("only emptyDir, hostPath, configMap and secret volumes are supported".into()));
+        return Err(invalid(
+            "only emptyDir, hostPath, configMap, secret and projected volumes are supported".into(),
+        ));
     }
     Ok(None)
 }
 
 /// Whether the pod needs its tmpfs (secret volumes or memory emptyDirs).
 pub fn needs_tmpfs(volumes: &[Volume]) -> bool {
-    volumes.iter().any(|v| {
-        v.secret.is_some() || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() == Some("Memory"))
-    })
+    volumes.iter().any(on_tmpfs)
+}
+
+/// Whether a volume lives on the pod tmpfs: secrets, projected secrets and tokens, memory emptyDirs.
+fn on_tmpfs(v: &Volume) -> bool {
+    v.secret.is_some()
+        || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() == Some("Memory"))
+        || v.projected.iter().flat_map(|p| p.sources.iter().flatten()).any(sensitive)
 }
 
 /// Creates every volume of the pod: disk volumes under `disk_dir`, secrets and memory emptyDirs
@@ -124,8 +277,7 @@ pub fn needs_tmpfs(volumes: &[Volume]) -> bool {
 #[tracing::instrument(level = "debug", name = "volumes", skip_all)]
 pub fn prepare(
     volumes: &[Volume],
-    config_maps: &[ConfigMap],
-    secrets: &[Secret],
+    sources: &Sources,
     disk_dir: &Path,
     tmpfs_dir: &Path,
 ) -> Result<VolumePaths, VolumeError> {
@@ -135,7 +287,7 @@ pub fn prepare(
             let (volume, path) = (v.name.clone(), path.to_path_buf());
             move |source| VolumeError::Io { volume, step, path, source }
         };
-        let files = plan_files(v, config_maps, secrets)?;
+        let files = plan_files(v, sources)?;
         let path = if let Some(host) = &v.host_path {
             let path = PathBuf::from(&host.path);
             match host.type_.as_deref().unwrap_or_default() {
@@ -159,9 +311,7 @@ pub fn prepare(
             }
             path
         } else {
-            let on_tmpfs = v.secret.is_some()
-                || v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref() == Some("Memory"));
-            let path = if on_tmpfs { tmpfs_dir.join(&v.name) } else { disk_dir.join(&v.name) };
+            let path = if on_tmpfs(v) { tmpfs_dir.join(&v.name) } else { disk_dir.join(&v.name) };
             match &files {
                 Some(files) => {
                     let parent = path.parent().unwrap_or(&path);
@@ -260,5 +410,47 @@ mod tests {
         assert_eq!(up, fs::canonicalize(&vol).unwrap());
         assert!(resolve_sub_path(&vol, "../x").is_err());
         assert!(resolve_sub_path(&vol, "/abs").is_err());
+    }
+
+    #[test]
+    fn projected_api_access_volume() {
+        let volume: Volume = serde_json::from_value(serde_json::json!({"name": "kube-api-access-abcde",
+            "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
+                    {"path": "app", "fieldRef": {"fieldPath": "metadata.labels['app']"}}]}}]}}))
+        .unwrap();
+        let ca: ConfigMap =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "kube-root-ca.crt"},
+            "data": {"ca.crt": "PEM"}}))
+            .unwrap();
+        let token: TokenRequest = serde_json::from_value(serde_json::json!({"metadata": {"name": token_key("kube-api-access-abcde", 0)},
+            "spec": {"audiences": []}, "status": {"token": "eyJ.x.y", "expirationTimestamp": "2030-01-01T00:00:00Z"}}))
+        .unwrap();
+        let pod = ObjectMeta {
+            namespace: Some("team".into()),
+            labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
+            ..Default::default()
+        };
+        let cms = [ca];
+        let tokens = [token];
+        let sources = Sources { config_maps: &cms, secrets: &[], tokens: &tokens, pod: &pod };
+        let files = plan_files(&volume, &sources).unwrap().unwrap();
+        let got: Vec<(String, String)> = files
+            .iter()
+            .map(|f| (f.path.display().to_string(), String::from_utf8(f.data.clone()).unwrap()))
+            .collect();
+        let want = [("token", "eyJ.x.y"), ("ca.crt", "PEM"), ("namespace", "team"), ("app", "web")];
+        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+        assert!(files.iter().all(|f| f.mode == 0o644));
+        assert!(needs_tmpfs(std::slice::from_ref(&volume)));
+        // A pod run from a file has no token; the ConfigMap must exist.
+        let no_token = Sources { tokens: &[], ..sources };
+        let err = check(std::slice::from_ref(&volume), &no_token).unwrap_err().to_string();
+        assert!(err.contains("ServiceAccount tokens exist only for pods from the API server"), "{err}");
+        let no_ca = Sources { config_maps: &[], ..sources };
+        let err = check(std::slice::from_ref(&volume), &no_ca).unwrap_err().to_string();
+        assert!(err.contains("configmap \"kube-root-ca.crt\" not found"), "{err}");
     }
 }

@@ -60,6 +60,8 @@ pub struct Pki {
     pub kubelet_client_key: PathBuf,
     pub admin_token: PathBuf,
     pub join_token: PathBuf,
+    /// The ServiceAccount token signing key (ECDSA P-256, PKCS#8 PEM).
+    pub sa_key: PathBuf,
 }
 
 impl Pki {
@@ -75,6 +77,7 @@ impl Pki {
             kubelet_client_key: d.join("kubelet-client.key"),
             admin_token: d.join("admin.token"),
             join_token: d.join("join.token"),
+            sa_key: d.join("sa.key"),
         }
     }
 }
@@ -84,7 +87,7 @@ pub const KUBELET_CLIENT_CN: &str = "rkube-apiserver-kubelet-client";
 /// Validity of issued node certificates.
 const NODE_CERT_DAYS: i64 = 365;
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| TlsError::Write { path: path.to_path_buf(), source };

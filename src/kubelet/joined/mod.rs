@@ -766,7 +766,49 @@ async fn fetch_references(client: &kube::Client, pod: &Pod) -> Result<Vec<Value>
     fetch_into(&config_maps, "configmap", &refs.config_maps, &mut objects).await?;
     let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
     fetch_into(&secrets, "secret", &refs.secrets, &mut objects).await?;
+    request_tokens(client, pod, &mut objects).await?;
     Ok(objects)
+}
+
+/// Requests, bound to the pod, a token for every projected serviceAccountToken source (named by
+/// `volumes::token_key`), as the kubelet's token manager does.
+async fn request_tokens(client: &kube::Client, pod: &Pod, out: &mut Vec<Value>) -> Result<(), String> {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    let (namespace, name) = names(pod);
+    let spec = pod.spec.as_ref();
+    let sa = spec
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &namespace);
+    for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+        for (index, source) in v.projected.iter().flat_map(|p| p.sources.iter().flatten()).enumerate() {
+            let Some(t) = &source.service_account_token else { continue };
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: t.audience.clone().filter(|a| !a.is_empty()).into_iter().collect(),
+                    expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(name.clone()),
+                        uid: pod.metadata.uid.clone(),
+                    }),
+                },
+                ..Default::default()
+            };
+            let mut issued = accounts
+                .create_token_request(&sa, &PostParams::default(), &request)
+                .await
+                .map_err(|e| format!("serviceaccount \"{sa}\" token for volume {:?}: {e}", v.name))?;
+            issued.metadata = ObjectMeta {
+                name: Some(crate::kubelet::volumes::token_key(&v.name, index)),
+                ..Default::default()
+            };
+            out.push(json!(issued));
+        }
+    }
+    Ok(())
 }
 
 /// GETs each named object (`true`: optional, may be missing) into `out`, without managedFields.

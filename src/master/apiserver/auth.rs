@@ -1,10 +1,16 @@
 //! Authentication: who is calling. In order: a client certificate verified by the TLS layer
 //! against the cluster CA (user = CN, groups = O), a bearer token (admin → `admin` in
 //! `system:masters`; the join credential → `system:bootstrap:<id>` in `system:bootstrappers`), and
-//! in plain-HTTP anonymous mode (loopback only) everyone is an administrator.
+//! a ServiceAccount JWT signed by the master (checked here for signature, audience and expiry;
+//! the caller then checks that the ServiceAccount and a bound Pod still exist), and in
+//! plain-HTTP anonymous mode (loopback only) everyone is an administrator. Every authenticated
+//! user is also in `system:authenticated`.
 
 use super::authz::{BOOTSTRAPPERS, MASTERS, UserInfo};
+use super::rbac::AUTHENTICATED;
+use super::satoken::{self, Claims, TokenIssuer};
 use axum::http::{HeaderMap, header};
+use std::sync::Arc;
 
 /// The identity of a TLS connection's verified client certificate, inserted into every request
 /// of that connection by [`super::serve::serve_tls`].
@@ -30,12 +36,16 @@ pub struct Auth {
     pub join_credential: Option<String>,
     /// Accept requests without credentials as administrators (plain HTTP on loopback only).
     pub allow_anonymous: bool,
+    /// Validates ServiceAccount tokens (`None`: they are refused).
+    pub tokens: Option<Arc<TokenIssuer>>,
 }
 
 /// The outcome of authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authenticated {
     User(UserInfo),
+    /// A valid ServiceAccount token; the ServiceAccount (and bound Pod) must still exist.
+    ServiceAccount(Box<Claims>),
     /// Credentials were presented but are not valid (401).
     Invalid,
     /// No credentials (401 unless anonymous access is on).
@@ -58,24 +68,36 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 impl Auth {
     /// Authenticates a request from its headers and its connection's client certificate.
     pub fn authenticate(&self, headers: &HeaderMap, peer: Option<&PeerIdentity>) -> Authenticated {
-        if let Some(user) = peer.and_then(|p| p.0.clone()) {
+        if let Some(mut user) = peer.and_then(|p| p.0.clone()) {
+            if !user.in_group(AUTHENTICATED) {
+                user.groups.push(AUTHENTICATED.into());
+            }
             return Authenticated::User(user);
         }
         if self.allow_anonymous {
-            return Authenticated::User(UserInfo::new("system:anonymous", &[MASTERS]));
+            return Authenticated::User(UserInfo::new("system:anonymous", &[MASTERS, AUTHENTICATED]));
         }
         let Some(token) = bearer_token(headers) else { return Authenticated::Missing };
         if self.admin_tokens.iter().any(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) {
-            return Authenticated::User(UserInfo::new("admin", &[MASTERS]));
+            return Authenticated::User(UserInfo::new("admin", &[MASTERS, AUTHENTICATED]));
         }
         if let Some(cred) = &self.join_credential {
             if constant_time_eq(cred.as_bytes(), token.as_bytes()) {
                 let id = cred.split_once('.').map_or("", |(id, _)| id);
                 return Authenticated::User(UserInfo::new(
                     &format!("system:bootstrap:{id}"),
-                    &[BOOTSTRAPPERS],
+                    &[BOOTSTRAPPERS, AUTHENTICATED],
                 ));
             }
+        }
+        if let Some(issuer) = self.tokens.as_ref().filter(|_| satoken::looks_like_jwt(token)) {
+            return match issuer.validate(token) {
+                Ok(claims) => Authenticated::ServiceAccount(Box::new(claims)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "refused a service account token");
+                    Authenticated::Invalid
+                }
+            };
         }
         Authenticated::Invalid
     }
@@ -99,6 +121,7 @@ mod tests {
             admin_tokens: vec!["admintoken".into()],
             join_credential: Some("abc123.0123456789abcdef".into()),
             allow_anonymous: false,
+            tokens: None,
         };
         let Authenticated::User(admin) = auth.authenticate(&headers(Some("admintoken")), None) else {
             panic!()
@@ -108,7 +131,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(boot, UserInfo::new("system:bootstrap:abc123", &[BOOTSTRAPPERS]));
+        assert_eq!(boot, UserInfo::new("system:bootstrap:abc123", &[BOOTSTRAPPERS, AUTHENTICATED]));
         assert_eq!(
             auth.authenticate(&headers(Some("abc123.0123456789abcdeX")), None),
             Authenticated::Invalid

@@ -1,16 +1,21 @@
 //! Authorization: one [`authorize`] decision per request from the authenticated [`UserInfo`] and
 //! the request's [`RequestAttributes`].
 //!
-//! - `system:masters` may do everything;
+//! - `system:masters` may do everything (kube-apiserver's privileged-group shortcut, so the
+//!   admin's requests never read RBAC objects);
 //! - every authenticated user may read discovery, `/openapi`, `/version` and the health paths;
-//! - bootstrap tokens (`system:bootstrappers`) may only request node certificates;
+//! - bootstrap tokens (`system:bootstrappers`) may request node certificates;
 //! - nodes (`system:node:<n>` in `system:nodes`) get the rules of Kubernetes' node authorizer and
 //!   NodeRestriction, reduced to what rkubelet does: their own Node, Lease and pods, the Secrets and
-//!   ConfigMaps their pods reference, events, and reads of what the service proxy needs.
+//!   ConfigMaps their pods reference, tokens of their pods' ServiceAccounts, events, and reads of
+//!   what the service proxy needs;
+//! - then RBAC ([`super::rbac`]) for everyone, as kube-apiserver's `--authorization-mode=Node,RBAC`:
+//!   what the node rules refuse RBAC may still allow.
 //!
 //! Questions about the object graph (is this pod bound to me? does one of my pods reference this
 //! Secret?) go through [`NodeGraph`], so the rules are unit-tested without a server.
 
+use super::rbac::{self, RbacDecision, RbacSource};
 use super::registry::{Registry, Selectors};
 use super::resources;
 use super::status::ApiStatus;
@@ -168,6 +173,14 @@ pub trait NodeGraph: Send + Sync {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = bool> + Send;
+
+    /// Whether a pod bound to `node` in `namespace` runs as the ServiceAccount `name`.
+    fn node_service_account(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = bool> + Send;
 }
 
 /// Whether a pod (JSON) references a Secret or ConfigMap: volumes (projected sources included),
@@ -204,24 +217,42 @@ fn is_public_path(path: &str) -> bool {
     )
 }
 
-/// Decides one request.
-pub async fn authorize<G: NodeGraph>(user: &UserInfo, attrs: &RequestAttributes, graph: &G) -> Decision {
+/// Decides one request: the privileged group, the fixed paths, the node authorizer, then RBAC.
+pub async fn authorize<G: NodeGraph + RbacSource>(
+    user: &UserInfo,
+    attrs: &RequestAttributes,
+    graph: &G,
+) -> Decision {
     if user.in_group(MASTERS) {
         return Decision::Allow;
     }
-    let Some(r) = &attrs.resource else {
-        if is_public_path(&attrs.path) && attrs.verb == "get" {
-            return Decision::Allow;
+    let mut reasons = Vec::new();
+    match &attrs.resource {
+        None => {
+            if is_public_path(&attrs.path) && attrs.verb == "get" {
+                return Decision::Allow;
+            }
+            let cert_request = attrs.path.trim_end_matches('/') == NODE_CERT_PATH && attrs.verb == "create";
+            if cert_request && (user.in_group(BOOTSTRAPPERS) || user.node_name().is_some()) {
+                return Decision::Allow;
+            }
         }
-        let cert_request = attrs.path.trim_end_matches('/') == NODE_CERT_PATH && attrs.verb == "create";
-        if cert_request && (user.in_group(BOOTSTRAPPERS) || user.node_name().is_some()) {
-            return Decision::Allow;
+        Some(r) => {
+            if let Some(node) = user.node_name() {
+                match authorize_node(node, &attrs.verb, r, graph).await {
+                    Decision::Allow => return Decision::Allow,
+                    Decision::Deny(reason) if !reason.is_empty() => reasons.push(reason),
+                    Decision::Deny(_) => {}
+                }
+            }
         }
-        return Decision::Deny(String::new());
-    };
-    match user.node_name() {
-        Some(node) => authorize_node(node, &attrs.verb, r, graph).await,
-        None => Decision::Deny(String::new()),
+    }
+    match rbac::authorize(user, attrs, graph).await {
+        RbacDecision::Allow(_) => Decision::Allow,
+        RbacDecision::NoOpinion(errors) => {
+            reasons.extend(errors.into_iter().map(|e| format!("RBAC: {e}")));
+            Decision::Deny(reasons.join(", "))
+        }
     }
 }
 
@@ -278,6 +309,10 @@ async fn authorize_node<G: NodeGraph>(node: &str, verb: &str, r: &ResourceAttrib
                 _ => deny(format!("no relationship found between node '{node}' and this object")),
             }
         }
+        ("", "serviceaccounts") if sub == "token" && verb == "create" => allow_if(
+            graph.node_service_account(node, &r.namespace, &r.name).await,
+            format!("no relationship found between node '{node}' and this object"),
+        ),
         ("coordination.k8s.io", "leases") => allow_if(
             r.namespace == "kube-node-lease"
                 && r.name == node
@@ -353,6 +388,76 @@ impl NodeGraph for RegistryGraph<'_> {
             Err(_) => false,
         }
     }
+
+    async fn node_service_account(&self, node: &str, namespace: &str, name: &str) -> bool {
+        let Some(pods) = resources::find("", "v1", "pods") else { return false };
+        let sel = Selectors {
+            fields: FieldSelector { terms: vec![("spec.nodeName".into(), true, node.into())] },
+            ..Default::default()
+        };
+        match self.0.list(pods, Some(namespace), &sel).await {
+            Ok((items, _)) => items.iter().any(|p| pod_service_account(p) == name),
+            Err(_) => false,
+        }
+    }
+}
+
+/// A pod's ServiceAccount (`default` when unset).
+pub fn pod_service_account(pod: &Value) -> &str {
+    pod.pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Result<Vec<T>, String> {
+    items.into_iter().map(|v| serde_json::from_value(v).map_err(|e| e.to_string())).collect()
+}
+
+impl RbacSource for RegistryGraph<'_> {
+    async fn cluster_role_bindings(
+        &self,
+    ) -> Result<Vec<k8s_openapi::api::rbac::v1::ClusterRoleBinding>, String> {
+        let r = resources::find(rbac::GROUP, "v1", "clusterrolebindings")
+            .ok_or("clusterrolebindings are not served")?;
+        let (items, _) = self.0.list(r, None, &Selectors::default()).await.map_err(|e| e.message)?;
+        decode_all(items)
+    }
+
+    async fn role_bindings(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<k8s_openapi::api::rbac::v1::RoleBinding>, String> {
+        let r = resources::find(rbac::GROUP, "v1", "rolebindings").ok_or("rolebindings are not served")?;
+        let (items, _) =
+            self.0.list(r, Some(namespace), &Selectors::default()).await.map_err(|e| e.message)?;
+        decode_all(items)
+    }
+
+    async fn cluster_role(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::rbac::v1::ClusterRole>, String> {
+        let r = resources::find(rbac::GROUP, "v1", "clusterroles").ok_or("clusterroles are not served")?;
+        match self.0.get(r, "", name).await {
+            Ok(v) => serde_json::from_value(v).map(Some).map_err(|e| e.to_string()),
+            Err(e) if e.code == 404 => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    async fn role(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::rbac::v1::Role>, String> {
+        let r = resources::find(rbac::GROUP, "v1", "roles").ok_or("roles are not served")?;
+        match self.0.get(r, namespace, name).await {
+            Ok(v) => serde_json::from_value(v).map(Some).map_err(|e| e.to_string()),
+            Err(e) if e.code == 404 => Ok(None),
+            Err(e) => Err(e.message),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -390,6 +495,36 @@ mod tests {
                     && p["spec"]["nodeName"] == node
                     && pod_references(p, kind, name)
             })
+        }
+        async fn node_service_account(&self, node: &str, namespace: &str, name: &str) -> bool {
+            self.0.values().any(|p| {
+                p["metadata"]["namespace"] == namespace
+                    && p["spec"]["nodeName"] == node
+                    && pod_service_account(p) == name
+            })
+        }
+    }
+
+    impl RbacSource for Graph {
+        async fn cluster_role_bindings(
+            &self,
+        ) -> Result<Vec<k8s_openapi::api::rbac::v1::ClusterRoleBinding>, String> {
+            Ok(rbac::bootstrap_policy().1)
+        }
+        async fn role_bindings(
+            &self,
+            _: &str,
+        ) -> Result<Vec<k8s_openapi::api::rbac::v1::RoleBinding>, String> {
+            Ok(Vec::new())
+        }
+        async fn cluster_role(
+            &self,
+            name: &str,
+        ) -> Result<Option<k8s_openapi::api::rbac::v1::ClusterRole>, String> {
+            Ok(rbac::bootstrap_policy().0.into_iter().find(|c| c.metadata.name.as_deref() == Some(name)))
+        }
+        async fn role(&self, _: &str, _: &str) -> Result<Option<k8s_openapi::api::rbac::v1::Role>, String> {
+            Ok(None)
         }
     }
 
@@ -534,6 +669,11 @@ mod tests {
         assert!(!node_may("GET", "/api/v1/namespaces/default/secrets", "").await);
         assert!(!node_may("GET", "/api/v1/secrets", "metadata.name=vol-secret").await);
         assert!(!node_may("PUT", "/api/v1/namespaces/default/secrets/vol-secret", "").await);
+        // Tokens only for the ServiceAccounts of its pods (`mine` runs as `default`).
+        assert!(node_may("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "").await);
+        assert!(!node_may("POST", "/api/v1/namespaces/default/serviceaccounts/admin/token", "").await);
+        assert!(!node_may("POST", "/api/v1/namespaces/kube-system/serviceaccounts/default/token", "").await);
+        assert!(!node_may("GET", "/api/v1/namespaces/default/serviceaccounts/default", "").await);
     }
 
     #[tokio::test]

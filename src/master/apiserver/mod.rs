@@ -3,15 +3,20 @@
 
 pub mod alloc;
 pub mod auth;
+pub mod authapi;
 pub mod authz;
 pub mod builtin;
 pub mod cluster;
 pub mod discovery;
+pub mod namespaces;
 pub mod nodecert;
 pub mod openapi;
+pub mod protobuf;
 pub mod proxy;
+pub mod rbac;
 pub mod registry;
 pub mod resources;
+pub mod satoken;
 pub mod serve;
 pub mod status;
 pub mod table;
@@ -46,7 +51,12 @@ pub struct ApiServer {
     /// TLS client configuration for dialling nodes (`tls::kubelet_client_config`): pods' log,
     /// exec and port-forward are proxied to their node with it; `None` answers them with 502.
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK (kube-apiserver: 1 min).
+    pub bookmark_interval: Duration,
 }
+
+/// kube-apiserver's bookmark frequency.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The axum router serving the whole API.
 pub fn router(state: Arc<ApiServer>) -> Router {
@@ -103,13 +113,14 @@ async fn serve_parts(
         };
     }
     let public = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
+    let mut user = authz::UserInfo::new("system:anonymous", &[rbac::UNAUTHENTICATED]);
     if !public {
-        let user = match app.auth.authenticate(&headers, peer.as_ref()) {
-            Authenticated::User(u) => u,
-            _ if path == authz::NODE_CERT_PATH => {
+        user = match authenticate(app, &headers, peer.as_ref()).await {
+            Ok(u) => u,
+            Err(_) if path == authz::NODE_CERT_PATH => {
                 return ApiStatus::unauthorized_msg("invalid join token").into_response();
             }
-            _ => return ApiStatus::unauthorized().into_response(),
+            Err(e) => return e.into_response(),
         };
         if let Err(resp) = authorize(app, &user, &method, path, &headers, &q, &body).await {
             return resp;
@@ -125,7 +136,7 @@ async fn serve_parts(
         }
     }
     let handled = registry::WARNINGS.scope(Default::default(), async {
-        let r = route(app, &method, path, &headers, &q, body).await;
+        let r = route(app, &user, &method, path, &headers, &q, body).await;
         (r, registry::WARNINGS.with(|w| w.take()))
     });
     let (result, warnings) = handled.await;
@@ -152,9 +163,23 @@ pub(crate) async fn admit(
     peer: Option<&PeerIdentity>,
     q: &Q,
 ) -> Result<(), Response> {
+    let user = authenticate(app, headers, peer).await.map_err(IntoResponse::into_response)?;
+    authorize(app, &user, method, path, headers, q, &Bytes::new()).await
+}
+
+/// Authenticates a request: [`Auth::authenticate`], then for ServiceAccount tokens the check that
+/// their objects still exist. Failures are the 401 to send.
+async fn authenticate(
+    app: &ApiServer,
+    headers: &HeaderMap,
+    peer: Option<&PeerIdentity>,
+) -> Result<authz::UserInfo, ApiStatus> {
     match app.auth.authenticate(headers, peer) {
-        Authenticated::User(user) => authorize(app, &user, method, path, headers, q, &Bytes::new()).await,
-        _ => Err(ApiStatus::unauthorized().into_response()),
+        Authenticated::User(user) => Ok(user),
+        Authenticated::ServiceAccount(claims) => authapi::check_token_objects(app, &claims)
+            .await
+            .map_err(|e| if e.code == 401 { ApiStatus::unauthorized() } else { e }),
+        _ => Err(ApiStatus::unauthorized()),
     }
 }
 
@@ -193,6 +218,7 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 
 async fn route(
     app: &ApiServer,
+    user: &authz::UserInfo,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -221,8 +247,20 @@ async fn route(
         ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
         ["openapi", "v3", "api", v] if get => doc(openapi::document("", v)),
         ["openapi", "v3", "apis", g, v] if get => doc(openapi::document(g, v)),
-        ["api", v, rest @ ..] => resource_request(app, method, "", v, rest, headers, q, body).await,
-        ["apis", g, v, rest @ ..] => resource_request(app, method, g, v, rest, headers, q, body).await,
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if *method == Method::POST => {
+            let review =
+                authapi::self_subject_access_review(app, user, &decode_body(headers, &body)?).await?;
+            Ok(json_response(StatusCode::CREATED, &review))
+        }
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectrulesreviews"] if *method == Method::POST => {
+            let review = authapi::self_subject_rules_review(app, user, &decode_body(headers, &body)?).await?;
+            Ok(json_response(StatusCode::CREATED, &review))
+        }
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if *method == Method::POST => {
+            Ok(json_response(StatusCode::CREATED, &authapi::self_subject_review(user)))
+        }
+        ["api", v, rest @ ..] => resource_request(app, user, method, "", v, rest, headers, q, body).await,
+        ["apis", g, v, rest @ ..] => resource_request(app, user, method, g, v, rest, headers, q, body).await,
         _ => Err(ApiStatus::no_route()),
     }
 }
@@ -272,7 +310,7 @@ fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiStatus> {
             .map_err(|e| ApiStatus::bad_request(format!("invalid YAML body: {e}")));
     }
     if ct.contains("protobuf") {
-        return Err(ApiStatus::unsupported_media(ct));
+        return protobuf::decode(body);
     }
     serde_json::from_slice(body).map_err(|e| ApiStatus::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -304,6 +342,7 @@ fn object_response(code: StatusCode, r: &ResourceInfo, obj: Value, accept: &str)
 #[allow(clippy::too_many_arguments)]
 async fn resource_request(
     app: &ApiServer,
+    user: &authz::UserInfo,
     method: &Method,
     group: &str,
     version: &str,
@@ -350,6 +389,11 @@ async fn resource_request(
             let created = reg.create(r, ns, obj, write_options(q)).await?;
             Ok(object_response(StatusCode::CREATED, r, created, accept))
         }
+        (Method::POST, Some(name), Some("token")) if r.kind == "ServiceAccount" => {
+            let req = decode_body(headers, &body)?;
+            let out = authapi::token_request(app, user, ns, name, &req).await?;
+            Ok(json_response(StatusCode::CREATED, &out))
+        }
         (Method::POST, name, Some("binding" | "bindings")) if r.kind == "Pod" => {
             let b = decode_body(headers, &body)?;
             let pod = name.map(String::from).unwrap_or_else(|| meta::name(&b).to_string());
@@ -362,6 +406,10 @@ async fn resource_request(
                 StatusCode::CREATED,
                 &json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}),
             ))
+        }
+        (Method::PUT, Some(name), Some("finalize")) if r.kind == "Namespace" => {
+            let obj = decode_body(headers, &body)?;
+            Ok(object_response(StatusCode::OK, r, reg.finalize_namespace(name, &obj).await?, accept))
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let part = if sub.is_some() { Part::Status } else { Part::Main };
@@ -472,6 +520,32 @@ fn scale_of(obj: &Value) -> Value {
         "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
 }
 
+/// `ListOptions.meta.k8s.io "" is invalid` (422) with one Forbidden field.
+fn list_options_invalid(field: &str, detail: &str) -> ApiStatus {
+    let mut s = ApiStatus::bad_request("");
+    s.code = 422;
+    s.reason = "Invalid";
+    s.message = format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {detail}");
+    s.details = Some(json!({"group": "meta.k8s.io", "kind": "ListOptions", "name": "",
+        "causes": [{"reason": "FieldValueForbidden", "message": format!("Forbidden: {detail}"), "field": field}]}));
+    s
+}
+
+/// A BOOKMARK event: the watched kind with only `metadata.resourceVersion` (and annotations).
+fn bookmark(r: &ResourceInfo, rev: i64, initial_end: bool) -> Bytes {
+    let mut md = json!({"resourceVersion": rev.to_string()});
+    if initial_end {
+        md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let s = r.storage();
+    let line = json!({"type": "BOOKMARK", "object": {"kind": s.kind, "apiVersion": s.api_version(), "metadata": md}});
+    Bytes::from(format!("{line}\n"))
+}
+
+/// A watch, or with `sendInitialEvents=true` (`resourceVersionMatch=NotOlderThan`) a streaming
+/// list: every current object as ADDED (sorted by namespace/name, as the store keys are), a
+/// BOOKMARK annotated `k8s.io/initial-events-end` when bookmarks are allowed, then live events.
+/// With `allowWatchBookmarks=true` a BOOKMARK also comes every [`ApiServer::bookmark_interval`].
 async fn watch(
     app: &ApiServer,
     r: &'static ResourceInfo,
@@ -480,42 +554,117 @@ async fn watch(
     sel: Selectors,
     accept: &str,
 ) -> Result<Response, ApiStatus> {
+    use std::sync::atomic::{AtomicI64, Ordering};
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
     let timeout = q.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1800);
     let as_table = table::wants_table(accept);
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let send_initial = flag("sendInitialEvents");
+    let bookmarks = flag("allowWatchBookmarks") && !as_table;
+    let rv_match = q.get("resourceVersionMatch").map(String::as_str).unwrap_or("");
+    if q.contains_key("sendInitialEvents") && rv_match != "NotOlderThan" {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if !rv_match.is_empty() && !q.contains_key("sendInitialEvents") {
+        return Err(list_options_invalid(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
     let kind = r.storage().kind;
-    let first: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> = match app
-        .registry
-        .watch_with(r, ns, rv, sel, q.get("allowWatchBookmarks").is_some_and(|v| v == "true"))
-        .await
-    {
-        Ok(items) => {
-            let mut sent_columns = false;
-            Box::pin(items.map(move |item| {
-                let line = match item {
-                    Ok(it) => {
-                        let obj = if as_table && it.kind != "BOOKMARK" {
-                            let t = table::table(kind, &[it.object], &it.revision.to_string(), !sent_columns);
-                            sent_columns = true;
-                            t
-                        } else {
-                            it.object
-                        };
-                        json!({"type": it.kind, "object": obj})
-                    }
-                    Err(e) => json!({"type": "ERROR", "object": e.to_json()}),
-                };
-                Bytes::from(format!("{line}\n"))
-            }))
+    let last = Arc::new(AtomicI64::new(0));
+    let (initial, live_rv): (Vec<Bytes>, String) = if send_initial {
+        let (items, rev) = app.registry.list(r, ns, &sel).await?;
+        if let Ok(want) = rv.parse::<i64>() {
+            if want > rev {
+                let mut e = ApiStatus::internal("");
+                e.code = 504;
+                e.reason = "Timeout";
+                e.message = format!("Too large resource version: {want}, current: {rev}");
+                e.details = Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                );
+                return Err(e);
+            }
         }
-        Err(e) if e.code == 410 => {
-            let line = json!({"type": "ERROR", "object": e.to_json()});
-            Box::pin(futures_util::stream::once(async move { Bytes::from(format!("{line}\n")) }))
+        last.store(rev, Ordering::Relaxed);
+        let mut lines: Vec<Bytes> = items
+            .into_iter()
+            .map(|o| Bytes::from(format!("{}\n", json!({"type": "ADDED", "object": o}))))
+            .collect();
+        if bookmarks {
+            lines.push(bookmark(r, rev, true));
         }
-        Err(e) => return Err(e),
+        (lines, rev.to_string())
+    } else {
+        (Vec::new(), rv.to_string())
+    };
+    let seen = last.clone();
+    let first: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> =
+        match app.registry.watch_with(r, ns, &live_rv, sel, bookmarks).await {
+            Ok(items) => {
+                let mut sent_columns = false;
+                Box::pin(items.map(move |item| {
+                    let line = match item {
+                        Ok(it) => {
+                            // The watch cache's own BOOKMARKs count too, so ticks never go back.
+                            seen.fetch_max(it.revision, Ordering::Relaxed);
+                            let obj = if as_table && it.kind != "BOOKMARK" {
+                                let t =
+                                    table::table(kind, &[it.object], &it.revision.to_string(), !sent_columns);
+                                sent_columns = true;
+                                t
+                            } else {
+                                it.object
+                            };
+                            json!({"type": it.kind, "object": obj})
+                        }
+                        Err(e) => json!({"type": "ERROR", "object": e.to_json()}),
+                    };
+                    Bytes::from(format!("{line}\n"))
+                }))
+            }
+            Err(e) if e.code == 410 => {
+                let line = json!({"type": "ERROR", "object": e.to_json()});
+                Box::pin(futures_util::stream::once(async move { Bytes::from(format!("{line}\n")) }))
+            }
+            Err(e) => return Err(e),
+        };
+    let events = futures_util::stream::iter(initial).chain(first);
+    let stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>> = if bookmarks {
+        if let Ok(n) = live_rv.parse::<i64>() {
+            last.fetch_max(n, Ordering::Relaxed);
+        }
+        let every = app.bookmark_interval;
+        let ticks = futures_util::stream::unfold(
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            |mut t| async move {
+                t.tick().await;
+                Some(((), t))
+            },
+        )
+        // Nothing is known to be current before the first revision is seen.
+        .filter_map(move |()| {
+            let rev = last.load(Ordering::Relaxed);
+            std::future::ready((rev > 0).then(|| bookmark(r, rev, false)))
+        });
+        // Live events end the stream (an ERROR, or the server closing it); ticks never do.
+        Box::pin(
+            futures_util::stream::select(
+                events.map(Some).chain(futures_util::stream::once(async { None })),
+                ticks.map(Some),
+            )
+            .take_while(|b| std::future::ready(b.is_some()))
+            .filter_map(std::future::ready),
+        )
+    } else {
+        Box::pin(events)
     };
     let deadline = tokio::time::sleep(Duration::from_secs(timeout));
-    let stream = first.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
+    let stream = stream.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

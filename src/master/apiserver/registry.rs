@@ -55,6 +55,11 @@ pub struct WriteOptions {
     pub subresource: bool,
 }
 
+/// Where pods find their ServiceAccount token, CA and namespace.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The ConfigMap holding the cluster CA in every namespace (`ca.crt`).
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+
 /// The `tracing` target of Pod Security audit-mode violations (`RUST_LOG=podsecurity_audit=info`).
 pub const AUDIT_TARGET: &str = "podsecurity_audit";
 
@@ -146,6 +151,7 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(Value, Vec<S
 fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeError> {
     use k8s_openapi::api::{
         apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc,
+        rbac::v1 as rbac,
     };
     match kind {
         "Pod" => roundtrip::<core::Pod>(v),
@@ -160,6 +166,11 @@ fn decode_kind(kind: &str, v: &Value) -> Result<(Value, Vec<String>), DecodeErro
         "ReplicaSet" => roundtrip::<apps::ReplicaSet>(v),
         "Lease" => roundtrip::<coord::Lease>(v),
         "EndpointSlice" => roundtrip::<disc::EndpointSlice>(v),
+        "ServiceAccount" => roundtrip::<core::ServiceAccount>(v),
+        "Role" => roundtrip::<rbac::Role>(v),
+        "ClusterRole" => roundtrip::<rbac::ClusterRole>(v),
+        "RoleBinding" => roundtrip::<rbac::RoleBinding>(v),
+        "ClusterRoleBinding" => roundtrip::<rbac::ClusterRoleBinding>(v),
         _ => Ok((v.clone(), Vec::new())),
     }
 }
@@ -221,6 +232,48 @@ impl Registry {
         let r = resources::find("", "v1", "namespaces").expect("namespaces");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name": ns}});
+            match self.create(r, "", obj, WriteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Namespaces from before ServiceAccounts existed get their `default` account now, before
+        // any controller creates pods in them.
+        let (all, _) = self.list(r, None, &Selectors::default()).await?;
+        for ns in all {
+            if ns.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) {
+                self.ensure_default_service_account(meta::name(&ns)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the default RBAC roles and bindings that are missing (`cluster-admin` bound to
+    /// `system:masters`, `admin`, `edit`, `view`, discovery and self-review access for everyone
+    /// authenticated). Existing objects are left as they are.
+    pub async fn ensure_bootstrap_policy(&self) -> Result<(), ApiStatus> {
+        let (roles, bindings) = super::rbac::bootstrap_policy();
+        let cr = resources::find(super::rbac::GROUP, "v1", "clusterroles").expect("clusterroles");
+        let crb =
+            resources::find(super::rbac::GROUP, "v1", "clusterrolebindings").expect("clusterrolebindings");
+        let objects = roles
+            .iter()
+            .map(|o| (cr, serde_json::to_value(o)))
+            .chain(bindings.iter().map(|o| (crb, serde_json::to_value(o))));
+        for (r, obj) in objects {
+            let mut obj = obj.map_err(|e| ApiStatus::internal(e.to_string()))?;
+            obj["apiVersion"] = json!(r.api_version());
+            obj["kind"] = json!(r.kind);
+            if self
+                .store
+                .get(&r.key("", meta::name(&obj)))
+                .await
+                .map_err(|e| ApiStatus::internal(e.to_string()))?
+                .is_some()
+            {
+                continue;
+            }
             match self.create(r, "", obj, WriteOptions::default()).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
@@ -334,14 +387,13 @@ impl Registry {
             }
             meta::set_str(&mut obj, "namespace", ns);
             let nsr = resources::find("", "v1", "namespaces").expect("namespaces");
-            if self
-                .store
-                .get(&nsr.key("", ns))
-                .await
-                .map_err(|e| ApiStatus::internal(e.to_string()))?
-                .is_none()
-            {
+            let Some(kv) =
+                self.store.get(&nsr.key("", ns)).await.map_err(|e| ApiStatus::internal(e.to_string()))?
+            else {
                 return Err(ApiStatus::not_found(nsr, ns));
+            };
+            if parse_value(&kv.value)?.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+                return Err(super::namespaces::terminating(r.storage(), meta::name(&obj), ns));
             }
         } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("namespace");
@@ -376,6 +428,9 @@ impl Registry {
         if matches!(kind, "Deployment" | "ReplicaSet") {
             obj["status"] = json!({});
         }
+        if kind == "Pod" {
+            self.admit_service_account(r, ns, &mut obj).await?;
+        }
         self.validate(r, &obj)?;
         self.admit_pod_security(r, ns, &obj, None, opts).await?;
         let name = meta::name(&obj).to_string();
@@ -390,7 +445,117 @@ impl Registry {
             }
             return self.put_new(r, &key, &name, obj, opts).await;
         }
-        self.put_new(r, &key, &name, obj, opts).await
+        let created = self.put_new(r, &key, &name, obj, opts).await?;
+        if kind == "Namespace" && !opts.dry_run {
+            self.ensure_default_service_account(&name).await?;
+        }
+        Ok(created)
+    }
+
+    /// Creates the `default` ServiceAccount of namespace `ns` if it is missing (the
+    /// serviceaccounts controller keeps it afterwards; doing it with the namespace means a pod
+    /// created right after its namespace finds it).
+    pub async fn ensure_default_service_account(&self, ns: &str) -> Result<(), ApiStatus> {
+        let sa = resources::find("", "v1", "serviceaccounts").expect("serviceaccounts");
+        let obj = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
+        match Box::pin(self.create(sa, ns, obj, WriteOptions::default())).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// kube-apiserver's ServiceAccount admission on pod creation: `serviceAccountName` defaults to
+    /// `default` and must exist (403 otherwise); the account's imagePullSecrets are copied when the
+    /// pod has none; unless automounting is off (the pod's setting beats the account's), a
+    /// projected `kube-api-access-<5>` volume (a bound token, the `kube-root-ca.crt` ConfigMap and
+    /// the namespace) is mounted read-only at [`SERVICE_ACCOUNT_MOUNT`] in every container and
+    /// init container that has nothing mounted there.
+    async fn admit_service_account(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        pod: &mut Value,
+    ) -> Result<(), ApiStatus> {
+        let mirror = pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_some();
+        if mirror || !pod.get("spec").is_some_and(Value::is_object) {
+            return Ok(());
+        }
+        let spec_str =
+            |pod: &Value, f: &str| pod["spec"].get(f).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut sa_name = spec_str(pod, "serviceAccountName");
+        if sa_name.is_empty() {
+            sa_name = spec_str(pod, "serviceAccount");
+        }
+        if sa_name.is_empty() {
+            sa_name = "default".into();
+        }
+        pod["spec"]["serviceAccountName"] = json!(sa_name);
+        pod["spec"]["serviceAccount"] = json!(sa_name);
+        let sar = resources::find("", "v1", "serviceaccounts").expect("serviceaccounts");
+        let sa = match self.get(sar, ns, &sa_name).await {
+            Ok(sa) => sa,
+            Err(e) if e.code == 404 => {
+                return Err(ApiStatus::forbidden(
+                    r,
+                    meta::name(pod),
+                    &format!(
+                        "error looking up service account {ns}/{sa_name}: serviceaccount \"{sa_name}\" not found"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let pulls =
+            pod["spec"].get("imagePullSecrets").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        if let Some(sa_pulls) = sa.get("imagePullSecrets").filter(|_| !pulls) {
+            pod["spec"]["imagePullSecrets"] = sa_pulls.clone();
+        }
+        let automount = pod["spec"]
+            .get("automountServiceAccountToken")
+            .and_then(Value::as_bool)
+            .or_else(|| sa.get("automountServiceAccountToken").and_then(Value::as_bool))
+            .unwrap_or(true);
+        if !automount {
+            return Ok(());
+        }
+        let volumes: Vec<Value> =
+            pod["spec"].get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+        let existing = volumes
+            .iter()
+            .filter_map(|v| v.get("name").and_then(Value::as_str))
+            .find(|n| n.starts_with("kube-api-access-"))
+            .map(String::from);
+        let volume_name =
+            existing.clone().unwrap_or_else(|| format!("kube-api-access-{}", names::random_suffix()));
+        let mount = json!({"name": volume_name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT});
+        let mut needed = false;
+        for list in ["initContainers", "containers"] {
+            let Some(cs) = pod["spec"].get_mut(list).and_then(Value::as_array_mut) else { continue };
+            for c in cs {
+                let mounts =
+                    c.as_object_mut().expect("container").entry("volumeMounts").or_insert_with(|| json!([]));
+                let Some(ms) = mounts.as_array_mut() else { continue };
+                if !ms
+                    .iter()
+                    .any(|m| m.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT))
+                {
+                    ms.push(mount.clone());
+                    needed = true;
+                }
+            }
+        }
+        if needed && existing.is_none() {
+            let volume = json!({"name": volume_name, "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}});
+            let mut all = volumes;
+            all.push(volume);
+            pod["spec"]["volumes"] = Value::Array(all);
+        }
+        Ok(())
     }
 
     async fn put_new(
@@ -563,6 +728,17 @@ impl Registry {
                     }
                     m.insert("name".into(), json!(name));
                 }
+                if r.storage().kind == "Namespace" {
+                    // Only `/finalize` changes a namespace's finalizers.
+                    match current.pointer("/spec/finalizers") {
+                        Some(f) => obj["spec"]["finalizers"] = f.clone(),
+                        None => {
+                            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                                spec.remove("finalizers");
+                            }
+                        }
+                    }
+                }
                 if r.storage().has_status() {
                     match current.get("status") {
                         Some(s) => obj["status"] = s.clone(),
@@ -588,6 +764,17 @@ impl Registry {
                     "spec.selector",
                     now.unwrap_or(&Value::Null),
                     "field is immutable",
+                )];
+                return Err(ApiStatus::invalid(r.storage(), name, &errs));
+            }
+        }
+        if matches!(r.storage().kind, "RoleBinding" | "ClusterRoleBinding") && part == Part::Main {
+            let (was, now) = (current.get("roleRef"), new.get("roleRef"));
+            if was != now {
+                let errs = [validation::FieldError::invalid(
+                    "roleRef",
+                    now.unwrap_or(&Value::Null),
+                    "cannot change roleRef",
                 )];
                 return Err(ApiStatus::invalid(r.storage(), name, &errs));
             }
@@ -694,6 +881,19 @@ impl Registry {
                 }
             }
             let mut obj = current.clone();
+            if r.storage().kind == "Namespace" {
+                super::namespaces::check_deletable(r.storage(), name)?;
+                if super::namespaces::mark_terminating(&mut obj) {
+                    if obj == current || opts.dry_run {
+                        return Ok((current, false));
+                    }
+                    match self.store.update(&key, to_bytes(&obj), rev).await {
+                        Ok(new_rev) => return Ok((with_rv(obj, new_rev), false)),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(ApiStatus::from_store(r.storage(), name, e)),
+                    }
+                }
+            }
             let mut finalizers = meta::finalizers(&obj);
             match opts.propagation.as_deref() {
                 Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
@@ -758,6 +958,36 @@ impl Registry {
             }
         }
         Err(ApiStatus::conflict(r.storage(), name))
+    }
+
+    /// `PUT namespaces/<name>/finalize`: replaces `spec.finalizers` (nothing else); a terminating
+    /// namespace left without finalizers is deleted.
+    pub async fn finalize_namespace(&self, name: &str, body: &Value) -> Result<Value, ApiStatus> {
+        let r = resources::find("", "v1", "namespaces").expect("namespaces");
+        let key = r.key("", name);
+        for _ in 0..8 {
+            let current = self.get(r, "", name).await?;
+            let rev = parse_rv(meta::resource_version(&current))?;
+            let want_rv = meta::resource_version(body);
+            if !want_rv.is_empty() && want_rv != meta::resource_version(&current) {
+                return Err(ApiStatus::conflict(r, name));
+            }
+            let mut obj = current.clone();
+            obj["spec"]["finalizers"] = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let terminating = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+            let empty = obj["spec"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            let result = if terminating && empty && meta::finalizers(&obj).is_empty() {
+                self.store.delete(&key, Some(rev)).await.map(|(rev, _)| rev)
+            } else {
+                self.store.update(&key, to_bytes(&obj), rev).await
+            };
+            match result {
+                Ok(new_rev) => return Ok(with_rv(obj, new_rev)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiStatus::from_store(r, name, e)),
+            }
+        }
+        Err(ApiStatus::conflict(r, name))
     }
 
     /// A deleted Node's join identity (its node-password Secret) goes with it, so the name can

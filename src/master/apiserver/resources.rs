@@ -101,9 +101,10 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], &[]),
     res!("", "v1", "secrets", "secret", "Secret", true, &[], &[], &[]),
     res!("", "v1", "nodes", "node", "Node", false, &["no"], &[], &["status"]),
-    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], &["status"]),
+    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], &["status", "finalize"]),
     res!("", "v1", "events", "event", "Event", true, &["ev"], &[], &[]),
     res!("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], &[]),
+    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], &["token"]),
     res!(
         "apps",
         "v1",
@@ -128,6 +129,40 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ),
     res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], &[]),
     res!("discovery.k8s.io", "v1", "endpointslices", "endpointslice", "EndpointSlice", true, &[], &[], &[]),
+    res!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[], &[], &[]),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+        &[],
+        &[]
+    ),
     res!(
         "extensions",
         "v1beta1",

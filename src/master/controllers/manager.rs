@@ -22,6 +22,8 @@ pub struct ManagerConfig {
     pub fake_nodes: Option<FakeNodeConfig>,
     /// Whether LoadBalancer addresses come from `--lb-pool` (else: the nodes' addresses).
     pub lb_pool: bool,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (`None`: not published).
+    pub root_ca: Option<String>,
 }
 
 /// The running loops; aborted on drop.
@@ -59,6 +61,7 @@ pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> Contro
         tokio::spawn(super::endpointslice::run(client.clone())),
         tokio::spawn(super::servicelb::run(client.clone(), config.lb_pool)),
         tokio::spawn(super::nodelifecycle::run(client.clone(), config.node_lifecycle.clone())),
+        tokio::spawn(super::serviceaccounts::run(client.clone(), config.root_ca.clone())),
     ];
     if let Some(ipam) = config.node_ipam {
         tasks.push(tokio::spawn(super::nodeipam::run(client.clone(), ipam)));

@@ -13,6 +13,7 @@ pub mod nodelifecycle;
 pub mod owner;
 pub mod replicaset;
 pub mod runner;
+pub mod serviceaccounts;
 pub mod servicelb;
 
 #[cfg(test)]
