@@ -140,6 +140,53 @@ fn service_account_limited_by_a_role(backend: Backend) {
         ),
         "{short}"
     );
+    // No privilege escalation: bot may now write RoleBindings in team, but cannot grant more than it
+    // holds (cluster-admin, edit), only what it has (its own cm-reader role).
+    m.ok(&[
+        "create",
+        "role",
+        "binder",
+        "-n",
+        "team",
+        "--verb=create,update,patch",
+        "--resource=rolebindings",
+    ]);
+    m.ok(&["create", "rolebinding", "bot-binds", "-n", "team", "--role=binder", "--serviceaccount=team:bot"]);
+    let grab = as_token(
+        &m,
+        &token,
+        &[
+            "create",
+            "rolebinding",
+            "grab",
+            "-n",
+            "team",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=team:bot",
+        ],
+    );
+    assert!(
+        stderr(&grab).contains("rolebindings.rbac.authorization.k8s.io \"grab\" is forbidden: user \"system:serviceaccount:team:bot\"")
+            && stderr(&grab).contains("is attempting to grant RBAC permissions not currently held"),
+        "{}",
+        stderr(&grab)
+    );
+    assert!(
+        !as_token(
+            &m,
+            &token,
+            &["create", "rolebinding", "grab", "-n", "team", "--clusterrole=edit", "--user=eve"]
+        )
+        .status
+        .success()
+    );
+    assert!(m.fails(&["get", "rolebinding", "grab", "-n", "team"]).contains("NotFound"));
+    let share = as_token(
+        &m,
+        &token,
+        &["create", "rolebinding", "share", "-n", "team", "--role=cm-reader", "--user=eve"],
+    );
+    assert!(share.status.success(), "{}", stderr(&share));
     // A binding's roleRef cannot change.
     let patch = r#"{"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"admin"}}"#;
     let err = m.fails(&["patch", "rolebinding", "bot-reads", "-n", "team", "--type=merge", "-p", patch]);

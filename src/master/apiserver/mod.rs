@@ -340,6 +340,24 @@ fn object_response(code: StatusCode, r: &ResourceInfo, obj: Value, accept: &str)
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Refuses a write of an RBAC object that would grant permissions its writer does not hold (403, as
+/// kube-apiserver's escalation check); `system:masters` hold everything.
+async fn no_escalation(
+    app: &ApiServer,
+    user: &authz::UserInfo,
+    r: &ResourceInfo,
+    ns: &str,
+    obj: &Value,
+) -> Result<(), ApiStatus> {
+    if r.group != rbac::GROUP || user.in_group(authz::MASTERS) {
+        return Ok(());
+    }
+    match rbac::check_escalation(user, r.kind, ns, obj, &RegistryGraph(&app.registry)).await {
+        Ok(()) => Ok(()),
+        Err(reason) => Err(ApiStatus::forbidden(r, meta::name(obj), &reason)),
+    }
+}
+
 async fn resource_request(
     app: &ApiServer,
     user: &authz::UserInfo,
@@ -386,6 +404,7 @@ async fn resource_request(
         }
         (Method::POST, None, None) => {
             let obj = decode_body(headers, &body)?;
+            no_escalation(app, user, r, ns, &obj).await?;
             let created = reg.create(r, ns, obj, write_options(q)).await?;
             Ok(object_response(StatusCode::CREATED, r, created, accept))
         }
@@ -414,6 +433,7 @@ async fn resource_request(
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let part = if sub.is_some() { Part::Status } else { Part::Main };
             let obj = decode_body(headers, &body)?;
+            no_escalation(app, user, r, ns, &obj).await?;
             let updated = reg.update(r, ns, name, obj, part, write_options(q)).await?;
             Ok(object_response(StatusCode::OK, r, updated, accept))
         }
@@ -423,6 +443,10 @@ async fn resource_request(
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiStatus::bad_request(format!("invalid patch: {e}")))?;
             let part = if sub.is_some() { Part::Status } else { Part::Main };
+            if r.group == rbac::GROUP && !user.in_group(authz::MASTERS) {
+                let patched = registry::apply_patch(&reg.get(r, ns, name).await?, ptype, &patch)?;
+                no_escalation(app, user, r, ns, &patched).await?;
+            }
             let updated = reg.patch(r, ns, name, ptype, &patch, part, write_options(q)).await?;
             Ok(object_response(StatusCode::OK, r, updated, accept))
         }

@@ -7,7 +7,7 @@
 //! The objects come through [`RbacSource`] (the registry in the server, a fixed set in unit
 //! tests), so evaluation is pure.
 
-use super::authz::{RequestAttributes, UserInfo};
+use super::authz::{RequestAttributes, ResourceAttributes, UserInfo};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -194,6 +194,152 @@ pub async fn rules_for<S: RbacSource>(
     })
     .await;
     (all, errors)
+}
+
+/// The single permissions a rule grants: one verb on one group/resource(/name), or on one URL.
+fn subrules(rule: &PolicyRule) -> Vec<PolicyRule> {
+    let one = |v: &String| vec![v.clone()];
+    let mut out = Vec::new();
+    for verb in &rule.verbs {
+        for url in rule.non_resource_urls.iter().flatten() {
+            out.push(PolicyRule {
+                verbs: one(verb),
+                non_resource_urls: Some(one(url)),
+                ..Default::default()
+            });
+        }
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                let names: Vec<Option<&String>> = match rule.resource_names.as_deref() {
+                    Some(names) if !names.is_empty() => names.iter().map(Some).collect(),
+                    _ => vec![None],
+                };
+                for name in names {
+                    out.push(PolicyRule {
+                        verbs: one(verb),
+                        api_groups: Some(one(group)),
+                        resources: Some(one(resource)),
+                        resource_names: name.map(one),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `owner` grants the single permission `sub` (kube's ruleCovers): a wildcard is covered
+/// only by a wildcard, a resource-name restriction by none or the same name.
+fn covers_one(owner: &PolicyRule, sub: &PolicyRule) -> bool {
+    let first = |v: &Option<Vec<String>>| v.as_ref().and_then(|v| v.first().cloned());
+    if !has(&owner.verbs, &sub.verbs[0]) {
+        return false;
+    }
+    if let Some(url) = first(&sub.non_resource_urls) {
+        return owner.non_resource_urls.iter().flatten().any(|u| {
+            *u == "*" || *u == url || u.strip_suffix('*').is_some_and(|prefix| url.starts_with(prefix))
+        });
+    }
+    let (Some(group), Some(resource)) = (first(&sub.api_groups), first(&sub.resources)) else { return false };
+    if !has(owner.api_groups.as_deref().unwrap_or(&[]), &group) {
+        return false;
+    }
+    let resources = owner.resources.as_deref().unwrap_or(&[]);
+    let resource_ok = resources.iter().any(|x| {
+        x == "*"
+            || *x == resource
+            || resource.split_once('/').is_some_and(|(_, sub)| *x == format!("*/{sub}"))
+    });
+    let names = owner.resource_names.as_deref().unwrap_or(&[]);
+    resource_ok && (names.is_empty() || first(&sub.resource_names).is_some_and(|n| names.contains(&n)))
+}
+
+/// The permissions of `wanted` that `held` does not grant (empty: `held` covers `wanted`).
+pub fn not_covered(held: &[PolicyRule], wanted: &[PolicyRule]) -> Vec<PolicyRule> {
+    wanted.iter().flat_map(subrules).filter(|sub| !held.iter().any(|h| covers_one(h, sub))).collect()
+}
+
+fn describe(rule: &PolicyRule) -> String {
+    let list =
+        |v: &Option<Vec<String>>| v.iter().flatten().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" ");
+    if rule.non_resource_urls.is_some() {
+        return format!(
+            "{{NonResourceURLs:[{}], Verbs:[{}]}}",
+            list(&rule.non_resource_urls),
+            list(&Some(rule.verbs.clone()))
+        );
+    }
+    let names = if rule.resource_names.is_some() {
+        format!(", ResourceNames:[{}]", list(&rule.resource_names))
+    } else {
+        String::new()
+    };
+    format!(
+        "{{APIGroups:[{}], Resources:[{}]{names}, Verbs:[{}]}}",
+        list(&rule.api_groups),
+        list(&rule.resources),
+        list(&Some(rule.verbs.clone()))
+    )
+}
+
+/// kube-apiserver's privilege-escalation prevention for writes of RBAC objects by `user`: a Role or
+/// ClusterRole may only hold permissions its writer holds (or the writer may `escalate`), and a
+/// binding may only grant a role whose permissions its writer holds (or the writer may `bind` that
+/// role). `obj` is the object as it will be stored, `ns` its namespace ("" for cluster scope).
+/// Returns the reason of a refusal.
+pub async fn check_escalation<S: RbacSource>(
+    user: &UserInfo,
+    kind: &str,
+    ns: &str,
+    obj: &serde_json::Value,
+    src: &S,
+) -> Result<(), String> {
+    let name = obj.pointer("/metadata/name").and_then(serde_json::Value::as_str).unwrap_or("");
+    let (verb, target_resource, target_name, wanted) = match kind {
+        "Role" | "ClusterRole" => {
+            let rules: Vec<PolicyRule> =
+                serde_json::from_value(obj.get("rules").cloned().unwrap_or_default()).unwrap_or_default();
+            let resource = if kind == "Role" { "roles" } else { "clusterroles" };
+            ("escalate", resource, name.to_string(), rules)
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role_ref: RoleRef = serde_json::from_value(obj.get("roleRef").cloned().unwrap_or_default())
+                .map_err(|e| format!("roleRef: {e}"))?;
+            let rules = role_rules(src, &role_ref, ns).await?;
+            let resource = if role_ref.kind == "Role" { "roles" } else { "clusterroles" };
+            ("bind", resource, role_ref.name.clone(), rules)
+        }
+        _ => return Ok(()),
+    };
+    let attrs = RequestAttributes {
+        verb: verb.into(),
+        resource: Some(ResourceAttributes {
+            group: GROUP.into(),
+            resource: target_resource.into(),
+            // The object's own namespace: a RoleBinding may be allowed to bind a ClusterRole there.
+            namespace: ns.into(),
+            name: target_name,
+            ..Default::default()
+        }),
+        path: String::new(),
+    };
+    if matches!(authorize(user, &attrs, src).await, RbacDecision::Allow(_)) {
+        return Ok(());
+    }
+    let (held, _) = rules_for(user, ns, src).await;
+    let missing = not_covered(&held, &wanted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = missing.iter().take(10).map(describe).collect();
+    let more = if missing.len() > 10 { format!(" and {} more", missing.len() - 10) } else { String::new() };
+    Err(format!(
+        "user {:?} (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}{more}",
+        user.name,
+        user.groups,
+        shown.join("\n")
+    ))
 }
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
@@ -563,6 +709,138 @@ mod tests {
         assert!(errs.is_empty());
         assert!(rules.iter().any(|r| r.resources.as_deref() == Some(&["configmaps".to_string()][..])));
         assert!(rules.iter().any(|r| r.non_resource_urls.is_some()));
+    }
+
+    #[tokio::test]
+    async fn writers_cannot_grant_what_they_do_not_hold() {
+        let (crs, crbs) = bootstrap_policy();
+        let mut src = Fixed { crs, crbs, ..Default::default() };
+        // bot may manage RoleBindings and Roles in "team", and read ConfigMaps there.
+        src.roles.push(Role {
+            metadata: ObjectMeta {
+                name: Some("rbac-manager".into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            },
+            rules: Some(vec![
+                rule(&[GROUP], &["roles", "rolebindings"], &["create", "update", "patch"]),
+                rule(&[""], &["configmaps"], READ),
+            ]),
+        });
+        src.roles.push(Role {
+            metadata: ObjectMeta {
+                name: Some("cm-reader".into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            },
+            rules: Some(vec![rule(&[""], &["configmaps"], &["get"])]),
+        });
+        src.rbs.push(role_binding("team", "mgr", "Role", "rbac-manager", sa_subject("bot")));
+        let bot = sa("team", "bot");
+        let binding = |kind: &str, role: &str| {
+            serde_json::json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": GROUP, "kind": kind, "name": role},
+                "subjects": [{"kind": "User", "name": "eve"}]})
+        };
+        // Binding a role whose permissions bot holds: fine. Binding cluster-admin or edit: refused,
+        // naming what bot lacks.
+        assert_eq!(
+            check_escalation(&bot, "RoleBinding", "team", &binding("Role", "cm-reader"), &src).await,
+            Ok(())
+        );
+        let e = check_escalation(&bot, "RoleBinding", "team", &binding("ClusterRole", "cluster-admin"), &src)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("attempting to grant RBAC permissions not currently held")
+                && e.contains("Verbs:[\"*\"]"),
+            "{e}"
+        );
+        assert!(
+            check_escalation(&bot, "RoleBinding", "team", &binding("ClusterRole", "edit"), &src)
+                .await
+                .is_err()
+        );
+        // A Role with more than bot holds is refused; one within its permissions is fine.
+        let role = |rules: Vec<PolicyRule>| serde_json::json!({"metadata": {"name": "r"}, "rules": rules});
+        assert!(
+            check_escalation(&bot, "Role", "team", &role(vec![rule(&[""], &["secrets"], &["get"])]), &src)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            check_escalation(
+                &bot,
+                "Role",
+                "team",
+                &role(vec![rule(&[""], &["configmaps"], &["list"])]),
+                &src
+            )
+            .await,
+            Ok(())
+        );
+        // The `bind` and `escalate` verbs let a writer grant what it does not hold.
+        src.roles.push(Role {
+            metadata: ObjectMeta {
+                name: Some("binder".into()),
+                namespace: Some("team".into()),
+                ..Default::default()
+            },
+            rules: Some(vec![PolicyRule {
+                resource_names: Some(vec!["edit".into()]),
+                ..rule(&[GROUP], &["clusterroles"], &["bind"])
+            }]),
+        });
+        src.rbs.push(role_binding("team", "binder", "Role", "binder", sa_subject("bot")));
+        assert_eq!(
+            check_escalation(&bot, "RoleBinding", "team", &binding("ClusterRole", "edit"), &src).await,
+            Ok(())
+        );
+        assert!(
+            check_escalation(&bot, "RoleBinding", "team", &binding("ClusterRole", "admin"), &src)
+                .await
+                .is_err()
+        );
+        // Masters hold everything.
+        let admin = UserInfo::new("admin", &[super::super::authz::MASTERS, AUTHENTICATED]);
+        assert_eq!(
+            check_escalation(
+                &admin,
+                "ClusterRoleBinding",
+                "",
+                &binding("ClusterRole", "cluster-admin"),
+                &src
+            )
+            .await,
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn coverage_treats_wildcards_and_names_as_kube_does() {
+        let held = [rule(&[""], &["pods", "*/status"], &["get", "list"])];
+        assert!(not_covered(&held, &[rule(&[""], &["pods"], &["get"])]).is_empty());
+        assert!(
+            not_covered(&held, &[rule(&[""], &["pods/status", "services/status"], &["list"])]).is_empty()
+        );
+        assert_eq!(
+            not_covered(&held, &[rule(&[""], &["pods"], &["*"])]).len(),
+            1,
+            "a wildcard needs a wildcard"
+        );
+        assert_eq!(not_covered(&held, &[rule(&["apps"], &["pods"], &["get"])]).len(), 1);
+        let named =
+            [PolicyRule { resource_names: Some(vec!["a".into()]), ..rule(&[""], &["configmaps"], &["get"]) }];
+        let want_a =
+            PolicyRule { resource_names: Some(vec!["a".into()]), ..rule(&[""], &["configmaps"], &["get"]) };
+        assert!(not_covered(&named, std::slice::from_ref(&want_a)).is_empty());
+        assert_eq!(
+            not_covered(&named, &[rule(&[""], &["configmaps"], &["get"])]).len(),
+            1,
+            "all names need no restriction"
+        );
+        let urls = [url_rule(&["/healthz", "/api/*"], &["get"])];
+        assert!(not_covered(&urls, &[url_rule(&["/api/v1"], &["get"])]).is_empty());
+        assert_eq!(not_covered(&urls, &[url_rule(&["/metrics"], &["get"])]).len(), 1);
     }
 
     #[test]
