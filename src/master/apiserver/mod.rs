@@ -339,7 +339,6 @@ fn object_response(code: StatusCode, r: &ResourceInfo, obj: Value, accept: &str)
     json_response(code, &obj)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Refuses a write of an RBAC object that would grant permissions its writer does not hold (403, as
 /// kube-apiserver's escalation check); `system:masters` hold everything.
 async fn no_escalation(
@@ -358,6 +357,7 @@ async fn no_escalation(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn resource_request(
     app: &ApiServer,
     user: &authz::UserInfo,
