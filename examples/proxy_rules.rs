@@ -32,6 +32,7 @@ fn main() {
             load_balancer_ips: vec![],
             session_affinity_seconds: None,
             external_traffic_local: false,
+            internal_traffic_local: false,
         });
         let endpoints = (0..per_service)
             .map(|j| Endpoint {

@@ -32,6 +32,7 @@ fn service() -> Service {
         load_balancer_ips: vec![LB_IP],
         session_affinity_seconds: None,
         external_traffic_local: false,
+        internal_traffic_local: false,
     }
 }
 

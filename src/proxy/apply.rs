@@ -253,6 +253,7 @@ mod tests {
             load_balancer_ips: vec![],
             session_affinity_seconds: None,
             external_traffic_local: false,
+            internal_traffic_local: false,
         };
         let eps = ServiceEndpoints {
             namespace: "ns".into(),

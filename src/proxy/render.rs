@@ -114,11 +114,25 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
                 block.chains.push(ext_chain.clone());
             }
 
-            // Entry rules.
-            set.nat_entry.push(format!(
-                "-A {} -m comment --comment \"{spn} cluster IP\" {m} -d {cluster_ip}/32 --dport {} -j {svc_chain}",
-                fixed.services, port.port
-            ));
+            // Endpoints on this node, and the chain that picks among them (the SVL chain), wanted
+            // by a Local internal or external traffic policy.
+            let local: Vec<&(Ipv4Addr, u16, bool)> = ready.iter().filter(|e| e.2).collect();
+            let svl = chains::svl_chain(p, &spn, port.protocol);
+            let wants_svl = svc.internal_traffic_local || (has_external && svc.external_traffic_local);
+            // Cluster IP traffic goes to every endpoint, or with a Local internal policy to this
+            // node's only (dropped when it has none, as kube-proxy does).
+            let internal_chain = if svc.internal_traffic_local { &svl } else { &svc_chain };
+            if svc.internal_traffic_local && local.is_empty() {
+                set.filter.push(format!(
+                    "-A {} -m comment --comment \"{spn} has no local endpoints\" {m} -d {cluster_ip}/32 --dport {} -j DROP",
+                    fixed.services, port.port
+                ));
+            } else {
+                set.nat_entry.push(format!(
+                    "-A {} -m comment --comment \"{spn} cluster IP\" {m} -d {cluster_ip}/32 --dport {} -j {internal_chain}",
+                    fixed.services, port.port
+                ));
+            }
             for lb in &svc.load_balancer_ips {
                 set.nat_entry.push(format!(
                     "-A {} -m comment --comment \"{spn} loadbalancer IP\" {m} -d {lb}/32 --dport {} -j {ext_chain}",
@@ -132,14 +146,28 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
                 ));
             }
 
-            // Service chain: masquerade off-cluster sources, then pick an endpoint.
-            if let Some(cidr) = config.cluster_cidr {
+            // Internal traffic chain: masquerade off-cluster sources, then pick an endpoint.
+            if let Some(cidr) =
+                config.cluster_cidr.filter(|_| !(svc.internal_traffic_local && local.is_empty()))
+            {
                 block.rules.push(format!(
-                    "-A {svc_chain} -m comment --comment \"{spn} cluster IP\" {m} -d {cluster_ip}/32 --dport {} ! -s {} -j {}",
+                    "-A {internal_chain} -m comment --comment \"{spn} cluster IP\" {m} -d {cluster_ip}/32 --dport {} ! -s {} -j {}",
                     port.port,
                     cidr.trunc(),
                     fixed.mark_masq
                 ));
+            }
+            // The local endpoints (after the masquerade rule when it is the internal chain).
+            if wants_svl && !local.is_empty() {
+                block.chains.push(svl.clone());
+                for (i, (ip, target, _)) in local.iter().enumerate() {
+                    let endpoint = format!("{ip}:{target}");
+                    let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
+                    let probability = probability(i, local.len());
+                    block.rules.push(format!(
+                        "-A {svl} -m comment --comment \"{spn} -> {endpoint}\"{probability} -j {sep}"
+                    ));
+                }
             }
             let n = ready.len();
             let mut sep_rules = Vec::new();
@@ -187,7 +215,6 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
                 block.rules.push(format!(
                     "-A {x} -m comment --comment \"route LOCAL traffic for {spn} external destinations\" -m addrtype --src-type LOCAL -j {svc_chain}"
                 ));
-                let local: Vec<&(Ipv4Addr, u16, bool)> = ready.iter().filter(|e| e.2).collect();
                 if local.is_empty() {
                     let c = format!("-m comment --comment \"{spn} has no local endpoints\"");
                     for lb in &svc.load_balancer_ips {
@@ -203,17 +230,7 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
                         ));
                     }
                 } else {
-                    let svl = chains::svl_chain(p, &spn, port.protocol);
-                    block.chains.push(svl.clone());
                     block.rules.push(format!("-A {x} -j {svl}"));
-                    for (i, (ip, target, _)) in local.iter().enumerate() {
-                        let endpoint = format!("{ip}:{target}");
-                        let sep = chains::sep_chain(p, &spn, port.protocol, &endpoint);
-                        let probability = probability(i, local.len());
-                        block.rules.push(format!(
-                            "-A {svl} -m comment --comment \"{spn} -> {endpoint}\"{probability} -j {sep}"
-                        ));
-                    }
                 }
             } else if has_external {
                 block.rules.push(format!(
@@ -352,6 +369,7 @@ mod tests {
             load_balancer_ips: vec!["192.168.77.200".parse().unwrap()],
             session_affinity_seconds: None,
             external_traffic_local: false,
+            internal_traffic_local: false,
         }
     }
 
@@ -370,6 +388,7 @@ mod tests {
             load_balancer_ips: vec![],
             session_affinity_seconds: None,
             external_traffic_local: false,
+            internal_traffic_local: false,
         }
     }
 
@@ -537,5 +556,45 @@ COMMIT
         assert!(!text.contains("statistic"));
         assert!(!text.contains("! -s"));
         assert!(text.contains("-j MASQUERADE\n"));
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_keeps_cluster_ip_traffic_on_the_node() {
+        let svc = Service { internal_traffic_local: true, ..web() };
+        let svc = Service {
+            ports: svc.ports.iter().map(|p| ServicePort { node_port: None, ..p.clone() }).collect(),
+            load_balancer_ips: vec![],
+            ..svc
+        };
+        let mut eps = web_endpoints();
+        for e in &mut eps.endpoints {
+            e.local = e.ip == "10.244.1.3".parse::<Ipv4Addr>().unwrap();
+        }
+        let text = render(std::slice::from_ref(&svc), std::slice::from_ref(&eps), &config());
+        let svl = chains::svl_chain("RKUBE", "default/web:http", Protocol::Tcp);
+        let local_sep = chains::sep_chain("RKUBE", "default/web:http", Protocol::Tcp, "10.244.1.3:8080");
+        assert!(text.contains(&format!("-d 10.96.0.10/32 --dport 80 -j {svl}\n")), "{text}");
+        // The masquerade rule comes first in the chain the cluster IP jumps to.
+        let masq =
+            text.find(&format!("-A {svl} -m comment --comment \"default/web:http cluster IP\"")).unwrap();
+        let pick = text
+            .find(&format!(
+                "-A {svl} -m comment --comment \"default/web:http -> 10.244.1.3:8080\" -j {local_sep}\n"
+            ))
+            .unwrap();
+        assert!(masq < pick, "{text}");
+        assert_eq!(text.matches(&format!("-A {svl} ")).count(), 2, "masquerade + the one local endpoint");
+        assert!(!text.contains("-j RKUBE-SVC-"), "nothing jumps to the all-endpoints chain: {text}");
+
+        // No endpoint on this node: cluster IP traffic is dropped, not sent to another node.
+        for e in &mut eps.endpoints {
+            e.local = false;
+        }
+        let text = render(&[svc], &[eps], &config());
+        assert!(!text.contains("-SVL-"));
+        assert!(text.contains(
+            "\"default/web:http has no local endpoints\" -m tcp -p tcp -d 10.96.0.10/32 --dport 80 -j DROP"
+        ));
+        assert!(!text.contains("-d 10.96.0.10/32 --dport 80 -j RKUBE-"));
     }
 }

@@ -35,6 +35,9 @@ pub struct Service {
     /// `externalTrafficPolicy: Local`: NodePort/LB traffic only to endpoints on this node,
     /// client IP preserved.
     pub external_traffic_local: bool,
+    /// `internalTrafficPolicy: Local`: cluster IP traffic only to endpoints on this node (dropped
+    /// when there is none), as node-local services such as the cluster DNS use.
+    pub internal_traffic_local: bool,
 }
 
 /// One backend address of a Service port.
