@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod dns;
 pub mod image;
 pub mod kubelet;
 pub mod master;

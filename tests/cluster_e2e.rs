@@ -84,6 +84,7 @@ fn cluster_end_to_end() {
     deployment_rollout_and_undo(&c);
     config_from_the_api_and_container_events(&c);
     services_on_every_node(&c);
+    cluster_dns_and_in_cluster_clients(&c);
     delete_pod_is_graceful_and_leaves_nothing(&c);
     file_pods_on_a_joined_node(&c);
     agent_restart_keeps_containers(&c);
@@ -408,6 +409,138 @@ fn services_on_every_node(c: &Cluster) {
     c.ok(&["delete", "svc", "webserver"]);
     c.ok(&["delete", "deployment", "webserver-green", "webserver-blue"]);
     c.eventually(&["get", "endpointslices", "-o", "name"], T, |o| !o.contains("webserver"));
+}
+
+/// `kubectl exec -n NS POD -- ARGS…` → (success, stdout + stderr).
+fn exec_in(c: &Cluster, ns: &str, pod: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["exec", "-n", ns, pod, "--"];
+    all.extend_from_slice(args);
+    let out = c.kubectl(&all);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Cluster DNS on every node (names, short names through the search path, headless Services, SRV),
+/// the kubelet's resolv.conf, and an in-cluster client (the real kubectl in a pod) that reaches the
+/// API server by its Service name with the pod's ServiceAccount token, limited to what its Role gives.
+fn cluster_dns_and_in_cluster_clients(c: &Cluster) {
+    // The master publishes the DNS Service at the tenth address, one endpoint per node.
+    let dns_ip = c.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert_eq!(dns_ip, "10.96.0.10");
+    let nodes = c.eventually(
+        &[
+            "get",
+            "endpointslices",
+            "-n",
+            "kube-system",
+            "-l",
+            "kubernetes.io/service-name=kube-dns",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].nodeName}",
+        ],
+        T,
+        |o| o.split_whitespace().count() == 3,
+    );
+    assert_eq!(nodes.split_whitespace().collect::<std::collections::BTreeSet<_>>().len(), 3, "{nodes}");
+
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: dnstest}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: lister, namespace: dnstest}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: pod-reader, namespace: dnstest}\n\
+         rules:\n- {apiGroups: [\"\"], resources: [pods], verbs: [get, list]}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: lister-reads, namespace: dnstest}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}\n\
+         subjects:\n- {kind: ServiceAccount, name: lister, namespace: dnstest}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: dnstest}\n\
+         spec:\n  selector: {app: dnsweb}\n  ports:\n  - {name: http, port: 80}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web-headless, namespace: dnstest}\n\
+         spec:\n  clusterIP: None\n  selector: {app: dnsweb}\n  ports:\n  - {name: http, port: 80}\n",
+    );
+    // One pod on each node (bound directly), each serving and asking.
+    for i in 1..=3 {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: dns{i}, namespace: dnstest, labels: {{app: dnsweb}}}}\n\
+             spec:\n  nodeName: node{i}\n  serviceAccountName: lister\n  terminationGracePeriodSeconds: 1\n  \
+             containers:\n  - name: c\n    image: nginx:1.10\n    volumeMounts:\n    \
+             - {{name: kubectl, mountPath: /opt/kubectl, readOnly: true}}\n  \
+             volumes:\n  - name: kubectl\n    hostPath: {{path: /usr/bin/kubectl, type: File}}\n"
+        ));
+    }
+    let file = c.dir.path().join("dnstest.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    c.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let rows = c.eventually(
+        &[
+            "get",
+            "pods",
+            "-n",
+            "dnstest",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}|{.status.podIP}|{.status.phase}{\"\\n\"}{end}",
+        ],
+        T,
+        |o| o.lines().filter(|l| l.ends_with("|Running")).count() == 3,
+    );
+    let mut pod_ips: Vec<String> = rows.lines().map(|l| l.split('|').nth(1).unwrap().to_string()).collect();
+    pod_ips.sort();
+    let web_ip = c.ok(&["get", "svc", "-n", "dnstest", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+
+    for i in 1..=3 {
+        let pod = format!("dns{i}");
+        // The kubelet's resolv.conf for ClusterFirst.
+        let (_, resolv) = exec_in(c, "dnstest", &pod, &["cat", "/etc/resolv.conf"]);
+        assert!(
+            resolv.contains("search dnstest.svc.cluster.local svc.cluster.local cluster.local")
+                && resolv.contains("nameserver 10.96.0.10")
+                && resolv.contains("options ndots:5"),
+            "{pod}: {resolv}"
+        );
+        // Full names, through this node's own DNS server.
+        let mut answered = String::new();
+        cluster::wait_until(&format!("{pod} resolving web.dnstest"), T, || {
+            answered = exec_in(c, "dnstest", &pod, &["nslookup", "web.dnstest.svc.cluster.local"]).1;
+            answered.contains(&web_ip)
+        });
+        let (_, k) = exec_in(c, "dnstest", &pod, &["nslookup", "kubernetes.default.svc.cluster.local"]);
+        assert!(k.contains("10.96.0.1\n") || k.contains("10.96.0.1 "), "{pod}: {k}");
+        // Headless: every ready pod; SRV for the named port; an unknown name fails.
+        let mut headless = String::new();
+        cluster::wait_until(&format!("{pod} resolving the headless Service"), T, || {
+            headless = exec_in(c, "dnstest", &pod, &["nslookup", "web-headless.dnstest.svc.cluster.local"]).1;
+            pod_ips.iter().all(|ip| headless.contains(ip.as_str()))
+        });
+        let (_, srv) = exec_in(
+            c,
+            "dnstest",
+            &pod,
+            &["nslookup", "-type=SRV", "_http._tcp.web.dnstest.svc.cluster.local"],
+        );
+        assert!(srv.contains("web.dnstest.svc.cluster.local") && srv.contains("80"), "{pod}: {srv}");
+        let (ok, missing) = exec_in(c, "dnstest", &pod, &["nslookup", "nothing.dnstest.svc.cluster.local"]);
+        assert!(!ok || missing.contains("NXDOMAIN"), "{pod}: {missing}");
+
+        // A client in the pod: the real kubectl with the pod's token, by the API server's name
+        // (short names through the search path), allowed in its namespace only.
+        let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+        let token = format!("--token=$(cat {sa}/token)");
+        let script = |what: &str| {
+            format!(
+                "/opt/kubectl --server=https://kubernetes.default.svc {token} --certificate-authority={sa}/ca.crt {what}"
+            )
+        };
+        let (ok, listed) = exec_in(c, "dnstest", &pod, &["sh", "-c", &script("get pods -n dnstest -o name")]);
+        assert!(ok && listed.contains("pod/dns1") && listed.contains("pod/dns3"), "{pod}: {listed}");
+        let (ok, denied) = exec_in(c, "dnstest", &pod, &["sh", "-c", &script("get pods -n default")]);
+        assert!(
+            !ok && denied.contains("forbidden") && denied.contains("system:serviceaccount:dnstest:lister"),
+            "{pod}: {denied}"
+        );
+    }
+    // The in-cluster configuration client libraries use (KUBERNETES_SERVICE_HOST and the mounted
+    // token) works unchanged.
+    let (ok, listed) = exec_in(c, "dnstest", "dns1", &["/opt/kubectl", "get", "pods", "-o", "name"]);
+    assert!(ok && listed.contains("pod/dns2"), "{listed}");
+    c.ok(&["delete", "namespace", "dnstest"]);
 }
 
 /// Every trace of pod `key` on node `i`: its dir, runtime state, netns pin, IPAM record, veth,

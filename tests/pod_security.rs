@@ -143,7 +143,7 @@ fn fields_rkube_does_not_implement_are_refused_by_name_and_create_nothing() {
     let node = PodNode::new(62);
     for (field, spec, container) in [
         ("spec.runtimeClassName", "  runtimeClassName: gvisor\n", ""),
-        ("spec.dnsConfig", "  dnsConfig: {nameservers: [10.0.0.10]}\n", ""),
+        ("spec.activeDeadlineSeconds", "  activeDeadlineSeconds: 30\n", ""),
         ("spec.securityContext.fsGroup", "  securityContext: {fsGroup: 2000}\n", ""),
         (
             "spec.containers[0].securityContext.seLinuxOptions",

@@ -8,6 +8,7 @@ use rkube::master::apiserver::nodecert::NodeJoin;
 use rkube::master::apiserver::registry::Registry;
 use rkube::master::apiserver::satoken::TokenIssuer;
 use rkube::master::apiserver::{ApiServer, Auth, builtin, router, serve};
+use rkube::master::controllers::clusterdns;
 use rkube::master::controllers::manager::{self, ManagerConfig};
 use rkube::master::controllers::nodeipam::{CidrAllocator, NodeIpamConfig};
 use rkube::master::controllers::nodelifecycle::NodeLifecycleConfig;
@@ -46,6 +47,10 @@ struct Args {
     /// Service ClusterIP range.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: ipnet::Ipv4Net,
+    /// The cluster DNS Service's ClusterIP (`kube-system/kube-dns`, answered by every node for its
+    /// own pods) [default: the tenth address of --service-cidr]. `none`: no cluster DNS Service.
+    #[arg(long)]
+    cluster_dns: Option<String>,
     /// NodePort range, `first-last`.
     #[arg(long, default_value = "30000-32767")]
     node_port_range: String,
@@ -147,6 +152,18 @@ async fn run(args: Args) -> Result<()> {
         lb_pool: parse_pool(&args.lb_pool)?,
     };
     let lb_pool = !alloc.lb_pool.is_empty();
+    let cluster_dns = match args.cluster_dns.as_deref() {
+        Some("none") => None,
+        Some(ip) => {
+            let ip: Ipv4Addr =
+                ip.parse().with_context(|| format!("--cluster-dns {ip:?} is not an IPv4 address"))?;
+            if !args.service_cidr.contains(&ip) {
+                bail!("--cluster-dns {ip} is outside --service-cidr {}", args.service_cidr);
+            }
+            Some(ip)
+        }
+        None => clusterdns::default_address(args.service_cidr),
+    };
     let (store, store_desc): (Arc<dyn Store>, String) = if args.etcd_servers.is_empty() {
         let path = args.data_dir.join("state.redb");
         let s = EmbeddedStore::open(&path)?;
@@ -266,9 +283,20 @@ async fn run(args: Args) -> Result<()> {
             .max(Duration::from_millis(100)),
     };
     let node_ipam = Some(NodeIpamConfig { cluster_cidr: args.cluster_cidr, mask: args.node_cidr_mask_size });
+    if let Some(ip) = cluster_dns {
+        clusterdns::ensure_service(&*cluster, ip).await.context("creating the cluster DNS Service")?;
+    }
     let _control_plane = manager::spawn_all(
         cluster,
-        ManagerConfig { fake_nodes, node_lifecycle, node_ipam, lb_pool, root_ca, ..Default::default() },
+        ManagerConfig {
+            fake_nodes,
+            node_lifecycle,
+            node_ipam,
+            lb_pool,
+            root_ca,
+            cluster_dns,
+            ..Default::default()
+        },
     );
 
     let app = router(Arc::new(ApiServer {

@@ -1,12 +1,14 @@
 //! `rkubelet join`: join a master and run the node agent in the foreground (see
 //! `kubelet::joined` for the design and `client::join` for the protocol).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::pod::NodeArgs;
 use crate::client::join::{JoinRequest, JoinToken};
@@ -39,6 +41,13 @@ pub struct JoinArgs {
     /// Port of the node's HTTPS endpoint (logs, exec, port-forward through the master).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// The cluster DNS address written into pods' resolv.conf [default: the ClusterIP of the
+    /// master's `kube-system/kube-dns` Service]. The node answers it for its own pods.
+    #[arg(long)]
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_initial_ms: u64,
@@ -108,6 +117,31 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     }
     node.pod_cidr = cidr;
     std::fs::write(creds.pod_cidr(), format!("{cidr}\n")).context("recording the pod CIDR")?;
+    // Cluster DNS: this node answers the kube-dns Service's address for its pods (the master sends
+    // the Service's traffic to each node's own InternalIP:53), bound now so a taken port fails here.
+    let cluster_dns = match args.cluster_dns {
+        Some(ip) => Some(ip),
+        None => rt.block_on(joined::cluster_dns_address(&client))?,
+    };
+    let zone = crate::dns::ZoneConfig { domain: args.cluster_domain.clone(), ..Default::default() };
+    let empty =
+        crate::dns::Zone::build::<Service, EndpointSlice>(&[], &[], &zone, 0).context("--cluster-domain")?;
+    let dns = match cluster_dns {
+        Some(_) => {
+            let upstream = node.dns.host.nameservers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
+            let handler = crate::dns::ClusterDns::new(empty, upstream);
+            let server = rt.block_on(handler.clone().serve(SocketAddr::new(IpAddr::V4(ip), 53)))?;
+            Some((handler, server))
+        }
+        None => {
+            eprintln!(
+                "no kube-system/kube-dns Service on the master and no --cluster-dns: pods get this node's resolvers"
+            );
+            None
+        }
+    };
+    node.dns.cluster_dns = cluster_dns.map(IpAddr::V4).into_iter().collect();
+    node.dns.cluster_domain = args.cluster_domain.clone();
     eprintln!("node {name} registered (InternalIP {ip}, pod CIDR {cidr}); running its pods");
     agent::write_pid(&node)?;
 
@@ -140,6 +174,7 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             cluster_cidr: Some(cluster_cidr),
             ..ProxyConfig::default()
         };
+        let watch = services::ServiceWatch::start(&client);
         let mut api_stop = stop_rx.clone();
         let api = tokio::spawn(async move {
             let stopped = async move {
@@ -154,15 +189,23 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop_rx.clone())),
             tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), root, stop_rx.clone())),
             tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx.clone())),
-            tokio::spawn(services::proxy_loop(client.clone(), name.clone(), proxy, stop_rx.clone())),
-            tokio::spawn(routes::route_loop(client.clone(), name.clone(), creds.routes(), stop_rx)),
+            tokio::spawn(services::proxy_loop(watch.clone(), name.clone(), proxy, stop_rx.clone())),
+            tokio::spawn(routes::route_loop(client.clone(), name.clone(), creds.routes(), stop_rx.clone())),
         ];
+        let dns_task = dns.map(|(handler, server)| {
+            let task = tokio::spawn(services::dns_loop(watch.clone(), handler, zone, stop_rx));
+            (task, server)
+        });
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
+        }
+        if let Some((task, mut server)) = dns_task {
+            let _ = task.await;
+            let _ = server.shutdown_gracefully().await;
         }
     });
     let _ = sync.join();

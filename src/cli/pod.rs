@@ -22,6 +22,7 @@ use crate::kubelet::pod::{self, StartRequest};
 use crate::kubelet::reset;
 use crate::kubelet::server::KubeletServerConfig;
 use crate::kubelet::state::{self, Phase, PodState, unix_now};
+use crate::network::dns;
 use crate::runtime::{ExecRequest, Status};
 
 /// Where the node keeps things (shared by every pod command).
@@ -88,8 +89,11 @@ impl NodeArgs {
             .pod_cidr
             .or_else(|| std::fs::read_to_string(self.credentials().pod_cidr()).ok()?.trim().parse().ok())
             .unwrap_or_else(|| DEFAULT_POD_CIDR.parse().expect("valid default CIDR"));
-        let nameservers =
-            if self.nameserver.is_empty() { host_nameservers() } else { self.nameserver.clone() };
+        // The node's resolvers for pods: --nameserver, else the host's resolv.conf.
+        let host = match self.nameserver.is_empty() {
+            true => dns::parse_resolv_conf(&std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default()),
+            false => dns::DnsConfig { nameservers: self.nameserver.clone(), ..Default::default() },
+        };
         NodeConfig {
             root: self.root.clone(),
             run_dir: self.run_dir.clone(),
@@ -101,7 +105,7 @@ impl NodeArgs {
             node_netns: self.node_netns.clone(),
             veth_prefix: self.veth_prefix.clone(),
             chain_prefix: self.chain_prefix.clone(),
-            nameservers,
+            dns: dns::NodeDns { host, ..Default::default() },
             seccomp_default: self.seccomp_default,
         }
     }
@@ -135,16 +139,8 @@ impl NodeArgs {
     }
 }
 
-/// Non-loopback nameservers of the host's resolv.conf.
-fn host_nameservers() -> Vec<IpAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("nameserver"))
-        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-        .filter(|ip| !ip.is_loopback())
-        .collect()
-}
+/// The host's resolver configuration, which pods with `dnsPolicy: Default` get.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Pod subcommands of `rkubelet`.
 #[derive(Debug, clap::Subcommand)]

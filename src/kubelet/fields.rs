@@ -35,9 +35,9 @@ const POD_SPEC: &Table = &[
     ("affinity", Scheduler),
     ("automountServiceAccountToken", Harmless),
     ("containers", Objects(CONTAINER)),
-    ("dnsConfig", No),
+    ("dnsConfig", Object(DNS_CONFIG)),
     // Without a cluster DNS, ClusterFirst falls back to the node's resolvers, as the kubelet does.
-    ("dnsPolicy", Only(&["ClusterFirst", "Default", "ClusterFirstWithHostNet"])),
+    ("dnsPolicy", Only(&["ClusterFirst", "Default", "ClusterFirstWithHostNet", "None"])),
     ("enableServiceLinks", Harmless),
     ("ephemeralContainers", No),
     ("hostAliases", Objects(HOST_ALIAS)),
@@ -73,6 +73,10 @@ const POD_SPEC: &Table = &[
     ("topologySpreadConstraints", Scheduler),
     ("volumes", Objects(VOLUME)),
 ];
+
+const DNS_CONFIG: &Table = &[("nameservers", Yes), ("options", Objects(DNS_OPTION)), ("searches", Yes)];
+
+const DNS_OPTION: &Table = &[("name", Yes), ("value", Yes)];
 
 const HOST_ALIAS: &Table = &[("hostnames", Yes), ("ip", Yes)];
 
@@ -288,7 +292,7 @@ mod tests {
 
     #[test]
     fn every_field_of_the_pod_types_is_classified() {
-        let cases: [(&str, BTreeSet<&str>, &Table); 15] = [
+        let cases: [(&str, BTreeSet<&str>, &Table); 17] = [
             ("PodSpec", fields_of::<core::PodSpec>(), POD_SPEC),
             ("Container", fields_of::<core::Container>(), CONTAINER),
             ("SecurityContext", fields_of::<core::SecurityContext>(), SECURITY_CONTEXT),
@@ -303,6 +307,8 @@ mod tests {
             ("EmptyDirVolumeSource", fields_of::<core::EmptyDirVolumeSource>(), EMPTY_DIR),
             ("HostPathVolumeSource", fields_of::<core::HostPathVolumeSource>(), HOST_PATH),
             ("HostAlias", fields_of::<core::HostAlias>(), HOST_ALIAS),
+            ("PodDNSConfig", fields_of::<core::PodDNSConfig>(), DNS_CONFIG),
+            ("PodDNSConfigOption", fields_of::<core::PodDNSConfigOption>(), DNS_OPTION),
             ("PodOS", fields_of::<core::PodOS>(), POD_OS),
         ];
         for (name, declared, table) in cases {

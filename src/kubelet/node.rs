@@ -1,12 +1,12 @@
 //! Where a node keeps things: every host path and name the kubelet uses, as one value built from
 //! CLI flags, so tests run whole nodes in temp dirs with their own bridge and CIDR.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
 use crate::image::store::{Store, StoreError};
+use crate::network::dns::NodeDns;
 use crate::network::{PodNetwork, PodNetworkConfig, PodNetworkError};
 use crate::runtime::Runtime;
 
@@ -34,8 +34,9 @@ pub struct NodeConfig {
     pub veth_prefix: String,
     /// iptables chain prefix (`RKUBE`).
     pub chain_prefix: String,
-    /// Nameservers written to pods' resolv.conf.
-    pub nameservers: Vec<IpAddr>,
+    /// What pods' resolv.conf is made of: the cluster DNS (if any), the cluster domain and the
+    /// node's own resolvers.
+    pub dns: NodeDns,
     /// Containers whose Pod names no seccomp profile run under the runtime's default profile
     /// (the kubelet's `--seccomp-default`); `false`: unconfined. Profiles for `Localhost` live
     /// in `<root>/seccomp`.

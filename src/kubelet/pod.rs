@@ -321,6 +321,35 @@ fn start_locked(starting: &Starting<'_>) -> Result<PodState, PodError> {
     Ok(state)
 }
 
+/// The pod's resolv.conf settings from its `dnsPolicy` and `dnsConfig` (checked by `fields`).
+fn pod_dns(spec: &PodSpec, pod: &Pod, node: &dns::NodeDns) -> DnsConfig {
+    let policy = dns::DnsPolicy::parse(spec.dns_policy.as_deref()).unwrap_or_default();
+    let own = spec.dns_config.as_ref();
+    let config = DnsConfig {
+        nameservers: own
+            .and_then(|c| c.nameservers.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.parse().ok())
+            .collect(),
+        searches: own.and_then(|c| c.searches.clone()).unwrap_or_default(),
+        options: own
+            .and_then(|c| c.options.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let name = o.name.as_deref()?;
+                Some(match o.value.as_deref() {
+                    Some(v) => format!("{name}:{v}"),
+                    None => name.to_string(),
+                })
+            })
+            .collect(),
+    };
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    dns::pod_dns(policy, spec.host_network == Some(true), namespace, &config, node)
+}
+
 /// Creates the pod's sandbox besides its network (IPC namespace, /etc files, volumes, cgroup,
 /// shared pid namespace), saves every container's spec and creates the first container, which
 /// waits for its start. Returns the pod's state (Pending).
@@ -356,7 +385,7 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
         // The node's own hosts file, as the kubelet gives hostNetwork pods.
         None => dns::node_hosts_file(&fs::read_to_string(dns::NODE_HOSTS).unwrap_or_default(), &aliases),
     };
-    let resolv = dns::resolv_conf(&DnsConfig { nameservers: node.nameservers.clone(), ..Default::default() });
+    let resolv = dns::resolv_conf(&pod_dns(spec, pod, &node.dns));
     fs::write(etc.join("hosts"), hosts).map_err(step(name, "write hosts"))?;
     fs::write(etc.join("resolv.conf"), resolv).map_err(step(name, "write resolv.conf"))?;
     fs::write(etc.join("hostname"), format!("{hostname}\n")).map_err(step(name, "write hostname"))?;

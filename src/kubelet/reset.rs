@@ -151,7 +151,7 @@ mod tests {
             node_netns: None,
             veth_prefix: "rkv".into(),
             chain_prefix: "RKUBE".into(),
-            nameservers: vec![],
+            dns: Default::default(),
             seccomp_default: true,
         };
         assert!(pod_names(&node).is_empty());

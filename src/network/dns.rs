@@ -64,6 +64,117 @@ pub fn resolv_conf(config: &DnsConfig) -> String {
     out
 }
 
+/// How a pod's DNS is set up (`spec.dnsPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DnsPolicy {
+    /// The cluster DNS, unless the pod uses the host's network (then as `Default`).
+    #[default]
+    ClusterFirst,
+    /// The cluster DNS, also for a pod on the host's network.
+    ClusterFirstWithHostNet,
+    /// The node's own resolv.conf.
+    Default,
+    /// Only what the pod's `dnsConfig` gives.
+    None,
+}
+
+impl DnsPolicy {
+    /// From `spec.dnsPolicy` (`None`: unset, the default).
+    pub fn parse(value: Option<&str>) -> Option<DnsPolicy> {
+        Some(match value {
+            None | Some("ClusterFirst") => DnsPolicy::ClusterFirst,
+            Some("ClusterFirstWithHostNet") => DnsPolicy::ClusterFirstWithHostNet,
+            Some("Default") => DnsPolicy::Default,
+            Some("None") => DnsPolicy::None,
+            Some(_) => return None,
+        })
+    }
+}
+
+/// The node's side of pod DNS, as the kubelet's `clusterDNS`, `clusterDomain` and `resolvConf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeDns {
+    /// The cluster DNS Service's address (empty: no cluster DNS, pods get the node's resolvers).
+    pub cluster_dns: Vec<IpAddr>,
+    /// The cluster domain (`cluster.local`).
+    pub cluster_domain: String,
+    /// The node's own resolvers and search list.
+    pub host: DnsConfig,
+}
+
+/// At most this many search domains, as the kubelet (and glibc since 2.26) allows.
+const MAX_SEARCHES: usize = 32;
+
+fn push_unique<T: PartialEq + Clone>(to: &mut Vec<T>, from: &[T]) {
+    for x in from {
+        if !to.contains(x) {
+            to.push(x.clone());
+        }
+    }
+}
+
+/// A pod's resolv.conf settings (pure), as the kubelet computes them: by policy the cluster DNS
+/// (`search <ns>.svc.<domain> svc.<domain> <domain> <host searches>`, `options ndots:5`), the
+/// node's, or none; then the pod's own `dnsConfig` (nameservers and searches appended without
+/// duplicates, options merged by name, the pod's value winning).
+pub fn pod_dns(
+    policy: DnsPolicy,
+    host_network: bool,
+    namespace: &str,
+    pod: &DnsConfig,
+    node: &NodeDns,
+) -> DnsConfig {
+    let cluster = match policy {
+        DnsPolicy::ClusterFirst => !host_network,
+        DnsPolicy::ClusterFirstWithHostNet => true,
+        DnsPolicy::Default | DnsPolicy::None => false,
+    } && !node.cluster_dns.is_empty();
+    let mut out = match policy {
+        DnsPolicy::None => DnsConfig::default(),
+        _ if cluster => {
+            let d = &node.cluster_domain;
+            let mut searches = vec![format!("{namespace}.svc.{d}"), format!("svc.{d}"), d.clone()];
+            push_unique(&mut searches, &node.host.searches);
+            DnsConfig { nameservers: node.cluster_dns.clone(), searches, options: vec!["ndots:5".into()] }
+        }
+        _ => node.host.clone(),
+    };
+    push_unique(&mut out.nameservers, &pod.nameservers);
+    push_unique(&mut out.searches, &pod.searches);
+    out.searches.truncate(MAX_SEARCHES);
+    let key = |o: &String| o.split(':').next().unwrap_or_default().to_string();
+    for o in &pod.options {
+        match out.options.iter_mut().find(|have| key(have) == key(o)) {
+            Some(have) => *have = o.clone(),
+            None => out.options.push(o.clone()),
+        }
+    }
+    out
+}
+
+/// The nameservers, search domains and options of a resolv.conf text (loopback nameservers left
+/// out: they would be the pod's own loopback).
+pub fn parse_resolv_conf(text: &str) -> DnsConfig {
+    let mut out = DnsConfig::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                if let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) {
+                    if !ip.is_loopback() {
+                        out.nameservers.push(ip);
+                    }
+                }
+            }
+            // The last search or domain line wins, as in glibc.
+            Some("search") | Some("domain") => out.searches = words.map(String::from).collect(),
+            Some("options") => out.options.extend(words.map(String::from)),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Error writing a pod's DNS files.
 #[derive(Debug, thiserror::Error)]
 #[error("write {path}: {source}")]
@@ -136,5 +247,46 @@ mod tests {
              nameserver 8.8.8.8\noptions ndots:5\n"
         );
         assert_eq!(resolv_conf(&DnsConfig::default()), "");
+    }
+
+    #[test]
+    fn pod_dns_follows_the_policy_and_the_pods_own_config() {
+        let node = NodeDns {
+            cluster_dns: vec!["10.96.0.10".parse().unwrap()],
+            cluster_domain: "cluster.local".into(),
+            host: parse_resolv_conf(
+                "# host\nnameserver 127.0.0.53\nnameserver 192.0.2.1\nsearch corp.example svc.cluster.local\noptions edns0\n",
+            ),
+        };
+        assert_eq!(node.host.nameservers, ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        let none = DnsConfig::default();
+        let cluster = pod_dns(DnsPolicy::ClusterFirst, false, "web", &none, &node);
+        assert_eq!(
+            resolv_conf(&cluster),
+            "search web.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
+             nameserver 10.96.0.10\noptions ndots:5\n"
+        );
+        // On the host's network ClusterFirst means the node's resolvers; WithHostNet keeps the cluster's.
+        assert_eq!(pod_dns(DnsPolicy::ClusterFirst, true, "web", &none, &node), node.host);
+        assert_eq!(pod_dns(DnsPolicy::ClusterFirstWithHostNet, true, "web", &none, &node), cluster);
+        assert_eq!(pod_dns(DnsPolicy::Default, false, "web", &none, &node), node.host);
+        // No cluster DNS: the node's resolvers.
+        let lone = NodeDns { cluster_dns: vec![], ..node.clone() };
+        assert_eq!(pod_dns(DnsPolicy::ClusterFirst, false, "web", &none, &lone), node.host);
+        // The pod's dnsConfig: appended without duplicates, options merged by name.
+        let own = DnsConfig {
+            nameservers: vec!["10.96.0.10".parse().unwrap(), "192.0.2.53".parse().unwrap()],
+            searches: vec!["svc.cluster.local".into(), "mine.example".into()],
+            options: vec!["ndots:2".into(), "edns0".into()],
+        };
+        let merged = pod_dns(DnsPolicy::ClusterFirst, false, "web", &own, &node);
+        assert_eq!(merged.nameservers.len(), 2);
+        assert_eq!(merged.searches.last().map(String::as_str), Some("mine.example"));
+        assert_eq!(merged.searches.len(), 5);
+        assert_eq!(merged.options, ["ndots:2", "edns0"]);
+        assert_eq!(pod_dns(DnsPolicy::None, false, "web", &own, &node), own);
+        assert_eq!(DnsPolicy::parse(Some("None")), Some(DnsPolicy::None));
+        assert_eq!(DnsPolicy::parse(None), Some(DnsPolicy::ClusterFirst));
+        assert_eq!(DnsPolicy::parse(Some("Bogus")), None);
     }
 }

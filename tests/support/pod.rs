@@ -106,7 +106,7 @@ impl PodNode {
             node_netns: Some(self.net.node_ns.clone()),
             veth_prefix: "rkv".into(),
             chain_prefix: "RKUBE".into(),
-            nameservers: vec![],
+            dns: Default::default(),
             seccomp_default: true,
         }
     }

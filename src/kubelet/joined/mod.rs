@@ -73,6 +73,12 @@ pub enum JoinedError {
     NoPodCidr { node: String, secs: u64 },
     #[error("node {node}: the pod CIDR {cidr:?} from the master is not an IPv4 network")]
     BadPodCidr { node: String, cidr: String },
+    #[error("{what}")]
+    Api {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Settings of a joined node.
@@ -162,6 +168,19 @@ pub async fn register(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The cluster DNS address: the ClusterIP of the master's `kube-system/kube-dns` Service (`None`
+/// when there is no such Service).
+pub async fn cluster_dns_address(client: &kube::Client) -> Result<Option<Ipv4Addr>, JoinedError> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    let svc = match api.get_opt("kube-dns").await {
+        Ok(svc) => svc,
+        Err(source) => {
+            return Err(JoinedError::Api { what: "reading the kube-system/kube-dns Service", source });
+        }
+    };
+    Ok(svc.and_then(|s| s.spec?.cluster_ip?.parse().ok()))
 }
 
 /// Renews the node's Lease every quarter of its duration until `stop`.
@@ -396,7 +415,8 @@ pub struct PodSync<R: PodRuntime> {
     tx: mpsc::UnboundedSender<Report>,
     rx: mpsc::UnboundedReceiver<Report>,
     /// Every Service, for the containers' `<SVC>_SERVICE_HOST` variables (set once `run` starts).
-    services: Option<reflector::Store<Service>>,
+    /// The Services (for the containers' variables) and whether their first list arrived.
+    services: Option<(reflector::Store<Service>, watch::Receiver<bool>)>,
 }
 
 impl<R: PodRuntime> std::fmt::Debug for PodSync<R> {
@@ -440,7 +460,18 @@ impl<R: PodRuntime> PodSync<R> {
                 .for_each(|_| std::future::ready(())),
         );
         let _services_task = AbortOnDrop(services_task);
-        self.services = Some(services);
+        // One waiter on the store (kube-runtime's readiness wakes only the last of several); pod
+        // starts wait on the flag.
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let _ready_task = AbortOnDrop(tokio::spawn({
+            let services = services.clone();
+            async move {
+                if services.wait_until_ready().await.is_ok() {
+                    let _ = ready_tx.send(true);
+                }
+            }
+        }));
+        self.services = Some((services, ready_rx));
         let pods: Api<Pod> = Api::all(self.client.clone());
         let selector = format!("spec.nodeName={}", self.cfg.identity.name);
         let mut events =
@@ -534,8 +565,8 @@ impl<R: PodRuntime> PodSync<R> {
         tokio::spawn(async move {
             // As the kubelet, start containers once the Services are known (their variables).
             let pod = match services {
-                Some(s) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), s.wait_until_ready()).await;
+                Some((s, mut ready)) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r)).await;
                     svcenv::with_service_env(&pod, &s.state())
                 }
                 None => pod,

@@ -2,7 +2,7 @@
 //! EndpointSlices from the API, turned into [`crate::proxy`]'s model by a pure function and programmed
 //! into this node's iptables, a full sync first (and after any failure or hourly), partial syncs after.
 //! Rules are replaced atomically, so a restarted node keeps forwarding with the old rules until its
-//! first sync rewrites them.
+//! first sync rewrites them. The same watch feeds the node's cluster DNS ([`crate::dns`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -15,7 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::network::Protocol;
 use crate::proxy::{Endpoint, Proxier, ProxyConfig, Service, ServiceEndpoints, ServicePort};
@@ -26,6 +26,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const MIN_SYNC_PERIOD: Duration = Duration::from_millis(250);
 /// A full rewrite at least this often, as kube-proxy does.
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
+/// DNS zone rebuilds gather changes this long.
+const DNS_MIN_SYNC_PERIOD: Duration = Duration::from_millis(50);
 /// Pause before retrying a failed sync.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -100,6 +102,7 @@ pub fn service(svc: &K8sService) -> Option<Service> {
         load_balancer_ips,
         session_affinity_seconds,
         external_traffic_local: external && spec.external_traffic_policy.as_deref() == Some("Local"),
+        internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
     })
 }
 
@@ -166,33 +169,72 @@ pub fn model(
     (out_services, out_endpoints)
 }
 
+/// The cluster's Services and EndpointSlices, watched once per node and read by the service proxy
+/// and the cluster DNS. Clones share the watches, which stop with the last clone.
+#[derive(Clone)]
+pub struct ServiceWatch {
+    pub services: Store<K8sService>,
+    pub slices: Store<EndpointSlice>,
+    changed: watch::Receiver<u64>,
+    /// `Some(true)` once both lists arrived, `Some(false)` if a watch ended first.
+    ready: watch::Receiver<Option<bool>>,
+    _tasks: Arc<AbortOnDrop>,
+}
+
+impl ServiceWatch {
+    /// Starts watching through `client`.
+    pub fn start(client: &kube::Client) -> Self {
+        let (tx, changed) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let (services, services_task) = reflect::<K8sService>(client, tx.clone());
+        let (slices, slices_task) = reflect::<EndpointSlice>(client, tx);
+        // One waiter on the stores: kube-runtime's readiness wakes only the last of several.
+        let (ready_tx, ready) = watch::channel(None);
+        let ready_task = tokio::spawn({
+            let (services, slices) = (services.clone(), slices.clone());
+            async move {
+                let (a, b) = tokio::join!(services.wait_until_ready(), slices.wait_until_ready());
+                let _ = ready_tx.send(Some(a.is_ok() && b.is_ok()));
+            }
+        });
+        let tasks = AbortOnDrop(vec![services_task, slices_task, ready_task]);
+        Self { services, slices, changed, ready, _tasks: Arc::new(tasks) }
+    }
+
+    /// Waits until both lists arrived; `false` if the watches ended first.
+    pub async fn ready(&self) -> bool {
+        let mut ready = self.ready.clone();
+        let done = ready.wait_for(Option::is_some).await.map(|v| *v);
+        matches!(done, Ok(Some(true)))
+    }
+
+    /// A receiver that sees every later change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        let mut rx = self.changed.clone();
+        rx.mark_unchanged();
+        rx
+    }
+}
+
 /// Keeps this node's Service rules current until `stop` changes. Runs in the node's network namespace
 /// (the caller's).
 pub async fn proxy_loop(
-    client: kube::Client,
+    watch: ServiceWatch,
     node: String,
     config: ProxyConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let changed = Arc::new(Notify::new());
-    let services = reflect::<K8sService>(&client, changed.clone());
-    let slices = reflect::<EndpointSlice>(&client, changed.clone());
-    let (services, services_task) = services;
-    let (slices, slices_task) = slices;
-    let _tasks = AbortOnDrop(vec![services_task, slices_task]);
+    let mut changed = watch.subscribe();
     // Start from what is there once both lists arrived.
     tokio::select! {
         _ = stop.changed() => return,
-        r = async { tokio::join!(services.wait_until_ready(), slices.wait_until_ready()) } => {
-            if r.0.is_err() || r.1.is_err() {
-                return;
-            }
-        }
+        ready = watch.ready() => if !ready { return },
     }
     let mut proxier = Some(Proxier::new(config));
     let mut last_full = Instant::now();
     loop {
-        let (svcs, eps) = model(&services.state(), &slices.state(), &node);
+        changed.mark_unchanged();
+        let (svcs, eps) = model(&watch.services.state(), &watch.slices.state(), &node);
         let mut p = proxier.take().expect("proxier");
         if last_full.elapsed() > FULL_SYNC_PERIOD {
             p.request_full_sync();
@@ -224,10 +266,42 @@ pub async fn proxy_loop(
         };
         tokio::select! {
             _ = stop.changed() => return,
-            _ = changed.notified(), if wait.is_none() => {}
+            _ = changed.changed(), if wait.is_none() => {}
             _ = tokio::time::sleep(wait.unwrap_or(FULL_SYNC_PERIOD)) => {}
         }
         tokio::time::sleep(MIN_SYNC_PERIOD).await;
+    }
+}
+
+/// Serves the cluster DNS zone of `watch`'s Services through `dns` (already listening) until `stop`
+/// changes, rebuilding the zone on every change.
+pub async fn dns_loop(
+    watch: ServiceWatch,
+    dns: crate::dns::ClusterDns,
+    zone: crate::dns::ZoneConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changed = watch.subscribe();
+    tokio::select! {
+        _ = stop.changed() => return,
+        ready = watch.ready() => if !ready { return },
+    }
+    let mut serial = 0u32;
+    loop {
+        changed.mark_unchanged();
+        serial = serial.wrapping_add(1);
+        match crate::dns::Zone::build(&watch.services.state(), &watch.slices.state(), &zone, serial) {
+            Ok(z) => dns.set_zone(z),
+            Err(e) => {
+                tracing::error!("cluster DNS: {e}");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            r = changed.changed() => if r.is_err() { return },
+        }
+        tokio::time::sleep(DNS_MIN_SYNC_PERIOD).await;
     }
 }
 
@@ -241,8 +315,11 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A reflector store of every `K`, waking `changed` on each change.
-fn reflect<K>(client: &kube::Client, changed: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+/// A reflector store of every `K`, counting each change in `changed`.
+fn reflect<K>(
+    client: &kube::Client,
+    changed: Arc<watch::Sender<u64>>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -259,7 +336,7 @@ where
         let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
         while let Some(event) = events.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => changed.send_modify(|n| *n = n.wrapping_add(1)),
                 Err(e) => tracing::warn!("watching {}: {e}", K::kind(&Default::default())),
             }
         }

@@ -79,7 +79,9 @@ pub fn allocate(
         }
         (_, "None") => Some("None".into()),
         (None, "") => {
-            let hosts = cfg.service_cidr.hosts().skip(9);
+            // The first ten addresses are left to Services that ask for one: the `kubernetes`
+            // Service's (the first) and the cluster DNS's (the tenth), as kubeadm places them.
+            let hosts = cfg.service_cidr.hosts().skip(10);
             let free = hosts.map(|h| h.to_string()).find(|h| !used.ips.contains(h));
             if free.is_none() {
                 errs.push(FieldError::invalid(
@@ -223,7 +225,7 @@ mod tests {
     fn allocates_and_rejects() {
         let mut a = json!({"spec":{"type":"LoadBalancer","ports":[{"port":80}]},"status":{}});
         allocate(&mut a, None, &[], &cfg()).unwrap();
-        assert_eq!(a["spec"]["clusterIP"], "10.96.0.10");
+        assert_eq!(a["spec"]["clusterIP"], "10.96.0.11");
         let np = a["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
         assert!((30000..=32767).contains(&np));
         assert_eq!(a["status"]["loadBalancer"]["ingress"][0]["ip"], "10.0.0.100");
@@ -238,24 +240,24 @@ mod tests {
         assert!(e[0].message.contains("not in the valid range"));
         let mut d = json!({"spec":{"type":"ClusterIP","ports":[{"port":80}]}});
         allocate(&mut d, None, std::slice::from_ref(&a), &cfg()).unwrap();
-        assert_eq!(d["spec"]["clusterIP"], "10.96.0.11");
+        assert_eq!(d["spec"]["clusterIP"], "10.96.0.12");
         // Updating keeps the allocations.
         let mut a2 =
             json!({"spec":{"type":"LoadBalancer","ports":[{"port":80}]},"status":a["status"].clone()});
         allocate(&mut a2, Some(&a), &[], &cfg()).unwrap();
         assert_eq!(a2["spec"]["ports"][0]["nodePort"], np);
-        assert_eq!(a2["spec"]["clusterIP"], "10.96.0.10");
+        assert_eq!(a2["spec"]["clusterIP"], "10.96.0.11");
     }
     #[test]
     fn full_ranges_are_reported_and_an_empty_pool_leaves_the_lb_pending() {
-        // A /28 has 14 hosts; the first 9 are reserved, so 5 are allocatable.
+        // A /28 has 14 hosts; the first 10 are reserved, so 4 are allocatable.
         let small = AllocConfig {
             service_cidr: "10.96.0.0/28".parse().unwrap(),
             node_ports: 30000..=30000,
             lb_pool: vec!["10.0.0.100".parse().unwrap()],
         };
         let mut others = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..4 {
             let mut s = json!({"spec":{"type":"ClusterIP","ports":[{"port":80}]}});
             allocate(&mut s, None, &others, &small).unwrap();
             others.push(s);

@@ -22,6 +22,9 @@ pub struct ManagerConfig {
     pub fake_nodes: Option<FakeNodeConfig>,
     /// Whether LoadBalancer addresses come from `--lb-pool` (else: the nodes' addresses).
     pub lb_pool: bool,
+    /// The cluster DNS Service's address (`kube-system/kube-dns`, answered by every node; `None`: no
+    /// cluster DNS Service).
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
     /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace (`None`: not published).
     pub root_ca: Option<String>,
 }
@@ -63,6 +66,9 @@ pub fn spawn_all<C: ClusterApi>(client: Arc<C>, config: ManagerConfig) -> Contro
         tokio::spawn(super::nodelifecycle::run(client.clone(), config.node_lifecycle.clone())),
         tokio::spawn(super::serviceaccounts::run(client.clone(), config.root_ca.clone())),
     ];
+    if let Some(ip) = config.cluster_dns {
+        tasks.push(tokio::spawn(super::clusterdns::run(client.clone(), ip)));
+    }
     if let Some(ipam) = config.node_ipam {
         tasks.push(tokio::spawn(super::nodeipam::run(client.clone(), ipam)));
     }

@@ -1,6 +1,7 @@
 //! Controllers: each a pure `reconcile(desired, observed) -> Vec<Action>` plus a thin executor over
 //! [`ClusterApi`](crate::master::client::ClusterApi).
 
+pub mod clusterdns;
 pub mod deployment;
 pub mod deployment_util;
 pub mod endpoints;
