@@ -460,7 +460,8 @@ fn cluster_dns_and_in_cluster_clients(c: &Cluster) {
     for i in 1..=3 {
         yaml.push_str(&format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: dns{i}, namespace: dnstest, labels: {{app: dnsweb}}}}\n\
-             spec:\n  nodeName: node{i}\n  serviceAccountName: lister\n  terminationGracePeriodSeconds: 1\n  \
+             spec:\n  nodeName: node{i}\n  hostname: member{i}\n  subdomain: web-headless\n  \
+             serviceAccountName: lister\n  terminationGracePeriodSeconds: 1\n  \
              containers:\n  - name: c\n    image: nginx:1.10\n    volumeMounts:\n    \
              - {{name: kubectl, mountPath: /opt/kubectl, readOnly: true}}\n  \
              volumes:\n  - name: kubectl\n    hostPath: {{path: /usr/bin/kubectl, type: File}}\n"
@@ -509,6 +510,16 @@ fn cluster_dns_and_in_cluster_clients(c: &Cluster) {
             headless = exec_in(c, "dnstest", &pod, &["nslookup", "web-headless.dnstest.svc.cluster.local"]).1;
             pod_ips.iter().all(|ip| headless.contains(ip.as_str()))
         });
+        // A pod named by the headless Service through its hostname and subdomain, and in its own
+        // /etc/hosts.
+        let member = format!("member{}.web-headless.dnstest.svc.cluster.local", 4 - i);
+        let (_, m) = exec_in(c, "dnstest", &pod, &["nslookup", &member]);
+        let other = format!("dns{}|", 4 - i);
+        let other_ip = rows.lines().find(|l| l.starts_with(&other)).unwrap().split('|').nth(1).unwrap();
+        assert!(m.contains(other_ip), "{pod} resolving {member}: {m}");
+        let (_, hosts) = exec_in(c, "dnstest", &pod, &["cat", "/etc/hosts"]);
+        let own = format!("\tmember{i}.web-headless.dnstest.svc.cluster.local\tmember{i}\n");
+        assert!(hosts.contains(&own), "{pod}: {hosts}");
         let (_, srv) = exec_in(
             c,
             "dnstest",
@@ -536,6 +547,7 @@ fn cluster_dns_and_in_cluster_clients(c: &Cluster) {
             "{pod}: {denied}"
         );
     }
+    eprintln!("cluster DNS answered on all three nodes; in-cluster kubectl listed with its token");
     // The in-cluster configuration client libraries use (KUBERNETES_SERVICE_HOST and the mounted
     // token) works unchanged.
     let (ok, listed) = exec_in(c, "dnstest", "dns1", &["/opt/kubectl", "get", "pods", "-o", "name"]);

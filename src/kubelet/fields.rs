@@ -67,7 +67,7 @@ const POD_SPEC: &Table = &[
     ("serviceAccountName", Yes),
     ("setHostnameAsFQDN", No),
     ("shareProcessNamespace", Yes),
-    ("subdomain", No),
+    ("subdomain", Yes),
     ("terminationGracePeriodSeconds", Yes),
     ("tolerations", Scheduler),
     ("topologySpreadConstraints", Scheduler),

@@ -374,6 +374,14 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
             pod.metadata.name.as_deref().unwrap_or(name).chars().take(63).collect::<String>()
         }),
     };
+    // A pod with a subdomain (and a cluster domain) is also named by its headless Service.
+    let fqdn =
+        spec.subdomain.as_deref().filter(|s| !s.is_empty() && !node.dns.cluster_domain.is_empty()).map(
+            |sub| {
+                let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+                format!("{hostname}.{sub}.{ns}.svc.{}", node.dns.cluster_domain)
+            },
+        );
     let aliases: Vec<(IpAddr, Vec<String>)> = spec
         .host_aliases
         .iter()
@@ -381,7 +389,7 @@ fn create_sandbox(starting: &Starting<'_>, info: Option<&PodNetworkInfo>) -> Res
         .filter_map(|a| Some((a.ip.parse().ok()?, a.hostnames.clone().unwrap_or_default())))
         .collect();
     let hosts = match info {
-        Some(info) => dns::hosts_file(&hostname, Some(IpAddr::V4(info.ip)), &aliases),
+        Some(info) => dns::hosts_file(&hostname, fqdn.as_deref(), Some(IpAddr::V4(info.ip)), &aliases),
         // The node's own hosts file, as the kubelet gives hostNetwork pods.
         None => dns::node_hosts_file(&fs::read_to_string(dns::NODE_HOSTS).unwrap_or_default(), &aliases),
     };

@@ -13,16 +13,28 @@ pub struct DnsConfig {
     pub options: Vec<String>,
 }
 
-/// `/etc/hosts` for a pod: localhost entries plus `pod_ip hostname` (hostname = pod name).
-pub fn hosts_file(hostname: &str, pod_ip: Option<IpAddr>, extra: &[(IpAddr, Vec<String>)]) -> String {
+/// `/etc/hosts` for a pod: localhost entries plus `pod_ip [fqdn] hostname` (hostname = pod name;
+/// `fqdn` for a pod with a `subdomain`: `<hostname>.<subdomain>.<ns>.svc.<domain>`).
+pub fn hosts_file(
+    hostname: &str,
+    fqdn: Option<&str>,
+    pod_ip: Option<IpAddr>,
+    extra: &[(IpAddr, Vec<String>)],
+) -> String {
     let mut out = String::from("# Kubernetes-managed hosts file (rkube).\n");
     out.push_str("127.0.0.1\tlocalhost\n");
     out.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");
     out.push_str(
         "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
-    if let Some(ip) = pod_ip {
-        let _ = writeln!(out, "{ip}\t{hostname}");
+    match (pod_ip, fqdn) {
+        (Some(ip), Some(fqdn)) => {
+            let _ = writeln!(out, "{ip}\t{fqdn}\t{hostname}");
+        }
+        (Some(ip), None) => {
+            let _ = writeln!(out, "{ip}\t{hostname}");
+        }
+        (None, _) => {}
     }
     push_aliases(&mut out, extra);
     out
@@ -192,7 +204,7 @@ pub fn write_pod_files(
     dns: &DnsConfig,
 ) -> Result<[PathBuf; 3], DnsFileError> {
     let files = [
-        (dir.join("hosts"), hosts_file(hostname, pod_ip, &[])),
+        (dir.join("hosts"), hosts_file(hostname, None, pod_ip, &[])),
         (dir.join("resolv.conf"), resolv_conf(dns)),
         (dir.join("hostname"), format!("{hostname}\n")),
     ];
@@ -221,12 +233,20 @@ mod tests {
 
     #[test]
     fn hosts_has_localhost_and_pod_name() {
-        let text = hosts_file("web-0", Some("10.244.0.5".parse().unwrap()), &[]);
+        let text = hosts_file("web-0", None, Some("10.244.0.5".parse().unwrap()), &[]);
         assert!(text.contains("127.0.0.1\tlocalhost\n"));
         assert!(text.ends_with("10.244.0.5\tweb-0\n"));
         let node = node_hosts_file("127.0.0.1 localhost", &[("1.2.3.4".parse().unwrap(), vec!["a".into()])]);
         assert_eq!(node, "127.0.0.1 localhost\n\n# Entries added by HostAliases.\n1.2.3.4\ta\n");
-        let aliased = hosts_file("x", None, &[("1.2.3.4".parse().unwrap(), vec!["a".into(), "b".into()])]);
+        let fqdn = hosts_file(
+            "web-0",
+            Some("web-0.web.db.svc.cluster.local"),
+            Some("10.244.0.5".parse().unwrap()),
+            &[],
+        );
+        assert!(fqdn.ends_with("10.244.0.5\tweb-0.web.db.svc.cluster.local\tweb-0\n"), "{fqdn}");
+        let aliased =
+            hosts_file("x", None, None, &[("1.2.3.4".parse().unwrap(), vec!["a".into(), "b".into()])]);
         assert!(aliased.contains("1.2.3.4\ta\tb\n"));
         assert!(!aliased.contains("\tx\n"));
     }

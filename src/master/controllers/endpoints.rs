@@ -73,6 +73,7 @@ pub fn desired_endpoints<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Option<En
         }
         let address = EndpointAddress {
             ip,
+            hostname: super::endpointslice::dns_hostname(svc, pod),
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),

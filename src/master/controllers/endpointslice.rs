@@ -101,6 +101,16 @@ fn slice(svc: &Service, ports: &[PortKey], endpoints: Vec<Endpoint>) -> Endpoint
     }
 }
 
+/// The endpoint's DNS name under the Service: the pod's `hostname` when its `subdomain` names this
+/// Service (in its namespace), as the kube endpoint controllers set it.
+pub fn dns_hostname(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let hostname = spec.hostname.as_ref().filter(|h| !h.is_empty())?;
+    (spec.subdomain.as_deref() == svc.metadata.name.as_deref()
+        && pod.metadata.namespace == svc.metadata.namespace)
+        .then(|| hostname.clone())
+}
+
 /// The slices a Service should have (none for a Service without a selector; one empty slice for a
 /// Service that selects nothing, as kube-controller-manager keeps).
 pub fn desired_slices<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Vec<EndpointSlice> {
@@ -138,6 +148,7 @@ pub fn desired_slices<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Vec<Endpoint
                 terminating: Some(terminating),
             }),
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            hostname: dns_hostname(svc, pod),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),
                 name: pod.metadata.name.clone(),
@@ -382,6 +393,23 @@ mod tests {
         assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(8080));
         assert_eq!(s.metadata.labels.as_ref().unwrap()[SERVICE_NAME_LABEL], "web");
         assert_eq!(s.metadata.owner_references.as_ref().unwrap()[0].uid, "svc-uid");
+    }
+
+    #[test]
+    fn a_pod_with_the_services_subdomain_gets_its_hostname() {
+        let mut named = pod(1, true);
+        let spec = named.spec.as_mut().unwrap();
+        spec.hostname = Some("web-a".into());
+        spec.subdomain = Some("web".into());
+        let mut other = pod(2, true);
+        other.spec.as_mut().unwrap().hostname = Some("web-b".into());
+        other.spec.as_mut().unwrap().subdomain = Some("elsewhere".into());
+        let slices = desired_slices(&svc(), &[named.clone(), other]);
+        let hostnames: Vec<Option<&str>> =
+            slices[0].endpoints.iter().map(|e| e.hostname.as_deref()).collect();
+        assert_eq!(hostnames, [Some("web-a"), None]);
+        named.metadata.namespace = Some("other".into());
+        assert_eq!(dns_hostname(&svc(), &named), None, "only in the Service's namespace");
     }
 
     #[test]
