@@ -82,7 +82,6 @@ pub fn desired_endpoints<P: Borrow<Pod>>(svc: &Service, pods: &[P]) -> Option<En
                 uid: pod.metadata.uid.clone(),
                 ..Default::default()
             }),
-            ..Default::default()
         };
         let subset = subsets.entry(ports.clone()).or_insert_with(|| EndpointSubset {
             ports: (!ports.is_empty()).then(|| {
