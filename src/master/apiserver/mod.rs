@@ -245,8 +245,8 @@ async fn route(
         ["api", v] if get => doc(discovery::resource_list("", v)),
         ["apis", g, v] if get => doc(discovery::resource_list(g, v)),
         ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
-        ["openapi", "v3", "api", v] if get => doc(openapi::document("", v)),
-        ["openapi", "v3", "apis", g, v] if get => doc(openapi::document(g, v)),
+        ["openapi", "v3", "api", v] if get => openapi_doc(openapi::document("", v)),
+        ["openapi", "v3", "apis", g, v] if get => openapi_doc(openapi::document(g, v)),
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if *method == Method::POST => {
             let review =
                 authapi::self_subject_access_review(app, user, &decode_body(headers, &body)?).await?;
@@ -263,6 +263,11 @@ async fn route(
         ["apis", g, v, rest @ ..] => resource_request(app, user, method, g, v, rest, headers, q, body).await,
         _ => Err(ApiStatus::no_route()),
     }
+}
+
+fn openapi_doc(text: Option<&'static str>) -> Result<Response, ApiStatus> {
+    let text = text.ok_or_else(ApiStatus::no_route)?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 fn aggregated(v: Value) -> Response {
