@@ -54,8 +54,13 @@ fn encode<K: Object>(o: &K) -> Result<Value, ApiError> {
     serde_json::to_value(o).map_err(|e| ApiError::Internal { message: format!("encoding {}: {e}", K::KIND) })
 }
 
-const OPTS: WriteOptions =
-    WriteOptions { dry_run: false, validation: FieldValidation::Ignore, subresource: false };
+const OPTS: WriteOptions = WriteOptions {
+    dry_run: false,
+    validation: FieldValidation::Ignore,
+    subresource: false,
+    manager: None,
+    applied: false,
+};
 
 impl ClusterApi for InProcessCluster {
     async fn get<K: Object>(&self, namespace: Option<&str>, name: &str) -> Result<K, ApiError> {

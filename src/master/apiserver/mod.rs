@@ -245,8 +245,8 @@ async fn route(
         ["api", v] if get => doc(discovery::resource_list("", v)),
         ["apis", g, v] if get => doc(discovery::resource_list(g, v)),
         ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
-        ["openapi", "v3", "api", v] if get => doc(openapi::document("", v)),
-        ["openapi", "v3", "apis", g, v] if get => doc(openapi::document(g, v)),
+        ["openapi", "v3", "api", v] if get => openapi_doc(openapi::document("", v)),
+        ["openapi", "v3", "apis", g, v] if get => openapi_doc(openapi::document(g, v)),
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if *method == Method::POST => {
             let review =
                 authapi::self_subject_access_review(app, user, &decode_body(headers, &body)?).await?;
@@ -263,6 +263,11 @@ async fn route(
         ["apis", g, v, rest @ ..] => resource_request(app, user, method, g, v, rest, headers, q, body).await,
         _ => Err(ApiStatus::no_route()),
     }
+}
+
+fn openapi_doc(text: Option<&'static str>) -> Result<Response, ApiStatus> {
+    let text = text.ok_or_else(ApiStatus::no_route)?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 fn aggregated(v: Value) -> Response {
@@ -303,6 +308,13 @@ fn parse_target<'a>(group: &str, version: &str, rest: &[&'a str]) -> Result<Targ
     Ok(Target { r, ns: None, name: rest.get(1).copied(), sub: rest.get(2).copied() })
 }
 
+/// The collection path of a named object's path (`…/configmaps/x` → `…/configmaps`).
+fn path_without_name(rest: &[&str], group: &str, version: &str) -> String {
+    let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let n = rest.len().saturating_sub(1);
+    format!("{base}/{}", rest[..n].join("/"))
+}
+
 fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiStatus> {
     let ct = header_str(headers, header::CONTENT_TYPE);
     if ct.contains("yaml") {
@@ -315,12 +327,66 @@ fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiStatus> {
     serde_json::from_slice(body).map_err(|e| ApiStatus::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn write_options(q: &Q) -> WriteOptions {
+fn write_options(q: &Q, headers: &HeaderMap) -> WriteOptions {
     WriteOptions {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         validation: FieldValidation::from_query(q.get("fieldValidation").map(String::as_str)),
         subresource: false,
+        manager: Some(update_manager(q, headers).into()),
+        applied: false,
     }
+}
+
+/// The manager of a non-apply write: `fieldManager`, else the User-Agent up to its first `/`
+/// (kube-apiserver's managerOrUserAgent), at most 128 characters.
+fn update_manager(q: &Q, headers: &HeaderMap) -> String {
+    let m = match q.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.as_str(),
+        None => header_str(headers, header::USER_AGENT).split('/').next().unwrap_or(""),
+    };
+    m.chars().take(128).collect()
+}
+
+/// `PatchOptions.meta.k8s.io "" is invalid` (422) with one cause.
+fn patch_options_invalid(field: &str, reason: &str, detail: &str) -> ApiStatus {
+    let mut s = ApiStatus::bad_request("");
+    s.code = 422;
+    s.reason = "Invalid";
+    s.message = format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {detail}");
+    s.details = Some(json!({"group": "meta.k8s.io", "kind": "PatchOptions", "name": "",
+        "causes": [{"reason": reason, "message": detail, "field": field}]}));
+    s
+}
+
+/// The options of a server-side apply from the query, checked as kube-apiserver does.
+fn apply_options(q: &Q) -> Result<registry::ApplyOptions, ApiStatus> {
+    let manager = q.get("fieldManager").cloned().unwrap_or_default();
+    if manager.is_empty() {
+        return Err(patch_options_invalid(
+            "fieldManager",
+            "FieldValueRequired",
+            "Required value: is required for apply patch",
+        ));
+    }
+    if manager.chars().count() > 128 {
+        return Err(patch_options_invalid(
+            "fieldManager",
+            "FieldValueTooLong",
+            "Too long: may not be more than 128 bytes",
+        ));
+    }
+    let force = match q.get("force").map(String::as_str) {
+        None | Some("false" | "0" | "") => false,
+        Some("true" | "1") => true,
+        Some(v) => return Err(ApiStatus::bad_request(format!("invalid force value {v:?}"))),
+    };
+    Ok(registry::ApplyOptions { manager, force })
+}
+
+/// True for `application/apply-patch+yaml` (kubectl sends JSON in it; YAML is a superset).
+fn is_apply_patch(headers: &HeaderMap) -> bool {
+    let ct = header_str(headers, header::CONTENT_TYPE);
+    ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml"
 }
 
 fn selectors(q: &Q) -> Result<Selectors, ApiStatus> {
@@ -405,7 +471,7 @@ async fn resource_request(
         (Method::POST, None, None) => {
             let obj = decode_body(headers, &body)?;
             no_escalation(app, user, r, ns, &obj).await?;
-            let created = reg.create(r, ns, obj, write_options(q)).await?;
+            let created = reg.create(r, ns, obj, write_options(q, headers)).await?;
             Ok(object_response(StatusCode::CREATED, r, created, accept))
         }
         (Method::POST, Some(name), Some("token")) if r.kind == "ServiceAccount" => {
@@ -434,10 +500,60 @@ async fn resource_request(
             let part = if sub.is_some() { Part::Status } else { Part::Main };
             let obj = decode_body(headers, &body)?;
             no_escalation(app, user, r, ns, &obj).await?;
-            let updated = reg.update(r, ns, name, obj, part, write_options(q)).await?;
+            let updated = reg.update(r, ns, name, obj, part, write_options(q, headers)).await?;
             Ok(object_response(StatusCode::OK, r, updated, accept))
         }
+        (Method::PATCH, Some(name), sub @ (None | Some("status"))) if is_apply_patch(headers) => {
+            let ao = apply_options(q)?;
+            let config: Value = serde_yaml_ng::from_slice(&body)
+                .map_err(|e| ApiStatus::bad_request(format!("error decoding YAML: {e}")))?;
+            let part = if sub.is_some() { Part::Status } else { Part::Main };
+            if !user.in_group(authz::MASTERS) {
+                let current = match reg.get(r, ns, name).await {
+                    Ok(c) => Some(c),
+                    Err(e) if e.code == 404 => None,
+                    Err(e) => return Err(e),
+                };
+                if current.is_none() {
+                    // Creating through apply needs `create` as well as `patch`.
+                    let collection = path_without_name(rest, group, version);
+                    authorize(app, user, &Method::POST, &collection, headers, &HashMap::new(), &body)
+                        .await
+                        .map_err(|_| {
+                        ApiStatus::forbidden(
+                            r,
+                            name,
+                            &format!(
+                                "User {:?} cannot create resource {:?} in API group {:?}{}",
+                                user.name,
+                                r.plural,
+                                r.group,
+                                if ns.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" in the namespace {ns:?}")
+                                }
+                            ),
+                        )
+                    })?;
+                }
+                if r.group == rbac::GROUP {
+                    let base = current.unwrap_or_else(|| json!({}));
+                    no_escalation(app, user, r, ns, &crate::api::ssa::merge(&base, &config)).await?;
+                }
+            }
+            let (obj, created) = reg.apply(r, ns, name, config, part, &ao, write_options(q, headers)).await?;
+            let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(object_response(code, r, obj, accept))
+        }
         (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            if q.contains_key("force") {
+                return Err(patch_options_invalid(
+                    "force",
+                    "FieldValueForbidden",
+                    "Forbidden: may not be specified for non-apply patch",
+                ));
+            }
             let ct = header_str(headers, header::CONTENT_TYPE);
             let ptype = PatchType::from_content_type(ct).ok_or_else(|| ApiStatus::unsupported_media(ct))?;
             let patch: Value = serde_json::from_slice(&body)
@@ -447,7 +563,7 @@ async fn resource_request(
                 let patched = registry::apply_patch(&reg.get(r, ns, name).await?, ptype, &patch)?;
                 no_escalation(app, user, r, ns, &patched).await?;
             }
-            let updated = reg.patch(r, ns, name, ptype, &patch, part, write_options(q)).await?;
+            let updated = reg.patch(r, ns, name, ptype, &patch, part, write_options(q, headers)).await?;
             Ok(object_response(StatusCode::OK, r, updated, accept))
         }
         (Method::PATCH | Method::PUT, Some(name), Some("scale")) if r.subresources.contains(&"scale") => {
@@ -470,7 +586,7 @@ async fn resource_request(
             if !rv.is_empty() {
                 meta::set_str(&mut obj, "resourceVersion", rv);
             }
-            let opts = WriteOptions { subresource: true, ..write_options(q) };
+            let opts = WriteOptions { subresource: true, ..write_options(q, headers) };
             let updated = reg.update(r, ns, name, obj, Part::Main, opts).await?;
             Ok(json_response(StatusCode::OK, &scale_of(&updated)))
         }

@@ -9,7 +9,7 @@ use super::watchcache::{Item, WatchCache};
 use crate::api::podsecurity::{self, ExistingPod, Policy};
 use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::api::strict::{self, DecodeError};
-use crate::api::{defaults, meta, names, strategic, time, validation};
+use crate::api::{defaults, meta, names, ssa, strategic, time, validation};
 use crate::master::store::{EventKind, Revision, Store, StoreError};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -46,13 +46,33 @@ impl FieldValidation {
 }
 
 /// Options of a write.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
     pub validation: FieldValidation,
     /// The write comes through a subresource other than `status` (`scale`): Pod Security
     /// admission skips it, as upstream's does.
     pub subresource: bool,
+    /// Who writes, for `metadata.managedFields` (`fieldManager`, else the User-Agent);
+    /// `None`: the master itself ([`MASTER_MANAGER`]).
+    pub manager: Option<Arc<str>>,
+    /// The object's managedFields were computed by a server-side apply: keep them as they are.
+    pub applied: bool,
+}
+
+/// The field manager of writes the master makes itself (controllers, bootstrap objects).
+pub const MASTER_MANAGER: &str = "rkube-master";
+
+/// The `kubectl.kubernetes.io/last-applied-configuration` annotation of client-side apply.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Options of a server-side apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// `fieldManager` (required).
+    pub manager: String,
+    /// `force=true`: take over conflicting fields.
+    pub force: bool,
 }
 
 /// Where pods find their ServiceAccount token, CA and namespace.
@@ -313,7 +333,12 @@ impl Registry {
     }
 
     /// Checks apiVersion/kind, converts extensions Deployments, decodes strictly and applies defaults.
-    fn decode_input(&self, r: &ResourceInfo, mut obj: Value, opts: WriteOptions) -> Result<Value, ApiStatus> {
+    fn decode_input(
+        &self,
+        r: &ResourceInfo,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiStatus> {
         if !obj.is_object() {
             return Err(ApiStatus::bad_request("the request body must be a JSON object"));
         }
@@ -377,7 +402,7 @@ impl Registry {
         obj: Value,
         opts: WriteOptions,
     ) -> Result<Value, ApiStatus> {
-        let mut obj = self.decode_input(r, obj, opts)?;
+        let mut obj = self.decode_input(r, obj, &opts)?;
         let body_ns = meta::namespace(&obj).to_string();
         if r.namespaced {
             if !body_ns.is_empty() && body_ns != ns {
@@ -409,14 +434,11 @@ impl Registry {
             let m = meta::metadata_mut(&mut obj);
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             m.insert("creationTimestamp".into(), json!(time::now_rfc3339()));
-            for f in [
-                "resourceVersion",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "managedFields",
-                "selfLink",
-            ] {
+            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
                 m.remove(f);
+            }
+            if !opts.applied {
+                m.remove("managedFields");
             }
             if tracks_generation(r.storage().kind) {
                 m.insert("generation".into(), json!(1));
@@ -432,7 +454,19 @@ impl Registry {
             self.admit_service_account(r, ns, &mut obj).await?;
         }
         self.validate(r, &obj)?;
-        self.admit_pod_security(r, ns, &obj, None, opts).await?;
+        self.admit_pod_security(r, ns, &obj, None, &opts).await?;
+        if !opts.applied {
+            let scope = scope_of(r, Part::Main);
+            let id = manager_id(r, &opts, ssa::Operation::Update, Part::Main);
+            let entries = ssa::update(
+                &json!({}),
+                &ssa::tracked_part(&obj, scope),
+                Vec::new(),
+                &id,
+                &time::now_rfc3339(),
+            );
+            set_managed(&mut obj, &entries);
+        }
         let name = meta::name(&obj).to_string();
         let key = r.key(ns, &name);
         if kind == "Service" {
@@ -443,9 +477,9 @@ impl Registry {
             if self.store.get(&key).await.map_err(|e| ApiStatus::internal(e.to_string()))?.is_some() {
                 return Err(ApiStatus::already_exists(r.storage(), &name));
             }
-            return self.put_new(r, &key, &name, obj, opts).await;
+            return self.put_new(r, &key, &name, obj, &opts).await;
         }
-        let created = self.put_new(r, &key, &name, obj, opts).await?;
+        let created = self.put_new(r, &key, &name, obj, &opts).await?;
         if kind == "Namespace" && !opts.dry_run {
             self.ensure_default_service_account(&name).await?;
         }
@@ -564,7 +598,7 @@ impl Registry {
         key: &str,
         name: &str,
         obj: Value,
-        opts: WriteOptions,
+        opts: &WriteOptions,
     ) -> Result<Value, ApiStatus> {
         if opts.dry_run {
             if self.store.get(key).await.map_err(|e| ApiStatus::internal(e.to_string()))?.is_some() {
@@ -602,7 +636,7 @@ impl Registry {
         ns: &str,
         new: &Value,
         old: Option<&Value>,
-        opts: WriteOptions,
+        opts: &WriteOptions,
     ) -> Result<(), ApiStatus> {
         let kind = r.storage().kind;
         if opts.subresource {
@@ -691,7 +725,8 @@ impl Registry {
             .map_err(|e| ApiStatus::internal(e.to_string()))?
             .ok_or_else(|| ApiStatus::not_found(r.storage(), name))?;
         let current = parse_value(&kv.value)?;
-        let mut obj = self.decode_input(r, obj, opts)?;
+        let request_managed = obj.pointer("/metadata/managedFields").cloned();
+        let mut obj = self.decode_input(r, obj, &opts)?;
         let body_name = meta::name(&obj);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiStatus::bad_request(format!(
@@ -756,6 +791,7 @@ impl Registry {
                 obj
             }
         };
+        self.track_update(r, part, &opts, &current, &mut new, request_managed);
         self.validate(r, &new)?;
         if matches!(r.storage().kind, "Deployment" | "ReplicaSet") && part == Part::Main {
             let (was, now) = (current.pointer("/spec/selector"), new.pointer("/spec/selector"));
@@ -780,16 +816,16 @@ impl Registry {
             }
         }
         if part == Part::Main {
-            self.admit_pod_security(r, ns, &new, Some(&current), opts).await?;
+            self.admit_pod_security(r, ns, &new, Some(&current), &opts).await?;
         }
         if r.storage().kind == "Service" && part == Part::Main {
             let _guard = self.alloc_lock.lock().await;
             let others = self.other_services(&format!("{ns}/{name}")).await?;
             alloc::allocate(&mut new, Some(&current), &others, &self.alloc_cfg)
                 .map_err(|errs| ApiStatus::invalid(r.storage(), name, &errs))?;
-            return self.write_update(r, &key, name, new, kv.mod_revision, opts).await;
+            return self.write_update(r, &key, name, new, kv.mod_revision, &opts).await;
         }
-        self.write_update(r, &key, name, new, kv.mod_revision, opts).await
+        self.write_update(r, &key, name, new, kv.mod_revision, &opts).await
     }
 
     async fn write_update(
@@ -799,7 +835,7 @@ impl Registry {
         name: &str,
         new: Value,
         expected: Revision,
-        opts: WriteOptions,
+        opts: &WriteOptions,
     ) -> Result<Value, ApiStatus> {
         if opts.dry_run {
             return Ok(with_rv(new, expected));
@@ -843,11 +879,252 @@ impl Registry {
             if !pinned {
                 meta::set_str(&mut patched, "resourceVersion", &current_rv);
             }
-            match self.update(r, ns, name, patched, part, opts).await {
+            match self.update(r, ns, name, patched, part, opts.clone()).await {
                 Err(e) if e.reason == "Conflict" && !pinned && attempts < 8 => continue,
                 other => return other,
             }
         }
+    }
+
+    /// Keeps `metadata.managedFields` of `new` (replacing `current`) as kube-apiserver's field
+    /// manager: a server-side apply brings its own entries; any other write moves the fields it
+    /// changed to its manager. The request's list replaces the live one when it has entries (as
+    /// kubectl's move from client-side apply does); `[]` or `[{}]` resets tracking; objects
+    /// without managedFields stay untracked until an apply.
+    fn track_update(
+        &self,
+        r: &ResourceInfo,
+        part: Part,
+        opts: &WriteOptions,
+        current: &Value,
+        new: &mut Value,
+        request: Option<Value>,
+    ) {
+        if opts.applied {
+            match request {
+                Some(v) => {
+                    meta::metadata_mut(new).insert("managedFields".into(), v);
+                }
+                None => set_managed(new, &[]),
+            }
+            return;
+        }
+        let live = ssa::decode_managed(current).unwrap_or_default();
+        if live.is_empty() {
+            set_managed(new, &[]);
+            return;
+        }
+        let from_request = match request {
+            _ if part == Part::Status || opts.subresource => None,
+            Some(Value::Array(a))
+                if a.is_empty() || (a.len() == 1 && a[0].as_object().is_some_and(|o| o.is_empty())) =>
+            {
+                Some(Vec::new())
+            }
+            Some(v) => {
+                ssa::decode_managed(&json!({"metadata": {"managedFields": v}})).ok().filter(|e| !e.is_empty())
+            }
+            None => None,
+        };
+        let base = from_request.unwrap_or(live);
+        let scope = scope_of(r, part);
+        let id = manager_id(r, opts, ssa::Operation::Update, part);
+        let entries = ssa::update(
+            &ssa::tracked_part(current, scope),
+            &ssa::tracked_part(new, scope),
+            base,
+            &id,
+            &time::now_rfc3339(),
+        );
+        set_managed(new, &entries);
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): merges `config` into the object (or
+    /// creates it), prunes what the manager no longer applies, refuses other managers' fields
+    /// with kube-apiserver's 409 unless forced, and writes only when something changed. Returns
+    /// the object and whether it was created.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        config: Value,
+        part: Part,
+        ao: &ApplyOptions,
+        opts: WriteOptions,
+    ) -> Result<(Value, bool), ApiStatus> {
+        if !config.is_object() {
+            return Err(ApiStatus::bad_request("the apply patch must be an object"));
+        }
+        let version = config.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if version != r.api_version() {
+            return Err(ApiStatus::bad_request(format!(
+                "Incorrect version specified in apply patch. Specified patch version: {version}, expected: {}",
+                r.api_version()
+            )));
+        }
+        let kind = config.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind != r.kind {
+            return Err(ApiStatus::bad_request(format!(
+                "Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}",
+                r.kind
+            )));
+        }
+        if config.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
+            return Err(ApiStatus::bad_request("metadata.managedFields must be nil"));
+        }
+        let body_name = meta::name(&config);
+        if body_name != name {
+            return Err(ApiStatus::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let mut config = config;
+        if r.group == "extensions" {
+            defaults::convert_extensions_deployment(&mut config);
+        }
+        let scope = scope_of(r, part);
+        let id = manager_id(
+            r,
+            &WriteOptions { manager: Some(ao.manager.as_str().into()), ..opts.clone() },
+            ssa::Operation::Apply,
+            part,
+        );
+        let opts = WriteOptions { applied: true, manager: Some(ao.manager.as_str().into()), ..opts };
+        for _ in 0..8 {
+            let current = match self.get(r, ns, name).await {
+                Ok(c) => Some(c),
+                Err(e) if e.code == 404 && part == Part::Main => None,
+                Err(e) => return Err(e),
+            };
+            let live = current.clone().unwrap_or_else(|| {
+                json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": {"name": name, "namespace": ns}})
+            });
+            // Unknown fields: refused under Strict, otherwise dropped from what the manager owns.
+            let mut config = config.clone();
+            let object = format!("{ns}/{name}; {}, Kind={}", r.api_version(), r.kind);
+            let (known, unknown) =
+                decode_kind(r.storage().kind, &ssa::merge(&live, &config)).map_err(|e| {
+                    ApiStatus::bad_request(format!("failed to create typed patch object ({object}): {e}"))
+                })?;
+            if !unknown.is_empty() {
+                match opts.validation {
+                    FieldValidation::Strict => {
+                        let list: Vec<String> =
+                            unknown.iter().map(|f| format!(".{f}: field not declared in schema")).collect();
+                        return Err(ApiStatus::bad_request(format!(
+                            "failed to create typed patch object ({object}): {}",
+                            list.join("\n")
+                        )));
+                    }
+                    FieldValidation::Warn => {
+                        unknown.iter().for_each(|f| warn(format!("unknown field {f:?}")))
+                    }
+                    FieldValidation::Ignore => {}
+                }
+                config = ssa::retain_known(&config, &known);
+            }
+            let mut entries = match &current {
+                Some(c) => ssa::decode_managed(c).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            if entries.is_empty() {
+                if let Some(c) = &current {
+                    // Fields set before the first apply belong to a manager of their own.
+                    let before = ssa::config_set(&ssa::tracked_part(c, scope));
+                    if !before.is_empty() {
+                        entries.push(ssa::Entry {
+                            id: ssa::ManagerId {
+                                manager: "before-first-apply".into(),
+                                operation: ssa::Operation::Update,
+                                api_version: r.api_version(),
+                                subresource: id.subresource.clone(),
+                            },
+                            time: Some(time::now_rfc3339()),
+                            fields: before,
+                        });
+                    }
+                }
+            }
+            let (live_t, config_t) = (ssa::tracked_part(&live, scope), ssa::tracked_part(&config, scope));
+            let now = time::now_rfc3339();
+            let applied = match ssa::apply(&live_t, &config_t, entries.clone(), &id, ao.force, &now) {
+                Ok(a) => a,
+                Err(c) => {
+                    let last_applied = meta::annotation(&live, LAST_APPLIED)
+                        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                        .map(|v| ssa::tracked_part(&v, scope));
+                    match last_applied {
+                        Some(la)
+                            if ao.manager == "kubectl"
+                                && ssa::forgiven_by_last_applied(&live_t, &la, &c.0) =>
+                        {
+                            ssa::apply(&live_t, &config_t, entries, &id, true, &now)
+                                .map_err(|c| apply_conflict(&c))?
+                        }
+                        _ => return Err(apply_conflict(&c)),
+                    }
+                }
+            };
+            // The merged tracked part over the live object's untracked part.
+            let mut obj = live.clone();
+            match scope {
+                ssa::Scope::Status => {
+                    obj["status"] = applied.object.get("status").cloned().unwrap_or(json!({}))
+                }
+                ssa::Scope::Main { has_status } => {
+                    let mut merged = applied.object;
+                    if !merged.is_object() {
+                        merged = json!({});
+                    }
+                    for k in ["apiVersion", "kind"] {
+                        merged[k] = live[k].clone();
+                    }
+                    if let Some(st) = live.get("status").filter(|_| has_status) {
+                        merged["status"] = st.clone();
+                    }
+                    let md = meta::metadata_mut(&mut merged);
+                    for f in ssa::UNTRACKED_METADATA {
+                        if let Some(v) = live.get("metadata").and_then(|m| m.get(*f)) {
+                            md.insert((*f).to_string(), v.clone());
+                        }
+                    }
+                    obj = merged;
+                }
+            }
+            if ao.manager == "kubectl" && meta::annotation(&live, LAST_APPLIED).is_some() {
+                // kube-apiserver keeps an existing client-side apply annotation in step.
+                let mut last = config.clone();
+                if let Some(a) = last.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+                    a.remove(LAST_APPLIED);
+                    if a.is_empty() {
+                        last["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+                    }
+                }
+                let text = last.to_string();
+                if let Some(a) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+                    a.insert(LAST_APPLIED.into(), json!(text));
+                }
+            }
+            set_managed(&mut obj, &applied.entries);
+            match &current {
+                Some(c) if *c == obj => return Ok((obj, false)),
+                Some(c) => {
+                    let rv = meta::resource_version(c).to_string();
+                    meta::set_str(&mut obj, "resourceVersion", &rv);
+                    match self.update(r, ns, name, obj, part, opts.clone()).await {
+                        Err(e) if e.reason == "Conflict" => continue,
+                        other => return other.map(|o| (o, false)),
+                    }
+                }
+                None => match self.create(r, ns, obj, opts.clone()).await {
+                    Err(e) if e.reason == "AlreadyExists" => continue,
+                    other => return other.map(|o| (o, true)),
+                },
+            }
+        }
+        Err(ApiStatus::conflict(r.storage(), name))
     }
 
     /// Deletes an object: immediately, or by setting deletionTimestamp (finalizers, graceful pods).
@@ -1143,6 +1420,59 @@ fn classify(kind: EventKind, obj: &Value, prev: Option<&Value>, sel: &Selectors)
     }
 }
 
+/// The part of an object a write through `part` owns.
+fn scope_of(r: &ResourceInfo, part: Part) -> ssa::Scope {
+    match part {
+        Part::Main => ssa::Scope::Main { has_status: r.storage().has_status() },
+        Part::Status => ssa::Scope::Status,
+    }
+}
+
+/// The managedFields identity of a write.
+fn manager_id(
+    r: &ResourceInfo,
+    opts: &WriteOptions,
+    operation: ssa::Operation,
+    part: Part,
+) -> ssa::ManagerId {
+    let subresource = match part {
+        Part::Status => "status",
+        Part::Main if opts.subresource => "scale",
+        Part::Main => "",
+    };
+    ssa::ManagerId {
+        manager: opts.manager.as_deref().unwrap_or(MASTER_MANAGER).to_string(),
+        operation,
+        api_version: r.api_version(),
+        subresource: subresource.into(),
+    }
+}
+
+/// Writes `entries` as `metadata.managedFields` (none: the field is removed).
+fn set_managed(obj: &mut Value, entries: &[ssa::Entry]) {
+    let md = meta::metadata_mut(obj);
+    if entries.is_empty() {
+        md.remove("managedFields");
+    } else {
+        md.insert("managedFields".into(), ssa::encode_managed(entries));
+    }
+}
+
+/// kube-apiserver's 409 for an apply conflict: one cause per manager and field.
+fn apply_conflict(c: &ssa::Conflicts) -> ApiStatus {
+    let causes: Vec<Value> = c
+        .0
+        .iter()
+        .map(|c| {
+            json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager.describe()),
+                "field": crate::api::fieldpath::path_string(&c.path)})
+        })
+        .collect();
+    let mut s = ApiStatus::conflict_raw(c.to_string());
+    s.details = Some(json!({"causes": causes}));
+    s
+}
+
 /// Applies a patch of `ptype` to `current`.
 pub fn apply_patch(current: &Value, ptype: PatchType, patch: &Value) -> Result<Value, ApiStatus> {
     match ptype {
@@ -1189,40 +1519,49 @@ mod tests {
         let reg = registry(&dir).await;
         let r = resources::find("apps", "v1", "replicasets").unwrap();
         let o = WriteOptions::default();
-        let created = reg.create(r, "default", rs(3), o).await.unwrap();
+        let created = reg.create(r, "default", rs(3), o.clone()).await.unwrap();
         assert_eq!(created["metadata"]["generation"], 1);
         assert_eq!(created["metadata"]["namespace"], "default");
-        assert_eq!(reg.create(r, "default", rs(3), o).await.unwrap_err().code, 409);
+        assert_eq!(reg.create(r, "default", rs(3), o.clone()).await.unwrap_err().code, 409);
         let mut bad = rs(3);
         bad["spec"]["bogus"] = json!(1);
-        let e = reg.create(r, "default", bad, o).await.unwrap_err();
+        let e = reg.create(r, "default", bad, o.clone()).await.unwrap_err();
         assert_eq!(e.code, 400);
         assert!(e.message.contains("unknown field \"spec.bogus\""), "{}", e.message);
-        let e = reg.create(r, "default", rs(-1), o).await.unwrap_err();
+        let e = reg.create(r, "default", rs(-1), o.clone()).await.unwrap_err();
         assert_eq!(e.code, 422);
         // Stale resourceVersion.
         let mut stale = created.clone();
         stale["spec"]["replicas"] = json!(4);
-        let updated = reg.update(r, "default", "web", stale.clone(), Part::Main, o).await.unwrap();
+        let updated = reg.update(r, "default", "web", stale.clone(), Part::Main, o.clone()).await.unwrap();
         assert_eq!(updated["metadata"]["generation"], 2);
         assert_eq!(
-            reg.update(r, "default", "web", stale, Part::Main, o).await.unwrap_err().reason,
+            reg.update(r, "default", "web", stale, Part::Main, o.clone()).await.unwrap_err().reason,
             "Conflict"
         );
         // Status writes do not bump generation and main writes keep status.
         let mut st = updated.clone();
         st["status"] = json!({"replicas": 4});
-        let st = reg.update(r, "default", "web", st, Part::Status, o).await.unwrap();
+        let st = reg.update(r, "default", "web", st, Part::Status, o.clone()).await.unwrap();
         assert_eq!(st["metadata"]["generation"], 2);
         let sel = json!({"spec":{"selector":{"matchLabels":{"app":"x"}},"template":{"metadata":{"labels":{"app":"x"}}}}});
-        let e = reg.patch(r, "default", "web", PatchType::Merge, &sel, Part::Main, o).await.unwrap_err();
+        let e =
+            reg.patch(r, "default", "web", PatchType::Merge, &sel, Part::Main, o.clone()).await.unwrap_err();
         assert!(
             e.message.contains("spec.selector") && e.message.contains("field is immutable"),
             "{}",
             e.message
         );
         let p = reg
-            .patch(r, "default", "web", PatchType::Strategic, &json!({"spec":{"replicas":5}}), Part::Main, o)
+            .patch(
+                r,
+                "default",
+                "web",
+                PatchType::Strategic,
+                &json!({"spec":{"replicas":5}}),
+                Part::Main,
+                o.clone(),
+            )
             .await
             .unwrap();
         assert_eq!(p["status"]["replicas"], 4);
@@ -1230,7 +1569,7 @@ mod tests {
         let (_, gone) = reg.delete(r, "default", "web", &DeleteOptions::default()).await.unwrap();
         assert!(gone);
         assert_eq!(reg.get(r, "default", "web").await.unwrap_err().code, 404);
-        assert_eq!(reg.create(r, "nope", rs(1), o).await.unwrap_err().code, 404);
+        assert_eq!(reg.create(r, "nope", rs(1), o.clone()).await.unwrap_err().code, 404);
     }
 
     #[tokio::test]
@@ -1251,7 +1590,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let p = reg.create(pods, "default", pod, o).await.unwrap();
+        let p = reg.create(pods, "default", pod, o.clone()).await.unwrap();
         let name = meta::name(&p).to_string();
         assert!(name.starts_with("p-") && name.len() == 7);
         assert_eq!(p["status"]["phase"], "Pending");
@@ -1279,14 +1618,14 @@ mod tests {
         assert_eq!((e.code, e.reason), (410, "Expired"));
         // Foreground deletion waits for the finalizer to go.
         let cms = resources::find("", "v1", "configmaps").unwrap();
-        reg.create(cms, "default", json!({"metadata":{"name":"c"}}), o).await.unwrap();
+        reg.create(cms, "default", json!({"metadata":{"name":"c"}}), o.clone()).await.unwrap();
         let fg = DeleteOptions { propagation: Some("Foreground".into()), ..Default::default() };
         let (obj, gone) = reg.delete(cms, "default", "c", &fg).await.unwrap();
         assert!(!gone);
         assert_eq!(obj["metadata"]["finalizers"], json!(["foregroundDeletion"]));
         let mut done = obj.clone();
         done["metadata"]["finalizers"] = json!([]);
-        reg.update(cms, "default", "c", done, Part::Main, o).await.unwrap();
+        reg.update(cms, "default", "c", done, Part::Main, o.clone()).await.unwrap();
         assert_eq!(reg.get(cms, "default", "c").await.unwrap_err().code, 404);
     }
 
@@ -1306,7 +1645,7 @@ mod tests {
         let pod = |name: &str, spec: Value| json!({"metadata":{"name":name},"spec":spec});
         let host = json!({"hostNetwork":true,"containers":[{"name":"c","image":"busybox"}]});
         let e = reg
-            .create(nss, "", ns("bad", json!({"pod-security.kubernetes.io/enforce":"strict"})), o)
+            .create(nss, "", ns("bad", json!({"pod-security.kubernetes.io/enforce":"strict"})), o.clone())
             .await
             .unwrap_err();
         assert_eq!(e.code, 422);
@@ -1318,10 +1657,15 @@ mod tests {
         );
 
         // enforce: refused with 403 and nothing stored; a compliant pod is accepted.
-        reg.create(nss, "", ns("strict", json!({"pod-security.kubernetes.io/enforce":"baseline"})), o)
-            .await
-            .unwrap();
-        let e = reg.create(pods, "strict", pod("h", host.clone()), o).await.unwrap_err();
+        reg.create(
+            nss,
+            "",
+            ns("strict", json!({"pod-security.kubernetes.io/enforce":"baseline"})),
+            o.clone(),
+        )
+        .await
+        .unwrap();
+        let e = reg.create(pods, "strict", pod("h", host.clone()), o.clone()).await.unwrap_err();
         assert_eq!((e.code, e.reason), (403, "Forbidden"));
         assert_eq!(
             e.message,
@@ -1329,33 +1673,36 @@ mod tests {
         );
         assert_eq!(reg.get(pods, "strict", "h").await.unwrap_err().code, 404);
         let ok = pod("ok", json!({"containers":[{"name":"c","image":"busybox"}]}));
-        let created = reg.create(pods, "strict", ok, o).await.unwrap();
+        let created = reg.create(pods, "strict", ok, o.clone()).await.unwrap();
         // Updates that change no image are not re-checked; a new image is.
         let mut relabel = created.clone();
         relabel["metadata"]["labels"] = json!({"x":"y"});
-        let relabelled = reg.update(pods, "strict", "ok", relabel, Part::Main, o).await.unwrap();
+        let relabelled = reg.update(pods, "strict", "ok", relabel, Part::Main, o.clone()).await.unwrap();
         let mut swap = relabelled.clone();
         swap["spec"]["containers"][0]["image"] = json!("nginx");
         swap["spec"]["hostNetwork"] = json!(true);
-        assert_eq!(reg.update(pods, "strict", "ok", swap, Part::Main, o).await.unwrap_err().code, 403);
+        assert_eq!(
+            reg.update(pods, "strict", "ok", swap, Part::Main, o.clone()).await.unwrap_err().code,
+            403
+        );
 
         // warn: created, with the warning; workloads are warned, never refused.
-        reg.create(nss, "", ns("soft", json!({"pod-security.kubernetes.io/warn":"baseline"})), o)
+        reg.create(nss, "", ns("soft", json!({"pod-security.kubernetes.io/warn":"baseline"})), o.clone())
             .await
             .unwrap();
-        let (res, w) = with_warnings(reg.create(pods, "soft", pod("h", host.clone()), o)).await;
+        let (res, w) = with_warnings(reg.create(pods, "soft", pod("h", host.clone()), o.clone())).await;
         res.unwrap();
         assert_eq!(w, ["would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"]);
         let rs_r = resources::find("apps", "v1", "replicasets").unwrap();
         let mut bad_rs = rs(1);
         bad_rs["spec"]["template"]["spec"]["hostPID"] = json!(true);
-        let (res, w) = with_warnings(reg.create(rs_r, "strict", bad_rs, o)).await;
+        let (res, w) = with_warnings(reg.create(rs_r, "strict", bad_rs, o.clone())).await;
         let stored = res.unwrap();
         assert_eq!(w, ["would violate PodSecurity \"baseline:latest\": host namespaces (hostPID=true)"]);
         // Scaling goes through the scale subresource: no warning.
         let mut scaled = stored.clone();
         scaled["spec"]["replicas"] = json!(2);
-        let scale = WriteOptions { subresource: true, ..o };
+        let scale = WriteOptions { subresource: true, ..o.clone() };
         let (res, w) = with_warnings(reg.update(rs_r, "strict", "web", scaled, Part::Main, scale)).await;
         res.unwrap();
         assert!(w.is_empty(), "{w:?}");
@@ -1364,7 +1711,7 @@ mod tests {
         let soft = reg.get(nss, "", "soft").await.unwrap();
         let mut tight = soft.clone();
         tight["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = json!("restricted");
-        let (res, w) = with_warnings(reg.update(nss, "", "soft", tight, Part::Main, o)).await;
+        let (res, w) = with_warnings(reg.update(nss, "", "soft", tight, Part::Main, o.clone())).await;
         res.unwrap();
         assert_eq!(w.len(), 2, "{w:?}");
         assert_eq!(
