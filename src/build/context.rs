@@ -284,7 +284,7 @@ pub fn checksum(sources: &[Source]) -> Result<Digest, CopyError> {
                 format!("{}\0{kind}\0{:o}\0{}\0{}\0", e.rel.display(), e.meta.mode() & 0o7777, e.meta.len(), e.meta.rdev())
                     .as_bytes(),
             );
-            let host = base.join(&e.rel);
+            let host = entry_path(&base, &e.rel);
             if ft.is_symlink() {
                 let target = std::fs::read_link(&host).map_err(io_err("read link", &host))?;
                 h.update(target.as_os_str().as_encoded_bytes());
@@ -322,7 +322,7 @@ pub fn copy_source(root: BorrowedFd<'_>, src: &Source, dest: &Path, opts: CopyOp
     let mut dir_times = Vec::new();
     for e in &src.entries {
         let target = if e.rel.as_os_str().is_empty() { dest.to_path_buf() } else { dest.join(&e.rel) };
-        let host = base.join(&e.rel);
+        let host = entry_path(&base, &e.rel);
         let ft = e.meta.file_type();
         let mode = opts.mode.unwrap_or(e.meta.mode() & 0o7777);
         if ft.is_dir() {
@@ -412,6 +412,11 @@ fn replace_non_dir(parent: BorrowedFd<'_>, name: &OsStr, target: &Path) -> Resul
         Err(nix::Error::ENOENT) => Ok(()),
         Err(e) => Err(nix_err("inspect", target)(e)),
     }
+}
+
+/// `base/rel`, or `base` itself for the source's own entry (no trailing `/`: it may be a file).
+fn entry_path(base: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() { base.to_path_buf() } else { base.join(rel) }
 }
 
 fn magic(fd: &OwnedFd) -> PathBuf {
