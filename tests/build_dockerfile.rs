@@ -56,13 +56,29 @@ impl BuildNode {
                 let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
             }
         }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
-            .unwrap();
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
         let seeder = self.dir.path().join("seeder");
-        ok(&rkubelet(&["image", "import", "--root", &seeder.display().to_string(), &rootfs.display().to_string(), "busybox:seed"], None));
+        ok(&rkubelet(
+            &[
+                "image",
+                "import",
+                "--root",
+                &seeder.display().to_string(),
+                &rootfs.display().to_string(),
+                "busybox:seed",
+            ],
+            None,
+        ));
         let target = format!("{}/{BASE}", self.registry.host());
-        ok(&rkubelet(&["image", "push", "--root", &seeder.display().to_string(), "busybox:seed", &target], None));
+        ok(&rkubelet(
+            &["image", "push", "--root", &seeder.display().to_string(), "busybox:seed", &target],
+            None,
+        ));
     }
 
     fn build(&self, args: &[&str]) -> Output {
@@ -106,7 +122,8 @@ impl BuildNode {
 
     /// Asserts a build left no debris: no temp dirs, mounts, containers or cgroups.
     fn assert_clean(&self) {
-        let tmp: Vec<_> = std::fs::read_dir(self.root().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let tmp: Vec<_> =
+            std::fs::read_dir(self.root().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(tmp.is_empty(), "store tmp/ left: {tmp:?}");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(&self.root().display().to_string()), "a mount is left under the store");
@@ -203,7 +220,8 @@ fn multi_stage_args_env_user_workdir_and_entrypoint_cmd() {
          ENTRYPOINT [\"/bin/cat\"]\n\
          CMD [\"../out.txt\"]\n",
     )]);
-    let out = ok(&node.build(&["-t", "app:1", "--build-arg", "GREETING=hi", &ctx.path().display().to_string()]));
+    let out =
+        ok(&node.build(&["-t", "app:1", "--build-arg", "GREETING=hi", &ctx.path().display().to_string()]));
     let (_, cached, runs) = counts(&out);
     assert_eq!((cached, runs), (0, 1));
     let c = node.config("docker.io/library/app:1");
@@ -247,7 +265,10 @@ fn multi_stage_args_env_user_workdir_and_entrypoint_cmd() {
 fn run_deleting_a_lower_file_is_a_whiteout_and_the_pushed_image_unpacks() {
     let node = BuildNode::new();
     let ctx = context(&[
-        ("Dockerfile", "FROM rkube-test/busybox:1\nCOPY data /data/\nRUN rm /etc/group /data/gone && mkdir -p /made && echo made > /made/f && ln /made/f /made/hard\n"),
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\nCOPY data /data/\nRUN rm /etc/group /data/gone && mkdir -p /made && echo made > /made/f && ln /made/f /made/hard\n",
+        ),
         ("data/keep", "keep\n"),
         ("data/gone", "gone\n"),
     ]);
@@ -276,12 +297,22 @@ fn run_deleting_a_lower_file_is_a_whiteout_and_the_pushed_image_unpacks() {
     ok(&rkubelet(&["image", "push", "--root", &node.root().display().to_string(), "wh:1", &target], None));
     let oci = node.dir.path().join("oci");
     let copied = Command::new("skopeo")
-        .args(["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{target}"), &format!("oci:{}:wh", oci.display())])
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{target}"),
+            &format!("oci:{}:wh", oci.display()),
+        ])
         .output()
         .unwrap();
     ok(&copied);
     let bundle = node.dir.path().join("bundle");
-    ok(&Command::new("umoci").args(["unpack", "--image", &format!("{}:wh", oci.display())]).arg(&bundle).output().unwrap());
+    ok(&Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:wh", oci.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap());
     let rootfs = bundle.join("rootfs");
     assert!(!rootfs.join("etc/group").exists(), "deleted by RUN");
     assert!(rootfs.join("etc/passwd").is_file());
@@ -296,7 +327,10 @@ fn run_deleting_a_lower_file_is_a_whiteout_and_the_pushed_image_unpacks() {
 fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
     let node = BuildNode::new();
     let ctx = context(&[
-        ("Dockerfile", "FROM rkube-test/busybox:1\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a2\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b2\nCMD [\"cat\", \"/b2\"]\n"),
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a2\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b2\nCMD [\"cat\", \"/b2\"]\n",
+        ),
         ("a.txt", "a\n"),
         ("b.txt", "b\n"),
         (".dockerignore", "ignored.txt\n"),
@@ -325,7 +359,10 @@ fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
 fn source_date_epoch_gives_one_digest() {
     let node = BuildNode::new();
     let ctx = context(&[
-        ("Dockerfile", "FROM rkube-test/busybox:1\nCOPY f /f\nRUN echo fixed > /now && mkdir /d && touch /d/x\nENV A=1\n"),
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\nCOPY f /f\nRUN echo fixed > /now && mkdir /d && touch /d/x\nENV A=1\n",
+        ),
         ("f", "content\n"),
     ]);
     let path = ctx.path().display().to_string();
@@ -336,8 +373,12 @@ fn source_date_epoch_gives_one_digest() {
     assert_eq!(d1, d2, "reproducible");
     let c = node.config("docker.io/library/r:1");
     assert_eq!(c["created"], "2023-11-14T22:13:20Z");
-    let ours: Vec<&serde_json::Value> =
-        c["history"].as_array().unwrap().iter().filter(|h| h["comment"] == "buildkit.dockerfile.v0").collect();
+    let ours: Vec<&serde_json::Value> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["comment"] == "buildkit.dockerfile.v0")
+        .collect();
     assert_eq!(ours.len(), 3);
     assert!(ours.iter().all(|h| h["created"] == "2023-11-14T22:13:20Z"));
 }
@@ -385,7 +426,9 @@ fn malicious_contexts_and_dockerfiles_are_confined() {
     dockerfile("FROM rkube-test/busybox:1\nCOPY sentinel-link /l\n");
     assert!(fails(&node.build(&["-t", "m:7", &path])).contains("sentinel-link: not found"));
     // Writing through the copied link writes inside the container only.
-    dockerfile("FROM rkube-test/busybox:1\nCOPY . /ctx/\nRUN mkdir -p $(dirname $(readlink /ctx/sentinel-link)) && echo pwned > /ctx/sentinel-link\n");
+    dockerfile(
+        "FROM rkube-test/busybox:1\nCOPY . /ctx/\nRUN mkdir -p $(dirname $(readlink /ctx/sentinel-link)) && echo pwned > /ctx/sentinel-link\n",
+    );
     ok(&node.build(&["-t", "m:5", &path]));
     sentinel.assert_untouched("write through link");
     // Unsupported syntax: one line naming the line.
@@ -405,11 +448,22 @@ async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
     let src = node.dir.path().join("src");
     ok(&Command::new("cp").arg("-r").arg(&fixtures).arg(&src).output().unwrap());
     let seed = std::fs::read_to_string(src.join("cloudbuild.yaml")).unwrap();
-    std::fs::write(src.join("cloudbuild.yaml"), seed.replace("gcr.io/$PROJECT_ID", &format!("{}/$PROJECT_ID", target.host()))).unwrap();
+    std::fs::write(
+        src.join("cloudbuild.yaml"),
+        seed.replace("gcr.io/$PROJECT_ID", &format!("{}/$PROJECT_ID", target.host())),
+    )
+    .unwrap();
     let docker = node.dir.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
-    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("_json_key:{}", registry::JSON_KEY));
-    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host())).unwrap();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("_json_key:{}", registry::JSON_KEY),
+    );
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
+    )
+    .unwrap();
     let cfg = node.dir.path().join("registries.yaml");
     let ca = target.ca_file.clone().unwrap();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
@@ -425,7 +479,11 @@ async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
         src.display().to_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_rkubelet")).args(&args).env("DOCKER_CONFIG", &docker).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args(&args)
+            .env("DOCKER_CONFIG", &docker)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();

@@ -64,9 +64,26 @@ pub struct Step {
 
 /// The built-in substitutions (values given by the caller; missing ones are empty).
 pub const BUILT_INS: &[&str] = &[
-    "PROJECT_ID", "PROJECT_NUMBER", "BUILD_ID", "LOCATION", "COMMIT_SHA", "SHORT_SHA", "REVISION_ID", "REPO_NAME",
-    "REPO_FULL_NAME", "BRANCH_NAME", "TAG_NAME", "REF_NAME", "TRIGGER_NAME", "TRIGGER_BUILD_CONFIG_PATH",
-    "SERVICE_ACCOUNT_EMAIL", "SERVICE_ACCOUNT", "_HEAD_BRANCH", "_BASE_BRANCH", "_HEAD_REPO_URL", "_PR_NUMBER",
+    "PROJECT_ID",
+    "PROJECT_NUMBER",
+    "BUILD_ID",
+    "LOCATION",
+    "COMMIT_SHA",
+    "SHORT_SHA",
+    "REVISION_ID",
+    "REPO_NAME",
+    "REPO_FULL_NAME",
+    "BRANCH_NAME",
+    "TAG_NAME",
+    "REF_NAME",
+    "TRIGGER_NAME",
+    "TRIGGER_BUILD_CONFIG_PATH",
+    "SERVICE_ACCOUNT_EMAIL",
+    "SERVICE_ACCOUNT",
+    "_HEAD_BRANCH",
+    "_BASE_BRANCH",
+    "_HEAD_REPO_URL",
+    "_PR_NUMBER",
 ];
 
 /// A `docker build` step's arguments.
@@ -106,7 +123,12 @@ pub fn parse(text: &str) -> Result<Config, CloudBuildError> {
 }
 
 /// Substitutes `$KEY`/`${KEY}` in `s`; `$$` is a literal `$`.
-pub fn substitute(s: &str, values: &BTreeMap<String, String>, loose: bool, field: &str) -> Result<String, CloudBuildError> {
+pub fn substitute(
+    s: &str,
+    values: &BTreeMap<String, String>,
+    loose: bool,
+    field: &str,
+) -> Result<String, CloudBuildError> {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -134,7 +156,9 @@ pub fn substitute(s: &str, values: &BTreeMap<String, String>, loose: bool, field
             }
             Some(c) if c.is_ascii_uppercase() || *c == '_' => {
                 let mut j = i + 1;
-                while j < chars.len() && (chars[j].is_ascii_uppercase() || chars[j].is_ascii_digit() || chars[j] == '_') {
+                while j < chars.len()
+                    && (chars[j].is_ascii_uppercase() || chars[j].is_ascii_digit() || chars[j] == '_')
+                {
                     j += 1;
                 }
                 let name: String = chars[i + 1..j].iter().collect();
@@ -150,7 +174,12 @@ pub fn substitute(s: &str, values: &BTreeMap<String, String>, loose: bool, field
     Ok(out)
 }
 
-fn lookup(name: &str, values: &BTreeMap<String, String>, loose: bool, field: &str) -> Result<String, CloudBuildError> {
+fn lookup(
+    name: &str,
+    values: &BTreeMap<String, String>,
+    loose: bool,
+    field: &str,
+) -> Result<String, CloudBuildError> {
     if let Some(v) = values.get(name) {
         return Ok(v.clone());
     }
@@ -162,10 +191,15 @@ fn lookup(name: &str, values: &BTreeMap<String, String>, loose: bool, field: &st
 }
 
 /// The substitution values: the config's defaults, then the caller's (built-ins and `_KEY`s).
-pub fn values(config: &Config, given: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, CloudBuildError> {
+pub fn values(
+    config: &Config,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, CloudBuildError> {
     let mut out = BTreeMap::new();
     for (k, v) in config.substitutions.iter().chain(given.iter()) {
-        let user = k.starts_with('_') && k.len() > 1 && k[1..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        let user = k.starts_with('_')
+            && k.len() > 1
+            && k[1..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !user && !BUILT_INS.contains(&k.as_str()) {
             return Err(CloudBuildError::BadKey(k.clone()));
         }
@@ -197,7 +231,10 @@ pub fn plan(config: &Config, values: &BTreeMap<String, String>) -> Result<Plan, 
         let dir = step.dir.as_deref().map(|d| sub(d, "dir")).transpose()?;
         for w in &step.wait_for {
             if w != "-" && !ids.contains(w) {
-                return Err(CloudBuildError::Step { step: number, message: format!("waitFor {w:?} names no earlier step id") });
+                return Err(CloudBuildError::Step {
+                    step: number,
+                    message: format!("waitFor {w:?} names no earlier step id"),
+                });
             }
         }
         if let Some(id) = &step.id {
@@ -224,7 +261,12 @@ pub fn plan(config: &Config, values: &BTreeMap<String, String>) -> Result<Plan, 
                 [i] => Action::Push { image: i.clone() },
                 _ => return Err(step_err("docker push takes one IMAGE".into())),
             },
-            other => return Err(step_err(format!("docker {}: not supported (build, tag, push)", other.unwrap_or("")))),
+            other => {
+                return Err(step_err(format!(
+                    "docker {}: not supported (build, tag, push)",
+                    other.unwrap_or("")
+                )));
+            }
         };
         actions.push(action);
     }
@@ -256,7 +298,10 @@ fn docker_build(args: &[String], dir: &Path) -> Result<DockerBuild, String> {
             _ => (a.as_str(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
-            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| format!("docker build {name} needs a value"))
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("docker build {name} needs a value"))
         };
         match flag {
             "-t" | "--tag" => b.tags.push(value(flag)?),
@@ -302,11 +347,14 @@ mod tests {
         let v = values(&c, &vals(&[("PROJECT_ID", "hello-docker")])).unwrap();
         let p = plan(&c, &v).unwrap();
         assert_eq!(p.actions.len(), 2);
-        assert_eq!(p.actions[0], Action::Build(DockerBuild {
-            tags: vec!["gcr.io/hello-docker/imageview:blue".into()],
-            context: PathBuf::from("./blue"),
-            ..Default::default()
-        }));
+        assert_eq!(
+            p.actions[0],
+            Action::Build(DockerBuild {
+                tags: vec!["gcr.io/hello-docker/imageview:blue".into()],
+                context: PathBuf::from("./blue"),
+                ..Default::default()
+            })
+        );
         assert_eq!(p.images, ["gcr.io/hello-docker/imageview:blue", "gcr.io/hello-docker/imageview:green"]);
     }
 
@@ -316,7 +364,11 @@ mod tests {
         let s = |t: &str| substitute(t, &v, false, "f");
         assert_eq!(s("$PROJECT_ID/${_X}").unwrap(), "p/x");
         assert_eq!(s("$$HOME costs $$5").unwrap(), "$HOME costs $5");
-        assert_eq!(s("${_UNSET}|$BUILD_ID").unwrap(), "|", "undefined user keys and value-less built-ins are empty");
+        assert_eq!(
+            s("${_UNSET}|$BUILD_ID").unwrap(),
+            "|",
+            "undefined user keys and value-less built-ins are empty"
+        );
         assert_eq!(s("a$").unwrap(), "a$");
         assert_eq!(s("$lower").unwrap(), "$lower", "only [A-Z_] names are substitutions");
         assert!(matches!(s("$HOME"), Err(CloudBuildError::UnknownSubstitution { .. })));
@@ -331,15 +383,18 @@ mod tests {
     fn docker_steps_and_dirs() {
         let c = parse("steps:\n- name: gcr.io/cloud-builders/docker:20.10\n  dir: app\n  id: b\n  args: [build, --build-arg=V=1, -f, docker/Dockerfile, --no-cache, --target, final, -t, x, .]\n- name: docker\n  waitFor: [b]\n  args: [tag, x, y]\n- name: docker\n  wait_for: ['-']\n  args: [push, y]\n").unwrap();
         let p = plan(&c, &BTreeMap::new()).unwrap();
-        assert_eq!(p.actions[0], Action::Build(DockerBuild {
-            tags: vec!["x".into()],
-            file: Some(PathBuf::from("app/docker/Dockerfile")),
-            build_args: vec!["V=1".into()],
-            target: Some("final".into()),
-            no_cache: true,
-            platform: None,
-            context: PathBuf::from("app/."),
-        }));
+        assert_eq!(
+            p.actions[0],
+            Action::Build(DockerBuild {
+                tags: vec!["x".into()],
+                file: Some(PathBuf::from("app/docker/Dockerfile")),
+                build_args: vec!["V=1".into()],
+                target: Some("final".into()),
+                no_cache: true,
+                platform: None,
+                context: PathBuf::from("app/."),
+            })
+        );
         assert_eq!(p.actions[1], Action::Tag { source: "x".into(), target: "y".into() });
         assert_eq!(p.actions[2], Action::Push { image: "y".into() });
         let bad = parse("steps: [{name: docker, waitFor: [nope], args: [push, x]}]").unwrap();

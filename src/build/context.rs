@@ -123,8 +123,10 @@ pub fn resolve(root: &Path, src: &str, ignore: Option<&Matcher>) -> Result<Vec<S
             for dir in &candidates {
                 let host = if dir.is_empty() { root.to_path_buf() } else { root.join(dir) };
                 let Ok(read) = std::fs::read_dir(&host) else { continue };
-                let mut found: Vec<String> =
-                    read.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                let mut found: Vec<String> = read
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
                 found.sort();
                 for name in found {
                     if glob_match(comp, &name) {
@@ -145,7 +147,9 @@ pub fn resolve(root: &Path, src: &str, ignore: Option<&Matcher>) -> Result<Vec<S
     for rel in names {
         let fd = match open_in_root(root_fd.as_fd(), Path::new(&rel), OFlag::O_PATH | OFlag::O_CLOEXEC) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(CopyError::NotFound(src.to_string())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(CopyError::NotFound(src.to_string()));
+            }
             Err(e) => return Err(io_err("open source", &rel)(e)),
         };
         let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
@@ -281,8 +285,14 @@ pub fn checksum(sources: &[Source]) -> Result<Digest, CopyError> {
                 'o'
             };
             h.update(
-                format!("{}\0{kind}\0{:o}\0{}\0{}\0", e.rel.display(), e.meta.mode() & 0o7777, e.meta.len(), e.meta.rdev())
-                    .as_bytes(),
+                format!(
+                    "{}\0{kind}\0{:o}\0{}\0{}\0",
+                    e.rel.display(),
+                    e.meta.mode() & 0o7777,
+                    e.meta.len(),
+                    e.meta.rdev()
+                )
+                .as_bytes(),
             );
             let host = entry_path(&base, &e.rel);
             if ft.is_symlink() {
@@ -315,7 +325,12 @@ pub struct CopyOptions {
 
 /// Copies one source into the root filesystem open at `root`: a directory's contents into
 /// `dest`, a file to `dest` itself. `dest` is absolute inside the root.
-pub fn copy_source(root: BorrowedFd<'_>, src: &Source, dest: &Path, opts: CopyOptions) -> Result<(), CopyError> {
+pub fn copy_source(
+    root: BorrowedFd<'_>,
+    src: &Source,
+    dest: &Path,
+    opts: CopyOptions,
+) -> Result<(), CopyError> {
     let (uid, gid) = opts.owner.unwrap_or((0, 0));
     let base = src.path();
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
@@ -346,7 +361,8 @@ pub fn copy_source(root: BorrowedFd<'_>, src: &Source, dest: &Path, opts: CopyOp
             why: "the destination has no file name",
         })?;
         if !dirs.contains_key(&parent_path) {
-            let fd = mkdir_all_in_root(root, &parent_path).map_err(io_err("create directory", &parent_path))?;
+            let fd =
+                mkdir_all_in_root(root, &parent_path).map_err(io_err("create directory", &parent_path))?;
             dirs.insert(parent_path.clone(), fd);
         }
         let parent = dirs[&parent_path].as_fd();
@@ -354,8 +370,14 @@ pub fn copy_source(root: BorrowedFd<'_>, src: &Source, dest: &Path, opts: CopyOp
         if ft.is_symlink() {
             let link = std::fs::read_link(&host).map_err(io_err("read link", &host))?;
             symlinkat(link.as_path(), parent, name).map_err(nix_err("create symlink", &target))?;
-            fchownat(parent, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(nix_err("chown", &target))?;
+            fchownat(
+                parent,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(nix_err("chown", &target))?;
         } else if ft.is_file() {
             let fd = nix::fcntl::openat(
                 parent,
@@ -380,11 +402,18 @@ pub fn copy_source(root: BorrowedFd<'_>, src: &Source, dest: &Path, opts: CopyOp
             };
             mknodat(parent, name, kind, Mode::from_bits_truncate(mode), e.meta.rdev())
                 .map_err(nix_err("create node", &target))?;
-            fchownat(parent, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-                .map_err(nix_err("chown", &target))?;
+            fchownat(
+                parent,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(nix_err("chown", &target))?;
         }
         let t = TimeSpec::new(e.meta.mtime(), e.meta.mtime_nsec());
-        utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink).map_err(nix_err("set times", &target))?;
+        utimensat(parent, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(nix_err("set times", &target))?;
     }
     // Directory times last: creating their children changed them.
     for (path, secs, nsecs) in dir_times.into_iter().rev() {
@@ -424,7 +453,12 @@ fn magic(fd: &OwnedFd) -> PathBuf {
 }
 
 /// Writes `content` as file `dest` (absolute in the root), e.g. a heredoc source.
-pub fn write_file(root: BorrowedFd<'_>, dest: &Path, content: &[u8], opts: CopyOptions) -> Result<(), CopyError> {
+pub fn write_file(
+    root: BorrowedFd<'_>,
+    dest: &Path,
+    content: &[u8],
+    opts: CopyOptions,
+) -> Result<(), CopyError> {
     let parent_path = dest.parent().unwrap_or(Path::new("/"));
     let parent = mkdir_all_in_root(root, parent_path).map_err(io_err("create directory", parent_path))?;
     let name = dest.file_name().ok_or_else(|| CopyError::NotFound(dest.display().to_string()))?;
@@ -439,7 +473,8 @@ pub fn write_file(root: BorrowedFd<'_>, dest: &Path, content: &[u8], opts: CopyO
     let mut out = File::from(fd);
     io::Write::write_all(&mut out, content).map_err(io_err("write", dest))?;
     let (uid, gid) = opts.owner.unwrap_or((0, 0));
-    nix::unistd::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(nix_err("chown", dest))?;
+    nix::unistd::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(nix_err("chown", dest))?;
     fchmod(&out, Mode::from_bits_truncate(opts.mode.unwrap_or(0o644))).map_err(nix_err("chmod", dest))?;
     Ok(())
 }
@@ -481,7 +516,10 @@ pub fn resolve_owner(root: BorrowedFd<'_>, spec: &str) -> Result<(u32, u32), Str
 
 /// Parses `--chmod` (octal only).
 pub fn parse_chmod(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| format!("invalid --chmod {s:?} (octal only)"))
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("invalid --chmod {s:?} (octal only)"))
 }
 
 #[cfg(test)]
@@ -554,8 +592,13 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root.join("dst")).unwrap();
         let root_fd = File::open(&root).unwrap();
         let s = resolve(&ctx, "d", None).unwrap();
-        copy_source(root_fd.as_fd(), &s[0], Path::new("/dst/sub"), CopyOptions { owner: Some((7, 8)), mode: None })
-            .unwrap();
+        copy_source(
+            root_fd.as_fd(),
+            &s[0],
+            Path::new("/dst/sub"),
+            CopyOptions { owner: Some((7, 8)), mode: None },
+        )
+        .unwrap();
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
         let copied = root.join(outside.strip_prefix("/").unwrap()).join("sub/f");
         assert_eq!(std::fs::read(&copied).unwrap(), b"f");
@@ -564,7 +607,8 @@ mod tests {
         write_file(root_fd.as_fd(), Path::new("/x/h"), b"hi", CopyOptions::default()).unwrap();
         assert_eq!(std::fs::read(root.join("x/h")).unwrap(), b"hi");
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/sh\n").unwrap();
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/sh\n")
+            .unwrap();
         std::fs::write(root.join("etc/group"), "root:x:0:\nwww:x:55:\n").unwrap();
         assert_eq!(resolve_owner(root_fd.as_fd(), "web").unwrap(), (33, 33));
         assert_eq!(resolve_owner(root_fd.as_fd(), "web:www").unwrap(), (33, 55));

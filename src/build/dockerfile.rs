@@ -109,7 +109,11 @@ pub enum Kind {
     /// `ENV`: raw (unexpanded, quoted) key/value words.
     Env(Vec<(String, String)>),
     Label(Vec<(String, String)>),
-    Run { command: Command, heredocs: Vec<Heredoc>, network: RunNetwork },
+    Run {
+        command: Command,
+        heredocs: Vec<Heredoc>,
+        network: RunNetwork,
+    },
     Copy(CopyArgs),
     Add(CopyArgs),
     Workdir(String),
@@ -214,7 +218,13 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 heredocs.push(Heredoc { content, ..marker });
             }
         }
-        raw.push(RawInstruction { line: start + 1, keyword, rest: rest.to_string(), original: joined, heredocs });
+        raw.push(RawInstruction {
+            line: start + 1,
+            keyword,
+            rest: rest.to_string(),
+            original: joined,
+            heredocs,
+        });
     }
 
     let mut file = Dockerfile { escape, global_args: Vec::new(), stages: Vec::new() };
@@ -235,7 +245,12 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
                     let name = name.to_ascii_lowercase();
                     if !valid_stage_name(&name) {
-                        return err(line, format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols"));
+                        return err(
+                            line,
+                            format!(
+                                "invalid name for build stage: {name:?}, name can't start with a number or contain symbols"
+                            ),
+                        );
                     }
                     if file.stages.iter().any(|s| s.name.as_deref() == Some(&name)) {
                         return err(line, format!("duplicate stage name {name:?}"));
@@ -257,7 +272,12 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         match file.stages.last_mut() {
             Some(stage) => stage.instructions.push(instruction),
             None if matches!(instruction.kind, Kind::Arg(_)) => file.global_args.push(instruction),
-            None => return err(line, format!("no build stage in current context: {} before FROM", r.keyword.to_uppercase())),
+            None => {
+                return err(
+                    line,
+                    format!("no build stage in current context: {} before FROM", r.keyword.to_uppercase()),
+                );
+            }
         }
     }
     if file.stages.is_empty() {
@@ -300,7 +320,11 @@ pub fn parse_instruction(
     }
     let flag = |name: &str| flags.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let need_args = |what: &str| -> Result<(), ParseError> {
-        if rest.trim().is_empty() { err(line, format!("{what} requires at least one argument")) } else { Ok(()) }
+        if rest.trim().is_empty() {
+            err(line, format!("{what} requires at least one argument"))
+        } else {
+            Ok(())
+        }
     };
     let kind = match keyword.as_str() {
         "arg" => {
@@ -334,7 +358,9 @@ pub fn parse_instruction(
             let network = match flag("network").as_deref() {
                 None | Some("default") => RunNetwork::Default,
                 Some("none") => RunNetwork::None,
-                Some(other) => return err(line, format!("RUN --network={other} is not supported (default or none)")),
+                Some(other) => {
+                    return err(line, format!("RUN --network={other} is not supported (default or none)"));
+                }
             };
             Kind::Run { command: maybe_json(rest), heredocs, network }
         }
@@ -410,23 +436,38 @@ pub fn parse_instruction(
                 }
                 "cmd" => {
                     hc.test = match maybe_json(sub_rest) {
-                        Command::Exec(v) if !v.is_empty() => std::iter::once("CMD".to_string()).chain(v).collect(),
+                        Command::Exec(v) if !v.is_empty() => {
+                            std::iter::once("CMD".to_string()).chain(v).collect()
+                        }
                         Command::Shell(s) if !s.trim().is_empty() => vec!["CMD-SHELL".into(), s],
                         _ => return err(line, "HEALTHCHECK CMD requires a command"),
                     };
                     let dur = |name: &str| -> Result<Option<u64>, ParseError> {
-                        flag(name).map(|v| parse_duration(&v).ok_or(()).or_else(|_| err(line, format!("--{name}: invalid duration {v:?}")))).transpose()
+                        flag(name)
+                            .map(|v| {
+                                parse_duration(&v)
+                                    .ok_or(())
+                                    .or_else(|_| err(line, format!("--{name}: invalid duration {v:?}")))
+                            })
+                            .transpose()
                     };
                     hc.interval = dur("interval")?;
                     hc.timeout = dur("timeout")?;
                     hc.start_period = dur("start-period")?;
                     hc.start_interval = dur("start-interval")?;
                     hc.retries = match flag("retries") {
-                        Some(v) => Some(v.parse().or_else(|_| err(line, format!("--retries: invalid number {v:?}")))?),
+                        Some(v) => Some(
+                            v.parse().or_else(|_| err(line, format!("--retries: invalid number {v:?}")))?,
+                        ),
                         None => None,
                     };
                 }
-                other => return err(line, format!("unknown type for HEALTHCHECK: {:?} (CMD or NONE)", other.to_uppercase())),
+                other => {
+                    return err(
+                        line,
+                        format!("unknown type for HEALTHCHECK: {:?} (CMD or NONE)", other.to_uppercase()),
+                    );
+                }
             }
             Kind::Healthcheck(hc)
         }
@@ -436,7 +477,10 @@ pub fn parse_instruction(
             match trigger.as_str() {
                 "onbuild" => return err(line, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
                 "from" | "maintainer" => {
-                    return err(line, format!("{} isn't allowed as an ONBUILD trigger", trigger.to_uppercase()));
+                    return err(
+                        line,
+                        format!("{} isn't allowed as an ONBUILD trigger", trigger.to_uppercase()),
+                    );
                 }
                 _ => {}
             }
@@ -561,9 +605,16 @@ fn split_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// `k=v k2="v 2"` pairs, or the legacy `k v w` (one pair, the value the rest of the line).
-fn name_values(rest: &str, escape: char, what: &str, line: usize) -> Result<Vec<(String, String)>, ParseError> {
+fn name_values(
+    rest: &str,
+    escape: char,
+    what: &str,
+    line: usize,
+) -> Result<Vec<(String, String)>, ParseError> {
     let words = split_words(rest, escape);
-    let Some(first) = words.first() else { return err(line, format!("{what} requires at least one argument")) };
+    let Some(first) = words.first() else {
+        return err(line, format!("{what} requires at least one argument"));
+    };
     if !first.contains('=') {
         let trimmed = rest.trim();
         let value = trimmed[trimmed.find(char::is_whitespace).unwrap_or(trimmed.len())..].trim();
@@ -577,7 +628,10 @@ fn name_values(rest: &str, escape: char, what: &str, line: usize) -> Result<Vec<
         match w.split_once('=') {
             Some((k, v)) if !k.is_empty() => pairs.push((k.to_string(), v.to_string())),
             _ => {
-                return err(line, format!("Syntax error - can't find = in {w:?}. Must be of the form: name=value"));
+                return err(
+                    line,
+                    format!("Syntax error - can't find = in {w:?}. Must be of the form: name=value"),
+                );
             }
         }
     }
@@ -676,21 +730,39 @@ mod tests {
 
     #[test]
     fn continuations_comments_and_whitespace() {
-        let f = parse("FROM a\nRUN echo \\\n    hello \\\n# a comment\n\n    world\n  # indented comment\nRUN a\\\\\n").unwrap();
+        let f = parse(
+            "FROM a\nRUN echo \\\n    hello \\\n# a comment\n\n    world\n  # indented comment\nRUN a\\\\\n",
+        )
+        .unwrap();
         let ins = &f.stages[0].instructions;
         assert_eq!(ins.len(), 2);
-        assert_eq!(ins[0].kind, Kind::Run {
-            command: Command::Shell("echo     hello     world".into()),
-            heredocs: vec![],
-            network: RunNetwork::Default
-        }, "continuation lines keep leading whitespace; comments and blank lines dropped");
-        assert_eq!(ins[1].kind, Kind::Run { command: Command::Shell("a\\\\".into()), heredocs: vec![], network: RunNetwork::Default }, "an escaped escape does not continue");
+        assert_eq!(
+            ins[0].kind,
+            Kind::Run {
+                command: Command::Shell("echo     hello     world".into()),
+                heredocs: vec![],
+                network: RunNetwork::Default
+            },
+            "continuation lines keep leading whitespace; comments and blank lines dropped"
+        );
+        assert_eq!(
+            ins[1].kind,
+            Kind::Run {
+                command: Command::Shell("a\\\\".into()),
+                heredocs: vec![],
+                network: RunNetwork::Default
+            },
+            "an escaped escape does not continue"
+        );
         // Trailing blanks after the escape still continue; # inside a line is literal.
-        assert_eq!(one("RUN echo 'a # b' \\  \n && true"), Kind::Run {
-            command: Command::Shell("echo 'a # b'  && true".into()),
-            heredocs: vec![],
-            network: RunNetwork::Default
-        });
+        assert_eq!(
+            one("RUN echo 'a # b' \\  \n && true"),
+            Kind::Run {
+                command: Command::Shell("echo 'a # b'  && true".into()),
+                heredocs: vec![],
+                network: RunNetwork::Default
+            }
+        );
         let f = parse("\u{feff}FROM a\r\nUSER x\r\n").unwrap();
         assert_eq!(f.stages[0].instructions[0].kind, Kind::User("x".into()), "BOM and CRLF");
     }
@@ -699,11 +771,14 @@ mod tests {
     fn escape_directive() {
         let f = parse("# escape=`\nFROM a\nRUN dir c:\\ `\n  && x\nCOPY a\\b c:\\\n").unwrap();
         assert_eq!(f.escape, '`');
-        assert_eq!(f.stages[0].instructions[0].kind, Kind::Run {
-            command: Command::Shell("dir c:\\   && x".into()),
-            heredocs: vec![],
-            network: RunNetwork::Default
-        });
+        assert_eq!(
+            f.stages[0].instructions[0].kind,
+            Kind::Run {
+                command: Command::Shell("dir c:\\   && x".into()),
+                heredocs: vec![],
+                network: RunNetwork::Default
+            }
+        );
         // Directives only count at the top.
         let f = parse("FROM a\n# escape=`\nRUN x \\\n y").unwrap();
         assert_eq!(f.escape, '\\');
@@ -724,27 +799,40 @@ mod tests {
         assert_eq!(one("CMD []"), Kind::Cmd(Command::Exec(vec![])));
         assert_eq!(one("SHELL [\"/bin/bash\", \"-c\"]"), Kind::Shell(vec!["/bin/bash".into(), "-c".into()]));
         assert!(fails("FROM a\nSHELL /bin/bash -c").message.contains("JSON"));
-        assert_eq!(one("RUN [\"echo\", \"$HOME\"]"), Kind::Run {
-            command: Command::Exec(vec!["echo".into(), "$HOME".into()]),
-            heredocs: vec![],
-            network: RunNetwork::Default
-        });
+        assert_eq!(
+            one("RUN [\"echo\", \"$HOME\"]"),
+            Kind::Run {
+                command: Command::Exec(vec!["echo".into(), "$HOME".into()]),
+                heredocs: vec![],
+                network: RunNetwork::Default
+            }
+        );
     }
 
     #[test]
     fn env_label_arg() {
-        assert_eq!(one("ENV a=1 b=\"x y\" c=z\\ w"), Kind::Env(vec![
-            ("a".into(), "1".into()),
-            ("b".into(), "\"x y\"".into()),
-            ("c".into(), "z\\ w".into())
-        ]), "raw words: quotes are removed at expansion");
-        assert_eq!(one("ENV ONE TWO= THREE=world"), Kind::Env(vec![("ONE".into(), "TWO= THREE=world".into())]));
+        assert_eq!(
+            one("ENV a=1 b=\"x y\" c=z\\ w"),
+            Kind::Env(vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "\"x y\"".into()),
+                ("c".into(), "z\\ w".into())
+            ]),
+            "raw words: quotes are removed at expansion"
+        );
+        assert_eq!(
+            one("ENV ONE TWO= THREE=world"),
+            Kind::Env(vec![("ONE".into(), "TWO= THREE=world".into())])
+        );
         assert_eq!(one("LABEL \"com.x\"=y"), Kind::Label(vec![("\"com.x\"".into(), "y".into())]));
-        assert_eq!(one("ARG a b=2 c="), Kind::Arg(vec![
-            ("a".into(), None),
-            ("b".into(), Some("2".into())),
-            ("c".into(), Some(String::new()))
-        ]));
+        assert_eq!(
+            one("ARG a b=2 c="),
+            Kind::Arg(vec![
+                ("a".into(), None),
+                ("b".into(), Some("2".into())),
+                ("c".into(), Some(String::new()))
+            ])
+        );
         assert!(fails("FROM a\nENV a=1 b").message.contains("can't find ="));
         assert!(fails("FROM a\nENV a").message.contains("requires two"));
         assert!(fails("FROM a\nARG").message.contains("at least one"));
@@ -752,20 +840,22 @@ mod tests {
 
     #[test]
     fn copy_and_add() {
-        assert_eq!(one("COPY --from=build --chown=1:2 --chmod=0755 a b /dst/"), Kind::Copy(CopyArgs {
-            from: Some("build".into()),
-            chown: Some("1:2".into()),
-            chmod: Some("0755".into()),
-            link: false,
-            sources: vec!["a".into(), "b".into()],
-            dest: "/dst/".into(),
-            heredocs: vec![],
-        }));
-        assert_eq!(one("ADD [\"a b\", \"/c\"]"), Kind::Add(CopyArgs {
-            sources: vec!["a b".into()],
-            dest: "/c".into(),
-            ..Default::default()
-        }));
+        assert_eq!(
+            one("COPY --from=build --chown=1:2 --chmod=0755 a b /dst/"),
+            Kind::Copy(CopyArgs {
+                from: Some("build".into()),
+                chown: Some("1:2".into()),
+                chmod: Some("0755".into()),
+                link: false,
+                sources: vec!["a".into(), "b".into()],
+                dest: "/dst/".into(),
+                heredocs: vec![],
+            })
+        );
+        assert_eq!(
+            one("ADD [\"a b\", \"/c\"]"),
+            Kind::Add(CopyArgs { sources: vec!["a b".into()], dest: "/c".into(), ..Default::default() })
+        );
         assert!(fails("FROM a\nCOPY a").message.contains("two arguments"));
         assert!(fails("FROM a\nADD --from=x a b").message.contains("unknown flag for ADD: --from"));
         assert!(fails("FROM a\nCOPY --bogus a b").message.contains("--bogus"));
@@ -777,10 +867,21 @@ mod tests {
         let ins = &f.stages[0].instructions;
         let Kind::Run { heredocs, command, .. } = &ins[0].kind else { panic!() };
         assert_eq!(command, &Command::Shell("<<EOF".into()));
-        assert_eq!(heredocs, &vec![Heredoc { name: "EOF".into(), content: "echo hi\n  echo there\n".into(), expand: true, chomp: false }]);
+        assert_eq!(
+            heredocs,
+            &vec![Heredoc {
+                name: "EOF".into(),
+                content: "echo hi\n  echo there\n".into(),
+                expand: true,
+                chomp: false
+            }]
+        );
         let Kind::Copy(c) = &ins[1].kind else { panic!() };
         assert_eq!(c.heredocs.len(), 2);
-        assert_eq!(c.heredocs[0], Heredoc { name: "X".into(), content: "one $A\n".into(), expand: false, chomp: true });
+        assert_eq!(
+            c.heredocs[0],
+            Heredoc { name: "X".into(), content: "one $A\n".into(), expand: false, chomp: true }
+        );
         assert_eq!(c.heredocs[1].content, "two\n");
         assert_eq!(ins[2].kind, Kind::User("u".into()));
         assert!(fails("FROM a\nRUN <<EOF\nno end\n").message.contains("unterminated heredoc EOF"));
@@ -797,15 +898,24 @@ mod tests {
         assert_eq!(one("workdir /x y"), Kind::Workdir("/x y".into()), "keywords are case-insensitive");
         assert_eq!(one("STOPSIGNAL SIGTERM"), Kind::StopSignal("SIGTERM".into()));
         assert_eq!(one("MAINTAINER me"), Kind::Maintainer("me".into()));
-        assert_eq!(one("HEALTHCHECK NONE"), Kind::Healthcheck(Healthcheck { test: vec!["NONE".into()], ..Default::default() }));
-        assert_eq!(one("HEALTHCHECK --interval=5m --timeout=3s --retries=2 CMD curl -f http://x/"), Kind::Healthcheck(Healthcheck {
-            test: vec!["CMD-SHELL".into(), "curl -f http://x/".into()],
-            interval: Some(300_000_000_000),
-            timeout: Some(3_000_000_000),
-            retries: Some(2),
-            ..Default::default()
-        }));
-        assert_eq!(one("HEALTHCHECK CMD [\"a\"]"), Kind::Healthcheck(Healthcheck { test: vec!["CMD".into(), "a".into()], ..Default::default() }));
+        assert_eq!(
+            one("HEALTHCHECK NONE"),
+            Kind::Healthcheck(Healthcheck { test: vec!["NONE".into()], ..Default::default() })
+        );
+        assert_eq!(
+            one("HEALTHCHECK --interval=5m --timeout=3s --retries=2 CMD curl -f http://x/"),
+            Kind::Healthcheck(Healthcheck {
+                test: vec!["CMD-SHELL".into(), "curl -f http://x/".into()],
+                interval: Some(300_000_000_000),
+                timeout: Some(3_000_000_000),
+                retries: Some(2),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            one("HEALTHCHECK CMD [\"a\"]"),
+            Kind::Healthcheck(Healthcheck { test: vec!["CMD".into(), "a".into()], ..Default::default() })
+        );
         assert!(fails("FROM a\nHEALTHCHECK --interval=x CMD a").message.contains("invalid duration"));
         assert_eq!(one("ONBUILD RUN echo hi"), Kind::OnBuild("RUN echo hi".into()));
         assert!(fails("FROM a\nONBUILD ONBUILD RUN x").message.contains("chaining"));
@@ -819,11 +929,10 @@ mod tests {
         assert_eq!(e.line, 3);
         assert_eq!(e.to_string(), "Dockerfile line 3: RUN --mount is not supported");
         assert_eq!(fails("FROM a\nFOO bar").to_string(), "Dockerfile line 2: unknown instruction: FOO");
-        assert_eq!(one("RUN --network=none true"), Kind::Run {
-            command: Command::Shell("true".into()),
-            heredocs: vec![],
-            network: RunNetwork::None
-        });
+        assert_eq!(
+            one("RUN --network=none true"),
+            Kind::Run { command: Command::Shell("true".into()), heredocs: vec![], network: RunNetwork::None }
+        );
         assert!(fails("FROM a\nRUN --network=host x").message.contains("not supported"));
     }
 

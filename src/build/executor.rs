@@ -16,7 +16,9 @@
 //! A failed step leaves nothing behind: its work dir, mount and container are removed on drop.
 
 use crate::build::context::{self, CopyOptions, Source};
-use crate::build::dockerfile::{self, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, Kind, RunNetwork};
+use crate::build::dockerfile::{
+    self, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, Kind, RunNetwork,
+};
 use crate::build::ignore::{Matcher, clean};
 use crate::build::layer::{self, LayerError};
 use crate::build::lex::{self, Env};
@@ -39,8 +41,16 @@ const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Build arguments usable without an `ARG` (kept out of history and cache keys).
 const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy",
-    "ALL_PROXY", "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 ];
 
 /// Why a build failed: one line naming the step.
@@ -167,7 +177,8 @@ impl ImageState {
         if !h.is_array() {
             *h = json!([]);
         }
-        let mut entry = json!({ "created": created, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
+        let mut entry =
+            json!({ "created": created, "created_by": created_by, "comment": "buildkit.dockerfile.v0" });
         if empty_layer {
             entry["empty_layer"] = json!(true);
         }
@@ -210,7 +221,9 @@ pub fn build(opts: &BuildOptions, host: &mut Host<'_>) -> Result<Built, BuildErr
     };
     let created = match opts.source_date_epoch {
         Some(epoch) => rfc3339(epoch),
-        None => rfc3339(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())),
+        None => rfc3339(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        ),
     };
     let mut exec = Executor {
         opts,
@@ -227,7 +240,8 @@ pub fn build(opts: &BuildOptions, host: &mut Host<'_>) -> Result<Built, BuildErr
         cache_dir: None,
     };
     exec.cache_dir = Some(exec.host.store.root().join("build-cache"));
-    std::fs::create_dir_all(exec.cache_dir.as_ref().expect("set")).map_err(|e| BuildError::Setup(format!("creating the build cache: {e}")))?;
+    std::fs::create_dir_all(exec.cache_dir.as_ref().expect("set"))
+        .map_err(|e| BuildError::Setup(format!("creating the build cache: {e}")))?;
     exec.run()
 }
 
@@ -307,7 +321,8 @@ impl Executor<'_, '_> {
             }
             for ins in &stage.instructions {
                 if let Kind::Copy(CopyArgs { from: Some(from), .. }) = &ins.kind {
-                    let from = lex::process_word(from, &self.global_args, self.file.escape).unwrap_or_default();
+                    let from =
+                        lex::process_word(from, &self.global_args, self.file.escape).unwrap_or_default();
                     if let Some(j) = self.stage_index(&from, i) {
                         todo.push(j);
                     }
@@ -320,7 +335,9 @@ impl Executor<'_, '_> {
     /// An earlier stage named (or numbered) `name`, seen from stage `before`.
     fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
         let lower = name.to_ascii_lowercase();
-        if let Some(i) = self.file.stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+        if let Some(i) =
+            self.file.stages[..before].iter().position(|s| s.name.as_deref() == Some(lower.as_str()))
+        {
             return Some(i);
         }
         name.parse::<usize>().ok().filter(|i| *i < before)
@@ -334,8 +351,13 @@ impl Executor<'_, '_> {
         let file = self.file;
         let stage = &file.stages[i];
         let escape = self.file.escape;
-        let base = lex::process_word(&stage.base, &self.global_args, escape).map_err(|e| step_err(stage.line, e))?;
-        self.say(format_args!("STEP {}: FROM {base}{}", stage.line, stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default()));
+        let base =
+            lex::process_word(&stage.base, &self.global_args, escape).map_err(|e| step_err(stage.line, e))?;
+        self.say(format_args!(
+            "STEP {}: FROM {base}{}",
+            stage.line,
+            stage.name.as_ref().map(|n| format!(" AS {n}")).unwrap_or_default()
+        ));
         let mut st = if base == "scratch" {
             let image = ImageState {
                 config: json!({
@@ -349,14 +371,29 @@ impl Executor<'_, '_> {
             };
             StageState { image, key: Digest::sha256_of(b"scratch"), args: BTreeMap::new(), cmd_set: false }
         } else if let Some(j) = self.stage_index(&base, i) {
-            let parent = self.stages[j].as_ref().ok_or_else(|| step_err(stage.line, format!("stage {base} was not built")))?;
-            StageState { image: parent.image.clone(), key: parent.key.clone(), args: BTreeMap::new(), cmd_set: false }
+            let parent = self.stages[j]
+                .as_ref()
+                .ok_or_else(|| step_err(stage.line, format!("stage {base} was not built")))?;
+            StageState {
+                image: parent.image.clone(),
+                key: parent.key.clone(),
+                args: BTreeMap::new(),
+                cmd_set: false,
+            }
         } else {
             let manifest = (self.host.resolve_image)(&base).map_err(|e| step_err(stage.line, e))?;
             let image = self.load_image(&manifest).map_err(|e| step_err(stage.line, e))?;
-            StageState { image, key: Digest::sha256_of(format!("FROM {manifest}").as_bytes()), args: BTreeMap::new(), cmd_set: false }
+            StageState {
+                image,
+                key: Digest::sha256_of(format!("FROM {manifest}").as_bytes()),
+                args: BTreeMap::new(),
+                cmd_set: false,
+            }
         };
-        if st.image.get("Env").is_none_or(|e| !e.as_array().is_some_and(|a| a.iter().any(|v| v.as_str().is_some_and(|s| s.starts_with("PATH="))))) {
+        if st.image.get("Env").is_none_or(|e| {
+            !e.as_array()
+                .is_some_and(|a| a.iter().any(|v| v.as_str().is_some_and(|s| s.starts_with("PATH="))))
+        }) {
             let (k, v) = DEFAULT_PATH.split_once('=').expect("has =");
             st.image.set_env(k, v);
         }
@@ -385,17 +422,27 @@ impl Executor<'_, '_> {
         let store = self.host.store;
         let refs = store.manifest_refs(manifest).map_err(|e| e.to_string())?;
         let config_desc = refs.config.ok_or_else(|| format!("{manifest} is not an image manifest"))?;
-        let config: Value = serde_json::from_slice(&store.read_blob(&config_desc.digest).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("image config {}: {e}", config_desc.digest))?;
+        let config: Value =
+            serde_json::from_slice(&store.read_blob(&config_desc.digest).map_err(|e| e.to_string())?)
+                .map_err(|e| format!("image config {}: {e}", config_desc.digest))?;
         let diff_ids = store.config_diff_ids(&config_desc.digest).map_err(|e| e.to_string())?;
         if diff_ids.len() != refs.layers.len() {
-            return Err(format!("image {manifest}: {} layers but {} diffIDs", refs.layers.len(), diff_ids.len()));
+            return Err(format!(
+                "image {manifest}: {} layers but {} diffIDs",
+                refs.layers.len(),
+                diff_ids.len()
+            ));
         }
         let layers = refs
             .layers
             .iter()
             .zip(diff_ids)
-            .map(|(d, diff_id)| LayerRef { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, diff_id })
+            .map(|(d, diff_id)| LayerRef {
+                media_type: d.media_type.clone(),
+                digest: d.digest.clone(),
+                size: d.size,
+                diff_id,
+            })
             .collect();
         let mut config = config;
         if !config.is_object() {
@@ -431,8 +478,12 @@ impl Executor<'_, '_> {
             for (name, default) in list {
                 let value = match (self.opts.build_args.get(name), default) {
                     (Some(v), _) => Some(v.clone()),
-                    (None, Some(d)) => Some(lex::process_word(d, &env, escape).map_err(|e| step_err(line, e))?),
-                    (None, None) if self.global_declared.contains(name) => self.global_args.get(name).cloned(),
+                    (None, Some(d)) => {
+                        Some(lex::process_word(d, &env, escape).map_err(|e| step_err(line, e))?)
+                    }
+                    (None, None) if self.global_declared.contains(name) => {
+                        self.global_args.get(name).cloned()
+                    }
                     (None, None) => None,
                 };
                 if let Some(v) = value {
@@ -523,7 +574,9 @@ impl Executor<'_, '_> {
                     let p = word(p)?;
                     let p = if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") };
                     let (num, proto) = p.split_once('/').expect("has /");
-                    if num.split('-').any(|n| n.parse::<u16>().is_err()) || !matches!(proto, "tcp" | "udp" | "sctp") {
+                    if num.split('-').any(|n| n.parse::<u16>().is_err())
+                        || !matches!(proto, "tcp" | "udp" | "sctp")
+                    {
                         return Err(step_err(line, format!("invalid port {p:?}")));
                     }
                     let ports = st.image.cfg().entry("ExposedPorts").or_insert_with(|| json!({}));
@@ -547,14 +600,22 @@ impl Executor<'_, '_> {
                     }
                     volumes[&v] = json!({});
                 }
-                st.image.push_history(&created, &format!("VOLUME {}", serde_json::to_string(vols).unwrap_or_default()), true);
+                st.image.push_history(
+                    &created,
+                    &format!("VOLUME {}", serde_json::to_string(vols).unwrap_or_default()),
+                    true,
+                );
             }
             Kind::Cmd(c) => {
                 let argv = self.command_argv(st, c);
                 st.image.cfg().insert("Cmd".into(), json!(argv));
                 st.image.cfg().insert("ArgsEscaped".into(), json!(true));
                 st.cmd_set = true;
-                st.image.push_history(&created, &format!("CMD {}", serde_json::to_string(&argv).unwrap_or_default()), true);
+                st.image.push_history(
+                    &created,
+                    &format!("CMD {}", serde_json::to_string(&argv).unwrap_or_default()),
+                    true,
+                );
             }
             Kind::Entrypoint(c) => {
                 let argv = self.command_argv(st, c);
@@ -562,11 +623,19 @@ impl Executor<'_, '_> {
                 if !st.cmd_set {
                     st.image.cfg().insert("Cmd".into(), Value::Null);
                 }
-                st.image.push_history(&created, &format!("ENTRYPOINT {}", serde_json::to_string(&argv).unwrap_or_default()), true);
+                st.image.push_history(
+                    &created,
+                    &format!("ENTRYPOINT {}", serde_json::to_string(&argv).unwrap_or_default()),
+                    true,
+                );
             }
             Kind::Shell(s) => {
                 st.image.cfg().insert("Shell".into(), json!(s));
-                st.image.push_history(&created, &format!("SHELL {}", serde_json::to_string(s).unwrap_or_default()), true);
+                st.image.push_history(
+                    &created,
+                    &format!("SHELL {}", serde_json::to_string(s).unwrap_or_default()),
+                    true,
+                );
             }
             Kind::StopSignal(s) => {
                 let s = word(s)?;
@@ -578,7 +647,11 @@ impl Executor<'_, '_> {
             }
             Kind::Healthcheck(hc) => {
                 st.image.cfg().insert("Healthcheck".into(), healthcheck_json(hc));
-                st.image.push_history(&created, &format!("HEALTHCHECK {}", serde_json::to_string(&hc.test).unwrap_or_default()), true);
+                st.image.push_history(
+                    &created,
+                    &format!("HEALTHCHECK {}", serde_json::to_string(&hc.test).unwrap_or_default()),
+                    true,
+                );
             }
             Kind::OnBuild(t) => {
                 let list = st.image.cfg().entry("OnBuild").or_insert_with(|| json!([]));
@@ -590,7 +663,11 @@ impl Executor<'_, '_> {
             }
             Kind::Workdir(w) => {
                 let w = word(w)?;
-                let path = if w.starts_with('/') { clean(&w) } else { clean(&format!("{}/{w}", st.image.workdir())) };
+                let path = if w.starts_with('/') {
+                    clean(&w)
+                } else {
+                    clean(&format!("{}/{w}", st.image.workdir()))
+                };
                 st.image.cfg().insert("WorkingDir".into(), json!(path));
                 let created_by = format!("WORKDIR {path}");
                 let layer = if path == "/" {
@@ -677,7 +754,12 @@ impl Executor<'_, '_> {
     }
 
     /// Resolves the sources of a COPY/ADD and the cache key part they contribute.
-    fn copy_sources(&mut self, st: &StageState, c: &CopyArgs, line: usize) -> Result<(String, Vec<CopySource>), BuildError> {
+    fn copy_sources(
+        &mut self,
+        st: &StageState,
+        c: &CopyArgs,
+        line: usize,
+    ) -> Result<(String, Vec<CopySource>), BuildError> {
         let escape = self.file.escape;
         let env = self.expand_env(st);
         let mut out = Vec::new();
@@ -687,7 +769,9 @@ impl Executor<'_, '_> {
             let current = self.stages.len();
             let (image, from_key) = match self.stage_index(&from, current) {
                 Some(j) => {
-                    let s = self.stages[j].as_ref().ok_or_else(|| step_err(line, format!("stage {from} was not built")))?;
+                    let s = self.stages[j]
+                        .as_ref()
+                        .ok_or_else(|| step_err(line, format!("stage {from} was not built")))?;
                     (s.image.clone(), s.key.to_string())
                 }
                 None => {
@@ -723,7 +807,8 @@ impl Executor<'_, '_> {
                 continue;
             }
             let s = lex::process_word(raw, &env, escape).map_err(|e| step_err(line, e))?;
-            let resolved = context::resolve(&self.opts.context, &s, Some(&self.ignore)).map_err(|e| step_err(line, e))?;
+            let resolved = context::resolve(&self.opts.context, &s, Some(&self.ignore))
+                .map_err(|e| step_err(line, e))?;
             let sum = context::checksum(&resolved).map_err(|e| step_err(line, e))?;
             key.push_str(&format!("src={s}:{sum}\n"));
             out.push(CopySource::Context { pattern: s, resolved });
@@ -749,15 +834,28 @@ impl Executor<'_, '_> {
             PathBuf::from(clean(&format!("{}/{dest_raw}", st.image.workdir())))
         };
         let wildcard = sources.iter().any(|s| match s {
-            CopySource::Context { pattern, .. } | CopySource::Stage { pattern, .. } => context::has_wildcards(pattern),
+            CopySource::Context { pattern, .. } | CopySource::Stage { pattern, .. } => {
+                context::has_wildcards(pattern)
+            }
             CopySource::Inline { .. } => false,
         });
         if (sources.len() > 1 || wildcard) && !dest_is_dir {
-            return Err(step_err(line, "when using COPY with more than one source file, the destination must be a directory and end with a /"));
+            return Err(step_err(
+                line,
+                "when using COPY with more than one source file, the destination must be a directory and end with a /",
+            ));
         }
-        let chown = c.chown.as_ref().map(|s| lex::process_word(s, env, escape)).transpose().map_err(|e| step_err(line, e))?;
+        let chown = c
+            .chown
+            .as_ref()
+            .map(|s| lex::process_word(s, env, escape))
+            .transpose()
+            .map_err(|e| step_err(line, e))?;
         let chmod = match &c.chmod {
-            Some(m) => Some(context::parse_chmod(&lex::process_word(m, env, escape).map_err(|e| step_err(line, e))?).map_err(|e| step_err(line, e))?),
+            Some(m) => Some(
+                context::parse_chmod(&lex::process_word(m, env, escape).map_err(|e| step_err(line, e))?)
+                    .map_err(|e| step_err(line, e))?,
+            ),
             None => None,
         };
         // Stage sources are read from a mount of that stage's layers.
@@ -765,11 +863,15 @@ impl Executor<'_, '_> {
         let mut resolved_sources: Vec<(Option<Source>, Option<(String, String)>)> = Vec::new();
         for s in sources {
             match s {
-                CopySource::Context { resolved, .. } => resolved_sources.extend(resolved.into_iter().map(|r| (Some(r), None))),
+                CopySource::Context { resolved, .. } => {
+                    resolved_sources.extend(resolved.into_iter().map(|r| (Some(r), None)))
+                }
                 CopySource::Inline { name, content } => resolved_sources.push((None, Some((name, content)))),
                 CopySource::Stage { image, pattern } => {
-                    let mount = Overlay::mount(self.host.store, &image, true).map_err(|e| step_err(line, e))?;
-                    let found = context::resolve(mount.merged(), &pattern, None).map_err(|e| step_err(line, e))?;
+                    let mount =
+                        Overlay::mount(self.host.store, &image, true).map_err(|e| step_err(line, e))?;
+                    let found =
+                        context::resolve(mount.merged(), &pattern, None).map_err(|e| step_err(line, e))?;
                     resolved_sources.extend(found.into_iter().map(|r| (Some(r), None)));
                     stage_mounts.push(mount);
                 }
@@ -780,8 +882,13 @@ impl Executor<'_, '_> {
             let opts = CopyOptions { owner, mode: chmod };
             for (src, inline) in &resolved_sources {
                 if let Some((name, content)) = inline {
-                    let target = if dest_is_dir || context::is_dir_in_root(root, &dest) { dest.join(name) } else { dest.clone() };
-                    context::write_file(root, &target, content.as_bytes(), opts).map_err(|e| e.to_string())?;
+                    let target = if dest_is_dir || context::is_dir_in_root(root, &dest) {
+                        dest.join(name)
+                    } else {
+                        dest.clone()
+                    };
+                    context::write_file(root, &target, content.as_bytes(), opts)
+                        .map_err(|e| e.to_string())?;
                     continue;
                 }
                 let Some(src) = src else { continue };
@@ -812,7 +919,8 @@ impl Executor<'_, '_> {
     ) -> Result<Option<LayerRef>, BuildError> {
         let overlay = Overlay::mount(self.host.store, image, false).map_err(|e| step_err(line, e))?;
         {
-            let root = File::open(overlay.merged()).map_err(|e| step_err(line, format!("opening the root filesystem: {e}")))?;
+            let root = File::open(overlay.merged())
+                .map_err(|e| step_err(line, format!("opening the root filesystem: {e}")))?;
             f(root.as_fd()).map_err(|e| step_err(line, e))?;
         }
         let work = overlay.unmount().map_err(|e| step_err(line, e))?;
@@ -881,11 +989,18 @@ impl Executor<'_, '_> {
         }
         let hosts = work.path.join("hosts");
         let resolv = work.path.join("resolv.conf");
-        std::fs::write(&hosts, "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-            .map_err(|e| step_err(line, format!("writing hosts: {e}")))?;
-        std::fs::write(&resolv, resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()))
-            .map_err(|e| step_err(line, format!("writing resolv.conf: {e}")))?;
-        let id = format!("rkube-build-{}-{}", std::process::id(), WORK_COUNTER.fetch_add(1, Ordering::Relaxed));
+        std::fs::write(
+            &hosts,
+            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        )
+        .map_err(|e| step_err(line, format!("writing hosts: {e}")))?;
+        std::fs::write(
+            &resolv,
+            resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        )
+        .map_err(|e| step_err(line, format!("writing resolv.conf: {e}")))?;
+        let id =
+            format!("rkube-build-{}-{}", std::process::id(), WORK_COUNTER.fetch_add(1, Ordering::Relaxed));
         let input = crate::kubelet::spec::SpecInput {
             container: "build",
             pod_name: "buildkitsandbox",
@@ -898,10 +1013,22 @@ impl Executor<'_, '_> {
             host: Default::default(),
             pid: None,
             mounts: vec![
-                crate::kubelet::spec::BindMount { source: hosts, destination: "/etc/hosts".into(), read_only: true },
-                crate::kubelet::spec::BindMount { source: resolv, destination: "/etc/resolv.conf".into(), read_only: true },
+                crate::kubelet::spec::BindMount {
+                    source: hosts,
+                    destination: "/etc/hosts".into(),
+                    read_only: true,
+                },
+                crate::kubelet::spec::BindMount {
+                    source: resolv,
+                    destination: "/etc/resolv.conf".into(),
+                    read_only: true,
+                },
             ],
-            limits: crate::kubelet::resources::CgroupLimits { cpu_shares: 1024, cpu_quota_us: None, memory_bytes: None },
+            limits: crate::kubelet::resources::CgroupLimits {
+                cpu_shares: 1024,
+                cpu_quota_us: None,
+                memory_bytes: None,
+            },
             cgroups_path: format!("rkube/{id}"),
             security: None,
             pod_security: None,
@@ -924,10 +1051,15 @@ impl Executor<'_, '_> {
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
         let lower: Vec<PathBuf> = layer_dirs(store, &st.image).map_err(|e| step_err(line, e))?;
-        let (upper, ovl_work, target, bundle) =
-            (work.path.join("upper"), work.path.join("work"), work.path.join("rootfs"), work.path.join("bundle"));
+        let (upper, ovl_work, target, bundle) = (
+            work.path.join("upper"),
+            work.path.join("work"),
+            work.path.join("rootfs"),
+            work.path.join("bundle"),
+        );
         for d in [&upper, &ovl_work, &target, &bundle] {
-            std::fs::create_dir_all(d).map_err(|e| step_err(line, format!("creating {}: {e}", d.display())))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| step_err(line, format!("creating {}: {e}", d.display())))?;
         }
         let lower = if lower.is_empty() {
             let empty = work.path.join("empty");
@@ -940,18 +1072,26 @@ impl Executor<'_, '_> {
             id: id.clone(),
             bundle,
             spec,
-            rootfs: Some(RootfsSource::Overlay { lower: lower.clone(), upper: upper.clone(), work: ovl_work, target }),
+            rootfs: Some(RootfsSource::Overlay {
+                lower: lower.clone(),
+                upper: upper.clone(),
+                work: ovl_work,
+                target,
+            }),
             log_path: None,
             pid_file: None,
         };
         let runtime = &self.host.runtime;
         let _ = self.host.out.flush();
         // The RUN's output goes to our stderr (stdout carries the result), its stdin is empty.
-        let _stdio = StdioForRun::redirect().map_err(|e| step_err(line, format!("redirecting the RUN's stdio: {e}")))?;
+        let _stdio = StdioForRun::redirect()
+            .map_err(|e| step_err(line, format!("redirecting the RUN's stdio: {e}")))?;
         let container = ContainerGuard { runtime, id: id.clone() };
         runtime.create(&req).map_err(|e| step_err(line, format!("creating the RUN container: {e}")))?;
         runtime.start(&id).map_err(|e| step_err(line, format!("starting the RUN container: {e}")))?;
-        let exit = runtime.wait(&id, None).map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
+        let exit = runtime
+            .wait(&id, None)
+            .map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
         drop(container);
         drop(_stdio);
         if exit.code != 0 {
@@ -962,7 +1102,8 @@ impl Executor<'_, '_> {
             return Err(step_err(line, format!("RUN {shown}: exit code {}", exit.code)));
         }
         let in_lower = |p: &str| lower.iter().any(|l| std::fs::symlink_metadata(l.join(p)).is_ok());
-        layer::remove_stubs(&upper, in_lower).map_err(|e| step_err(line, format!("removing mount stubs: {e}")))?;
+        layer::remove_stubs(&upper, in_lower)
+            .map_err(|e| step_err(line, format!("removing mount stubs: {e}")))?;
         self.commit(&work, line)
     }
 
@@ -1035,11 +1176,14 @@ fn add_extract(root: std::os::fd::BorrowedFd<'_>, src: &Source, dest: &Path) -> 
     if n < 512 || &head[257..262] != b"ustar" {
         return Ok(false);
     }
-    let dir = crate::runtime::fsutil::mkdir_all_in_root(root, dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let dir = crate::runtime::fsutil::mkdir_all_in_root(root, dest)
+        .map_err(|e| format!("creating {}: {e}", dest.display()))?;
     let dir_path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)));
     let file = File::open(&path).map_err(|e| format!("{}: {e}", src.name))?;
-    let (_, reader) = crate::image::compression::decompress("", file).map_err(|e| format!("{}: {e}", src.name))?;
-    crate::image::unpack::unpack_tar(&dir_path, reader).map_err(|e| format!("extracting {}: {e}", src.name))?;
+    let (_, reader) =
+        crate::image::compression::decompress("", file).map_err(|e| format!("{}: {e}", src.name))?;
+    crate::image::unpack::unpack_tar(&dir_path, reader)
+        .map_err(|e| format!("extracting {}: {e}", src.name))?;
     Ok(true)
 }
 
@@ -1049,7 +1193,9 @@ fn layer_dirs(store: &Store, image: &ImageState) -> Result<Vec<PathBuf>, String>
         .layers
         .iter()
         .rev()
-        .map(|l| store.layer_path(&l.diff_id).ok_or_else(|| format!("layer {} is not in the store", l.diff_id)))
+        .map(|l| {
+            store.layer_path(&l.diff_id).ok_or_else(|| format!("layer {} is not in the store", l.diff_id))
+        })
         .collect()
 }
 
@@ -1086,8 +1232,12 @@ struct Overlay {
 impl Overlay {
     fn mount(store: &Store, image: &ImageState, read_only: bool) -> Result<Overlay, String> {
         let work = WorkDir::new(store)?;
-        let (upper, ovl_work, merged, empty) =
-            (work.path.join("upper"), work.path.join("work"), work.path.join("merged"), work.path.join("empty"));
+        let (upper, ovl_work, merged, empty) = (
+            work.path.join("upper"),
+            work.path.join("work"),
+            work.path.join("merged"),
+            work.path.join("empty"),
+        );
         for d in [&upper, &ovl_work, &merged, &empty] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
@@ -1204,7 +1354,9 @@ fn valid_signal(s: &str) -> bool {
     }
     let name = s.to_ascii_uppercase();
     let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    name.parse::<nix::sys::signal::Signal>().is_ok() || name.starts_with("SIGRTMIN") || name.starts_with("SIGRTMAX")
+    name.parse::<nix::sys::signal::Signal>().is_ok()
+        || name.starts_with("SIGRTMIN")
+        || name.starts_with("SIGRTMAX")
 }
 
 /// RFC 3339 (UTC, seconds) of a Unix time.

@@ -51,7 +51,8 @@ impl Matcher {
             if cleaned.len() > 1 && cleaned.starts_with('/') {
                 cleaned.remove(0);
             }
-            let regex = compile(&cleaned).ok_or_else(|| IgnoreError { line: i + 1, pattern: raw.to_string() })?;
+            let regex =
+                compile(&cleaned).ok_or_else(|| IgnoreError { line: i + 1, pattern: raw.to_string() })?;
             patterns.push(Pattern { regex, exclusion, text: cleaned });
         }
         Ok(Matcher { patterns })
@@ -99,7 +100,10 @@ impl Matcher {
 
     /// The cleaned pattern texts, in order (`!` prefix for exceptions).
     pub fn patterns(&self) -> Vec<String> {
-        self.patterns.iter().map(|p| if p.exclusion { format!("!{}", p.text) } else { p.text.clone() }).collect()
+        self.patterns
+            .iter()
+            .map(|p| if p.exclusion { format!("!{}", p.text) } else { p.text.clone() })
+            .collect()
     }
 }
 

@@ -69,8 +69,11 @@ struct Walker<'a, W: Write> {
 impl<W: Write> Walker<'_, W> {
     fn children(&mut self, dir: &Path, rel: &Path) -> Result<(), LayerError> {
         let io_err = |source| LayerError::Io { path: dir.to_path_buf(), source };
-        let mut names: Vec<_> =
-            std::fs::read_dir(dir).map_err(io_err)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>().map_err(io_err)?;
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io_err)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err)?;
         names.sort();
         for name in names {
             self.entry(&dir.join(&name), &rel.join(&name))?;

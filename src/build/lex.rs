@@ -233,7 +233,8 @@ impl Lexer<'_> {
                         if present {
                             value.cloned().unwrap_or_default()
                         } else {
-                            let message = if word.is_empty() { "is not allowed to be unset".into() } else { word };
+                            let message =
+                                if word.is_empty() { "is not allowed to be unset".into() } else { word };
                             return Err(LexError::Required { name, message });
                         }
                     }
@@ -295,10 +296,7 @@ mod tests {
         assert_eq!(w("${U:-${A:+y}z}"), "yz");
         assert_eq!(w("${A:?must}"), "a");
         assert!(matches!(process_word("${U:?must be set}", &env(), '\\'), Err(LexError::Required { .. })));
-        assert!(matches!(
-            process_word("${A#a}", &env(), '\\'),
-            Err(LexError::UnsupportedModifier { .. })
-        ));
+        assert!(matches!(process_word("${A#a}", &env(), '\\'), Err(LexError::UnsupportedModifier { .. })));
     }
 
     #[test]

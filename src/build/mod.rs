@@ -6,10 +6,10 @@
 //! OCI layer; `context` reads the build context safely; `cache` keys steps like BuildKit;
 //! `cloudbuild` runs a Cloud Build config.
 
-pub mod dockerfile;
-pub mod ignore;
-pub mod lex;
-pub mod context;
-pub mod executor;
-pub mod layer;
 pub mod cloudbuild;
+pub mod context;
+pub mod dockerfile;
+pub mod executor;
+pub mod ignore;
+pub mod layer;
+pub mod lex;

@@ -89,7 +89,11 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
         let want = Platform::parse(p)?;
         let host = Platform::host();
         if want.os != host.os || want.architecture != host.architecture {
-            bail!("--platform {p}: only this machine's platform ({}/{}) can be built", host.os, host.architecture);
+            bail!(
+                "--platform {p}: only this machine's platform ({}/{}) can be built",
+                host.os,
+                host.architecture
+            );
         }
     }
     let meta = std::fs::metadata(context).with_context(|| format!("build context {}", context.display()))?;
@@ -114,12 +118,19 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
             },
         };
     }
-    let epoch = match build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()) {
-        Some(v) if !v.is_empty() => Some(v.parse::<u64>().with_context(|| format!("SOURCE_DATE_EPOCH {v:?} is not a number"))?),
+    let epoch = match build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+    {
+        Some(v) if !v.is_empty() => {
+            Some(v.parse::<u64>().with_context(|| format!("SOURCE_DATE_EPOCH {v:?} is not a number"))?)
+        }
         _ => None,
     };
     let names: Vec<String> = args.tags.iter().map(|t| local_name(t)).collect::<anyhow::Result<_>>()?;
-    let store = Store::open(&args.root).with_context(|| format!("opening the image store at {}", args.root.display()))?;
+    let store = Store::open(&args.root)
+        .with_context(|| format!("opening the image store at {}", args.root.display()))?;
     let store = Arc::new(store);
     let registries = RegistriesConfig::load(&args.registries_config)?;
     let host_platform = Platform::host();

@@ -16,14 +16,17 @@ pub fn run(args: &Args, config: &Path, source: &Path) -> anyhow::Result<i32> {
     let parsed = cloudbuild::parse(&text)?;
     let mut given = BTreeMap::new();
     for kv in args.substitutions.iter().filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--substitutions {kv:?}: KEY=VALUE expected"))?;
+        let (k, v) =
+            kv.split_once('=').with_context(|| format!("--substitutions {kv:?}: KEY=VALUE expected"))?;
         given.insert(k.to_string(), v.to_string());
     }
     given.entry("BUILD_ID".to_string()).or_insert_with(|| uuid::Uuid::new_v4().to_string());
     let values = cloudbuild::values(&parsed, &given)?;
     let plan = cloudbuild::plan(&parsed, &values)?;
-    let source = std::fs::canonicalize(source).with_context(|| format!("source directory {}", source.display()))?;
-    let store = Store::open(&args.root).with_context(|| format!("opening the image store at {}", args.root.display()))?;
+    let source =
+        std::fs::canonicalize(source).with_context(|| format!("source directory {}", source.display()))?;
+    let store = Store::open(&args.root)
+        .with_context(|| format!("opening the image store at {}", args.root.display()))?;
     for (n, action) in plan.actions.iter().enumerate() {
         if !args.quiet {
             eprintln!("cloudbuild step {}: {action:?}", n + 1);
