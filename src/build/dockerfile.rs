@@ -528,7 +528,10 @@ fn split_command(line: &str) -> (String, &str) {
 }
 
 /// Leading `--name=value` (or `--name`) words.
-fn extract_flags(rest: &str, line: usize) -> Result<(Vec<(String, String)>, &str), ParseError> {
+/// Builder flags as (name, value) pairs.
+type Flags = Vec<(String, String)>;
+
+fn extract_flags(rest: &str, line: usize) -> Result<(Flags, &str), ParseError> {
     let mut flags = Vec::new();
     let mut rest = rest.trim_start();
     while let Some(after) = rest.strip_prefix("--") {

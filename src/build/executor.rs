@@ -860,7 +860,7 @@ impl Executor<'_, '_> {
         };
         // Stage sources are read from a mount of that stage's layers.
         let mut stage_mounts = Vec::new();
-        let mut resolved_sources: Vec<(Option<Source>, Option<(String, String)>)> = Vec::new();
+        let mut resolved_sources: Vec<(Option<Source>, Option<Inline>)> = Vec::new();
         for s in sources {
             match s {
                 CopySource::Context { resolved, .. } => {
@@ -1150,6 +1150,9 @@ impl Executor<'_, '_> {
         })
     }
 }
+
+/// A heredoc source: file name and content.
+type Inline = (String, String);
 
 /// A COPY/ADD source before the copy.
 #[derive(Debug)]

@@ -198,8 +198,8 @@ impl Lexer<'_> {
         }
         let value = self.env.get(&name);
         match self.next() {
-            Some('}') => return Ok(value.cloned().unwrap_or_default()),
-            None => return Err(LexError::MissingBrace(self.word.into())),
+            Some('}') => Ok(value.cloned().unwrap_or_default()),
+            None => Err(LexError::MissingBrace(self.word.into())),
             Some(c) => {
                 let colon = c == ':';
                 let modifier = if colon { self.next() } else { Some(c) };
