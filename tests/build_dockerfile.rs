@@ -4,6 +4,10 @@
 //! `umoci unpack`), the step cache, SOURCE_DATE_EPOCH, malicious contexts and Dockerfiles with a
 //! host sentinel, and the seed's cloudbuild.yaml pushing to a token-auth registry.
 
+#[path = "support/network.rs"]
+mod network;
+#[path = "support/pod.rs"]
+mod pod;
 #[path = "support/registry.rs"]
 mod registry;
 #[path = "support/store.rs"]
@@ -83,6 +87,18 @@ impl BuildNode {
 
     fn build(&self, args: &[&str]) -> Output {
         self.build_env(args, &[])
+    }
+
+    /// A build into another store root (a pod node's).
+    fn build_into(&self, root: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
+        cmd.arg("build")
+            .arg(format!("--root={}", root.display()))
+            .arg(format!("--registries-config={}", self.dir.path().join("registries.yaml").display()))
+            .arg(format!("--run-root={}", self.dir.path().join("run").display()))
+            .args(args)
+            .env_remove("RKUBE_ROOT");
+        cmd.output().unwrap()
     }
 
     fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -500,4 +516,33 @@ async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
         assert_eq!(rkube::image::Digest::sha256_of(&fetched.body), digest);
     }
     node.assert_clean();
+}
+
+#[test]
+fn a_built_image_serves_its_page_as_a_pod() {
+    let build = BuildNode::new();
+    let node = pod::PodNode::new(71);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/seed/blue");
+    ok(&build.build_into(
+        &node.root(),
+        &["-t", "gcr.io/hello-docker/imageview:blue", &fixtures.display().to_string()],
+    ));
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: blue}\nspec:\n  terminationGracePeriodSeconds: 0\n  \
+                containers:\n  - {name: web, image: \"gcr.io/hello-docker/imageview:blue\", imagePullPolicy: Never}\n";
+    let out = node.run_yaml("blue", yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut page = String::new();
+    pod::wait_for(std::time::Duration::from_secs(10), || {
+        let out = node.rk(
+            "exec",
+            &["blue", "-c", "web"],
+            &["timeout", "3", "wget", "-qO-", "http://127.0.0.1:80/"],
+        );
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    assert!(page.contains("imageview blue"), "page: {page:?}");
+    let tmp: Vec<_> =
+        std::fs::read_dir(node.root().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(tmp.is_empty(), "store tmp/ left: {tmp:?}");
 }
