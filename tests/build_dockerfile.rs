@@ -369,6 +369,28 @@ fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
     // --no-cache runs everything.
     assert_eq!(counts(&ok(&node.build(&["--no-cache", "-t", "cache:3", &path]))), (5, 0, 2));
     node.assert_clean();
+
+    // A failed build leaves nothing: not the layer of its successful COPY, nor cache entries.
+    let listing = |dir: &str| {
+        let mut v: Vec<_> =
+            std::fs::read_dir(node.root().join(dir)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let (layers, cache, blobs) = (listing("layers"), listing("build-cache"), listing("blobs/sha256"));
+    std::fs::write(
+        ctx.path().join("Dockerfile.fail"),
+        "FROM rkube-test/busybox:1\nCOPY a.txt /new-a\nRUN echo fresh > /fresh && exit 3\n",
+    )
+    .unwrap();
+    let fail = ctx.path().join("Dockerfile.fail").display().to_string();
+    let err = fails(&node.build(&["-t", "cache:fail", "-f", &fail, &path]));
+    assert!(err.contains("line 3") && err.contains("exit code 3"), "{err}");
+    assert_eq!(listing("layers"), layers, "the failed build's layers are gone");
+    assert_eq!(listing("build-cache"), cache);
+    assert_eq!(listing("blobs/sha256"), blobs);
+    assert!(node.store().tag("docker.io/library/cache:fail").unwrap().is_none());
+    node.assert_clean();
 }
 
 #[test]

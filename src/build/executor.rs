@@ -84,6 +84,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `SOURCE_DATE_EPOCH`: every timestamp of the image, and layer mtimes clamped to it.
     pub source_date_epoch: Option<u64>,
+    /// Store names to tag the result with (while the build still holds its store lease).
+    pub tags: Vec<String>,
     /// OCI architecture and os of the result.
     pub architecture: String,
     pub os: String,
@@ -238,11 +240,33 @@ pub fn build(opts: &BuildOptions, host: &mut Host<'_>) -> Result<Built, BuildErr
         cached_steps: 0,
         executed_steps: 0,
         cache_dir: None,
+        created_layers: Vec::new(),
+        written_cache: Vec::new(),
     };
-    exec.cache_dir = Some(exec.host.store.root().join("build-cache"));
-    std::fs::create_dir_all(exec.cache_dir.as_ref().expect("set"))
+    let cache_dir = exec.host.store.root().join("build-cache");
+    std::fs::create_dir_all(&cache_dir)
         .map_err(|e| BuildError::Setup(format!("creating the build cache: {e}")))?;
-    exec.run()
+    exec.cache_dir = Some(cache_dir);
+    // A prune must not take the layers of this build before it is tagged.
+    let lease = exec.host.store.lease()?;
+    let result = exec.run().and_then(|built| {
+        for name in &opts.tags {
+            exec.host.store.set_tag(name, &built.manifest)?;
+        }
+        Ok(built)
+    });
+    drop(lease);
+    if result.is_err() {
+        // Nothing of a failed build stays: its cache entries, and the layers it made (unless a
+        // tagged image has the same layer).
+        for path in &exec.written_cache {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Err(e) = exec.host.store.discard_layers(&exec.created_layers) {
+            let _ = writeln!(exec.host.out, "warning: removing the failed build's layers: {e}");
+        }
+    }
+    result
 }
 
 struct Executor<'a, 'h> {
@@ -258,6 +282,10 @@ struct Executor<'a, 'h> {
     cached_steps: usize,
     executed_steps: usize,
     cache_dir: Option<PathBuf>,
+    /// Layers this build added to the store (diffID, blob), removed if it fails.
+    created_layers: Vec<(Digest, Digest)>,
+    /// Cache entries this build wrote, removed if it fails.
+    written_cache: Vec<PathBuf>,
 }
 
 impl Executor<'_, '_> {
@@ -745,11 +773,13 @@ impl Executor<'_, '_> {
             .then_some(image)
     }
 
-    fn cache_put(&self, key: &Digest, image: &ImageState) {
+    fn cache_put(&mut self, key: &Digest, image: &ImageState) {
         let path = self.cache_path(key);
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        if std::fs::write(&tmp, serde_json::to_vec(image).unwrap_or_default()).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        if std::fs::write(&tmp, serde_json::to_vec(image).unwrap_or_default()).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok()
+        {
+            self.written_cache.push(path);
         }
     }
 
@@ -934,6 +964,11 @@ impl Executor<'_, '_> {
             .map_err(|e: LayerError| step_err(line, e))?;
         if written.empty {
             return Ok(None);
+        }
+        if self.host.store.layer_path(&written.diff_id).is_none()
+            || !self.host.store.has_blob(&written.diff_id)
+        {
+            self.created_layers.push((written.diff_id.clone(), written.diff_id.clone()));
         }
         self.host.store.unpack_layer_file(&written.diff_id, &tar)?;
         Ok(Some(LayerRef {

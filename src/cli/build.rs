@@ -142,6 +142,7 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
         target: args.target.clone(),
         no_cache: args.no_cache,
         source_date_epoch: epoch,
+        tags: names.clone(),
         architecture: host_platform.architecture.clone(),
         os: host_platform.os.clone(),
     };
@@ -176,9 +177,6 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
     let started = std::time::Instant::now();
     let mut host = Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out };
     let built = executor::build(&opts, &mut host)?;
-    for name in &names {
-        store.set_tag(name, &built.manifest)?;
-    }
     if quiet {
         println!("{}", built.manifest);
     } else {
