@@ -53,7 +53,7 @@ if [ -z "${RKUBELET:-}" ]; then
   (cd "$REPO_DIR" && cargo build --release --quiet --bin rkubelet)
   RKUBELET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/rkubelet
 fi
-RK="$RKUBELET build --root $WORK/rk --run-root $WORK/rk-run --registries-config /dev/null -q"
+RK="$RKUBELET build --root $WORK/rk --run-root $WORK/rk-run --registries-config $WORK/no-registries.yaml -q"
 BH="$BUILDAH bud --quiet --isolation chroot --layers"
 
 for ctx in small large; do
