@@ -145,7 +145,14 @@ impl BuildNode {
         assert!(!mounts.contains(&self.root().display().to_string()), "a mount is left under the store");
         let run = self.dir.path().join("run");
         if run.exists() {
-            let left: Vec<_> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name()).collect();
+            // The pinned-netns dir of RUN networks stays, empty.
+            let left: Vec<_> = std::fs::read_dir(&run)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    !(p.ends_with("netns") && std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()))
+                })
+                .collect();
             assert!(left.is_empty(), "containers left: {left:?}");
         }
     }
@@ -567,4 +574,39 @@ fn a_built_image_serves_its_page_as_a_pod() {
     let tmp: Vec<_> =
         std::fs::read_dir(node.root().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(tmp.is_empty(), "store tmp/ left: {tmp:?}");
+}
+
+#[test]
+fn run_steps_reach_out_through_the_pod_network_nat() {
+    let build = BuildNode::new();
+    let net = network::TestNode::new(72);
+    let _server = network::Server::start(&net.ext_ns, 8080, "ext");
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM rkube-test/busybox:1\nRUN cat /etc/resolv.conf >/dev/null && nc {}:8080 </dev/null > /answer\n",
+            net.lan_ext_ip()
+        ),
+    )]);
+    let out = build.build(&[
+        "-t",
+        "net:1",
+        &format!("--pod-cidr={}", net.config.pod_cidr),
+        &format!("--bridge={}", net.config.bridge),
+        &format!("--node-netns={}", net.node_ns.display()),
+        &ctx.path().display().to_string(),
+    ]);
+    ok(&out);
+    // The peer the outside server saw is the node's LAN address: masqueraded.
+    let answer = build.file("docker.io/library/net:1", "answer").unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer).trim(), format!("ext {}", net.lan_node_ip()));
+    // The RUN's network is gone again (no pod netns, no IPAM allocation left).
+    let pods = build.dir.path().join("run/netns");
+    let left: Vec<_> =
+        std::fs::read_dir(&pods).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "netns left: {left:?}");
+    // Without --pod-cidr a RUN has no way out.
+    let err = fails(&build.build(&["--no-cache", "-t", "net:2", &ctx.path().display().to_string()]));
+    assert!(err.contains("exit code"), "{err}");
+    build.assert_clean();
 }

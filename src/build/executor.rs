@@ -99,6 +99,9 @@ pub struct Host<'a> {
     pub resolve_image: &'a mut dyn FnMut(&str) -> Result<Digest, String>,
     /// Progress lines.
     pub out: &'a mut dyn Write,
+    /// The node's pod network: RUN steps get a network namespace on its bridge with outbound
+    /// NAT. `None`: a private namespace with loopback only.
+    pub network: Option<crate::network::PodNetwork>,
 }
 
 /// The result of a build.
@@ -1073,16 +1076,25 @@ impl Executor<'_, '_> {
             unmasked_proc: false,
         };
         let mut spec = crate::kubelet::spec::build(&input).map_err(|e| step_err(line, e))?;
-        // A private network namespace (only loopback).
-        let _ = network;
+        // Its own network namespace: on the node's pod network (outbound NAT) when there is one,
+        // else loopback only; `--network=none` is always loopback only.
+        let net = match (&self.host.network, network) {
+            (Some(net), RunNetwork::Default) => {
+                let info = net
+                    .setup(&id, "buildkitsandbox", &[])
+                    .map_err(|e| step_err(line, format!("RUN network: {e}")))?;
+                Some((NetworkGuard { net, id: id.clone() }, info.netns_path))
+            }
+            _ => None,
+        };
         let mut linux = spec.linux().clone().unwrap_or_default();
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        namespaces.push(
-            oci_spec::runtime::LinuxNamespaceBuilder::default()
-                .typ(oci_spec::runtime::LinuxNamespaceType::Network)
-                .build()
-                .map_err(|e| step_err(line, e))?,
-        );
+        let mut netns = oci_spec::runtime::LinuxNamespaceBuilder::default();
+        netns = netns.typ(oci_spec::runtime::LinuxNamespaceType::Network);
+        if let Some((_, path)) = &net {
+            netns = netns.path(path.clone());
+        }
+        namespaces.push(netns.build().map_err(|e| step_err(line, e))?);
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
         let lower: Vec<PathBuf> = layer_dirs(store, &st.image).map_err(|e| step_err(line, e))?;
@@ -1128,6 +1140,7 @@ impl Executor<'_, '_> {
             .wait(&id, None)
             .map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
         drop(container);
+        drop(net);
         drop(_stdio);
         if exit.code != 0 {
             let shown = match command {
@@ -1338,6 +1351,18 @@ impl Drop for StdioForRun {
     fn drop(&mut self) {
         let _ = nix::unistd::dup2_stdout(&self.stdout);
         let _ = nix::unistd::dup2_stdin(&self.stdin);
+    }
+}
+
+/// Tears a RUN's pod network down on drop.
+struct NetworkGuard<'a> {
+    net: &'a crate::network::PodNetwork,
+    id: String,
+}
+
+impl Drop for NetworkGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.net.teardown(&self.id);
     }
 }
 

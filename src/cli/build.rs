@@ -61,6 +61,16 @@ pub struct Args {
     /// cgroup hierarchy root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// The node's pod CIDR: RUN steps then get an address on the pod bridge with outbound NAT
+    /// (IPAM shared with the node's pods under --root). Without it RUN has loopback only.
+    #[arg(long)]
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// The node's pod bridge (with --pod-cidr).
+    #[arg(long, default_value = "rkube0")]
+    pub bridge: String,
+    /// The node's network namespace, where bridge and NAT rules live (default: this one).
+    #[arg(long)]
+    pub node_netns: Option<PathBuf>,
     /// The build context (with --config: the source directory, default `.`).
     pub context: Option<PathBuf>,
 }
@@ -175,7 +185,18 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
     let mut stderr = std::io::stderr();
     let out: &mut dyn std::io::Write = if quiet { &mut sink } else { &mut stderr };
     let started = std::time::Instant::now();
-    let mut host = Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out };
+    let network = match args.pod_cidr {
+        Some(cidr) => {
+            let mut config = crate::network::PodNetworkConfig::new(cidr);
+            config.bridge = args.bridge.clone();
+            config.netns_dir = args.run_root.join("netns");
+            config.state_dir = args.root.join("network");
+            config.node_netns = args.node_netns.clone();
+            Some(crate::network::PodNetwork::new(config).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    let mut host = Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out, network };
     let built = executor::build(&opts, &mut host)?;
     if quiet {
         println!("{}", built.manifest);
