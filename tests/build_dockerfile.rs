@@ -230,6 +230,10 @@ fn multi_stage_args_env_user_workdir_and_entrypoint_cmd() {
          ENV APP_HOME=/opt/app\n\
          WORKDIR $APP_HOME\n\
          RUN echo \"$GREETING from build\" > out.txt\n\
+         RUN <<EOF\n\
+#!/bin/sh\n\
+echo \"script $GREETING in $(pwd)\" > /opt/app/script.txt\n\
+EOF\n\
          FROM $BASE\n\
          ARG GREETING\n\
          ENV GREETING=${GREETING:-unset} SUFFIX=x${MISSING:+never} HOME_WAS=$APP_HOME\n\
@@ -246,7 +250,7 @@ fn multi_stage_args_env_user_workdir_and_entrypoint_cmd() {
     let out =
         ok(&node.build(&["-t", "app:1", "--build-arg", "GREETING=hi", &ctx.path().display().to_string()]));
     let (_, cached, runs) = counts(&out);
-    assert_eq!((cached, runs), (0, 1));
+    assert_eq!((cached, runs), (0, 2));
     let c = node.config("docker.io/library/app:1");
     let cfg = &c["config"];
     let env: Vec<&str> = cfg["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -267,6 +271,20 @@ fn multi_stage_args_env_user_workdir_and_entrypoint_cmd() {
     assert_eq!(with_layers, c["rootfs"]["diff_ids"].as_array().unwrap().len());
     assert!(history.iter().any(|h| h["created_by"].as_str().unwrap().starts_with("COPY --from=builder")));
     assert_eq!(node.file("docker.io/library/app:1", "srv/out.txt").unwrap(), b"hi from build\n");
+    ok(&node.build(&[
+        "-t",
+        "builder:1",
+        "--target",
+        "builder",
+        "--build-arg",
+        "GREETING=hi",
+        &ctx.path().display().to_string(),
+    ]));
+    assert_eq!(
+        node.file("docker.io/library/builder:1", "opt/app/script.txt").unwrap(),
+        b"script hi in /opt/app\n",
+        "a #! heredoc runs as a script"
+    );
     node.assert_clean();
 
     // ENTRYPOINT resets an inherited CMD unless this stage set one.

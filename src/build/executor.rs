@@ -840,6 +840,9 @@ impl Executor<'_, '_> {
                 continue;
             }
             let s = lex::process_word(raw, &env, escape).map_err(|e| step_err(line, e))?;
+            if s.contains("://") || s.starts_with("git@") {
+                return Err(step_err(line, format!("{s}: remote sources (URLs, git) are not supported")));
+            }
             let resolved = context::resolve(&self.opts.context, &s, Some(&self.ignore))
                 .map_err(|e| step_err(line, e))?;
             let sum = context::checksum(&resolved).map_err(|e| step_err(line, e))?;
@@ -992,6 +995,8 @@ impl Executor<'_, '_> {
     ) -> Result<Option<LayerRef>, BuildError> {
         let store = self.host.store;
         let work = WorkDir::new(store).map_err(|e| step_err(line, e))?;
+        // A lone heredoc starting with `#!` is a script file run as is (at /dev/pipes/<name>).
+        let mut script_mount = None;
         let argv = match command {
             Command::Exec(v) => v.clone(),
             Command::Shell(s) => {
@@ -999,7 +1004,26 @@ impl Executor<'_, '_> {
                 if let [h] = heredocs
                     && s.trim() == format!("<<{}", h.name).as_str()
                 {
-                    argv.push(h.content.clone());
+                    if h.content.starts_with("#!") {
+                        let script = work.path.join("script");
+                        std::fs::write(&script, &h.content)
+                            .and_then(|_| {
+                                std::fs::set_permissions(
+                                    &script,
+                                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                                )
+                            })
+                            .map_err(|e| step_err(line, format!("writing the heredoc script: {e}")))?;
+                        let dest = format!("/dev/pipes/{}", h.name);
+                        script_mount = Some(crate::kubelet::spec::BindMount {
+                            source: script,
+                            destination: dest.clone(),
+                            read_only: true,
+                        });
+                        argv = vec![dest];
+                    } else {
+                        argv.push(h.content.clone());
+                    }
                 } else if heredocs.is_empty() {
                     argv.push(s.clone());
                 } else {
@@ -1061,7 +1085,10 @@ impl Executor<'_, '_> {
                     destination: "/etc/resolv.conf".into(),
                     read_only: true,
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(script_mount)
+            .collect(),
             limits: crate::kubelet::resources::CgroupLimits {
                 cpu_shares: 1024,
                 cpu_quota_us: None,
