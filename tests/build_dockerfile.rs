@@ -628,3 +628,36 @@ fn run_steps_reach_out_through_the_pod_network_nat() {
     assert!(err.contains("exit code"), "{err}");
     build.assert_clean();
 }
+
+#[test]
+fn cloudbuild_container_steps_share_the_workspace_with_docker_steps() {
+    let node = BuildNode::new();
+    let src = context(&[
+        (
+            "cloudbuild.yaml",
+            "steps:\n\
+             - name: rkube-test/busybox:1\n  id: gen\n  entrypoint: sh\n  dir: app\n  env: ['GREETING=hello $_WHO']\n  \
+               args: ['-c', 'echo \"$$GREETING from $$(pwd)\" > generated.txt']\n\
+             - name: gcr.io/cloud-builders/docker\n  waitFor: [gen]\n  args: [build, -t, 'local/gen:1', app]\n\
+             - name: gcr.io/cloud-builders/docker\n  args: [tag, 'local/gen:1', 'local/gen:2']\n",
+        ),
+        ("app/Dockerfile", "FROM rkube-test/busybox:1\nCOPY generated.txt /g\n"),
+    ]);
+    let cfg = src.path().join("cloudbuild.yaml").display().to_string();
+    ok(&node.build(&[
+        &format!("--config={cfg}"),
+        "--substitutions=_WHO=rkube",
+        &src.path().display().to_string(),
+    ]));
+    assert_eq!(node.file("docker.io/local/gen:2", "g").unwrap(), b"hello rkube from /workspace/app\n");
+    // A failing container step stops the build with one line.
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        "steps:\n- name: rkube-test/busybox:1\n  args: [sh, -c, 'exit 4']\n- name: docker\n  args: [tag, 'local/gen:1', 'local/never:1']\n",
+    )
+    .unwrap();
+    let err = fails(&node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]));
+    assert!(err.contains("step 1") && err.contains("exit code 4"), "{err}");
+    assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none());
+    node.assert_clean();
+}

@@ -98,10 +98,22 @@ pub struct DockerBuild {
     pub context: PathBuf,
 }
 
+/// A step run as a container of its image, the source at `/workspace`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerStep {
+    pub image: String,
+    pub entrypoint: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Working directory: relative to `/workspace`, or absolute.
+    pub dir: String,
+}
+
 /// What a step does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Build(DockerBuild),
+    Container(ContainerStep),
     Tag { source: String, target: String },
     Push { image: String },
 }
@@ -240,14 +252,23 @@ pub fn plan(config: &Config, values: &BTreeMap<String, String>) -> Result<Plan, 
         if let Some(id) = &step.id {
             ids.push(id.clone());
         }
-        for e in &step.env {
-            sub(e, "env")?;
-        }
-        if !is_docker_builder(&name) || step.entrypoint.as_deref().is_some_and(|e| e != "docker") {
+        let env: Vec<String> = step.env.iter().map(|e| sub(e, "env")).collect::<Result<_, _>>()?;
+        if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
             return Err(CloudBuildError::Step {
                 step: number,
-                message: format!("{name}: only the docker builder (build, tag, push) is supported"),
+                message: format!("env {bad:?}: KEY=VALUE expected"),
             });
+        }
+        let entrypoint = step.entrypoint.as_deref().map(|e| sub(e, "entrypoint")).transpose()?;
+        if !is_docker_builder(&name) || entrypoint.as_deref().is_some_and(|e| e != "docker") {
+            actions.push(Action::Container(ContainerStep {
+                image: name,
+                entrypoint,
+                args,
+                env,
+                dir: dir.unwrap_or_default(),
+            }));
+            continue;
         }
         let base = workspace_path(Path::new(""), dir.as_deref().unwrap_or(""));
         let step_err = |message: String| CloudBuildError::Step { step: number, message };
@@ -399,8 +420,20 @@ mod tests {
         assert_eq!(p.actions[2], Action::Push { image: "y".into() });
         let bad = parse("steps: [{name: docker, waitFor: [nope], args: [push, x]}]").unwrap();
         assert!(plan(&bad, &BTreeMap::new()).unwrap_err().to_string().contains("names no earlier step"));
-        let other = parse("steps: [{name: 'gcr.io/cloud-builders/gcloud', args: [version]}]").unwrap();
-        assert!(plan(&other, &BTreeMap::new()).unwrap_err().to_string().contains("only the docker builder"));
+        let other = parse(
+            "steps: [{name: 'busybox', entrypoint: sh, args: [-c, 'echo $$X'], env: ['X=$_V'], dir: sub}]",
+        )
+        .unwrap();
+        assert_eq!(
+            plan(&other, &vals(&[("_V", "v")])).unwrap().actions,
+            [Action::Container(ContainerStep {
+                image: "busybox".into(),
+                entrypoint: Some("sh".into()),
+                args: vec!["-c".into(), "echo $X".into()],
+                env: vec!["X=v".into()],
+                dir: "sub".into(),
+            })]
+        );
         assert!(parse("steps: []").is_err());
         assert!(parse("steps: [{args: [x]}]").is_err(), "a step needs a name");
         assert_eq!(workspace_path(Path::new("d"), "/workspace/x"), PathBuf::from("x"));

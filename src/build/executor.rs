@@ -450,7 +450,13 @@ impl Executor<'_, '_> {
     }
 
     fn load_image(&self, manifest: &Digest) -> Result<ImageState, String> {
-        let store = self.host.store;
+        load_image(self.host.store, manifest)
+    }
+}
+
+/// An image of the store as the starting state of a stage.
+fn load_image(store: &Store, manifest: &Digest) -> Result<ImageState, String> {
+    {
         let refs = store.manifest_refs(manifest).map_err(|e| e.to_string())?;
         let config_desc = refs.config.ok_or_else(|| format!("{manifest} is not an image manifest"))?;
         let config: Value =
@@ -489,7 +495,9 @@ impl Executor<'_, '_> {
         }
         Ok(ImageState { config, layers })
     }
+}
 
+impl Executor<'_, '_> {
     /// The variables for expansion in a stage: its ARGs, overridden by ENV.
     fn expand_env(&self, st: &StageState) -> Env {
         let mut env = st.args.clone();
@@ -1049,132 +1057,24 @@ impl Executor<'_, '_> {
                 env.push(format!("{k}={v}"));
             }
         }
-        let hosts = work.path.join("hosts");
-        let resolv = work.path.join("resolv.conf");
-        std::fs::write(
-            &hosts,
-            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        )
-        .map_err(|e| step_err(line, format!("writing hosts: {e}")))?;
-        std::fs::write(
-            &resolv,
-            resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
-        )
-        .map_err(|e| step_err(line, format!("writing resolv.conf: {e}")))?;
-        let id =
-            format!("rkube-build-{}-{}", std::process::id(), WORK_COUNTER.fetch_add(1, Ordering::Relaxed));
-        let input = crate::kubelet::spec::SpecInput {
-            container: "build",
-            pod_name: "buildkitsandbox",
+        let lower: Vec<PathBuf> = layer_dirs(store, &st.image).map_err(|e| step_err(line, e))?;
+        let job = ContainerJob {
             argv,
             env,
             cwd: st.image.workdir(),
-            image_user: st.image.get("User").and_then(Value::as_str).map(str::to_string),
-            netns: None,
-            ipc: None,
-            host: Default::default(),
-            pid: None,
-            mounts: vec![
-                crate::kubelet::spec::BindMount {
-                    source: hosts,
-                    destination: "/etc/hosts".into(),
-                    read_only: true,
-                },
-                crate::kubelet::spec::BindMount {
-                    source: resolv,
-                    destination: "/etc/resolv.conf".into(),
-                    read_only: true,
-                },
-            ]
-            .into_iter()
-            .chain(script_mount)
-            .collect(),
-            limits: crate::kubelet::resources::CgroupLimits {
-                cpu_shares: 1024,
-                cpu_quota_us: None,
-                memory_bytes: None,
-            },
-            cgroups_path: format!("rkube/{id}"),
-            security: None,
-            pod_security: None,
-            seccomp: crate::kubelet::security::Seccomp::RuntimeDefault,
-            sysctls: Default::default(),
-            userns_base: None,
-            unmasked_proc: false,
+            user: st.image.get("User").and_then(Value::as_str).map(str::to_string),
+            mounts: script_mount.into_iter().collect(),
+            network: network == RunNetwork::Default,
         };
-        let mut spec = crate::kubelet::spec::build(&input).map_err(|e| step_err(line, e))?;
-        // Its own network namespace: on the node's pod network (outbound NAT) when there is one,
-        // else loopback only; `--network=none` is always loopback only.
-        let net = match (&self.host.network, network) {
-            (Some(net), RunNetwork::Default) => {
-                let info = net
-                    .setup(&id, "buildkitsandbox", &[])
-                    .map_err(|e| step_err(line, format!("RUN network: {e}")))?;
-                Some((NetworkGuard { net, id: id.clone() }, info.netns_path))
-            }
-            _ => None,
-        };
-        let mut linux = spec.linux().clone().unwrap_or_default();
-        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        let mut netns = oci_spec::runtime::LinuxNamespaceBuilder::default();
-        netns = netns.typ(oci_spec::runtime::LinuxNamespaceType::Network);
-        if let Some((_, path)) = &net {
-            netns = netns.path(path.clone());
-        }
-        namespaces.push(netns.build().map_err(|e| step_err(line, e))?);
-        linux.set_namespaces(Some(namespaces));
-        spec.set_linux(Some(linux));
+        let exit = run_container(self.host, &work, lower, job, line)?;
+        let upper = work.path.join("upper");
         let lower: Vec<PathBuf> = layer_dirs(store, &st.image).map_err(|e| step_err(line, e))?;
-        let (upper, ovl_work, target, bundle) = (
-            work.path.join("upper"),
-            work.path.join("work"),
-            work.path.join("rootfs"),
-            work.path.join("bundle"),
-        );
-        for d in [&upper, &ovl_work, &target, &bundle] {
-            std::fs::create_dir_all(d)
-                .map_err(|e| step_err(line, format!("creating {}: {e}", d.display())))?;
-        }
-        let lower = if lower.is_empty() {
-            let empty = work.path.join("empty");
-            std::fs::create_dir_all(&empty).map_err(|e| step_err(line, e))?;
-            vec![empty]
-        } else {
-            lower
-        };
-        let req = CreateRequest {
-            id: id.clone(),
-            bundle,
-            spec,
-            rootfs: Some(RootfsSource::Overlay {
-                lower: lower.clone(),
-                upper: upper.clone(),
-                work: ovl_work,
-                target,
-            }),
-            log_path: None,
-            pid_file: None,
-        };
-        let runtime = &self.host.runtime;
-        let _ = self.host.out.flush();
-        // The RUN's output goes to our stderr (stdout carries the result), its stdin is empty.
-        let _stdio = StdioForRun::redirect()
-            .map_err(|e| step_err(line, format!("redirecting the RUN's stdio: {e}")))?;
-        let container = ContainerGuard { runtime, id: id.clone() };
-        runtime.create(&req).map_err(|e| step_err(line, format!("creating the RUN container: {e}")))?;
-        runtime.start(&id).map_err(|e| step_err(line, format!("starting the RUN container: {e}")))?;
-        let exit = runtime
-            .wait(&id, None)
-            .map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
-        drop(container);
-        drop(net);
-        drop(_stdio);
-        if exit.code != 0 {
+        if exit != 0 {
             let shown = match command {
                 Command::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
                 Command::Shell(s) => s.clone(),
             };
-            return Err(step_err(line, format!("RUN {shown}: exit code {}", exit.code)));
+            return Err(step_err(line, format!("RUN {shown}: exit code {exit}")));
         }
         let in_lower = |p: &str| lower.iter().any(|l| std::fs::symlink_metadata(l.join(p)).is_ok());
         layer::remove_stubs(&upper, in_lower)
@@ -1228,6 +1128,199 @@ impl Executor<'_, '_> {
 
 /// A heredoc source: file name and content.
 type Inline = (String, String);
+
+/// Runs a Cloud Build step's image as a container: the source directory `workspace` bound at
+/// `/workspace`, the working directory `/workspace/<dir>`, the step's env over the image's, its
+/// entrypoint (else the image's) with its args (else the image's Cmd). Returns the exit code;
+/// nothing of the container stays (its upper dir is dropped).
+pub fn run_step_image(
+    host: &mut Host<'_>,
+    manifest: &Digest,
+    step: &crate::build::cloudbuild::ContainerStep,
+    workspace: &Path,
+) -> Result<i32, BuildError> {
+    let image = load_image(host.store, manifest).map_err(BuildError::Setup)?;
+    let strings = |key: &str| -> Vec<String> {
+        image
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let mut argv = match &step.entrypoint {
+        Some(ep) => vec![ep.clone()],
+        None => strings("Entrypoint"),
+    };
+    if step.args.is_empty() && step.entrypoint.is_none() {
+        argv.extend(strings("Cmd"));
+    } else {
+        argv.extend(step.args.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(BuildError::Setup(format!("{}: no entrypoint, no args", step.image)));
+    }
+    let mut env = image.env_list();
+    for e in &step.env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        env.push(e.clone());
+    }
+    let cwd =
+        if step.dir.starts_with('/') { step.dir.clone() } else { clean(&format!("/workspace/{}", step.dir)) };
+    let work = WorkDir::new(host.store).map_err(BuildError::Setup)?;
+    let lower = layer_dirs(host.store, &image).map_err(BuildError::Setup)?;
+    let job = ContainerJob {
+        argv,
+        env,
+        cwd,
+        user: image.get("User").and_then(Value::as_str).map(str::to_string),
+        mounts: vec![crate::kubelet::spec::BindMount {
+            source: workspace.to_path_buf(),
+            destination: "/workspace".into(),
+            read_only: false,
+        }],
+        network: true,
+    };
+    run_container(host, &work, lower, job, 0).map_err(|e| match e {
+        BuildError::Step { message, .. } => BuildError::Setup(format!("{}: {message}", step.image)),
+        other => other,
+    })
+}
+
+/// What a build container runs.
+pub struct ContainerJob {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// `user[:group]`, resolved in the container's `/etc/passwd`.
+    pub user: Option<String>,
+    /// Extra bind mounts.
+    pub mounts: Vec<crate::kubelet::spec::BindMount>,
+    /// On the node's pod network (when the host has one) rather than loopback only.
+    pub network: bool,
+}
+
+/// Runs `job` in a container of rkube's runtime over the layer dirs `lower` (topmost first) with
+/// the upper dir `work/upper`, default confinement and its own network namespace; returns its
+/// exit code. Container, cgroup and network are gone when it returns.
+fn run_container(
+    host: &mut Host<'_>,
+    work: &WorkDir,
+    lower: Vec<PathBuf>,
+    job: ContainerJob,
+    line: usize,
+) -> Result<i32, BuildError> {
+    let hosts = work.path.join("hosts");
+    let resolv = work.path.join("resolv.conf");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .map_err(|e| step_err(line, format!("writing hosts: {e}")))?;
+    std::fs::write(&resolv, resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()))
+        .map_err(|e| step_err(line, format!("writing resolv.conf: {e}")))?;
+    let id = format!("rkube-build-{}-{}", std::process::id(), WORK_COUNTER.fetch_add(1, Ordering::Relaxed));
+    let input = crate::kubelet::spec::SpecInput {
+        container: "build",
+        pod_name: "buildkitsandbox",
+        argv: job.argv,
+        env: job.env,
+        cwd: job.cwd,
+        image_user: job.user,
+        netns: None,
+        ipc: None,
+        host: Default::default(),
+        pid: None,
+        mounts: vec![
+            crate::kubelet::spec::BindMount {
+                source: hosts,
+                destination: "/etc/hosts".into(),
+                read_only: true,
+            },
+            crate::kubelet::spec::BindMount {
+                source: resolv,
+                destination: "/etc/resolv.conf".into(),
+                read_only: true,
+            },
+        ]
+        .into_iter()
+        .chain(job.mounts)
+        .collect(),
+        limits: crate::kubelet::resources::CgroupLimits {
+            cpu_shares: 1024,
+            cpu_quota_us: None,
+            memory_bytes: None,
+        },
+        cgroups_path: format!("rkube/{id}"),
+        security: None,
+        pod_security: None,
+        seccomp: crate::kubelet::security::Seccomp::RuntimeDefault,
+        sysctls: Default::default(),
+        userns_base: None,
+        unmasked_proc: false,
+    };
+    let mut spec = crate::kubelet::spec::build(&input).map_err(|e| step_err(line, e))?;
+    // Its own network namespace: on the node's pod network (outbound NAT) when there is one,
+    // else loopback only; `--network=none` is always loopback only.
+    let net = match (&host.network, job.network) {
+        (Some(net), true) => {
+            let info = net
+                .setup(&id, "buildkitsandbox", &[])
+                .map_err(|e| step_err(line, format!("RUN network: {e}")))?;
+            Some((NetworkGuard { net, id: id.clone() }, info.netns_path))
+        }
+        _ => None,
+    };
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut netns = oci_spec::runtime::LinuxNamespaceBuilder::default();
+    netns = netns.typ(oci_spec::runtime::LinuxNamespaceType::Network);
+    if let Some((_, path)) = &net {
+        netns = netns.path(path.clone());
+    }
+    namespaces.push(netns.build().map_err(|e| step_err(line, e))?);
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    let (upper, ovl_work, target, bundle) =
+        (work.path.join("upper"), work.path.join("work"), work.path.join("rootfs"), work.path.join("bundle"));
+    for d in [&upper, &ovl_work, &target, &bundle] {
+        std::fs::create_dir_all(d).map_err(|e| step_err(line, format!("creating {}: {e}", d.display())))?;
+    }
+    let lower = if lower.is_empty() {
+        let empty = work.path.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| step_err(line, e))?;
+        vec![empty]
+    } else {
+        lower
+    };
+    let req = CreateRequest {
+        id: id.clone(),
+        bundle,
+        spec,
+        rootfs: Some(RootfsSource::Overlay {
+            lower: lower.clone(),
+            upper: upper.clone(),
+            work: ovl_work,
+            target,
+        }),
+        log_path: None,
+        pid_file: None,
+    };
+    let runtime = &host.runtime;
+    let _ = host.out.flush();
+    // The RUN's output goes to our stderr (stdout carries the result), its stdin is empty.
+    let _stdio =
+        StdioForRun::redirect().map_err(|e| step_err(line, format!("redirecting the RUN's stdio: {e}")))?;
+    let container = ContainerGuard { runtime, id: id.clone() };
+    runtime.create(&req).map_err(|e| step_err(line, format!("creating the RUN container: {e}")))?;
+    runtime.start(&id).map_err(|e| step_err(line, format!("starting the RUN container: {e}")))?;
+    let exit =
+        runtime.wait(&id, None).map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
+    drop(container);
+    drop(net);
+    drop(_stdio);
+    Ok(exit.code)
+}
 
 /// A COPY/ADD source before the copy.
 #[derive(Debug)]

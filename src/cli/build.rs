@@ -156,46 +156,12 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
         architecture: host_platform.architecture.clone(),
         os: host_platform.os.clone(),
     };
-    let client = Arc::new(RegistryClient::new(registries.clone(), credentials()));
     let quiet = args.quiet;
-    let pull_store = store.clone();
-    let mut resolve = move |image: &str| -> Result<Digest, String> {
-        let name = local_name(image).map_err(|e| format!("{image}: {e}"))?;
-        if let Some(d) = pull_store.tag(&name).map_err(|e| e.to_string())? {
-            return Ok(d);
-        }
-        let reference = Reference::parse(image).map_err(|e| format!("{image}: {e}"))?;
-        if !quiet {
-            eprintln!("pulling {reference}");
-        }
-        let rt = runtime().map_err(|e| e.to_string())?;
-        let pulled = rt
-            .block_on(pull::pull(client.clone(), pull_store.clone(), &reference, &PullOptions::default()))
-            .map_err(|e| e.to_string())?;
-        Ok(pulled.manifest)
-    };
-    let run = Runtime {
-        root: args.run_root.clone(),
-        cgroup_root: args.cgroup_root.clone(),
-        cgroup_parent: "rkube".into(),
-        monitor_binary: crate::runtime::monitor::installed_binary(),
-        reparent_init: false,
-    };
+    let (mut resolve, run, network) = host_parts(args, &store, &registries)?;
     let mut sink = std::io::sink();
     let mut stderr = std::io::stderr();
     let out: &mut dyn std::io::Write = if quiet { &mut sink } else { &mut stderr };
     let started = std::time::Instant::now();
-    let network = match args.pod_cidr {
-        Some(cidr) => {
-            let mut config = crate::network::PodNetworkConfig::new(cidr);
-            config.bridge = args.bridge.clone();
-            config.netns_dir = args.run_root.join("netns");
-            config.state_dir = args.root.join("network");
-            config.node_netns = args.node_netns.clone();
-            Some(crate::network::PodNetwork::new(config).map_err(|e| anyhow::anyhow!("{e}"))?)
-        }
-        None => None,
-    };
     let mut host = Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out, network };
     let built = executor::build(&opts, &mut host)?;
     if quiet {
@@ -217,4 +183,72 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
         }
     }
     Ok(built.manifest)
+}
+
+/// Resolves an image reference to a manifest digest: the local store, else a pull.
+type Resolve = Box<dyn FnMut(&str) -> Result<Digest, String>>;
+
+/// What a build needs from the node: image resolution, the runtime, the pod network.
+fn host_parts(
+    args: &Args,
+    store: &Arc<Store>,
+    registries: &RegistriesConfig,
+) -> anyhow::Result<(Resolve, Runtime, Option<crate::network::PodNetwork>)> {
+    let client = Arc::new(RegistryClient::new(registries.clone(), credentials()));
+    let quiet = args.quiet;
+    let pull_store = store.clone();
+    let resolve = move |image: &str| -> Result<Digest, String> {
+        let name = local_name(image).map_err(|e| format!("{image}: {e}"))?;
+        if let Some(d) = pull_store.tag(&name).map_err(|e| e.to_string())? {
+            return Ok(d);
+        }
+        let reference = Reference::parse(image).map_err(|e| format!("{image}: {e}"))?;
+        if !quiet {
+            eprintln!("pulling {reference}");
+        }
+        let rt = runtime().map_err(|e| e.to_string())?;
+        let pulled = rt
+            .block_on(pull::pull(client.clone(), pull_store.clone(), &reference, &PullOptions::default()))
+            .map_err(|e| e.to_string())?;
+        Ok(pulled.manifest)
+    };
+    let run = Runtime {
+        root: args.run_root.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        cgroup_parent: "rkube".into(),
+        monitor_binary: crate::runtime::monitor::installed_binary(),
+        reparent_init: false,
+    };
+    let network = match args.pod_cidr {
+        Some(cidr) => {
+            let mut config = crate::network::PodNetworkConfig::new(cidr);
+            config.bridge = args.bridge.clone();
+            config.netns_dir = args.run_root.join("netns");
+            config.state_dir = args.root.join("network");
+            config.node_netns = args.node_netns.clone();
+            Some(crate::network::PodNetwork::new(config).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    Ok((Box::new(resolve), run, network))
+}
+
+/// Runs a Cloud Build step image as a container with `workspace` at `/workspace`; returns its
+/// exit code.
+pub(crate) fn run_step_container(
+    args: &Args,
+    step: &crate::build::cloudbuild::ContainerStep,
+    workspace: &Path,
+) -> anyhow::Result<i32> {
+    let store = Arc::new(
+        Store::open(&args.root)
+            .with_context(|| format!("opening the image store at {}", args.root.display()))?,
+    );
+    let registries = RegistriesConfig::load(&args.registries_config)?;
+    let (mut resolve, run, network) = host_parts(args, &store, &registries)?;
+    let manifest = resolve(&step.image).map_err(|e| anyhow::anyhow!(e))?;
+    let mut stderr = std::io::stderr();
+    let mut host =
+        Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out: &mut stderr, network };
+    Ok(executor::run_step_image(&mut host, &manifest, step, workspace)?)
 }

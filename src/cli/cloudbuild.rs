@@ -49,6 +49,13 @@ pub fn run(args: &Args, config: &Path, source: &Path) -> anyhow::Result<i32> {
                     eprintln!("step {}: built {} {digest}", n + 1, b.tags.join(" "));
                 }
             }
+            Action::Container(c) => {
+                let code = crate::cli::build::run_step_container(args, c, &source)
+                    .with_context(|| format!("step {} ({})", n + 1, c.image))?;
+                if code != 0 {
+                    bail!("step {} ({}): exit code {code}", n + 1, c.image);
+                }
+            }
             Action::Tag { source: from, target } => {
                 let digest = store
                     .tag(&local_name(from)?)?
