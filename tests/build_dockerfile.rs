@@ -313,12 +313,21 @@ fn run_deleting_a_lower_file_is_a_whiteout_and_the_pushed_image_unpacks() {
         ("data/keep", "keep\n"),
         ("data/gone", "gone\n"),
     ]);
+    // ADD extracts a local (gzip) tar; COPY --chown/--chmod set owner and mode.
+    std::fs::create_dir_all(ctx.path().join("pkg/lib")).unwrap();
+    std::fs::write(ctx.path().join("pkg/lib/x.so"), "x").unwrap();
+    let archive = ctx.path().join("pkg.tar.gz");
+    ok(&Command::new("tar").arg("-czf").arg(&archive).arg("-C").arg(ctx.path()).arg("pkg").output().unwrap());
+    std::fs::remove_dir_all(ctx.path().join("pkg")).unwrap();
+    let mut dockerfile = std::fs::read_to_string(ctx.path().join("Dockerfile")).unwrap();
+    dockerfile.push_str("ADD pkg.tar.gz /opt/\nCOPY --chown=nobody --chmod=0600 data/keep /owned\n");
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
     ok(&node.build(&["-t", "wh:1", &ctx.path().display().to_string()]));
     // The RUN layer holds whiteouts for the deleted lower files, and no mount stubs.
     let store = node.store();
     let digest = store.tag("docker.io/library/wh:1").unwrap().unwrap();
     let refs = store.manifest_refs(&digest).unwrap();
-    let top = refs.layers.last().unwrap();
+    let top = &refs.layers[refs.layers.len() - 3];
     let mut names = Vec::new();
     let mut archive = tar::Archive::new(std::fs::File::open(store.blob_path(&top.digest)).unwrap());
     for e in archive.entries().unwrap() {
@@ -361,6 +370,10 @@ fn run_deleting_a_lower_file_is_a_whiteout_and_the_pushed_image_unpacks() {
     assert_eq!(std::fs::read(rootfs.join("data/keep")).unwrap(), b"keep\n");
     assert_eq!(std::fs::read(rootfs.join("made/f")).unwrap(), b"made\n");
     assert!(std::fs::symlink_metadata(rootfs.join("bin/sh")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(rootfs.join("opt/pkg/lib/x.so")).unwrap(), b"x", "ADD extracted the tar");
+    let owned = std::fs::metadata(rootfs.join("owned")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (65534, 65534, 0o600));
     node.assert_clean();
 }
 
