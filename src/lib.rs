@@ -4,6 +4,7 @@
 //! The crate is a library; `src/bin/` holds thin mains. See ARCHITECTURE.md for the code map.
 
 pub mod api;
+pub mod build;
 pub mod cli;
 pub mod client;
 pub mod dns;

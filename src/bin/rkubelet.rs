@@ -21,6 +21,8 @@ enum Command {
     Image(cli::image::Args),
     /// A runc-compatible runtime interface on OCI bundles.
     Runtime(cli::runtime::Args),
+    /// Build an image from a Dockerfile (RUN steps in rkube's runtime), or run a cloudbuild.yaml.
+    Build(cli::build::Args),
     #[command(flatten)]
     Pod(cli::pod::Command),
 }
@@ -64,6 +66,7 @@ fn main() {
     let result = match cli.command {
         Command::Image(args) => cli::image::run(args),
         Command::Runtime(args) => cli::runtime::run(args, &argv),
+        Command::Build(args) => cli::build::run(args),
         Command::Pod(command) => cli::pod::run(command),
     };
     match result {

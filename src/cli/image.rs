@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 /// The error and its causes on one line, skipping causes whose text is already included.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -141,7 +141,7 @@ fn run_command(args: Args) -> anyhow::Result<i32> {
         }
         Command::Push { image, target } => {
             let config = RegistriesConfig::load(&args.registries_config)?;
-            run_push(store, config, &image, target.as_deref())
+            run_push(&store, config, &image, target.as_deref())
         }
         Command::Tag { source, target } => {
             let digest = lookup(&store, &source)?;
@@ -163,7 +163,7 @@ fn run_command(args: Args) -> anyhow::Result<i32> {
 }
 
 /// The store name for a user-given reference (normalised like docker).
-fn local_name(s: &str) -> anyhow::Result<String> {
+pub(crate) fn local_name(s: &str) -> anyhow::Result<String> {
     let r = Reference::parse(s)?;
     Ok(match r.digest() {
         Some(d) if r.tag().is_none() => format!("{}@{d}", r.name()),
@@ -191,7 +191,7 @@ fn lookup(store: &Store, s: &str) -> anyhow::Result<Digest> {
     bail!("no such image: {s}")
 }
 
-fn credentials() -> CredentialLookup {
+pub(crate) fn credentials() -> CredentialLookup {
     match DockerConfig::load_default() {
         Ok(c) => c.into_lookup(),
         Err(e) => {
@@ -201,7 +201,7 @@ fn credentials() -> CredentialLookup {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -336,8 +336,8 @@ fn human(bytes: u64) -> String {
     if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-fn run_push(
-    store: Store,
+pub(crate) fn run_push(
+    store: &Store,
     config: RegistriesConfig,
     image: &str,
     target: Option<&str>,
@@ -354,7 +354,7 @@ fn run_push(
     if store.tag(&local)?.is_none() {
         bail!("no such image: {image}");
     }
-    let digest = runtime()?.block_on(push::push(&client, &store, &local, &target, &report))?;
+    let digest = runtime()?.block_on(push::push(&client, store, &local, &target, &report))?;
     println!("pushed {target} {digest}");
     Ok(0)
 }

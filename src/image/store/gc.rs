@@ -87,6 +87,35 @@ impl Store {
         Ok(report)
     }
 
+    /// Removes these layers and their blobs unless a tag reaches them: what a failed build made.
+    /// Takes the gc lock exclusively (waits for leases, like [`Store::prune`]); returns what went.
+    pub fn discard_layers(&self, layers: &[(Digest, Digest)]) -> Result<Vec<Digest>, StoreError> {
+        let _gc = self.lock("gc", FlockArg::LockExclusive)?;
+        let roots: Vec<Digest> = self.tags()?.into_values().collect();
+        let (keep_blobs, keep_layers) = self.reachable(roots);
+        let mut removed = Vec::new();
+        for (diff_id, blob) in layers {
+            let id = layer_id(diff_id);
+            if keep_layers.contains(&id) {
+                continue;
+            }
+            if self.layer_path(diff_id).is_some() {
+                let dir = self.root.join("layers").join(&id);
+                let trash = self.tmp_path(&format!("trash-{id}"));
+                fs::rename(&dir, &trash).map_err(io_err("move away layer", &dir))?;
+                fs::remove_dir_all(&trash).map_err(io_err("remove layer", &trash))?;
+            }
+            if !keep_blobs.contains(blob) {
+                let path = self.blob_path(blob);
+                if path.exists() {
+                    fs::remove_file(&path).map_err(io_err("remove blob", &path))?;
+                }
+            }
+            removed.push(diff_id.clone());
+        }
+        Ok(removed)
+    }
+
     /// Blobs and layer ids reachable from `pending` (manifest or index digests). Missing or unparsable
     /// blobs end the walk quietly on that branch (so a broken image never blocks pruning others).
     fn reachable(&self, mut pending: Vec<Digest>) -> (HashSet<Digest>, HashSet<String>) {

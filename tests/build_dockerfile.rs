@@ -1,0 +1,676 @@
+//! Root integration tests of `rkubelet build`: a busybox base pushed to a local registry and pulled
+//! back through the docker.io mirror, multi-stage builds checked in the resulting config, RUN
+//! steps in rkube's runtime (a whiteout for a deleted lower file, checked after `skopeo copy` +
+//! `umoci unpack`), the step cache, SOURCE_DATE_EPOCH, malicious contexts and Dockerfiles with a
+//! host sentinel, and the seed's cloudbuild.yaml pushing to a token-auth registry.
+
+#[path = "support/network.rs"]
+mod network;
+#[path = "support/pod.rs"]
+mod pod;
+#[path = "support/registry.rs"]
+mod registry;
+#[path = "support/store.rs"]
+mod store;
+
+use registry::{Mode, TestRegistry};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BASE: &str = "rkube-test/busybox:1";
+
+/// A node for builds: its own store, run dir, cgroup parent and a docker.io mirror at the test
+/// registry holding the busybox base.
+struct BuildNode {
+    dir: tempfile::TempDir,
+    registry: TestRegistry,
+}
+
+impl BuildNode {
+    fn new() -> BuildNode {
+        store::require_root();
+        let registry = TestRegistry::start(Mode::Anonymous);
+        let dir = tempfile::tempdir().unwrap();
+        let node = BuildNode { dir, registry };
+        node.seed_base();
+        std::fs::write(
+            node.dir.path().join("registries.yaml"),
+            format!("mirrors:\n  docker.io: [\"http://{}\"]\n", node.registry.host()),
+        )
+        .unwrap();
+        node
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Imports a busybox rootfs into a separate store and pushes it to the registry, so the
+    /// build's FROM goes through the pull path.
+    fn seed_base(&self) {
+        let rootfs = self.dir.path().join("base-rootfs");
+        for d in ["bin", "tmp", "etc", "root"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        let copied = Command::new("cp").arg("/bin/busybox").arg(rootfs.join("bin/busybox")).status();
+        assert!(copied.is_ok_and(|s| s.success()), "busybox-static at /bin/busybox");
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+            }
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
+        let seeder = self.dir.path().join("seeder");
+        ok(&rkubelet(
+            &[
+                "image",
+                "import",
+                "--root",
+                &seeder.display().to_string(),
+                &rootfs.display().to_string(),
+                "busybox:seed",
+            ],
+            None,
+        ));
+        let target = format!("{}/{BASE}", self.registry.host());
+        ok(&rkubelet(
+            &["image", "push", "--root", &seeder.display().to_string(), "busybox:seed", &target],
+            None,
+        ));
+    }
+
+    fn build(&self, args: &[&str]) -> Output {
+        self.build_env(args, &[])
+    }
+
+    /// A build into another store root (a pod node's).
+    fn build_into(&self, root: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
+        cmd.arg("build")
+            .arg(format!("--root={}", root.display()))
+            .arg(format!("--registries-config={}", self.dir.path().join("registries.yaml").display()))
+            .arg(format!("--run-root={}", self.dir.path().join("run").display()))
+            .args(args)
+            .env_remove("RKUBE_ROOT");
+        cmd.output().unwrap()
+    }
+
+    fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut all = vec![
+            "build".to_string(),
+            format!("--root={}", self.root().display()),
+            format!("--registries-config={}", self.dir.path().join("registries.yaml").display()),
+            format!("--run-root={}", self.dir.path().join("run").display()),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
+        cmd.args(&all).env_remove("RKUBE_ROOT").env_remove("SOURCE_DATE_EPOCH");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn store(&self) -> rkube::image::Store {
+        rkube::image::Store::open(&self.root()).unwrap()
+    }
+
+    fn config(&self, name: &str) -> serde_json::Value {
+        let store = self.store();
+        let digest = store.tag(name).unwrap().unwrap_or_else(|| panic!("no image {name}"));
+        let refs = store.manifest_refs(&digest).unwrap();
+        serde_json::from_slice(&store.read_blob(&refs.config.unwrap().digest).unwrap()).unwrap()
+    }
+
+    /// A file of the built image, looked up through its layers (topmost first).
+    fn file(&self, name: &str, path: &str) -> Option<Vec<u8>> {
+        let store = self.store();
+        let digest = store.tag(name).unwrap().unwrap();
+        let layers = store.image_layers(&digest).unwrap();
+        layers.iter().rev().find_map(|l| std::fs::read(l.join(path)).ok())
+    }
+
+    /// Asserts a build left no debris: no temp dirs, mounts, containers or cgroups.
+    fn assert_clean(&self) {
+        let tmp: Vec<_> =
+            std::fs::read_dir(self.root().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(tmp.is_empty(), "store tmp/ left: {tmp:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&self.root().display().to_string()), "a mount is left under the store");
+        let run = self.dir.path().join("run");
+        if run.exists() {
+            // The pinned-netns dir of RUN networks stays, empty.
+            let left: Vec<_> = std::fs::read_dir(&run)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    !(p.ends_with("netns") && std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()))
+                })
+                .collect();
+            assert!(left.is_empty(), "containers left: {left:?}");
+        }
+    }
+}
+
+impl Drop for BuildNode {
+    fn drop(&mut self) {
+        // Images and layers live in the temp dir; a failed test may leave a mount there.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let root = self.dir.path().display().to_string();
+            for line in mounts.lines() {
+                if let Some(target) = line.split(' ').nth(4).filter(|t| t.starts_with(&root)) {
+                    let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+    }
+}
+
+fn rkubelet(args: &[&str], docker_config: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
+    cmd.args(args).env_remove("RKUBE_ROOT").env_remove("RKUBE_REGISTRIES_CONFIG");
+    if let Some(d) = docker_config {
+        cmd.env("DOCKER_CONFIG", d);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", String::from_utf8_lossy(&out.stderr));
+    // Progress lines come first; the error is one line.
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rkubelet: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert_eq!(stderr.trim_end().lines().last(), Some(errors[0]), "the error is last: {stderr}");
+    errors[0].to_string()
+}
+
+/// `(steps run, cached, RUN)` from the build's summary line.
+fn counts(stdout: &str) -> (usize, usize, usize) {
+    let line = stdout.lines().find(|l| l.starts_with("built ")).expect("summary line");
+    let inner = &line[line.rfind('(').unwrap() + 1..line.rfind(')').unwrap()];
+    let n: Vec<usize> = inner.split(", ").map(|p| p.split(' ').next().unwrap().parse().unwrap()).collect();
+    (n[0], n[1], n[2])
+}
+
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn multi_stage_args_env_user_workdir_and_entrypoint_cmd() {
+    let node = BuildNode::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "ARG BASE=rkube-test/busybox:1\n\
+         FROM ${BASE} AS builder\n\
+         ARG GREETING=hello\n\
+         ENV APP_HOME=/opt/app\n\
+         WORKDIR $APP_HOME\n\
+         RUN echo \"$GREETING from build\" > out.txt\n\
+         RUN <<EOF\n\
+#!/bin/sh\n\
+echo \"script $GREETING in $(pwd)\" > /opt/app/script.txt\n\
+EOF\n\
+         FROM $BASE\n\
+         ARG GREETING\n\
+         ENV GREETING=${GREETING:-unset} SUFFIX=x${MISSING:+never} HOME_WAS=$APP_HOME\n\
+         COPY --from=builder /opt/app/out.txt /srv/\n\
+         USER nobody\n\
+         WORKDIR /srv\n\
+         WORKDIR sub\n\
+         LABEL version=\"1.0 beta\" stage=final\n\
+         EXPOSE 8080 53/udp\n\
+         STOPSIGNAL SIGTERM\n\
+         ENTRYPOINT [\"/bin/cat\"]\n\
+         CMD [\"../out.txt\"]\n",
+    )]);
+    let out =
+        ok(&node.build(&["-t", "app:1", "--build-arg", "GREETING=hi", &ctx.path().display().to_string()]));
+    let (_, cached, runs) = counts(&out);
+    assert_eq!((cached, runs), (0, 2));
+    let c = node.config("docker.io/library/app:1");
+    let cfg = &c["config"];
+    let env: Vec<&str> = cfg["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(env.contains(&"GREETING=hi"), "{env:?}");
+    assert!(env.contains(&"SUFFIX=x"), "{env:?}");
+    assert!(env.contains(&"HOME_WAS="), "ENV of another stage is not inherited: {env:?}");
+    assert!(env.iter().any(|e| e.starts_with("PATH=")));
+    assert_eq!(cfg["User"], "nobody");
+    assert_eq!(cfg["WorkingDir"], "/srv/sub", "relative WORKDIR joins the previous one");
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/cat"]));
+    assert_eq!(cfg["Cmd"], serde_json::json!(["../out.txt"]));
+    assert_eq!(cfg["Labels"]["version"], "1.0 beta");
+    assert_eq!(cfg["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "53/udp": {}}));
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+    // History matches the layers.
+    let history = c["history"].as_array().unwrap();
+    let with_layers = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(with_layers, c["rootfs"]["diff_ids"].as_array().unwrap().len());
+    assert!(history.iter().any(|h| h["created_by"].as_str().unwrap().starts_with("COPY --from=builder")));
+    assert_eq!(node.file("docker.io/library/app:1", "srv/out.txt").unwrap(), b"hi from build\n");
+    ok(&node.build(&[
+        "-t",
+        "builder:1",
+        "--target",
+        "builder",
+        "--build-arg",
+        "GREETING=hi",
+        &ctx.path().display().to_string(),
+    ]));
+    assert_eq!(
+        node.file("docker.io/library/builder:1", "opt/app/script.txt").unwrap(),
+        b"script hi in /opt/app\n",
+        "a #! heredoc runs as a script"
+    );
+    node.assert_clean();
+
+    // ENTRYPOINT resets an inherited CMD unless this stage set one.
+    let ctx2 = context(&[(
+        "Dockerfile",
+        "FROM scratch AS a\nCMD [\"x\"]\nFROM a AS b\nENTRYPOINT [\"y\"]\nFROM a AS c\nCMD [\"z\"]\nENTRYPOINT y w\n",
+    )]);
+    ok(&node.build(&["-t", "ep:b", "--target", "b", &ctx2.path().display().to_string()]));
+    let b = node.config("docker.io/library/ep:b");
+    assert_eq!(b["config"]["Entrypoint"], serde_json::json!(["y"]));
+    assert!(b["config"]["Cmd"].is_null(), "inherited CMD reset: {}", b["config"]);
+    ok(&node.build(&["-t", "ep:c", "--target", "c", &ctx2.path().display().to_string()]));
+    let cc = node.config("docker.io/library/ep:c");
+    assert_eq!(cc["config"]["Cmd"], serde_json::json!(["z"]));
+    assert_eq!(cc["config"]["Entrypoint"], serde_json::json!(["/bin/sh", "-c", "y w"]), "shell form wrapped");
+}
+
+#[test]
+fn run_deleting_a_lower_file_is_a_whiteout_and_the_pushed_image_unpacks() {
+    let node = BuildNode::new();
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\nCOPY data /data/\nRUN rm /etc/group /data/gone && mkdir -p /made && echo made > /made/f && ln /made/f /made/hard\n",
+        ),
+        ("data/keep", "keep\n"),
+        ("data/gone", "gone\n"),
+    ]);
+    // ADD extracts a local (gzip) tar; COPY --chown/--chmod set owner and mode.
+    std::fs::create_dir_all(ctx.path().join("pkg/lib")).unwrap();
+    std::fs::write(ctx.path().join("pkg/lib/x.so"), "x").unwrap();
+    let archive = ctx.path().join("pkg.tar.gz");
+    ok(&Command::new("tar").arg("-czf").arg(&archive).arg("-C").arg(ctx.path()).arg("pkg").output().unwrap());
+    std::fs::remove_dir_all(ctx.path().join("pkg")).unwrap();
+    let mut dockerfile = std::fs::read_to_string(ctx.path().join("Dockerfile")).unwrap();
+    dockerfile.push_str("ADD pkg.tar.gz /opt/\nCOPY --chown=nobody --chmod=0600 data/keep /owned\n");
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    ok(&node.build(&["-t", "wh:1", &ctx.path().display().to_string()]));
+    // The RUN layer holds whiteouts for the deleted lower files, and no mount stubs.
+    let store = node.store();
+    let digest = store.tag("docker.io/library/wh:1").unwrap().unwrap();
+    let refs = store.manifest_refs(&digest).unwrap();
+    let top = &refs.layers[refs.layers.len() - 3];
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(store.blob_path(&top.digest)).unwrap());
+    for e in archive.entries().unwrap() {
+        let e = e.unwrap();
+        names.push((e.path().unwrap().display().to_string(), e.header().entry_type()));
+    }
+    let paths: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(paths.contains(&"etc/.wh.group"), "{paths:?}");
+    assert!(paths.contains(&"data/.wh.gone"), "{paths:?}");
+    assert!(names.contains(&("made/hard".to_string(), tar::EntryType::Link)), "hardlink kept: {names:?}");
+    for stub in ["proc", "sys", "dev", "etc/hosts", "etc/resolv.conf"] {
+        assert!(!paths.contains(&stub), "mount stub {stub} in the layer: {paths:?}");
+    }
+
+    // Push, copy back with skopeo, unpack with umoci: the tree is what the Dockerfile says.
+    let target = format!("{}/rkube-test/wh:1", node.registry.host());
+    ok(&rkubelet(&["image", "push", "--root", &node.root().display().to_string(), "wh:1", &target], None));
+    let oci = node.dir.path().join("oci");
+    let copied = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{target}"),
+            &format!("oci:{}:wh", oci.display()),
+        ])
+        .output()
+        .unwrap();
+    ok(&copied);
+    let bundle = node.dir.path().join("bundle");
+    ok(&Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:wh", oci.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap());
+    let rootfs = bundle.join("rootfs");
+    assert!(!rootfs.join("etc/group").exists(), "deleted by RUN");
+    assert!(rootfs.join("etc/passwd").is_file());
+    assert!(!rootfs.join("data/gone").exists());
+    assert_eq!(std::fs::read(rootfs.join("data/keep")).unwrap(), b"keep\n");
+    assert_eq!(std::fs::read(rootfs.join("made/f")).unwrap(), b"made\n");
+    assert!(std::fs::symlink_metadata(rootfs.join("bin/sh")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(rootfs.join("opt/pkg/lib/x.so")).unwrap(), b"x", "ADD extracted the tar");
+    let owned = std::fs::metadata(rootfs.join("owned")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (65534, 65534, 0o600));
+    node.assert_clean();
+}
+
+#[test]
+fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
+    let node = BuildNode::new();
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a2\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b2\nCMD [\"cat\", \"/b2\"]\n",
+        ),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+        (".dockerignore", "ignored.txt\n"),
+    ]);
+    let path = ctx.path().display().to_string();
+    let first = ok(&node.build(&["-t", "cache:1", &path]));
+    assert_eq!(counts(&first), (5, 0, 2));
+    let d1 = node.store().tag("docker.io/library/cache:1").unwrap().unwrap();
+    let second = ok(&node.build(&["-t", "cache:1", &path]));
+    assert_eq!(counts(&second), (0, 5, 0), "nothing runs again");
+    assert_eq!(node.store().tag("docker.io/library/cache:1").unwrap().unwrap(), d1, "same image");
+    // An ignored file changes nothing.
+    std::fs::write(ctx.path().join("ignored.txt"), "x").unwrap();
+    assert_eq!(counts(&ok(&node.build(&["-t", "cache:1", &path]))), (0, 5, 0));
+    // Changing b.txt reruns from its COPY on.
+    std::fs::write(ctx.path().join("b.txt"), "b2\n").unwrap();
+    let third = ok(&node.build(&["-t", "cache:2", &path]));
+    assert_eq!(counts(&third), (3, 2, 1));
+    assert_eq!(node.file("docker.io/library/cache:2", "b2").unwrap(), b"b2\n");
+    // --no-cache runs everything.
+    assert_eq!(counts(&ok(&node.build(&["--no-cache", "-t", "cache:3", &path]))), (5, 0, 2));
+    node.assert_clean();
+
+    // A failed build leaves nothing: not the layer of its successful COPY, nor cache entries.
+    let listing = |dir: &str| {
+        let mut v: Vec<_> =
+            std::fs::read_dir(node.root().join(dir)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        v.sort();
+        v
+    };
+    let (layers, cache, blobs) = (listing("layers"), listing("build-cache"), listing("blobs/sha256"));
+    std::fs::write(
+        ctx.path().join("Dockerfile.fail"),
+        "FROM rkube-test/busybox:1\nCOPY a.txt /new-a\nRUN echo fresh > /fresh && exit 3\n",
+    )
+    .unwrap();
+    let fail = ctx.path().join("Dockerfile.fail").display().to_string();
+    let err = fails(&node.build(&["-t", "cache:fail", "-f", &fail, &path]));
+    assert!(err.contains("line 3") && err.contains("exit code 3"), "{err}");
+    assert_eq!(listing("layers"), layers, "the failed build's layers are gone");
+    assert_eq!(listing("build-cache"), cache);
+    assert_eq!(listing("blobs/sha256"), blobs);
+    assert!(node.store().tag("docker.io/library/cache:fail").unwrap().is_none());
+    node.assert_clean();
+}
+
+#[test]
+fn source_date_epoch_gives_one_digest() {
+    let node = BuildNode::new();
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\nCOPY f /f\nRUN echo fixed > /now && mkdir /d && touch /d/x\nENV A=1\n",
+        ),
+        ("f", "content\n"),
+    ]);
+    let path = ctx.path().display().to_string();
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let d1 = ok(&node.build_env(&["-q", "--no-cache", "-t", "r:1", &path], &epoch)).trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let d2 = ok(&node.build_env(&["-q", "--no-cache", "-t", "r:2", &path], &epoch)).trim().to_string();
+    assert_eq!(d1, d2, "reproducible");
+    let c = node.config("docker.io/library/r:1");
+    assert_eq!(c["created"], "2023-11-14T22:13:20Z");
+    let ours: Vec<&serde_json::Value> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["comment"] == "buildkit.dockerfile.v0")
+        .collect();
+    assert_eq!(ours.len(), 3);
+    assert!(ours.iter().all(|h| h["created"] == "2023-11-14T22:13:20Z"));
+}
+
+#[test]
+fn malicious_contexts_and_dockerfiles_are_confined() {
+    let node = BuildNode::new();
+    let sentinel = store::Sentinel::create(node.dir.path().join("host-sentinel"));
+    let ctx = context(&[("inside.txt", "inside\n")]);
+    std::os::unix::fs::symlink("/etc", ctx.path().join("etc-link")).unwrap();
+    std::os::unix::fs::symlink(&sentinel.path, ctx.path().join("sentinel-link")).unwrap();
+    let path = ctx.path().display().to_string();
+    let dockerfile = |text: &str| std::fs::write(ctx.path().join("Dockerfile"), text).unwrap();
+
+    // Symlinks in the context are copied as links, never followed.
+    dockerfile("FROM rkube-test/busybox:1\nCOPY . /ctx/\n");
+    ok(&node.build(&["-t", "m:1", &path]));
+    let store = node.store();
+    let layers = store.image_layers(&store.tag("docker.io/library/m:1").unwrap().unwrap()).unwrap();
+    let top = layers.last().unwrap();
+    assert_eq!(std::fs::read_link(top.join("ctx/etc-link")).unwrap(), Path::new("/etc"));
+    assert_eq!(std::fs::read_link(top.join("ctx/sentinel-link")).unwrap(), sentinel.path);
+    assert!(!top.join("ctx/etc-link/passwd").exists() || top.join("ctx/etc-link").is_symlink());
+
+    // A named source through a symlink resolves inside the context (no /etc there).
+    dockerfile("FROM rkube-test/busybox:1\nCOPY etc-link/passwd /p\n");
+    assert!(fails(&node.build(&["-t", "m:2", &path])).contains("not found"));
+    // `..` is refused.
+    dockerfile("FROM rkube-test/busybox:1\nCOPY ../x /x\n");
+    let err = fails(&node.build(&["-t", "m:3", &path]));
+    assert!(err.contains("line 2") && err.contains("outside the build context"), "{err}");
+    // A RUN cannot mount, nor write the host through /proc/self/exe or a link to the sentinel.
+    for (case, run) in [
+        ("mount", "mount -t tmpfs none /mnt"),
+        ("exe", "echo pwned > /proc/self/exe"),
+        ("proc-root", format!("echo pwned > /proc/1/root{}", sentinel.path.display()).leak()),
+    ] {
+        dockerfile(&format!("FROM rkube-test/busybox:1\nCOPY . /ctx/\nRUN {run}\n"));
+        let err = fails(&node.build(&["-t", "m:4", &path]));
+        assert!(err.contains("exit code"), "{case}: {err}");
+        sentinel.assert_untouched(case);
+        node.assert_clean();
+    }
+    // A named source that is a link out of the context is not followed: the build fails.
+    dockerfile("FROM rkube-test/busybox:1\nCOPY sentinel-link /l\n");
+    assert!(fails(&node.build(&["-t", "m:7", &path])).contains("sentinel-link: not found"));
+    // Writing through the copied link writes inside the container only.
+    dockerfile(
+        "FROM rkube-test/busybox:1\nCOPY . /ctx/\nRUN mkdir -p $(dirname $(readlink /ctx/sentinel-link)) && echo pwned > /ctx/sentinel-link\n",
+    );
+    ok(&node.build(&["-t", "m:5", &path]));
+    sentinel.assert_untouched("write through link");
+    // Unsupported syntax: one line naming the line.
+    dockerfile("FROM rkube-test/busybox:1\nRUN --mount=type=cache,target=/x true\n");
+    let err = fails(&node.build(&["-t", "m:6", &path]));
+    assert!(err.contains("Dockerfile line 2: RUN --mount is not supported"), "{err}");
+    assert!(store.tag("docker.io/library/m:6").unwrap().is_none());
+    node.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
+    let node = tokio::task::spawn_blocking(BuildNode::new).await.unwrap();
+    let target = TestRegistry::start(Mode::Token);
+    // The seed's cloudbuild.yaml, its gcr.io host pointed at the token-auth test registry.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/seed");
+    let src = node.dir.path().join("src");
+    ok(&Command::new("cp").arg("-r").arg(&fixtures).arg(&src).output().unwrap());
+    let seed = std::fs::read_to_string(src.join("cloudbuild.yaml")).unwrap();
+    std::fs::write(
+        src.join("cloudbuild.yaml"),
+        seed.replace("gcr.io/$PROJECT_ID", &format!("{}/$PROJECT_ID", target.host())),
+    )
+    .unwrap();
+    let docker = node.dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("_json_key:{}", registry::JSON_KEY),
+    );
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
+    )
+    .unwrap();
+    let cfg = node.dir.path().join("registries.yaml");
+    let ca = target.ca_file.clone().unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("ca:\n  \"{}\": {}\n", target.host(), ca.display()));
+    std::fs::write(&cfg, text).unwrap();
+    let args = vec![
+        "build".to_string(),
+        format!("--root={}", node.root().display()),
+        format!("--registries-config={}", cfg.display()),
+        format!("--run-root={}", node.dir.path().join("run").display()),
+        format!("--config={}", src.join("cloudbuild.yaml").display()),
+        "--substitutions=PROJECT_ID=hello-docker".to_string(),
+        src.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+            .args(&args)
+            .env("DOCKER_CONFIG", &docker)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    ok(&out);
+    for color in ["blue", "green"] {
+        let name = format!("{}/hello-docker/imageview:{color}", target.host());
+        let page = node.file(&name, "www/index.html").unwrap();
+        assert!(String::from_utf8_lossy(&page).contains(&format!("imageview {color}")));
+        // In the registry: the manifest is there under the pushed tag.
+        let client = target.admin_client();
+        let repo = target.repo("hello-docker/imageview");
+        let fetched = client.get_manifest(&repo, color).await.unwrap();
+        let digest = node.store().tag(&name).unwrap().unwrap();
+        assert_eq!(rkube::image::Digest::sha256_of(&fetched.body), digest);
+    }
+    node.assert_clean();
+}
+
+#[test]
+fn a_built_image_serves_its_page_as_a_pod() {
+    let build = BuildNode::new();
+    let node = pod::PodNode::new(71);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/seed/blue");
+    ok(&build.build_into(
+        &node.root(),
+        &["-t", "gcr.io/hello-docker/imageview:blue", &fixtures.display().to_string()],
+    ));
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: blue}\nspec:\n  terminationGracePeriodSeconds: 0\n  \
+                containers:\n  - {name: web, image: \"gcr.io/hello-docker/imageview:blue\", imagePullPolicy: Never}\n";
+    let out = node.run_yaml("blue", yaml, false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut page = String::new();
+    pod::wait_for(std::time::Duration::from_secs(10), || {
+        let out = node.rk(
+            "exec",
+            &["blue", "-c", "web"],
+            &["timeout", "3", "wget", "-qO-", "http://127.0.0.1:80/"],
+        );
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    assert!(page.contains("imageview blue"), "page: {page:?}");
+    let tmp: Vec<_> =
+        std::fs::read_dir(node.root().join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(tmp.is_empty(), "store tmp/ left: {tmp:?}");
+}
+
+#[test]
+fn run_steps_reach_out_through_the_pod_network_nat() {
+    let build = BuildNode::new();
+    let net = network::TestNode::new(72);
+    let _server = network::Server::start(&net.ext_ns, 8080, "ext");
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM rkube-test/busybox:1\nRUN cat /etc/resolv.conf >/dev/null && nc {}:8080 </dev/null > /answer\n",
+            net.lan_ext_ip()
+        ),
+    )]);
+    let out = build.build(&[
+        "-t",
+        "net:1",
+        &format!("--pod-cidr={}", net.config.pod_cidr),
+        &format!("--bridge={}", net.config.bridge),
+        &format!("--node-netns={}", net.node_ns.display()),
+        &ctx.path().display().to_string(),
+    ]);
+    ok(&out);
+    // The peer the outside server saw is the node's LAN address: masqueraded.
+    let answer = build.file("docker.io/library/net:1", "answer").unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer).trim(), format!("ext {}", net.lan_node_ip()));
+    // The RUN's network is gone again (no pod netns, no IPAM allocation left).
+    let pods = build.dir.path().join("run/netns");
+    let left: Vec<_> =
+        std::fs::read_dir(&pods).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "netns left: {left:?}");
+    // Without --pod-cidr a RUN has no way out.
+    let err = fails(&build.build(&["--no-cache", "-t", "net:2", &ctx.path().display().to_string()]));
+    assert!(err.contains("exit code"), "{err}");
+    build.assert_clean();
+}
+
+#[test]
+fn cloudbuild_container_steps_share_the_workspace_with_docker_steps() {
+    let node = BuildNode::new();
+    let src = context(&[
+        (
+            "cloudbuild.yaml",
+            "steps:\n\
+             - name: rkube-test/busybox:1\n  id: gen\n  entrypoint: sh\n  dir: app\n  env: ['GREETING=hello $_WHO']\n  \
+               args: ['-c', 'echo \"$$GREETING from $$(pwd)\" > generated.txt']\n\
+             - name: gcr.io/cloud-builders/docker\n  waitFor: [gen]\n  args: [build, -t, 'local/gen:1', app]\n\
+             - name: gcr.io/cloud-builders/docker\n  args: [tag, 'local/gen:1', 'local/gen:2']\n",
+        ),
+        ("app/Dockerfile", "FROM rkube-test/busybox:1\nCOPY generated.txt /g\n"),
+    ]);
+    let cfg = src.path().join("cloudbuild.yaml").display().to_string();
+    ok(&node.build(&[
+        &format!("--config={cfg}"),
+        "--substitutions=_WHO=rkube",
+        &src.path().display().to_string(),
+    ]));
+    assert_eq!(node.file("docker.io/local/gen:2", "g").unwrap(), b"hello rkube from /workspace/app\n");
+    // A failing container step stops the build with one line.
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        "steps:\n- name: rkube-test/busybox:1\n  args: [sh, -c, 'exit 4']\n- name: docker\n  args: [tag, 'local/gen:1', 'local/never:1']\n",
+    )
+    .unwrap();
+    let err = fails(&node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]));
+    assert!(err.contains("step 1") && err.contains("exit code 4"), "{err}");
+    assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none());
+    node.assert_clean();
+}
