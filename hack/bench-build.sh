@@ -7,6 +7,8 @@
 #   2. large: 5 steps, a 100 MiB COPY and RUN steps writing 50 MiB
 #   hack/bench-build.sh        # RUNS=3, RKUBELET=<prebuilt binary> skips the release build
 source "$(dirname "$0")/lib.sh"
+# The peer is installed here rather than by hack/setup.sh: only this benchmark uses it.
+command -v buildah >/dev/null || install_packages buildah
 need buildah hyperfine jq bc busybox
 
 RUNS=${RUNS:-3}

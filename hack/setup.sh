@@ -14,7 +14,7 @@ source "$(dirname "$0")/lib.sh"
 PACKAGES=(gcc libc6-dev protobuf-compiler libprotobuf-dev
           docker-registry skopeo umoci busybox-static etcd-server iptables iproute2 procps
           openssl curl jq
-          runc crun podman buildah hyperfine)
+          runc crun podman hyperfine)
 install_packages "${PACKAGES[@]}"
 # The packaged registry service would hold port 5000; tests and demos run their own instances.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then

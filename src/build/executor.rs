@@ -1251,7 +1251,7 @@ fn run_container(
             cpu_quota_us: None,
             memory_bytes: None,
         },
-        cgroups_path: format!("rkube/{id}"),
+        cgroups_path: format!("{BUILD_CGROUP_PARENT}/{id}"),
         security: None,
         pod_security: None,
         seccomp: crate::kubelet::security::Seccomp::RuntimeDefault,
@@ -1492,9 +1492,16 @@ struct ContainerGuard<'a> {
     id: String,
 }
 
+/// The cgroup parent of RUN containers; removed when the last one is gone.
+const BUILD_CGROUP_PARENT: &str = "rkube-build";
+
 impl Drop for ContainerGuard<'_> {
     fn drop(&mut self) {
         let _ = self.runtime.delete(&self.id, true);
+        // Fails while another build's container is in it; the last one removes it.
+        for dir in crate::kubelet::sandbox::cgroup_dirs(&self.runtime.cgroup_root, BUILD_CGROUP_PARENT) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
