@@ -297,7 +297,7 @@ fn host_users_false_gives_the_pod_an_unprivileged_id_range() {
     let map: Vec<&str> = lines[1].split_whitespace().collect();
     let base: u32 = map[1].parse().unwrap();
     assert_eq!((map[0], map[2]), ("0", "65536"), "{inside}");
-    assert!(base >= 65536 && base % 65536 == 0, "an unprivileged range: {base}");
+    assert!(base >= 65536 && base.is_multiple_of(65536), "an unprivileged range: {base}");
     assert_eq!(lines[2], "unmasked", "procMount: Unmasked");
     // On the host the container's root is that unprivileged uid, and so are the files it makes.
     let id = node.inspect("userns")["containers"][0]["id"].as_str().unwrap().to_string();

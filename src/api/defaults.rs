@@ -145,10 +145,10 @@ pub fn convert_extensions_deployment(obj: &mut Value) {
     }
     let labels = obj.pointer("/spec/template/metadata/labels").cloned();
     let spec = obj_mut(obj, "spec");
-    if spec.get("selector").is_none_or(Value::is_null) {
-        if let Some(labels) = labels {
-            spec.insert("selector".into(), json!({ "matchLabels": labels }));
-        }
+    if spec.get("selector").is_none_or(Value::is_null)
+        && let Some(labels) = labels
+    {
+        spec.insert("selector".into(), json!({ "matchLabels": labels }));
     }
     spec.remove("rollbackTo");
     spec.remove("templateGeneration");

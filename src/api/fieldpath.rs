@@ -149,10 +149,10 @@ impl FieldSet {
                 return;
             }
             for (k, v) in node.iter_mut() {
-                if k != "." {
-                    if let Some(m) = v.as_object_mut() {
-                        tidy(m);
-                    }
+                if k != "."
+                    && let Some(m) = v.as_object_mut()
+                {
+                    tidy(m);
                 }
             }
         }

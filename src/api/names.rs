@@ -61,10 +61,10 @@ pub fn check_qualified_name(key: &str) -> Option<String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(p) = prefix {
-        if let Some(e) = check_dns1123_subdomain(p) {
-            return Some(format!("prefix part {e}"));
-        }
+    if let Some(p) = prefix
+        && let Some(e) = check_dns1123_subdomain(p)
+    {
+        return Some(format!("prefix part {e}"));
     }
     let ok = !name.is_empty()
         && name.len() <= LABEL_MAX

@@ -289,10 +289,10 @@ fn workload(kind: &str, obj: &Value) -> Vec<FieldError> {
     }
     errs.extend(labels("spec.template.metadata.labels", spec.pointer("/template/metadata/labels")));
     errs.extend(pod_spec("spec.template.spec", spec.pointer("/template/spec").unwrap_or(&Value::Null)));
-    if let Some(rp) = spec.pointer("/template/spec/restartPolicy") {
-        if rp.as_str() != Some("Always") {
-            errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", rp, &["Always"]));
-        }
+    if let Some(rp) = spec.pointer("/template/spec/restartPolicy")
+        && rp.as_str() != Some("Always")
+    {
+        errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", rp, &["Always"]));
     }
     if kind == "Deployment" {
         errs.extend(non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit")));
@@ -302,14 +302,15 @@ fn workload(kind: &str, obj: &Value) -> Vec<FieldError> {
             Some(Value::String(s)) => s == "0%" || s == "0",
             _ => false,
         };
-        if let Some(ru) = ru {
-            if zero(ru.get("maxSurge")) && zero(ru.get("maxUnavailable")) {
-                errs.push(FieldError::invalid(
-                    "spec.strategy.rollingUpdate.maxUnavailable",
-                    &ru["maxUnavailable"],
-                    "may not be 0 when `maxSurge` is 0",
-                ));
-            }
+        if let Some(ru) = ru
+            && zero(ru.get("maxSurge"))
+            && zero(ru.get("maxUnavailable"))
+        {
+            errs.push(FieldError::invalid(
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                &ru["maxUnavailable"],
+                "may not be 0 when `maxSurge` is 0",
+            ));
         }
     }
     errs

@@ -256,12 +256,11 @@ async fn run(args: Args) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
-            if let Ok(rev) = compact_store.current_revision().await {
-                if rev > keep {
-                    if let Err(e) = compact_store.compact(rev - keep).await {
-                        tracing::warn!("compaction failed: {e}");
-                    }
-                }
+            if let Ok(rev) = compact_store.current_revision().await
+                && rev > keep
+                && let Err(e) = compact_store.compact(rev - keep).await
+            {
+                tracing::warn!("compaction failed: {e}");
             }
         }
     });

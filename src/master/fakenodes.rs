@@ -317,10 +317,10 @@ pub async fn run<C: ClusterApi>(client: Arc<C>, config: FakeNodeConfig) -> Resul
                     if let Err(e) = &lease {
                         tracing::debug!(node = %name, error = %e, "lease renewal failed");
                     }
-                    if lease.is_err() || round % NODE_STATUS_EVERY == NODE_STATUS_EVERY - 1 {
-                        if let Err(e) = post_ready_heartbeat(&*client, &name).await {
-                            tracing::debug!(node = %name, error = %e, "node status heartbeat failed");
-                        }
+                    if (lease.is_err() || round % NODE_STATUS_EVERY == NODE_STATUS_EVERY - 1)
+                        && let Err(e) = post_ready_heartbeat(&*client, &name).await
+                    {
+                        tracing::debug!(node = %name, error = %e, "node status heartbeat failed");
                     }
                 }
             }

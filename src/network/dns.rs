@@ -172,10 +172,10 @@ pub fn parse_resolv_conf(text: &str) -> DnsConfig {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => {
-                if let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) {
-                    if !ip.is_loopback() {
-                        out.nameservers.push(ip);
-                    }
+                if let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok())
+                    && !ip.is_loopback()
+                {
+                    out.nameservers.push(ip);
                 }
             }
             // The last search or domain line wins, as in glibc.

@@ -37,10 +37,10 @@ fn run(
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let mut message = stderr.lines().next().unwrap_or("failed").trim().to_string();
-    if let (Some(input), Some(n)) = (stdin, failing_line(&stderr)) {
-        if let Some(line) = input.lines().nth(n.saturating_sub(1)) {
-            message = format!("{message} (input line {n}: {line})");
-        }
+    if let (Some(input), Some(n)) = (stdin, failing_line(&stderr))
+        && let Some(line) = input.lines().nth(n.saturating_sub(1))
+    {
+        message = format!("{message} (input line {n}: {line})");
     }
     Err(IptablesError::Failed { binary, step: step.to_string(), message })
 }

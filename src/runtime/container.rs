@@ -544,10 +544,11 @@ impl Runtime {
         let record = dir.read_record(id)?;
         // When we forked the monitor ourselves, reaping it is the exact signal that exit.json exists.
         let monitor = Pid::from_raw(record.monitor_pid);
-        if timeout.is_none() && nix::sys::wait::waitpid(monitor, None).is_ok() {
-            if let Some(exit) = dir.read_exit() {
-                return Ok(exit);
-            }
+        if timeout.is_none()
+            && nix::sys::wait::waitpid(monitor, None).is_ok()
+            && let Some(exit) = dir.read_exit()
+        {
+            return Ok(exit);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut pause = Duration::from_micros(500);

@@ -202,10 +202,8 @@ pub fn allocate(
             .pointer("/status/loadBalancer/ingress")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
-        if !has {
-            if let Some(ip) = cfg.lb_pool.iter().map(|a| a.to_string()).find(|a| !used.lb.contains(a)) {
-                svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}});
-            }
+        if !has && let Some(ip) = cfg.lb_pool.iter().map(|a| a.to_string()).find(|a| !used.lb.contains(a)) {
+            svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}});
         }
     } else if let Some(status) = svc.get_mut("status") {
         status["loadBalancer"] = json!({});

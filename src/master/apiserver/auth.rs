@@ -81,14 +81,14 @@ impl Auth {
         if self.admin_tokens.iter().any(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) {
             return Authenticated::User(UserInfo::new("admin", &[MASTERS, AUTHENTICATED]));
         }
-        if let Some(cred) = &self.join_credential {
-            if constant_time_eq(cred.as_bytes(), token.as_bytes()) {
-                let id = cred.split_once('.').map_or("", |(id, _)| id);
-                return Authenticated::User(UserInfo::new(
-                    &format!("system:bootstrap:{id}"),
-                    &[BOOTSTRAPPERS, AUTHENTICATED],
-                ));
-            }
+        if let Some(cred) = &self.join_credential
+            && constant_time_eq(cred.as_bytes(), token.as_bytes())
+        {
+            let id = cred.split_once('.').map_or("", |(id, _)| id);
+            return Authenticated::User(UserInfo::new(
+                &format!("system:bootstrap:{id}"),
+                &[BOOTSTRAPPERS, AUTHENTICATED],
+            ));
         }
         if let Some(issuer) = self.tokens.as_ref().filter(|_| satoken::looks_like_jwt(token)) {
             return match issuer.validate(token) {

@@ -92,12 +92,12 @@ pub async fn token_request(
             }
             let obj = reg.get(r, obj_ns, bname).await?;
             let uid = meta::uid(&obj).to_string();
-            if let Some(want) = b.uid.as_deref().filter(|u| !u.is_empty()) {
-                if want != uid {
-                    return Err(ApiStatus::conflict_raw(format!(
-                        "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
-                    )));
-                }
+            if let Some(want) = b.uid.as_deref().filter(|u| !u.is_empty())
+                && want != uid
+            {
+                return Err(ApiStatus::conflict_raw(format!(
+                    "the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated"
+                )));
             }
             let oref = ObjectRef { name: bname.into(), uid };
             match kind {
@@ -109,16 +109,16 @@ pub async fn token_request(
                         )));
                     }
                     let pod_node = meta::str_at(&obj, "/spec/nodeName").unwrap_or("");
-                    if let Some(n) = node_user {
-                        if n != pod_node {
-                            return Err(ApiStatus::forbidden(
-                                sa_r,
-                                name,
-                                &format!(
-                                    "node requested token bound to a pod scheduled on a different node ({pod_node:?})"
-                                ),
-                            ));
-                        }
+                    if let Some(n) = node_user
+                        && n != pod_node
+                    {
+                        return Err(ApiStatus::forbidden(
+                            sa_r,
+                            name,
+                            &format!(
+                                "node requested token bound to a pod scheduled on a different node ({pod_node:?})"
+                            ),
+                        ));
                     }
                     if !pod_node.is_empty() {
                         let nodes = resources::find("", "v1", "nodes").expect("nodes");

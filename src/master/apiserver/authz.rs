@@ -556,10 +556,11 @@ mod tests {
         body_name: &str,
     ) -> Decision {
         let mut a = request_attributes(method, path, fs, watch).unwrap();
-        if let Some(r) = a.resource.as_mut() {
-            if a.verb == "create" && r.name.is_empty() {
-                r.name = body_name.into();
-            }
+        if let Some(r) = a.resource.as_mut()
+            && a.verb == "create"
+            && r.name.is_empty()
+        {
+            r.name = body_name.into();
         }
         authorize(user, &a, &pods()).await
     }

@@ -718,17 +718,17 @@ async fn watch(
     let last = Arc::new(AtomicI64::new(0));
     let (initial, live_rv): (Vec<Bytes>, String) = if send_initial {
         let (items, rev) = app.registry.list(r, ns, &sel).await?;
-        if let Ok(want) = rv.parse::<i64>() {
-            if want > rev {
-                let mut e = ApiStatus::internal("");
-                e.code = 504;
-                e.reason = "Timeout";
-                e.message = format!("Too large resource version: {want}, current: {rev}");
-                e.details = Some(
-                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
-                );
-                return Err(e);
-            }
+        if let Ok(want) = rv.parse::<i64>()
+            && want > rev
+        {
+            let mut e = ApiStatus::internal("");
+            e.code = 504;
+            e.reason = "Timeout";
+            e.message = format!("Too large resource version: {want}, current: {rev}");
+            e.details = Some(
+                json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+            );
+            return Err(e);
         }
         last.store(rev, Ordering::Relaxed);
         let mut lines: Vec<Bytes> = items

@@ -139,13 +139,13 @@ pub async fn handle(
     if let Some(e) = crate::api::names::check_dns1123_subdomain(node) {
         return Err(bad("nodeName", &format!("Invalid value: {node:?}: {e}")));
     }
-    if let Some(own) = user.node_name() {
-        if own != node {
-            return Err(ApiStatus::forbidden_raw(
-                format!("forbidden: node {own:?} cannot request certificates for node {node:?}"),
-                None,
-            ));
-        }
+    if let Some(own) = user.node_name()
+        && own != node
+    {
+        return Err(ApiStatus::forbidden_raw(
+            format!("forbidden: node {own:?} cannot request certificates for node {node:?}"),
+            None,
+        ));
     }
     if req.node_password.trim().is_empty() {
         return Err(bad("nodePassword", "Required value"));

@@ -423,12 +423,11 @@ impl Registry {
         } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("namespace");
         }
-        if meta::name(&obj).is_empty() {
-            if let Some(prefix) =
+        if meta::name(&obj).is_empty()
+            && let Some(prefix) =
                 obj.pointer("/metadata/generateName").and_then(Value::as_str).map(String::from)
-            {
-                meta::set_str(&mut obj, "name", &format!("{prefix}{}", names::random_suffix()));
-            }
+        {
+            meta::set_str(&mut obj, "name", &format!("{prefix}{}", names::random_suffix()));
         }
         {
             let m = meta::metadata_mut(&mut obj);
@@ -657,10 +656,10 @@ impl Registry {
             return Ok(());
         }
         let Some((pod_meta, spec)) = podsecurity::pod_parts(target) else { return Ok(()) };
-        if let Some((_, old_spec)) = old.filter(|_| kind == "Pod").and_then(podsecurity::pod_parts) {
-            if !podsecurity::significant_pod_update(&spec, &old_spec) {
-                return Ok(());
-            }
+        if let Some((_, old_spec)) = old.filter(|_| kind == "Pod").and_then(podsecurity::pod_parts)
+            && !podsecurity::significant_pod_update(&spec, &old_spec)
+        {
+            return Ok(());
         }
         let name = meta::name(new);
         let decision = podsecurity::evaluate(&policy, &pod_meta, &spec, enforce);
@@ -1029,22 +1028,22 @@ impl Registry {
                 Some(c) => ssa::decode_managed(c).unwrap_or_default(),
                 None => Vec::new(),
             };
-            if entries.is_empty() {
-                if let Some(c) = &current {
-                    // Fields set before the first apply belong to a manager of their own.
-                    let before = ssa::config_set(&ssa::tracked_part(c, scope));
-                    if !before.is_empty() {
-                        entries.push(ssa::Entry {
-                            id: ssa::ManagerId {
-                                manager: "before-first-apply".into(),
-                                operation: ssa::Operation::Update,
-                                api_version: r.api_version(),
-                                subresource: id.subresource.clone(),
-                            },
-                            time: Some(time::now_rfc3339()),
-                            fields: before,
-                        });
-                    }
+            if entries.is_empty()
+                && let Some(c) = &current
+            {
+                // Fields set before the first apply belong to a manager of their own.
+                let before = ssa::config_set(&ssa::tracked_part(c, scope));
+                if !before.is_empty() {
+                    entries.push(ssa::Entry {
+                        id: ssa::ManagerId {
+                            manager: "before-first-apply".into(),
+                            operation: ssa::Operation::Update,
+                            api_version: r.api_version(),
+                            subresource: id.subresource.clone(),
+                        },
+                        time: Some(time::now_rfc3339()),
+                        fields: before,
+                    });
                 }
             }
             let (live_t, config_t) = (ssa::tracked_part(&live, scope), ssa::tracked_part(&config, scope));
@@ -1140,22 +1139,22 @@ impl Registry {
         for _ in 0..8 {
             let current = self.get(r, ns, name).await?;
             let rev = parse_rv(meta::resource_version(&current))?;
-            if let Some(uid) = &opts.precondition_uid {
-                if uid != meta::uid(&current) {
-                    return Err(ApiStatus::conflict_msg(
-                        r.storage(),
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            meta::uid(&current)
-                        ),
-                    ));
-                }
+            if let Some(uid) = &opts.precondition_uid
+                && uid != meta::uid(&current)
+            {
+                return Err(ApiStatus::conflict_msg(
+                    r.storage(),
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta::uid(&current)
+                    ),
+                ));
             }
-            if let Some(prv) = &opts.precondition_rv {
-                if prv != meta::resource_version(&current) {
-                    return Err(ApiStatus::conflict(r.storage(), name));
-                }
+            if let Some(prv) = &opts.precondition_rv
+                && prv != meta::resource_version(&current)
+            {
+                return Err(ApiStatus::conflict(r.storage(), name));
             }
             let mut obj = current.clone();
             if r.storage().kind == "Namespace" {
@@ -1272,10 +1271,10 @@ impl Registry {
     async fn forget_node_password(&self, node: &str) {
         let secrets = resources::find("", "v1", "secrets").expect("secrets");
         let (ns, name) = super::nodecert::password_secret(node);
-        if let Err(e) = self.store.delete(&secrets.key(ns, &name), None).await {
-            if !matches!(e, StoreError::NotFound { .. }) {
-                tracing::warn!(node, error = %e, "deleting the node's password secret failed");
-            }
+        if let Err(e) = self.store.delete(&secrets.key(ns, &name), None).await
+            && !matches!(e, StoreError::NotFound { .. })
+        {
+            tracing::warn!(node, error = %e, "deleting the node's password secret failed");
         }
     }
 

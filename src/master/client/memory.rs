@@ -320,10 +320,10 @@ impl MemoryCluster {
         let key = Self::key_of::<K>(namespace, name);
         let mut st = self.lock();
         let stored = st.objects.get(&key).cloned().ok_or_else(|| Self::not_found::<K>(name))?;
-        if let Some(uid) = &params.precondition_uid {
-            if meta_str(&stored, "uid") != Some(uid.as_str()) {
-                return Err(Self::conflict::<K>(name, "precondition failed: uid mismatch"));
-            }
+        if let Some(uid) = &params.precondition_uid
+            && meta_str(&stored, "uid") != Some(uid.as_str())
+        {
+            return Err(Self::conflict::<K>(name, "precondition failed: uid mismatch"));
         }
         let mut value = (*stored).clone();
         let mut fins = finalizers(&value);

@@ -166,12 +166,12 @@ fn merge_conditions(
 ) -> Vec<DeploymentCondition> {
     new.into_iter()
         .map(|mut c| {
-            if let Some(prev) = old.into_iter().flatten().find(|p| p.type_ == c.type_) {
-                if prev.status == c.status {
-                    c.last_transition_time = prev.last_transition_time.clone();
-                    if prev.reason == c.reason && prev.message == c.message {
-                        c.last_update_time = prev.last_update_time.clone();
-                    }
+            if let Some(prev) = old.into_iter().flatten().find(|p| p.type_ == c.type_)
+                && prev.status == c.status
+            {
+                c.last_transition_time = prev.last_transition_time.clone();
+                if prev.reason == c.reason && prev.message == c.message {
+                    c.last_update_time = prev.last_update_time.clone();
                 }
             }
             c
@@ -506,10 +506,10 @@ pub fn reconcile(d: &Deployment, rses: &[ReplicaSet], now: &Time) -> Vec<DeployA
     }
     for r in &old {
         let name = r.metadata.name.clone().unwrap_or_default();
-        if let Some(&n) = old_plan.get(&name) {
-            if n != rs_replicas(r) {
-                actions.push(DeployAction::UpdateReplicaSet(Box::new(scaled_old(d, r, n))));
-            }
+        if let Some(&n) = old_plan.get(&name)
+            && n != rs_replicas(r)
+        {
+            actions.push(DeployAction::UpdateReplicaSet(Box::new(scaled_old(d, r, n))));
         }
     }
 

@@ -167,14 +167,14 @@ pub async fn sync<C: ClusterApi>(
                 }
             }
             IpamAction::Exhausted { node } => {
-                if warned.insert(node.clone()) {
-                    if let Some(n) = by_name.get(node.as_str()) {
-                        let msg = format!(
-                            "Node {node} status is now: CIDRNotAvailable (no free /{} left in {})",
-                            config.mask, config.cluster_cidr
-                        );
-                        events.record(*n, EventType::Warning, "CIDRNotAvailable", &msg).await;
-                    }
+                if warned.insert(node.clone())
+                    && let Some(n) = by_name.get(node.as_str())
+                {
+                    let msg = format!(
+                        "Node {node} status is now: CIDRNotAvailable (no free /{} left in {})",
+                        config.mask, config.cluster_cidr
+                    );
+                    events.record(*n, EventType::Warning, "CIDRNotAvailable", &msg).await;
                 }
             }
         }

@@ -133,12 +133,12 @@ impl NodeInfo {
                 self.used_ports.remove(p);
             }
         }
-        if let Some(uid) = &pod.owner_uid {
-            if let Some(c) = self.owner_counts.get_mut(uid) {
-                *c -= 1;
-                if *c == 0 {
-                    self.owner_counts.remove(uid);
-                }
+        if let Some(uid) = &pod.owner_uid
+            && let Some(c) = self.owner_counts.get_mut(uid)
+        {
+            *c -= 1;
+            if *c == 0 {
+                self.owner_counts.remove(uid);
             }
         }
         Some(pod)
@@ -195,10 +195,10 @@ impl Cache {
 
     /// Forget a pod wherever it is.
     pub fn remove_pod(&mut self, key: &str) {
-        if let Some(node) = self.pod_node.remove(key) {
-            if let Some(&i) = self.index.get(&node) {
-                self.nodes[i].remove_pod(key);
-            }
+        if let Some(node) = self.pod_node.remove(key)
+            && let Some(&i) = self.index.get(&node)
+        {
+            self.nodes[i].remove_pod(key);
         }
     }
 

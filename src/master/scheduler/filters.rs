@@ -110,20 +110,20 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
 /// NodeAffinity: `spec.nodeSelector` (all labels equal) and required node affinity (OR of terms).
 pub fn node_affinity(pod: &Pod, node: &NodeInfo) -> Result<(), Rejection> {
     let Some(spec) = &pod.spec else { return Ok(()) };
-    if let Some(sel) = &spec.node_selector {
-        if !sel.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {
-            return Err(Rejection::AffinityMismatch);
-        }
+    if let Some(sel) = &spec.node_selector
+        && !sel.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+    {
+        return Err(Rejection::AffinityMismatch);
     }
     let required = spec
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
         .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
-    if let Some(req) = required {
-        if !req.node_selector_terms.iter().any(|t| term_matches(t, node)) {
-            return Err(Rejection::AffinityMismatch);
-        }
+    if let Some(req) = required
+        && !req.node_selector_terms.iter().any(|t| term_matches(t, node))
+    {
+        return Err(Rejection::AffinityMismatch);
     }
     Ok(())
 }

@@ -231,10 +231,10 @@ impl<C: ClusterApi> Loop<C> {
                 );
                 tokio::spawn(async move {
                     let result = client.bind(&ns, &name, &node).await;
-                    if result.is_ok() {
-                        if let Err(e) = client.create(&scheduled).await {
-                            tracing::debug!(pod = %key, error = %e, "recording Scheduled event failed");
-                        }
+                    if result.is_ok()
+                        && let Err(e) = client.create(&scheduled).await
+                    {
+                        tracing::debug!(pod = %key, error = %e, "recording Scheduled event failed");
                     }
                     let _ = tx.send(BindResult { key, node, result });
                 });

@@ -284,10 +284,10 @@ impl EmbeddedStore {
         let mut out = Vec::new();
         for entry in log.range(after + 1..=upto).map_err(|e| be("watch")(e.into()))? {
             let (k, v) = entry.map_err(|e| be("watch")(e.into()))?;
-            if let Some(ev) = dec_event(k.value(), v.value()) {
-                if ev.key.starts_with(prefix) {
-                    out.push(ev);
-                }
+            if let Some(ev) = dec_event(k.value(), v.value())
+                && ev.key.starts_with(prefix)
+            {
+                out.push(ev);
             }
         }
         Ok(out)
