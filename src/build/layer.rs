@@ -9,6 +9,7 @@
 
 use crate::image::compression::STREAM_BUFFER;
 use crate::image::digest::{Digest, HashingWriter};
+use crate::image::import::CountingWriter;
 use crate::image::unpack::is_overlay_xattr;
 use crate::sys::openat::{lgetxattr, llistxattr};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
@@ -47,7 +48,7 @@ pub struct WrittenLayer {
 pub fn write_layer(upper: &Path, out: &Path, clamp_mtime: Option<u64>) -> Result<WrittenLayer, LayerError> {
     let io_err = |source| LayerError::Io { path: upper.to_path_buf(), source };
     let file = File::create(out).map_err(io_err)?;
-    let counting = Counting { inner: BufWriter::with_capacity(STREAM_BUFFER, file), count: 0 };
+    let counting = CountingWriter { inner: BufWriter::with_capacity(STREAM_BUFFER, file), count: 0 };
     let mut builder = tar::Builder::new(HashingWriter::new(counting));
     builder.follow_symlinks(false);
     let mut walker = Walker { builder: &mut builder, clamp: clamp_mtime, seen: HashMap::new(), entries: 0 };
@@ -176,22 +177,6 @@ impl<W: Write> Walker<'_, W> {
             self.builder.append_data(&mut header, rel, io::empty()).map_err(io_err)?;
         }
         Ok(())
-    }
-}
-
-struct Counting<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -225,9 +225,9 @@ fn write_layer(
 }
 
 /// Counts bytes written through it.
-struct CountingWriter<W> {
-    inner: W,
-    count: u64,
+pub(crate) struct CountingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) count: u64,
 }
 
 impl<W: Write> Write for CountingWriter<W> {

@@ -792,25 +792,16 @@ impl Registry {
         };
         self.track_update(r, part, &opts, &current, &mut new, request_managed);
         self.validate(r, &new)?;
-        if matches!(r.storage().kind, "Deployment" | "ReplicaSet") && part == Part::Main {
-            let (was, now) = (current.pointer("/spec/selector"), new.pointer("/spec/selector"));
-            if was != now {
-                let errs = [validation::FieldError::invalid(
-                    "spec.selector",
-                    now.unwrap_or(&Value::Null),
-                    "field is immutable",
-                )];
-                return Err(ApiStatus::invalid(r.storage(), name, &errs));
-            }
-        }
-        if matches!(r.storage().kind, "RoleBinding" | "ClusterRoleBinding") && part == Part::Main {
-            let (was, now) = (current.get("roleRef"), new.get("roleRef"));
-            if was != now {
-                let errs = [validation::FieldError::invalid(
-                    "roleRef",
-                    now.unwrap_or(&Value::Null),
-                    "cannot change roleRef",
-                )];
+        // Fields that never change once created.
+        let immutable = match r.storage().kind {
+            "Deployment" | "ReplicaSet" => Some(("/spec/selector", "spec.selector", "field is immutable")),
+            "RoleBinding" | "ClusterRoleBinding" => Some(("/roleRef", "roleRef", "cannot change roleRef")),
+            _ => None,
+        };
+        if let Some((pointer, field, message)) = immutable.filter(|_| part == Part::Main) {
+            let now = new.pointer(pointer);
+            if current.pointer(pointer) != now {
+                let errs = [validation::FieldError::invalid(field, now.unwrap_or(&Value::Null), message)];
                 return Err(ApiStatus::invalid(r.storage(), name, &errs));
             }
         }

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::endpointslice::MANAGED_BY_LABEL;
 use super::runner::{Trigger, run_loop};
+use super::servicelb::serves;
 use crate::master::client::{ApiError, ClusterApi, DeleteParams};
 
 /// The Service's namespace and name, as kubeadm and k3s name it.
@@ -97,14 +98,10 @@ pub fn service(ip: Ipv4Addr) -> Service {
 /// (name, InternalIP) of every Ready node that is not being deleted, by name (pure).
 pub fn ready_nodes<N: Borrow<Node>>(nodes: &[N]) -> Vec<(String, String)> {
     let mut out = BTreeMap::new();
-    for n in nodes {
-        let n: &Node = n.borrow();
-        let Some(status) = n.status.as_ref() else { continue };
-        let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-        let ip = status.addresses.iter().flatten().find(|a| a.type_ == "InternalIP");
-        if let (true, None, Some(ip), Some(name)) =
-            (ready, n.metadata.deletion_timestamp.as_ref(), ip, n.metadata.name.as_ref())
-        {
+    for n in nodes.iter().map(|n| n.borrow()).filter(|n| serves(n)) {
+        let ip =
+            n.status.as_ref().and_then(|s| s.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP"));
+        if let (Some(ip), Some(name)) = (ip, n.metadata.name.as_ref()) {
             out.insert(name.clone(), ip.address.clone());
         }
     }

@@ -38,22 +38,25 @@ fn ingress_ips(svc: &Service) -> Vec<String> {
         .collect()
 }
 
+/// Whether `node` is Ready and not being deleted: the nodes that serve LoadBalancers and DNS.
+pub fn serves(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ready && node.metadata.deletion_timestamp.is_none()
+}
+
 /// The InternalIPs of the Ready nodes, sorted (pure).
 pub fn node_addresses<N: std::borrow::Borrow<Node>>(nodes: &[N]) -> Vec<String> {
     let mut out = BTreeSet::new();
-    for n in nodes {
-        let n: &Node = n.borrow();
-        let status = n.status.as_ref();
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if !ready || n.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
+    for n in nodes.iter().map(|n| n.borrow()).filter(|n| serves(n)) {
         out.extend(
-            status
+            n.status
+                .as_ref()
                 .and_then(|s| s.addresses.as_ref())
                 .into_iter()
                 .flatten()
