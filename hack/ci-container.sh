@@ -19,8 +19,8 @@
 #
 # Bound in from the host: the Rust toolchain (rustup and cargo homes: toolchains and the crate
 # registry cache), the checkout and the container's target dir (same paths inside; kept between
-# runs while hack/setup.sh is unchanged), and the real kubectl 1.32 as /usr/bin/kubectl (Debian 12
-# packages only 1.20).
+# runs while the build's packages are unchanged), and the real kubectl 1.32 as /usr/bin/kubectl
+# (Debian 12 packages only 1.20).
 # Everything else the suite needs comes from `hack/setup.sh` inside the container.
 #
 # Environment: RKUBE_CI_CACHE (default /var/cache/rkube-ci) holds the root filesystem and the target
@@ -50,10 +50,12 @@ HOST_TARGET=$CACHE/host-target
 log "building rkubelet (target dir $HOST_TARGET)"
 cargo fetch --quiet
 CARGO_TARGET_DIR=$HOST_TARGET cargo build --quiet --bin rkubelet
-# The container's target dir is reused from run to run while what hack/setup.sh installs stays the
-# same; a changed package list starts from a cold build, so a package the build needs but setup
-# no longer installs fails here instead of hiding behind cached build-script outputs.
-setup_key=$(cat "$HACK_DIR/setup.sh" "$HACK_DIR/lib.sh" | sha256sum | cut -c1-16)
+# The container's target dir is reused from run to run while the packages the build needs
+# (hack/setup.sh's BUILD_PACKAGES line) stay the same; a changed build list starts from a cold
+# build, so a package the build needs but setup no longer installs fails here instead of hiding
+# behind cached build-script outputs. Packages only the tests use do not touch the build.
+build_packages=$(grep '^BUILD_PACKAGES=' "$HACK_DIR/setup.sh") || die "hack/setup.sh has no BUILD_PACKAGES line"
+setup_key=$(printf '%s\n' "$build_packages" | sha256sum | cut -c1-16)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target-$setup_key}
 mkdir -p "$CARGO_TARGET_DIR"
 touch "$CARGO_TARGET_DIR"

@@ -9,13 +9,16 @@ source "$(dirname "$0")/lib.sh"
 #   build: a C toolchain (rustc links through cc; ring and zstd compile C), protoc and the
 #          well-known .proto files (libprotobuf-dev) for etcd-client;
 #   tests and demos: the registry server and image tools, etcd for the etcd store backend,
-#          iptables and iproute2 for pod networks and Services, procps for the leak check;
+#          iptables, nftables and iproute2 for pod networks and Services, procps for the leak
+#          check, python3-venv for the tests that drive the Python `kubernetes` client;
 #   benchmarks: the peer runtimes they compare with.
-PACKAGES=(gcc libc6-dev protobuf-compiler libprotobuf-dev
-          docker-registry skopeo umoci busybox-static etcd-server iptables iproute2 procps
-          openssl curl jq
+#   (hack/ci-container.sh keys its cached target dir by the BUILD_PACKAGES line alone: keep it one
+#   line, and the build's packages in it.)
+BUILD_PACKAGES=(gcc libc6-dev protobuf-compiler libprotobuf-dev)
+PACKAGES=(docker-registry skopeo umoci busybox-static etcd-server iptables nftables iproute2 procps
+          openssl curl jq python3-venv
           runc crun podman hyperfine)
-install_packages "${PACKAGES[@]}"
+install_packages "${BUILD_PACKAGES[@]}" "${PACKAGES[@]}"
 # The packaged registry service would hold port 5000; tests and demos run their own instances.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
