@@ -380,7 +380,28 @@ fn services_on_every_node(c: &Cluster) {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The seed's blue/green switch: change the selector, every node serves blue.
+    // The seed's blue/green switch: change the selector, every node serves blue, and a client
+    // looping through the load balancer addresses all along sees no failed request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = {
+        let (stop, urls) = (stop.clone(), node_ips.iter().map(|ip| format!("http://{ip}/cgi-bin/info")));
+        let urls: Vec<String> = urls.collect();
+        std::thread::spawn(move || {
+            let (mut pages, mut failed) = (Vec::new(), Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for url in &urls {
+                    match cluster::http_get(url) {
+                        Some(page) if page.contains("color=") => {
+                            pages.push(line_of(&page, "color=").to_string())
+                        }
+                        other => failed.push(format!("{url}: {other:?}")),
+                    }
+                }
+            }
+            (pages, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
     c.ok(&[
         "patch",
         "svc",
@@ -393,6 +414,12 @@ fn services_on_every_node(c: &Cluster) {
         let page = cluster::wait_page(&url, "color=blue");
         assert!(page.contains("color=blue"), "{url}: {page}");
     }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (pages, failed) = looping.join().unwrap();
+    assert!(failed.is_empty(), "requests failed during the switch: {failed:?}");
+    let first_blue = pages.iter().position(|p| p.contains("blue")).expect("the loop saw blue");
+    assert!(first_blue > 0 && pages[..first_blue].iter().all(|p| p.contains("green")), "{pages:?}");
     // A Service that selects nothing is refused at once (REJECT), not left to time out.
     c.ok(&[
         "patch",

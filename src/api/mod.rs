@@ -5,6 +5,7 @@ pub mod defaults;
 pub mod fieldpath;
 pub mod meta;
 pub mod names;
+pub mod nodes;
 pub mod podrefs;
 pub mod podsecurity;
 pub mod quantity;

@@ -16,7 +16,7 @@ use crate::kubelet::agent::{self, Agent, AgentConfig};
 use crate::kubelet::backoff::BackoffPolicy;
 use crate::kubelet::joined::disk::DiskPods;
 use crate::kubelet::joined::nodeinfo::NodeIdentity;
-use crate::kubelet::joined::{self, JoinedConfig, PodSync, routes, services};
+use crate::kubelet::joined::{self, JoinedConfig, PodSync, announce, routes, services};
 use crate::proxy::ProxyConfig;
 
 /// The cluster's pod range when `--cluster-cidr` is not given (rkube-master's default).
@@ -191,6 +191,14 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx.clone())),
             tokio::spawn(services::proxy_loop(watch.clone(), name.clone(), proxy, stop_rx.clone())),
             tokio::spawn(routes::route_loop(client.clone(), name.clone(), creds.routes(), stop_rx.clone())),
+            tokio::spawn(announce::announce_loop(
+                client.clone(),
+                watch.clone(),
+                name.clone(),
+                ip,
+                creds.announced(),
+                stop_rx.clone(),
+            )),
         ];
         let dns_task = dns.map(|(handler, server)| {
             let task = tokio::spawn(services::dns_loop(watch.clone(), handler, zone, stop_rx));

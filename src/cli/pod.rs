@@ -312,7 +312,11 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Reset { force, time, node } => {
-            reset::reset(&node.node(), force, time.map(Duration::from_secs))?;
+            let config = node.node();
+            reset::reset(&config, force, time.map(Duration::from_secs))?;
+            let proxy =
+                crate::proxy::ProxyConfig { prefix: config.chain_prefix.clone(), ..Default::default() };
+            crate::kubelet::joined::teardown(&node.credentials(), &proxy)?;
             println!("node reset");
             Ok(0)
         }

@@ -164,6 +164,11 @@ impl NodeCredentials {
         self.dir.join("routes.json")
     }
 
+    /// The load balancer addresses this node announces (removed by `rkubelet reset`).
+    pub fn announced(&self) -> PathBuf {
+        self.dir.join("lb-addresses")
+    }
+
     /// Whether a join completed here before.
     pub fn exist(&self) -> bool {
         self.kubeconfig().exists() && self.serving_cert().exists()

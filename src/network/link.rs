@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use rtnetlink::{
@@ -25,6 +25,7 @@ const ENODEV: i32 = 19;
 const ENOENT: i32 = 2;
 const EEXIST: i32 = 17;
 const ESRCH: i32 = 3;
+const EADDRNOTAVAIL: i32 = 99;
 
 /// Errors from netlink link/address/route work.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +205,68 @@ pub async fn add_address(handle: &Handle, name: &str, addr: Ipv4Addr, prefix: u8
         .execute()
         .await
         .map_err(LinkError::request("add address", format!("{addr}/{prefix} on {name}")))
+}
+
+/// The link holding IPv4 address `addr`: its index and hardware address (`None`: no link has it).
+pub async fn link_with_address(handle: &Handle, addr: Ipv4Addr) -> Result<Option<(u32, Vec<u8>)>, LinkError> {
+    let Some(index) = address_messages(handle, addr).await?.first().map(|m| m.header.index) else {
+        return Ok(None);
+    };
+    let mut links = handle.link().get().match_index(index).execute();
+    let msg = links.try_next().await.map_err(LinkError::request("look up link of", addr.to_string()))?;
+    let mac = msg
+        .and_then(|m| {
+            m.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            })
+        })
+        .unwrap_or_default();
+    Ok(Some((index, mac)))
+}
+
+/// The address messages for `addr` on any link.
+async fn address_messages(handle: &Handle, addr: Ipv4Addr) -> Result<Vec<AddressMessage>, LinkError> {
+    let mut out = Vec::new();
+    let mut addresses = handle.address().get().execute();
+    while let Some(msg) = addresses.try_next().await.map_err(LinkError::request("list", "addresses"))? {
+        if msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == addr))
+        {
+            out.push(msg);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds `addr/prefix` to the link with `index` (replacing an identical one: idempotent).
+pub async fn add_address_to(
+    handle: &Handle,
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), LinkError> {
+    handle
+        .address()
+        .add(index, addr.into(), prefix)
+        .replace()
+        .execute()
+        .await
+        .map_err(LinkError::request("add address", format!("{addr}/{prefix} on link #{index}")))
+}
+
+/// Deletes `addr/prefix` from whichever link has it; succeeds if none has.
+pub async fn delete_address(handle: &Handle, addr: Ipv4Addr, prefix: u8) -> Result<(), LinkError> {
+    for msg in address_messages(handle, addr).await? {
+        if msg.header.prefix_len != prefix {
+            continue;
+        }
+        match handle.address().del(msg).execute().await {
+            Ok(()) => {}
+            Err(e) if matches!(errno(&e), Some(EADDRNOTAVAIL) | Some(ENODEV)) => {}
+            Err(e) => return Err(LinkError::request("delete address", format!("{addr}/{prefix}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Creates bridge `name` if missing, gives it `gateway/prefix`, sets it up; returns its index.

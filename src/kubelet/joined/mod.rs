@@ -10,6 +10,7 @@
 //! pod on disk, API pods included. All pod state is on disk, so an agent killed and restarted
 //! re-adopts running pods without restarting them, and stops pods deleted meanwhile.
 
+pub mod announce;
 pub mod disk;
 pub mod fake;
 pub mod nodeinfo;
@@ -902,6 +903,33 @@ async fn post_event(client: &kube::Client, node: &str, e: &PodEvent) {
     if let Err(err) = events.create(&PostParams::default(), &event).await {
         tracing::debug!("event {} for pod {}/{}: {err}", e.reason, e.namespace, e.name);
     }
+}
+
+/// Why [`teardown`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error(transparent)]
+    Announce(#[from] announce::AnnounceError),
+    #[error(transparent)]
+    Routes(#[from] routes::RouteError),
+    #[error("removing service rules: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
+}
+
+/// Removes what a joined node programmed on its host besides pods (`rkubelet reset`): the load
+/// balancer addresses it announced, its routes to other nodes' pods and its service rules.
+/// Nothing happens on a node that never joined.
+pub fn teardown(
+    creds: &crate::client::join::NodeCredentials,
+    proxy: &crate::proxy::ProxyConfig,
+) -> Result<(), TeardownError> {
+    if !creds.exist() {
+        return Ok(());
+    }
+    announce::withdraw_all(&creds.announced())?;
+    routes::remove_all(&creds.routes())?;
+    crate::proxy::flush(proxy)?;
+    Ok(())
 }
 
 /// The first non-loopback IPv4 address the route to `server` leaves from (the node's

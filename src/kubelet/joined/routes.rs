@@ -18,6 +18,7 @@ use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
 
+use crate::api::nodes::internal_ips;
 use crate::network::link::{self, LinkError};
 
 /// Destination pod CIDR → the node address it is reached through.
@@ -44,15 +45,7 @@ pub fn desired<N: std::borrow::Borrow<Node>>(nodes: &[N], me: &str) -> Routes {
         else {
             continue;
         };
-        let Some(ip) = n
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|a| a.type_ == "InternalIP")
-            .and_then(|a| a.address.parse().ok())
-        else {
+        let Some(ip) = internal_ips(n).next().and_then(|a| a.parse().ok()) else {
             continue;
         };
         out.insert(cidr, ip);
@@ -110,6 +103,17 @@ pub fn apply(state: &Path, wanted: &Routes) -> Result<(), RouteError> {
         tracing::info!(%cidr, %via, "pod route");
     }
     write_state(state, wanted)
+}
+
+/// Removes every route `state` records (from `rkubelet reset`), then the record.
+pub fn remove_all(state: &Path) -> Result<(), RouteError> {
+    apply(state, &Routes::new())?;
+    match std::fs::remove_file(state) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RouteError::State { path: state.to_path_buf(), source: e })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Keeps this node's pod routes current until `stop` changes; `state` records what was installed.

@@ -22,7 +22,8 @@ use crate::proxy::{Endpoint, Proxier, ProxyConfig, Service, ServiceEndpoints, Se
 
 /// The label naming an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Changes gather this long before a sync (kube-proxy's `--iptables-min-sync-period` is 1 s).
+/// Syncs start at most this often; changes in between gather (kube-proxy's
+/// `--iptables-min-sync-period`, 1 s there).
 const MIN_SYNC_PERIOD: Duration = Duration::from_millis(250);
 /// A full rewrite at least this often, as kube-proxy does.
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
@@ -269,7 +270,8 @@ pub async fn proxy_loop(
             _ = changed.changed(), if wait.is_none() => {}
             _ = tokio::time::sleep(wait.unwrap_or(FULL_SYNC_PERIOD)) => {}
         }
-        tokio::time::sleep(MIN_SYNC_PERIOD).await;
+        // A change after a quiet spell syncs at once; a burst gathers until the period is over.
+        tokio::time::sleep(MIN_SYNC_PERIOD.saturating_sub(started.elapsed())).await;
     }
 }
 

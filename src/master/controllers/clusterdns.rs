@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::endpointslice::MANAGED_BY_LABEL;
 use super::runner::{Trigger, run_loop};
-use super::servicelb::serves;
+use crate::api::nodes::{internal_ips, serves};
 use crate::master::client::{ApiError, ClusterApi, DeleteParams};
 
 /// The Service's namespace and name, as kubeadm and k3s name it.
@@ -99,10 +99,8 @@ pub fn service(ip: Ipv4Addr) -> Service {
 pub fn ready_nodes<N: Borrow<Node>>(nodes: &[N]) -> Vec<(String, String)> {
     let mut out = BTreeMap::new();
     for n in nodes.iter().map(|n| n.borrow()).filter(|n| serves(n)) {
-        let ip =
-            n.status.as_ref().and_then(|s| s.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP"));
-        if let (Some(ip), Some(name)) = (ip, n.metadata.name.as_ref()) {
-            out.insert(name.clone(), ip.address.clone());
+        if let (Some(ip), Some(name)) = (internal_ips(n).next(), n.metadata.name.as_ref()) {
+            out.insert(name.clone(), ip.to_string());
         }
     }
     out.into_iter().collect()

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Node, 
 
 use super::events::{EventRecorder, EventType};
 use super::runner::{Trigger, run_loop};
+use crate::api::nodes::{internal_ips, serves};
 use crate::master::client::{ApiError, ClusterApi};
 
 /// Why a pass failed.
@@ -38,31 +39,11 @@ fn ingress_ips(svc: &Service) -> Vec<String> {
         .collect()
 }
 
-/// Whether `node` is Ready and not being deleted: the nodes that serve LoadBalancers and DNS.
-pub fn serves(node: &Node) -> bool {
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    ready && node.metadata.deletion_timestamp.is_none()
-}
-
 /// The InternalIPs of the Ready nodes, sorted (pure).
 pub fn node_addresses<N: std::borrow::Borrow<Node>>(nodes: &[N]) -> Vec<String> {
     let mut out = BTreeSet::new();
     for n in nodes.iter().map(|n| n.borrow()).filter(|n| serves(n)) {
-        out.extend(
-            n.status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .into_iter()
-                .flatten()
-                .filter(|a| a.type_ == "InternalIP")
-                .map(|a| a.address.clone()),
-        );
+        out.extend(internal_ips(n).map(String::from));
     }
     out.into_iter().collect()
 }
