@@ -1,6 +1,6 @@
 //! LoadBalancer Services without a cloud. With `--lb-pool`, the API server gives each one an address
-//! of the pool at creation, and every node forwards that address (the nodes' network routes the pool
-//! to the nodes). Without a pool, as k3s's ServiceLB does, a LoadBalancer Service's ingress is the
+//! of the pool at creation; one node announces it on the LAN and every node forwards it
+//! (`kubelet::joined::announce`). Without a pool, as k3s's ServiceLB does, a LoadBalancer Service's ingress is the
 //! InternalIP of every Ready node, kept current as nodes come and go: the Service's port answers on
 //! every node, so it never stays `<pending>`. A pool that ran out gets a Warning Event on the Service.
 
