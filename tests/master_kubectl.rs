@@ -259,3 +259,37 @@ fn plain_http_on_loopback_serves_kubectl_without_credentials() {
     m.ok(&["create", "-f", "configmap.yaml"]);
     assert!(m.ok(&["get", "cm"]).contains("projectid"));
 }
+
+/// kubectl's generators (`create deployment`, `create service …`, `expose`) send protobuf bodies;
+/// what they write arrives whole, and a protobuf pod template with fields rkube decodes only from
+/// JSON is refused with 415 rather than stored without them.
+#[test]
+fn kubectl_generators_send_protobuf() {
+    let m = Master::start(Backend::embedded(), &[]);
+    m.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.10",
+        "--replicas=2",
+        "--port=8080",
+        "--",
+        "httpd",
+        "-f",
+    ]);
+    let spec = m.ok(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}|{.spec.selector.matchLabels.app}|{.spec.template.spec.containers[0].image}|{.spec.template.spec.containers[0].ports[0].containerPort}|{.spec.template.spec.containers[0].command}"]);
+    assert_eq!(spec, r#"2|web|nginx:1.10|8080|["httpd","-f"]"#);
+    m.ok(&["create", "service", "nodeport", "web-np", "--tcp=80:8080", "--node-port=30080"]);
+    let svc = m.ok(&["get", "svc", "web-np", "-o", "jsonpath={.spec.type}|{.spec.ports[0].port}|{.spec.ports[0].targetPort}|{.spec.ports[0].nodePort}|{.spec.selector.app}"]);
+    assert_eq!(svc, "NodePort|80|8080|30080|web-np");
+    m.ok(&["create", "service", "clusterip", "web-headless", "--clusterip=None"]);
+    assert_eq!(m.ok(&["get", "svc", "web-headless", "-o", "jsonpath={.spec.clusterIP}"]), "None");
+    m.ok(&["expose", "deployment", "web", "--port=80", "--target-port=8080", "--name=web"]);
+    assert_eq!(
+        m.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.ports[0].targetPort}|{.spec.selector.app}"]),
+        "8080|web"
+    );
+    // A Job is no served kind: 404 from discovery, not a half-created object.
+    let e = m.fails(&["create", "job", "once", "--image=nginx"]);
+    assert!(e.contains("could not find the requested resource"), "{e}");
+}

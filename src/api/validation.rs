@@ -329,7 +329,9 @@ fn service(obj: &Value) -> Vec<FieldError> {
         return errs;
     }
     let ports = spec.get("ports").and_then(Value::as_array);
-    if ports.is_none_or(Vec::is_empty) {
+    // A headless Service (clusterIP None) may have no ports, as in kube-apiserver.
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    if ports.is_none_or(Vec::is_empty) && !headless {
         errs.push(FieldError::required("spec.ports"));
     }
     for (i, p) in ports.into_iter().flatten().enumerate() {
@@ -405,6 +407,8 @@ mod tests {
         assert!(e.iter().any(|e| e.field == "spec.ports[0].name"));
         assert!(e.iter().any(|e| e.field == "spec.ports[1].port"));
         assert!(!spec("Service", &json!({"spec":{"type":"Weird"}})).is_empty());
+        assert!(!spec("Service", &json!({"spec":{"type":"ClusterIP"}})).is_empty(), "ports are required");
+        assert!(spec("Service", &json!({"spec":{"clusterIP":"None"}})).is_empty(), "but not when headless");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Protobuf request bodies (`application/vnd.kubernetes.protobuf`): kubectl's typed calls
-//! (`create serviceaccount|role|rolebinding|configmap|secret|namespace|token`, `auth can-i`)
+//! (`create serviceaccount|role|rolebinding|configmap|secret|namespace|token|service|deployment`,
+//! `auth can-i`)
 //! send their objects this way. The envelope is kube's `k8s\0` magic followed by a
 //! `runtime.Unknown` naming the kind; the object is decoded with k8s-pb's generated messages and
 //! turned into the JSON the registry handles. Kinds not listed here answer 415 as before.
@@ -7,10 +8,13 @@
 use super::status::ApiStatus;
 use base64::Engine;
 use k8s_pb::api::{
-    authentication::v1 as authn, authorization::v1 as authz, core::v1 as core, rbac::v1 as rbac,
+    apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, core::v1 as core,
+    rbac::v1 as rbac,
 };
-use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
+use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
 use prost::Message;
 use serde_json::{Map, Value, json};
 
@@ -26,6 +30,35 @@ fn put<T: serde::Serialize>(m: &mut Map<String, Value>, key: &str, v: Option<T>)
     }
 }
 
+/// Go's zero values: kube's protobuf encodes non-pointer fields even when zero, where JSON omits
+/// them (`omitempty`).
+trait Zero {
+    fn is_zero(&self) -> bool;
+}
+
+impl Zero for String {
+    fn is_zero(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Zero for i32 {
+    fn is_zero(&self) -> bool {
+        *self == 0
+    }
+}
+
+impl Zero for bool {
+    fn is_zero(&self) -> bool {
+        !*self
+    }
+}
+
+/// Like [`put`] for an `omitempty` field that is not a pointer in Go: its zero value means unset.
+fn put_nz<T: serde::Serialize + Zero>(m: &mut Map<String, Value>, key: &str, v: Option<T>) {
+    put(m, key, v.filter(|v| !v.is_zero()));
+}
+
 fn put_list<T: serde::Serialize>(m: &mut Map<String, Value>, key: &str, v: Vec<T>) {
     if !v.is_empty() {
         m.insert(key.into(), json!(v));
@@ -35,11 +68,11 @@ fn put_list<T: serde::Serialize>(m: &mut Map<String, Value>, key: &str, v: Vec<T
 fn meta(md: Option<ObjectMeta>) -> Value {
     let md = md.unwrap_or_default();
     let mut m = Map::new();
-    put(&mut m, "name", md.name);
-    put(&mut m, "generateName", md.generate_name);
-    put(&mut m, "namespace", md.namespace);
-    put(&mut m, "resourceVersion", md.resource_version);
-    put(&mut m, "uid", md.uid);
+    put_nz(&mut m, "name", md.name);
+    put_nz(&mut m, "generateName", md.generate_name);
+    put_nz(&mut m, "namespace", md.namespace);
+    put_nz(&mut m, "resourceVersion", md.resource_version);
+    put_nz(&mut m, "uid", md.uid);
     if !md.labels.is_empty() {
         m.insert("labels".into(), json!(md.labels));
     }
@@ -82,6 +115,237 @@ fn binding(subjects: Vec<rbac::Subject>, role_ref: Option<rbac::RoleRef>) -> (Va
     let role_ref = json!({"apiGroup": rr.api_group.unwrap_or_default(), "kind": rr.kind.unwrap_or_default(),
         "name": rr.name.unwrap_or_default()});
     (Value::Array(subjects), role_ref)
+}
+
+fn int_or_string(v: Option<IntOrString>) -> Option<Value> {
+    v.map(|v| match (v.r#type, v.int_val, v.str_val) {
+        (Some(1), _, Some(s)) => json!(s),
+        (_, i, _) => json!(i.unwrap_or(0)),
+    })
+}
+
+fn selector(sel: Option<LabelSelector>) -> Option<Value> {
+    sel.map(|sel| {
+        let mut m = Map::new();
+        if !sel.match_labels.is_empty() {
+            m.insert("matchLabels".into(), json!(sel.match_labels));
+        }
+        let exprs: Vec<Value> = sel
+            .match_expressions
+            .into_iter()
+            .map(|e| json!({"key": e.key, "operator": e.operator, "values": e.values}))
+            .collect();
+        put_list(&mut m, "matchExpressions", exprs);
+        Value::Object(m)
+    })
+}
+
+fn service_spec(spec: core::ServiceSpec) -> Value {
+    let mut m = Map::new();
+    let ports: Vec<Value> = spec
+        .ports
+        .into_iter()
+        .map(|p| {
+            let mut pm = Map::new();
+            put_nz(&mut pm, "name", p.name);
+            put_nz(&mut pm, "protocol", p.protocol);
+            put(&mut pm, "appProtocol", p.app_protocol);
+            put(&mut pm, "port", p.port);
+            // `omitempty`: a zero IntOrString is unset.
+            put(
+                &mut pm,
+                "targetPort",
+                int_or_string(p.target_port).filter(|v| v != &json!(0) && v != &json!("")),
+            );
+            put_nz(&mut pm, "nodePort", p.node_port);
+            Value::Object(pm)
+        })
+        .collect();
+    put_list(&mut m, "ports", ports);
+    if !spec.selector.is_empty() {
+        m.insert("selector".into(), json!(spec.selector));
+    }
+    put_nz(&mut m, "clusterIP", spec.cluster_ip);
+    put_list(&mut m, "clusterIPs", spec.cluster_ips);
+    put_nz(&mut m, "type", spec.r#type);
+    put_list(&mut m, "externalIPs", spec.external_ips);
+    put_nz(&mut m, "sessionAffinity", spec.session_affinity);
+    put_nz(&mut m, "loadBalancerIP", spec.load_balancer_ip);
+    put_list(&mut m, "loadBalancerSourceRanges", spec.load_balancer_source_ranges);
+    put_nz(&mut m, "externalName", spec.external_name);
+    put_nz(&mut m, "externalTrafficPolicy", spec.external_traffic_policy);
+    put_nz(&mut m, "healthCheckNodePort", spec.health_check_node_port);
+    put_nz(&mut m, "publishNotReadyAddresses", spec.publish_not_ready_addresses);
+    if let Some(c) = spec.session_affinity_config {
+        let timeout = c.client_ip.and_then(|c| c.timeout_seconds);
+        m.insert("sessionAffinityConfig".into(), json!({"clientIP": {"timeoutSeconds": timeout}}));
+    }
+    put_list(&mut m, "ipFamilies", spec.ip_families);
+    put(&mut m, "ipFamilyPolicy", spec.ip_family_policy);
+    put(&mut m, "allocateLoadBalancerNodePorts", spec.allocate_load_balancer_node_ports);
+    put(&mut m, "loadBalancerClass", spec.load_balancer_class);
+    put(&mut m, "internalTrafficPolicy", spec.internal_traffic_policy);
+    put(&mut m, "trafficDistribution", spec.traffic_distribution);
+    Value::Object(m)
+}
+
+fn quantities(q: std::collections::BTreeMap<String, Quantity>) -> Value {
+    Value::Object(q.into_iter().map(|(k, v)| (k, json!(v.string.unwrap_or_default()))).collect())
+}
+
+/// A container's fields this decoder maps, with the JSON they stand for.
+fn container(c: &core::Container) -> (core::Container, Value) {
+    let env: Vec<core::EnvVar> = c
+        .env
+        .iter()
+        .map(|e| core::EnvVar { name: e.name.clone(), value: e.value.clone(), value_from: None })
+        .collect();
+    let resources = c.resources.as_ref().map(|r| core::ResourceRequirements {
+        limits: r.limits.clone(),
+        requests: r.requests.clone(),
+        claims: vec![],
+    });
+    let covered = core::Container {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        command: c.command.clone(),
+        args: c.args.clone(),
+        working_dir: c.working_dir.clone(),
+        ports: c.ports.clone(),
+        env,
+        resources,
+        image_pull_policy: c.image_pull_policy.clone(),
+        termination_message_path: c.termination_message_path.clone(),
+        termination_message_policy: c.termination_message_policy.clone(),
+        stdin: c.stdin,
+        stdin_once: c.stdin_once,
+        tty: c.tty,
+        ..Default::default()
+    };
+    let mut m = Map::new();
+    let c = covered.clone();
+    put_nz(&mut m, "name", c.name);
+    put_nz(&mut m, "image", c.image);
+    put_list(&mut m, "command", c.command);
+    put_list(&mut m, "args", c.args);
+    put_nz(&mut m, "workingDir", c.working_dir);
+    let ports: Vec<Value> = c
+        .ports
+        .into_iter()
+        .map(|p| {
+            let mut pm = Map::new();
+            put_nz(&mut pm, "name", p.name);
+            put_nz(&mut pm, "hostPort", p.host_port);
+            put(&mut pm, "containerPort", p.container_port);
+            put_nz(&mut pm, "protocol", p.protocol);
+            put_nz(&mut pm, "hostIP", p.host_ip);
+            Value::Object(pm)
+        })
+        .collect();
+    put_list(&mut m, "ports", ports);
+    let env: Vec<Value> = c.env.into_iter().map(|e| json!({"name": e.name, "value": e.value})).collect();
+    put_list(&mut m, "env", env);
+    if let Some(r) = c.resources {
+        let mut rm = Map::new();
+        if !r.limits.is_empty() {
+            rm.insert("limits".into(), quantities(r.limits));
+        }
+        if !r.requests.is_empty() {
+            rm.insert("requests".into(), quantities(r.requests));
+        }
+        m.insert("resources".into(), Value::Object(rm));
+    }
+    put_nz(&mut m, "imagePullPolicy", c.image_pull_policy);
+    put_nz(&mut m, "terminationMessagePath", c.termination_message_path);
+    put_nz(&mut m, "terminationMessagePolicy", c.termination_message_policy);
+    put_nz(&mut m, "stdin", c.stdin);
+    put_nz(&mut m, "stdinOnce", c.stdin_once);
+    put_nz(&mut m, "tty", c.tty);
+    (covered, Value::Object(m))
+}
+
+/// A pod template as JSON; the template must set only fields this decoder maps (what `kubectl
+/// create deployment` writes and the common scalars), anything else is refused with 415 so the
+/// client can send JSON rather than lose a field.
+fn pod_template(t: Option<core::PodTemplateSpec>, path: &str) -> Result<Value, ApiStatus> {
+    let t = t.unwrap_or_default();
+    let spec = t.spec.unwrap_or_default();
+    let (containers, json_containers): (Vec<_>, Vec<_>) = spec.containers.iter().map(container).unzip();
+    let covered = core::PodSpec {
+        containers,
+        restart_policy: spec.restart_policy.clone(),
+        termination_grace_period_seconds: spec.termination_grace_period_seconds,
+        active_deadline_seconds: spec.active_deadline_seconds,
+        dns_policy: spec.dns_policy.clone(),
+        node_selector: spec.node_selector.clone(),
+        service_account_name: spec.service_account_name.clone(),
+        service_account: spec.service_account.clone(),
+        automount_service_account_token: spec.automount_service_account_token,
+        node_name: spec.node_name.clone(),
+        host_network: spec.host_network,
+        host_pid: spec.host_pid,
+        host_ipc: spec.host_ipc,
+        share_process_namespace: spec.share_process_namespace,
+        priority_class_name: spec.priority_class_name.clone(),
+        priority: spec.priority,
+        hostname: spec.hostname.clone(),
+        subdomain: spec.subdomain.clone(),
+        scheduler_name: spec.scheduler_name.clone(),
+        enable_service_links: spec.enable_service_links,
+        ..Default::default()
+    };
+    if covered != spec {
+        return Err(ApiStatus::unsupported_body(format!(
+            "{path}: this protobuf body sets pod fields rkube-master reads only from JSON; send the object as application/json"
+        )));
+    }
+    let mut m = Map::new();
+    m.insert("containers".into(), Value::Array(json_containers));
+    put_nz(&mut m, "restartPolicy", spec.restart_policy);
+    put(&mut m, "terminationGracePeriodSeconds", spec.termination_grace_period_seconds);
+    put(&mut m, "activeDeadlineSeconds", spec.active_deadline_seconds);
+    put_nz(&mut m, "dnsPolicy", spec.dns_policy);
+    if !spec.node_selector.is_empty() {
+        m.insert("nodeSelector".into(), json!(spec.node_selector));
+    }
+    put_nz(&mut m, "serviceAccountName", spec.service_account_name);
+    put_nz(&mut m, "serviceAccount", spec.service_account);
+    put(&mut m, "automountServiceAccountToken", spec.automount_service_account_token);
+    put_nz(&mut m, "nodeName", spec.node_name);
+    put_nz(&mut m, "hostNetwork", spec.host_network);
+    put_nz(&mut m, "hostPID", spec.host_pid);
+    put_nz(&mut m, "hostIPC", spec.host_ipc);
+    put(&mut m, "shareProcessNamespace", spec.share_process_namespace);
+    put_nz(&mut m, "priorityClassName", spec.priority_class_name);
+    put(&mut m, "priority", spec.priority);
+    put_nz(&mut m, "hostname", spec.hostname);
+    put_nz(&mut m, "subdomain", spec.subdomain);
+    put_nz(&mut m, "schedulerName", spec.scheduler_name);
+    put(&mut m, "enableServiceLinks", spec.enable_service_links);
+    Ok(json!({"metadata": meta(t.metadata), "spec": m}))
+}
+
+fn deployment_spec(spec: apps::DeploymentSpec) -> Result<Value, ApiStatus> {
+    let mut m = Map::new();
+    put(&mut m, "replicas", spec.replicas);
+    put(&mut m, "selector", selector(spec.selector));
+    m.insert("template".into(), pod_template(spec.template, "spec.template.spec")?);
+    if let Some(st) = spec.strategy {
+        let mut sm = Map::new();
+        put_nz(&mut sm, "type", st.r#type);
+        if let Some(ru) = st.rolling_update {
+            let mut rm = Map::new();
+            put(&mut rm, "maxUnavailable", int_or_string(ru.max_unavailable));
+            put(&mut rm, "maxSurge", int_or_string(ru.max_surge));
+            sm.insert("rollingUpdate".into(), Value::Object(rm));
+        }
+        m.insert("strategy".into(), Value::Object(sm));
+    }
+    put_nz(&mut m, "minReadySeconds", spec.min_ready_seconds);
+    put(&mut m, "revisionHistoryLimit", spec.revision_history_limit);
+    put_nz(&mut m, "paused", spec.paused);
+    put(&mut m, "progressDeadlineSeconds", spec.progress_deadline_seconds);
+    Ok(Value::Object(m))
 }
 
 fn decode_as<M: Message + Default>(raw: &[u8]) -> Result<M, ApiStatus> {
@@ -145,6 +409,14 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiStatus> {
             let fin = o.spec.map(|s| s.finalizers).unwrap_or_default();
             json!({"metadata": meta(o.metadata), "spec": if fin.is_empty() { json!({}) } else { json!({"finalizers": fin}) }})
         }
+        ("v1", "Service") => {
+            let o: core::Service = decode_as(&raw)?;
+            json!({"metadata": meta(o.metadata), "spec": service_spec(o.spec.unwrap_or_default())})
+        }
+        ("apps/v1", "Deployment") => {
+            let o: apps::Deployment = decode_as(&raw)?;
+            json!({"metadata": meta(o.metadata), "spec": deployment_spec(o.spec.unwrap_or_default())?})
+        }
         ("rbac.authorization.k8s.io/v1", "Role") => {
             let o: rbac::Role = decode_as(&raw)?;
             json!({"metadata": meta(o.metadata), "rules": rules(o.rules)})
@@ -202,7 +474,11 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiStatus> {
             let o: authz::SelfSubjectRulesReview = decode_as(&raw)?;
             json!({"metadata": meta(o.metadata), "spec": {"namespace": o.spec.and_then(|s| s.namespace)}})
         }
-        _ => return Err(ApiStatus::unsupported_media("application/vnd.kubernetes.protobuf")),
+        _ => {
+            return Err(ApiStatus::unsupported_body(format!(
+                "rkube-master does not decode {api_version} {kind} from protobuf; send it as application/json"
+            )));
+        }
     };
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);

@@ -132,6 +132,11 @@ impl ApiStatus {
     }
 
     /// 415 UnsupportedMediaType.
+    /// 415 UnsupportedMediaType with `msg`.
+    pub fn unsupported_body(msg: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", msg)
+    }
+
     pub fn unsupported_media(ct: &str) -> Self {
         Self::new(
             415,
