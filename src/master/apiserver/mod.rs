@@ -474,7 +474,7 @@ async fn resource_request(
                 None => None,
             };
             let token = q.get("continue").map(String::as_str).filter(|v| !v.is_empty());
-            if token.is_some() && q.get("resourceVersion").is_some_and(|v| !v.is_empty()) {
+            if token.is_some() && q.get("resourceVersion").is_some_and(|v| !v.is_empty() && v != "0") {
                 return Err(ApiStatus::bad_request(
                     "specifying resource version is not allowed when using continue",
                 ));

@@ -1713,6 +1713,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pages_of_one_snapshot_and_their_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(&dir).await;
+        let r = resources::find("", "v1", "configmaps").unwrap();
+        let o = WriteOptions::default();
+        for i in 0..7 {
+            let cm = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name": format!("c{i}")}});
+            reg.create(r, "default", cm, o.clone()).await.unwrap();
+        }
+        let all = Selectors::default();
+        let names = |p: &ListPage| p.items.iter().map(|o| meta::name(o).to_string()).collect::<Vec<_>>();
+        let first = reg.list_page(r, Some("default"), &all, Some(3), None).await.unwrap();
+        assert_eq!((names(&first), first.remaining), (vec!["c0".into(), "c1".into(), "c2".into()], Some(4)));
+        let token = first.continue_token.clone().unwrap();
+        assert_eq!(decode_continue(&token).unwrap(), (first.revision, "c2\u{0}".to_string()));
+        // Written after the first page, deleted too: the next pages still show the first page's state.
+        reg.delete(r, "default", "c4", &DeleteOptions::default()).await.unwrap();
+        let late = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c5a"}});
+        reg.create(r, "default", late, o.clone()).await.unwrap();
+        let second = reg.list_page(r, Some("default"), &all, Some(3), Some(&token)).await.unwrap();
+        assert_eq!(names(&second), ["c3", "c4", "c5"]);
+        assert_eq!(second.revision, first.revision);
+        let last =
+            reg.list_page(r, Some("default"), &all, Some(3), second.continue_token.as_deref()).await.unwrap();
+        assert_eq!((names(&last), last.continue_token, last.remaining), (vec!["c6".into()], None, None));
+        // A compacted snapshot is 410 Expired; a token that is not one is 400.
+        reg.store().compact(reg.store().current_revision().await.unwrap()).await.unwrap();
+        let e = reg.list_page(r, Some("default"), &all, Some(3), Some(&token)).await.unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (410, CONTINUE_EXPIRED));
+        for bad in ["garbage", &encode_continue(0, "x"), &encode_continue(5, "/registry/secrets/")] {
+            let e = reg.list_page(r, Some("default"), &all, Some(3), Some(bad)).await.unwrap_err();
+            assert_eq!(e.code, 400, "{bad}: {}", e.message);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn unconditional_updates_retry_lost_races() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Arc::new(registry(&dir).await);
+        let r = resources::find("", "v1", "configmaps").unwrap();
+        let cm = |v: String| json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"hot"},"data":{"v": v}});
+        let start = reg.create(r, "default", cm("0".into()), WriteOptions::default()).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let reg = reg.clone();
+                tokio::spawn(async move {
+                    for i in 0..20 {
+                        let o = WriteOptions::default();
+                        reg.update(r, "default", "hot", cm(format!("{w}-{i}")), Part::Main, o).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let now = reg.get(r, "default", "hot").await.unwrap();
+        let writes = parse_rv(meta::resource_version(&now)).unwrap()
+            - parse_rv(meta::resource_version(&start)).unwrap();
+        assert_eq!(writes, 160, "one store write per update");
+    }
+
+    #[tokio::test]
     async fn finalizers_graceful_pods_and_watch() {
         let dir = tempfile::tempdir().unwrap();
         let reg = registry(&dir).await;
