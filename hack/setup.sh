@@ -33,6 +33,10 @@ if [ ! -e /sys/fs/cgroup/cgroup.controllers ] && [ -d /sys/fs/cgroup/memory ] \
   mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || log "could not mount the hugetlb cgroup controller"
 fi
 
+# The Python `kubernetes` client for tests/master_python.rs, in a venv (from the package registry:
+# here, because the tests may run where there is no network, as CI's test container does).
+"$HACK_DIR/python-client.sh"
+
 need cargo rustup cc protoc
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 log "setup complete"

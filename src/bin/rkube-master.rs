@@ -84,6 +84,13 @@ struct Args {
     /// Revisions of history kept by the periodic compaction.
     #[arg(long, default_value_t = 10_000)]
     keep_revisions: i64,
+    /// How often the store is compacted (tests shorten it).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, hide = true)]
+    compaction_interval: Duration,
+    /// Changes per resource the watch cache keeps for watches that start in the past (tests
+    /// shrink it to reach the store's compacted history).
+    #[arg(long, default_value_t = rkube::master::apiserver::watchcache::WINDOW, hide = true)]
+    watch_cache_window: usize,
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>> {
@@ -172,7 +179,7 @@ async fn run(args: Args) -> Result<()> {
         let s = EtcdStore::connect(&args.etcd_servers).await?;
         (Arc::new(s), format!("etcd {}", args.etcd_servers.join(",")))
     };
-    let registry = Arc::new(Registry::new(store.clone(), alloc));
+    let registry = Arc::new(Registry::new(store.clone(), alloc).with_watch_window(args.watch_cache_window));
     registry.ensure_namespaces().await.context("creating the built-in namespaces")?;
     registry.ensure_bootstrap_policy().await.context("creating the default RBAC roles and bindings")?;
 
@@ -252,8 +259,9 @@ async fn run(args: Args) -> Result<()> {
     // Periodic compaction keeps the newest revisions only.
     let compact_store = store.clone();
     let keep = args.keep_revisions;
+    let every = args.compaction_interval;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             if let Ok(rev) = compact_store.current_revision().await

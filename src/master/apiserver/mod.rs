@@ -397,7 +397,25 @@ fn selectors(q: &Q) -> Result<Selectors, ApiStatus> {
     Ok(Selectors { labels, fields })
 }
 
+/// What kube-apiserver answers an immediate delete with, except for the kinds whose storage
+/// returns the deleted object (Pods, Services, ServiceAccounts: their OpenAPI delete answers the
+/// kind): a `Success` Status naming it.
+fn deleted_status(r: &ResourceInfo, obj: &Value) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": meta::name(obj), "group": r.group, "kind": r.plural, "uid": meta::uid(obj)}})
+}
+
+/// `obj` (stored as its storage version) in the API version of `r`: Deployments read or written
+/// through `extensions/v1beta1` say so, as kube-apiserver answers in the version asked for.
+fn served_version(r: &ResourceInfo, mut obj: Value) -> Value {
+    if r.group == "extensions" && obj.get("apiVersion").is_some() {
+        obj["apiVersion"] = json!(r.api_version());
+    }
+    obj
+}
+
 fn object_response(code: StatusCode, r: &ResourceInfo, obj: Value, accept: &str) -> Response {
+    let obj = served_version(r, obj);
     if table::wants_table(accept) {
         let rv = meta::resource_version(&obj).to_string();
         return json_response(code, &table::table(r.storage().kind, &[obj], &rv, true));
@@ -449,15 +467,34 @@ async fn resource_request(
             if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
                 return watch(app, r, t.ns, q, sel, accept).await;
             }
-            let (items, rev) = reg.list(r, t.ns, &sel).await?;
-            if table::wants_table(accept) {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    &table::table(r.storage().kind, &items, &rev.to_string(), true),
+            let limit = match q.get("limit").map(String::as_str).filter(|v| !v.is_empty()) {
+                Some(v) => Some(v.parse::<usize>().map_err(|_| {
+                    ApiStatus::bad_request(format!("invalid limit {v:?}: must be a non-negative integer"))
+                })?),
+                None => None,
+            };
+            let token = q.get("continue").map(String::as_str).filter(|v| !v.is_empty());
+            if token.is_some() && q.get("resourceVersion").is_some_and(|v| !v.is_empty() && v != "0") {
+                return Err(ApiStatus::bad_request(
+                    "specifying resource version is not allowed when using continue",
                 ));
             }
+            let page = reg.list_page(r, t.ns, &sel, limit, token).await?;
+            let mut list_meta = json!({"resourceVersion": page.revision.to_string()});
+            if let Some(c) = &page.continue_token {
+                list_meta["continue"] = json!(c);
+            }
+            if let Some(n) = page.remaining {
+                list_meta["remainingItemCount"] = json!(n);
+            }
+            if table::wants_table(accept) {
+                let mut t = table::table(r.storage().kind, &page.items, &page.revision.to_string(), true);
+                t["metadata"] = list_meta;
+                return Ok(json_response(StatusCode::OK, &t));
+            }
+            let items: Vec<Value> = page.items.into_iter().map(|o| served_version(r, o)).collect();
             let list = json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
-                "metadata": {"resourceVersion": rev.to_string()}, "items": items});
+                "metadata": list_meta, "items": items});
             Ok(json_response(StatusCode::OK, &list))
         }
         (Method::GET, Some(name), None | Some("status")) => {
@@ -592,7 +629,10 @@ async fn resource_request(
         }
         (Method::DELETE, Some(name), None) => {
             let opts = delete_options(headers, &body, q)?;
-            let (obj, _) = reg.delete(r, ns, name, &opts).await?;
+            let (obj, gone) = reg.delete(r, ns, name, &opts).await?;
+            if gone && !matches!(r.storage().kind, "Pod" | "Service" | "ServiceAccount") {
+                return Ok(json_response(StatusCode::OK, &deleted_status(r, &obj)));
+            }
             Ok(object_response(StatusCode::OK, r, obj, accept))
         }
         (Method::DELETE, None, None) => {
@@ -677,8 +717,7 @@ fn bookmark(r: &ResourceInfo, rev: i64, initial_end: bool) -> Bytes {
     if initial_end {
         md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let s = r.storage();
-    let line = json!({"type": "BOOKMARK", "object": {"kind": s.kind, "apiVersion": s.api_version(), "metadata": md}});
+    let line = json!({"type": "BOOKMARK", "object": {"kind": r.kind, "apiVersion": r.api_version(), "metadata": md}});
     Bytes::from(format!("{line}\n"))
 }
 
@@ -733,7 +772,7 @@ async fn watch(
         last.store(rev, Ordering::Relaxed);
         let mut lines: Vec<Bytes> = items
             .into_iter()
-            .map(|o| Bytes::from(format!("{}\n", json!({"type": "ADDED", "object": o}))))
+            .map(|o| Bytes::from(format!("{}\n", json!({"type": "ADDED", "object": served_version(r, o)}))))
             .collect();
         if bookmarks {
             lines.push(bookmark(r, rev, true));
@@ -758,7 +797,7 @@ async fn watch(
                                 sent_columns = true;
                                 t
                             } else {
-                                it.object
+                                served_version(r, it.object)
                             };
                             json!({"type": it.kind, "object": obj})
                         }

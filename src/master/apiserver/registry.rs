@@ -152,6 +152,54 @@ pub struct WatchItem {
 /// Stream of watch events; ends with an `Err` (Expired) when the watch fell behind.
 pub type WatchItems = BoxStream<'static, Result<WatchItem, ApiStatus>>;
 
+/// One page of a list ([`Registry::list_page`]).
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Value>,
+    /// The revision the whole list (every page) is read at.
+    pub revision: Revision,
+    /// `metadata.continue`: where the next page starts, when there is one.
+    pub continue_token: Option<String>,
+    /// `metadata.remainingItemCount`: objects after this page (only for lists without selectors).
+    pub remaining: Option<usize>,
+}
+
+/// kube-apiserver's answer to a continue token whose revision was compacted.
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.";
+
+/// A continue token as kube-apiserver's: base64url of `{"v":"meta.k8s.io/v1","rv":N,"start":K}`,
+/// `start` being the next key relative to the list's prefix.
+fn encode_continue(revision: Revision, start: &str) -> String {
+    use base64::Engine;
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+/// The revision and start key of a continue token; 400 for anything else.
+fn decode_continue(token: &str) -> Result<(Revision, String), ApiStatus> {
+    use base64::Engine;
+    let invalid = |why: &str| {
+        ApiStatus::bad_request(format!("invalid continue token: continue key is not valid: {why}"))
+    };
+    let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let raw = engine.decode(token.trim_end_matches('=')).map_err(|e| invalid(&e.to_string()))?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| invalid(&e.to_string()))?;
+    if v.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
+        return Err(invalid("server does not recognize this encoded key"));
+    }
+    let rv = v.get("rv").and_then(Value::as_i64).filter(|rv| *rv > 0);
+    let start = v.get("start").and_then(Value::as_str).filter(|s| !s.is_empty() && !s.starts_with('/'));
+    match (rv, start) {
+        (Some(rv), Some(start)) => Ok((rv, start.to_string())),
+        (None, _) => Err(invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)")),
+        (_, None) => Err(invalid("encoded start key must not be empty or absolute")),
+    }
+}
+
+/// How often a write that does not pin a resourceVersion is redone after losing a race with
+/// another write (each lost race means another write succeeded, so this bounds only starvation).
+const RACE_RETRIES: usize = 100;
+
 /// The registry.
 pub struct Registry {
     store: Arc<dyn Store>,
@@ -242,6 +290,13 @@ impl Registry {
         Registry { store, alloc_cfg, alloc_lock: tokio::sync::Mutex::new(()), watch_cache }
     }
 
+    /// This registry with a watch cache keeping `window` changes per resource (see
+    /// [`WatchCache::with_window`]).
+    pub fn with_watch_window(mut self, window: usize) -> Self {
+        self.watch_cache = WatchCache::with_window(self.store.clone(), window);
+        self
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -330,6 +385,71 @@ impl Registry {
             }
         }
         Ok((items, res.revision))
+    }
+
+    /// One page of a list, as kube-apiserver's chunked lists: at most `limit` matching objects in
+    /// key order, and a continue token when more follow. A continue token reads on at the first
+    /// page's revision (one consistent snapshot); once that revision is compacted it is 410
+    /// Expired.
+    pub async fn list_page(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        sel: &Selectors,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage, ApiStatus> {
+        let prefix = r.prefix(ns);
+        let (res, start) = match continue_token {
+            Some(token) => {
+                let (rv, start) = decode_continue(token)?;
+                let res = self.store.list_at(&prefix, rv).await.map_err(|e| match e {
+                    StoreError::Compacted { .. } => ApiStatus::expired(CONTINUE_EXPIRED),
+                    other => ApiStatus::internal(other.to_string()),
+                })?;
+                (res, format!("{prefix}{start}"))
+            }
+            None => {
+                let res = self.store.list(&prefix).await.map_err(|e| ApiStatus::internal(e.to_string()))?;
+                (res, prefix.clone())
+            }
+        };
+        let limit = limit.filter(|n| *n > 0).unwrap_or(usize::MAX);
+        let mut kvs = res.items.into_iter().filter(|kv| kv.key >= start);
+        let mut items = Vec::new();
+        let mut last_key = None;
+        for kv in kvs.by_ref() {
+            let obj = with_rv(parse_value(&kv.value)?, kv.mod_revision);
+            if sel.matches(&obj) {
+                items.push(obj);
+                if items.len() == limit {
+                    last_key = Some(kv.key);
+                    break;
+                }
+            }
+        }
+        let mut page = ListPage { items, revision: res.revision, continue_token: None, remaining: None };
+        let Some(last_key) = last_key else { return Ok(page) };
+        let rest: Vec<_> = kvs.collect();
+        let more = if sel.labels.requirements.is_empty() && sel.fields.terms.is_empty() {
+            // Without selectors the count of what follows is known (remainingItemCount).
+            page.remaining = Some(rest.len()).filter(|n| *n > 0);
+            !rest.is_empty()
+        } else {
+            let mut more = false;
+            for kv in &rest {
+                if sel.matches(&with_rv(parse_value(&kv.value)?, kv.mod_revision)) {
+                    more = true;
+                    break;
+                }
+            }
+            more
+        };
+        if more {
+            let next = format!("{}\u{0}", last_key.strip_prefix(&prefix).unwrap_or(&last_key));
+            page.continue_token = Some(encode_continue(res.revision, &next));
+        }
+        Ok(page)
     }
 
     /// Checks apiVersion/kind, converts extensions Deployments, decodes strictly and applies defaults.
@@ -446,8 +566,12 @@ impl Registry {
             }
         }
         let kind = r.storage().kind;
-        if matches!(kind, "Deployment" | "ReplicaSet") {
-            obj["status"] = json!({});
+        // A new object's status, as kube-apiserver returns it (ReplicaSetStatus.replicas is not
+        // omitempty: clients such as the Python client require it).
+        match kind {
+            "Deployment" => obj["status"] = json!({}),
+            "ReplicaSet" => obj["status"] = json!({"replicas": 0}),
+            _ => {}
         }
         if kind == "Pod" {
             self.admit_service_account(r, ns, &mut obj).await?;
@@ -707,7 +831,33 @@ impl Registry {
     }
 
     /// Replaces an object (or its status) with CAS on `metadata.resourceVersion` when given.
+    /// Without one the update is unconditional: as kube-apiserver's GuaranteedUpdate, a write
+    /// that lands between our read and our compare-and-swap makes us redo the update on the new
+    /// state instead of answering 409.
     pub async fn update(
+        &self,
+        r: &ResourceInfo,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        part: Part,
+        opts: WriteOptions,
+    ) -> Result<Value, ApiStatus> {
+        let unconditional = meta::resource_version(&obj).is_empty();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.update_once(r, ns, name, obj.clone(), part, opts.clone()).await {
+                Err(e) if unconditional && e.reason == "Conflict" && attempts < RACE_RETRIES => {
+                    tokio::task::yield_now().await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One read-modify-CAS round of [`Registry::update`].
+    async fn update_once(
         &self,
         r: &ResourceInfo,
         ns: &str,
@@ -870,7 +1020,7 @@ impl Registry {
                 meta::set_str(&mut patched, "resourceVersion", &current_rv);
             }
             match self.update(r, ns, name, patched, part, opts.clone()).await {
-                Err(e) if e.reason == "Conflict" && !pinned && attempts < 8 => continue,
+                Err(e) if e.reason == "Conflict" && !pinned && attempts < RACE_RETRIES => continue,
                 other => return other,
             }
         }
@@ -1560,6 +1710,69 @@ mod tests {
         assert!(gone);
         assert_eq!(reg.get(r, "default", "web").await.unwrap_err().code, 404);
         assert_eq!(reg.create(r, "nope", rs(1), o.clone()).await.unwrap_err().code, 404);
+    }
+
+    #[tokio::test]
+    async fn pages_of_one_snapshot_and_their_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(&dir).await;
+        let r = resources::find("", "v1", "configmaps").unwrap();
+        let o = WriteOptions::default();
+        for i in 0..7 {
+            let cm = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name": format!("c{i}")}});
+            reg.create(r, "default", cm, o.clone()).await.unwrap();
+        }
+        let all = Selectors::default();
+        let names = |p: &ListPage| p.items.iter().map(|o| meta::name(o).to_string()).collect::<Vec<_>>();
+        let first = reg.list_page(r, Some("default"), &all, Some(3), None).await.unwrap();
+        assert_eq!((names(&first), first.remaining), (vec!["c0".into(), "c1".into(), "c2".into()], Some(4)));
+        let token = first.continue_token.clone().unwrap();
+        assert_eq!(decode_continue(&token).unwrap(), (first.revision, "c2\u{0}".to_string()));
+        // Written after the first page, deleted too: the next pages still show the first page's state.
+        reg.delete(r, "default", "c4", &DeleteOptions::default()).await.unwrap();
+        let late = json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c5a"}});
+        reg.create(r, "default", late, o.clone()).await.unwrap();
+        let second = reg.list_page(r, Some("default"), &all, Some(3), Some(&token)).await.unwrap();
+        assert_eq!(names(&second), ["c3", "c4", "c5"]);
+        assert_eq!(second.revision, first.revision);
+        let last =
+            reg.list_page(r, Some("default"), &all, Some(3), second.continue_token.as_deref()).await.unwrap();
+        assert_eq!((names(&last), last.continue_token, last.remaining), (vec!["c6".into()], None, None));
+        // A compacted snapshot is 410 Expired; a token that is not one is 400.
+        reg.store().compact(reg.store().current_revision().await.unwrap()).await.unwrap();
+        let e = reg.list_page(r, Some("default"), &all, Some(3), Some(&token)).await.unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (410, CONTINUE_EXPIRED));
+        for bad in ["garbage", &encode_continue(0, "x"), &encode_continue(5, "/registry/secrets/")] {
+            let e = reg.list_page(r, Some("default"), &all, Some(3), Some(bad)).await.unwrap_err();
+            assert_eq!(e.code, 400, "{bad}: {}", e.message);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn unconditional_updates_retry_lost_races() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Arc::new(registry(&dir).await);
+        let r = resources::find("", "v1", "configmaps").unwrap();
+        let cm = |v: String| json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"hot"},"data":{"v": v}});
+        let start = reg.create(r, "default", cm("0".into()), WriteOptions::default()).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let reg = reg.clone();
+                tokio::spawn(async move {
+                    for i in 0..20 {
+                        let o = WriteOptions::default();
+                        reg.update(r, "default", "hot", cm(format!("{w}-{i}")), Part::Main, o).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let now = reg.get(r, "default", "hot").await.unwrap();
+        let writes = parse_rv(meta::resource_version(&now)).unwrap()
+            - parse_rv(meta::resource_version(&start)).unwrap();
+        assert_eq!(writes, 160, "one store write per update");
     }
 
     #[tokio::test]

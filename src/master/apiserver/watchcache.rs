@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::master::store::{EventKind, EventStream, Revision, Store, StoreError};
 
-/// Changes kept for watches that start in the past.
-const WINDOW: usize = 2048;
+/// Changes kept for watches that start in the past (by default; tests shrink it).
+pub const WINDOW: usize = 2048;
 /// Changes queued for one watch before it is ended as too slow.
 const QUEUE: usize = 4096;
 
@@ -84,6 +84,8 @@ struct HubState {
     closed: bool,
     /// The newest revision dispatched (or the revision the hub started at).
     last: Revision,
+    /// How many changes `window` keeps.
+    capacity: usize,
 }
 
 impl HubState {
@@ -139,7 +141,7 @@ impl HubState {
         for id in dropped {
             self.end(id);
         }
-        if self.window.len() == WINDOW
+        while self.window.len() >= self.capacity.max(1)
             && let Some(old) = self.window.pop_front()
         {
             self.covered_after = old.revision;
@@ -172,6 +174,8 @@ struct Hub {
 pub struct WatchCache {
     store: Arc<dyn Store>,
     hubs: Mutex<HashMap<String, Arc<Hub>>>,
+    /// Changes each resource's window keeps.
+    window: usize,
 }
 
 /// The changes one watch receives; dropping it unsubscribes.
@@ -204,7 +208,13 @@ impl Subscription {
 impl WatchCache {
     /// A cache over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        WatchCache { store, hubs: Mutex::new(HashMap::new()) }
+        Self::with_window(store, WINDOW)
+    }
+
+    /// A cache over `store` keeping `window` changes per resource for watches that start in the
+    /// past (older ones are served from the store's history, or are 410 Gone once compacted).
+    pub fn with_window(store: Arc<dyn Store>, window: usize) -> Self {
+        WatchCache { store, hubs: Mutex::new(HashMap::new()), window }
     }
 
     /// Changes under `prefix` (a namespace's or all of `resource_prefix`) after `after`, only those whose
@@ -269,7 +279,12 @@ impl WatchCache {
             return Ok(h.clone());
         }
         let hub = Arc::new(Hub {
-            state: Mutex::new(HubState { covered_after: from, last: from, ..HubState::default() }),
+            state: Mutex::new(HubState {
+                covered_after: from,
+                last: from,
+                capacity: self.window,
+                ..HubState::default()
+            }),
         });
         hubs.insert(resource_prefix.to_string(), hub.clone());
         tokio::spawn(feed(hub.clone(), self.store.clone(), resource_prefix.to_string(), upstream, from));

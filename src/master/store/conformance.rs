@@ -41,7 +41,23 @@ pub async fn run(store: &dyn Store) {
     let e3 =
         tokio::time::timeout(std::time::Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
     assert_eq!((e3.kind, e3.revision), (EventKind::Created, r5));
+    // Past lists: as they were at each revision, with the revisions the values had then.
+    let at = |rev| async move {
+        let l = store.list_at("/registry/pods/", rev).await.unwrap();
+        assert_eq!(l.revision, rev);
+        l.items
+            .into_iter()
+            .map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = ("/registry/pods/default/a".to_string(), "/registry/pods/default/b".to_string());
+    assert_eq!(at(r1).await, [(a.clone(), b"a1".to_vec(), r1, r1)]);
+    assert_eq!(at(rs).await, [(a.clone(), b"a1".to_vec(), r1, r1), (b.clone(), b"b1".to_vec(), r2, r2)]);
+    assert_eq!(at(r3).await, [(a.clone(), b"a2".to_vec(), r1, r3), (b.clone(), b"b1".to_vec(), r2, r2)]);
+    assert_eq!(at(r4).await, [(a.clone(), b"a2".to_vec(), r1, r3)]);
     store.compact(r4).await.unwrap();
+    assert!(matches!(store.list_at("/registry/pods/", r3).await, Err(StoreError::Compacted { .. })));
+    assert_eq!(store.list_at("/registry/pods/", r5).await.unwrap().items.len(), 2);
     assert!(matches!(store.watch("/registry/pods/", r1).await, Err(StoreError::Compacted { .. })));
     let mut w2 = store.watch("/registry/pods/", r4).await.unwrap();
     assert_eq!(w2.next().await.unwrap().unwrap().revision, r5);

@@ -96,6 +96,30 @@ fn enc_event(e: &Event) -> Vec<u8> {
     out
 }
 
+/// A log entry: the event and, when it replaced or removed a value, that value's create and mod
+/// revisions (what [`EmbeddedStore::list_at`] needs to undo it; absent in entries written
+/// before they were kept).
+fn enc_log(e: &Event, prev: Option<&KeyValue>) -> Vec<u8> {
+    let mut out = enc_event(e);
+    if let Some(p) = prev {
+        out.extend_from_slice(&p.create_revision.to_le_bytes());
+        out.extend_from_slice(&p.mod_revision.to_le_bytes());
+    }
+    out
+}
+
+/// The event of a log entry and its previous value's (create, mod) revisions, when recorded.
+fn dec_log(rev: Revision, b: &[u8]) -> Option<(Event, Option<(Revision, Revision)>)> {
+    let ev = dec_event(rev, b)?;
+    let len = 1 + 12 + ev.key.len() + ev.value.len() + ev.prev_value.as_ref().map_or(0, Vec::len) + 1;
+    let revs = b.get(len..len + 16).map(|t| {
+        let create = i64::from_le_bytes(t[0..8].try_into().unwrap_or_default());
+        let modr = i64::from_le_bytes(t[8..16].try_into().unwrap_or_default());
+        (create, modr)
+    });
+    Some((ev, revs))
+}
+
 fn dec_event(rev: Revision, b: &[u8]) -> Option<Event> {
     let kind = match b.first()? {
         0 => EventKind::Created,
@@ -196,7 +220,7 @@ fn commit_batch(db: &Database, batch: Vec<WriteRequest>) -> BatchOutcome {
                     }
                 }
             };
-            log.insert(rev, enc_event(&event).as_slice()).map_err(|e| be(op)(e.into()))?;
+            log.insert(rev, enc_log(&event, prev.as_ref()).as_slice()).map_err(|e| be(op)(e.into()))?;
             events.push(event);
             results.push((req.reply, Ok((rev, prev))));
         }
@@ -318,6 +342,58 @@ impl Store for EmbeddedStore {
                 items.push(dec_kv(k.value(), v.value()));
             }
             Ok(ListResult { items, revision })
+        })
+    }
+
+    fn list_at<'a>(&'a self, prefix: &'a str, revision: Revision) -> StoreFuture<'a, ListResult> {
+        Box::pin(async move {
+            let op = "list";
+            let compacted = |compacted| StoreError::Compacted { requested: revision, compacted };
+            // One read transaction: the current values, then the log after `revision` undone
+            // from the newest entry back.
+            let txn = self.db.begin_read().map_err(|e| be(op)(e.into()))?;
+            let kv = txn.open_table(KV).map_err(|e| be(op)(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| be(op)(e.into()))?;
+            let log = txn.open_table(LOG).map_err(|e| be(op)(e.into()))?;
+            let get = |k: &str| -> Result<i64, StoreError> {
+                Ok(meta.get(k).map_err(|e| be(op)(e.into()))?.map(|v| v.value()).unwrap_or(0))
+            };
+            let (current, compact) = (get("rev")?, get("compact")?);
+            if revision < compact {
+                return Err(compacted(compact));
+            }
+            if revision > current {
+                return Err(StoreError::backend(op, format!("revision {revision} is newer than {current}")));
+            }
+            let mut items = std::collections::BTreeMap::new();
+            for entry in kv.range(prefix..).map_err(|e| be(op)(e.into()))? {
+                let (k, v) = entry.map_err(|e| be(op)(e.into()))?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                items.insert(k.value().to_string(), dec_kv(k.value(), v.value()));
+            }
+            for entry in log.range(revision + 1..=current).map_err(|e| be(op)(e.into()))?.rev() {
+                let (k, v) = entry.map_err(|e| be(op)(e.into()))?;
+                let Some((ev, prev_revs)) = dec_log(k.value(), v.value()) else {
+                    return Err(StoreError::backend(op, format!("undecodable log entry {}", k.value())));
+                };
+                if !ev.key.starts_with(prefix) {
+                    continue;
+                }
+                match (ev.kind, ev.prev_value, prev_revs) {
+                    (EventKind::Created, ..) => {
+                        items.remove(&ev.key);
+                    }
+                    (_, Some(value), Some((create_revision, mod_revision))) => {
+                        let key = ev.key.clone();
+                        items.insert(key, KeyValue { key: ev.key, value, create_revision, mod_revision });
+                    }
+                    // Written before previous revisions were logged: that history is not there.
+                    _ => return Err(compacted(revision)),
+                }
+            }
+            Ok(ListResult { items: items.into_values().collect(), revision })
         })
     }
 

@@ -63,6 +63,19 @@ impl Store for EtcdStore {
         })
     }
 
+    fn list_at<'a>(&'a self, prefix: &'a str, revision: Revision) -> StoreFuture<'a, ListResult> {
+        Box::pin(async move {
+            let opts = GetOptions::new().with_prefix().with_revision(revision);
+            match self.c().get(prefix, Some(opts)).await {
+                Ok(r) => Ok(ListResult { items: r.kvs().iter().map(kv_of).collect(), revision }),
+                Err(e) if e.to_string().contains("compacted") => {
+                    Err(StoreError::Compacted { requested: revision, compacted: revision })
+                }
+                Err(e) => Err(be("list")(e)),
+            }
+        })
+    }
+
     fn create<'a>(&'a self, key: &'a str, value: Vec<u8>) -> StoreFuture<'a, Revision> {
         Box::pin(async move {
             let txn = Txn::new()

@@ -96,6 +96,9 @@ pub trait Store: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<KeyValue>>;
     /// Lists every key under `prefix` with the current revision.
     fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, ListResult>;
+    /// Lists every key under `prefix` as it was at `revision` (a past list's snapshot, for the
+    /// pages after its first); Compacted once that history is gone.
+    fn list_at<'a>(&'a self, prefix: &'a str, revision: Revision) -> StoreFuture<'a, ListResult>;
     /// Creates `key`; fails with AlreadyExists. Returns the new revision.
     fn create<'a>(&'a self, key: &'a str, value: Vec<u8>) -> StoreFuture<'a, Revision>;
     /// Replaces `key` if its mod revision is `expected`; fails with Conflict or NotFound.
