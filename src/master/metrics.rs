@@ -442,7 +442,7 @@ impl QueueMetrics {
         let m = global();
         let _ = self
             .slot
-            .set((m.queue_adds.get_or_create(&labels).clone(), m.queue_depth.get_or_create(&labels).clone()));
+            .set((m.queue_adds.get_or_create_owned(&labels), m.queue_depth.get_or_create_owned(&labels)));
     }
 
     /// One change queued.

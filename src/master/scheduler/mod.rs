@@ -326,8 +326,8 @@ pub async fn run<C: ClusterApi>(
         pending_gauges: {
             let m = crate::master::metrics::global();
             (
-                m.scheduler_pending.get_or_create(&QueueLabel { queue: "active" }).clone(),
-                m.scheduler_pending.get_or_create(&QueueLabel { queue: "unschedulable" }).clone(),
+                m.scheduler_pending.get_or_create_owned(&QueueLabel { queue: "active" }),
+                m.scheduler_pending.get_or_create_owned(&QueueLabel { queue: "unschedulable" }),
             )
         },
     };
