@@ -122,7 +122,7 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Metrics {
-        let m = Metrics {
+        let mut m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
             request_duration: histograms(|| Histogram::new(REQUEST_BUCKETS)),
@@ -138,7 +138,6 @@ impl Metrics {
             queue_adds: Family::default(),
             queue_work_duration: histograms(|| Histogram::new(SHORT_BUCKETS)),
         };
-        let mut m = m;
         let mut reg = Registry::default();
         reg.register(
             "apiserver_request",
