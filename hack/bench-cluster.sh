@@ -103,14 +103,13 @@ real_nodes() {
   trap - EXIT
 }
 
-# The selector switch: seconds from the PATCH (sent with curl and the admin's client certificate, so
+# The selector switch: seconds from the PATCH (sent with curl and the admin's token, so
 # kubectl's own start-up is not counted) until a poller on every node gets the new color through
 # the ClusterIP.
 switch() {
   local dir ip color=green target i n t0 times=() server
   dir=$(mktemp -d)
-  kubectl config view --raw -o jsonpath='{.users[0].user.client-certificate-data}' | base64 -d >"$dir/cert"
-  kubectl config view --raw -o jsonpath='{.users[0].user.client-key-data}' | base64 -d >"$dir/key"
+  kubectl config view --raw -o jsonpath='{.users[0].user.token}' >"$dir/token"
   kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$dir/ca"
   server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')
   (cd "$REPO_DIR/tests/fixtures/seed" && kubectl apply -f configmap.yaml -f secret.yaml \
@@ -129,7 +128,7 @@ switch() {
     done
     sleep 0.5
     t0=$(date +%s.%N)
-    curl -sf --cacert "$dir/ca" --cert "$dir/cert" --key "$dir/key" -X PATCH \
+    curl -sf --cacert "$dir/ca" -H "Authorization: Bearer $(cat "$dir/token")" -X PATCH \
       -H 'Content-Type: application/strategic-merge-patch+json' \
       -d "{\"spec\":{\"selector\":{\"type\":\"webserver\",\"color\":\"$target\"}}}" \
       "$server/api/v1/namespaces/default/services/switch" >/dev/null || die "PATCH of the Service failed"

@@ -80,6 +80,7 @@ fn cluster_end_to_end() {
     let c = Cluster::up(3, "--node-monitor-grace-period=20s --pod-eviction-timeout=5s");
     nodes_register(&c);
     replicaset_spreads_and_serves(&c);
+    metrics_and_top(&c);
     logs_exec_and_port_forward_through_the_master(&c);
     deployment_rollout_and_undo(&c);
     config_from_the_api_and_container_events(&c);
@@ -135,6 +136,106 @@ fn replicaset_spreads_and_serves(c: &Cluster) {
     for event in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(describe.contains(event), "describe shows {event}: {describe}");
     }
+}
+
+/// A node's kubelet API path, read as the master does (its kubelet-client certificate).
+fn node_get(c: &Cluster, node: usize, path: &str) -> String {
+    let pki = c.cluster_dir().join("master/pki");
+    let port = c.ok(&[
+        "get",
+        "node",
+        &format!("node{node}"),
+        "-o",
+        "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let url = format!("https://{}:{port}{path}", c.node_ips()[node - 1]);
+    let out = Command::new("curl")
+        .args(["-sf", "-m", "10", "--cacert"])
+        .arg(pki.join("ca.crt"))
+        .arg("--cert")
+        .arg(pki.join("kubelet-client.crt"))
+        .arg("--key")
+        .arg(pki.join("kubelet-client.key"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sum of the samples of `metric` with `labels` (a histogram: its observation count).
+fn prom_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(b) => {
+                b.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count).unwrap_or(0.0)
+            }
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+/// `kubectl top nodes/pods` (metrics.k8s.io from the nodes' stats) and each node's `/metrics`.
+fn metrics_and_top(c: &Cluster) {
+    let mebibytes = |v: &str| v.strip_suffix("Mi").and_then(|n| n.parse::<u64>().ok());
+    let top = c.eventually(&["top", "nodes"], T, |o| {
+        (1..=3).all(|i| o.lines().any(|l| l.starts_with(&format!("node{i} ")) && !l.contains("<unknown>")))
+    });
+    for line in top.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(f[1].ends_with('m') && f[2].ends_with('%') && f[4].ends_with('%'), "{top}");
+        assert!(mebibytes(f[3]).is_some_and(|m| m > 0), "{top}");
+    }
+    let top = c.eventually(&["top", "pods"], T, |o| {
+        o.lines().filter(|l| l.starts_with("replicaset-nginx-")).count() == 4
+    });
+    for line in top.lines().filter(|l| l.starts_with("replicaset-nginx-")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(f[1].ends_with('m') && f[2].ends_with("Mi"), "{top}");
+    }
+    let containers = c.ok(&["top", "pods", "--containers", "-l", "app=my-nginx-pods-label"]);
+    assert!(containers.lines().skip(1).all(|l| l.split_whitespace().nth(1) == Some("nginx")), "{containers}");
+    let pod = c.ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"]);
+    let pod: serde_json::Value = serde_json::from_str(&pod).unwrap();
+    assert_eq!(pod["kind"], "PodMetricsList");
+    assert!(pod["items"][0]["window"].as_str().is_some_and(|w| w.ends_with('s')), "{pod}");
+    // The demo web server is small (under a MiB, which `top` rounds to 0Mi), but its cgroup was read.
+    for item in pod["items"].as_array().unwrap() {
+        let memory = item["containers"][0]["usage"]["memory"].as_str().unwrap_or_default();
+        assert!(
+            memory.strip_suffix("Ki").and_then(|k| k.parse::<u64>().ok()).is_some_and(|k| k > 0),
+            "{pod}"
+        );
+    }
+
+    // Each node's own metrics: 4 pods started over the three nodes.
+    let texts: Vec<String> = (1..=3).map(|i| node_get(c, i, "/metrics")).collect();
+    let total = |metric: &str, labels: &[(&str, &str)]| {
+        texts.iter().map(|t| prom_sum(t, metric, labels)).sum::<f64>()
+    };
+    assert!(total("kubelet_pod_start_duration_seconds", &[]) >= 4.0, "{texts:?}");
+    assert!(total("kubelet_runtime_operations_total", &[("operation_type", "create_container")]) >= 4.0);
+    assert!(total("kubelet_runtime_operations_total", &[("operation_type", "start_container")]) >= 4.0);
+    assert!(total("kubelet_runtime_operations_duration_seconds", &[("operation_type", "run_pod")]) >= 4.0);
+    assert!(
+        total("kubelet_image_pulls_total", &[("result", "success")]) >= 2.0,
+        "pods spread: 2+ nodes pulled"
+    );
+    assert!(total("kubelet_running_pods", &[]) >= 4.0);
+    let row = ready_pods(c, "replicaset-nginx-", 4).remove(0);
+    let resource = node_get(c, node_index(&row.node), "/metrics/resource");
+    assert!(
+        prom_sum(&resource, "container_memory_working_set_bytes", &[("pod", &row.name)]) > 0.0,
+        "{resource}"
+    );
+    assert!(prom_sum(&resource, "node_cpu_usage_seconds_total", &[]) > 0.0, "{resource}");
 }
 
 fn kubectl_cmd(c: &Cluster, args: &[&str]) -> Command {

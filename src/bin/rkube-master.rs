@@ -179,6 +179,8 @@ async fn run(args: Args) -> Result<()> {
         let s = EtcdStore::connect(&args.etcd_servers).await?;
         (Arc::new(s), format!("etcd {}", args.etcd_servers.join(",")))
     };
+    // Every store call is timed in etcd_request_duration_seconds, whichever the backend.
+    let store: Arc<dyn Store> = Arc::new(rkube::master::metrics::MeasuredStore::new(store));
     let registry = Arc::new(Registry::new(store.clone(), alloc).with_watch_window(args.watch_cache_window));
     registry.ensure_namespaces().await.context("creating the built-in namespaces")?;
     registry.ensure_bootstrap_policy().await.context("creating the default RBAC roles and bindings")?;

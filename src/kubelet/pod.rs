@@ -578,7 +578,7 @@ pub fn create_container(
         log_path: Some(log_file(pod_dir, &record.name)),
         pid_file: None,
     };
-    runtime.create(&req).map_err(io::Error::other)?;
+    super::metrics::runtime_op("create_container", || runtime.create(&req)).map_err(io::Error::other)?;
     Ok(())
 }
 
@@ -615,7 +615,7 @@ pub fn start_saved(runtime: &Runtime, pod_dir: &Path, record: &mut ContainerReco
     if !matches!(runtime.state(&record.id).map(|s| s.status), Ok(Status::Created)) {
         recreate_container(runtime, pod_dir, record)?;
     }
-    if let Err(e) = runtime.start(&record.id) {
+    if let Err(e) = super::metrics::runtime_op("start_container", || runtime.start(&record.id)) {
         let _ = runtime.delete(&record.id, true);
         return Err(io::Error::other(e));
     }
@@ -627,7 +627,8 @@ pub fn start_saved(runtime: &Runtime, pod_dir: &Path, record: &mut ContainerReco
 /// Runs a lifecycle hook (exec only; httpGet hooks are not supported and skipped).
 pub fn run_hook(runtime: &Runtime, id: &str, hook: &LifecycleHandler) -> Option<i32> {
     let args = hook.exec.as_ref()?.command.clone().filter(|c| !c.is_empty())?;
-    runtime.exec(id, &ExecRequest { args, ..Default::default() }).ok()
+    super::metrics::runtime_op("exec_sync", || runtime.exec(id, &ExecRequest { args, ..Default::default() }))
+        .ok()
 }
 
 /// Whether the container's process is still there.
@@ -700,7 +701,7 @@ fn stop_container(runtime: &Runtime, id: &str, pre_stop: Option<&LifecycleHandle
     if let Some(h) = pre_stop {
         run_hook(runtime, id, h);
     }
-    let _ = runtime.kill(id, Signal::SIGTERM, false);
+    let _ = super::metrics::runtime_op("stop_container", || runtime.kill(id, Signal::SIGTERM, false));
     let left = grace.saturating_sub(started.elapsed());
     if runtime.wait(id, Some(left)).is_err() {
         let _ = runtime.kill(id, Signal::SIGKILL, true);
@@ -735,7 +736,10 @@ pub fn cleanup(node: &NodeConfig, name: &str) -> Result<(), PodError> {
     let prefix = format!("{name}_");
     for c in runtime.list().unwrap_or_default() {
         if c.id.starts_with(&prefix) {
-            note(runtime.delete(&c.id, true).map_err(step(name, "delete container")));
+            note(
+                super::metrics::runtime_op("remove_container", || runtime.delete(&c.id, true))
+                    .map_err(step(name, "delete container")),
+            );
         }
     }
     // The pause process (shared pid namespace) goes once its containers are gone; after a failed

@@ -53,6 +53,12 @@ impl Etcd {
         });
         Etcd { child, _dir: dir, endpoint }
     }
+
+    /// Kills etcd (the store becomes unreachable); its data dir stays until drop.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Etcd {

@@ -148,6 +148,7 @@ fn start_pod(
     objects: Vec<Value>,
     event: &dyn Fn(PodEvent),
 ) -> Result<String, StartFailure> {
+    let pod_started = Instant::now();
     let failed = |reason: &'static str, message: String| {
         event(PodEvent::new(api_pod, None, "Failed", format!("Error: {message}")).warning());
         StartFailure { reason, message }
@@ -185,7 +186,9 @@ fn start_pod(
         }
         event(PodEvent::new(api_pod, Some(&c.name), "Pulling", format!("Pulling image \"{image}\"")));
         let started = Instant::now();
-        match resolver.ensure(&image, &policy) {
+        let pulled = resolver.ensure(&image, &policy);
+        crate::kubelet::metrics::image_pull(started.elapsed(), pulled.is_ok());
+        match pulled {
             Ok(_) => {
                 let secs = started.elapsed().as_secs_f64();
                 let message = format!("Successfully pulled image \"{image}\" in {secs:.3}s");
@@ -200,8 +203,10 @@ fn start_pod(
     }
     let req =
         StartRequest { manifest: &manifest, pod, registries_config, init_timeout: Duration::from_secs(300) };
-    match pod::start(node, &req) {
+    let started = pod_started;
+    match crate::kubelet::metrics::runtime_op("run_pod", || pod::start(node, &req)) {
         Ok(st) => {
+            crate::kubelet::metrics::global().pod_start.observe(started.elapsed().as_secs_f64());
             for c in st.init_containers.iter().chain(&st.containers).filter(|c| c.started_at != 0) {
                 event(PodEvent::new(
                     api_pod,

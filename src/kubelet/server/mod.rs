@@ -130,7 +130,11 @@ pub async fn serve_listener(
 ) -> Result<(), ServerError> {
     let tls = tls_config(&config)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(Arc::new(NodeApi { node: config.node, allowed_client_cn: config.allowed_client_cn }));
+    let app = router(Arc::new(NodeApi {
+        node: config.node,
+        allowed_client_cn: config.allowed_client_cn,
+        sampler: Default::default(),
+    }));
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
@@ -166,12 +170,17 @@ struct Peer(Option<String>);
 pub struct NodeApi {
     pub node: NodeConfig,
     pub allowed_client_cn: String,
+    /// The last usage reading, the base of the next CPU rate.
+    pub sampler: super::stats::Sampler,
 }
 
 /// The router (authentication is a layer reading the connection's [`Peer`]).
 fn router(api: Arc<NodeApi>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_handler))
+        .route("/metrics/resource", get(resource_metrics_handler))
+        .route("/stats/summary", get(summary_handler))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(exec_handler).post(exec_handler))
         .route("/portForward/{ns}/{pod}", get(port_forward_handler).post(port_forward_handler))
@@ -194,6 +203,30 @@ async fn authenticate(
         ),
         Some(_) => next.run(req).await,
     }
+}
+
+/// `/metrics`: the node's own metrics (pod starts, runtime operations, image pulls).
+async fn metrics_handler(State(api): State<Arc<NodeApi>>) -> Response {
+    let m = super::metrics::global();
+    m.running_pods.set(state::list(&api.node.pods_dir()).len() as i64);
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], m.encode()).into_response()
+}
+
+/// `/metrics/resource`: cumulative CPU and working sets of the node and its containers.
+async fn resource_metrics_handler(State(api): State<Arc<NodeApi>>) -> Response {
+    let node = api.node.clone();
+    match tokio::task::spawn_blocking(move || super::stats::snapshot(&node)).await {
+        Ok(s) => ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], super::stats::resource_metrics(&s))
+            .into_response(),
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &format!("reading stats: {e}")),
+    }
+}
+
+/// `/stats/summary`: the Summary API subset (CPU rates over at least a second, working sets).
+async fn summary_handler(State(api): State<Arc<NodeApi>>) -> Response {
+    let (before, now) = api.sampler.pair(&api.node).await;
+    let body = super::stats::summary("", &before, &now);
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// A Kubernetes `Status` error response.

@@ -35,6 +35,8 @@ fn named_groups() -> Vec<(&'static str, Vec<&'static str>)> {
             None => out.push((g, vec![v])),
         }
     }
+    // Served by the API server itself (metrics-server's group, made from node stats).
+    out.push((super::metricsapi::GROUP, vec![super::metricsapi::VERSION]));
     out
 }
 
@@ -82,6 +84,9 @@ fn sub_verbs(sub: &str) -> Vec<&'static str> {
 
 /// `GET /api/v1` or `GET /apis/<group>/<version>`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == super::metricsapi::GROUP && version == super::metricsapi::VERSION {
+        return Some(super::metricsapi::resource_list());
+    }
     let rs: Vec<&ResourceInfo> =
         RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
     if rs.is_empty() {
@@ -142,7 +147,16 @@ pub fn aggregated(core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group("", &["v1"])]
     } else {
-        named_groups().iter().map(|(g, vs)| aggregated_group(g, vs)).collect()
+        named_groups()
+            .iter()
+            .map(|(g, vs)| {
+                if *g == super::metricsapi::GROUP {
+                    super::metricsapi::aggregated_group()
+                } else {
+                    aggregated_group(g, vs)
+                }
+            })
+            .collect()
     };
     json!({"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items": items})
 }
@@ -169,5 +183,19 @@ mod tests {
             "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
         ));
         assert_eq!(version()["minor"], "32");
+        // kubectl top finds metrics.k8s.io in both discovery forms.
+        assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "metrics.k8s.io"));
+        let agg = aggregated(false);
+        let m = agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "metrics.k8s.io")
+            .unwrap();
+        assert_eq!(m["versions"][0]["resources"][1]["resource"], "pods");
+        assert_eq!(
+            resource_list("metrics.k8s.io", "v1beta1").unwrap()["resources"][0]["kind"],
+            "NodeMetrics"
+        );
     }
 }

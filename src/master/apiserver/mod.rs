@@ -8,6 +8,8 @@ pub mod authz;
 pub mod builtin;
 pub mod cluster;
 pub mod discovery;
+pub mod health;
+pub mod metricsapi;
 pub mod namespaces;
 pub mod nodecert;
 pub mod openapi;
@@ -63,7 +65,51 @@ pub fn router(state: Arc<ApiServer>) -> Router {
     Router::new()
         .route("/api/v1/namespaces/{ns}/pods/{name}/{sub}", axum::routing::any(proxy::route))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn(record_request))
         .with_state(state)
+}
+
+/// Records every request in the `apiserver_request_*` metrics; watches and streams are counted
+/// in `apiserver_longrunning_requests` until their body ends.
+async fn record_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let start = std::time::Instant::now();
+    let uri = req.uri();
+    let query = uri.query().unwrap_or("");
+    let (mut watch, mut dry_run) = (false, false);
+    if !query.is_empty() {
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "watch" => watch = v == "true" || v == "1",
+                "dryRun" => dry_run = v == "All",
+                _ => {}
+            }
+        }
+    }
+    let apply = is_apply_patch(req.headers());
+    let info = crate::master::metrics::request_info(
+        req.method().as_str(),
+        uri.path(),
+        watch,
+        dry_run,
+        apply,
+        |g, v, r| resources::find(g, v, r).is_some() || metricsapi::served(g, v, r),
+    );
+    let m = crate::master::metrics::global();
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let in_flight = m.in_flight(mutating);
+    let resp = next.run(req).await;
+    drop(in_flight);
+    m.observe_request(&info, resp.status().as_u16(), start.elapsed());
+    if !info.long_running || resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let guard = m.long_running(info.kind);
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _open = &guard;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// Largest request body read (axum's default for a `Bytes` body).
@@ -134,6 +180,9 @@ async fn serve_parts(
                 Err(e) => e.into_response(),
             };
         }
+    }
+    if let Some(resp) = health::handle(app, path, uri.query()).await {
+        return resp;
     }
     let handled = registry::WARNINGS.scope(Default::default(), async {
         let r = route(app, &user, &method, path, &headers, &q, body).await;
@@ -231,7 +280,15 @@ async fn route(
     let doc = |d: Option<Value>| d.map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiStatus::no_route);
     match segs.as_slice() {
         ["version"] if get => Ok(json_response(StatusCode::OK, &discovery::version())),
-        ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["metrics"] if get => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, crate::master::metrics::CONTENT_TYPE)],
+            crate::master::metrics::global().encode(),
+        )
+            .into_response()),
+        ["apis", metricsapi::GROUP, metricsapi::VERSION, rest @ ..] if get => {
+            metricsapi::handle(app, rest, q).await
+        }
         ["api"] if get && discovery::wants_aggregated(accept) => Ok(aggregated(discovery::aggregated(true))),
         ["api"] if get => {
             let host = header_str(headers, header::HOST);

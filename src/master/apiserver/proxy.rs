@@ -226,7 +226,7 @@ pub async fn handle(
 }
 
 /// Dials the node over TLS and sends one HTTP/1.1 request (upgrades allowed).
-async fn send(
+pub(crate) async fn send(
     tls: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     method: Method,

@@ -397,6 +397,8 @@ fn view_rules() -> Vec<PolicyRule> {
         ),
         rule(&[""], &["namespaces"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        // metrics-server's `system:aggregated-metrics-reader` aggregates into view, edit and admin.
+        rule(&["metrics.k8s.io"], &["pods", "nodes"], READ),
         rule(
             &["apps"],
             &[
@@ -573,6 +575,22 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         cluster_role("system:discovery", vec![url_rule(&discovery, &["get"])]),
         cluster_role("system:public-info-viewer", vec![url_rule(&health, &["get"])]),
         cluster_role(
+            "system:monitoring",
+            vec![url_rule(
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+                &["get"],
+            )],
+        ),
+        cluster_role(
             "system:basic-user",
             vec![
                 rule(
@@ -588,6 +606,7 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         binding("cluster-admin", "cluster-admin", &[super::authz::MASTERS]),
         binding("system:discovery", "system:discovery", &[AUTHENTICATED]),
         binding("system:basic-user", "system:basic-user", &[AUTHENTICATED]),
+        binding("system:monitoring", "system:monitoring", &["system:monitoring"]),
         binding("system:public-info-viewer", "system:public-info-viewer", &[AUTHENTICATED, UNAUTHENTICATED]),
     ];
     (roles, bindings)
@@ -698,6 +717,24 @@ mod tests {
         assert!(!ok(authorize(&viewer, &attrs("GET", "/api/v1/namespaces/team/secrets/s"), &src).await));
         // `pods` does not cover `pods/exec`.
         assert!(ok(authorize(&viewer, &attrs("GET", "/api/v1/namespaces/team/pods/p/log"), &src).await));
+        // `kubectl top pods` for viewers, only in their namespace.
+        assert!(ok(authorize(
+            &viewer,
+            &attrs("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/team/pods"),
+            &src
+        )
+        .await));
+        assert!(!ok(authorize(
+            &viewer,
+            &attrs("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/x/pods"),
+            &src
+        )
+        .await));
+        // Scrapers in system:monitoring read /metrics and the health checks.
+        let scraper = UserInfo::new("prom", &["system:monitoring", AUTHENTICATED]);
+        assert!(ok(authorize(&scraper, &attrs("GET", "/metrics"), &src).await));
+        assert!(ok(authorize(&scraper, &attrs("GET", "/readyz/etcd"), &src).await));
+        assert!(!ok(authorize(&scraper, &attrs("GET", "/api/v1/namespaces/team/pods"), &src).await));
         assert!(!ok(authorize(&viewer, &attrs("POST", "/api/v1/namespaces/team/pods/p/exec"), &src).await));
         // Masters get everything through cluster-admin; everyone authenticated gets discovery.
         let admin = UserInfo::new("admin", &[super::super::authz::MASTERS, AUTHENTICATED]);

@@ -188,6 +188,7 @@ pub async fn run<C: ClusterApi>(client: Arc<C>, config: NodeIpamConfig) {
     let mut trigger = Trigger::default().paced(Duration::from_millis(100)).watch::<Node, C>(&client).await;
     let events = EventRecorder::new(client.clone(), "node-ipam-controller");
     let mut warned = BTreeSet::new();
+    trigger.named("nodeipam");
     loop {
         if let Err(e) = sync(&*client, &config, &events, &mut warned).await {
             tracing::warn!(controller = "node-ipam", error = %e, "sync failed");

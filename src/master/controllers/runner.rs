@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::master::client::{ClusterApi, Object};
+use crate::master::metrics::QueueMetrics;
 
 /// Pause after a change so a burst (e.g. many pods scheduled at once) costs one sync, and a controller
 /// that keeps changing what it watches cannot spin.
@@ -45,6 +46,8 @@ pub fn semantically_equal<T: serde::Serialize>(a: &T, b: &T) -> bool {
 
 /// Wakes a controller when watched kinds change.
 pub struct Trigger {
+    /// `workqueue_adds_total` and `workqueue_depth` under the loop's name.
+    queue: QueueMetrics,
     tx: mpsc::UnboundedSender<()>,
     rx: mpsc::UnboundedReceiver<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -54,7 +57,7 @@ pub struct Trigger {
 impl Default for Trigger {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Trigger { tx, rx, tasks: Vec::new(), settle: SETTLE }
+        Trigger { queue: QueueMetrics::default(), tx, rx, tasks: Vec::new(), settle: SETTLE }
     }
 }
 
@@ -80,6 +83,7 @@ impl Trigger {
         let first = client.changes::<K>().await;
         let client = client.clone();
         let tx = self.tx.clone();
+        let queue = self.queue.clone();
         self.tasks.push(tokio::spawn(async move {
             let mut next = Some(first);
             loop {
@@ -93,6 +97,7 @@ impl Trigger {
                             if tx.send(()).is_err() {
                                 return;
                             }
+                            queue.add();
                         }
                     }
                     Err(e) => tracing::debug!(kind = K::KIND, error = %e, "controller watch failed"),
@@ -108,10 +113,20 @@ impl Trigger {
 
     /// Wait for a change (or `timeout`), let a burst of changes settle briefly, then swallow the queued ones.
     pub async fn wait(&mut self, timeout: Duration) {
+        let mut taken = 0;
         if let Ok(Some(())) = tokio::time::timeout(timeout, self.rx.recv()).await {
+            taken += 1;
             tokio::time::sleep(self.settle).await;
         }
-        while self.rx.try_recv().is_ok() {}
+        while self.rx.try_recv().is_ok() {
+            taken += 1;
+        }
+        self.queue.take(taken);
+    }
+
+    /// Names the queue in the `workqueue_*` metrics.
+    pub fn named(&self, name: &str) {
+        self.queue.set_name(name);
     }
 }
 
@@ -122,10 +137,13 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    trigger.named(name);
     loop {
+        let started = std::time::Instant::now();
         if let Err(e) = sync().await {
             tracing::warn!(controller = name, error = %e, "sync failed");
         }
+        QueueMetrics::observe_work(name, started.elapsed());
         trigger.wait(resync).await;
     }
 }

@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 
 use crate::master::client::{ApiError, ClusterApi, WatchEvent, WatchStream, memory::now_time};
 use crate::master::controllers::events::{EventRecorder, EventType, build_event, object_reference};
+use crate::master::metrics::{QueueLabel, ResultLabels};
 use algorithm::select_node;
 use cache::{Cache, PodInfo};
+use prometheus_client::metrics::gauge::Gauge;
 
 /// The name pods use in `spec.schedulerName` to ask for this scheduler.
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -68,6 +70,8 @@ struct BindResult {
     key: String,
     node: String,
     result: Result<(), ApiError>,
+    /// When the attempt that chose the node started.
+    started: std::time::Instant,
 }
 
 fn pod_key(pod: &Pod) -> String {
@@ -102,6 +106,17 @@ struct Loop<C> {
     start: usize,
     tie: u64,
     bind_tx: mpsc::UnboundedSender<BindResult>,
+    /// `scheduler_pending_pods{queue="active"}` and `{queue="unschedulable"}`.
+    pending_gauges: (Gauge, Gauge),
+}
+
+/// Records one scheduling attempt in `scheduler_schedule_attempts_total` and
+/// `scheduler_scheduling_attempt_duration_seconds` (`scheduled`, `unschedulable`, `error`).
+fn record_attempt(result: &'static str, took: Duration) {
+    let m = crate::master::metrics::global();
+    let labels = ResultLabels { result, profile: DEFAULT_SCHEDULER_NAME };
+    m.schedule_attempts.get_or_create(&labels).inc();
+    m.scheduling_duration.get_or_create(&labels).observe(took.as_secs_f64());
 }
 
 impl<C: ClusterApi> Loop<C> {
@@ -180,10 +195,12 @@ impl<C: ClusterApi> Loop<C> {
         self.assumed.remove(&r.key);
         match r.result {
             Ok(()) => {
+                record_attempt("scheduled", r.started.elapsed());
                 self.metrics.bound.fetch_add(1, Ordering::Relaxed);
                 self.pending.remove(&r.key);
             }
             Err(e) => {
+                record_attempt("error", r.started.elapsed());
                 self.metrics.bind_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(pod = %r.key, node = %r.node, error = %e, "bind failed");
                 if self.cache.pod_node(&r.key) == Some(r.node.as_str()) {
@@ -203,7 +220,9 @@ impl<C: ClusterApi> Loop<C> {
         let Some(key) = self.queue.pop_front() else { return };
         self.queued.remove(&key);
         let Some(pod) = self.pending.get(&key).cloned() else { return };
+        let started = std::time::Instant::now();
         if self.cache.nodes.is_empty() {
+            record_attempt("unschedulable", started.elapsed());
             self.mark_unschedulable(&pod, "0/0 nodes are available: no nodes registered.".into()).await;
             return;
         }
@@ -236,10 +255,11 @@ impl<C: ClusterApi> Loop<C> {
                     {
                         tracing::debug!(pod = %key, error = %e, "recording Scheduled event failed");
                     }
-                    let _ = tx.send(BindResult { key, node, result });
+                    let _ = tx.send(BindResult { key, node, result, started });
                 });
             }
             Err(fit) => {
+                record_attempt("unschedulable", started.elapsed());
                 self.metrics.unschedulable_attempts.fetch_add(1, Ordering::Relaxed);
                 self.mark_unschedulable(&pod, fit.to_string()).await;
             }
@@ -303,6 +323,13 @@ pub async fn run<C: ClusterApi>(
         start: 0,
         tie: 0x9e3779b97f4a7c15,
         bind_tx,
+        pending_gauges: {
+            let m = crate::master::metrics::global();
+            (
+                m.scheduler_pending.get_or_create_owned(&QueueLabel { queue: "active" }),
+                m.scheduler_pending.get_or_create_owned(&QueueLabel { queue: "unschedulable" }),
+            )
+        },
     };
     loop {
         let nodes = client
@@ -347,6 +374,8 @@ pub async fn run<C: ClusterApi>(
                 _ = std::future::ready(()), if can_schedule => state.schedule_next().await,
                 _ = retry.tick() => state.retry_unschedulable(),
             }
+            state.pending_gauges.0.set(state.queue.len() as i64);
+            state.pending_gauges.1.set(state.unschedulable.len() as i64);
         }
         tracing::info!("scheduler watch ended; relisting");
     }
