@@ -837,3 +837,63 @@ fn rkube_runc_is_the_runtime_cli_with_runcs_argument_order() {
     assert!(call(&["delete", &id]).status.success());
     assert!(!rt.runtime.root.join(&id).exists());
 }
+
+/// The test process's own cgroup in a v1 hierarchy, without the leading `/`.
+fn own_v1_cgroup(controller: &str) -> String {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    own.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == controller).then(|| path.trim_start_matches('/').to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller} line in /proc/self/cgroup"))
+}
+
+#[test]
+fn the_cli_places_relative_and_absent_cgroups_paths_under_the_callers_cgroup_as_runc() {
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipped: no v1 memory hierarchy");
+        return;
+    }
+    let rt = TestRuntime::new();
+    // memory: where a caller (a service, a container) most often sits below the root.
+    let own = Path::new("/sys/fs/cgroup/memory").join(own_v1_cgroup("memory"));
+    let none = runtime::unique("cg-none");
+    let relative = runtime::unique("cg-rel");
+    // The CLI without --cgroup-parent (runc's command line): no cgroupsPath → `<own>/<id>`, a
+    // relative one → `<own>/<path>`.
+    let create = |id: &str, path: Option<String>| {
+        let mut bundle = rt.bundle(id, &["true"]);
+        bundle.spec["linux"]["cgroupsPath"] = path.map_or(serde_json::Value::Null, Into::into);
+        bundle.write();
+        let err = rt.run_dir.path().join(runtime::unique("stderr"));
+        let status = std::process::Command::new(runtime::rkubelet())
+            .args(["runtime", "--root"])
+            .arg(&rt.runtime.root)
+            .args(["create", "--bundle"])
+            .arg(bundle.path())
+            .arg(id)
+            .env_remove("RKUBE_CGROUP_PARENT")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{}", std::fs::read_to_string(&err).unwrap());
+        bundle
+    };
+    let _a = create(&none, None);
+    let _b = create(&relative, Some(format!("{}/{relative}", rt.parent)));
+    let in_none = own.join(&none);
+    let in_relative = own.join(&rt.parent).join(&relative);
+    let procs = |dir: &Path| std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    let pid = |id: &str| rt.runtime.state(id).unwrap().pid.to_string();
+    assert!(procs(&in_none).lines().any(|p| p == pid(&none)), "{}", in_none.display());
+    assert!(procs(&in_relative).lines().any(|p| p == pid(&relative)), "{}", in_relative.display());
+    for id in [&none, &relative] {
+        let out = rt.cli(&["delete", "--force", id]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!in_none.exists() && !in_relative.exists() && !own.join(&rt.parent).exists());
+}
