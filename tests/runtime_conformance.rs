@@ -170,6 +170,7 @@ fn recursive_atime_diratime_and_symfollow_attributes_reach_submounts() {
         mounts.push(bind("/d", src.path(), &["rbind", "rnodiratime"]));
         mounts.push(bind("/y", src.path(), &["rbind", "rnosymfollow"]));
         mounts.push(bind("/p", src.path(), &["rbind"]));
+        mounts.push(bind("/n", src.path(), &["rbind", "rnorelatime"]));
     });
     assert_eq!(code, 0);
     let opts = mount_options(&out);
@@ -184,6 +185,9 @@ fn recursive_atime_diratime_and_symfollow_attributes_reach_submounts() {
     }
     // Untouched: the submount keeps its own noatime, nothing else is added.
     assert!(has("/p/sub", "noatime") && !has("/p/sub", "nodiratime") && !has("/p", "nosymfollow"));
+    // rnorelatime clears relatime's value 0 (runc, crun): every level keeps its own atime mode.
+    assert_eq!(opts.get("/n"), opts.get("/p"), "{opts:?}");
+    assert_eq!(opts.get("/n/sub"), opts.get("/p/sub"), "{opts:?}");
 }
 
 #[test]
@@ -686,19 +690,102 @@ fn blkio_weight_and_throttles_are_written_and_the_absent_refused() {
     }
 }
 
+fn notify_profile(agent: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+        "listenerPath": agent, "listenerMetadata": "rkube-test-meta",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]})
+}
+
+/// Accepts one connection on `socket` and receives one message with its fds, as a seccomp agent.
+fn receive_as_agent(
+    socket: &std::os::unix::net::UnixListener,
+) -> (serde_json::Value, Vec<std::os::fd::OwnedFd>) {
+    use std::os::fd::AsRawFd;
+    let (conn, _) = socket.accept().unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(received) = cmsg {
+            fds.extend(received.into_iter().map(|fd| rkube::sys::container::adopt_fd(fd).unwrap()));
+        }
+    }
+    let len = msg.bytes;
+    (serde_json::from_slice(&buf[..len]).unwrap(), fds)
+}
+
 #[test]
-fn seccomp_notify_is_refused_at_once_without_waiting_for_an_agent() {
+fn seccomp_notify_hands_the_listener_and_the_state_to_the_agent() {
+    use std::os::fd::AsRawFd;
+    let rt = TestRuntime::new();
+    let id = runtime::unique("notify");
+    let mut bundle = rt.bundle(&id, &["sh", "-c", "echo started; mkdir /tmp/notified 2>&1; echo mkdir=$?"]);
+    let agent_path = bundle.path().join("agent.sock");
+    bundle.spec["linux"]["seccomp"] = notify_profile(&agent_path);
+    bundle.write();
+    let socket = std::os::unix::net::UnixListener::bind(&agent_path).unwrap();
+    let agent = std::thread::spawn(move || receive_as_agent(&socket));
+    let state = rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    let (message, fds) = agent.join().unwrap();
+    assert_eq!(message["fds"], serde_json::json!(["seccompFd"]));
+    assert_eq!(message["metadata"], "rkube-test-meta");
+    assert_eq!(message["pid"], state.pid);
+    assert_eq!(message["state"]["id"], id.as_str());
+    assert_eq!(message["state"]["status"], "creating");
+    assert_eq!(message["state"]["pid"], state.pid);
+    assert_eq!(fds.len(), 1);
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fds[0].as_raw_fd())).unwrap();
+    assert_eq!(link.to_string_lossy(), "anon_inode:seccomp notify");
+    // The agent goes away without answering: with every listener closed, notified calls fail
+    // with ENOSYS while the rest of the process runs.
+    drop(fds);
+    rt.runtime.start(&id).unwrap();
+    let exit = rt.runtime.wait(&id, Some(std::time::Duration::from_secs(60))).unwrap();
+    rt.runtime.delete(&id, true).unwrap();
+    let log = std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap_or_default();
+    let lines = TestRuntime::stdout_lines(&log);
+    assert_eq!(exit.code, 0, "{log}");
+    assert_eq!(lines.first().map(String::as_str), Some("started"), "{log}");
+    assert!(lines.iter().any(|l| l.contains("Function not implemented")), "{log}");
+    assert_eq!(lines.last().map(String::as_str), Some("mkdir=1"), "{log}");
+}
+
+#[test]
+fn seccomp_notify_without_a_reachable_agent_or_with_a_bad_profile_fails_create_at_once() {
     let rt = TestRuntime::new();
     let id = runtime::unique("notify");
     let mut bundle = rt.bundle(&id, &["true"]);
-    bundle.spec["linux"]["seccomp"] = serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
-        "listenerPath": bundle.path().join("agent.sock"), "listenerMetadata": "meta",
-        "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"}]});
+    let agent_path = bundle.path().join("nobody-listens.sock");
+    bundle.spec["linux"]["seccomp"] = notify_profile(&agent_path);
     bundle.write();
     let start = std::time::Instant::now();
-    assert_one_line_failure(&rt, &bundle, &id, "listenerPath (the seccomp agent protocol, SCMP_ACT_NOTIFY)");
-    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert_one_line_failure(&rt, &bundle, &id, "linux.seccomp.listenerPath");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    for (edit, expect) in [
+        (serde_json::json!({"listenerPath": null}), "SCMP_ACT_NOTIFY needs a listenerPath"),
+        (serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"}), "cannot be the defaultAction"),
+        (
+            serde_json::json!({"syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}),
+            "cannot be used for the write syscall",
+        ),
+    ] {
+        let mut profile = notify_profile(&agent_path);
+        for (k, v) in edit.as_object().unwrap() {
+            profile[k] = v.clone();
+        }
+        bundle.spec["linux"]["seccomp"] = profile;
+        bundle.write();
+        assert_one_line_failure(&rt, &bundle, &id, expect);
+    }
 }
 
 #[test]
@@ -749,4 +836,64 @@ fn rkube_runc_is_the_runtime_cli_with_runcs_argument_order() {
     }
     assert!(call(&["delete", &id]).status.success());
     assert!(!rt.runtime.root.join(&id).exists());
+}
+
+/// The test process's own cgroup in a v1 hierarchy, without the leading `/`.
+fn own_v1_cgroup(controller: &str) -> String {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    own.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == controller).then(|| path.trim_start_matches('/').to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller} line in /proc/self/cgroup"))
+}
+
+#[test]
+fn the_cli_places_relative_and_absent_cgroups_paths_under_the_callers_cgroup_as_runc() {
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipped: no v1 memory hierarchy");
+        return;
+    }
+    let rt = TestRuntime::new();
+    // memory: where a caller (a service, a container) most often sits below the root.
+    let own = Path::new("/sys/fs/cgroup/memory").join(own_v1_cgroup("memory"));
+    let none = runtime::unique("cg-none");
+    let relative = runtime::unique("cg-rel");
+    // The CLI without --cgroup-parent (runc's command line): no cgroupsPath → `<own>/<id>`, a
+    // relative one → `<own>/<path>`.
+    let create = |id: &str, path: Option<String>| {
+        let mut bundle = rt.bundle(id, &["true"]);
+        bundle.spec["linux"]["cgroupsPath"] = path.map_or(serde_json::Value::Null, Into::into);
+        bundle.write();
+        let err = rt.run_dir.path().join(runtime::unique("stderr"));
+        let status = std::process::Command::new(runtime::rkubelet())
+            .args(["runtime", "--root"])
+            .arg(&rt.runtime.root)
+            .args(["create", "--bundle"])
+            .arg(bundle.path())
+            .arg(id)
+            .env_remove("RKUBE_CGROUP_PARENT")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{}", std::fs::read_to_string(&err).unwrap());
+        bundle
+    };
+    let _a = create(&none, None);
+    let _b = create(&relative, Some(format!("{}/{relative}", rt.parent)));
+    let in_none = own.join(&none);
+    let in_relative = own.join(&rt.parent).join(&relative);
+    let procs = |dir: &Path| std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    let pid = |id: &str| rt.runtime.state(id).unwrap().pid.to_string();
+    assert!(procs(&in_none).lines().any(|p| p == pid(&none)), "{}", in_none.display());
+    assert!(procs(&in_relative).lines().any(|p| p == pid(&relative)), "{}", in_relative.display());
+    for id in [&none, &relative] {
+        let out = rt.cli(&["delete", "--force", id]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!in_none.exists() && !in_relative.exists() && !own.join(&rt.parent).exists());
 }

@@ -218,6 +218,7 @@ fn host_parts(
         cgroup_parent: "rkube".into(),
         monitor_binary: crate::runtime::monitor::installed_binary(),
         reparent_init: false,
+        cgroups_relative_to_caller: false,
     };
     let network = match args.pod_cidr {
         Some(cidr) => {

@@ -34,9 +34,10 @@ pub struct Args {
     /// cgroup hierarchy root.
     #[arg(long = "cgroup-root", env = "RKUBE_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
-    /// cgroup parent for specs without linux.cgroupsPath.
-    #[arg(long = "cgroup-parent", env = "RKUBE_CGROUP_PARENT", default_value = "rkube")]
-    cgroup_parent: String,
+    /// cgroup parent for specs without linux.cgroupsPath (under the hierarchy root). Without it,
+    /// runc's placement: `<id>` under the caller's own cgroup, as relative cgroupsPaths are.
+    #[arg(long = "cgroup-parent", env = "RKUBE_CGROUP_PARENT")]
+    cgroup_parent: Option<String>,
     #[command(subcommand)]
     command: Box<Command>,
 }
@@ -316,9 +317,10 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
     let runtime = Runtime {
         root: args.root.clone(),
         cgroup_root: args.cgroup_root.clone(),
-        cgroup_parent: args.cgroup_parent.clone(),
+        cgroup_parent: args.cgroup_parent.clone().unwrap_or_default(),
         monitor_binary: crate::runtime::monitor::installed_binary(),
         reparent_init: as_runc && !foreground,
+        cgroups_relative_to_caller: true,
     };
     match *args.command {
         Command::Create(c) => {

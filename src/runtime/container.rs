@@ -98,6 +98,10 @@ pub struct Runtime {
     /// which reaps it and reads its exit status. No monitor stays behind: no CRI log, no
     /// `exit.json` (a stopped container's code is the subreaper's to report).
     pub reparent_init: bool,
+    /// runc's cgroup placement: a relative `cgroupsPath` (and, with an empty `cgroup_parent`, a
+    /// spec without one: `<id>`) is under the caller's own cgroup of each controller. Otherwise
+    /// every path is under the hierarchy root.
+    pub cgroups_relative_to_caller: bool,
 }
 
 /// A create request.
@@ -149,6 +153,7 @@ impl Runtime {
             cgroup_parent: "rkube".into(),
             monitor_binary: None,
             reparent_init: false,
+            cgroups_relative_to_caller: false,
         }
     }
 
@@ -188,9 +193,18 @@ impl Runtime {
         crate::runtime::tty::check_console_flags(terminal, console.is_some())?;
         let config =
             config::from_spec(&req.id, &req.bundle, &req.spec, req.rootfs.clone(), &self.cgroup_parent)?;
+        let mut cgroup = CgroupConfig::new(&self.cgroup_root, &config.cgroup_path)?;
+        let relative = match req.spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+            Some(path) => !path.is_absolute(),
+            None => self.cgroup_parent.trim_matches('/').is_empty(),
+        };
+        if self.cgroups_relative_to_caller && relative {
+            let own = std::fs::read_to_string("/proc/self/cgroup")
+                .map_err(io_err("read /proc/self/cgroup", &req.id))?;
+            cgroup = cgroup.relative_to(&own);
+        }
         let state = self.dir(&req.id)?;
         state.create(&req.id)?;
-        let mut cgroup = CgroupConfig::new(&self.cgroup_root, &config.cgroup_path)?;
         let mut manager = cgroup.manager();
         let created = manager.create(&config.resources);
         cgroup.created = manager.created().to_vec();
@@ -321,6 +335,7 @@ impl Runtime {
         let mut failure = None;
         let mut ready_seen = false;
         let mut hooks_asked = false;
+        let mut listener_fd = None;
         let mut line = String::new();
         while failure.is_none() && !(ready_seen && init_pid.is_some()) {
             if hooks_asked
@@ -357,6 +372,8 @@ impl Runtime {
             if let Some(pid) = msg.strip_prefix('P') {
                 init_pid = pid.parse::<i32>().ok();
                 tracing::debug!("init cloned");
+            } else if let Some(fd) = msg.strip_prefix('N') {
+                listener_fd = fd.parse::<i32>().ok();
             } else if msg == "H" {
                 hooks_asked = true;
             } else if msg == "R" {
@@ -365,6 +382,13 @@ impl Runtime {
             } else if let Some(err) = msg.strip_prefix('E') {
                 failure = Some(err.to_string());
             }
+        }
+        if failure.is_none()
+            && ready_seen
+            && let (Some(pid), Some(fd)) = (init_pid, listener_fd)
+            && let Err(e) = self.notify_agent(req, config, pid, fd)
+        {
+            failure = Some(e);
         }
         let ready = failure.is_none() && init_pid.is_some() && ready_seen;
         if !ready {
@@ -402,6 +426,32 @@ impl Runtime {
             write_atomic(pid_file, pid.to_string().as_bytes())?;
         }
         Ok(self.oci_state(state, &record))
+    }
+
+    /// Hands init's seccomp listener (its fd `fd`) to the profile's agent with the state.
+    fn notify_agent(
+        &self,
+        req: &CreateRequest,
+        config: &config::ContainerConfig,
+        pid: i32,
+        fd: i32,
+    ) -> Result<(), String> {
+        let Some(listener) = config.process.seccomp.as_ref().and_then(|p| p.listener.as_ref()) else {
+            return Err("init reported a seccomp listener the profile has no agent for".into());
+        };
+        let copy = crate::sys::container::copy_fd_of_process(pid, fd)
+            .map_err(|e| format!("copy the seccomp listener of init: {e}"))?;
+        let state = crate::runtime::hooks::state_json(
+            &req.id,
+            "creating",
+            Some(pid),
+            &req.bundle,
+            &config.annotations,
+        );
+        let message = crate::runtime::seccomp::agent_message(listener, pid, &state);
+        crate::runtime::seccomp::send_to_agent(listener, copy.as_fd(), &message).map_err(|e| {
+            format!("linux.seccomp.listenerPath {}: send the seccomp listener: {e}", listener.path.display())
+        })
     }
 
     /// Everything the forked child needs to exec `/proc/self/exe` as a monitor

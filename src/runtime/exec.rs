@@ -238,6 +238,12 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     }
     // Everything we need from the host must be read before joining the mount namespace.
     let seccomp = config.process.seccomp.as_ref().map(seccomp::compile).transpose()?;
+    if seccomp.as_ref().is_some_and(seccomp::CompiledFilter::notifies) {
+        return Err(InitError::Seccomp(seccomp::SeccompError::Invalid(
+            "exec into a container whose profile notifies a seccomp agent (SCMP_ACT_NOTIFY) is not supported"
+                .into(),
+        )));
+    }
     // A container in the caller's mount namespace lives in a chroot: enter the same root.
     let chroot = if config.creates(NamespaceKind::Mount) {
         None
@@ -288,7 +294,7 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
             drop(exec_r);
             let result = take_terminal(req, &identity)
                 .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref()))
-                .and_then(|env| init::exec(&exe, &process.args, &env));
+                .and_then(|dropped| init::exec(&exe, &process.args, &dropped.env));
             let Err(e) = result;
             crate::sys::container::write_stderr(&format!("exec: {e}\n"));
             let _ = nix::unistd::write(&exec_w, b"!");

@@ -260,7 +260,16 @@ fn setup_and_exec(
         };
         crate::sys::container::set_scheduler(&attr).map_err(step("set the scheduler"))?;
     }
-    let env = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
+    let Dropped { env, listener } = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
+    if let Some(listener) = &listener {
+        // The creator copies it (pidfd_getfd) for the seccomp agent while we wait for `start`;
+        // ours closes at the exec.
+        let line = format!("N{}\n", listener.as_raw_fd());
+        sync.as_mut()
+            .expect("sync pipe open")
+            .write_all(line.as_bytes())
+            .map_err(step("report the seccomp listener"))?;
+    }
     wait_for_cgroup(cgroup_joined)?;
     if let Some(mut host_root) = host_root {
         // Ready: from now on `delete` removes them.
@@ -358,20 +367,37 @@ fn resolve_identity(
     Ok(user::resolve(&process.user.user, &passwd, &group, &process.user.additional_gids)?)
 }
 
+/// What [`drop_privileges`] leaves for the exec.
+#[derive(Debug)]
+pub struct Dropped {
+    /// The final environment.
+    pub env: Vec<String>,
+    /// The seccomp listener of `SCMP_ACT_NOTIFY` rules, for the agent (close-on-exec).
+    pub listener: Option<OwnedFd>,
+}
+
 /// Applies rlimits, seccomp, capabilities and the user; returns the final environment.
 /// Shared by init and exec.
 pub fn drop_privileges(
     process: &ProcessConfig,
     identity: &Identity,
     seccomp: Option<&CompiledFilter>,
-) -> Result<Vec<String>, InitError> {
+) -> Result<Dropped, InitError> {
     crate::sys::container::reset_signals().map_err(step("reset signal dispositions"))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(process.umask));
     rlimits::apply(&process.rlimits)?;
+    let mut listener = None;
+    let mut cwd_checked = false;
     if !process.no_new_privileges
         && let Some(filter) = seccomp
     {
-        filter.install()?;
+        // A notified call made by init itself would wait for an agent that has no listener yet:
+        // check the working directory (getcwd) before the filter exists.
+        if filter.notifies() {
+            check_cwd(&process.cwd)?;
+            cwd_checked = true;
+        }
+        listener = filter.install()?;
     }
     caps::apply_bounding(&process.caps)?;
     nix::sys::prctl::set_keepcaps(true).map_err(step("keep capabilities"))?;
@@ -396,13 +422,11 @@ pub fn drop_privileges(
     nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("set uid {}", identity.uid)))?;
     nix::sys::prctl::set_keepcaps(false).map_err(step("reset keep capabilities"))?;
     caps::apply_sets(&process.caps)?;
-    nix::unistd::chdir(&process.cwd).map_err(step(format!("chdir to {}", process.cwd.display())))?;
-    let cwd = nix::unistd::getcwd().map_err(step("check working directory"))?;
-    if !cwd.is_absolute() {
-        return Err(InitError::Step {
-            step: "check working directory".into(),
-            source: std::io::Error::other(format!("{} is outside the container", cwd.display())),
-        });
+    if cwd_checked {
+        // Again as the user: the directory's permissions apply to it.
+        nix::unistd::chdir(&process.cwd).map_err(step(format!("chdir to {}", process.cwd.display())))?;
+    } else {
+        check_cwd(&process.cwd)?;
     }
     if let Some(profile) = &process.apparmor_profile {
         let file =
@@ -416,7 +440,7 @@ pub fn drop_privileges(
     if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
         if let Some(filter) = seccomp {
-            filter.install()?;
+            listener = filter.install()?;
         }
     }
     let mut env = process.env.clone();
@@ -426,7 +450,20 @@ pub fn drop_privileges(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
-    Ok(env)
+    Ok(Dropped { env, listener })
+}
+
+/// `chdir` to the process's cwd and check that it resolves inside the container.
+fn check_cwd(cwd: &Path) -> Result<(), InitError> {
+    nix::unistd::chdir(cwd).map_err(step(format!("chdir to {}", cwd.display())))?;
+    let resolved = nix::unistd::getcwd().map_err(step("check working directory"))?;
+    if !resolved.is_absolute() {
+        return Err(InitError::Step {
+            step: "check working directory".into(),
+            source: std::io::Error::other(format!("{} is outside the container", resolved.display())),
+        });
+    }
+    Ok(())
 }
 
 /// Writes an LSM attribute of this thread (`/proc/thread-self/attr/<file>`), checking that the

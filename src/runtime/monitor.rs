@@ -385,7 +385,11 @@ fn exec_small_monitor(
 /// on v2, `memory.oom_control` in the v1 memory hierarchy.
 pub fn oom_counter_file(cgroup: &CgroupConfig) -> PathBuf {
     match cgroup.version {
-        Version::V1 => cgroup.root.join("memory").join(&cgroup.path).join("memory.oom_control"),
+        Version::V1 => {
+            let memory = cgroup.root.join("memory");
+            let base = cgroup.bases.get("memory").map_or(memory.clone(), |b| memory.join(b));
+            base.join(&cgroup.path).join("memory.oom_control")
+        }
         Version::V2 => cgroup.root.join(&cgroup.path).join("memory.events"),
     }
 }
@@ -475,6 +479,7 @@ mod tests {
             root: PathBuf::from("/sys/fs/cgroup"),
             path: PathBuf::from("rkube/c1"),
             created: Vec::new(),
+            bases: Default::default(),
         };
         assert_eq!(
             oom_counter_file(&cgroup(Version::V1)),

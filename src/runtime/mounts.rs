@@ -177,6 +177,11 @@ pub fn parse_options(options: &[String], typ: &str) -> Result<ParsedOptions, Opt
                     rec.clear = (rec.clear | clear) & !set;
                     continue;
                 }
+                if other == "rnorelatime" {
+                    // As runc and crun: it clears MOUNT_ATTR_RELATIME, whose value is 0, so the
+                    // mounts keep their atime mode (a mode is one value, not a bit to clear).
+                    continue;
+                }
                 if let Some(atime) = recursive_atime(other) {
                     rec_atime = Some(atime);
                     continue;
@@ -220,12 +225,11 @@ fn recursive_attr(option: &str) -> Option<(u64, u64)> {
 }
 
 /// The atime mode of a recursive atime option. The mode is one value, not bits: `ratime` and
-/// `rnostrictatime` go back to the kernel's default (`relatime`), `rnorelatime` means every
-/// access updates atime (`strictatime`).
+/// `rnostrictatime` go back to the kernel's default (`relatime`).
 fn recursive_atime(option: &str) -> Option<u64> {
     Some(match option {
         "rnoatime" => ATTR_NOATIME,
-        "rstrictatime" | "rnorelatime" => ATTR_STRICTATIME,
+        "rstrictatime" => ATTR_STRICTATIME,
         "rrelatime" | "ratime" | "rnostrictatime" => ATTR_RELATIME,
         _ => return None,
     })
@@ -464,6 +468,10 @@ mod tests {
             RecursiveAttrs { set: ATTR_STRICTATIME | ATTR_NODIRATIME | ATTR_NOSYMFOLLOW, clear: ATTR_ATIME }
         );
         assert!(parse_options(&opts(&["rbind"]), "bind").unwrap().recursive.is_empty());
+        // rnorelatime clears relatime, whose value is 0: nothing changes (runc, crun).
+        assert!(parse_options(&opts(&["rbind", "rnorelatime"]), "bind").unwrap().recursive.is_empty());
+        let p = parse_options(&opts(&["rbind", "rnoatime", "rnorelatime"]), "bind").unwrap();
+        assert_eq!(p.recursive, RecursiveAttrs { set: ATTR_NOATIME, clear: ATTR_ATIME });
     }
 
     #[test]

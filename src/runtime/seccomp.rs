@@ -14,7 +14,7 @@ use seccompiler::{
 };
 
 use crate::runtime::syscalls;
-use crate::sys::container::{BpfInstruction, install_seccomp_filter};
+use crate::sys::container::{BpfInstruction, install_seccomp_filter, install_seccomp_listener};
 
 /// Errors while building or installing a seccomp filter.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,9 @@ pub enum SeccompError {
     /// The kernel rejected the filter.
     #[error("install seccomp filter: {0}")]
     Install(#[source] std::io::Error),
+    /// The profile is malformed.
+    #[error("linux.seccomp: {0}")]
+    Invalid(String),
 }
 
 /// What the kernel does when a rule matches.
@@ -45,6 +48,9 @@ pub enum Action {
     Trap,
     /// Allow and log.
     Log,
+    /// Hand the call to the seccomp agent (`SCMP_ACT_NOTIFY`): the program is installed with a
+    /// listener whose fd goes to the profile's [`Listener`].
+    Notify,
 }
 
 /// A comparison on one argument of a system call.
@@ -95,6 +101,20 @@ pub struct Profile {
     pub default: Action,
     /// The rules.
     pub rules: Vec<Rule>,
+    /// The seccomp agent that receives the listener fd of [`Action::Notify`] rules.
+    #[serde(default)]
+    pub listener: Option<Listener>,
+}
+
+/// A seccomp agent (`linux.seccomp.listenerPath`/`listenerMetadata`): once the filter is
+/// installed, the runtime connects to `path` and sends the container process state with the
+/// listener fd (the OCI "container process state" message, one per connection).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listener {
+    /// AF_UNIX stream socket of the agent.
+    pub path: std::path::PathBuf,
+    /// Opaque string passed to the agent as `metadata`.
+    pub metadata: String,
 }
 
 const EPERM: u32 = 1;
@@ -203,18 +223,11 @@ pub fn default_profile(caps: &BTreeSet<String>) -> Profile {
     }
     rules.push(allow("socket", vec![ArgCheck { index: 0, op: ArgOp::Ne, value: AF_VSOCK }]));
     rules.push(Rule { syscall: "clone3".into(), action: Action::Errno(ENOSYS), args: vec![] });
-    Profile { default: Action::Errno(EPERM), rules }
+    Profile { default: Action::Errno(EPERM), rules, listener: None }
 }
 
 /// Translates the OCI `linux.seccomp` section. Unknown system call names are skipped (as runc does).
 pub fn from_oci(spec: &LinuxSeccomp) -> Result<Profile, SeccompError> {
-    // The seccomp agent protocol (SCMP_ACT_NOTIFY handed to `listenerPath`) is not implemented:
-    // refuse at once, before anything exists, so no agent waits for a connection.
-    if spec.listener_path().is_some() || spec.listener_metadata().is_some() {
-        return Err(SeccompError::UnsupportedAction(
-            "listenerPath (the seccomp agent protocol, SCMP_ACT_NOTIFY)".into(),
-        ));
-    }
     let errno_default = spec.default_errno_ret().unwrap_or(EPERM);
     let default = action_from_oci(spec.default_action(), errno_default)?;
     let mut rules = Vec::new();
@@ -245,7 +258,37 @@ pub fn from_oci(spec: &LinuxSeccomp) -> Result<Profile, SeccompError> {
             rules.push(Rule { syscall: name.clone(), action, args: args.clone() });
         }
     }
-    Ok(Profile { default, rules })
+    // SCMP_ACT_NOTIFY (runc's rules): never the default action (every call, the agent's own
+    // included, would wait on it), never `write` (the runtime's own sync would), and only with
+    // an agent to hand the listener to.
+    if default == Action::Notify {
+        return Err(SeccompError::Invalid("SCMP_ACT_NOTIFY cannot be the defaultAction".into()));
+    }
+    let notified: Vec<&str> =
+        rules.iter().filter(|r| r.action == Action::Notify).map(|r| r.syscall.as_str()).collect();
+    if notified.contains(&"write") {
+        return Err(SeccompError::Invalid("SCMP_ACT_NOTIFY cannot be used for the write syscall".into()));
+    }
+    let listener = match spec.listener_path() {
+        Some(path) if !notified.is_empty() => {
+            if !path.is_absolute() {
+                return Err(SeccompError::Invalid(format!(
+                    "listenerPath {} is not absolute",
+                    path.display()
+                )));
+            }
+            Some(Listener {
+                path: path.clone(),
+                metadata: spec.listener_metadata().clone().unwrap_or_default(),
+            })
+        }
+        None if !notified.is_empty() => {
+            return Err(SeccompError::Invalid("SCMP_ACT_NOTIFY needs a listenerPath".into()));
+        }
+        // A listener without notify rules is never contacted (as runc).
+        _ => None,
+    };
+    Ok(Profile { default, rules, listener })
 }
 
 fn action_from_oci(action: LinuxSeccompAction, errno: u32) -> Result<Action, SeccompError> {
@@ -256,6 +299,7 @@ fn action_from_oci(action: LinuxSeccompAction, errno: u32) -> Result<Action, Sec
         LinuxSeccompAction::ScmpActKillProcess => Action::KillProcess,
         LinuxSeccompAction::ScmpActTrap => Action::Trap,
         LinuxSeccompAction::ScmpActLog => Action::Log,
+        LinuxSeccompAction::ScmpActNotify => Action::Notify,
         other => return Err(SeccompError::UnsupportedAction(format!("{other:?}"))),
     })
 }
@@ -268,6 +312,9 @@ fn to_seccompiler(action: Action) -> SeccompAction {
         Action::KillProcess => SeccompAction::KillProcess,
         Action::Trap => SeccompAction::Trap,
         Action::Log => SeccompAction::Log,
+        // seccompiler has no user-notification action: compiled as a trap, then patched (see
+        // `compile`).
+        Action::Notify => SeccompAction::Trap,
     }
 }
 
@@ -287,21 +334,88 @@ fn condition(check: &ArgCheck) -> Result<SeccompCondition, SeccompError> {
 
 /// Compiled BPF programs, in installation order.
 #[derive(Debug, Clone)]
-pub struct CompiledFilter(Vec<Vec<BpfInstruction>>);
+pub struct CompiledFilter {
+    programs: Vec<Vec<BpfInstruction>>,
+    /// The index of the program with the `SCMP_ACT_NOTIFY` rules (installed with a listener).
+    notify: Option<usize>,
+}
+
+/// `SECCOMP_RET_TRAP`, as seccompiler emits it for [`Action::Notify`] placeholders.
+const RET_TRAP: u32 = 0x0003_0000;
+/// `SECCOMP_RET_USER_NOTIF`.
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// `BPF_RET | BPF_K`.
+const BPF_RET_K: u16 = 0x06;
 
 impl CompiledFilter {
     /// Number of BPF programs.
     pub fn programs(&self) -> usize {
-        self.0.len()
+        self.programs.len()
     }
 
-    /// Installs every program on the calling thread.
-    pub fn install(&self) -> Result<(), SeccompError> {
-        for program in &self.0 {
-            install_seccomp_filter(program).map_err(SeccompError::Install)?;
-        }
-        Ok(())
+    /// Whether a program reports to a seccomp agent (installing returns its listener).
+    pub fn notifies(&self) -> bool {
+        self.notify.is_some()
     }
+
+    /// Installs every program on the calling thread; returns the listener fd of the
+    /// `SCMP_ACT_NOTIFY` program, if there is one.
+    pub fn install(&self) -> Result<Option<std::os::fd::OwnedFd>, SeccompError> {
+        let mut listener = None;
+        for (i, program) in self.programs.iter().enumerate() {
+            if self.notify == Some(i) {
+                listener = Some(install_seccomp_listener(program).map_err(SeccompError::Install)?);
+            } else {
+                install_seccomp_filter(program).map_err(SeccompError::Install)?;
+            }
+        }
+        Ok(listener)
+    }
+}
+
+/// The message for a seccomp agent (the OCI "container process state"): the container's state
+/// (`state`, a JSON object as hooks get it), the process pid as the runtime sees it, the
+/// listener's metadata, and the name of the one fd passed with it.
+pub fn agent_message(listener: &Listener, pid: i32, state: &[u8]) -> Vec<u8> {
+    let mut state: serde_json::Value = serde_json::from_slice(state).unwrap_or_default();
+    // youki's agent library (`ContainerProcessState`) requires this field of its own state; it is
+    // true of this runtime (cgroups are never delegated to systemd).
+    state["useSystemd"] = false.into();
+    serde_json::json!({
+        "ociVersion": "1.2.0",
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": listener.metadata,
+        "state": state,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Connects to the agent and sends `message` with the listener fd (SCM_RIGHTS) in one
+/// `sendmsg`, then closes the connection (one state per connection, as the spec asks).
+pub fn send_to_agent(
+    listener: &Listener,
+    fd: std::os::fd::BorrowedFd<'_>,
+    message: &[u8],
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let stream = std::os::unix::net::UnixStream::connect(&listener.path)?;
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(message)];
+    let sent = nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &cmsg,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent != message.len() {
+        return Err(std::io::Error::other(format!("sent {sent} of {} bytes", message.len())));
+    }
+    Ok(())
 }
 
 /// Compiles a profile into BPF programs (see the module doc for the layering).
@@ -322,6 +436,7 @@ pub fn compile(profile: &Profile) -> Result<CompiledFilter, SeccompError> {
         }
     }
     let mut programs = Vec::new();
+    let mut notify = None;
     // The allow list first, so later programs win among equal-precedence results.
     let mut ordered: Vec<(Action, _)> = by_action.into_iter().collect();
     ordered.sort_by_key(|(action, _)| *action != Action::Allow);
@@ -339,9 +454,16 @@ pub fn compile(profile: &Profile) -> Result<CompiledFilter, SeccompError> {
         .map_err(|e| SeccompError::Compile(e.to_string()))?;
         let bpf: seccompiler::BpfProgram =
             filter.try_into().map_err(|e: seccompiler::BackendError| SeccompError::Compile(e.to_string()))?;
-        programs.push(
-            bpf.into_iter().map(|i| BpfInstruction { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect(),
-        );
+        let mut program: Vec<BpfInstruction> =
+            bpf.into_iter().map(|i| BpfInstruction { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
+        if action == Action::Notify {
+            // This program's only non-allow result is the placeholder trap: make it a notification.
+            for insn in program.iter_mut().filter(|i| i.code == BPF_RET_K && i.k == RET_TRAP) {
+                insn.k = RET_USER_NOTIF;
+            }
+            notify = Some(programs.len());
+        }
+        programs.push(program);
     }
     if programs.is_empty() && profile.default != Action::Allow {
         // Nothing allowed at all: a single program returning the default.
@@ -358,7 +480,7 @@ pub fn compile(profile: &Profile) -> Result<CompiledFilter, SeccompError> {
             bpf.into_iter().map(|i| BpfInstruction { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect(),
         );
     }
-    Ok(CompiledFilter(programs))
+    Ok(CompiledFilter { programs, notify })
 }
 
 #[cfg(test)]
@@ -398,7 +520,7 @@ mod tests {
     fn compiles_one_program_per_action() {
         let compiled = compile(&default_profile(&default_caps())).unwrap();
         assert_eq!(compiled.programs(), 2);
-        assert!(compiled.0[0].len() < 4096);
+        assert!(compiled.programs[0].len() < 4096);
     }
 
     #[test]
@@ -413,5 +535,47 @@ mod tests {
         assert_eq!(p.rules.len(), 4);
         assert_eq!(p.rules[2].args, vec![ArgCheck { index: 0, op: ArgOp::Eq, value: 8 }]);
         assert_eq!(compile(&p).unwrap().programs(), 1);
+    }
+
+    fn notify_spec(default: &str) -> Result<Profile, SeccompError> {
+        let json = format!(
+            r#"{{"defaultAction":"{default}","listenerPath":"/run/agent.sock","listenerMetadata":"m",
+            "syscalls":[{{"names":["getcwd"],"action":"SCMP_ACT_NOTIFY"}},
+            {{"names":["mount"],"action":"SCMP_ACT_ERRNO"}}]}}"#
+        );
+        from_oci(&serde_json::from_str::<LinuxSeccomp>(&json).unwrap())
+    }
+
+    #[test]
+    fn notify_rules_compile_to_a_user_notification_program_with_the_listener() {
+        let p = notify_spec("SCMP_ACT_ALLOW").unwrap();
+        assert_eq!(p.listener, Some(Listener { path: "/run/agent.sock".into(), metadata: "m".into() }));
+        let compiled = compile(&p).unwrap();
+        assert!(compiled.notifies());
+        let notify = &compiled.programs[compiled.notify.unwrap()];
+        let rets: Vec<u32> = notify.iter().filter(|i| i.code == BPF_RET_K).map(|i| i.k).collect();
+        assert!(rets.contains(&RET_USER_NOTIF), "{rets:x?}");
+        assert!(!rets.contains(&RET_TRAP), "{rets:x?}");
+        // The errno program is untouched and installed without a listener.
+        assert_eq!(compiled.programs(), 2);
+        let message: serde_json::Value =
+            serde_json::from_slice(&agent_message(p.listener.as_ref().unwrap(), 42, br#"{"id":"c"}"#))
+                .unwrap();
+        assert_eq!(message["fds"], serde_json::json!(["seccompFd"]));
+        assert_eq!((message["pid"].as_i64(), message["metadata"].as_str()), (Some(42), Some("m")));
+        assert_eq!(message["state"]["id"], "c");
+    }
+
+    #[test]
+    fn notify_is_refused_as_default_on_write_and_without_a_listener() {
+        let default = notify_spec("SCMP_ACT_NOTIFY").unwrap_err();
+        assert!(default.to_string().contains("defaultAction"), "{default}");
+        let json = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getcwd"],"action":"SCMP_ACT_NOTIFY"}]}"#;
+        let no_listener = from_oci(&serde_json::from_str(json).unwrap()).unwrap_err();
+        assert!(no_listener.to_string().contains("needs a listenerPath"), "{no_listener}");
+        let json = r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/a","syscalls":[{"names":["write"],"action":"SCMP_ACT_NOTIFY"}]}"#;
+        let write = from_oci(&serde_json::from_str(json).unwrap()).unwrap_err();
+        assert!(write.to_string().contains("write"), "{write}");
+        assert!(!compile(&default_profile(&default_caps())).unwrap().notifies());
     }
 }

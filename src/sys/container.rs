@@ -1,7 +1,7 @@
 //! Raw syscalls the container runtime needs and nix does not wrap: namespace clone without a new
 //! stack, `close_range`, detached read-only or id-mapped bind mounts (`open_tree` +
-//! `mount_setattr`, `move_mount`), seccomp filter installation without forcing no_new_privs, and
-//! `fork`.
+//! `mount_setattr`, `move_mount`), seccomp filter installation without forcing no_new_privs (and
+//! with a notification listener), `pidfd_getfd`, and `fork`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -313,6 +313,47 @@ pub fn install_seccomp_filter(program: &[BpfInstruction]) -> io::Result<()> {
         )
     };
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// [`install_seccomp_filter`] with `SECCOMP_FILTER_FLAG_NEW_LISTENER`: returns the listener fd
+/// (close-on-exec) on which the program's `SECCOMP_RET_USER_NOTIF` results are reported.
+pub fn install_seccomp_listener(program: &[BpfInstruction]) -> io::Result<OwnedFd> {
+    const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: as in `install_seccomp_filter`; with NEW_LISTENER the kernel returns a new fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// A copy of fd `fd` of process `pid` (`pidfd_open` + `pidfd_getfd`, Linux 5.6), close-on-exec.
+pub fn copy_fd_of_process(pid: i32, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd is open; the call returns a new fd (close-on-exec) or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
 }
 
 /// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)` on a raw fd; returns only on error.

@@ -153,7 +153,9 @@ impl TestRuntime {
 
     /// A bundle whose cgroup lives under this runtime's parent.
     pub fn bundle(&self, id: &str, args: &[&str]) -> Bundle {
-        busybox_bundle(args, &self.cgroup_path(id))
+        // Absolute: under the hierarchy root whether created by the library or by the CLI (which
+        // places relative paths under its own cgroup, as runc).
+        busybox_bundle(args, &format!("/{}", self.cgroup_path(id)))
     }
 
     pub fn request(&self, id: &str, bundle: &Bundle) -> CreateRequest {

@@ -268,10 +268,15 @@ pub struct CgroupConfig {
     pub version: Version,
     /// Hierarchy root (`/sys/fs/cgroup` for v1, the cgroup2 mount for v2).
     pub root: PathBuf,
-    /// Path relative to the root (e.g. `rkube/<id>`).
+    /// Path relative to the root (e.g. `rkube/<id>`), or to the v1 controller's entry in
+    /// `bases`.
     pub path: PathBuf,
     /// Directories created by us (removed on delete).
     pub created: Vec<PathBuf>,
+    /// v1: a directory per controller (relative to its hierarchy) that `path` is under, for
+    /// runc's relative placement (the caller's own cgroup of each controller); empty = the roots.
+    #[serde(default)]
+    pub bases: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl CgroupConfig {
@@ -288,20 +293,61 @@ impl CgroupConfig {
             root: root.to_path_buf(),
             path: rel.to_path_buf(),
             created: vec![],
+            bases: Default::default(),
         })
+    }
+
+    /// runc's placement of a relative path: under the caller's own cgroup (`own`, the lines of
+    /// `/proc/self/cgroup`): v1 per controller; v2 under the parent of the caller's cgroup (its
+    /// own holds processes, so it can have no child with controllers).
+    pub fn relative_to(mut self, own: &str) -> Self {
+        let own = parse_proc_cgroup(own);
+        match self.version {
+            Version::V1 => {
+                self.bases = own
+                    .into_iter()
+                    .filter(|(ctrl, _)| !ctrl.is_empty())
+                    .flat_map(|(ctrls, path)| {
+                        let rel = PathBuf::from(path.trim_start_matches('/'));
+                        ctrls.split(',').map(move |c| (c.to_string(), rel.clone())).collect::<Vec<_>>()
+                    })
+                    .collect();
+            }
+            Version::V2 => {
+                if let Some((_, path)) = own.iter().find(|(ctrl, _)| ctrl.is_empty()) {
+                    let parent = Path::new(path.trim_start_matches('/')).parent().unwrap_or(Path::new(""));
+                    self.path = parent.join(&self.path);
+                }
+            }
+        }
+        self
     }
 
     /// The manager for this config.
     pub fn manager(&self) -> Box<dyn CgroupManager> {
         match self.version {
-            Version::V1 => {
-                Box::new(v1::V1Cgroup::new(self.root.clone(), self.path.clone(), self.created.clone()))
-            }
+            Version::V1 => Box::new(
+                v1::V1Cgroup::new(self.root.clone(), self.path.clone(), self.created.clone())
+                    .with_bases(self.bases.clone()),
+            ),
             Version::V2 => {
                 Box::new(v2::V2Cgroup::new(self.root.clone(), self.path.clone(), self.created.clone()))
             }
         }
     }
+}
+
+/// `/proc/<pid>/cgroup` as (controllers, path) pairs: `"cpu,cpuacct"`, `"name=systemd"`, or
+/// `""` for the v2 hierarchy.
+pub fn parse_proc_cgroup(content: &str) -> Vec<(String, String)> {
+    content
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            Some((ctrls.to_string(), path.to_string()))
+        })
+        .collect()
 }
 
 pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -385,6 +431,27 @@ pub(crate) fn kill_procs(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_go_under_the_callers_own_cgroups_as_in_runc() {
+        let own = "10:hugetlb:/\n4:memory:/svc/a\n2:cpu,cpuacct:/svc\n1:name=systemd:/svc\n0::/svc/a\n";
+        let config = |version| CgroupConfig {
+            version,
+            root: "/sys/fs/cgroup".into(),
+            path: "c1".into(),
+            created: vec![],
+            bases: Default::default(),
+        };
+        let v1 = config(Version::V1).relative_to(own);
+        let v1m = v1::V1Cgroup::new(v1.root.clone(), v1.path.clone(), vec![]).with_bases(v1.bases.clone());
+        assert_eq!(v1m.dir("hugetlb"), Path::new("/sys/fs/cgroup/hugetlb/c1"));
+        assert_eq!(v1m.dir("memory"), Path::new("/sys/fs/cgroup/memory/svc/a/c1"));
+        assert_eq!(v1m.dir("cpuacct"), Path::new("/sys/fs/cgroup/cpuacct/svc/c1"));
+        assert_eq!(v1m.dir("pids"), Path::new("/sys/fs/cgroup/pids/c1"), "not listed: the root");
+        // v2: beside the caller's own (leaf) cgroup.
+        assert_eq!(config(Version::V2).relative_to(own).path, Path::new("svc/c1"));
+        assert_eq!(config(Version::V2).relative_to("0::/\n").path, Path::new("c1"));
+    }
 
     #[test]
     fn rejects_escaping_paths() {

@@ -20,12 +20,28 @@ pub struct V1Cgroup {
     root: PathBuf,
     path: PathBuf,
     created: Vec<PathBuf>,
+    bases: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl V1Cgroup {
     /// A cgroup at `<root>/<controller>/<path>`; `created` lists directories made earlier.
     pub fn new(root: PathBuf, path: PathBuf, created: Vec<PathBuf>) -> Self {
-        V1Cgroup { root, path, created }
+        V1Cgroup { root, path, created, bases: Default::default() }
+    }
+
+    /// Places `path` under `bases[controller]` in each hierarchy (see `CgroupConfig::bases`).
+    pub fn with_bases(mut self, bases: std::collections::BTreeMap<String, PathBuf>) -> Self {
+        self.bases = bases;
+        self
+    }
+
+    /// The directory of a controller that `path` is relative to.
+    fn base(&self, controller: &str) -> PathBuf {
+        let hierarchy = self.root.join(controller);
+        match self.bases.get(controller) {
+            Some(base) => hierarchy.join(base),
+            None => hierarchy,
+        }
     }
 
     /// Controllers mounted under the root (a missing hierarchy is skipped), plus the optional
@@ -39,7 +55,7 @@ impl V1Cgroup {
 
     /// The directory of a controller.
     pub fn dir(&self, controller: &str) -> PathBuf {
-        self.root.join(controller).join(&self.path)
+        self.base(controller).join(&self.path)
     }
 
     fn read_u64(&self, controller: &str, file: &str) -> u64 {
@@ -49,7 +65,7 @@ impl V1Cgroup {
     /// runc's `cpusetEnsureParent`: a new cpuset cgroup starts with no cpus and mems, and no
     /// task can join it; give every level on the path that is empty its parent's.
     fn cpuset_inherit(&self) -> Result<(), CgroupError> {
-        let mut parent = self.root.join("cpuset");
+        let mut parent = self.base("cpuset");
         for comp in self.path.components() {
             let dir = parent.join(comp);
             for file in ["cpuset.cpus", "cpuset.mems"] {
@@ -171,7 +187,7 @@ impl CgroupManager for V1Cgroup {
             CONTROLLERS.iter().copied().filter(|c| self.root.join(c).is_dir()).collect();
         wanted.extend(optional.iter().copied());
         for ctrl in wanted {
-            let base = self.root.join(ctrl);
+            let base = self.base(ctrl);
             let mut created = std::mem::take(&mut self.created);
             let result = mkdir_recording(&base, &self.path, &mut created);
             self.created = created;
