@@ -322,7 +322,7 @@ pub fn format(
 }
 
 /// Ready endpoints of `port` as (ip, backend port, on this node), sorted and de-duplicated.
-fn ready_endpoints(
+pub(crate) fn ready_endpoints(
     all: &[ServiceEndpoints],
     svc: &Service,
     port: &ServicePort,
