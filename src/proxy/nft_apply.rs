@@ -113,18 +113,33 @@ impl NftProxier {
         }
     }
 
-    /// Programs `services` in the calling thread's network namespace.
+    /// Programs `services` in the calling thread's network namespace. A partial sync starts with a
+    /// no-op on our table, so it fails when the table vanished (someone flushed the ruleset; listing
+    /// a large table to check would cost seconds): then, and after any other failed partial sync, a
+    /// full sync follows at once.
     pub fn sync(
         &mut self,
         services: &[Service],
         endpoints: &[ServiceEndpoints],
     ) -> Result<SyncStats, ProxyError> {
-        if self.programmed.is_some() && !table_exists(&self.config).unwrap_or(false) {
-            self.request_full_sync();
-        }
         let rules = nft::build(services, endpoints, &self.config);
         let (text, stats) = self.plan(&rules);
-        match load(&text) {
+        let loaded = if stats.full {
+            load(&text)
+        } else {
+            let canary = format!("add chain ip {} services\n", nft::table_name(&self.config));
+            load(&(canary + &text)).or_else(|e| {
+                tracing::info!("partial nftables sync failed ({e}); syncing everything");
+                self.request_full_sync();
+                load(&nft::full(&rules, &self.config))
+            })
+        };
+        let stats = if self.programmed.is_none() {
+            SyncStats { full: true, services_written: rules.services.len(), conntrack_cleared: 0 }
+        } else {
+            stats
+        };
+        match loaded {
             Ok(()) => {
                 let stale = self
                     .programmed
