@@ -88,11 +88,16 @@ impl Backend {
             Inner::Nftables(p) => p.sync(services, endpoints)?,
         };
         if !self.other_removed {
-            match self.inner {
-                Inner::Iptables(_) => nft_apply::flush(&self.config)?,
-                Inner::Nftables(_) => apply::flush(&self.config)?,
-            }
+            // Once: a failure here (e.g. the other mode's tool is not installed) does not undo the
+            // sync that just worked.
             self.other_removed = true;
+            let removed = match self.inner {
+                Inner::Iptables(_) => nft_apply::flush(&self.config).map_err(ProxyError::from),
+                Inner::Nftables(_) => apply::flush(&self.config),
+            };
+            if let Err(e) = removed {
+                tracing::warn!("removing the other proxy mode's rules: {e}");
+            }
         }
         Ok(stats)
     }

@@ -68,7 +68,11 @@ pub fn parse_tables(out: &str) -> Vec<&str> {
 pub fn flush(config: &ProxyConfig) -> Result<(), NftError> {
     // `add` first so that the delete never fails on a missing table: one transaction.
     let t = nft::table_name(config);
-    load(&format!("add table ip {t}\n{}", nft::delete_table(config)))
+    match load(&format!("add table ip {t}\n{}", nft::delete_table(config))) {
+        // Without nft no table of ours can have been made: nothing to remove.
+        Err(NftError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// kube-proxy's nftables sync: the first sync (and any after a failure, or when the table
