@@ -305,7 +305,7 @@ fn switching_proxy_mode_removes_the_other_backends_rules() {
     let vip = SocketAddrV4::new(Ipv4Addr::new(10, 96, 28, 1), 80);
     let svcs = [service("a", *vip.ip())];
     let eps = [endpoints("a", &[p1.ip])];
-    let mut run = |mode| {
+    let run = |mode| {
         let mut backend = Backend::new(mode, config.clone());
         run_in_netns(Some(&node.node_ns), || backend.sync(&svcs, &eps)).unwrap().expect("sync");
         assert_eq!(tally(&client.netns_path, vip, 3).get("w1"), Some(&3), "{mode}");
