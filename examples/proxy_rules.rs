@@ -61,10 +61,11 @@ fn main() {
         let start = Instant::now();
         let text = if partial {
             let mut proxier = NftProxier::new(config.clone());
-            proxier.assume_programmed(nft::build(&svcs, &eps, &config));
+            let first = proxier.plan(&svcs, &eps);
+            proxier.commit(first);
             eps[0].endpoints[0].ip = Ipv4Addr::new(10, 255, 0, 1);
             let start = Instant::now();
-            let text = proxier.plan(&nft::build(&svcs, &eps, &config)).0;
+            let text = proxier.plan(&svcs, &eps).text;
             eprintln!("render_seconds {:.4}", start.elapsed().as_secs_f64());
             text
         } else {

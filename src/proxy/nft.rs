@@ -137,14 +137,26 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
     let mut set = NftRuleSet::default();
     let index = EndpointIndex::new(endpoints);
     for svc in services {
-        let Some(cluster_ip) = svc.cluster_ip else { continue };
-        for port in &svc.ports {
-            let spn = chains::service_port_name(&svc.namespace, &svc.name, &port.name);
-            let block = service_block(svc, cluster_ip, port, &spn, &index, config);
-            set.services.insert(spn, block);
-        }
+        set.services.extend(service_blocks(svc, &index, config));
     }
     set
+}
+
+/// The blocks of one Service's ports (none for a headless Service), by service port name.
+pub(crate) fn service_blocks(
+    svc: &Service,
+    index: &EndpointIndex,
+    config: &ProxyConfig,
+) -> Vec<(String, NftBlock)> {
+    let Some(cluster_ip) = svc.cluster_ip else { return Vec::new() };
+    svc.ports
+        .iter()
+        .map(|port| {
+            let spn = chains::service_port_name(&svc.namespace, &svc.name, &port.name);
+            let block = service_block(svc, cluster_ip, port, &spn, index, config);
+            (spn, block)
+        })
+        .collect()
 }
 
 fn service_block(
@@ -410,9 +422,18 @@ pub fn changed(old: &NftRuleSet, new: &NftRuleSet) -> BTreeSet<String> {
 /// their old map elements are deleted, their chains flushed and rewritten, chains and sets no
 /// longer wanted deleted, and their new elements added.
 pub fn partial(old: &NftRuleSet, new: &NftRuleSet, config: &ProxyConfig) -> String {
+    partial_of(old, new, &changed(old, new), config)
+}
+
+/// [`partial`] for the service ports `changed` (known to the caller; others are not compared).
+pub fn partial_of(
+    old: &NftRuleSet,
+    new: &NftRuleSet,
+    changed: &BTreeSet<String>,
+    config: &ProxyConfig,
+) -> String {
     let t = format!("ip {}", table_name(config));
     let mut out = String::new();
-    let changed = changed(old, new);
     let empty = NftBlock::default();
     let pairs: Vec<(&NftBlock, &NftBlock)> = changed
         .iter()

@@ -329,7 +329,7 @@ pub(crate) struct EndpointIndex<'a> {
 }
 
 impl<'a> EndpointIndex<'a> {
-    pub(crate) fn new(all: &'a [ServiceEndpoints]) -> Self {
+    pub(crate) fn new(all: impl IntoIterator<Item = &'a ServiceEndpoints>) -> Self {
         let mut by_port: HashMap<(&str, &str, &str), Vec<&Endpoint>> = HashMap::new();
         for e in all {
             by_port
