@@ -79,12 +79,15 @@ pub fn flush(config: &ProxyConfig) -> Result<(), NftError> {
     }
 }
 
+/// One Service's input to the last sync: the Service, its endpoint lists, its ports' block names.
+type ServiceInput = (Service, Vec<ServiceEndpoints>, Vec<String>);
+
 /// What was programmed: the rules, and per Service (namespace, name) the input they came from.
 #[derive(Debug, Clone, Default)]
 struct State {
     rules: NftRuleSet,
     /// The Service, its endpoint lists and the names of its ports' blocks.
-    inputs: HashMap<(String, String), (Service, Vec<ServiceEndpoints>, Vec<String>)>,
+    inputs: HashMap<(String, String), ServiceInput>,
 }
 
 /// A planned sync: the transaction, and the state to keep once it loaded.
