@@ -1,19 +1,25 @@
-//! Prints the Service rules for N synthetic services (E endpoints each) as iptables-restore input.
-//! Used by hack/bench-net.sh: `proxy_rules <services> [endpoints] [partial]`; render time goes to
-//! stderr. With `partial`, prints the partial-sync input after one service's endpoints changed.
+//! Prints the Service rules for N synthetic services (E endpoints each) as iptables-restore input
+//! or, with `nft`, as an `nft -f` transaction. Used by hack/bench-services.sh:
+//! `proxy_rules <services> [endpoints] [partial] [nft]`; render time goes to stderr. With
+//! `partial`, prints the partial-sync input after one service's endpoints changed.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use rkube::network::Protocol;
+use rkube::proxy::nft;
 use rkube::proxy::render::build;
-use rkube::proxy::{Endpoint, Proxier, ProxyConfig, Service, ServiceEndpoints, ServicePort, render};
+use rkube::proxy::{
+    Endpoint, NftProxier, Proxier, ProxyConfig, Service, ServiceEndpoints, ServicePort, render,
+};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let services: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let per_service: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
-    let partial = args.next().as_deref() == Some("partial");
+    let rest: Vec<String> = args.collect();
+    let partial = rest.iter().any(|a| a == "partial");
+    let nftables = rest.iter().any(|a| a == "nft");
     let mut svcs = Vec::new();
     let mut eps = Vec::new();
     for i in 0..services {
@@ -51,6 +57,25 @@ fn main() {
     }
     let config =
         ProxyConfig { cluster_cidr: Some("10.244.0.0/16".parse().unwrap()), ..ProxyConfig::default() };
+    if nftables {
+        let start = Instant::now();
+        let text = if partial {
+            let mut proxier = NftProxier::new(config.clone());
+            let first = proxier.plan(&svcs, &eps);
+            proxier.commit(first);
+            eps[0].endpoints[0].ip = Ipv4Addr::new(10, 255, 0, 1);
+            let start = Instant::now();
+            let text = proxier.plan(&svcs, &eps).text;
+            eprintln!("render_seconds {:.4}", start.elapsed().as_secs_f64());
+            text
+        } else {
+            let text = nft::full(&nft::build(&svcs, &eps, &config), &config);
+            eprintln!("render_seconds {:.4}", start.elapsed().as_secs_f64());
+            text
+        };
+        print!("{text}");
+        return;
+    }
     if partial {
         let mut proxier = Proxier::new(config.clone());
         proxier.assume_programmed(&build(&svcs, &eps, &config));

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails if objects with rkube's prefixes are left on the host (mounts, links, netns, cgroups,
-# RKUBE- iptables chains, processes): the test suite's leak check.
+# RKUBE- iptables chains, rkube nftables tables, processes): the test suite's leak check.
 # Inside the CI container (hack/ci-container.sh), RKUBE_CHECK_SKIP lists what the container itself
 # holds and is not a leak: its bind mounts (checkout, target dir) and its own cgroup (`/rkube-ci-N`,
 # seen through the bound host hierarchy), each matched as a whole mount point or cgroup path suffix.
@@ -20,6 +20,8 @@ left=$( {
   find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*rkube*' 2>/dev/null \
     | sed 's/^/cgroup /' | skip
   iptables-save 2>/dev/null | grep -E '^(:RKUBE|-A RKUBE)' | sed 's/^/iptables /'
+  # The nftables proxy mode's table (`ip rkube-proxy`), or any other table of ours.
+  nft list tables 2>/dev/null | awk '$3 ~ /^rkube/ {print "nft table " $2 " " $3}'
   pgrep -a -f 'target[^/]*/.*/(rkubelet|rkube-master|rkube-monitor)' 2>/dev/null | sed 's/^/process /'
 } || true )
 if [ -n "$left" ]; then

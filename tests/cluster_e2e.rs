@@ -446,6 +446,22 @@ fn services_on_every_node(c: &Cluster) {
         }
     }
 
+    // The nodes program Services in nftables mode (the default): their own table, no iptables chains.
+    for i in 1..=node_ips.len() {
+        let ns = format!("rkube-node{i}");
+        let tables =
+            Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&tables.stdout).contains("table ip rkube-proxy"),
+            "node{i}: no nft table"
+        );
+        let saved = Command::new("ip").args(["netns", "exec", &ns, "iptables-save"]).output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&saved.stdout).contains("RKUBE-SERVICES"),
+            "node{i}: iptables rules"
+        );
+    }
+
     // From a pod: the ClusterIP balances over all three green pods, on every node.
     let client = &blue[0];
     let mut seen = std::collections::BTreeSet::new();

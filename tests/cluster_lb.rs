@@ -166,6 +166,9 @@ fn load_balancer_pool_on_a_cluster() {
     let rules = Command::new("ip").args(["netns", "exec", &ns, "iptables-save"]).output().unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(!rules.contains("RKUBE-SVC") && !rules.contains("RKUBE-SERVICES"), "{rules}");
+    let tables = Command::new("ip").args(["netns", "exec", &ns, "nft", "list", "tables"]).output().unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains("rkube"), "nft tables left after reset: {tables}");
     let routes = Command::new("ip").args(["-n", &ns, "route"]).output().unwrap();
     let routes = String::from_utf8_lossy(&routes.stdout);
     assert!(!routes.contains("10.244."), "pod routes left after reset: {routes}");

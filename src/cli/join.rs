@@ -17,7 +17,7 @@ use crate::kubelet::backoff::BackoffPolicy;
 use crate::kubelet::joined::disk::DiskPods;
 use crate::kubelet::joined::nodeinfo::NodeIdentity;
 use crate::kubelet::joined::{self, JoinedConfig, PodSync, announce, routes, services};
-use crate::proxy::ProxyConfig;
+use crate::proxy::{ProxyConfig, ProxyMode};
 
 /// The cluster's pod range when `--cluster-cidr` is not given (rkube-master's default).
 const DEFAULT_CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -51,6 +51,11 @@ pub struct JoinArgs {
     /// First CrashLoopBackOff delay in milliseconds (doubles up to 5 minutes).
     #[arg(long, default_value_t = 10_000)]
     pub backoff_initial_ms: u64,
+    /// How the node programs Services: `iptables` (kube-proxy's iptables layout through
+    /// iptables-restore) or `nftables` (kube-proxy's nftables layout in the node's own
+    /// `rkube-proxy` table; much faster with many Services). Switching removes the other mode's rules.
+    #[arg(long, default_value_t = ProxyMode::Nftables)]
+    pub proxy_mode: ProxyMode,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -189,7 +194,13 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
             tokio::spawn(joined::lease_loop(client.clone(), cfg.clone(), stop_rx.clone())),
             tokio::spawn(joined::node_status_loop(client.clone(), cfg.clone(), root, stop_rx.clone())),
             tokio::spawn(PodSync::new(pods, cfg.clone(), client.clone()).run(stop_rx.clone())),
-            tokio::spawn(services::proxy_loop(watch.clone(), name.clone(), proxy, stop_rx.clone())),
+            tokio::spawn(services::proxy_loop(
+                watch.clone(),
+                name.clone(),
+                args.proxy_mode,
+                proxy,
+                stop_rx.clone(),
+            )),
             tokio::spawn(routes::route_loop(client.clone(), name.clone(), creds.routes(), stop_rx.clone())),
             tokio::spawn(announce::announce_loop(
                 client.clone(),

@@ -312,11 +312,8 @@ pub fn run(command: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Reset { force, time, node } => {
-            let config = node.node();
-            reset::reset(&config, force, time.map(Duration::from_secs))?;
-            let proxy =
-                crate::proxy::ProxyConfig { prefix: config.chain_prefix.clone(), ..Default::default() };
-            crate::kubelet::joined::teardown(&node.credentials(), &proxy)?;
+            reset::reset(&node.node(), force, time.map(Duration::from_secs))?;
+            crate::kubelet::joined::teardown(&node.credentials())?;
             println!("node reset");
             Ok(0)
         }

@@ -1,6 +1,7 @@
 //! Node teardown (`rkubelet reset`): stops the agent, removes every pod (only with `force`),
 //! then the node-level objects pods leave behind on purpose — the bridge, the node NAT chains and
-//! jumps, orphaned pins/veths/IPs, the IPAM state, the empty cgroup parent and the run files.
+//! jumps, the Service rules of either proxy mode (iptables chains, the nftables table), orphaned
+//! pins/veths/IPs, the IPAM state, the empty cgroup parent and the run files.
 
 use std::fs;
 use std::io;
@@ -27,6 +28,10 @@ pub enum ResetError {
     Pod(#[from] PodError),
     #[error("reset network: {0}")]
     Network(Box<PodNetworkError>),
+    #[error("reset: {0}")]
+    Netns(Box<crate::network::netns::NetnsError>),
+    #[error("reset: {0}")]
+    Proxy(#[from] crate::proxy::ProxyError),
     #[error("reset: {step} {path}: {source}")]
     Io { step: &'static str, path: PathBuf, source: io::Error },
 }
@@ -67,6 +72,11 @@ pub fn reset(node: &NodeConfig, force: bool, grace: Option<Duration>) -> Result<
     let network = node.network()?;
     network.garbage_collect(&[])?;
     network.reset_node()?;
+    let proxy = crate::proxy::ProxyConfig { prefix: node.chain_prefix.clone(), ..Default::default() };
+    crate::network::netns::run_in_netns(node.node_netns.as_deref(), || {
+        crate::proxy::backend::flush_all(&proxy)
+    })
+    .map_err(|e| ResetError::Netns(Box::new(e)))??;
     network.remove_state()?;
     remove_pins(&node.ipc_dir())?;
     remove_cgroup_parent(&node.cgroup_root, &node.cgroup_parent);

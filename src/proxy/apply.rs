@@ -15,6 +15,8 @@ pub enum ProxyError {
     #[error("service rules: {0}")]
     Iptables(#[from] IptablesError),
     #[error("service rules: {0}")]
+    Nft(#[from] super::nft_apply::NftError),
+    #[error("service rules: {0}")]
     Conntrack(#[from] conntrack::ConntrackError),
     #[error("service rules: chain prefix {prefix:?} must be 1..=7 characters")]
     BadPrefix { prefix: String },

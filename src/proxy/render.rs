@@ -4,7 +4,7 @@
 //! block of chains per service port. [`format`] turns all of it, or only the blocks that changed
 //! (partial sync, as kube-proxy does since 1.26), into restore input.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -68,6 +68,7 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
     let fixed = FixedChains::new(p);
     let mut set = RuleSet::default();
     let mut nodeport_rules = Vec::new();
+    let index = EndpointIndex::new(endpoints);
 
     let mut sorted: Vec<&Service> = services.iter().filter(|s| s.cluster_ip.is_some()).collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -79,7 +80,7 @@ pub fn build(services: &[Service], endpoints: &[ServiceEndpoints], config: &Prox
             let spn = chains::service_port_name(&svc.namespace, &svc.name, &port.name);
             let proto = port.protocol.as_str();
             let m = format!("-m {proto} -p {proto}");
-            let ready = ready_endpoints(endpoints, svc, port);
+            let ready = index.ready(svc, port);
             if ready.is_empty() {
                 let reject = "-j REJECT";
                 let c = format!("-m comment --comment \"{spn} has no endpoints\"");
@@ -321,23 +322,34 @@ pub fn format(
     out
 }
 
-/// Ready endpoints of `port` as (ip, backend port, on this node), sorted and de-duplicated.
-fn ready_endpoints(
-    all: &[ServiceEndpoints],
-    svc: &Service,
-    port: &ServicePort,
-) -> Vec<(Ipv4Addr, u16, bool)> {
-    let mut set: BTreeMap<(Ipv4Addr, u16), bool> = BTreeMap::new();
-    let matching = all
-        .iter()
-        .filter(|e| e.namespace == svc.namespace && e.service == svc.name && e.port_name == port.name)
-        .flat_map(|e| e.endpoints.iter())
-        .filter(|e: &&Endpoint| e.ready);
-    for e in matching {
-        let key = (e.ip, if e.port == 0 { port.target_port } else { e.port });
-        *set.entry(key).or_default() |= e.local;
+/// The endpoint lists of every service port, indexed once per sync (looking each port up in the
+/// whole list would make a sync quadratic in the number of Services).
+pub(crate) struct EndpointIndex<'a> {
+    by_port: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Endpoint>>,
+}
+
+impl<'a> EndpointIndex<'a> {
+    pub(crate) fn new(all: impl IntoIterator<Item = &'a ServiceEndpoints>) -> Self {
+        let mut by_port: HashMap<(&str, &str, &str), Vec<&Endpoint>> = HashMap::new();
+        for e in all {
+            by_port
+                .entry((e.namespace.as_str(), e.service.as_str(), e.port_name.as_str()))
+                .or_default()
+                .extend(e.endpoints.iter());
+        }
+        Self { by_port }
     }
-    set.into_iter().map(|((ip, port), local)| (ip, port, local)).collect()
+
+    /// Ready endpoints of `port` as (ip, backend port, on this node), sorted and de-duplicated.
+    pub(crate) fn ready(&self, svc: &Service, port: &ServicePort) -> Vec<(Ipv4Addr, u16, bool)> {
+        let mut set: BTreeMap<(Ipv4Addr, u16), bool> = BTreeMap::new();
+        let key = (svc.namespace.as_str(), svc.name.as_str(), port.name.as_str());
+        for e in self.by_port.get(&key).into_iter().flatten().filter(|e| e.ready) {
+            let key = (e.ip, if e.port == 0 { port.target_port } else { e.port });
+            *set.entry(key).or_default() |= e.local;
+        }
+        set.into_iter().map(|((ip, port), local)| (ip, port, local)).collect()
+    }
 }
 
 /// `-m statistic` for endpoint `i` of `n`: 1/(n-i), none for the last one.

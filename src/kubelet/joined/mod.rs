@@ -912,23 +912,17 @@ pub enum TeardownError {
     Announce(#[from] announce::AnnounceError),
     #[error(transparent)]
     Routes(#[from] routes::RouteError),
-    #[error("removing service rules: {0}")]
-    Proxy(#[from] crate::proxy::ProxyError),
 }
 
-/// Removes what a joined node programmed on its host besides pods (`rkubelet reset`): the load
-/// balancer addresses it announced, its routes to other nodes' pods and its service rules.
-/// Nothing happens on a node that never joined.
-pub fn teardown(
-    creds: &crate::client::join::NodeCredentials,
-    proxy: &crate::proxy::ProxyConfig,
-) -> Result<(), TeardownError> {
+/// Removes what a joined node programmed on its host besides pods and service rules (which
+/// `kubelet::reset` removes): the load balancer addresses it announced and its routes to other
+/// nodes' pods. Nothing happens on a node that never joined.
+pub fn teardown(creds: &crate::client::join::NodeCredentials) -> Result<(), TeardownError> {
     if !creds.exist() {
         return Ok(());
     }
     announce::withdraw_all(&creds.announced())?;
     routes::remove_all(&creds.routes())?;
-    crate::proxy::flush(proxy)?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use crate::network::Protocol;
-use crate::proxy::{Endpoint, Proxier, ProxyConfig, Service, ServiceEndpoints, ServicePort};
+use crate::proxy::{Backend, Endpoint, ProxyConfig, ProxyMode, Service, ServiceEndpoints, ServicePort};
 
 /// The label naming an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -222,6 +222,7 @@ impl ServiceWatch {
 pub async fn proxy_loop(
     watch: ServiceWatch,
     node: String,
+    mode: ProxyMode,
     config: ProxyConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -231,7 +232,7 @@ pub async fn proxy_loop(
         _ = stop.changed() => return,
         ready = watch.ready() => if !ready { return },
     }
-    let mut proxier = Some(Proxier::new(config));
+    let mut proxier = Some(Backend::new(mode, config));
     let mut last_full = Instant::now();
     loop {
         changed.mark_unchanged();
@@ -253,6 +254,7 @@ pub async fn proxy_loop(
             Ok((stats, n)) => {
                 tracing::debug!(
                     services = n,
+                    mode = %mode,
                     full = stats.full,
                     written = stats.services_written,
                     took_ms = started.elapsed().as_millis() as u64,
