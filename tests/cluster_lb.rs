@@ -160,7 +160,7 @@ fn load_balancer_pool_on_a_cluster() {
 
     // `rkubelet reset` removes the address, the service rules and the routes the node programmed.
     let out = c.rkubelet(announcer, "reset", &["--force", "--time", "0"]);
-    assert!(out.status.success(), "reset: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "reset: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
     assert!(!holders(2).contains(&announcer), "the address stays after reset");
     let ns = format!("rkube-node{announcer}");
     let rules = Command::new("ip").args(["netns", "exec", &ns, "iptables-save"]).output().unwrap();

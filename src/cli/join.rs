@@ -81,6 +81,9 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     let Some(_lock) = agent::try_lock(&node)? else {
         bail!("an agent is already running for {}; stop it first", node.run_dir.display());
     };
+    // Recorded with the lock, so `rkubelet reset` signals this process even while it still joins
+    // (a SIGTERM before the handlers below are in place ends it at once).
+    agent::write_pid(&node)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match &args.token {
         Some(token) => {
@@ -148,7 +151,6 @@ pub fn run(args: &JoinArgs) -> anyhow::Result<i32> {
     node.dns.cluster_dns = cluster_dns.map(IpAddr::V4).into_iter().collect();
     node.dns.cluster_domain = args.cluster_domain.clone();
     eprintln!("node {name} registered (InternalIP {ip}, pod CIDR {cidr}); running its pods");
-    agent::write_pid(&node)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let signals = super::pod::stop_on_signals(stop.clone());

@@ -95,12 +95,16 @@ fn stop_agent(node: &NodeConfig, wait: Duration) -> Result<(), ResetError> {
     if !agent::is_running(node) {
         return Ok(());
     }
-    let pid = agent::read_pid(node).unwrap_or(0);
-    if pid > 0 {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
     let deadline = Instant::now() + wait;
+    let mut signalled = 0;
     while agent::is_running(node) {
+        // The pid file may still name an agent that was killed, until the one holding the lock now
+        // records itself: signal whichever pid it names, once each.
+        let pid = agent::read_pid(node).unwrap_or(0);
+        if pid > 0 && pid != signalled {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            signalled = pid;
+        }
         if Instant::now() > deadline {
             return Err(ResetError::AgentStuck { pid, lock: node.run_dir.join("agent.lock"), waited: wait });
         }
