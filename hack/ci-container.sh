@@ -110,6 +110,10 @@ if [ ! -d "$CLEAN" ]; then
 fi
 log "copying $CLEAN for this run"
 cp -a "$CLEAN" "$WORK/rootfs"
+# The host's CA bundle beside the container's own, for pip (PIP_CERT in the container): HTTPS to
+# the package registries may pass a TLS-inspecting proxy whose CA only the host trusts.
+cp /etc/ssl/certs/ca-certificates.crt "$WORK/rootfs/etc/ssl/certs/rkube-host-ca.crt" 2>/dev/null \
+  || cp "$WORK/rootfs/etc/ssl/certs/ca-certificates.crt" "$WORK/rootfs/etc/ssl/certs/rkube-host-ca.crt"
 
 # The container's config: privileged (every capability the host has, no seccomp, all devices,
 # writable /sys and cgroups, the host's /dev), the toolchain and checkout bound at their own paths.
@@ -146,7 +150,8 @@ bundle() {
       env: (["PATH=\($cargo)/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "RUSTUP_HOME=\($rustup)", "CARGO_HOME=\($cargo)",
             "CARGO_TARGET_DIR=\($target)", "CI=true", "RKUBE_CI_CONTAINER=1", "TERM=dumb", "LANG=C.UTF-8",
-            "RKUBE_CHECK_SKIP=\($cgroup) \($repo) \($target) \($cargo) \($rustup) \($tmp)"]
+            "RKUBE_CHECK_SKIP=\($cgroup) \($repo) \($target) \($cargo) \($rustup) \($tmp)",
+            "PIP_CERT=/etc/ssl/certs/rkube-host-ca.crt"]
             + (if $netns == "" then [] else ["CARGO_NET_OFFLINE=true"] end)),
       capabilities: {bounding: $caps, effective: $caps, permitted: $caps},
       noNewPrivileges: false
