@@ -114,8 +114,14 @@ switch() {
   server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')
   (cd "$REPO_DIR/tests/fixtures/seed" && kubectl apply -f configmap.yaml -f secret.yaml \
     -f deployment-green.yaml -f deployment-blue.yaml >/dev/null)
-  kubectl create service clusterip switch --tcp=80:80 >/dev/null
-  kubectl patch svc switch -p '{"spec":{"selector":{"type":"webserver","color":"green"}}}' >/dev/null
+  kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: switch}
+spec:
+  ports: [{port: 80, targetPort: 80}]
+  selector: {type: webserver, color: green}
+YAML
   for color in green blue; do
     kubectl wait --for=jsonpath='{.status.readyReplicas}'=3 "deployment/webserver-$color" --timeout=300s >/dev/null
   done
