@@ -7,6 +7,8 @@ pub mod backend;
 pub mod chains;
 pub mod checks;
 pub mod conntrack;
+#[cfg(test)]
+mod fixtures;
 pub mod nft;
 pub mod nft_apply;
 pub mod render;
