@@ -168,6 +168,7 @@ pub async fn run(socket: WebSocket, runtime: Runtime, id: String, params: ExecPa
             finish(&out_tx, exit_status(Err(e)));
             drop(out_tx);
             let _ = writer.await;
+            await_close(&mut incoming).await;
             return;
         }
     };
@@ -226,6 +227,22 @@ pub async fn run(socket: WebSocket, runtime: Runtime, id: String, params: ExecPa
     finish(&out_tx, exit_status(code));
     drop(out_tx);
     let _ = writer.await;
+    await_close(&mut incoming).await;
+}
+
+/// The closing handshake's second half: after our Close, reads (and discards) what the client
+/// still sends until its Close arrives. Dropping the socket before that would reset the
+/// connection while a resize or keystroke is in flight, and a reset can discard the status
+/// still on its way to the client (kubectl then reports close 1006 and exits 1).
+async fn await_close(incoming: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(msg)) = incoming.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 fn finish(out: &mpsc::UnboundedSender<Message>, status: Value) {
