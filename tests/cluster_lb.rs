@@ -4,6 +4,7 @@
 //! finds the pool exhausted; `externalTrafficPolicy: Local` moves the announcement to the node with
 //! the endpoint and keeps the client's address; ClientIP affinity pins the client to one pod; a
 //! killed node agent leaves the address serving; `rkubelet reset` removes what the node programmed.
+//! The nodes' FORWARD policy is DROP throughout, as docker leaves it.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -48,6 +49,14 @@ fn service(name: &str, extra: &str) -> String {
 #[test]
 fn load_balancer_pool_on_a_cluster() {
     let c = Cluster::up(2, &format!("--lb-pool={VIP}-{VIP}"));
+    // As on a host where docker set the FORWARD policy to DROP: Service traffic to a pod on the
+    // other node must still be forwarded.
+    for i in 1..=2 {
+        let ns = format!("rkube-node{i}");
+        let out =
+            Command::new("ip").args(["netns", "exec", &ns, "iptables", "-P", "FORWARD", "DROP"]).output();
+        assert!(out.is_ok_and(|o| o.status.success()), "FORWARD policy in {ns}");
+    }
     for f in ["configmap.yaml", "secret.yaml", "deployment-green.yaml"] {
         c.ok(&["apply", "-f", f]);
     }
@@ -80,6 +89,14 @@ fn load_balancer_pool_on_a_cluster() {
     assert!(events.contains(&format!("announcing {VIP} from node \"node{announcer}\"")), "{events}");
     let page = cluster::wait_page(&url, "color=green");
     assert!(page.contains("color=green"), "{url}: {page}");
+    // Every request is answered, by pods on both nodes (3 replicas on 2 nodes).
+    let mut hosts = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let page = cluster::http_get(&url).unwrap_or_default();
+        assert!(page.contains("color=green"), "a request through {VIP} failed: {page:?}\n{}", c.logs());
+        hosts.insert(line_of(&page, "hostname=").to_string());
+    }
+    assert!(hosts.len() > 1, "one pod answered every request: {hosts:?}");
 
     // The pool has one address: a second Service stays pending, with a Warning saying why.
     c.ok(&["apply", "-f", &write(&c, "web2.yaml", &service("web2", ""))]);

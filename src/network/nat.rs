@@ -135,11 +135,16 @@ pub fn check_host_ports(
 pub fn render(config: &NatConfig, pods: &[PodPorts]) -> String {
     let c = NatChains::new(&config.prefix);
     let cidr = config.pod_cidr.trunc();
+    // Forwarding is accepted for the whole cluster's pod range when there is one, whatever the
+    // FORWARD policy (docker sets DROP): a Service's DNAT to a pod on another node (NodePort,
+    // LoadBalancer) is forwarded here to that pod, and the nftables proxy, unlike the iptables
+    // one, cannot accept in the iptables filter table.
+    let forward = config.cluster_cidr.map_or(cidr, |c| c.trunc());
     let mut out = String::new();
     let _ = writeln!(out, "*filter");
     let _ = writeln!(out, ":{} - [0:0]", c.pod_forward);
-    let _ = writeln!(out, "-A {} -s {cidr} -j ACCEPT", c.pod_forward);
-    let _ = writeln!(out, "-A {} -d {cidr} -j ACCEPT", c.pod_forward);
+    let _ = writeln!(out, "-A {} -s {forward} -j ACCEPT", c.pod_forward);
+    let _ = writeln!(out, "-A {} -d {forward} -j ACCEPT", c.pod_forward);
     let _ = writeln!(out, "COMMIT");
     let _ = writeln!(out, "*nat");
     for chain in [&c.pod_masq, &c.hostports, &c.hostport_setmark, &c.hostport_masq] {
@@ -367,6 +372,10 @@ COMMIT
         let text = render(&cfg, &[]);
         assert!(text.contains(
             "-A RKUBE-POD-MASQ -d 10.244.1.0/24 -j RETURN\n-A RKUBE-POD-MASQ -d 10.244.0.0/16 -j RETURN\n"
+        ));
+        // Forwarding to and from pods on other nodes is accepted too.
+        assert!(text.contains(
+            "-A RKUBE-POD-FORWARD -s 10.244.0.0/16 -j ACCEPT\n-A RKUBE-POD-FORWARD -d 10.244.0.0/16 -j ACCEPT\n"
         ));
     }
 
