@@ -202,12 +202,31 @@ fn nft_incremental_sync_updates_changed_services_and_recovers_a_lost_table() {
     assert!(!listed.contains("/a/") && !listed.contains("10.96.26.1 "), "{listed}");
     assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("r2"), Some(&3));
 
-    // A restart (a new syncer) replaces the table in one transaction: b never stops answering.
+    // b gets ClientIP affinity over both pods, and a comes back; the client sticks to one pod.
+    let sticky_b = Service { session_affinity_seconds: Some(600), ..svcs[1].clone() };
+    let both = [endpoints("b", &[p1.ip, p2.ip])];
+    sync(&[svcs[0].clone(), sticky_b.clone()], &[endpoints("a", &[p1.ip]), both[0].clone()]);
+    let stuck = tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 6);
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    let pod = stuck.keys().next().unwrap().clone();
+
+    // A restart (a new syncer) rewrites the table in one transaction while a was deleted: b never
+    // stops answering, a's objects go, and the affinity entries survive (the client's address is
+    // still in its pod's set before it sends anything, so it goes back to the same pod).
     let mut restarted = NftProxier::new(config.clone());
-    let stats = run_in_netns(Some(&node.node_ns), || restarted.sync(&svcs[1..], &[endpoints("b", &[p2.ip])]))
-        .unwrap();
+    let stats =
+        run_in_netns(Some(&node.node_ns), || restarted.sync(std::slice::from_ref(&sticky_b), &both)).unwrap();
     assert!(stats.expect("restart sync").full);
-    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 3).get("r2"), Some(&3));
+    let listed = table(&node);
+    assert!(!listed.contains("/a/") && !listed.contains("10.96.26.1 "), "{listed}");
+    let client_ip = format!("{{ {} ", client.ip);
+    let sets = listed
+        .split("set affinity-")
+        .skip(1)
+        .filter(|set| set.split_inclusive('}').next().is_some_and(|s| s.contains(&client_ip)))
+        .count();
+    assert_eq!(sets, 1, "the client's affinity entry is lost:\n{listed}");
+    assert_eq!(tally(&client.netns_path, SocketAddrV4::new(vip_b, 80), 6).get(&pod), Some(&6));
 
     // Someone deletes our table behind the proxy's back: the next sync notices and writes all.
     run_in_netns(Some(&node.node_ns), || nft_apply::flush(&config)).unwrap().expect("flush");

@@ -294,6 +294,22 @@ fn service_block(
     block
 }
 
+/// The fixed part's chains: the six hooked into netfilter, then the helpers.
+const BASE_CHAINS: [&str; 12] = [
+    "nat-prerouting",
+    "nat-output",
+    "nat-postrouting",
+    "filter-input",
+    "filter-forward",
+    "filter-output",
+    "services",
+    "masquerading",
+    "mark-for-masquerade",
+    "service-endpoints-check",
+    "nodeport-endpoints-check",
+    "reject-chain",
+];
+
 /// The fixed part of the table: maps, base chains hooked into netfilter, helper chains.
 fn base(out: &mut String, table: &str, config: &ProxyConfig) {
     let t = format!("ip {table}");
@@ -323,14 +339,7 @@ fn base(out: &mut String, table: &str, config: &ProxyConfig) {
             "add chain {t} {name} {{ type {kind} hook {hook} priority {priority}; policy accept; }}"
         );
     }
-    for name in [
-        "services",
-        "masquerading",
-        "mark-for-masquerade",
-        "service-endpoints-check",
-        "nodeport-endpoints-check",
-        "reject-chain",
-    ] {
+    for name in &BASE_CHAINS[6..] {
         let _ = writeln!(out, "add chain {t} {name}");
     }
     let random = if config.random_fully { " fully-random" } else { "" };
@@ -408,6 +417,47 @@ pub fn full(rules: &NftRuleSet, config: &ProxyConfig) -> String {
     let _ = writeln!(out, "delete table {t}");
     let _ = writeln!(out, "add table {t} {{ comment \"rkube service proxy\"; }}");
     base(&mut out, &table, config);
+    add_blocks(&mut out, &t, rules.services.values());
+    out
+}
+
+/// The chains and named sets (not maps) our table holds, as listed before a full sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    pub chains: BTreeSet<String>,
+    /// Set name → its timeout in seconds (`None`: none).
+    pub sets: BTreeMap<String, Option<u32>>,
+}
+
+/// A full sync over the table as it is (`existing`) rather than a new one: one transaction that
+/// flushes every rule and map element, deletes the chains and sets no longer wanted, and writes
+/// everything again. Affinity sets still wanted keep their entries (their timeout unchanged), so
+/// a restarted proxy sends each client where it went before.
+pub fn full_keeping(rules: &NftRuleSet, config: &ProxyConfig, existing: &Existing) -> String {
+    let table = table_name(config);
+    let t = format!("ip {table}");
+    let mut out = String::new();
+    let _ = writeln!(out, "add table {t}");
+    let _ = writeln!(out, "flush table {t}");
+    base(&mut out, &table, config);
+    for map in [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS] {
+        let _ = writeln!(out, "flush map {t} {map}");
+    }
+    let mut wanted_sets = BTreeMap::new();
+    let mut wanted_chains: BTreeSet<&str> = BASE_CHAINS.iter().copied().collect();
+    for block in rules.services.values() {
+        wanted_sets.extend(block.sets.iter().map(|(n, s)| (n.as_str(), *s)));
+        wanted_chains.extend(block.chains.keys().map(String::as_str));
+    }
+    // Unreferenced now that every rule and element is gone (later in this same transaction).
+    for (name, timeout) in &existing.sets {
+        if wanted_sets.get(name.as_str()).map(|s| Some(*s)) != Some(*timeout) {
+            let _ = writeln!(out, "delete set {t} {name}");
+        }
+    }
+    for chain in existing.chains.iter().filter(|c| !wanted_chains.contains(c.as_str())) {
+        let _ = writeln!(out, "delete chain {t} {chain}");
+    }
     add_blocks(&mut out, &t, rules.services.values());
     out
 }
@@ -666,6 +716,48 @@ mod tests {
         assert!(text.contains(&format!(
             "add set ip rkube-proxy {aff_a} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}"
         )));
+    }
+
+    #[test]
+    fn a_full_sync_over_the_existing_table_keeps_wanted_affinity_sets() {
+        let svc = Service { session_affinity_seconds: Some(10800), ..web() };
+        let set = build(&[svc], &[web_endpoints()], &config());
+        let n = names();
+        let (a, aff_a) = n.endpoint("10.244.1.2".parse().unwrap(), 8080);
+        let (_, aff_b) = n.endpoint("10.244.1.3".parse().unwrap(), 8080);
+        let mut existing = Existing {
+            chains: BASE_CHAINS.iter().map(|c| c.to_string()).collect(),
+            sets: BTreeMap::from([
+                (aff_a.clone(), Some(10800)),
+                (aff_b.clone(), Some(60)),
+                ("affinity-gone".to_string(), Some(10800)),
+            ]),
+        };
+        existing.chains.extend([a.clone(), "endpoint-gone".to_string()]);
+        let text = full_keeping(&set, &config(), &existing);
+        assert!(text.starts_with("add table ip rkube-proxy\nflush table ip rkube-proxy\n"), "{text}");
+        assert!(!text.contains("delete table"));
+        for map in [SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS] {
+            assert!(text.contains(&format!("flush map ip rkube-proxy {map}\n")), "{text}");
+        }
+        // Gone or changed objects are deleted; a's set, the same, is neither deleted nor changed.
+        let deleted: Vec<&str> = text.lines().filter(|l| l.starts_with("delete ")).collect();
+        assert_eq!(
+            deleted,
+            [
+                format!("delete set ip rkube-proxy {aff_b}"),
+                "delete set ip rkube-proxy affinity-gone".to_string(),
+                "delete chain ip rkube-proxy endpoint-gone".to_string(),
+            ]
+        );
+        assert!(text.contains(&format!(
+            "add set ip rkube-proxy {aff_b} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}"
+        )));
+        // Deletions come before anything is added back; every chain before its rules.
+        let first_add =
+            text.find(&format!("add chain ip rkube-proxy {}", n.service)).expect("service chain added");
+        assert!(text.rfind("delete ").unwrap() < first_add);
+        assert!(text.contains(&format!("add rule ip rkube-proxy {a} ")));
     }
 
     #[test]
