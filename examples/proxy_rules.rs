@@ -65,7 +65,10 @@ fn main() {
             proxier.commit(first);
             eps[0].endpoints[0].ip = Ipv4Addr::new(10, 255, 0, 1);
             let start = Instant::now();
-            let text = proxier.plan(&svcs, &eps).text;
+            let pending = proxier.plan(&svcs, &eps);
+            let text = pending.text.clone();
+            // As the proxy does once it loaded: the new state is kept, not dropped.
+            proxier.commit(pending);
             eprintln!("render_seconds {:.4}", start.elapsed().as_secs_f64());
             text
         } else {

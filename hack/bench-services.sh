@@ -17,10 +17,9 @@ need ip iptables-restore nft cargo bc
 COUNTS=${1:-"1000 10000"}
 MODES=${2:-"iptables nftables"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
-# The debug build the tests use (dependencies optimized): rendering is slower than a release
-# build's, so the ratios are upper bounds.
-cargo build -q --example proxy_rules
-GEN="$CARGO_TARGET_DIR/debug/examples/proxy_rules"
+# A release build, as rkubelet ships: the render time is the node agent's.
+cargo build --release -q --example proxy_rules
+GEN="$CARGO_TARGET_DIR/release/examples/proxy_rules"
 
 NS=rkt-bsvc-$$
 WORK=$(mktemp -d)

@@ -163,11 +163,12 @@ impl NftProxier {
         let old = self.programmed.take();
         let full = old.is_none();
         let State { rules: mut old_rules, inputs: mut old_inputs } = old.unwrap_or_default();
-        let mut by_service: HashMap<(&str, &str), Vec<&ServiceEndpoints>> = HashMap::new();
+        let mut by_service: HashMap<(&str, &str), Vec<&ServiceEndpoints>> =
+            HashMap::with_capacity(services.len());
         for e in endpoints {
             by_service.entry((e.namespace.as_str(), e.service.as_str())).or_default().push(e);
         }
-        let mut state = State::default();
+        let mut state = State { inputs: HashMap::with_capacity(services.len()), ..State::default() };
         let mut dirty = BTreeSet::new();
         for svc in services {
             let eps = by_service.remove(&(svc.namespace.as_str(), svc.name.as_str())).unwrap_or_default();
