@@ -3,20 +3,26 @@
 # server-side applies — on rkube-master with the embedded store vs. with etcd, side by side.
 # Usage: hack/bench-api.sh [writes/s] [seconds]
 # Builds the dev profile with this crate optimised too (dependencies are already opt-level 2);
-# PROFILE=release uses a release build, PROFILE=debug the plain debug build.
+# PROFILE=release uses a release build, PROFILE=debug the plain debug build; RKUBE_BIN_DIR=dir
+# uses binaries built already (dir/rkube-master, dir/examples/bench-api).
 source "$(dirname "$0")/lib.sh"
 need etcd curl jq
 RATE=${1:-1000}
 SECS=${2:-10}
 PROFILE=${PROFILE:-opt}
 cd "$REPO_DIR"
-log "building rkube-master and the load generator ($PROFILE)"
-case "$PROFILE" in
-  release) cargo build -q --release --bin rkube-master --example bench-api; dir=release ;;
-  debug) cargo build -q --bin rkube-master --example bench-api; dir=debug ;;
-  *) CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo build -q --bin rkube-master --example bench-api; dir=debug ;;
-esac
-TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$dir
+if [ -n "${RKUBE_BIN_DIR:-}" ]; then
+  # Built already: rkube-master and examples/bench-api in this directory.
+  TARGET=$RKUBE_BIN_DIR
+else
+  log "building rkube-master and the load generator ($PROFILE)"
+  case "$PROFILE" in
+    release) cargo build -q --release --bin rkube-master --example bench-api; dir=release ;;
+    debug) cargo build -q --bin rkube-master --example bench-api; dir=debug ;;
+    *) CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo build -q --bin rkube-master --example bench-api; dir=debug ;;
+  esac
+  TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$dir
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

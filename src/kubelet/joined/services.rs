@@ -22,9 +22,11 @@ use crate::proxy::{Backend, Endpoint, ProxyConfig, ProxyMode, Service, ServiceEn
 
 /// The label naming an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Syncs start at most this often; changes in between gather (kube-proxy's
-/// `--iptables-min-sync-period`, 1 s there).
-const MIN_SYNC_PERIOD: Duration = Duration::from_millis(250);
+/// Syncs start at most this often, and never sooner than twice the last sync's time after it
+/// started (so syncing takes at most half of a core however large the rules); changes in between
+/// gather. kube-proxy's `--iptables-min-sync-period` is a fixed 1 s: a selector switch (a Service
+/// change, then its EndpointSlice's a few ms later) would wait for it.
+const MIN_SYNC_PERIOD: Duration = Duration::from_millis(50);
 /// A full rewrite at least this often, as kube-proxy does.
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 /// DNS zone rebuilds gather changes this long.
@@ -250,6 +252,7 @@ pub async fn proxy_loop(
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         proxier = Some(p);
+        let period = MIN_SYNC_PERIOD.max(started.elapsed() * 2);
         let wait = match result {
             Ok((stats, n)) => {
                 tracing::debug!(
@@ -273,7 +276,7 @@ pub async fn proxy_loop(
             _ = tokio::time::sleep(wait.unwrap_or(FULL_SYNC_PERIOD)) => {}
         }
         // A change after a quiet spell syncs at once; a burst gathers until the period is over.
-        tokio::time::sleep(MIN_SYNC_PERIOD.saturating_sub(started.elapsed())).await;
+        tokio::time::sleep(period.saturating_sub(started.elapsed())).await;
     }
 }
 

@@ -52,12 +52,14 @@ pub struct Trigger {
     rx: mpsc::UnboundedReceiver<()>,
     tasks: Vec<JoinHandle<()>>,
     settle: Duration,
+    /// When the last change woke the loop.
+    woke: Option<tokio::time::Instant>,
 }
 
 impl Default for Trigger {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Trigger { queue: QueueMetrics::default(), tx, rx, tasks: Vec::new(), settle: SETTLE }
+        Trigger { queue: QueueMetrics::default(), tx, rx, tasks: Vec::new(), settle: SETTLE, woke: None }
     }
 }
 
@@ -70,8 +72,10 @@ impl Drop for Trigger {
 }
 
 impl Trigger {
-    /// Let changes gather for `settle` after the first before waking: a loop over a kind that changes
-    /// all the time (Node status, Pods on a busy cluster) runs at most about once per `settle`.
+    /// Wake at most once per `settle`: a change after a quiet spell wakes the loop at once (after
+    /// the brief [`SETTLE`]), and changes within `settle` of that wake gather until it is over, so a
+    /// loop over a kind that changes all the time (Node status, Pods on a busy cluster) runs at most
+    /// about once per `settle` without delaying the first change (a Service's new selector).
     pub fn paced(mut self, settle: Duration) -> Self {
         self.settle = settle.max(SETTLE);
         self
@@ -111,12 +115,15 @@ impl Trigger {
         self
     }
 
-    /// Wait for a change (or `timeout`), let a burst of changes settle briefly, then swallow the queued ones.
+    /// Wait for a change (or `timeout`), let a burst of changes gather (see [`Self::paced`]), then
+    /// swallow the queued ones.
     pub async fn wait(&mut self, timeout: Duration) {
         let mut taken = 0;
         if let Ok(Some(())) = tokio::time::timeout(timeout, self.rx.recv()).await {
             taken += 1;
-            tokio::time::sleep(self.settle).await;
+            let since = self.woke.map_or(self.settle, |w| w.elapsed());
+            tokio::time::sleep(self.settle.saturating_sub(since).max(SETTLE)).await;
+            self.woke = Some(tokio::time::Instant::now());
         }
         while self.rx.try_recv().is_ok() {
             taken += 1;
@@ -145,5 +152,35 @@ where
         }
         QueueMetrics::observe_work(name, started.elapsed());
         trigger.wait(resync).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn paced_wakes_at_once_after_a_quiet_spell_and_at_most_once_per_period() {
+        let period = Duration::from_millis(300);
+        let mut trigger = Trigger::default().paced(period);
+        let start = Instant::now();
+        trigger.tx.send(()).unwrap();
+        trigger.wait(Duration::from_secs(60)).await;
+        let first = start.elapsed();
+        assert!(first < Duration::from_millis(150), "the first change waits only briefly: {first:?}");
+        // A burst right after: gathered until the period since that wake is over, one wake.
+        for _ in 0..5 {
+            trigger.tx.send(()).unwrap();
+        }
+        trigger.wait(Duration::from_secs(60)).await;
+        assert!(start.elapsed() >= period, "{:?}", start.elapsed());
+        assert!(trigger.rx.try_recv().is_err(), "the burst was swallowed");
+        // After a quiet spell, at once again.
+        tokio::time::sleep(period).await;
+        let quiet = Instant::now();
+        trigger.tx.send(()).unwrap();
+        trigger.wait(Duration::from_secs(60)).await;
+        assert!(quiet.elapsed() < Duration::from_millis(150), "{:?}", quiet.elapsed());
     }
 }
