@@ -11,6 +11,7 @@
 //! `openat2(RESOLVE_IN_ROOT)`, and entries are created with `*at` calls that never follow a
 //! symlink, so an image cannot redirect a COPY onto the host.
 
+use crate::build::chmod::Chmod;
 use crate::build::ignore::{Matcher, clean};
 use crate::image::digest::{Digest, Hasher};
 use crate::runtime::fsutil::{mkdir_all_in_root, open_in_root};
@@ -315,12 +316,19 @@ pub fn checksum(sources: &[Source]) -> Result<Digest, CopyError> {
 }
 
 /// Owner and mode overrides of a COPY.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     /// `--chown` (else 0:0).
     pub owner: Option<(u32, u32)>,
-    /// `--chmod`.
-    pub mode: Option<u32>,
+    /// `--chmod`, applied to every file and directory copied.
+    pub mode: Option<Chmod>,
+}
+
+impl CopyOptions {
+    /// The mode an entry of mode `mode` gets.
+    fn mode_of(&self, mode: u32, is_dir: bool) -> u32 {
+        self.mode.as_ref().map_or(mode & 0o7777, |m| m.apply(mode, is_dir))
+    }
 }
 
 /// Copies one source into the root filesystem open at `root`: a directory's contents into
@@ -329,7 +337,7 @@ pub fn copy_source(
     root: BorrowedFd<'_>,
     src: &Source,
     dest: &Path,
-    opts: CopyOptions,
+    opts: &CopyOptions,
 ) -> Result<(), CopyError> {
     let (uid, gid) = opts.owner.unwrap_or((0, 0));
     let base = src.path();
@@ -339,7 +347,7 @@ pub fn copy_source(
         let target = if e.rel.as_os_str().is_empty() { dest.to_path_buf() } else { dest.join(&e.rel) };
         let host = entry_path(&base, &e.rel);
         let ft = e.meta.file_type();
-        let mode = opts.mode.unwrap_or(e.meta.mode() & 0o7777);
+        let mode = opts.mode_of(e.meta.mode(), ft.is_dir());
         if ft.is_dir() {
             // The top directory itself: created when missing, its metadata applied only then.
             let existed = open_in_root(root, &target, OFlag::O_PATH | OFlag::O_DIRECTORY).is_ok();
@@ -457,7 +465,7 @@ pub fn write_file(
     root: BorrowedFd<'_>,
     dest: &Path,
     content: &[u8],
-    opts: CopyOptions,
+    opts: &CopyOptions,
 ) -> Result<(), CopyError> {
     let parent_path = dest.parent().unwrap_or(Path::new("/"));
     let parent = mkdir_all_in_root(root, parent_path).map_err(io_err("create directory", parent_path))?;
@@ -475,7 +483,7 @@ pub fn write_file(
     let (uid, gid) = opts.owner.unwrap_or((0, 0));
     nix::unistd::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
         .map_err(nix_err("chown", dest))?;
-    fchmod(&out, Mode::from_bits_truncate(opts.mode.unwrap_or(0o644))).map_err(nix_err("chmod", dest))?;
+    fchmod(&out, Mode::from_bits_truncate(opts.mode_of(0o644, false))).map_err(nix_err("chmod", dest))?;
     Ok(())
 }
 
@@ -512,14 +520,6 @@ pub fn resolve_owner(root: BorrowedFd<'_>, spec: &str) -> Result<(u32, u32), Str
         None => uid,
     };
     Ok((uid, gid))
-}
-
-/// Parses `--chmod` (octal only).
-pub fn parse_chmod(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("invalid --chmod {s:?} (octal only)"))
 }
 
 #[cfg(test)]
@@ -596,7 +596,7 @@ mod tests {
             root_fd.as_fd(),
             &s[0],
             Path::new("/dst/sub"),
-            CopyOptions { owner: Some((7, 8)), mode: None },
+            &CopyOptions { owner: Some((7, 8)), mode: None },
         )
         .unwrap();
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
@@ -604,7 +604,7 @@ mod tests {
         assert_eq!(std::fs::read(&copied).unwrap(), b"f");
         assert_eq!(std::fs::metadata(&copied).unwrap().uid(), 7);
         assert!(is_dir_in_root(root_fd.as_fd(), Path::new("/dst/sub")));
-        write_file(root_fd.as_fd(), Path::new("/x/h"), b"hi", CopyOptions::default()).unwrap();
+        write_file(root_fd.as_fd(), Path::new("/x/h"), b"hi", &CopyOptions::default()).unwrap();
         assert_eq!(std::fs::read(root.join("x/h")).unwrap(), b"hi");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/sh\n")
@@ -614,7 +614,5 @@ mod tests {
         assert_eq!(resolve_owner(root_fd.as_fd(), "web:www").unwrap(), (33, 55));
         assert_eq!(resolve_owner(root_fd.as_fd(), "1:2").unwrap(), (1, 2));
         assert!(resolve_owner(root_fd.as_fd(), "nobody").is_err());
-        assert_eq!(parse_chmod("0755").unwrap(), 0o755);
-        assert!(parse_chmod("u+x").is_err());
     }
 }
