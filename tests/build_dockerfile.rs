@@ -674,3 +674,53 @@ fn cloudbuild_container_steps_share_the_workspace_with_docker_steps() {
     assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none());
     node.assert_clean();
 }
+
+/// A container step that marks itself started (`<me>.ready`) and waits (bounded) for `<peer>.ready`.
+fn rendezvous_step(me: &str, peer: &str) -> String {
+    format!(
+        "- name: rkube-test/busybox:1\n  id: {me}\n  waitFor: ['-']\n  entrypoint: sh\n  \
+         args: ['-c', 'touch {me}.ready; i=0; while [ ! -f {peer}.ready ]; do i=$$((i+1)); [ $$i -gt 300 ] && exit 7; sleep 0.1; done']\n"
+    )
+}
+
+#[test]
+fn cloudbuild_wait_for_runs_steps_concurrently() {
+    let node = BuildNode::new();
+    // a and b each wait for the other's file: run one after the other, the first gives up after
+    // 30 s (exit 7). The build step has no waitFor, so it runs after both.
+    let src = context(&[
+        (
+            "cloudbuild.yaml",
+            &format!(
+                "steps:\n{}{}- name: gcr.io/cloud-builders/docker\n  args: [build, -t, 'local/both:1', .]\n",
+                rendezvous_step("a", "b"),
+                rendezvous_step("b", "a")
+            ),
+        ),
+        ("Dockerfile", "FROM rkube-test/busybox:1\nCOPY a.ready b.ready /r/\n"),
+    ]);
+    let cfg = src.path().join("cloudbuild.yaml").display().to_string();
+    let started = std::time::Instant::now();
+    let out = node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]);
+    ok(&out);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(node.file("docker.io/local/both:1", "r/a.ready").is_some());
+    assert!(node.file("docker.io/local/both:1", "r/b.ready").is_some());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("step 3: "), "a step's output is relayed with its number: {stderr}");
+
+    // A failure: no new step starts, the running one is waited for, the failed step is named.
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        "steps:\n\
+         - name: rkube-test/busybox:1\n  waitFor: ['-']\n  args: [sh, -c, 'sleep 2; touch slow.done']\n\
+         - name: rkube-test/busybox:1\n  waitFor: ['-']\n  args: [sh, -c, 'exit 3']\n\
+         - name: docker\n  args: [tag, 'local/both:1', 'local/never:1']\n",
+    )
+    .unwrap();
+    let err = fails(&node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]));
+    assert!(err.contains("step 2") && err.contains("exit code 3"), "{err}");
+    assert!(src.path().join("slow.done").exists(), "the running step was waited for");
+    assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none(), "no step started after");
+    node.assert_clean();
+}
