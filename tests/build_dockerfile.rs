@@ -724,3 +724,116 @@ fn cloudbuild_wait_for_runs_steps_concurrently() {
     assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none(), "no step started after");
     node.assert_clean();
 }
+
+/// An xattr of `path` (not following a final symlink), through the crate's own wrapper.
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    rkube::sys::openat::lgetxattr(path, name).unwrap()
+}
+
+#[test]
+fn copy_keeps_hardlinks_xattrs_and_file_capabilities_and_takes_symbolic_chmod() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let node = BuildNode::new();
+    let ctx = context(&[
+        ("data/a", "same inode\n"),
+        ("data/plain", "plain\n"),
+        ("data/run.sh", "#!/bin/sh\n"),
+        ("data/tool", "a tool\n"),
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\n\
+             COPY data /data/\n\
+             COPY --chmod=u=rwX,go=rX data /sym/\n\
+             COPY --chmod=+x data/plain /plus-x\n",
+        ),
+    ]);
+    let data = ctx.path().join("data");
+    std::fs::create_dir(data.join("sub")).unwrap();
+    std::fs::hard_link(data.join("a"), data.join("sub/b")).unwrap();
+    for (f, mode) in [("a", 0o640), ("plain", 0o600), ("run.sh", 0o700), ("sub", 0o700)] {
+        std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let a = std::fs::File::open(data.join("a")).unwrap();
+    rkube::sys::openat::fsetxattr(&a, "user.rkube-test", b"kept").unwrap();
+    // A file capability, set by the real tool (libcap2-bin).
+    ok(&Command::new("setcap").arg("cap_net_bind_service=+ep").arg(data.join("tool")).output().unwrap());
+    let cap = xattr(&data.join("tool"), "security.capability").expect("setcap set security.capability");
+    ok(&node.build(&["-t", "links:1", &ctx.path().display().to_string()]));
+
+    // The COPY layer: a link entry for the second name, the xattrs as PAX records.
+    let store = node.store();
+    let digest = store.tag("docker.io/library/links:1").unwrap().unwrap();
+    let refs = store.manifest_refs(&digest).unwrap();
+    let copy_layer = &refs.layers[refs.layers.len() - 3];
+    let mut archive = tar::Archive::new(std::fs::File::open(store.blob_path(&copy_layer.digest)).unwrap());
+    let mut seen = std::collections::BTreeMap::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut xattrs = Vec::new();
+        if let Some(pax) = e.pax_extensions().unwrap() {
+            for ext in pax {
+                let ext = ext.unwrap();
+                if let Some(name) = ext.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let link = e.link_name().unwrap().map(|l| l.display().to_string());
+        seen.insert(path, (e.header().entry_type(), link, xattrs));
+    }
+    assert_eq!(seen["data/a"].0, tar::EntryType::Regular, "{seen:?}");
+    assert_eq!(seen["data/a"].2, [("user.rkube-test".to_string(), b"kept".to_vec())]);
+    assert_eq!(seen["data/sub/b"].0, tar::EntryType::Link, "{seen:?}");
+    assert_eq!(seen["data/sub/b"].1.as_deref(), Some("data/a"));
+    assert_eq!(seen["data/tool"].2, [("security.capability".to_string(), cap.clone())]);
+
+    // Pulled back by skopeo and unpacked by umoci: one inode, the xattr and the capability.
+    let target = format!("{}/rkube-test/links:1", node.registry.host());
+    ok(&rkubelet(&["image", "push", "--root", &node.root().display().to_string(), "links:1", &target], None));
+    let oci = node.dir.path().join("oci");
+    ok(&Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{target}"),
+            &format!("oci:{}:links", oci.display()),
+        ])
+        .output()
+        .unwrap());
+    let bundle = node.dir.path().join("bundle");
+    ok(&Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:links", oci.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap());
+    let rootfs = bundle.join("rootfs");
+    let (ma, mb) = (
+        std::fs::metadata(rootfs.join("data/a")).unwrap(),
+        std::fs::metadata(rootfs.join("data/sub/b")).unwrap(),
+    );
+    assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2), "one inode after unpack");
+    assert_eq!(xattr(&rootfs.join("data/a"), "user.rkube-test").as_deref(), Some(&b"kept"[..]));
+    let getcap = ok(&Command::new("getcap").arg(rootfs.join("data/tool")).output().unwrap());
+    assert!(getcap.contains("cap_net_bind_service=ep"), "{getcap}");
+    // rkube's own store unpack keeps them as well.
+    let layers = store.image_layers(&digest).unwrap();
+    let in_store = &layers[layers.len() - 3];
+    assert_eq!(xattr(&in_store.join("data/tool"), "security.capability"), Some(cap));
+
+    // Symbolic --chmod, per entry: X only for directories and files already executable.
+    let mode = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("data/plain"), 0o600, "COPY keeps the mode");
+    assert_eq!(mode("sym/plain"), 0o644);
+    assert_eq!(mode("sym/a"), 0o644);
+    assert_eq!(mode("sym/run.sh"), 0o755);
+    assert_eq!(mode("sym/sub"), 0o755);
+    assert_eq!(mode("plus-x"), 0o711);
+    // An invalid mode: one line naming the Dockerfile line.
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM rkube-test/busybox:1\nCOPY --chmod=u+q data /bad/\n")
+        .unwrap();
+    let err = fails(&node.build(&["-t", "links:2", &ctx.path().display().to_string()]));
+    assert!(err.contains("Dockerfile line 2") && err.contains("invalid --chmod \"u+q\""), "{err}");
+    node.assert_clean();
+}
