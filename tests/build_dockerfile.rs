@@ -708,6 +708,7 @@ fn cloudbuild_wait_for_runs_steps_concurrently() {
     assert!(node.file("docker.io/local/both:1", "r/b.ready").is_some());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("step 3: "), "a step's output is relayed with its number: {stderr}");
+    assert!(stderr.contains("cloudbuild: 3 steps, by waitFor: [1 2] [3]"), "{stderr}");
 
     // A failure: no new step starts, the running one is waited for, the failed step is named.
     std::fs::write(

@@ -46,6 +46,14 @@ pub fn run(args: &Args, config: &Path, source: &Path) -> anyhow::Result<i32> {
         std::fs::canonicalize(source).with_context(|| format!("source directory {}", source.display()))?;
     let store = Store::open(&args.root)
         .with_context(|| format!("opening the image store at {}", args.root.display()))?;
+    if !args.quiet {
+        let waves = cloudbuild::waves(&plan.waits);
+        let shown: Vec<String> = waves
+            .iter()
+            .map(|w| w.iter().map(|i| (i + 1).to_string()).collect::<Vec<_>>().join(" "))
+            .collect();
+        eprintln!("cloudbuild: {} steps, by waitFor: [{}]", plan.actions.len(), shown.join("] ["));
+    }
     run_steps(args, &plan, &source)?;
     // images: pushed only after every step succeeded; each must exist.
     for image in &plan.images {
