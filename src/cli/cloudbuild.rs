@@ -5,7 +5,8 @@
 //! `rkubelet build` process (the same binary, the step's action passed with a hidden flag), so
 //! concurrent RUNs and containers share no process state; its stderr is relayed line by line with
 //! a `step N:` prefix. After a failure no new step starts, the running ones are waited for, and
-//! the build fails naming the failed step.
+//! the build fails naming the failed step. A step does not outlive a killed parent: it asks for
+//! SIGTERM on the parent's death (`PR_SET_PDEATHSIG`) and exits if it was already reparented.
 
 use crate::build::cloudbuild::{self, Action};
 use crate::cli::build::{Args, build_one};
@@ -27,6 +28,8 @@ struct StepJob {
     /// 1-based, as in messages.
     number: usize,
     action: Action,
+    /// The pid of the parent `rkubelet build --config`: a step whose parent is gone exits at once.
+    parent: u32,
 }
 
 /// Runs a Cloud Build config against the source directory.
@@ -131,7 +134,7 @@ fn spawn_step(
     source: &Path,
     tx: std::sync::mpsc::Sender<Finished>,
 ) -> anyhow::Result<()> {
-    let job = serde_json::to_string(&StepJob { number, action: action.clone() })?;
+    let job = serde_json::to_string(&StepJob { number, action: action.clone(), parent: std::process::id() })?;
     let mut argv: Vec<OsString> = vec![
         "build".into(),
         format!("--root={}", args.root.display()).into(),
@@ -187,6 +190,12 @@ fn spawn_step(
 pub fn run_step(args: &Args, job: &str, source: &Path) -> anyhow::Result<i32> {
     let job: StepJob = serde_json::from_str(job).context("--cloudbuild-step")?;
     let n = job.number;
+    // A killed parent takes its steps along: SIGTERM when it dies from now on, and if it died before
+    // the prctl (we were reparented already), stop here.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).context("prctl(PR_SET_PDEATHSIG)")?;
+    if nix::unistd::getppid().as_raw() as u32 != job.parent {
+        bail!("step {n}: the parent build (pid {}) is gone", job.parent);
+    }
     let store = Store::open(&args.root)
         .with_context(|| format!("opening the image store at {}", args.root.display()))?;
     match &job.action {
