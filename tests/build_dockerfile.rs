@@ -2,7 +2,8 @@
 //! back through the docker.io mirror, multi-stage builds checked in the resulting config, RUN
 //! steps in rkube's runtime (a whiteout for a deleted lower file, checked after `skopeo copy` +
 //! `umoci unpack`), the step cache, SOURCE_DATE_EPOCH, malicious contexts and Dockerfiles with a
-//! host sentinel, and the seed's cloudbuild.yaml pushing to a token-auth registry.
+//! host sentinel, and the seed's cloudbuild.yaml, unchanged, pushing to a token-auth registry that
+//! serves gcr.io through the registries config's `locations`.
 
 #[path = "support/network.rs"]
 mod network;
@@ -519,38 +520,38 @@ fn malicious_contexts_and_dockerfiles_are_confined() {
 async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
     let node = tokio::task::spawn_blocking(BuildNode::new).await.unwrap();
     let target = TestRegistry::start(Mode::Token);
-    // The seed's cloudbuild.yaml, its gcr.io host pointed at the token-auth test registry.
+    // The seed's cloudbuild.yaml byte for byte, read from the fixture as it is. gcr.io is served by the
+    // token-auth test registry through the registries config's `locations`; the docker config holds the
+    // credential under `gcr.io` (as `docker login gcr.io` writes it), the CA is trusted for the location.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/seed");
+    let seed = fixtures.join("cloudbuild.yaml");
+    let seed_bytes = std::fs::read(&seed).unwrap();
+    assert!(String::from_utf8_lossy(&seed_bytes).contains("'gcr.io/$PROJECT_ID/imageview:blue'"));
     let src = node.dir.path().join("src");
     ok(&Command::new("cp").arg("-r").arg(&fixtures).arg(&src).output().unwrap());
-    let seed = std::fs::read_to_string(src.join("cloudbuild.yaml")).unwrap();
-    std::fs::write(
-        src.join("cloudbuild.yaml"),
-        seed.replace("gcr.io/$PROJECT_ID", &format!("{}/$PROJECT_ID", target.host())),
-    )
-    .unwrap();
     let docker = node.dir.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
     let auth = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         format!("_json_key:{}", registry::JSON_KEY),
     );
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
-    )
-    .unwrap();
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"gcr.io":{{"auth":"{auth}"}}}}}}"#))
+        .unwrap();
     let cfg = node.dir.path().join("registries.yaml");
     let ca = target.ca_file.clone().unwrap();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!("ca:\n  \"{}\": {}\n", target.host(), ca.display()));
+    text.push_str(&format!(
+        "locations:\n  gcr.io: \"https://{host}\"\nca:\n  \"{host}\": {}\n",
+        ca.display(),
+        host = target.host()
+    ));
     std::fs::write(&cfg, text).unwrap();
     let args = vec![
         "build".to_string(),
         format!("--root={}", node.root().display()),
         format!("--registries-config={}", cfg.display()),
         format!("--run-root={}", node.dir.path().join("run").display()),
-        format!("--config={}", src.join("cloudbuild.yaml").display()),
+        format!("--config={}", seed.display()),
         "--substitutions=PROJECT_ID=hello-docker".to_string(),
         src.display().to_string(),
     ];
@@ -564,11 +565,16 @@ async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
     .await
     .unwrap();
     ok(&out);
+    assert_eq!(std::fs::read(&seed).unwrap(), seed_bytes);
+    // The push went through the token flow with the gcr.io credential.
+    let tokens = target.token_server.as_ref().unwrap();
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(tokens.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
     for color in ["blue", "green"] {
-        let name = format!("{}/hello-docker/imageview:{color}", target.host());
+        let name = format!("gcr.io/hello-docker/imageview:{color}");
         let page = node.file(&name, "www/index.html").unwrap();
         assert!(String::from_utf8_lossy(&page).contains(&format!("imageview {color}")));
-        // In the registry: the manifest is there under the pushed tag.
+        // In the location's registry: the manifest is there under the pushed tag.
         let client = target.admin_client();
         let repo = target.repo("hello-docker/imageview");
         let fetched = client.get_manifest(&repo, color).await.unwrap();
