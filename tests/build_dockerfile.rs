@@ -681,6 +681,102 @@ fn cloudbuild_container_steps_share_the_workspace_with_docker_steps() {
     node.assert_clean();
 }
 
+/// The parent pid of `pid` and its state letter, from `/proc/<pid>/stat` (None once it is gone).
+fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((rest.next()?.parse().ok()?, state))
+}
+
+#[test]
+fn cloudbuild_steps_do_not_outlive_their_parent() {
+    let node = BuildNode::new();
+    let root = node.root().display().to_string();
+    let rootfs = node.dir.path().join("held");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/held"), b"1").unwrap();
+    ok(&rkubelet(&["image", "import", "--root", &root, &rootfs.display().to_string(), "local/held:1"], None));
+    let src = context(&[("x", "")]);
+    let src_dir = src.path().display().to_string();
+    // A step whose parent (as handed over) is not its parent any more does nothing.
+    let job = |parent: u32| {
+        format!(
+            r#"--cloudbuild-step={{"number":1,"action":{{"Tag":{{"source":"local/held:1","target":"local/copy:1"}}}},"parent":{parent}}}"#
+        )
+    };
+    let gone = if std::process::id() == 1 { 2 } else { 1 };
+    let err = fails(&node.build(&[&job(gone), &src_dir]));
+    assert!(err.contains(&format!("the parent build (pid {gone}) is gone")), "{err}");
+    assert!(node.store().tag("docker.io/local/copy:1").unwrap().is_none());
+    ok(&node.build(&[&job(std::process::id()), &src_dir]));
+    assert!(node.store().tag("docker.io/local/copy:1").unwrap().is_some());
+
+    // A push step hangs on a registry that accepts connections and never answers; killing the
+    // parent takes the step along at once (its own retries would take minutes).
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    hung.set_nonblocking(true).unwrap();
+    let target = format!("127.0.0.1:{}/held:1", hung.local_addr().unwrap().port());
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        format!(
+            "steps:\n- name: gcr.io/cloud-builders/docker\n  args: [tag, 'local/held:1', '{target}']\n\
+             - name: gcr.io/cloud-builders/docker\n  args: [push, '{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .arg("build")
+        .arg(format!("--root={root}"))
+        .arg(format!("--registries-config={}", node.dir.path().join("registries.yaml").display()))
+        .arg(format!("--run-root={}", node.dir.path().join("run").display()))
+        .arg(format!("--config={}", src.path().join("cloudbuild.yaml").display()))
+        .arg(&src_dir)
+        .env_remove("RKUBE_ROOT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let parent_pid = parent.id() as i32;
+    // The step process, once it is talking to the registry (past its prctl).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut held = Vec::new();
+    let step = loop {
+        if let Ok((conn, _)) = hung.accept() {
+            held.push(conn);
+        }
+        let step = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&pid| ppid_and_state(pid).is_some_and(|(pp, _)| pp == parent_pid));
+        if let Some(pid) = step
+            && !held.is_empty()
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no step talking to the registry");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Whatever happens below, the step is ended (by its pid) before the test returns.
+    struct EndStep(i32);
+    impl Drop for EndStep {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::SIGKILL);
+        }
+    }
+    let _end = EndStep(step);
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Gone, or a zombie left to whoever reaps orphans here.
+    while ppid_and_state(step).is_some_and(|(_, state)| state != 'Z') {
+        assert!(std::time::Instant::now() < deadline, "step {step} outlived its killed parent");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(held);
+    node.assert_clean();
+}
+
 /// A container step that marks itself started (`<me>.ready`) and waits (bounded) for `<peer>.ready`.
 fn rendezvous_step(me: &str, peer: &str) -> String {
     format!(
