@@ -52,7 +52,7 @@ pub struct Args {
     /// Content store root directory.
     #[arg(long, env = "RKUBE_ROOT", default_value = "/var/lib/rkube")]
     pub root: PathBuf,
-    /// Registries config (mirrors, insecure hosts, CAs).
+    /// Registries config (mirrors, locations, insecure hosts, CAs).
     #[arg(long, env = "RKUBE_REGISTRIES_CONFIG", default_value = DEFAULT_REGISTRIES_CONFIG)]
     pub registries_config: PathBuf,
     /// State directory of the RUN containers.
