@@ -10,13 +10,14 @@ source "$(dirname "$0")/lib.sh"
 #          well-known .proto files (libprotobuf-dev) for etcd-client;
 #   tests and demos: the registry server and image tools, etcd for the etcd store backend,
 #          iptables, nftables and iproute2 for pod networks and Services, procps for the leak
-#          check, python3-venv for the tests that drive the Python `kubernetes` client;
+#          check, python3-venv for the tests that drive the Python `kubernetes` client,
+#          libcap2-bin (setcap/getcap) for the build test that copies a file capability;
 #   benchmarks: the peer runtimes they compare with.
 #   (hack/ci-container.sh keys its cached target dir by the BUILD_PACKAGES line alone: keep it one
 #   line, and the build's packages in it.)
 BUILD_PACKAGES=(gcc libc6-dev protobuf-compiler libprotobuf-dev)
 PACKAGES=(docker-registry skopeo umoci busybox-static etcd-server iptables nftables iproute2 procps
-          openssl curl jq python3-venv
+          openssl curl jq python3-venv libcap2-bin
           runc crun podman hyperfine)
 install_packages "${BUILD_PACKAGES[@]}" "${PACKAGES[@]}"
 # The packaged registry service would hold port 5000; tests and demos run their own instances.

@@ -2,7 +2,8 @@
 //! back through the docker.io mirror, multi-stage builds checked in the resulting config, RUN
 //! steps in rkube's runtime (a whiteout for a deleted lower file, checked after `skopeo copy` +
 //! `umoci unpack`), the step cache, SOURCE_DATE_EPOCH, malicious contexts and Dockerfiles with a
-//! host sentinel, and the seed's cloudbuild.yaml pushing to a token-auth registry.
+//! host sentinel, and the seed's cloudbuild.yaml, unchanged, pushing to a token-auth registry that
+//! serves gcr.io through the registries config's `locations`.
 
 #[path = "support/network.rs"]
 mod network;
@@ -519,38 +520,38 @@ fn malicious_contexts_and_dockerfiles_are_confined() {
 async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
     let node = tokio::task::spawn_blocking(BuildNode::new).await.unwrap();
     let target = TestRegistry::start(Mode::Token);
-    // The seed's cloudbuild.yaml, its gcr.io host pointed at the token-auth test registry.
+    // The seed's cloudbuild.yaml byte for byte, read from the fixture as it is. gcr.io is served by the
+    // token-auth test registry through the registries config's `locations`; the docker config holds the
+    // credential under `gcr.io` (as `docker login gcr.io` writes it), the CA is trusted for the location.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build/seed");
+    let seed = fixtures.join("cloudbuild.yaml");
+    let seed_bytes = std::fs::read(&seed).unwrap();
+    assert!(String::from_utf8_lossy(&seed_bytes).contains("'gcr.io/$PROJECT_ID/imageview:blue'"));
     let src = node.dir.path().join("src");
     ok(&Command::new("cp").arg("-r").arg(&fixtures).arg(&src).output().unwrap());
-    let seed = std::fs::read_to_string(src.join("cloudbuild.yaml")).unwrap();
-    std::fs::write(
-        src.join("cloudbuild.yaml"),
-        seed.replace("gcr.io/$PROJECT_ID", &format!("{}/$PROJECT_ID", target.host())),
-    )
-    .unwrap();
     let docker = node.dir.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
     let auth = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         format!("_json_key:{}", registry::JSON_KEY),
     );
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
-    )
-    .unwrap();
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"gcr.io":{{"auth":"{auth}"}}}}}}"#))
+        .unwrap();
     let cfg = node.dir.path().join("registries.yaml");
     let ca = target.ca_file.clone().unwrap();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!("ca:\n  \"{}\": {}\n", target.host(), ca.display()));
+    text.push_str(&format!(
+        "locations:\n  gcr.io: \"https://{host}\"\nca:\n  \"{host}\": {}\n",
+        ca.display(),
+        host = target.host()
+    ));
     std::fs::write(&cfg, text).unwrap();
     let args = vec![
         "build".to_string(),
         format!("--root={}", node.root().display()),
         format!("--registries-config={}", cfg.display()),
         format!("--run-root={}", node.dir.path().join("run").display()),
-        format!("--config={}", src.join("cloudbuild.yaml").display()),
+        format!("--config={}", seed.display()),
         "--substitutions=PROJECT_ID=hello-docker".to_string(),
         src.display().to_string(),
     ];
@@ -564,11 +565,16 @@ async fn the_seed_cloudbuild_builds_blue_and_green_and_pushes_them() {
     .await
     .unwrap();
     ok(&out);
+    assert_eq!(std::fs::read(&seed).unwrap(), seed_bytes);
+    // The push went through the token flow with the gcr.io credential.
+    let tokens = target.token_server.as_ref().unwrap();
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(tokens.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
     for color in ["blue", "green"] {
-        let name = format!("{}/hello-docker/imageview:{color}", target.host());
+        let name = format!("gcr.io/hello-docker/imageview:{color}");
         let page = node.file(&name, "www/index.html").unwrap();
         assert!(String::from_utf8_lossy(&page).contains(&format!("imageview {color}")));
-        // In the registry: the manifest is there under the pushed tag.
+        // In the location's registry: the manifest is there under the pushed tag.
         let client = target.admin_client();
         let repo = target.repo("hello-docker/imageview");
         let fetched = client.get_manifest(&repo, color).await.unwrap();
@@ -672,5 +678,265 @@ fn cloudbuild_container_steps_share_the_workspace_with_docker_steps() {
     let err = fails(&node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]));
     assert!(err.contains("step 1") && err.contains("exit code 4"), "{err}");
     assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none());
+    node.assert_clean();
+}
+
+/// The parent pid of `pid` and its state letter, from `/proc/<pid>/stat` (None once it is gone).
+fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((rest.next()?.parse().ok()?, state))
+}
+
+#[test]
+fn cloudbuild_steps_do_not_outlive_their_parent() {
+    let node = BuildNode::new();
+    let root = node.root().display().to_string();
+    let rootfs = node.dir.path().join("held");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/held"), b"1").unwrap();
+    ok(&rkubelet(&["image", "import", "--root", &root, &rootfs.display().to_string(), "local/held:1"], None));
+    let src = context(&[("x", "")]);
+    let src_dir = src.path().display().to_string();
+    // A step whose parent (as handed over) is not its parent any more does nothing.
+    let job = |parent: u32| {
+        format!(
+            r#"--cloudbuild-step={{"number":1,"action":{{"Tag":{{"source":"local/held:1","target":"local/copy:1"}}}},"parent":{parent}}}"#
+        )
+    };
+    let gone = if std::process::id() == 1 { 2 } else { 1 };
+    let err = fails(&node.build(&[&job(gone), &src_dir]));
+    assert!(err.contains(&format!("the parent build (pid {gone}) is gone")), "{err}");
+    assert!(node.store().tag("docker.io/local/copy:1").unwrap().is_none());
+    ok(&node.build(&[&job(std::process::id()), &src_dir]));
+    assert!(node.store().tag("docker.io/local/copy:1").unwrap().is_some());
+
+    // A push step hangs on a registry that accepts connections and never answers; killing the
+    // parent takes the step along at once (its own retries would take minutes).
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    hung.set_nonblocking(true).unwrap();
+    let target = format!("127.0.0.1:{}/held:1", hung.local_addr().unwrap().port());
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        format!(
+            "steps:\n- name: gcr.io/cloud-builders/docker\n  args: [tag, 'local/held:1', '{target}']\n\
+             - name: gcr.io/cloud-builders/docker\n  args: [push, '{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_rkubelet"))
+        .arg("build")
+        .arg(format!("--root={root}"))
+        .arg(format!("--registries-config={}", node.dir.path().join("registries.yaml").display()))
+        .arg(format!("--run-root={}", node.dir.path().join("run").display()))
+        .arg(format!("--config={}", src.path().join("cloudbuild.yaml").display()))
+        .arg(&src_dir)
+        .env_remove("RKUBE_ROOT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let parent_pid = parent.id() as i32;
+    // The step process, once it is talking to the registry (past its prctl).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut held = Vec::new();
+    let step = loop {
+        if let Ok((conn, _)) = hung.accept() {
+            held.push(conn);
+        }
+        let step = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&pid| ppid_and_state(pid).is_some_and(|(pp, _)| pp == parent_pid));
+        if let Some(pid) = step
+            && !held.is_empty()
+        {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no step talking to the registry");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Whatever happens below, the step is ended (by its pid) before the test returns.
+    struct EndStep(i32);
+    impl Drop for EndStep {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::SIGKILL);
+        }
+    }
+    let _end = EndStep(step);
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Gone, or a zombie left to whoever reaps orphans here.
+    while ppid_and_state(step).is_some_and(|(_, state)| state != 'Z') {
+        assert!(std::time::Instant::now() < deadline, "step {step} outlived its killed parent");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(held);
+    node.assert_clean();
+}
+
+/// A container step that marks itself started (`<me>.ready`) and waits (bounded) for `<peer>.ready`.
+fn rendezvous_step(me: &str, peer: &str) -> String {
+    format!(
+        "- name: rkube-test/busybox:1\n  id: {me}\n  waitFor: ['-']\n  entrypoint: sh\n  \
+         args: ['-c', 'touch {me}.ready; i=0; while [ ! -f {peer}.ready ]; do i=$$((i+1)); [ $$i -gt 300 ] && exit 7; sleep 0.1; done']\n"
+    )
+}
+
+#[test]
+fn cloudbuild_wait_for_runs_steps_concurrently() {
+    let node = BuildNode::new();
+    // a and b each wait for the other's file: run one after the other, the first gives up after
+    // 30 s (exit 7). The build step has no waitFor, so it runs after both.
+    let src = context(&[
+        (
+            "cloudbuild.yaml",
+            &format!(
+                "steps:\n{}{}- name: gcr.io/cloud-builders/docker\n  args: [build, -t, 'local/both:1', .]\n",
+                rendezvous_step("a", "b"),
+                rendezvous_step("b", "a")
+            ),
+        ),
+        ("Dockerfile", "FROM rkube-test/busybox:1\nCOPY a.ready b.ready /r/\n"),
+    ]);
+    let cfg = src.path().join("cloudbuild.yaml").display().to_string();
+    let started = std::time::Instant::now();
+    let out = node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]);
+    ok(&out);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(node.file("docker.io/local/both:1", "r/a.ready").is_some());
+    assert!(node.file("docker.io/local/both:1", "r/b.ready").is_some());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("step 3: "), "a step's output is relayed with its number: {stderr}");
+    assert!(stderr.contains("cloudbuild: 3 steps, by waitFor: [1 2] [3]"), "{stderr}");
+
+    // A failure: no new step starts, the running one is waited for, the failed step is named.
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        "steps:\n\
+         - name: rkube-test/busybox:1\n  waitFor: ['-']\n  args: [sh, -c, 'sleep 2; touch slow.done']\n\
+         - name: rkube-test/busybox:1\n  waitFor: ['-']\n  args: [sh, -c, 'exit 3']\n\
+         - name: docker\n  args: [tag, 'local/both:1', 'local/never:1']\n",
+    )
+    .unwrap();
+    let err = fails(&node.build(&[&format!("--config={cfg}"), &src.path().display().to_string()]));
+    assert!(err.contains("step 2") && err.contains("exit code 3"), "{err}");
+    assert!(src.path().join("slow.done").exists(), "the running step was waited for");
+    assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none(), "no step started after");
+    node.assert_clean();
+}
+
+/// An xattr of `path` (not following a final symlink), through the crate's own wrapper.
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    rkube::sys::openat::lgetxattr(path, name).unwrap()
+}
+
+#[test]
+fn copy_keeps_hardlinks_xattrs_and_file_capabilities_and_takes_symbolic_chmod() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let node = BuildNode::new();
+    let ctx = context(&[
+        ("data/a", "same inode\n"),
+        ("data/plain", "plain\n"),
+        ("data/run.sh", "#!/bin/sh\n"),
+        ("data/tool", "a tool\n"),
+        (
+            "Dockerfile",
+            "FROM rkube-test/busybox:1\n\
+             COPY data /data/\n\
+             COPY --chmod=u=rwX,go=rX data /sym/\n\
+             COPY --chmod=+x data/plain /plus-x\n",
+        ),
+    ]);
+    let data = ctx.path().join("data");
+    std::fs::create_dir(data.join("sub")).unwrap();
+    std::fs::hard_link(data.join("a"), data.join("sub/b")).unwrap();
+    for (f, mode) in [("a", 0o640), ("plain", 0o600), ("run.sh", 0o700), ("sub", 0o700)] {
+        std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let a = std::fs::File::open(data.join("a")).unwrap();
+    rkube::sys::openat::fsetxattr(&a, "user.rkube-test", b"kept").unwrap();
+    // A file capability, set by the real tool (libcap2-bin).
+    ok(&Command::new("setcap").arg("cap_net_bind_service=+ep").arg(data.join("tool")).output().unwrap());
+    let cap = xattr(&data.join("tool"), "security.capability").expect("setcap set security.capability");
+    ok(&node.build(&["-t", "links:1", &ctx.path().display().to_string()]));
+
+    // The COPY layer: a link entry for the second name, the xattrs as PAX records.
+    let store = node.store();
+    let digest = store.tag("docker.io/library/links:1").unwrap().unwrap();
+    let refs = store.manifest_refs(&digest).unwrap();
+    let copy_layer = &refs.layers[refs.layers.len() - 3];
+    let mut archive = tar::Archive::new(std::fs::File::open(store.blob_path(&copy_layer.digest)).unwrap());
+    let mut seen = std::collections::BTreeMap::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut xattrs = Vec::new();
+        if let Some(pax) = e.pax_extensions().unwrap() {
+            for ext in pax {
+                let ext = ext.unwrap();
+                if let Some(name) = ext.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let link = e.link_name().unwrap().map(|l| l.display().to_string());
+        seen.insert(path, (e.header().entry_type(), link, xattrs));
+    }
+    assert_eq!(seen["data/a"].0, tar::EntryType::Regular, "{seen:?}");
+    assert_eq!(seen["data/a"].2, [("user.rkube-test".to_string(), b"kept".to_vec())]);
+    assert_eq!(seen["data/sub/b"].0, tar::EntryType::Link, "{seen:?}");
+    assert_eq!(seen["data/sub/b"].1.as_deref(), Some("data/a"));
+    assert_eq!(seen["data/tool"].2, [("security.capability".to_string(), cap.clone())]);
+
+    // Pulled back by skopeo and unpacked by umoci: one inode, the xattr and the capability.
+    let target = format!("{}/rkube-test/links:1", node.registry.host());
+    ok(&rkubelet(&["image", "push", "--root", &node.root().display().to_string(), "links:1", &target], None));
+    let oci = node.dir.path().join("oci");
+    ok(&Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{target}"),
+            &format!("oci:{}:links", oci.display()),
+        ])
+        .output()
+        .unwrap());
+    let bundle = node.dir.path().join("bundle");
+    ok(&Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:links", oci.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap());
+    let rootfs = bundle.join("rootfs");
+    let (ma, mb) = (
+        std::fs::metadata(rootfs.join("data/a")).unwrap(),
+        std::fs::metadata(rootfs.join("data/sub/b")).unwrap(),
+    );
+    assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2), "one inode after unpack");
+    assert_eq!(xattr(&rootfs.join("data/a"), "user.rkube-test").as_deref(), Some(&b"kept"[..]));
+    let getcap = ok(&Command::new("getcap").arg(rootfs.join("data/tool")).output().unwrap());
+    assert!(getcap.contains("cap_net_bind_service=ep"), "{getcap}");
+    // rkube's own store unpack keeps them as well.
+    let layers = store.image_layers(&digest).unwrap();
+    let in_store = &layers[layers.len() - 3];
+    assert_eq!(xattr(&in_store.join("data/tool"), "security.capability"), Some(cap));
+
+    // Symbolic --chmod, per entry: X only for directories and files already executable.
+    let mode = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("data/plain"), 0o600, "COPY keeps the mode");
+    assert_eq!(mode("sym/plain"), 0o644);
+    assert_eq!(mode("sym/a"), 0o644);
+    assert_eq!(mode("sym/run.sh"), 0o755);
+    assert_eq!(mode("sym/sub"), 0o755);
+    assert_eq!(mode("plus-x"), 0o711);
+    // An invalid mode: one line naming the Dockerfile line.
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM rkube-test/busybox:1\nCOPY --chmod=u+q data /bad/\n")
+        .unwrap();
+    let err = fails(&node.build(&["-t", "links:2", &ctx.path().display().to_string()]));
+    assert!(err.contains("Dockerfile line 2") && err.contains("invalid --chmod \"u+q\""), "{err}");
     node.assert_clean();
 }

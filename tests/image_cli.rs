@@ -1,6 +1,6 @@
 //! `rkubelet image` end to end as a user runs it: pull through a docker.io mirror config, ls/inspect
 //! (`-o json`), tag, push to a token-auth TLS registry with docker `config.json` credentials (`_json_key`),
-//! pull back by digest, rm, and one-line errors.
+//! pull back by digest, rm, one-line errors, and gcr.io pushed to and pulled from its configured location.
 
 #[path = "support/registry.rs"]
 mod registry;
@@ -110,6 +110,67 @@ async fn pull_ls_inspect_tag_push_rm() {
     let by_digest = format!("{}/proj/nginx@{}", target.host(), img.manifest.digest);
     let out = ok(&rkubelet(run(&["pull", "-q", &by_digest]), &docker).await);
     assert_eq!(out.trim(), img.manifest.digest.to_string());
+}
+
+/// `locations: {gcr.io: https://<token registry>}`: `image push gcr.io/...` goes to the location (not to
+/// gcr.io), and `image pull gcr.io/...` with no gcr.io mirror comes from it; the credential is found under
+/// the location's host, the CA under `gcr.io`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcr_io_is_pushed_to_and_pulled_from_its_location() {
+    let source = TestRegistry::start(Mode::Anonymous);
+    let target = TestRegistry::start(Mode::Token);
+    let tar = LayerTar::new().dir("www").file("www/index.html", b"served at the location").finish();
+    let img = build_image(&[(tar, Compression::Gzip)], "amd64", false);
+    push_image(&source.admin_client(), &source.repo("library/web"), "1", &img).await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root").display().to_string();
+    let cfg = tmp.path().join("registries.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mirrors:\n  docker.io: [\"http://{}\"]\nlocations:\n  gcr.io: \"https://{}\"\nca:\n  gcr.io: {}\n",
+            source.host(),
+            target.host(),
+            target.ca_file.clone().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let docker = tmp.path().join("docker");
+    std::fs::create_dir(&docker).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("_json_key:{}", registry::JSON_KEY));
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let run = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> =
+            vec!["image".into(), "--root".into(), root.clone(), "--registries-config".into(), cfg.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    };
+
+    ok(&rkubelet(run(&["pull", "web:1"]), &docker).await);
+    ok(&rkubelet(run(&["tag", "web:1", "gcr.io/proj/web:v1"]), &docker).await);
+    let pushed = ok(&rkubelet(run(&["push", "gcr.io/proj/web:v1"]), &docker).await);
+    assert!(pushed.contains(&format!("pushed gcr.io/proj/web:v1 {}", img.manifest.digest)), "{pushed}");
+    let fetched = target.admin_client().get_manifest(&target.repo("proj/web"), "v1").await.unwrap();
+    assert_eq!(fetched.digest, img.manifest.digest);
+    let tokens = target.token_server.as_ref().unwrap();
+    assert!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > 0);
+
+    // Pulled back by its gcr.io name: no gcr.io mirror, so from the location.
+    ok(&rkubelet(run(&["rm", "web:1", "gcr.io/proj/web:v1"]), &docker).await);
+    let out = ok(&rkubelet(run(&["pull", "gcr.io/proj/web:v1"]), &docker).await);
+    assert!(
+        out.contains(&format!("pulled gcr.io/proj/web:v1 {} from {}", img.manifest.digest, target.host())),
+        "{out}"
+    );
+    // The local registry never saw a gcr.io request: the push and the pull went to the location only.
+    let log = source.log();
+    assert!(log.contains("library/web") && !log.contains("proj/web"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

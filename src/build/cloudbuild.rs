@@ -1,11 +1,15 @@
 //! Cloud Build configs (`cloudbuild.yaml`), pure: the schema subset rkube runs, substitutions
 //! (built-in and user `_KEY`s, `$$` escaping, an unknown built-in name is an error), and the plan:
 //! steps of the docker builder (`build`, `tag`, `push`) mapped to rkube's own build, tag and push,
-//! in order (`waitFor` ids are checked; running in file order satisfies every dependency), then
-//! the `images:` pushed once every step succeeded. Paths are relative to the source root, which
-//! Cloud Build mounts at `/workspace`.
+//! then the `images:` pushed once every step succeeded. Paths are relative to the source root,
+//! which Cloud Build mounts at `/workspace`.
+//!
+//! The schedule is Cloud Build's: a step without `waitFor` waits for every earlier step, one with
+//! `waitFor: ['-']` starts at once, one with ids waits for those steps (ids of earlier steps
+//! only). A step starts as soon as the steps it waits for are done ([`ready`]); [`waves`] groups
+//! the steps by depth, each wave's steps running concurrently.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -87,7 +91,7 @@ pub const BUILT_INS: &[&str] = &[
 ];
 
 /// A `docker build` step's arguments.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DockerBuild {
     pub tags: Vec<String>,
     pub file: Option<PathBuf>,
@@ -99,7 +103,7 @@ pub struct DockerBuild {
 }
 
 /// A step run as a container of its image, the source at `/workspace`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContainerStep {
     pub image: String,
     pub entrypoint: Option<String>,
@@ -110,7 +114,7 @@ pub struct ContainerStep {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     Build(DockerBuild),
     Container(ContainerStep),
@@ -122,7 +126,31 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// For each action, the (earlier) actions it waits for.
+    pub waits: Vec<Vec<usize>>,
     pub images: Vec<String>,
+}
+
+/// The steps that can start now: not started, and every step they wait for is done.
+pub fn ready(waits: &[Vec<usize>], done: &[bool], started: &[bool]) -> Vec<usize> {
+    (0..waits.len()).filter(|&i| !started[i] && waits[i].iter().all(|&w| done[w])).collect()
+}
+
+/// The steps grouped by depth: wave 0 waits for nothing, wave k for steps of waves below k with
+/// at least one in wave k-1.
+pub fn waves(waits: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let mut depth: Vec<usize> = Vec::with_capacity(waits.len());
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for w in waits {
+        // Steps only wait for earlier ones, so their depth is known.
+        let d = w.iter().map(|&j| depth[j] + 1).max().unwrap_or(0);
+        if out.len() <= d {
+            out.resize(d + 1, Vec::new());
+        }
+        out[d].push(depth.len());
+        depth.push(d);
+    }
+    out
 }
 
 /// Parses a config.
@@ -233,24 +261,39 @@ pub fn is_docker_builder(name: &str) -> bool {
 /// Turns a config into actions, substituting every field.
 pub fn plan(config: &Config, values: &BTreeMap<String, String>) -> Result<Plan, CloudBuildError> {
     let loose = config.options.substitution_option.as_deref() == Some("ALLOW_LOOSE");
-    let mut ids = Vec::new();
+    let mut ids: Vec<(String, usize)> = Vec::new();
     let mut actions = Vec::new();
+    let mut waits = Vec::new();
     for (n, step) in config.steps.iter().enumerate() {
         let number = n + 1;
         let sub = |s: &str, field: &str| substitute(s, values, loose, &format!("steps[{n}].{field}"));
         let name = sub(&step.name, "name")?;
         let args: Vec<String> = step.args.iter().map(|a| sub(a, "args")).collect::<Result<_, _>>()?;
         let dir = step.dir.as_deref().map(|d| sub(d, "dir")).transpose()?;
-        for w in &step.wait_for {
-            if w != "-" && !ids.contains(w) {
+        let mut wait = Vec::new();
+        if step.wait_for.is_empty() {
+            wait.extend(0..n);
+        }
+        for w in step.wait_for.iter().filter(|w| *w != "-") {
+            let Some((_, j)) = ids.iter().find(|(id, _)| id == w) else {
                 return Err(CloudBuildError::Step {
                     step: number,
                     message: format!("waitFor {w:?} names no earlier step id"),
                 });
+            };
+            if !wait.contains(j) {
+                wait.push(*j);
             }
         }
+        waits.push(wait);
         if let Some(id) = &step.id {
-            ids.push(id.clone());
+            if ids.iter().any(|(known, _)| known == id) {
+                return Err(CloudBuildError::Step {
+                    step: number,
+                    message: format!("duplicate step id {id:?}"),
+                });
+            }
+            ids.push((id.clone(), n));
         }
         let env: Vec<String> = step.env.iter().map(|e| sub(e, "env")).collect::<Result<_, _>>()?;
         if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
@@ -293,7 +336,7 @@ pub fn plan(config: &Config, values: &BTreeMap<String, String>) -> Result<Plan, 
     }
     let images =
         config.images.iter().map(|i| substitute(i, values, loose, "images")).collect::<Result<_, _>>()?;
-    Ok(Plan { actions, images })
+    Ok(Plan { actions, waits, images })
 }
 
 /// A path of a step relative to the source root (`/workspace`): absolute `/workspace/...` paths
@@ -437,5 +480,44 @@ mod tests {
         assert!(parse("steps: []").is_err());
         assert!(parse("steps: [{args: [x]}]").is_err(), "a step needs a name");
         assert_eq!(workspace_path(Path::new("d"), "/workspace/x"), PathBuf::from("x"));
+    }
+
+    #[test]
+    fn wait_for_schedules_like_cloud_build() {
+        // a, b start at once; c (no waitFor) waits for all earlier; d waits for a only; e for c, d.
+        let c = parse(
+            "steps:\n\
+             - {name: docker, id: a, waitFor: ['-'], args: [push, x]}\n\
+             - {name: docker, id: b, waitFor: ['-'], args: [push, x]}\n\
+             - {name: docker, id: c, args: [push, x]}\n\
+             - {name: docker, id: d, waitFor: [a], args: [push, x]}\n\
+             - {name: docker, waitFor: [c, d, c], args: [push, x]}\n",
+        )
+        .unwrap();
+        let p = plan(&c, &BTreeMap::new()).unwrap();
+        assert_eq!(p.waits, vec![vec![], vec![], vec![0, 1], vec![0], vec![2, 3]]);
+        assert_eq!(waves(&p.waits), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        let n = p.waits.len();
+        let (mut done, mut started) = (vec![false; n], vec![false; n]);
+        assert_eq!(ready(&p.waits, &done, &started), [0, 1]);
+        started[0] = true;
+        started[1] = true;
+        assert!(ready(&p.waits, &done, &started).is_empty(), "running steps are not started again");
+        done[0] = true;
+        assert_eq!(ready(&p.waits, &done, &started), [3], "d needs only a; c needs b too");
+        started[3] = true;
+        done[1] = true;
+        assert_eq!(ready(&p.waits, &done, &started), [2]);
+        // The seed: no waitFor anywhere, so the steps run one after another.
+        let seed = plan(&parse(SEED).unwrap(), &vals(&[("PROJECT_ID", "p")])).unwrap();
+        assert_eq!(waves(&seed.waits), vec![vec![0], vec![1]]);
+        // Ids must name earlier steps, once each.
+        let later = parse("steps:\n- {name: docker, waitFor: [z], args: [push, x]}\n- {name: docker, id: z, args: [push, x]}\n").unwrap();
+        assert!(plan(&later, &BTreeMap::new()).unwrap_err().to_string().contains("step 1: waitFor \"z\""));
+        let dup = parse(
+            "steps:\n- {name: docker, id: z, args: [push, x]}\n- {name: docker, id: z, args: [push, x]}\n",
+        )
+        .unwrap();
+        assert!(plan(&dup, &BTreeMap::new()).unwrap_err().to_string().contains("step 2: duplicate step id"));
     }
 }

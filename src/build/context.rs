@@ -3,23 +3,36 @@
 //! Sources: a path is cleaned, and one that leaves its root (`../x`) is refused. The named source
 //! is resolved with symlinks followed but confined to its root (`openat2(RESOLVE_IN_ROOT)`), as
 //! BuildKit scopes them; inside a copied tree symlinks stay symlinks and are never followed.
+//! The walk below the named source is fd-relative: every directory and file is opened from the
+//! source's handle with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and `O_NOFOLLOW`, and
+//! entries are inspected by name inside an open directory, so a context changed during the build
+//! (a directory swapped for a symlink) cannot lead a read outside it.
 //! `.dockerignore` filters the walk (an excluded directory is still walked when an exception
 //! might re-include something inside it). The walk's entries also give the content checksum
-//! that keys the build cache (mode, owner-free, type, size, link target, content; no mtime).
+//! that keys the build cache (mode, owner-free, type, size, link target, xattrs, content; no
+//! mtime).
+//!
+//! Copies keep hardlinks (files of one source sharing an inode are linked in the destination,
+//! so the layer holds a link entry) and the extended attributes of files and directories (file
+//! capabilities `security.capability` included; overlay and SELinux attributes dropped, as for
+//! RUN layers), set after owner and mode since a chown clears file capabilities.
 //!
 //! Destinations: every directory is opened inside the image's root filesystem with
 //! `openat2(RESOLVE_IN_ROOT)`, and entries are created with `*at` calls that never follow a
 //! symlink, so an image cannot redirect a COPY onto the host.
 
+use crate::build::chmod::Chmod;
 use crate::build::ignore::{Matcher, clean};
 use crate::image::digest::{Digest, Hasher};
+use crate::image::unpack::is_overlay_xattr;
 use crate::runtime::fsutil::{mkdir_all_in_root, open_in_root};
-use nix::fcntl::{AtFlags, OFlag};
+use crate::sys::openat::{fsetxattr, lgetxattr, llistxattr};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fchmod, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, symlinkat, unlinkat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -59,6 +72,45 @@ fn nix_err(what: &'static str, path: impl AsRef<Path>) -> impl FnOnce(nix::Error
 pub struct Entry {
     pub rel: PathBuf,
     pub meta: Metadata,
+    /// Extended attributes to copy (files and directories; see [`keep_xattr`]).
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Whether an extended attribute travels with a copy: not overlay's own, not SELinux labels.
+pub fn keep_xattr(name: &str) -> bool {
+    !is_overlay_xattr(name) && name != "security.selinux"
+}
+
+/// The kept extended attributes of `path` (the final component not followed); none for
+/// symlinks and special files, and none where the filesystem has no xattrs.
+fn read_xattrs(path: &Path, meta: &Metadata) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+    if !(meta.is_file() || meta.is_dir()) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for name in llistxattr(path).map_err(nix_err("list xattrs of", path))? {
+        if !keep_xattr(&name) {
+            continue;
+        }
+        if let Some(value) = lgetxattr(path, &name).map_err(nix_err("read xattrs of", path))? {
+            out.push((name, value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Opens `rel` below the directory `base` without following any symlink and without leaving it.
+fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = OpenHow::new().flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(
+        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+    );
+    loop {
+        match openat2(base, rel, how) {
+            Err(nix::Error::EAGAIN | nix::Error::EINTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
 }
 
 /// A named source resolved inside its root: an open handle and the entries to copy.
@@ -77,6 +129,39 @@ impl Source {
     /// Host path through which the resolved source is read.
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Opens entry `rel` (`""`: the source itself, reopened through its handle) with `flags`.
+    fn open(&self, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+        if rel.as_os_str().is_empty() {
+            return nix::fcntl::open(&self.path(), flags | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(io::Error::from);
+        }
+        open_beneath(self.fd.as_fd(), rel, flags)
+    }
+
+    /// Opens regular file `rel` for reading (a file swapped for something else is refused).
+    fn open_file(&self, rel: &Path) -> Result<File, CopyError> {
+        let fd = self.open(rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(io_err("read", rel))?;
+        let file = File::from(fd);
+        if !file.metadata().map_err(io_err("inspect", rel))?.is_file() {
+            return Err(CopyError::Io {
+                what: "read",
+                path: rel.display().to_string(),
+                source: io::Error::other("changed during the build: no longer a regular file"),
+            });
+        }
+        Ok(file)
+    }
+
+    /// The target of symlink `rel`, read inside its open parent directory.
+    fn read_link(&self, rel: &Path) -> Result<PathBuf, CopyError> {
+        let (parent, name) = match (rel.parent(), rel.file_name()) {
+            (Some(p), Some(n)) => (p, n),
+            _ => return Err(CopyError::NotFound(self.name.clone())),
+        };
+        let dir = self.open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(io_err("open", parent))?;
+        nix::fcntl::readlinkat(dir.as_fd(), name).map(PathBuf::from).map_err(nix_err("read link", rel))
     }
 
     /// Whether the named source is a directory (its contents are copied).
@@ -152,38 +237,73 @@ pub fn resolve(root: &Path, src: &str, ignore: Option<&Matcher>) -> Result<Vec<S
             }
             Err(e) => return Err(io_err("open source", &rel)(e)),
         };
-        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         let prefix = if rel == "." { String::new() } else { rel.clone() };
-        let entries = walk(&path, ignore, &prefix)?;
+        let entries = walk(root_fd.as_fd(), &rel, fd.as_fd(), ignore, &prefix)?;
         out.push(Source { name: src.to_string(), rel, fd, entries });
     }
     Ok(out)
 }
 
-/// The entries under `path` (itself first), sorted, filtered by `ignore` (paths `prefix/rel`).
-fn walk(path: &Path, ignore: Option<&Matcher>, prefix: &str) -> Result<Vec<Entry>, CopyError> {
+/// The entries of the source open at `fd` (named `rel` in `root`; itself first), sorted,
+/// filtered by `ignore` (paths `prefix/rel`).
+fn walk(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    fd: BorrowedFd<'_>,
+    ignore: Option<&Matcher>,
+    prefix: &str,
+) -> Result<Vec<Entry>, CopyError> {
     // Through the magic link the source itself is followed once (it was resolved in the root).
-    let meta = std::fs::metadata(path).map_err(io_err("inspect", path))?;
-    let mut out = vec![Entry { rel: PathBuf::new(), meta }];
-    if out[0].meta.is_dir() {
-        walk_dir(path, Path::new(""), ignore, prefix, &mut out)?;
+    let path = crate::runtime::fsutil::fd_path(fd);
+    let meta = std::fs::metadata(&path).map_err(io_err("inspect", rel))?;
+    let xattrs =
+        if meta.is_dir() { read_xattrs(&path.join("."), &meta)? } else { top_file_xattrs(root, rel, &meta)? };
+    let is_dir = meta.is_dir();
+    let mut out = vec![Entry { rel: PathBuf::new(), meta, xattrs }];
+    if is_dir {
+        walk_dir(fd, Path::new(""), ignore, prefix, &mut out)?;
     }
     Ok(out)
 }
 
+/// The xattrs of a named file source, read by name in its parent directory when that name is
+/// the file itself (a source named through a symlink has none copied).
+fn top_file_xattrs(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    meta: &Metadata,
+) -> Result<Vec<(String, Vec<u8>)>, CopyError> {
+    let rel = Path::new(rel);
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else { return Ok(Vec::new()) };
+    let Ok(dir) = open_in_root(root, parent, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC) else {
+        return Ok(Vec::new());
+    };
+    let path = crate::runtime::fsutil::fd_path(dir.as_fd()).join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => read_xattrs(&path, meta),
+        _ => Ok(Vec::new()),
+    }
+}
+
 fn walk_dir(
-    base: &Path,
+    base: BorrowedFd<'_>,
     rel: &Path,
     ignore: Option<&Matcher>,
     prefix: &str,
     out: &mut Vec<Entry>,
 ) -> Result<bool, CopyError> {
-    let dir = base.join(rel);
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(io_err("read directory", &dir))?
+    let dir = if rel.as_os_str().is_empty() {
+        open_beneath(base, Path::new("."), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+    } else {
+        open_beneath(base, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+    }
+    .map_err(io_err("open directory", rel))?;
+    let dir_path = crate::runtime::fsutil::fd_path(dir.as_fd());
+    let mut names: Vec<OsString> = std::fs::read_dir(&dir_path)
+        .map_err(io_err("read directory", rel))?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()
-        .map_err(io_err("read directory", &dir))?;
+        .map_err(io_err("read directory", rel))?;
     names.sort();
     let mut any = false;
     for name in names {
@@ -193,8 +313,9 @@ fn walk_dir(
         } else {
             format!("{prefix}/{}", child.display())
         };
-        let host = base.join(&child);
-        let meta = std::fs::symlink_metadata(&host).map_err(io_err("inspect", &host))?;
+        // By name inside the open directory, the name itself not followed.
+        let host = dir_path.join(&name);
+        let meta = std::fs::symlink_metadata(&host).map_err(io_err("inspect", &child))?;
         if meta.file_type().is_socket() {
             continue;
         }
@@ -203,8 +324,9 @@ fn walk_dir(
             continue;
         }
         let is_dir = meta.is_dir();
+        let xattrs = read_xattrs(&host, &meta)?;
         let at = out.len();
-        out.push(Entry { rel: child.clone(), meta });
+        out.push(Entry { rel: child.clone(), meta, xattrs });
         if is_dir {
             let inner = walk_dir(base, &child, ignore, prefix, out)?;
             if excluded && !inner {
@@ -272,7 +394,6 @@ pub fn checksum(sources: &[Source]) -> Result<Digest, CopyError> {
     let mut buf = vec![0u8; 256 * 1024];
     for s in sources {
         h.update(format!("source {}\n", s.rel).as_bytes());
-        let base = s.path();
         for e in &s.entries {
             let ft = e.meta.file_type();
             let kind = if ft.is_dir() {
@@ -294,14 +415,17 @@ pub fn checksum(sources: &[Source]) -> Result<Digest, CopyError> {
                 )
                 .as_bytes(),
             );
-            let host = entry_path(&base, &e.rel);
+            for (name, value) in &e.xattrs {
+                h.update(format!("xattr {name}={}\0", value.len()).as_bytes());
+                h.update(value);
+            }
             if ft.is_symlink() {
-                let target = std::fs::read_link(&host).map_err(io_err("read link", &host))?;
+                let target = s.read_link(&e.rel)?;
                 h.update(target.as_os_str().as_encoded_bytes());
             } else if ft.is_file() {
-                let mut f = File::open(&host).map_err(io_err("read", &host))?;
+                let mut f = s.open_file(&e.rel)?;
                 loop {
-                    let n = f.read(&mut buf).map_err(io_err("read", &host))?;
+                    let n = f.read(&mut buf).map_err(io_err("read", &e.rel))?;
                     if n == 0 {
                         break;
                     }
@@ -315,12 +439,19 @@ pub fn checksum(sources: &[Source]) -> Result<Digest, CopyError> {
 }
 
 /// Owner and mode overrides of a COPY.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     /// `--chown` (else 0:0).
     pub owner: Option<(u32, u32)>,
-    /// `--chmod`.
-    pub mode: Option<u32>,
+    /// `--chmod`, applied to every file and directory copied.
+    pub mode: Option<Chmod>,
+}
+
+impl CopyOptions {
+    /// The mode an entry of mode `mode` gets.
+    fn mode_of(&self, mode: u32, is_dir: bool) -> u32 {
+        self.mode.as_ref().map_or(mode & 0o7777, |m| m.apply(mode, is_dir))
+    }
 }
 
 /// Copies one source into the root filesystem open at `root`: a directory's contents into
@@ -329,17 +460,17 @@ pub fn copy_source(
     root: BorrowedFd<'_>,
     src: &Source,
     dest: &Path,
-    opts: CopyOptions,
+    opts: &CopyOptions,
 ) -> Result<(), CopyError> {
     let (uid, gid) = opts.owner.unwrap_or((0, 0));
-    let base = src.path();
     let mut dirs: HashMap<PathBuf, OwnedFd> = HashMap::new();
     let mut dir_times = Vec::new();
+    // Files already copied, by source inode: later names of one are hardlinked to the first.
+    let mut linked: HashMap<(u64, u64), (PathBuf, OsString)> = HashMap::new();
     for e in &src.entries {
         let target = if e.rel.as_os_str().is_empty() { dest.to_path_buf() } else { dest.join(&e.rel) };
-        let host = entry_path(&base, &e.rel);
         let ft = e.meta.file_type();
-        let mode = opts.mode.unwrap_or(e.meta.mode() & 0o7777);
+        let mode = opts.mode_of(e.meta.mode(), ft.is_dir());
         if ft.is_dir() {
             // The top directory itself: created when missing, its metadata applied only then.
             let existed = open_in_root(root, &target, OFlag::O_PATH | OFlag::O_DIRECTORY).is_ok();
@@ -349,6 +480,15 @@ pub fn copy_source(
                 std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(io_err("chown", &target))?;
                 std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
                     .map_err(io_err("chmod", &target))?;
+                if !e.xattrs.is_empty() {
+                    let dir = nix::fcntl::open(
+                        &p,
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(nix_err("open", &target))?;
+                    set_xattrs(dir.as_fd(), &e.xattrs, &target)?;
+                }
                 dir_times.push((target.clone(), e.meta.mtime(), e.meta.mtime_nsec()));
             }
             dirs.insert(target, fd);
@@ -367,8 +507,17 @@ pub fn copy_source(
         }
         let parent = dirs[&parent_path].as_fd();
         replace_non_dir(parent, name, &target)?;
+        let inode = (e.meta.dev(), e.meta.ino());
+        if ft.is_file() && e.meta.nlink() > 1 {
+            if let Some((first_dir, first_name)) = linked.get(&inode) {
+                linkat(dirs[first_dir].as_fd(), first_name.as_os_str(), parent, name, AtFlags::empty())
+                    .map_err(nix_err("hardlink", &target))?;
+                continue;
+            }
+            linked.insert(inode, (parent_path.clone(), name.to_os_string()));
+        }
         if ft.is_symlink() {
-            let link = std::fs::read_link(&host).map_err(io_err("read link", &host))?;
+            let link = src.read_link(&e.rel)?;
             symlinkat(link.as_path(), parent, name).map_err(nix_err("create symlink", &target))?;
             fchownat(
                 parent,
@@ -379,6 +528,7 @@ pub fn copy_source(
             )
             .map_err(nix_err("chown", &target))?;
         } else if ft.is_file() {
+            let mut input = src.open_file(&e.rel)?;
             let fd = nix::fcntl::openat(
                 parent,
                 name,
@@ -387,11 +537,12 @@ pub fn copy_source(
             )
             .map_err(nix_err("create", &target))?;
             let mut out = File::from(fd);
-            let mut input = File::open(&host).map_err(io_err("read", &host))?;
             io::copy(&mut input, &mut out).map_err(io_err("copy into", &target))?;
             nix::unistd::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(nix_err("chown", &target))?;
             fchmod(&out, Mode::from_bits_truncate(mode)).map_err(nix_err("chmod", &target))?;
+            // Last: writing and chown clear file capabilities.
+            set_xattrs(out.as_fd(), &e.xattrs, &target)?;
         } else {
             let kind = if ft.is_fifo() {
                 SFlag::S_IFIFO
@@ -443,9 +594,16 @@ fn replace_non_dir(parent: BorrowedFd<'_>, name: &OsStr, target: &Path) -> Resul
     }
 }
 
-/// `base/rel`, or `base` itself for the source's own entry (no trailing `/`: it may be a file).
-fn entry_path(base: &Path, rel: &Path) -> PathBuf {
-    if rel.as_os_str().is_empty() { base.to_path_buf() } else { base.join(rel) }
+/// Sets extended attributes on the open file `fd`.
+fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(String, Vec<u8>)], target: &Path) -> Result<(), CopyError> {
+    for (name, value) in xattrs {
+        fsetxattr(fd, name, value).map_err(|e| CopyError::Io {
+            what: "set xattr",
+            path: format!("{} ({name})", target.display()),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
 }
 
 fn magic(fd: &OwnedFd) -> PathBuf {
@@ -457,7 +615,7 @@ pub fn write_file(
     root: BorrowedFd<'_>,
     dest: &Path,
     content: &[u8],
-    opts: CopyOptions,
+    opts: &CopyOptions,
 ) -> Result<(), CopyError> {
     let parent_path = dest.parent().unwrap_or(Path::new("/"));
     let parent = mkdir_all_in_root(root, parent_path).map_err(io_err("create directory", parent_path))?;
@@ -475,7 +633,7 @@ pub fn write_file(
     let (uid, gid) = opts.owner.unwrap_or((0, 0));
     nix::unistd::fchown(&out, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
         .map_err(nix_err("chown", dest))?;
-    fchmod(&out, Mode::from_bits_truncate(opts.mode.unwrap_or(0o644))).map_err(nix_err("chmod", dest))?;
+    fchmod(&out, Mode::from_bits_truncate(opts.mode_of(0o644, false))).map_err(nix_err("chmod", dest))?;
     Ok(())
 }
 
@@ -512,14 +670,6 @@ pub fn resolve_owner(root: BorrowedFd<'_>, spec: &str) -> Result<(u32, u32), Str
         None => uid,
     };
     Ok((uid, gid))
-}
-
-/// Parses `--chmod` (octal only).
-pub fn parse_chmod(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("invalid --chmod {s:?} (octal only)"))
 }
 
 #[cfg(test)]
@@ -579,6 +729,76 @@ mod tests {
     }
 
     #[test]
+    fn copies_keep_hardlinks_and_xattrs() {
+        use crate::sys::openat::fgetxattr;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(ctx.join("d/sub")).unwrap();
+        std::fs::write(ctx.join("d/a"), b"same inode").unwrap();
+        std::fs::hard_link(ctx.join("d/a"), ctx.join("d/sub/b")).unwrap();
+        std::fs::write(ctx.join("d/c"), b"other").unwrap();
+        let f = File::open(ctx.join("d/a")).unwrap();
+        fsetxattr(f.as_fd(), "user.rkube-test", b"on-a").unwrap();
+        let sub = File::open(ctx.join("d/sub")).unwrap();
+        fsetxattr(sub.as_fd(), "user.rkube-dir", b"on-sub").unwrap();
+        let s = resolve(&ctx, "d", None).unwrap();
+        let a = s[0].entries.iter().find(|e| e.rel == Path::new("a")).unwrap();
+        assert_eq!(a.xattrs, [("user.rkube-test".to_string(), b"on-a".to_vec())]);
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let root_fd = File::open(&root).unwrap();
+        copy_source(
+            root_fd.as_fd(),
+            &s[0],
+            Path::new("/dst"),
+            &CopyOptions { owner: Some((5, 5)), mode: None },
+        )
+        .unwrap();
+        let (ma, mb) = (
+            std::fs::metadata(root.join("dst/a")).unwrap(),
+            std::fs::metadata(root.join("dst/sub/b")).unwrap(),
+        );
+        assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2), "one inode, linked");
+        assert_ne!(std::fs::metadata(root.join("dst/c")).unwrap().ino(), ma.ino());
+        assert_eq!(std::fs::read(root.join("dst/sub/b")).unwrap(), b"same inode");
+        let copied = File::open(root.join("dst/a")).unwrap();
+        assert_eq!(fgetxattr(copied.as_fd(), "user.rkube-test").unwrap().as_deref(), Some(&b"on-a"[..]));
+        let copied_dir = File::open(root.join("dst/sub")).unwrap();
+        assert_eq!(fgetxattr(copied_dir.as_fd(), "user.rkube-dir").unwrap().as_deref(), Some(&b"on-sub"[..]));
+        // A named file source keeps its xattrs too; and they are part of the checksum.
+        let one = resolve(&ctx, "d/a", None).unwrap();
+        assert_eq!(one[0].entries[0].xattrs.len(), 1);
+        let before = checksum(&one).unwrap();
+        fsetxattr(f.as_fd(), "user.rkube-test", b"changed").unwrap();
+        assert_ne!(checksum(&resolve(&ctx, "d/a", None).unwrap()).unwrap(), before);
+    }
+
+    #[test]
+    fn a_context_swapped_during_the_build_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(ctx.join("d/inner")).unwrap();
+        std::fs::write(ctx.join("d/inner/f"), b"inside").unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("f"), b"secret").unwrap();
+        let s = resolve(&ctx, "d", None).unwrap();
+        // After the walk, the directory becomes a symlink to a host directory.
+        std::fs::remove_dir_all(ctx.join("d/inner")).unwrap();
+        std::os::unix::fs::symlink(&outside, ctx.join("d/inner")).unwrap();
+        assert!(checksum(&s).is_err(), "the checksum does not read through the link");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let root_fd = File::open(&root).unwrap();
+        assert!(copy_source(root_fd.as_fd(), &s[0], Path::new("/dst"), &CopyOptions::default()).is_err());
+        assert!(!root.join("dst/inner/f").exists(), "nothing read outside the context");
+        // A fresh walk sees the link and copies it as a link.
+        let again = resolve(&ctx, "d", None).unwrap();
+        copy_source(root_fd.as_fd(), &again[0], Path::new("/dst2"), &CopyOptions::default()).unwrap();
+        assert_eq!(std::fs::read_link(root.join("dst2/inner")).unwrap(), outside);
+    }
+
+    #[test]
     fn copies_stay_in_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let ctx = dir.path().join("ctx");
@@ -596,7 +816,7 @@ mod tests {
             root_fd.as_fd(),
             &s[0],
             Path::new("/dst/sub"),
-            CopyOptions { owner: Some((7, 8)), mode: None },
+            &CopyOptions { owner: Some((7, 8)), mode: None },
         )
         .unwrap();
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
@@ -604,7 +824,7 @@ mod tests {
         assert_eq!(std::fs::read(&copied).unwrap(), b"f");
         assert_eq!(std::fs::metadata(&copied).unwrap().uid(), 7);
         assert!(is_dir_in_root(root_fd.as_fd(), Path::new("/dst/sub")));
-        write_file(root_fd.as_fd(), Path::new("/x/h"), b"hi", CopyOptions::default()).unwrap();
+        write_file(root_fd.as_fd(), Path::new("/x/h"), b"hi", &CopyOptions::default()).unwrap();
         assert_eq!(std::fs::read(root.join("x/h")).unwrap(), b"hi");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/sh\n")
@@ -614,7 +834,5 @@ mod tests {
         assert_eq!(resolve_owner(root_fd.as_fd(), "web:www").unwrap(), (33, 55));
         assert_eq!(resolve_owner(root_fd.as_fd(), "1:2").unwrap(), (1, 2));
         assert!(resolve_owner(root_fd.as_fd(), "nobody").is_err());
-        assert_eq!(parse_chmod("0755").unwrap(), 0o755);
-        assert!(parse_chmod("u+x").is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! `/proc` paths, its own pid/ipc/uts/mount namespaces and a private network namespace).
 //! A failed step leaves nothing behind: its work dir, mount and container are removed on drop.
 
+use crate::build::chmod::Chmod;
 use crate::build::context::{self, CopyOptions, Source};
 use crate::build::dockerfile::{
     self, Command, CopyArgs, Dockerfile, Healthcheck, Instruction, Kind, RunNetwork,
@@ -897,7 +898,7 @@ impl Executor<'_, '_> {
             .map_err(|e| step_err(line, e))?;
         let chmod = match &c.chmod {
             Some(m) => Some(
-                context::parse_chmod(&lex::process_word(m, env, escape).map_err(|e| step_err(line, e))?)
+                Chmod::parse(&lex::process_word(m, env, escape).map_err(|e| step_err(line, e))?)
                     .map_err(|e| step_err(line, e))?,
             ),
             None => None,
@@ -923,7 +924,7 @@ impl Executor<'_, '_> {
         }
         let layer = self.on_rootfs(&st.image, line, |root| {
             let owner = chown.as_deref().map(|c| context::resolve_owner(root, c)).transpose()?;
-            let opts = CopyOptions { owner, mode: chmod };
+            let opts = CopyOptions { owner, mode: chmod.clone() };
             for (src, inline) in &resolved_sources {
                 if let Some((name, content)) = inline {
                     let target = if dest_is_dir || context::is_dir_in_root(root, &dest) {
@@ -931,13 +932,13 @@ impl Executor<'_, '_> {
                     } else {
                         dest.clone()
                     };
-                    context::write_file(root, &target, content.as_bytes(), opts)
+                    context::write_file(root, &target, content.as_bytes(), &opts)
                         .map_err(|e| e.to_string())?;
                     continue;
                 }
                 let Some(src) = src else { continue };
                 if src.is_dir() {
-                    context::copy_source(root, src, &dest, opts).map_err(|e| e.to_string())?;
+                    context::copy_source(root, src, &dest, &opts).map_err(|e| e.to_string())?;
                     continue;
                 }
                 let into_dir = dest_is_dir || context::is_dir_in_root(root, &dest);
@@ -945,7 +946,7 @@ impl Executor<'_, '_> {
                     continue;
                 }
                 let target = if into_dir { dest.join(src.base_name()) } else { dest.clone() };
-                context::copy_source(root, src, &target, opts).map_err(|e| e.to_string())?;
+                context::copy_source(root, src, &target, &opts).map_err(|e| e.to_string())?;
             }
             Ok(())
         })?;

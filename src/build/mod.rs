@@ -6,6 +6,7 @@
 //! OCI layer; `context` reads the build context safely; `cache` keys steps like BuildKit;
 //! `cloudbuild` runs a Cloud Build config.
 
+pub mod chmod;
 pub mod cloudbuild;
 pub mod context;
 pub mod dockerfile;

@@ -52,7 +52,7 @@ pub struct Args {
     /// Content store root directory.
     #[arg(long, env = "RKUBE_ROOT", default_value = "/var/lib/rkube")]
     pub root: PathBuf,
-    /// Registries config (mirrors, insecure hosts, CAs).
+    /// Registries config (mirrors, locations, insecure hosts, CAs).
     #[arg(long, env = "RKUBE_REGISTRIES_CONFIG", default_value = DEFAULT_REGISTRIES_CONFIG)]
     pub registries_config: PathBuf,
     /// State directory of the RUN containers.
@@ -71,6 +71,9 @@ pub struct Args {
     /// The node's network namespace, where bridge and NAT rules live (default: this one).
     #[arg(long)]
     pub node_netns: Option<PathBuf>,
+    /// Internal: one step of a Cloud Build config (JSON), run as the config runner's child.
+    #[arg(long, hide = true)]
+    pub cloudbuild_step: Option<String>,
     /// The build context (with --config: the source directory, default `.`).
     pub context: Option<PathBuf>,
 }
@@ -84,6 +87,10 @@ fn run_command(args: Args) -> anyhow::Result<i32> {
     if crate::runtime::monitor::installed_binary().is_none() {
         // RUN containers then need the runtime binary sealed (see runtime::exe_seal).
         crate::runtime::exe_seal::ensure_sealed()?;
+    }
+    if let Some(job) = &args.cloudbuild_step {
+        let source = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
+        return crate::cli::cloudbuild::run_step(&args, job, &source);
     }
     if let Some(config) = &args.config {
         let source = args.context.clone().unwrap_or_else(|| PathBuf::from("."));

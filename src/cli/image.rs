@@ -25,7 +25,7 @@ pub struct Args {
     /// Content store root directory.
     #[arg(long, global = true, env = "RKUBE_ROOT", default_value = "/var/lib/rkube")]
     pub root: PathBuf,
-    /// Registries config (mirrors, insecure hosts, CAs); a missing file means none.
+    /// Registries config (mirrors, locations, insecure hosts, CAs); a missing file means none.
     #[arg(long, global = true, env = "RKUBE_REGISTRIES_CONFIG", default_value = DEFAULT_REGISTRIES_CONFIG)]
     pub registries_config: PathBuf,
     #[command(subcommand)]
@@ -39,10 +39,12 @@ pub enum Command {
     ///
     /// Names are normalised like docker's: `nginx:1.10` is `docker.io/library/nginx:1.10`.
     /// Registries are reached over HTTPS, except loopback and `insecure:` hosts (plain HTTP).
-    /// Mirrors, insecure hosts and extra CAs come from --registries-config (YAML), e.g.
+    /// Mirrors, locations, insecure hosts and extra CAs come from --registries-config (YAML), e.g.
     ///
-    ///   mirrors:
+    ///   mirrors:                   # tried first, for pulls only
     ///     docker.io: ["http://127.0.0.1:5000"]
+    ///   locations:                 # where a registry is served, for pulls and pushes
+    ///     gcr.io: "https://my.registry:5443"
     ///   insecure: ["10.0.0.5:5000"]
     ///   ca:
     ///     my.registry:5443: /etc/rkube/my-ca.pem
@@ -67,7 +69,9 @@ pub enum Command {
     /// Upload a local image (missing blobs, then the manifest) to its registry.
     ///
     /// Tag the image with the destination first (`rkubelet image tag nginx:1.10 gcr.io/p/nginx:1.10`)
-    /// or give TARGET. Credentials come from docker's config.json, as for pull.
+    /// or give TARGET. Credentials come from docker's config.json, as for pull. A registry with a
+    /// `locations:` entry in --registries-config is pushed to at that address (mirrors are never
+    /// pushed to); credentials and CA are looked up by the location's host, then the registry name.
     Push {
         /// Local image name; also the destination unless TARGET is given.
         image: String,

@@ -69,7 +69,7 @@ pub struct NodeArgs {
     /// from <root>/seccomp.
     #[arg(long, env = "RKUBE_SECCOMP_DEFAULT", default_value_t = true, action = clap::ArgAction::Set)]
     pub seccomp_default: bool,
-    /// Registries config (mirrors, insecure hosts, CAs).
+    /// Registries config (mirrors, locations, insecure hosts, CAs).
     #[arg(long, env = "RKUBE_REGISTRIES_CONFIG", default_value = DEFAULT_REGISTRIES_CONFIG)]
     pub registries_config: PathBuf,
 }

@@ -162,7 +162,7 @@ impl TestRegistry {
     /// The endpoint clients should use.
     pub fn endpoint(&self) -> Endpoint {
         let scheme = if self.mode == Mode::Token { Scheme::Https } else { Scheme::Http };
-        Endpoint { scheme, host: self.host(), mirror: false }
+        Endpoint { scheme, host: self.host(), mirror: false, alias: None }
     }
 
     /// A repository handle at this registry.

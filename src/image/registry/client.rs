@@ -179,9 +179,16 @@ impl RegistryClient {
         self.retry
     }
 
+    /// The credential for an endpoint: by its host, then (for a location) by the registry name it serves.
+    fn credential(&self, ep: &Endpoint) -> Option<Credential> {
+        (self.credentials)(&ep.host).or_else(|| ep.alias.as_deref().and_then(|a| (self.credentials)(a)))
+    }
+
     fn http_for(&self, ep: &Endpoint) -> Result<reqwest::Client, RegistryError> {
         let mut clients = self.http.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(&ep.host) {
+        // A location's CA may come from its registry name, so that name is part of the key.
+        let key = format!("{} {}", ep.host, ep.alias.as_deref().unwrap_or(""));
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
         let mut b = reqwest::Client::builder()
@@ -190,7 +197,7 @@ impl RegistryClient {
             .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(16)
             .user_agent(concat!("rkube/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = self.config.ca_file(&ep.host) {
+        if let Some(path) = self.config.endpoint_ca_file(ep) {
             let ca_err = |detail: String| RegistryError::Ca {
                 registry: ep.host.clone(),
                 path: path.display().to_string(),
@@ -207,7 +214,7 @@ impl RegistryClient {
         }
         let client =
             b.build().map_err(|e| RegistryError::Connect { url: ep.base_url(), detail: e.to_string() })?;
-        clients.insert(ep.host.clone(), client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 
@@ -290,7 +297,7 @@ impl RegistryClient {
         let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner()).get(&ep.host).cloned();
         match auth {
             None | Some(HostAuth::Anonymous) => Ok(None),
-            Some(HostAuth::Basic) => Ok(match (self.credentials)(&ep.host) {
+            Some(HostAuth::Basic) => Ok(match self.credential(ep) {
                 Some(Credential::Basic { username, password }) => Some(basic_header(&username, &password)),
                 _ => None,
             }),
@@ -316,7 +323,7 @@ impl RegistryClient {
         let err =
             |detail: String| RegistryError::Token { registry: ep.host.clone(), realm: realm.into(), detail };
         let http = self.http_for(ep)?;
-        let cred = (self.credentials)(&ep.host);
+        let cred = self.credential(ep);
         let resp = match &cred {
             Some(Credential::IdentityToken(refresh)) => {
                 let mut form = vec![
@@ -418,7 +425,7 @@ impl RegistryClient {
                     continue;
                 }
                 let said = registry_message(&body).unwrap_or_else(|| status.to_string());
-                let detail = if (self.credentials)(&ep.host).is_some() {
+                let detail = if self.credential(ep).is_some() {
                     format!("credentials rejected: {said}")
                 } else {
                     format!("{said}; no credentials are configured for {}", ep.host)
@@ -644,6 +651,7 @@ mod tests {
                 scheme: crate::image::config::Scheme::Http,
                 host: "h:1".into(),
                 mirror: false,
+                alias: None,
             },
             name: "a/b".into(),
         };
