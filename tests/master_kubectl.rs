@@ -187,6 +187,27 @@ fn restart_keeps_objects(backend: Backend) {
     let rv2: u64 =
         m.ok(&["get", "secret", "apikey", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().unwrap();
     assert!(rv2 > rv.parse::<u64>().unwrap());
+
+    // The bootstrap roles are reconciled at every start: a default rule removed comes back (a rule
+    // added stays), unless the role opted out with autoupdate "false".
+    let cut = r#"{"rules":[{"apiGroups":["example.com"],"resources":["widgets"],"verbs":["get"]}]}"#;
+    for role in ["view", "edit"] {
+        m.ok(&["patch", "clusterrole", role, "--type=merge", "-p", cut]);
+    }
+    m.ok(&[
+        "annotate",
+        "--overwrite",
+        "clusterrole",
+        "edit",
+        "rbac.authorization.kubernetes.io/autoupdate=false",
+    ]);
+    let rules =
+        |m: &Master, role: &str| m.ok(&["get", "clusterrole", role, "-o", "jsonpath={.rules[*].resources}"]);
+    assert_eq!(rules(&m, "view"), r#"["widgets"]"#);
+    m.restart();
+    let view = rules(&m, "view");
+    assert!(view.contains("widgets") && view.contains("pods"), "{view}");
+    assert_eq!(rules(&m, "edit"), r#"["widgets"]"#, "edit opted out of reconciling");
 }
 
 macro_rules! on_both_backends {

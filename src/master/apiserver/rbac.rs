@@ -561,6 +561,50 @@ fn binding(name: &str, role: &str, groups: &[&str]) -> ClusterRoleBinding {
     }
 }
 
+/// The annotation that, set to `"false"`, keeps a bootstrap role or binding as the user left it.
+pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+/// `current` (a stored bootstrap ClusterRole or ClusterRoleBinding, JSON) with what the default
+/// `wanted` has and it lacks: rules not covered, subjects missing. `None` when nothing is missing
+/// or the object opted out (`autoupdate: "false"`). Pure.
+pub fn reconcile_bootstrap(
+    current: &serde_json::Value,
+    wanted: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let opted_out = current.pointer("/metadata/annotations").and_then(|a| a.get(AUTOUPDATE))
+        == Some(&serde_json::Value::from("false"));
+    if opted_out {
+        return None;
+    }
+    let list =
+        |v: &serde_json::Value, field: &str| v.get(field).cloned().unwrap_or_else(|| serde_json::json!([]));
+    let mut out = current.clone();
+    if let Some(wanted_rules) = wanted.get("rules") {
+        let held: Vec<PolicyRule> = serde_json::from_value(list(current, "rules")).ok()?;
+        let default: Vec<PolicyRule> = serde_json::from_value(wanted_rules.clone()).ok()?;
+        // Default rules not wholly covered are added whole, as kube's reconciler does.
+        let missing: Vec<&PolicyRule> =
+            default.iter().filter(|r| !not_covered(&held, &[(*r).clone()]).is_empty()).collect();
+        if missing.is_empty() {
+            return None;
+        }
+        let mut rules = held.clone();
+        rules.extend(missing.into_iter().cloned());
+        out["rules"] = serde_json::to_value(rules).ok()?;
+        return Some(out);
+    }
+    let held: Vec<Subject> = serde_json::from_value(list(current, "subjects")).ok()?;
+    let default: Vec<Subject> = serde_json::from_value(list(wanted, "subjects")).ok()?;
+    let missing: Vec<Subject> = default.into_iter().filter(|s| !held.contains(s)).collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut subjects = held;
+    subjects.extend(missing);
+    out["subjects"] = serde_json::to_value(subjects).ok()?;
+    Some(out)
+}
+
 /// The default roles and bindings created on the first start (kube-apiserver's bootstrap policy,
 /// reduced to what rkube serves).
 pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
@@ -850,6 +894,34 @@ mod tests {
             .await,
             Ok(())
         );
+    }
+
+    #[test]
+    fn bootstrap_objects_get_back_their_default_rules_and_subjects() {
+        let (roles, bindings) = bootstrap_policy();
+        let view = roles.iter().find(|r| r.metadata.name.as_deref() == Some("view")).unwrap();
+        let wanted = serde_json::to_value(view).unwrap();
+        assert_eq!(reconcile_bootstrap(&wanted, &wanted), None, "nothing missing");
+        // A user cut the role down and added a rule of their own: the defaults come back, theirs stays.
+        let mut cut = wanted.clone();
+        let own = rule(&["example.com"], &["widgets"], &["get"]);
+        cut["rules"] = serde_json::to_value([own.clone()]).unwrap();
+        let fixed = reconcile_bootstrap(&cut, &wanted).expect("rules added");
+        let rules: Vec<PolicyRule> = serde_json::from_value(fixed["rules"].clone()).unwrap();
+        assert_eq!(rules[0], own);
+        assert!(not_covered(&rules, view.rules.as_deref().unwrap()).is_empty());
+        assert_eq!(reconcile_bootstrap(&fixed, &wanted), None);
+        // Opted out: left alone.
+        cut["metadata"]["annotations"][AUTOUPDATE] = "false".into();
+        assert_eq!(reconcile_bootstrap(&cut, &wanted), None);
+
+        let binding = serde_json::to_value(&bindings[0]).unwrap();
+        let mut emptied = binding.clone();
+        emptied["subjects"] = serde_json::json!([{"kind": "User", "name": "ann", "apiGroup": GROUP}]);
+        let fixed = reconcile_bootstrap(&emptied, &binding).expect("subjects added");
+        let subjects = fixed["subjects"].as_array().unwrap();
+        assert_eq!(subjects[0]["name"], "ann");
+        assert_eq!(subjects.len(), 1 + binding["subjects"].as_array().unwrap().len());
     }
 
     #[test]

@@ -326,7 +326,10 @@ impl Registry {
 
     /// Creates the default RBAC roles and bindings that are missing (`cluster-admin` bound to
     /// `system:masters`, `admin`, `edit`, `view`, discovery and self-review access for everyone
-    /// authenticated). Existing objects are left as they are.
+    /// authenticated), and reconciles existing ones as kube-apiserver does at every start: unless
+    /// annotated `rbac.authorization.kubernetes.io/autoupdate: "false"`, a role gets back the
+    /// default rules it lacks (a newer version's additions included) and a binding its default
+    /// subjects; what users added stays.
     pub async fn ensure_bootstrap_policy(&self) -> Result<(), ApiStatus> {
         let (roles, bindings) = super::rbac::bootstrap_policy();
         let cr = resources::find(super::rbac::GROUP, "v1", "clusterroles").expect("clusterroles");
@@ -340,13 +343,15 @@ impl Registry {
             let mut obj = obj.map_err(|e| ApiStatus::internal(e.to_string()))?;
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
-            if self
-                .store
-                .get(&r.key("", meta::name(&obj)))
-                .await
-                .map_err(|e| ApiStatus::internal(e.to_string()))?
-                .is_some()
+            let name = meta::name(&obj).to_string();
+            if let Some(kv) =
+                self.store.get(&r.key("", &name)).await.map_err(|e| ApiStatus::internal(e.to_string()))?
             {
+                let current = with_rv(parse_value(&kv.value)?, kv.mod_revision);
+                if let Some(updated) = super::rbac::reconcile_bootstrap(&current, &obj) {
+                    self.update(r, "", &name, updated, Part::Main, WriteOptions::default()).await?;
+                    tracing::info!(kind = r.kind, name, "added the default RBAC rules or subjects it lacked");
+                }
                 continue;
             }
             match self.create(r, "", obj, WriteOptions::default()).await {
