@@ -103,6 +103,14 @@ impl BuildNode {
     }
 
     fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.build_command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn build_command(&self, args: &[&str]) -> Command {
         let mut all = vec![
             "build".to_string(),
             format!("--root={}", self.root().display()),
@@ -112,10 +120,7 @@ impl BuildNode {
         all.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkubelet"));
         cmd.args(&all).env_remove("RKUBE_ROOT").env_remove("SOURCE_DATE_EPOCH");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
+        cmd
     }
 
     fn store(&self) -> rkube::image::Store {
@@ -429,6 +434,45 @@ fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
     assert_eq!(listing("build-cache"), cache);
     assert_eq!(listing("blobs/sha256"), blobs);
     assert!(node.store().tag("docker.io/library/cache:fail").unwrap().is_none());
+    node.assert_clean();
+
+    // An interrupted build (SIGINT during a RUN) stops at once and leaves nothing either.
+    std::fs::write(
+        ctx.path().join("Dockerfile.int"),
+        "FROM rkube-test/busybox:1\nCOPY a.txt /int-a\nRUN echo run-started >&2; sleep 60\n",
+    )
+    .unwrap();
+    let int = ctx.path().join("Dockerfile.int").display().to_string();
+    let mut child = node
+        .build_command(&["-t", "cache:int", "-f", &int, &path])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("run-started") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "no RUN output: {seen}");
+        seen.push_str(&line);
+    }
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "the interrupted build took {:?}",
+        started.elapsed()
+    );
+    assert!(!status.success(), "{seen}");
+    let errors: Vec<&str> = seen.lines().filter(|l| l.starts_with("rkubelet: ")).collect();
+    assert_eq!(errors, ["rkubelet: Dockerfile line 3: interrupted"], "{seen}");
+    assert_eq!(listing("layers"), layers, "the interrupted build's layers are gone");
+    assert_eq!(listing("build-cache"), cache);
+    assert_eq!(listing("blobs/sha256"), blobs);
+    assert!(node.store().tag("docker.io/library/cache:int").unwrap().is_none());
     node.assert_clean();
 }
 

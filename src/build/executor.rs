@@ -25,7 +25,7 @@ use crate::build::layer::{self, LayerError};
 use crate::build::lex::{self, Env};
 use crate::image::digest::{Digest, Hasher};
 use crate::image::store::{Store, StoreError, UNCOMPRESSED_LAYER};
-use crate::runtime::container::{CreateRequest, Runtime};
+use crate::runtime::container::{CreateRequest, Runtime, RuntimeError};
 use crate::runtime::rootfs::RootfsSource;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -34,7 +34,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Media type of the manifests a build writes.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -65,6 +66,8 @@ pub enum BuildError {
     Setup(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("Dockerfile line {line}: interrupted")]
+    Interrupted { line: usize },
 }
 
 fn step_err(line: usize, message: impl std::fmt::Display) -> BuildError {
@@ -103,6 +106,15 @@ pub struct Host<'a> {
     /// The node's pod network: RUN steps get a network namespace on its bridge with outbound
     /// NAT. `None`: a private namespace with loopback only.
     pub network: Option<crate::network::PodNetwork>,
+    /// Set (by a signal handler) to stop the build: the running RUN is killed, no further step
+    /// starts, and the build fails and cleans up as any failed build does.
+    pub interrupted: Option<Arc<AtomicBool>>,
+}
+
+impl Host<'_> {
+    fn is_interrupted(&self) -> bool {
+        self.interrupted.as_ref().is_some_and(|i| i.load(Ordering::Relaxed))
+    }
 }
 
 /// The result of a build.
@@ -513,6 +525,9 @@ impl Executor<'_, '_> {
     fn instruction(&mut self, st: &mut StageState, ins: &Instruction) -> Result<(), BuildError> {
         let escape = self.file.escape;
         let line = ins.line;
+        if self.host.is_interrupted() {
+            return Err(BuildError::Interrupted { line });
+        }
         if let Kind::Arg(list) = &ins.kind {
             let env = self.expand_env(st);
             for (name, default) in list {
@@ -1315,8 +1330,32 @@ fn run_container(
     let container = ContainerGuard { runtime, id: id.clone() };
     runtime.create(&req).map_err(|e| step_err(line, format!("creating the RUN container: {e}")))?;
     runtime.start(&id).map_err(|e| step_err(line, format!("starting the RUN container: {e}")))?;
-    let exit =
-        runtime.wait(&id, None).map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
+    // Waited for in a thread of its own (exactly, by reaping its monitor), so an interrupt can
+    // kill it meanwhile.
+    let (waited, interrupted) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let id = &id;
+        scope.spawn(move || tx.send(runtime.wait(id, None)));
+        let mut interrupted = false;
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(waited) => return (waited, interrupted),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !interrupted && host.is_interrupted() {
+                        interrupted = true;
+                        let _ = runtime.kill(id, nix::sys::signal::Signal::SIGKILL, true);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return (Err(RuntimeError::Timeout(id.clone())), interrupted);
+                }
+            }
+        }
+    });
+    if interrupted {
+        return Err(BuildError::Interrupted { line });
+    }
+    let exit = waited.map_err(|e| step_err(line, format!("waiting for the RUN container: {e}")))?;
     drop(container);
     drop(net);
     drop(_stdio);

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Arguments of `rkubelet build`.
 #[derive(Debug, Clone, clap::Args)]
@@ -169,7 +170,9 @@ pub(crate) fn build_one(args: &Args, context: &Path) -> anyhow::Result<Digest> {
     let mut stderr = std::io::stderr();
     let out: &mut dyn std::io::Write = if quiet { &mut sink } else { &mut stderr };
     let started = std::time::Instant::now();
-    let mut host = Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out, network };
+    let interrupted = Some(interrupt_on_signals());
+    let mut host =
+        Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out, network, interrupted };
     let built = executor::build(&opts, &mut host)?;
     if quiet {
         println!("{}", built.manifest);
@@ -256,7 +259,39 @@ pub(crate) fn run_step_container(
     let (mut resolve, run, network) = host_parts(args, &store, &registries)?;
     let manifest = resolve(&step.image).map_err(|e| anyhow::anyhow!(e))?;
     let mut stderr = std::io::stderr();
-    let mut host =
-        Host { store: store.as_ref(), runtime: run, resolve_image: &mut resolve, out: &mut stderr, network };
+    let mut host = Host {
+        store: store.as_ref(),
+        runtime: run,
+        resolve_image: &mut resolve,
+        out: &mut stderr,
+        network,
+        interrupted: None,
+    };
     Ok(executor::run_step_image(&mut host, &manifest, step, workspace)?)
+}
+
+/// The first SIGINT or SIGTERM asks the build to stop (its RUN is killed, and the build fails and
+/// removes what it made, as a failed build does); a second one, or 10 s, ends the process.
+fn interrupt_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            set.store(true, Ordering::Relaxed);
+            eprintln!("interrupted: stopping the build and removing what it made (again to stop at once)");
+            // A step that cannot be stopped half-way (a pull, a push) does not hold the process.
+            let grace = tokio::time::sleep(std::time::Duration::from_secs(10));
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = grace => {} }
+            std::process::exit(130);
+        });
+    });
+    flag
 }
