@@ -2,6 +2,7 @@
 //! `streaming_lists()` gets the initial objects, the end-of-initial-events bookmark and then live
 //! events; raw watches get periodic BOOKMARKs with `allowWatchBookmarks`, and a bad combination of
 //! options is refused with kube-apiserver's 422.
+//! A kube-rs reflector converges over create, update and delete on both store backends.
 
 #[path = "support/master.rs"]
 mod master;
@@ -103,4 +104,71 @@ async fn streaming_lists_and_bookmarks() {
             && bad.contains("\"code\":422"),
         "{bad}"
     );
+}
+
+/// The reflector's store (kube-rs's cache behind controllers) follows creates, updates and
+/// deletes, from a plain list-then-watch and from a streaming list.
+async fn reflector_converges(backend: Backend, streaming: bool) {
+    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+    use kube::runtime::{WatchStreamExt, reflector};
+    let m = Master::start(backend, &[]);
+    m.ok(&["create", "namespace", "rf"]);
+    m.ok(&["create", "configmap", "before", "-n", "rf", "--from-literal=k=0"]);
+    let api: Api<ConfigMap> = Api::namespaced(client(&m).await, "rf");
+    let config =
+        if streaming { watcher::Config::default().streaming_lists() } else { watcher::Config::default() };
+    let (store, writer) = reflector::store();
+    let stream = watcher::watcher(api.clone(), config).reflect(writer).applied_objects();
+    let driver = tokio::spawn(stream.for_each(|_| async {}));
+    // The store as (name, data k) pairs, sorted, once it equals `want` (within 10 s).
+    let converged = |want: &'static [(&'static str, &'static str)]| {
+        let store = store.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut seen: Vec<(String, String)> = store
+                    .state()
+                    .iter()
+                    .filter(|cm| name(cm) != "kube-root-ca.crt")
+                    .map(|cm| {
+                        let k = cm.data.as_ref().and_then(|d| d.get("k")).cloned().unwrap_or_default();
+                        (name(cm), k)
+                    })
+                    .collect();
+                seen.sort();
+                let wanted: Vec<(String, String)> =
+                    want.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
+                if seen == wanted {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "store {seen:?}, want {wanted:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    converged(&[("before", "0")]).await;
+    let cm = |n: &str, k: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": n}, "data": {"k": k}})).unwrap()
+    };
+    api.create(&PostParams::default(), &cm("added", "1")).await.unwrap();
+    converged(&[("added", "1"), ("before", "0")]).await;
+    api.patch("before", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"k": "2"}})))
+        .await
+        .unwrap();
+    converged(&[("added", "1"), ("before", "2")]).await;
+    api.delete("added", &DeleteParams::default()).await.unwrap();
+    converged(&[("before", "2")]).await;
+    driver.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_converges_embedded() {
+    reflector_converges(Backend::embedded(), false).await;
+    reflector_converges(Backend::embedded(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflector_converges_etcd() {
+    reflector_converges(Backend::etcd(), false).await;
+    reflector_converges(Backend::etcd(), true).await;
 }
