@@ -418,6 +418,9 @@ fn run_pods(path: &Path, attach: bool, no_agent: bool, args: &NodeArgs) -> anyho
 }
 
 /// Starts `rkubelet serve` in the background unless an agent holds the node's lock.
+/// How long `run` waits for the agent it started to take its lock.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
     let node = args.node();
     if agent::is_running(&node) {
@@ -426,7 +429,7 @@ fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&node.root)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(node.agent_log())?;
     use std::os::unix::process::CommandExt;
-    crate::runtime::exe_seal::self_command()?
+    let mut child = crate::runtime::exe_seal::self_command()?
         .arg("serve")
         .args(args.to_flags())
         .stdin(Stdio::null())
@@ -435,11 +438,23 @@ fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
         .process_group(0)
         .spawn()
         .context("starting the agent")?;
-    // Wait until it holds the lock, so a second `run` does not start another.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Wait until it holds the lock, so a second `run` does not start another. A busy host can
+    // take seconds to start it (the agent re-executes itself sealed), so the wait is generous;
+    // an agent that exits instead is reported at once.
+    let deadline = std::time::Instant::now() + AGENT_START_TIMEOUT;
     while !agent::is_running(&node) {
+        if let Some(status) = child.try_wait()? {
+            if agent::is_running(&node) {
+                break;
+            }
+            bail!("the agent exited ({status}) before it started; see {}", node.agent_log().display());
+        }
         if std::time::Instant::now() > deadline {
-            bail!("the agent did not start; see {}", node.agent_log().display());
+            bail!(
+                "the agent did not start within {}s; see {}",
+                AGENT_START_TIMEOUT.as_secs(),
+                node.agent_log().display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
