@@ -5,6 +5,8 @@
 //! (match → allow, otherwise the default action) first, then one program per other action
 //! (match → that action, otherwise allow). The kernel applies the most restrictive result, and
 //! between equal ones (two errnos) the last installed program wins, so `clone3` → ENOSYS works.
+//! The allow-list program also lets through what the other actions' rules match, so a rule less
+//! restrictive than the default (a notification under an errno default) still decides its call.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -433,6 +435,24 @@ pub fn compile(profile: &Profile) -> Result<CompiledFilter, SeccompError> {
         } else if let Some(list) = slot {
             let conditions = rule.args.iter().map(condition).collect::<Result<Vec<_>, _>>()?;
             list.push(SeccompRule::new(conditions).map_err(|e| SeccompError::Compile(e.to_string()))?);
+        }
+    }
+    // A call that another action's rule matches must pass the allow-list program, or its default
+    // (more restrictive than a notification or a log, or a kill over an errno) would decide.
+    if profile.default != Action::Allow {
+        let others: Vec<(i64, Option<Vec<SeccompRule>>)> = by_action
+            .iter()
+            .filter(|(action, _)| **action != Action::Allow)
+            .flat_map(|(_, calls)| calls.iter().map(|(nr, rules)| (*nr, rules.clone())))
+            .collect();
+        let allowed = by_action.entry(Action::Allow).or_default();
+        for (nr, rules) in others {
+            let slot = allowed.entry(nr).or_insert_with(|| Some(Vec::new()));
+            match (slot, rules) {
+                (Some(list), Some(more)) => list.extend(more),
+                (slot, None) => *slot = None,
+                (None, Some(_)) => {}
+            }
         }
     }
     let mut programs = Vec::new();
