@@ -725,12 +725,33 @@ fn receive_as_agent(
 
 #[test]
 fn seccomp_notify_hands_the_listener_and_the_state_to_the_agent() {
+    notified_calls_reach_the_agent(false);
+}
+
+/// Under a deny-by-default profile the notification still decides the notified calls: the
+/// default's errno must not win over it.
+#[test]
+fn seccomp_notify_under_an_errno_default_still_reaches_the_agent() {
+    notified_calls_reach_the_agent(true);
+}
+
+fn notified_calls_reach_the_agent(errno_default: bool) {
     use std::os::fd::AsRawFd;
     let rt = TestRuntime::new();
     let id = runtime::unique("notify");
     let mut bundle = rt.bundle(&id, &["sh", "-c", "echo started; mkdir /tmp/notified 2>&1; echo mkdir=$?"]);
     let agent_path = bundle.path().join("agent.sock");
-    bundle.spec["linux"]["seccomp"] = notify_profile(&agent_path);
+    let mut profile = notify_profile(&agent_path);
+    if errno_default {
+        let allowed: Vec<&str> =
+            rkube::runtime::syscalls::names().filter(|n| !["mkdir", "mkdirat"].contains(n)).collect();
+        profile["defaultAction"] = "SCMP_ACT_ERRNO".into();
+        profile["syscalls"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"names": allowed, "action": "SCMP_ACT_ALLOW"}));
+    }
+    bundle.spec["linux"]["seccomp"] = profile;
     bundle.write();
     let socket = std::os::unix::net::UnixListener::bind(&agent_path).unwrap();
     let agent = std::thread::spawn(move || receive_as_agent(&socket));
@@ -757,6 +778,58 @@ fn seccomp_notify_hands_the_listener_and_the_state_to_the_agent() {
     assert_eq!(lines.first().map(String::as_str), Some("started"), "{log}");
     assert!(lines.iter().any(|l| l.contains("Function not implemented")), "{log}");
     assert_eq!(lines.last().map(String::as_str), Some("mkdir=1"), "{log}");
+}
+
+/// A call init itself makes after installing the filter (here `setgroups`) is notified only once
+/// the agent holds the listener: `create` cannot wait on a notification nobody can answer. This
+/// agent closes the listener, so the call fails (ENOSYS) and `create` says which step failed.
+#[test]
+fn seccomp_notify_of_a_call_init_makes_reaches_the_agent_first() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("notify");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    let agent_path = bundle.path().join("agent.sock");
+    let mut profile = notify_profile(&agent_path);
+    profile["syscalls"][0]["names"] = serde_json::json!(["setgroups"]);
+    bundle.spec["linux"]["seccomp"] = profile;
+    // Without no_new_privs the filter goes in before the user is set, as in runc.
+    bundle.spec["process"]["noNewPrivileges"] = false.into();
+    bundle.write();
+    let socket = std::os::unix::net::UnixListener::bind(&agent_path).unwrap();
+    // The agent closes the listener at once: the notified call then fails instead of waiting.
+    let agent = std::thread::spawn(move || {
+        let (message, fds) = receive_as_agent(&socket);
+        (message, fds.len())
+    });
+    let err_path = bundle.path().join("create.err");
+    let mut create = std::process::Command::new(runtime::rkubelet())
+        .arg("runtime")
+        .arg("--root")
+        .arg(&rt.runtime.root)
+        .args(["--cgroup-parent", &rt.parent, "create", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = create.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = create.kill();
+            panic!("create hangs on a call init made after its filter");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (message, fds) = agent.join().unwrap();
+    assert_eq!(message["fds"], serde_json::json!(["seccompFd"]));
+    assert_eq!(fds, 1);
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("set supplementary groups"), "{stderr}");
+    assert!(!rt.runtime.root.join(&id).exists(), "state left behind");
 }
 
 #[test]

@@ -249,10 +249,12 @@ impl Runtime {
         .map_err(|e| io_err("open exec fifo", id)(e.into()))?;
         let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("create sync pipe", id)(e.into()))?;
-        // Only with prestart/createRuntime hooks does init stop after its mounts for us.
-        let (hooks_resume, mut hooks_go) = if config.hooks.runtime_hooks_at_create() {
+        // Init stops for us only after its mounts with prestart/createRuntime hooks, and after
+        // installing a seccomp filter that notifies, until its agent has the listener.
+        let notifies = config.process.seccomp.as_ref().is_some_and(|p| p.listener.is_some());
+        let (resume, mut resume_go) = if config.hooks.runtime_hooks_at_create() || notifies {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| io_err("create hook pipe", id)(e.into()))?;
+                .map_err(|e| io_err("create resume pipe", id)(e.into()))?;
             (Some(r), Some(w))
         } else {
             (None, None)
@@ -272,7 +274,7 @@ impl Runtime {
                 fifo_fd.as_raw_fd(),
                 trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
-                hooks_resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             ];
             Some(self.prepare_monitor_exec(config, cgroup, state, req, console.as_ref(), fds)?)
         } else {
@@ -290,9 +292,9 @@ impl Runtime {
                     trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                     console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
                     exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
-                    hooks_resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                    resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 ];
-                drop(hooks_go.take());
+                drop(resume_go.take());
                 if close_fds_except(&keep).is_err() {
                     crate::sys::container::write_raw(sync_w.as_raw_fd(), b"Eclose inherited fds\n");
                     crate::sys::container::exit_now(1)
@@ -315,13 +317,13 @@ impl Runtime {
                     monitor_binary: self.monitor_binary.clone(),
                     trampoline,
                     console,
-                    hooks_resume,
+                    resume,
                     reparent_init: self.reparent_init,
                 })
             }
             Forked::Parent(pid) => pid,
         };
-        drop(hooks_resume);
+        drop(resume);
         drop(sync_w);
         drop(fifo_fd);
         drop(trampoline);
@@ -340,8 +342,9 @@ impl Runtime {
         while failure.is_none() && !(ready_seen && init_pid.is_some()) {
             if hooks_asked
                 && let Some(pid) = init_pid
-                && let Some(go) = hooks_go.take()
+                && let Some(go) = resume_go.as_ref()
             {
+                hooks_asked = false;
                 // Init has built its mounts and waits: run prestart, then createRuntime.
                 let state = crate::runtime::hooks::state_json(
                     id,
@@ -355,13 +358,26 @@ impl Runtime {
                     crate::runtime::hooks::run_all("createRuntime", &hooks.create_runtime, &state)
                 }) {
                     Ok(()) => {
-                        let _ = nix::unistd::write(&go, b"1");
+                        let _ = nix::unistd::write(go, b"1");
                     }
                     Err(e) => {
                         failure = Some(e.to_string());
                         break;
                     }
                 }
+            }
+            if let Some(pid) = init_pid
+                && let Some(fd) = listener_fd
+                && let Some(go) = resume_go.as_ref()
+            {
+                // Init has installed its filter and waits: a call it notified before the agent
+                // had the listener would never be answered (runc hands it over at this point too).
+                listener_fd = None;
+                if let Err(e) = self.notify_agent(req, config, pid, fd) {
+                    failure = Some(e);
+                    break;
+                }
+                let _ = nix::unistd::write(go, b"1");
             }
             line.clear();
             match reader.read_line(&mut line) {
@@ -383,13 +399,6 @@ impl Runtime {
                 failure = Some(err.to_string());
             }
         }
-        if failure.is_none()
-            && ready_seen
-            && let (Some(pid), Some(fd)) = (init_pid, listener_fd)
-            && let Err(e) = self.notify_agent(req, config, pid, fd)
-        {
-            failure = Some(e);
-        }
         let ready = failure.is_none() && init_pid.is_some() && ready_seen;
         if !ready {
             match init_pid {
@@ -404,7 +413,7 @@ impl Runtime {
                     }
                 }
             }
-            drop(hooks_go);
+            drop(resume_go);
             let _ = nix::sys::wait::waitpid(monitor_pid, None);
             let message = failure.unwrap_or_else(|| "container init exited before it was ready".into());
             return Err(RuntimeError::Init { id: id.clone(), message });

@@ -293,7 +293,7 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
             drop(pid_out);
             drop(exec_r);
             let result = take_terminal(req, &identity)
-                .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref()))
+                .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref(), &mut |_| Ok(())))
                 .and_then(|dropped| init::exec(&exe, &process.args, &dropped.env));
             let Err(e) = result;
             crate::sys::container::write_stderr(&format!("exec: {e}\n"));

@@ -90,9 +90,10 @@ pub struct InitChannels {
     pub cgroup_joined: OwnedFd,
     /// Where to send the master of a new terminal (`process.terminal`), if any.
     pub console: Option<crate::runtime::tty::Console>,
-    /// With `prestart`/`createRuntime` hooks: read end of the pipe on which the creator sends
-    /// `1` once they ran (init asks with `H` on the sync pipe after its mounts).
-    pub hooks_resume: Option<OwnedFd>,
+    /// With `prestart`/`createRuntime` hooks or a notifying seccomp profile: read end of the pipe
+    /// on which the creator sends `1` once the hooks ran (init asks with `H` on the sync pipe after
+    /// its mounts) and once the agent has the listener (init reports it with `N<fd>`).
+    pub resume: Option<OwnedFd>,
 }
 
 /// Everything init needs besides the config.
@@ -108,9 +109,9 @@ pub struct InitPlan<'a> {
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
 pub fn run(plan: InitPlan<'_>, channels: InitChannels) -> ! {
-    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console, hooks_resume } = channels;
+    let InitChannels { sync, fifo, stdio, trampoline, cgroup_joined, console, resume } = channels;
     let mut sync = Some(std::fs::File::from(sync));
-    let gates = Gates { fifo, cgroup_joined, hooks_resume };
+    let gates = Gates { fifo, cgroup_joined, resume };
     let result = setup_and_exec(&plan, gates, stdio, trampoline, console, &mut sync);
     let Err(err) = result;
     let line = format!("E{}\n", err.to_string().replace('\n', " "));
@@ -139,11 +140,11 @@ impl Drop for HostRoot {
     }
 }
 
-/// What init waits on: `start` (the exec fifo), its cgroup move, the creator's hooks.
+/// What init waits on: `start` (the exec fifo), its cgroup move, the creator (hooks, seccomp agent).
 struct Gates {
     fifo: OwnedFd,
     cgroup_joined: OwnedFd,
-    hooks_resume: Option<OwnedFd>,
+    resume: Option<OwnedFd>,
 }
 
 fn setup_and_exec(
@@ -154,7 +155,7 @@ fn setup_and_exec(
     console: Option<crate::runtime::tty::Console>,
     sync: &mut Option<std::fs::File>,
 ) -> Result<Infallible, InitError> {
-    let Gates { fifo, cgroup_joined, hooks_resume } = gates;
+    let Gates { fifo, cgroup_joined, resume } = gates;
     let config = plan.config;
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
     if let Some([stdin, stdout, stderr]) = stdio {
@@ -188,7 +189,9 @@ fn setup_and_exec(
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
     rootfs::create_devices(root.as_fd(), &config.devices, userns)?;
-    if let Some(resume) = hooks_resume {
+    if config.hooks.runtime_hooks_at_create()
+        && let Some(resume) = &resume
+    {
         // prestart and createRuntime run in the creator, in the runtime's namespaces.
         sync.as_mut().expect("sync pipe open").write_all(b"H\n").map_err(step("ask for hooks"))?;
         let mut byte = [0u8; 1];
@@ -260,16 +263,27 @@ fn setup_and_exec(
         };
         crate::sys::container::set_scheduler(&attr).map_err(step("set the scheduler"))?;
     }
-    let Dropped { env, listener } = drop_privileges(&config.process, &identity, seccomp.as_ref())?;
-    if let Some(listener) = &listener {
-        // The creator copies it (pidfd_getfd) for the seccomp agent while we wait for `start`;
-        // ours closes at the exec.
+    let mut hand_over = |listener: OwnedFd| -> Result<(), InitError> {
+        // The creator copies it (pidfd_getfd) for the seccomp agent; until it says so, no call of
+        // ours may be notified (it would wait for an agent without the listener). Then ours is
+        // closed: a call notified while we still held it would wait on ourselves.
         let line = format!("N{}\n", listener.as_raw_fd());
         sync.as_mut()
             .expect("sync pipe open")
             .write_all(line.as_bytes())
             .map_err(step("report the seccomp listener"))?;
-    }
+        let mut byte = [0u8; 1];
+        let answer = resume.as_ref().map(|r| nix::unistd::read(r.as_fd(), &mut byte));
+        drop(listener);
+        match answer {
+            Some(Ok(1)) => Ok(()),
+            _ => Err(InitError::Step {
+                step: "hand the seccomp listener to the agent".into(),
+                source: std::io::Error::other("the creator did not resume"),
+            }),
+        }
+    };
+    let Dropped { env } = drop_privileges(&config.process, &identity, seccomp.as_ref(), &mut hand_over)?;
     wait_for_cgroup(cgroup_joined)?;
     if let Some(mut host_root) = host_root {
         // Ready: from now on `delete` removes them.
@@ -372,32 +386,26 @@ fn resolve_identity(
 pub struct Dropped {
     /// The final environment.
     pub env: Vec<String>,
-    /// The seccomp listener of `SCMP_ACT_NOTIFY` rules, for the agent (close-on-exec).
-    pub listener: Option<OwnedFd>,
 }
 
 /// Applies rlimits, seccomp, capabilities and the user; returns the final environment.
-/// Shared by init and exec.
+/// A seccomp listener goes to `hand_over` as soon as its filter is installed (dropping it there
+/// leaves notified calls failing with ENOSYS). Shared by init and exec.
 pub fn drop_privileges(
     process: &ProcessConfig,
     identity: &Identity,
     seccomp: Option<&CompiledFilter>,
+    hand_over: &mut dyn FnMut(OwnedFd) -> Result<(), InitError>,
 ) -> Result<Dropped, InitError> {
     crate::sys::container::reset_signals().map_err(step("reset signal dispositions"))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(process.umask));
     rlimits::apply(&process.rlimits)?;
-    let mut listener = None;
-    let mut cwd_checked = false;
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN: installed before the user is set.
     if !process.no_new_privileges
         && let Some(filter) = seccomp
+        && let Some(listener) = filter.install()?
     {
-        // A notified call made by init itself would wait for an agent that has no listener yet:
-        // check the working directory (getcwd) before the filter exists.
-        if filter.notifies() {
-            check_cwd(&process.cwd)?;
-            cwd_checked = true;
-        }
-        listener = filter.install()?;
+        hand_over(listener)?;
     }
     caps::apply_bounding(&process.caps)?;
     nix::sys::prctl::set_keepcaps(true).map_err(step("keep capabilities"))?;
@@ -422,12 +430,7 @@ pub fn drop_privileges(
     nix::unistd::setresuid(uid, uid, uid).map_err(step(format!("set uid {}", identity.uid)))?;
     nix::sys::prctl::set_keepcaps(false).map_err(step("reset keep capabilities"))?;
     caps::apply_sets(&process.caps)?;
-    if cwd_checked {
-        // Again as the user: the directory's permissions apply to it.
-        nix::unistd::chdir(&process.cwd).map_err(step(format!("chdir to {}", process.cwd.display())))?;
-    } else {
-        check_cwd(&process.cwd)?;
-    }
+    check_cwd(&process.cwd)?;
     if let Some(profile) = &process.apparmor_profile {
         let file =
             if Path::new("/proc/thread-self/attr/apparmor/exec").exists() { "apparmor/exec" } else { "exec" };
@@ -439,8 +442,10 @@ pub fn drop_privileges(
     crate::sys::container::cloexec_from(3).map_err(step("mark fds close-on-exec"))?;
     if process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(step("set no_new_privs"))?;
-        if let Some(filter) = seccomp {
-            listener = filter.install()?;
+        if let Some(filter) = seccomp
+            && let Some(listener) = filter.install()?
+        {
+            hand_over(listener)?;
         }
     }
     let mut env = process.env.clone();
@@ -450,7 +455,7 @@ pub fn drop_privileges(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
-    Ok(Dropped { env, listener })
+    Ok(Dropped { env })
 }
 
 /// `chdir` to the process's cwd and check that it resolves inside the container.

@@ -48,8 +48,8 @@ pub struct MonitorArgs<'a> {
     pub trampoline: Option<OwnedFd>,
     /// Console for a new terminal (`process.terminal`), passed on to init.
     pub console: Option<crate::runtime::tty::Console>,
-    /// Read end of the creator's hook pipe, passed on to init (see `InitChannels`).
-    pub hooks_resume: Option<OwnedFd>,
+    /// Read end of the creator's resume pipe, passed on to init (see `InitChannels`).
+    pub resume: Option<OwnedFd>,
     /// Clone init as a child of our parent and exit once it is set up (`Runtime::reparent_init`).
     pub reparent_init: bool,
 }
@@ -180,7 +180,7 @@ pub fn exec_entry(argv: &[String]) -> ! {
         monitor_binary: payload.monitor_binary.clone(),
         trampoline: adopt(5),
         console,
-        hooks_resume: adopt(7),
+        resume: adopt(7),
         reparent_init: payload.reparent_init,
     })
 }
@@ -266,7 +266,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
                 trampoline: args.trampoline,
                 cgroup_joined: joined_r,
                 console: args.console,
-                hooks_resume: args.hooks_resume,
+                resume: args.resume,
             };
             init::run(plan, channels)
         }
@@ -277,7 +277,7 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
     drop(plan);
     drop(joined_r);
     drop(args.trampoline);
-    drop(args.hooks_resume);
+    drop(args.resume);
     // With a user namespace, init first waits for its id maps (`M`), then later for its cgroups.
     if let Some(userns) = &args.config.user_namespace {
         match crate::runtime::userns::write_id_maps(pid, userns) {
