@@ -47,10 +47,15 @@ impl V1Cgroup {
     /// Controllers mounted under the root (a missing hierarchy is skipped), plus the optional
     /// ones the container has a directory in.
     fn controllers(&self) -> Vec<&'static str> {
-        let mut out: Vec<&'static str> =
-            CONTROLLERS.iter().copied().filter(|c| self.root.join(c).is_dir()).collect();
+        let mut out: Vec<&'static str> = CONTROLLERS.iter().copied().filter(|c| self.mounted(c)).collect();
         out.extend(OPTIONAL.iter().copied().filter(|c| self.dir(c).is_dir()));
         out
+    }
+
+    /// Whether `controller`'s hierarchy is mounted under the root: its root has `cgroup.procs`
+    /// (an empty directory of that name, left by an unmount, is not one).
+    fn mounted(&self, controller: &str) -> bool {
+        self.root.join(controller).join("cgroup.procs").exists()
     }
 
     /// The directory of a controller.
@@ -176,15 +181,14 @@ impl CgroupManager for V1Cgroup {
     fn create(&mut self, resources: &Resources) -> Result<(), CgroupError> {
         let optional = optional_needed(resources);
         for ctrl in &optional {
-            if !self.root.join(ctrl).is_dir() {
+            if !self.mounted(ctrl) {
                 return Err(CgroupError::Unsupported {
                     field: field_of(ctrl),
                     reason: format!("the {ctrl} controller is not mounted at {}", self.root.display()),
                 });
             }
         }
-        let mut wanted: Vec<&'static str> =
-            CONTROLLERS.iter().copied().filter(|c| self.root.join(c).is_dir()).collect();
+        let mut wanted: Vec<&'static str> = CONTROLLERS.iter().copied().filter(|c| self.mounted(c)).collect();
         wanted.extend(optional.iter().copied());
         for ctrl in wanted {
             let base = self.base(ctrl);
@@ -296,11 +300,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for c in CONTROLLERS {
             std::fs::create_dir(dir.path().join(c)).unwrap();
+            std::fs::write(dir.path().join(c).join("cgroup.procs"), "").unwrap();
         }
+        // An empty directory is no hierarchy: nothing is made in it.
+        std::fs::create_dir(dir.path().join("hugetlb")).unwrap();
         let mut cg = V1Cgroup::new(dir.path().into(), "rkube-x/c1".into(), vec![]);
         cg.create(&Resources { pids_limit: Some(5), ..Default::default() }).unwrap();
         assert_eq!(cg.created().len(), 10);
         assert_eq!(std::fs::read_to_string(dir.path().join("pids/rkube-x/c1/pids.max")).unwrap(), "5");
+        assert!(!dir.path().join("hugetlb/rkube-x").exists());
         cg.remove().unwrap_err(); // a plain directory with files cannot be rmdir'ed: reports the path
     }
 }
