@@ -131,8 +131,29 @@ pub fn model(
     }
     let mut out_services = Vec::new();
     let mut out_endpoints = Vec::new();
-    for svc in services {
-        let Some(svc) = service(svc) else { continue };
+    // A load balancer address and port forwards to one Service only: the oldest keeps it (one
+    // rule per address and port; nftables refuses a second map element for it outright).
+    let mut in_age_order: Vec<&K8sService> = services.iter().map(|s| &**s).collect();
+    in_age_order.sort_by_key(|s| {
+        (s.metadata.creation_timestamp.as_ref().map(|t| t.0), &s.metadata.namespace, &s.metadata.name)
+    });
+    let mut taken: BTreeSet<(Ipv4Addr, Protocol, u16)> = BTreeSet::new();
+    for svc in in_age_order {
+        let Some(mut svc) = service(svc) else { continue };
+        svc.load_balancer_ips.retain(|ip| {
+            let free = svc.ports.iter().all(|p| !taken.contains(&(*ip, p.protocol, p.port)));
+            if !free {
+                tracing::warn!(
+                    service = %format!("{}/{}", svc.namespace, svc.name),
+                    %ip,
+                    "a port of this load balancer address belongs to an older Service: not forwarded"
+                );
+            }
+            free
+        });
+        for ip in &svc.load_balancer_ips {
+            taken.extend(svc.ports.iter().map(|p| (*ip, p.protocol, p.port)));
+        }
         let key = (svc.namespace.clone(), svc.name.clone());
         for p in &svc.ports {
             let mut ready = BTreeSet::new();
@@ -457,6 +478,31 @@ mod tests {
         headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
         assert_eq!(model(&[Arc::new(headless)], &slices, "n").0[0].cluster_ip, None);
         assert!(model(&[Arc::new(svc("ExternalName"))], &slices, "n").0.is_empty());
+    }
+
+    #[test]
+    fn a_load_balancer_address_and_port_forwards_to_the_oldest_service_only() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |secs| Some(Time(k8s_openapi::chrono::DateTime::from_timestamp(secs, 0).unwrap()));
+        let mut old = svc("LoadBalancer");
+        old.metadata.creation_timestamp = at(1_000);
+        let mut young = svc("LoadBalancer");
+        young.metadata.name = Some("young".into());
+        young.metadata.creation_timestamp = at(2_000);
+        young.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.21".into());
+        let mut other_port = young.clone();
+        other_port.metadata.name = Some("other-port".into());
+        other_port.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 8080;
+        for services in [
+            [old.clone(), young.clone(), other_port.clone()],
+            [other_port.clone(), young.clone(), old.clone()],
+        ] {
+            let services: Vec<_> = services.into_iter().map(Arc::new).collect();
+            let (s, _) = model(&services, &[], "node1");
+            let lbs: BTreeMap<&str, usize> =
+                s.iter().map(|s| (s.name.as_str(), s.load_balancer_ips.len())).collect();
+            assert_eq!(lbs, BTreeMap::from([("web", 1), ("young", 0), ("other-port", 1)]));
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! of the pool at creation; one node announces it on the LAN and every node forwards it
 //! (`kubelet::joined::announce`). Without a pool, as k3s's ServiceLB does, a LoadBalancer Service's ingress is the
 //! InternalIP of every Ready node, kept current as nodes come and go: the Service's port answers on
-//! every node, so it never stays `<pending>`. A pool that ran out gets a Warning Event on the Service.
+//! every node, so it never stays `<pending>`; a second Service on a port one already takes there
+//! stays pending with a Warning Event, as with k3s. A pool that ran out gets a Warning Event too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,10 +49,54 @@ pub fn node_addresses<N: std::borrow::Borrow<Node>>(nodes: &[N]) -> Vec<String> 
     out.into_iter().collect()
 }
 
-/// The ingress a Service should have when no pool is configured (`None`: leave it alone).
-pub fn wanted_ingress(svc: &Service, nodes: &[String]) -> Option<Vec<String>> {
-    (is_load_balancer(svc) && svc.metadata.deletion_timestamp.is_none() && ingress_ips(svc) != nodes)
-        .then(|| nodes.to_vec())
+fn key(svc: &Service) -> String {
+    format!(
+        "{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or(""),
+        svc.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Without a pool every LoadBalancer Service shares the nodes' addresses, so a port (`80/TCP`)
+/// can belong to one of them only: the oldest keeps it, as k3s's ServiceLB does (its later
+/// Services' pods find the host port taken). Returns, per later Service (`namespace/name`), the
+/// port it wants and the Service that holds it (pure).
+pub fn port_clashes<S: std::borrow::Borrow<Service>>(services: &[S]) -> BTreeMap<String, (String, String)> {
+    let mut lbs: Vec<&Service> = services
+        .iter()
+        .map(|s| s.borrow())
+        .filter(|s| is_load_balancer(s) && s.metadata.deletion_timestamp.is_none())
+        .collect();
+    lbs.sort_by_key(|s| (s.metadata.creation_timestamp.as_ref().map(|t| t.0), key(s)));
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut clashes = BTreeMap::new();
+    for svc in lbs {
+        let ports: Vec<String> = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("TCP")))
+            .collect();
+        if let Some((port, owner)) = ports.iter().find_map(|p| owners.get(p).map(|o| (p.clone(), o.clone())))
+        {
+            clashes.insert(key(svc), (port, owner));
+            continue;
+        }
+        for p in ports {
+            owners.insert(p, key(svc));
+        }
+    }
+    clashes
+}
+
+/// The ingress a Service should have when no pool is configured (`None`: leave it alone): the
+/// nodes' addresses, or none while another Service holds one of its ports.
+pub fn wanted_ingress(svc: &Service, nodes: &[String], clashing: bool) -> Option<Vec<String>> {
+    let wanted = if clashing { &[][..] } else { nodes };
+    (is_load_balancer(svc) && svc.metadata.deletion_timestamp.is_none() && ingress_ips(svc) != wanted)
+        .then(|| wanted.to_vec())
 }
 
 /// One pass. `pool` tells whether the API server allocates from `--lb-pool`; `warned` remembers the
@@ -68,12 +113,7 @@ pub async fn sync<C: ClusterApi>(
         .map_err(|source| ServiceLbError::List { what: "services", source })?;
     if pool {
         for svc in services.iter().filter(|s| is_load_balancer(s) && ingress_ips(s).is_empty()) {
-            let key = format!(
-                "{}/{}",
-                svc.metadata.namespace.as_deref().unwrap_or(""),
-                svc.metadata.name.as_deref().unwrap_or("")
-            );
-            if warned.insert(key) {
+            if warned.insert(key(svc)) {
                 let msg = "no address left in the load balancer pool (--lb-pool); the Service stays pending until one is freed";
                 events.record(&**svc, EventType::Warning, "AllocationFailed", msg).await;
             }
@@ -83,8 +123,20 @@ pub async fn sync<C: ClusterApi>(
     let nodes =
         client.snapshot::<Node>().await.map_err(|source| ServiceLbError::List { what: "nodes", source })?;
     let addresses = node_addresses(&nodes);
+    let clashes = port_clashes(&services);
+    warned.retain(|k| clashes.contains_key(k));
     for svc in &services {
-        let Some(ips) = wanted_ingress(svc, &addresses) else { continue };
+        let clash = clashes.get(&key(svc));
+        if let Some((port, owner)) = clash
+            && warned.insert(key(svc))
+        {
+            let msg = format!(
+                "port {port} is already taken on the nodes' addresses by LoadBalancer Service {owner}; \
+                 the Service stays pending until it is free (or use --lb-pool for addresses of its own)"
+            );
+            events.record(&**svc, EventType::Warning, "AllocationFailed", &msg).await;
+        }
+        let Some(ips) = wanted_ingress(svc, &addresses, clash.is_some()) else { continue };
         let mut updated = (**svc).clone();
         let status = updated.status.get_or_insert_default();
         status.load_balancer = Some(LoadBalancerStatus {
@@ -168,8 +220,8 @@ mod tests {
             node("10.250.0.13", false),
         ]);
         assert_eq!(nodes, ["10.250.0.11", "10.250.0.12"]);
-        assert_eq!(wanted_ingress(&svc("LoadBalancer"), &nodes), Some(nodes.clone()));
-        assert_eq!(wanted_ingress(&svc("NodePort"), &nodes), None);
+        assert_eq!(wanted_ingress(&svc("LoadBalancer"), &nodes, false), Some(nodes.clone()));
+        assert_eq!(wanted_ingress(&svc("NodePort"), &nodes, false), None);
         let mut done = svc("LoadBalancer");
         done.status = Some(k8s_openapi::api::core::v1::ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
@@ -182,7 +234,46 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(wanted_ingress(&done, &nodes), None);
-        assert_eq!(wanted_ingress(&done, &nodes[..1]), Some(vec!["10.250.0.11".to_string()]));
+        assert_eq!(wanted_ingress(&done, &nodes, false), None);
+        assert_eq!(wanted_ingress(&done, &nodes[..1], false), Some(vec!["10.250.0.11".to_string()]));
+        // A clashing Service gives its ingress back.
+        assert_eq!(wanted_ingress(&done, &nodes, true), Some(vec![]));
+        assert_eq!(wanted_ingress(&svc("LoadBalancer"), &nodes, true), None);
+    }
+
+    fn lb(name: &str, age: i64, ports: &[(i32, &str)]) -> Service {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut s = svc("LoadBalancer");
+        s.metadata.namespace = Some("default".into());
+        s.metadata.name = Some(name.into());
+        s.metadata.creation_timestamp =
+            Some(Time(k8s_openapi::chrono::DateTime::from_timestamp(1_700_000_000 - age, 0).unwrap()));
+        s.spec.as_mut().unwrap().ports = Some(
+            ports
+                .iter()
+                .map(|(port, proto)| k8s_openapi::api::core::v1::ServicePort {
+                    port: *port,
+                    protocol: Some(proto.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        s
+    }
+
+    #[test]
+    fn the_oldest_service_keeps_a_port_on_the_nodes_addresses() {
+        let services = vec![
+            lb("young", 10, &[(443, "TCP"), (80, "TCP")]),
+            lb("old", 100, &[(80, "TCP")]),
+            lb("udp", 5, &[(80, "UDP")]),
+            lb("other", 1, &[(8080, "TCP")]),
+            svc("NodePort"),
+        ];
+        let clashes = port_clashes(&services);
+        assert_eq!(clashes.len(), 1, "{clashes:?}");
+        assert_eq!(clashes["default/young"], ("80/TCP".to_string(), "default/old".to_string()));
+        // Once the old one is gone, the young one gets the port.
+        assert!(port_clashes(&services[..1]).is_empty());
     }
 }
