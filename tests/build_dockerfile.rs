@@ -870,6 +870,53 @@ fn cloudbuild_wait_for_runs_steps_concurrently() {
     assert!(src.path().join("slow.done").exists(), "the running step was waited for");
     assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none(), "no step started after");
     node.assert_clean();
+
+    // An interrupt (SIGINT, as a terminal's Ctrl-C) while a container step and a RUN run: both
+    // stop and remove what they made, no further step starts, the build fails saying so.
+    std::fs::write(
+        src.path().join("cloudbuild.yaml"),
+        "steps:\n\
+         - name: rkube-test/busybox:1\n  waitFor: ['-']\n  args: [sh, -c, 'echo container-started >&2; sleep 60']\n\
+         - name: docker\n  waitFor: ['-']\n  args: [build, -t, 'local/int:1', -f, Dockerfile.int, .]\n\
+         - name: docker\n  args: [tag, 'local/both:1', 'local/never:1']\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.path().join("Dockerfile.int"),
+        "FROM rkube-test/busybox:1\nRUN echo run-started >&2; sleep 60\n",
+    )
+    .unwrap();
+    let mut child = node
+        .build_command(&[&format!("--config={cfg}"), &src.path().display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !(seen.contains("container-started") && seen.contains("run-started")) {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "steps did not start: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the interrupt took {:?}",
+        started.elapsed()
+    );
+    assert!(!status.success(), "{seen}");
+    assert!(seen.lines().any(|l| l.starts_with("rkubelet: interrupted")), "{seen}");
+    assert!(node.store().tag("docker.io/local/int:1").unwrap().is_none());
+    assert!(node.store().tag("docker.io/local/never:1").unwrap().is_none(), "no step started after");
+    node.assert_clean();
 }
 
 /// An xattr of `path` (not following a final symlink), through the crate's own wrapper.

@@ -1199,6 +1199,7 @@ pub fn run_step_image(
     };
     run_container(host, &work, lower, job, 0).map_err(|e| match e {
         BuildError::Step { message, .. } => BuildError::Setup(format!("{}: {message}", step.image)),
+        BuildError::Interrupted { .. } => BuildError::Setup(format!("{}: interrupted", step.image)),
         other => other,
     })
 }

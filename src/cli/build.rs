@@ -265,7 +265,7 @@ pub(crate) fn run_step_container(
         resolve_image: &mut resolve,
         out: &mut stderr,
         network,
-        interrupted: None,
+        interrupted: Some(interrupt_on_signals()),
     };
     Ok(executor::run_step_image(&mut host, &manifest, step, workspace)?)
 }

@@ -5,8 +5,10 @@
 //! `rkubelet build` process (the same binary, the step's action passed with a hidden flag), so
 //! concurrent RUNs and containers share no process state; its stderr is relayed line by line with
 //! a `step N:` prefix. After a failure no new step starts, the running ones are waited for, and
-//! the build fails naming the failed step. A step does not outlive a killed parent: it asks for
-//! SIGTERM on the parent's death (`PR_SET_PDEATHSIG`) and exits if it was already reparented.
+//! the build fails naming the failed step. An interrupt (SIGINT, SIGTERM) is passed on to the
+//! running steps once; they stop and clean up as a failed step does, and are waited for. A step
+//! does not outlive a killed parent: it asks for SIGTERM on the parent's death
+//! (`PR_SET_PDEATHSIG`) and exits if it was already reparented.
 
 use crate::build::cloudbuild::{self, Action};
 use crate::cli::build::{Args, build_one};
@@ -15,12 +17,14 @@ use crate::image::config::RegistriesConfig;
 use crate::image::store::Store;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One step handed to a child process (`--cloudbuild-step`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,22 +82,84 @@ struct Finished {
     error: Option<String>,
 }
 
+/// The running steps' pids, and whether the build was interrupted; a step is signalled under the
+/// lock, so each gets exactly one SIGTERM however its start and the interrupt interleave.
+#[derive(Default)]
+struct Steps {
+    pids: std::sync::Mutex<BTreeSet<u32>>,
+    interrupted: AtomicBool,
+}
+
+impl Steps {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn started(&self, pid: u32) {
+        let mut pids = self.lock();
+        pids.insert(pid);
+        if self.interrupted.load(Ordering::SeqCst) {
+            terminate(pid);
+        }
+    }
+
+    fn interrupt(&self) {
+        let pids = self.lock();
+        self.interrupted.store(true, Ordering::SeqCst);
+        for pid in pids.iter() {
+            terminate(*pid);
+        }
+    }
+}
+
+fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// The first SIGINT or SIGTERM stops the build: no step starts any more, and each running one gets
+/// one SIGTERM (it stops and removes what it made, as a failed step does) and is waited for. A
+/// second signal ends the process at once (the steps then get their parent-death SIGTERM).
+fn interrupt_steps_on_signals(steps: Arc<Steps>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+            else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!(
+                "interrupted: stopping the running steps, which remove what they made (again to stop at once)"
+            );
+            steps.interrupt();
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            std::process::exit(130);
+        });
+    });
+}
+
 /// Runs the plan's steps as child processes, each as soon as the steps it waits for are done.
 fn run_steps(args: &Args, plan: &cloudbuild::Plan, source: &Path) -> anyhow::Result<()> {
     let n = plan.actions.len();
     let (mut done, mut started) = (vec![false; n], vec![false; n]);
     let (tx, rx) = std::sync::mpsc::channel::<Finished>();
+    let steps = Arc::new(Steps::default());
+    interrupt_steps_on_signals(steps.clone());
     let mut running = 0;
     let mut failed: Option<String> = None;
     loop {
-        if failed.is_none() {
+        if failed.is_none() && !steps.interrupted.load(Ordering::SeqCst) {
             for i in cloudbuild::ready(&plan.waits, &done, &started) {
                 let number = i + 1;
                 if !args.quiet {
                     eprintln!("cloudbuild step {number}: {:?}", plan.actions[i]);
                 }
                 started[i] = true;
-                match spawn_step(args, number, &plan.actions[i], source, tx.clone()) {
+                match spawn_step(args, number, &plan.actions[i], source, tx.clone(), &steps) {
                     Ok(()) => running += 1,
                     Err(e) => {
                         failed = Some(format!("step {number}: {e:#}"));
@@ -116,6 +182,9 @@ fn run_steps(args: &Args, plan: &cloudbuild::Plan, source: &Path) -> anyhow::Res
             }
         }
     }
+    if steps.interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted: the running steps stopped and removed what they made");
+    }
     if let Some(e) = failed {
         bail!(e);
     }
@@ -133,6 +202,7 @@ fn spawn_step(
     action: &Action,
     source: &Path,
     tx: std::sync::mpsc::Sender<Finished>,
+    steps: &Arc<Steps>,
 ) -> anyhow::Result<()> {
     let job = serde_json::to_string(&StepJob { number, action: action.clone(), parent: std::process::id() })?;
     let mut argv: Vec<OsString> = vec![
@@ -158,14 +228,18 @@ fn spawn_step(
     argv.push(format!("--cloudbuild-step={job}").into());
     argv.push(source.into());
     // The running binary (already sealed, see runtime::exe_seal) under its own name.
+    // In a process group of its own: a terminal's Ctrl-C reaches only us, and we pass it on once.
     let mut child = std::process::Command::new("/proc/self/exe")
         .arg0("rkubelet")
         .args(&argv)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .context("starting the step")?;
+    steps.started(child.id());
     let stderr = child.stderr.take().context("the step's stderr")?;
+    let steps = steps.clone();
     std::thread::spawn(move || {
         let mut last_error = None;
         for line in std::io::BufReader::new(stderr).lines() {
@@ -176,7 +250,9 @@ fn spawn_step(
                 None => eprintln!("step {number}: {line}"),
             }
         }
-        let error = match child.wait() {
+        let waited = child.wait();
+        steps.lock().remove(&child.id());
+        let error = match waited {
             Ok(s) if s.success() => None,
             Ok(s) => Some(last_error.unwrap_or_else(|| format!("step {number}: {s}"))),
             Err(e) => Some(format!("step {number}: waiting for it: {e}")),
