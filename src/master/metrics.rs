@@ -228,10 +228,33 @@ pub struct RequestInfo {
     pub long_running: bool,
 }
 
+/// The HTTP methods recorded by name; any other is recorded as `other` (kube-apiserver's
+/// `validRequestMethods`).
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT"];
+
+/// The subresources recorded by name; any other segment is recorded as none.
+const SUBRESOURCES: &[&str] = &[
+    "status",
+    "scale",
+    "log",
+    "exec",
+    "attach",
+    "portforward",
+    "proxy",
+    "binding",
+    "eviction",
+    "ephemeralcontainers",
+    "resize",
+    "token",
+    "finalize",
+    "approval",
+];
+
 /// The upper-case verb, group, version, resource, subresource and scope of a request, as
 /// kube-apiserver's RequestInfo resolves them. `known` says whether `group/version/resource`
-/// is served; unknown resources are recorded with empty labels, so random paths cannot grow the
-/// label space. Non-resource paths (`/healthz`, `/metrics`) have an empty resource.
+/// is served; unknown resources, methods and subresources are recorded with fixed labels, so
+/// requests (even unauthenticated ones) cannot grow the label space. Non-resource paths
+/// (`/healthz`, `/metrics`) have an empty resource.
 pub fn request_info(
     method: &str,
     path: &str,
@@ -241,6 +264,7 @@ pub fn request_info(
     known: impl Fn(&str, &str, &str) -> bool,
 ) -> RequestInfo {
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let method = if METHODS.contains(&method) { method } else { "other" };
     let mut kind = RequestKind {
         verb: method.to_string(),
         dry_run: if dry_run { "All".into() } else { String::new() },
@@ -260,7 +284,8 @@ pub fn request_info(
         ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns), tail),
         _ => (None, rest),
     };
-    let (resource, name, sub) = (parts[0], parts.get(1).copied(), parts.get(2).copied());
+    let (resource, name) = (parts[0], parts.get(1).copied());
+    let sub = parts.get(2).copied().filter(|s| SUBRESOURCES.contains(s));
     if !known(group, version, resource) {
         return RequestInfo { kind, long_running: false };
     }
@@ -525,6 +550,12 @@ mod tests {
         // Non-resource paths and unknown resources keep the label space closed.
         assert_eq!(info("GET", "/metrics", false), (s("GET"), s(""), s(""), s(""), false));
         assert_eq!(info("GET", "/apis/made/up/things", false), (s("GET"), s(""), s(""), s(""), false));
+        assert_eq!(info("BREW", "/api/v1/pods", false).0, "other");
+        assert_eq!(info("XYZZY", "/healthz", false).0, "other");
+        assert_eq!(
+            info("GET", "/api/v1/namespaces/a/pods/p/random-0042", false),
+            (s("GET"), s("pods"), s(""), s("resource"), false)
+        );
     }
 
     #[test]
