@@ -135,10 +135,14 @@ pub fn apply(
         return Ok(vec![]);
     }
     let (to_add, to_remove) = (&added, &removed);
+    // What was done, step by step: a failure half way still records exactly what is on the link.
+    let done = std::sync::Mutex::new(installed.clone());
+    let done_ref = &done;
     // The node's link, when there is anything to add: `None` if no link holds the node address.
     let link = link::with_netlink(None, |handle| async move {
         for vip in to_remove {
             link::delete_address(&handle, *vip, 32).await?;
+            done_ref.lock().unwrap_or_else(|e| e.into_inner()).remove(vip);
         }
         if to_add.is_empty() {
             return Ok(None);
@@ -147,15 +151,13 @@ pub fn apply(
         if let Some((index, _)) = &found {
             for vip in to_add {
                 link::add_address_to(&handle, *index, *vip, 32).await?;
+                done_ref.lock().unwrap_or_else(|e| e.into_inner()).insert(*vip);
             }
         }
         Ok(found)
-    })?;
-    let mut recorded: BTreeSet<Ipv4Addr> = installed.intersection(wanted).copied().collect();
-    if link.is_some() {
-        recorded.extend(&added);
-    }
-    write_state(state, &recorded)?;
+    });
+    write_state(state, &done.into_inner().unwrap_or_else(|e| e.into_inner()))?;
+    let link = link?;
     let Some((index, mac)) = link else {
         return if added.is_empty() { Ok(vec![]) } else { Err(AnnounceError::NoLink(node_ip)) };
     };
