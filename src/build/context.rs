@@ -594,10 +594,19 @@ fn replace_non_dir(parent: BorrowedFd<'_>, name: &OsStr, target: &Path) -> Resul
     }
 }
 
-/// Sets extended attributes on the open file `fd`.
+/// Sets extended attributes on the open file `fd`. A `user.` attribute the store's filesystem does
+/// not take (tmpfs before Linux 6.6) is left out rather than failing the copy; others must land.
 fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(String, Vec<u8>)], target: &Path) -> Result<(), CopyError> {
     for (name, value) in xattrs {
-        fsetxattr(fd, name, value).map_err(|e| CopyError::Io {
+        let result = fsetxattr(fd, name, value);
+        if let Err(e) = &result
+            && *e == nix::errno::Errno::EOPNOTSUPP
+            && name.starts_with("user.")
+        {
+            tracing::debug!(path = %target.display(), %name, "xattr not supported here: left out");
+            continue;
+        }
+        result.map_err(|e| CopyError::Io {
             what: "set xattr",
             path: format!("{} ({name})", target.display()),
             source: e.into(),

@@ -261,7 +261,7 @@ impl NftProxier {
                     services_written: pending.state.rules.services.len(),
                     conntrack_cleared: 0,
                 };
-                pending.stale_udp.clear();
+                // The endpoints this change removed still get their UDP flows flushed.
                 load(&nft::full(&pending.state.rules, &self.config))
             })
         };

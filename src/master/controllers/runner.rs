@@ -162,13 +162,14 @@ mod tests {
 
     #[tokio::test]
     async fn paced_wakes_at_once_after_a_quiet_spell_and_at_most_once_per_period() {
-        let period = Duration::from_millis(300);
+        // Bounds far from the period, so a loaded machine cannot blur "at once" and "a period".
+        let period = Duration::from_millis(1000);
         let mut trigger = Trigger::default().paced(period);
         let start = Instant::now();
         trigger.tx.send(()).unwrap();
         trigger.wait(Duration::from_secs(60)).await;
         let first = start.elapsed();
-        assert!(first < Duration::from_millis(150), "the first change waits only briefly: {first:?}");
+        assert!(first < Duration::from_millis(500), "the first change waits only briefly: {first:?}");
         // A burst right after: gathered until the period since that wake is over, one wake.
         for _ in 0..5 {
             trigger.tx.send(()).unwrap();
@@ -181,6 +182,6 @@ mod tests {
         let quiet = Instant::now();
         trigger.tx.send(()).unwrap();
         trigger.wait(Duration::from_secs(60)).await;
-        assert!(quiet.elapsed() < Duration::from_millis(150), "{:?}", quiet.elapsed());
+        assert!(quiet.elapsed() < Duration::from_millis(500), "{:?}", quiet.elapsed());
     }
 }
