@@ -537,6 +537,7 @@ fn services_on_every_node(c: &Cluster) {
     assert!(failed.is_empty(), "requests failed during the switch: {failed:?}");
     let first_blue = pages.iter().position(|p| p.contains("blue")).expect("the loop saw blue");
     assert!(first_blue > 0 && pages[..first_blue].iter().all(|p| p.contains("green")), "{pages:?}");
+    endpoint_leaves_rotation_before_it_stops(c, &node_ips, &node_port);
     // A Service that selects nothing is refused at once (REJECT), not left to time out.
     c.ok(&[
         "patch",
@@ -553,6 +554,74 @@ fn services_on_every_node(c: &Cluster) {
     c.ok(&["delete", "svc", "webserver"]);
     c.ok(&["delete", "deployment", "webserver-green", "webserver-blue"]);
     c.eventually(&["get", "endpointslices", "-o", "name"], T, |o| !o.contains("webserver"));
+}
+
+/// Deleting an endpoint pod takes it out of every node's rules at once, while its container still
+/// runs its preStop hook: no new connection reaches a pod that is shutting down.
+fn endpoint_leaves_rotation_before_it_stops(c: &Cluster, node_ips: &[String], node_port: &str) {
+    let image = c.ok(&[
+        "get",
+        "deployment",
+        "webserver-blue",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
+    let manifest = c.dir.path().join("rotation.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: rotation, labels: {{type: webserver, color: blue}}}}\n\
+             spec:\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: web\n    image: '{image}'\n    \
+             lifecycle: {{preStop: {{exec: {{command: [sleep, '8']}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let pod = ready_pods(c, "rotation", 1).remove(0);
+    // It is in rotation: the NodePort reaches it from outside.
+    let urls: Vec<String> =
+        node_ips.iter().map(|ip| format!("http://{ip}:{node_port}/cgi-bin/info")).collect();
+    cluster::wait_until("the new pod answering through the NodePort", T, || {
+        urls.iter()
+            .any(|u| cluster::http_get(u).is_some_and(|p| line_of(&p, "hostname=").contains("rotation")))
+    });
+    let deleted = Instant::now();
+    c.ok(&["delete", "pod", "rotation", "--wait=false"]);
+    c.eventually(
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=webserver",
+            "-o",
+            "jsonpath={range .items[*].endpoints[*]}{.addresses[0]}={.conditions.ready}{\"\\n\"}{end}",
+        ],
+        T,
+        |o| o.lines().any(|l| l == format!("{}=false", pod.ip)),
+    );
+    // The proxies follow within their sync interval; then no request reaches it, on any node.
+    std::thread::sleep(Duration::from_millis(1000));
+    for _ in 0..5 {
+        for url in &urls {
+            let page = cluster::http_get(url).unwrap_or_else(|| panic!("{url} failed while a pod stops"));
+            assert!(
+                !line_of(&page, "hostname=").contains("rotation"),
+                "{url} reached the stopping pod: {page}"
+            );
+        }
+    }
+    // ... while the pod itself still serves: its preStop hook holds its container running.
+    let direct = cluster::http_get(&format!("http://{}/cgi-bin/info", pod.ip));
+    assert!(
+        direct.is_some_and(|p| line_of(&p, "hostname=").contains("rotation")),
+        "the stopping pod still answers directly"
+    );
+    assert!(
+        deleted.elapsed() < Duration::from_secs(8),
+        "checked within the preStop hook: {:?}",
+        deleted.elapsed()
+    );
+    c.eventually(&["get", "pods", "-o", "name"], T, |o| !o.contains("pod/rotation"));
 }
 
 /// `kubectl exec -n NS POD -- ARGS…` → (success, stdout + stderr).
