@@ -79,6 +79,11 @@ chmod 1777 "$WORK/tmp"
 cp "$HOST_TARGET/debug/rkubelet" "$WORK/bin/"
 if [ -f "$HOST_TARGET/debug/rkube-monitor" ]; then cp "$HOST_TARGET/debug/rkube-monitor" "$WORK/bin/"; fi
 
+# hack/setup.sh binds the hugetlb hierarchy inside the container, whose /sys/fs/cgroup is the
+# host's: the directory it makes there stays on the host once the container's mount is gone.
+HUGETLB_DIR=/sys/fs/cgroup/hugetlb
+hugetlb_was_there=$([ -e "$HUGETLB_DIR" ] && echo 1 || true)
+
 # Removes the containers, the network namespace and this run's files (idempotent).
 remove_run() {
   local id
@@ -86,6 +91,9 @@ remove_run() {
     "$RKUBELET" runtime --root "$STATE" delete --force "$id" >/dev/null 2>&1 || true
   done
   ip netns delete "$NETNS" 2>/dev/null || true
+  if [ -z "$hugetlb_was_there" ] && [ -d "$HUGETLB_DIR" ] && ! mountpoint -q "$HUGETLB_DIR"; then
+    rmdir "$HUGETLB_DIR" 2>/dev/null || true
+  fi
   if [ "${RKUBE_CI_KEEP:-}" = 1 ]; then
     log "kept $WORK"
   else
