@@ -33,7 +33,6 @@ fn main() {
     match profile_dir(&out_dir) {
         Some(dir) => {
             install(&built, &dir.join("rkube-monitor"));
-            link_runc_name(&dir);
         }
         None => println!("cargo::warning=rkube-monitor built at {} but not installed", built.display()),
     }
@@ -91,14 +90,4 @@ fn install(built: &Path, target: &Path) {
 fn fail(message: &str) -> ! {
     eprintln!("{message}");
     std::process::exit(1)
-}
-
-/// `rkube-runc` → `rkubelet` beside it: the runc-compatible entry point other tools name.
-fn link_runc_name(dir: &Path) {
-    let link = dir.join("rkube-runc");
-    if std::fs::symlink_metadata(&link).is_err()
-        && let Err(e) = std::os::unix::fs::symlink("rkubelet", &link)
-    {
-        println!("cargo::warning=link {}: {e}", link.display());
-    }
 }

@@ -865,6 +865,12 @@ fn seccomp_notify_without_a_reachable_agent_or_with_a_bad_profile_fails_create_a
 fn rkube_runc_is_the_runtime_cli_with_runcs_argument_order() {
     let rt = TestRuntime::new();
     let runc = runtime::rkubelet().with_file_name("rkube-runc");
+    // A program of its own: callers that resolve the path they are given (OCI validation suites
+    // do) still run it under its name.
+    assert!(
+        std::fs::canonicalize(&runc).unwrap().ends_with("rkube-runc"),
+        "rkube-runc resolves to another name"
+    );
     let id = runtime::unique("runc");
     let bundle = rt.bundle(&id, &["sleep", "30"]);
     let root = rt.runtime.root.to_str().unwrap().to_string();

@@ -40,7 +40,7 @@ fn main() {
         rkube::runtime::monitor::exec_entry(&argv);
     }
     rkube::runtime::monitor::enable_exec_entry();
-    // Installed as `rkube-runc` (a link to this binary), it is the runc-compatible runtime
+    // Run as `rkube-runc` (by that program, or through a link), it is the runc-compatible runtime
     // other tools name (`podman --runtime rkube-runc`, containerd's runc shim `BinaryName`).
     let mut argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let as_runc = argv
