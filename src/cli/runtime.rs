@@ -391,9 +391,11 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
                 size = console_size(&p);
             }
             if !env.is_empty() {
-                let mut base = runtime.record(&id)?.config.process.env;
-                base.extend(env);
-                req.env = Some(base);
+                let base = match req.env.take() {
+                    Some(env) => env,
+                    None => runtime.record(&id)?.config.process.env,
+                };
+                req.env = Some(override_env(base, env));
             }
             if req.args.is_empty() {
                 anyhow::bail!("exec: no command given");
@@ -425,6 +427,18 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `exec --env K=V`: each variable replaces the one of that name (as runc), or is added.
+fn override_env(mut base: Vec<String>, overrides: Vec<String>) -> Vec<String> {
+    fn name(var: &str) -> &str {
+        var.split_once('=').map_or(var, |(k, _)| k)
+    }
+    for var in overrides {
+        base.retain(|b| name(b) != name(&var));
+        base.push(var);
+    }
+    base
 }
 
 #[cfg(test)]
@@ -460,5 +474,12 @@ mod tests {
         assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
         assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
         assert!(parse_signal("BOGUS").is_err());
+    }
+
+    #[test]
+    fn exec_env_replaces_variables_of_the_same_name() {
+        let base = vec!["PATH=/bin".to_string(), "MY_VAR=from_spec".to_string(), "A=1".to_string()];
+        let merged = override_env(base, vec!["MY_VAR=from_cli".into(), "B=2".into()]);
+        assert_eq!(merged, ["PATH=/bin", "A=1", "MY_VAR=from_cli", "B=2"]);
     }
 }
