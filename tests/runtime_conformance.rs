@@ -915,6 +915,11 @@ fn rkube_runc_is_the_runtime_cli_with_runcs_argument_order() {
     }
     assert!(call(&["delete", &id]).status.success());
     assert!(!rt.runtime.root.join(&id).exists());
+    // Errors as runc prints them (logrus text), with its exit status.
+    let gone = std::process::Command::new(&runc).args(["--root", &root, "kill", &id, "9"]).output().unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(stderr.starts_with("time=\"") && stderr.contains(" level=error msg=\"container "), "{stderr}");
 }
 
 /// The test process's own cgroup in a v1 hierarchy, without the leading `/`.

@@ -71,6 +71,13 @@ fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        // Under runc's name, as runc prints it (logrus text), for the callers that read it.
+        Err(e) if as_runc => {
+            let now = k8s_openapi::chrono::Utc::now()
+                .to_rfc3339_opts(k8s_openapi::chrono::SecondsFormat::Secs, true);
+            eprintln!("time={now:?} level=error msg={:?}", format!("{e:#}"));
+            std::process::exit(1);
+        }
         Err(e) => {
             eprintln!("rkubelet: {e:#}");
             std::process::exit(1);
