@@ -275,23 +275,12 @@ pub(crate) fn run_step_container(
 fn interrupt_on_signals() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-            else {
-                return;
-            };
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            set.store(true, Ordering::Relaxed);
-            eprintln!("interrupted: stopping the build and removing what it made (again to stop at once)");
-            // A step that cannot be stopped half-way (a pull, a push) does not hold the process.
-            let grace = tokio::time::sleep(std::time::Duration::from_secs(10));
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {}, _ = grace => {} }
-            std::process::exit(130);
-        });
-    });
+    let first = move || {
+        set.store(true, Ordering::Relaxed);
+        eprintln!("interrupted: stopping the build and removing what it made (again to stop at once)");
+    };
+    // A step that cannot be stopped half-way (a pull, a push) does not hold the process.
+    let grace = Some(std::time::Duration::from_secs(10));
+    super::signals::on_interrupt(first, super::signals::Then::ExitOnSecond { grace });
     flag
 }

@@ -122,24 +122,13 @@ fn terminate(pid: u32) {
 /// one SIGTERM (it stops and removes what it made, as a failed step does) and is waited for. A
 /// second signal ends the process at once (the steps then get their parent-death SIGTERM).
 fn interrupt_steps_on_signals(steps: Arc<Steps>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-            else {
-                return;
-            };
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            eprintln!(
-                "interrupted: stopping the running steps, which remove what they made (again to stop at once)"
-            );
-            steps.interrupt();
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            std::process::exit(130);
-        });
-    });
+    let first = move || {
+        eprintln!(
+            "interrupted: stopping the running steps, which remove what they made (again to stop at once)"
+        );
+        steps.interrupt();
+    };
+    super::signals::on_interrupt(first, super::signals::Then::ExitOnSecond { grace: None });
 }
 
 /// Runs the plan's steps as child processes, each as soon as the steps it waits for are done.

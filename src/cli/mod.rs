@@ -7,4 +7,5 @@ pub mod image;
 pub mod join;
 pub mod pod;
 pub mod runtime;
+pub mod signals;
 pub mod terminal;

@@ -463,21 +463,7 @@ fn ensure_agent(args: &NodeArgs) -> anyhow::Result<()> {
 
 /// Sets `stop` on the first SIGTERM or SIGINT (from a thread of its own).
 pub(super) fn stop_on_signals(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        if let Ok(rt) = rt {
-            rt.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) =
-                    (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-                else {
-                    return;
-                };
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            });
-        }
-        stop.store(true, Ordering::Relaxed);
-    })
+    super::signals::on_interrupt(move || stop.store(true, Ordering::Relaxed), super::signals::Then::Stay)
 }
 
 fn serve(args: &NodeArgs, backoff_initial_ms: u64) -> anyhow::Result<i32> {
