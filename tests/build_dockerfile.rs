@@ -443,29 +443,9 @@ fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
     )
     .unwrap();
     let int = ctx.path().join("Dockerfile.int").display().to_string();
-    let mut child = node
-        .build_command(&["-t", "cache:int", "-f", &int, &path])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("run-started") {
-        let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "no RUN output: {seen}");
-        seen.push_str(&line);
-    }
-    let started = std::time::Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
-        .unwrap();
-    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(8),
-        "the interrupted build took {:?}",
-        started.elapsed()
-    );
+    let (status, seen, took) =
+        interrupted(node.build_command(&["-t", "cache:int", "-f", &int, &path]), &["run-started"]);
+    assert!(took < std::time::Duration::from_secs(8), "the interrupted build took {took:?}");
     assert!(!status.success(), "{seen}");
     let errors: Vec<&str> = seen.lines().filter(|l| l.starts_with("rkubelet: ")).collect();
     assert_eq!(errors, ["rkubelet: Dockerfile line 3: interrupted"], "{seen}");
@@ -474,6 +454,29 @@ fn the_cache_skips_unchanged_steps_and_reruns_after_a_changed_copy() {
     assert_eq!(listing("blobs/sha256"), blobs);
     assert!(node.store().tag("docker.io/library/cache:int").unwrap().is_none());
     node.assert_clean();
+}
+
+/// Runs `command`, sends it SIGINT (as a terminal's Ctrl-C) once its stderr has shown every one of
+/// `started`, and returns how it ended, all its stderr and how long it took after the signal.
+fn interrupted(
+    mut command: Command,
+    started: &[&str],
+) -> (std::process::ExitStatus, String, std::time::Duration) {
+    let mut child =
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !started.iter().all(|s| seen.contains(s)) {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "never started: {seen}");
+        seen.push_str(&line);
+    }
+    let signalled = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let status = child.wait().unwrap();
+    (status, seen, signalled.elapsed())
 }
 
 #[test]
@@ -886,32 +889,11 @@ fn cloudbuild_wait_for_runs_steps_concurrently() {
         "FROM rkube-test/busybox:1\nRUN echo run-started >&2; sleep 60\n",
     )
     .unwrap();
-    let mut child = node
-        .build_command(&[&format!("--config={cfg}"), &src.path().display().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !(seen.contains("container-started") && seen.contains("run-started")) {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
-            "steps did not start: {seen}"
-        );
-        seen.push_str(&line);
-    }
-    let started = std::time::Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
-        .unwrap();
-    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(15),
-        "the interrupt took {:?}",
-        started.elapsed()
+    let (status, seen, took) = interrupted(
+        node.build_command(&[&format!("--config={cfg}"), &src.path().display().to_string()]),
+        &["container-started", "run-started"],
     );
+    assert!(took < std::time::Duration::from_secs(15), "the interrupt took {took:?}");
     assert!(!status.success(), "{seen}");
     assert!(seen.lines().any(|l| l.starts_with("rkubelet: interrupted")), "{seen}");
     assert!(node.store().tag("docker.io/local/int:1").unwrap().is_none());

@@ -36,6 +36,24 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// A Docker config dir under `dir` with the GCR-style `_json_key` credential for `host`.
+fn docker_config(dir: &Path, host: &str) -> std::path::PathBuf {
+    let docker = dir.join("docker");
+    std::fs::create_dir(&docker).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("_json_key:{}", registry::JSON_KEY));
+    std::fs::write(docker.join("config.json"), format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#))
+        .unwrap();
+    docker
+}
+
+/// `image --root ROOT --registries-config CFG ARGS…`.
+fn image_args(root: &str, cfg: &Path, args: &[&str]) -> Vec<String> {
+    let mut v = vec!["image".into(), "--root".into(), root.to_string(), "--registries-config".into()];
+    v.push(cfg.display().to_string());
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_ls_inspect_tag_push_rm() {
     let source = TestRegistry::start(Mode::Anonymous);
@@ -62,21 +80,8 @@ async fn pull_ls_inspect_tag_push_rm() {
         ),
     )
     .unwrap();
-    let docker = tmp.path().join("docker");
-    std::fs::create_dir(&docker).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("_json_key:{}", registry::JSON_KEY));
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
-    let run = |args: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> =
-            vec!["image".into(), "--root".into(), root.clone(), "--registries-config".into(), cfg.clone()];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
+    let docker = docker_config(tmp.path(), &target.host());
+    let run = |args: &[&str]| image_args(&root, &cfg, args);
 
     // The demo's command line: a docker.io short name through the mirror.
     let out = ok(&rkubelet(run(&["pull", "nginx:1.10"]), &docker).await);
@@ -136,21 +141,8 @@ async fn gcr_io_is_pushed_to_and_pulled_from_its_location() {
         ),
     )
     .unwrap();
-    let docker = tmp.path().join("docker");
-    std::fs::create_dir(&docker).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("_json_key:{}", registry::JSON_KEY));
-    std::fs::write(
-        docker.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host()),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
-    let run = |args: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> =
-            vec!["image".into(), "--root".into(), root.clone(), "--registries-config".into(), cfg.clone()];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
+    let docker = docker_config(tmp.path(), &target.host());
+    let run = |args: &[&str]| image_args(&root, &cfg, args);
 
     ok(&rkubelet(run(&["pull", "web:1"]), &docker).await);
     ok(&rkubelet(run(&["tag", "web:1", "gcr.io/proj/web:v1"]), &docker).await);

@@ -292,12 +292,9 @@ fn walk_dir(
     prefix: &str,
     out: &mut Vec<Entry>,
 ) -> Result<bool, CopyError> {
-    let dir = if rel.as_os_str().is_empty() {
-        open_beneath(base, Path::new("."), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-    } else {
-        open_beneath(base, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-    }
-    .map_err(io_err("open directory", rel))?;
+    let here = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let dir = open_beneath(base, here, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .map_err(io_err("open directory", rel))?;
     let dir_path = crate::runtime::fsutil::fd_path(dir.as_fd());
     let mut names: Vec<OsString> = std::fs::read_dir(&dir_path)
         .map_err(io_err("read directory", rel))?
