@@ -257,9 +257,9 @@ fn lsm_fields_are_refused_on_a_host_without_the_lsm() {
         assert_one_line_failure(&rt, &bundle, &id, "process.selinuxLabel: SELinux is not enabled");
     }
     let mut bundle = rt.bundle(&id, &["true"]);
-    bundle.spec["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+    bundle.spec["linux"]["intelRdt"] = serde_json::json!({"closID": "rkube"});
     bundle.write();
-    assert_one_line_failure(&rt, &bundle, &id, "linux.personality: is not supported");
+    assert_one_line_failure(&rt, &bundle, &id, "linux.intelRdt: is not supported");
 }
 
 #[test]
@@ -356,14 +356,14 @@ fn hooks_run_in_order_in_their_namespaces_and_see_the_state() {
             (&host_ns, Some("running"), Some(i64::from(created.pid)))
         );
     }
+    let exit = rt.runtime.wait(&id, Some(std::time::Duration::from_secs(10))).unwrap();
+    assert_eq!(exit.code, 0);
+    // As runc, `start` does not wait for it; it ran before the program.
     let started = hook_lines(&bundle.rootfs().join("hooks.log"));
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].0, "startContainer");
     assert_eq!(started[0].1, container_ns);
     assert_eq!((started[0].2["status"].as_str(), started[0].2["pid"].as_i64()), (Some("created"), Some(1)));
-
-    let exit = rt.runtime.wait(&id, Some(std::time::Duration::from_secs(10))).unwrap();
-    assert_eq!(exit.code, 0);
     assert!(hook_lines(&host_file).len() == 6, "poststop runs on delete, not before");
     rt.runtime.delete(&id, false).unwrap();
     let lines = hook_lines(&host_file);
@@ -408,6 +408,54 @@ fn a_failing_create_hook_fails_create_and_poststop_still_runs() {
     bundle.write();
     let (exit, _) = rt.run(&id, &bundle);
     assert_eq!(exit.code, 0);
+}
+
+#[test]
+fn init_hooks_get_the_process_env_and_a_failing_start_hook_stops_the_container() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("hookstart");
+    let mut bundle = rt.bundle(&id, &["sh", "-c", "echo the program ran"]);
+    let file = bundle.path().join("hooks.log");
+    bundle.spec["process"]["env"] = serde_json::json!(["PATH=/bin", "FROM_PROCESS=yes"]);
+    // createContainer runs before pivot_root (host paths); startContainer after (the container's).
+    let env_of = |tag: &str, file: &str| {
+        let script = format!("echo \"{tag} ${{FROM_PROCESS:-unset}} ${{OWN:-unset}}\" >> {file}");
+        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+    };
+    let mut own = env_of("own", "/hooks.log");
+    own["env"] = serde_json::json!(["OWN=1"]);
+    bundle.spec["hooks"] = serde_json::json!({
+        "createContainer": [env_of("create", file.to_str().unwrap())],
+        "startContainer": [env_of("start", "/hooks.log"), own,
+            {"path": "/bin/sh", "args": ["sh", "-c", "echo start hook broken >&2; exit 4"]}],
+        "poststart": [hook("poststart", &file)],
+        "poststop": [hook("poststop", &file)],
+    });
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    // As runc: `start` succeeds and runs poststart; the failing hook stops the container before
+    // its program runs, with the error on the container's stderr.
+    rt.runtime.start(&id).unwrap();
+    let exit = rt.runtime.wait(&id, Some(std::time::Duration::from_secs(10))).unwrap();
+    assert_ne!(exit.code, 0);
+    rt.runtime.delete(&id, false).unwrap();
+    let log = std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap();
+    assert!(TestRuntime::stdout_lines(&log).is_empty(), "the program must not run: {log}");
+    let stderr = runtime::cri_lines(&log, "stderr").join("\n");
+    assert!(
+        stderr.contains("hooks.startContainer[2] /bin/sh: failed: exit status: 4: \"start hook broken\""),
+        "{stderr}"
+    );
+    let host: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(host, ["create", "poststart", "poststop"]);
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with("create yes unset\n"));
+    // A hook without env gets the process's; one with its own gets only that.
+    let inside = std::fs::read_to_string(bundle.rootfs().join("hooks.log")).unwrap();
+    assert_eq!(inside, "start yes unset\nown unset 1\n");
 }
 
 fn ns_link(pid: &str, name: &str) -> String {
@@ -525,6 +573,169 @@ fn domainname_io_priority_and_scheduler_are_applied() {
         &bundle,
         &id,
         "process.scheduler.nice: only for SCHED_OTHER and SCHED_BATCH",
+    );
+}
+
+#[test]
+fn personality_and_memory_policy_reach_the_process_and_exec() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("persona");
+    let mut bundle =
+        rt.bundle(&id, &["sh", "-c", "busybox uname -m; head -1 /proc/self/numa_maps; exec sleep 30"]);
+    bundle.spec["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+    bundle.spec["linux"]["memoryPolicy"] = serde_json::json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"});
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let log = bundle.path().join("ctr.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let lines = loop {
+        let lines = TestRuntime::stdout_lines(&std::fs::read_to_string(&log).unwrap_or_default());
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(lines[0], "i686");
+    assert_eq!(lines[1].split(' ').nth(1), Some("interleave:0"), "{}", lines[1]);
+    // exec's process gets them too.
+    let out = rt.cli(&["exec", &id, "sh", "-c", "busybox uname -m; head -1 /proc/self/numa_maps"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "i686", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines[1].split(' ').nth(1), Some("interleave:0"));
+    rt.runtime.delete(&id, true).unwrap();
+
+    // Without them: the host's.
+    let (_, out) = run_sh(&rt, "busybox uname -m; head -1 /proc/self/numa_maps", |_| {});
+    assert_eq!(out[0], std::env::consts::ARCH);
+    assert_eq!(out[1].split(' ').nth(1), Some("default"));
+
+    let cases = [
+        (
+            serde_json::json!({"memoryPolicy": {"mode": "MPOL_DEFAULT", "nodes": "0"}}),
+            "linux.memoryPolicy: MPOL_DEFAULT takes no nodes and no flags",
+        ),
+        (
+            serde_json::json!({"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0-9876543210"}}),
+            "linux.memoryPolicy.nodes: \"9876543210\" is not a node number below 1024",
+        ),
+        (
+            serde_json::json!({"memoryPolicy": {"mode": "MPOL_BIND"}}),
+            "linux.memoryPolicy.nodes: MPOL_BIND needs at least one node",
+        ),
+        (
+            serde_json::json!({"memoryPolicy": {"mode": "MPOL_BIND", "nodes": "0",
+            "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]}}),
+            "linux.memoryPolicy.flags: MPOL_F_STATIC_NODES and MPOL_F_RELATIVE_NODES exclude each other",
+        ),
+        (
+            serde_json::json!({"personality": {"domain": "LINUX", "flags": ["NO_SUCH_FLAG"]}}),
+            "linux.personality.flags: unknown flag \"NO_SUCH_FLAG\"",
+        ),
+    ];
+    for (linux, expect) in cases {
+        let id = runtime::unique("persona");
+        let mut bundle = rt.bundle(&id, &["true"]);
+        for (key, value) in linux.as_object().unwrap() {
+            bundle.spec["linux"][key] = value.clone();
+        }
+        bundle.write();
+        assert_one_line_failure(&rt, &bundle, &id, expect);
+    }
+    // A value the spec's types do not know is named by its path.
+    let id = runtime::unique("persona");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["linux"]["memoryPolicy"] = serde_json::json!({"mode": "INTERLEAVE"});
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "config.json: linux.memoryPolicy.mode: unknown variant `INTERLEAVE`",
+    );
+}
+
+#[test]
+fn preserve_fds_passes_the_callers_open_descriptors_and_nothing_else() {
+    use std::os::fd::AsRawFd;
+    let rt = TestRuntime::new();
+    let id = runtime::unique("fds");
+    let data = rt.run_dir.path().join("passed");
+    std::fs::write(&data, "through the runtime\n").unwrap();
+    // Rust opens with close-on-exec: clear it, as a caller passing descriptors does.
+    let inherit = |f: &std::fs::File| {
+        nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        f.as_raw_fd()
+    };
+    let passed = std::fs::File::open(&data).unwrap();
+    let fd = inherit(&passed);
+    let beyond = std::fs::File::open(&data).unwrap();
+    let other = inherit(&beyond);
+    assert!(other > fd);
+    let script = format!(
+        "cat /proc/self/fd/{fd}; for n in $(busybox seq 3 {other}); do test -e /proc/self/fd/$n && echo open $n; done; true"
+    );
+    let mut bundle = rt.bundle(&id, &["sh", "-c", &script]);
+    bundle.spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+    bundle.write();
+    let out_path = rt.run_dir.path().join("fds.out");
+    let status = std::process::Command::new(runtime::rkubelet())
+        .args(["runtime", "--root"])
+        .arg(&rt.runtime.root)
+        .args(["--cgroup-parent", &rt.parent, "run", "--preserve-fds", &(fd - 2).to_string(), "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .status()
+        .unwrap();
+    drop((passed, beyond));
+    assert!(status.success());
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    // Only the preserved one (and any other the test process left open below it), never `other`.
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("through the runtime"));
+    let open: Vec<&str> = lines.collect();
+    assert!(open.contains(&format!("open {fd}").as_str()), "{out}");
+    assert!(!open.contains(&format!("open {other}").as_str()), "{out}");
+}
+
+#[test]
+fn masked_paths_follow_symlinks_inside_the_root_and_proc_must_be_a_directory() {
+    let rt = TestRuntime::new();
+    fn with_rootfs(rt: &TestRuntime, edit: impl FnOnce(&Path)) -> (String, runtime::Bundle) {
+        let id = runtime::unique("mask");
+        let bundle = rt.bundle(&id, &["true"]);
+        edit(&bundle.rootfs());
+        (id, bundle)
+    }
+    // A masked symlink masks what it points to (inside the root), as runc's bind does.
+    let (id, mut bundle) = with_rootfs(&rt, |root| {
+        std::fs::write(root.join("secret"), "hidden\n").unwrap();
+        std::os::unix::fs::symlink("/secret", root.join("link")).unwrap();
+    });
+    bundle.spec["process"]["args"] = serde_json::json!(["sh", "-c", "cat /secret; echo end"]);
+    bundle.spec["linux"]["maskedPaths"] = serde_json::json!(["/link"]);
+    bundle.write();
+    let (exit, log) = rt.run(&id, &bundle);
+    assert_eq!((exit.code, TestRuntime::stdout_lines(&log)), (0, vec!["end".to_string()]), "{log}");
+    // A masked path that cannot be resolved (a loop) fails create.
+    let (id, mut bundle) =
+        with_rootfs(&rt, |root| std::os::unix::fs::symlink("../loop", root.join("loop")).unwrap());
+    bundle.spec["linux"]["maskedPaths"] = serde_json::json!(["/loop"]);
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "open masked path /loop");
+    // /proc as a symlink (runc's words).
+    let (id, bundle) = with_rootfs(&rt, |root| {
+        std::fs::remove_dir(root.join("proc")).unwrap();
+        std::os::unix::fs::symlink("/tmp", root.join("proc")).unwrap();
+    });
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "mount proc on /proc: it is a symbolic link; proc must be mounted on ordinary directory",
     );
 }
 

@@ -103,6 +103,31 @@ fn container_root_is_the_mapped_host_uid_and_sees_its_maps() {
 }
 
 #[test]
+fn a_plain_spec_user_gets_exactly_its_additional_gids_even_with_one_mapped_id() {
+    // As runc (and youki's root_readonly_true_in_userns): only id 0 is mapped, and /etc/group
+    // lists root in an unmapped group; a spec's uid:gid user gets only additionalGids, so
+    // setgroups never sees it.
+    let rt = TestRuntime::new();
+    let id = runtime::unique("uns");
+    let mut bundle = rt.bundle(&id, &["sh", "-c", "id -G; cat /proc/self/uid_map"]);
+    std::fs::write(bundle.rootfs().join("etc/group"), format!("{GROUP_FILE}wheel:x:10:root\n")).unwrap();
+    for mount in bundle.spec["mounts"].as_array_mut().unwrap() {
+        if mount["type"] == "devpts" {
+            // gid 5 (tty) is not mapped either.
+            mount["options"].as_array_mut().unwrap().retain(|o| o != "gid=5");
+        }
+    }
+    set_maps(&mut bundle, (0, HOST_UID, 1), (0, HOST_GID, 1));
+    chown_tree(&bundle.rootfs(), HOST_UID, HOST_GID);
+    std::fs::set_permissions(bundle.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (exit, log) = rt.run(&id, &bundle);
+    assert_eq!(exit.code, 0, "{log}");
+    let lines = TestRuntime::stdout_lines(&log);
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["0", &HOST_UID.to_string(), "1"]);
+}
+
+#[test]
 fn host_root_files_stay_read_only_for_container_root() {
     let rt = TestRuntime::new();
     let id = runtime::unique("uns");

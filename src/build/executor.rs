@@ -1322,6 +1322,7 @@ fn run_container(
         }),
         log_path: None,
         pid_file: None,
+        preserved_fds: Vec::new(),
     };
     let runtime = &host.runtime;
     let _ = host.out.flush();

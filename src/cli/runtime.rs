@@ -59,7 +59,8 @@ struct CreateArgs {
     /// Accepted for compatibility.
     #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
-    /// Extra fds to pass (not supported: must be 0).
+    /// Pass this many of our descriptors after stdio (3, 4, …) to the container's process at
+    /// the same numbers; those not open are skipped.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
     /// Write stdout/stderr to this file in the CRI log format instead of inheriting them.
@@ -266,13 +267,12 @@ fn create_request(
     c: &CreateArgs,
     usage: Use,
 ) -> anyhow::Result<(CreateRequest, TerminalPlan)> {
-    if c.preserve_fds != 0 {
-        anyhow::bail!("--preserve-fds is not supported yet");
-    }
+    // First: nothing of ours is open yet that could take one of their numbers.
+    let preserved_fds = preserved_fds(c.preserve_fds);
     let bundle =
         std::fs::canonicalize(&c.bundle).with_context(|| format!("bundle {}", c.bundle.display()))?;
     let config = bundle.join("config.json");
-    let spec = Spec::load(&config).map_err(|e| anyhow::anyhow!("load {}: {e}", config.display()))?;
+    let spec = load_spec(&config)?;
     if usage == Use::Create || runtime.run_needs_sealed_caller(&spec) {
         crate::runtime::exe_seal::ensure_sealed()?;
     }
@@ -295,6 +295,7 @@ fn create_request(
         rootfs: None,
         log_path: c.cri_log.clone(),
         pid_file: c.pid_file.clone(),
+        preserved_fds,
     };
     Ok((req, plan))
 }
@@ -427,6 +428,27 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Reads a bundle's config.json; a field that does not decode is named by its path
+/// (`load …/config.json: process.capabilities.bounding[0]: no variant for TEST_CAP …`).
+fn load_spec(path: &Path) -> anyhow::Result<Spec> {
+    let bytes = std::fs::read(path).with_context(|| format!("load {}", path.display()))?;
+    let mut decoder = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut decoder).map_err(|e| {
+        let at = e.path().to_string();
+        let field = if at == "." { String::new() } else { format!("{at}: ") };
+        anyhow::anyhow!("load {}: {field}{}", path.display(), e.inner())
+    })
+}
+
+/// `--preserve-fds N`: which of the descriptors 3 … 3+N-1 are open.
+fn preserved_fds(n: u32) -> Vec<std::os::fd::RawFd> {
+    // No descriptor can be at or above the open-files limit.
+    let limit =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1 << 20, |l| l.0);
+    let end = i32::try_from(u64::from(n).saturating_add(3).min(limit)).unwrap_or(i32::MAX);
+    crate::sys::container::open_fds(3..end)
 }
 
 /// `exec --env K=V`: each variable replaces the one of that name (as runc), or is added.

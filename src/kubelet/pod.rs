@@ -577,6 +577,7 @@ pub fn create_container(
         rootfs: Some(RootfsSource::Overlay { lower: record.layers.clone(), upper, work, target }),
         log_path: Some(log_file(pod_dir, &record.name)),
         pid_file: None,
+        preserved_fds: Vec::new(),
     };
     super::metrics::runtime_op("create_container", || runtime.create(&req)).map_err(io::Error::other)?;
     Ok(())

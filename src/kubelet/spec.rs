@@ -167,6 +167,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             let gid = run_as_group.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
             user.set_uid(uid);
             user.set_gid(gid);
+            // Kubernetes adds the groups the image's /etc/group lists the user in.
+            annotations.insert(USER_ANNOTATION.to_string(), format!("{uid}:{gid}"));
         }
         (None, Some(image_user)) => {
             let spec_user = match run_as_group {
@@ -176,7 +178,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             annotations.insert(USER_ANNOTATION.to_string(), spec_user);
         }
         (None, None) => {
-            user.set_gid(run_as_group.and_then(|g| u32::try_from(g).ok()).unwrap_or(0));
+            let gid = run_as_group.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+            user.set_gid(gid);
+            annotations.insert(USER_ANNOTATION.to_string(), format!("0:{gid}"));
         }
     }
     let groups: Vec<u32> = input

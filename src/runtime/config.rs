@@ -198,6 +198,10 @@ pub struct UserSpec {
     pub user: String,
     /// Extra supplementary groups from the spec.
     pub additional_gids: Vec<u32>,
+    /// Also the groups the container's `/etc/group` lists the user in (Kubernetes and image
+    /// users); a plain OCI spec's user has exactly `additionalGids`, as runc gives it.
+    #[serde(default)]
+    pub group_file: bool,
 }
 
 /// The process to run and its security settings.
@@ -323,6 +327,108 @@ fn scheduling_from(s: &oci_spec::runtime::Scheduler) -> Result<Scheduling, Confi
     })
 }
 
+/// `linux.memoryPolicy` as `set_mempolicy(2)` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryPolicy {
+    /// `MPOL_*` mode with its `MPOL_F_*` flags or'ed in.
+    pub mode: i32,
+    /// The node mask, 64 nodes per word (empty: no mask).
+    pub nodes: Vec<u64>,
+}
+
+/// The most NUMA nodes a kernel can have (`MAX_NUMNODES` with the largest `NODES_SHIFT`).
+const MAX_NUMA_NODES: u32 = 1 << 10;
+
+/// `"0-3,5"` → node numbers, each below [`MAX_NUMA_NODES`].
+fn numa_nodes(list: &str) -> Result<Vec<u32>, String> {
+    let mut nodes = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n < MAX_NUMA_NODES)
+                .ok_or_else(|| format!("{s:?} is not a node number below {MAX_NUMA_NODES}"))
+        };
+        let (first, last) = (number(first)?, number(last)?);
+        if first > last {
+            return Err(format!("{part:?} is a range that ends before it starts"));
+        }
+        nodes.extend(first..=last);
+    }
+    Ok(nodes)
+}
+
+/// `linux.memoryPolicy` → [`MemoryPolicy`], with the checks the kernel would make later (and
+/// fail `create` with a less precise error).
+fn memory_policy_from(p: &oci_spec::runtime::LinuxMemoryPolicy) -> Result<MemoryPolicy, ConfigError> {
+    use oci_spec::runtime::{MemoryPolicyFlagType as F, MemoryPolicyModeType as M};
+    let mode = match p.mode() {
+        M::MpolDefault => 0,
+        M::MpolPreferred => 1,
+        M::MpolBind => 2,
+        M::MpolInterleave => 3,
+        M::MpolLocal => 4,
+        M::MpolPreferredMany => 5,
+        M::MpolWeightedInterleave => 6,
+    };
+    let nodes =
+        numa_nodes(p.nodes().as_deref().unwrap_or("")).map_err(|e| invalid("linux.memoryPolicy.nodes", e))?;
+    let flags = p.flags().iter().flatten().fold(0, |bits, f| {
+        bits | match f {
+            F::MpolFNumaBalancing => 1 << 13,
+            F::MpolFRelativeNodes => 1 << 14,
+            F::MpolFStaticNodes => 1 << 15,
+        }
+    });
+    if matches!(p.mode(), M::MpolDefault | M::MpolLocal) && (!nodes.is_empty() || flags != 0) {
+        return Err(invalid("linux.memoryPolicy", format!("{} takes no nodes and no flags", p.mode())));
+    }
+    if !matches!(p.mode(), M::MpolDefault | M::MpolLocal | M::MpolPreferred) && nodes.is_empty() {
+        return Err(invalid("linux.memoryPolicy.nodes", format!("{} needs at least one node", p.mode())));
+    }
+    if flags & (3 << 14) == 3 << 14 {
+        return Err(invalid(
+            "linux.memoryPolicy.flags",
+            "MPOL_F_STATIC_NODES and MPOL_F_RELATIVE_NODES exclude each other",
+        ));
+    }
+    let mut mask = vec![0u64; nodes.iter().max().map_or(0, |n| *n as usize / 64 + 1)];
+    for n in nodes {
+        mask[n as usize / 64] |= 1 << (n % 64);
+    }
+    Ok(MemoryPolicy { mode: mode | flags, nodes: mask })
+}
+
+/// `linux.personality` → the `personality(2)` persona: the domain and its flags.
+fn personality_from(p: &oci_spec::runtime::LinuxPersonality) -> Result<u64, ConfigError> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    let domain = match p.domain() {
+        D::PerLinux => 0x0000,
+        D::PerLinux32 => 0x0008,
+    };
+    p.flags().iter().flatten().try_fold(domain, |persona, flag| {
+        let bit = match flag.as_str() {
+            "UNAME26" => 0x002_0000,
+            "ADDR_NO_RANDOMIZE" => 0x004_0000,
+            "FDPIC_FUNCPTRS" => 0x008_0000,
+            "MMAP_PAGE_ZERO" => 0x010_0000,
+            "ADDR_COMPAT_LAYOUT" => 0x020_0000,
+            "READ_IMPLIES_EXEC" => 0x040_0000,
+            "ADDR_LIMIT_32BIT" => 0x080_0000,
+            "SHORT_INODE" => 0x100_0000,
+            "WHOLE_SECONDS" => 0x200_0000,
+            "STICKY_TIMEOUTS" => 0x400_0000,
+            "ADDR_LIMIT_3GB" => 0x800_0000,
+            other => {
+                return Err(invalid("linux.personality.flags", format!("unknown flag {other:?}")));
+            }
+        };
+        Ok(persona | bit)
+    })
+}
+
 /// Everything needed to create the container.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerConfig {
@@ -370,6 +476,12 @@ pub struct ContainerConfig {
     /// The spec's annotations (part of the state hooks read).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The execution domain (`personality(2)`), set just before the process runs.
+    #[serde(default)]
+    pub personality: Option<u64>,
+    /// The NUMA memory policy (`set_mempolicy(2)`), inherited by the process.
+    #[serde(default)]
+    pub memory_policy: Option<MemoryPolicy>,
 }
 
 impl ContainerConfig {
@@ -500,6 +612,8 @@ pub fn from_spec(
     }
     let io_priority = process.io_priority().as_ref().map(io_priority_from).transpose()?;
     let scheduler = process.scheduler().as_ref().map(scheduling_from).transpose()?;
+    let personality = linux.personality().as_ref().map(personality_from).transpose()?;
+    let memory_policy = linux.memory_policy().as_ref().map(memory_policy_from).transpose()?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
     let mounts = mounts_from(spec)?;
@@ -537,11 +651,18 @@ pub fn from_spec(
         }
     };
     let user = process.user();
-    let user_string = match annotations.get(USER_ANNOTATION) {
-        Some(named) => named.clone(),
+    let (user_string, group_file) = match annotations.get(USER_ANNOTATION) {
+        Some(named) => {
+            if let Some((uid, gid)) = named.split_once(':')
+                && let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse())
+            {
+                check_user_is_mapped(user_namespace.as_ref(), uid, gid)?;
+            }
+            (named.clone(), true)
+        }
         None => {
             check_user_is_mapped(user_namespace.as_ref(), user.uid(), user.gid())?;
-            format!("{}:{}", user.uid(), user.gid())
+            (format!("{}:{}", user.uid(), user.gid()), false)
         }
     };
     let mut rlimits: Vec<Rlimit> = Vec::new();
@@ -615,7 +736,7 @@ pub fn from_spec(
             args,
             env: process.env().clone().unwrap_or_default(),
             cwd: process.cwd().clone(),
-            user: UserSpec { user: user_string, additional_gids },
+            user: UserSpec { user: user_string, additional_gids, group_file },
             caps,
             rlimits,
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
@@ -632,6 +753,8 @@ pub fn from_spec(
         sysctls,
         hooks: crate::runtime::hooks::from_oci(spec.hooks().as_ref())?,
         annotations: annotations.into_iter().collect(),
+        personality,
+        memory_policy,
     })
 }
 
@@ -942,6 +1065,34 @@ mod tests {
         let spec: Spec = serde_json::from_value(value).unwrap();
         let err = from_spec("c1", dir.path(), &spec, None, "r").unwrap_err().to_string();
         assert!(err.contains("joining an existing user namespace"), "{err}");
+    }
+
+    #[test]
+    fn memory_policy_and_personality_become_syscall_arguments() {
+        let policy = |json: serde_json::Value| memory_policy_from(&serde_json::from_value(json).unwrap());
+        let p = policy(serde_json::json!({"mode": "MPOL_BIND", "nodes": "0-2,64, 70",
+            "flags": ["MPOL_F_STATIC_NODES"]}))
+        .unwrap();
+        assert_eq!(p, MemoryPolicy { mode: 2 | 1 << 15, nodes: vec![0b111, 1 | 1 << 6] });
+        let p = policy(serde_json::json!({"mode": "MPOL_PREFERRED", "nodes": ""})).unwrap();
+        assert_eq!(p, MemoryPolicy { mode: 1, nodes: vec![] }, "preferred without nodes: local");
+        assert_eq!(policy(serde_json::json!({"mode": "MPOL_DEFAULT"})).unwrap(), MemoryPolicy::default());
+        for (bad, field) in [
+            (serde_json::json!({"mode": "MPOL_LOCAL", "nodes": "1"}), "linux.memoryPolicy"),
+            (serde_json::json!({"mode": "MPOL_INTERLEAVE", "nodes": "3-1"}), "linux.memoryPolicy.nodes"),
+            (serde_json::json!({"mode": "MPOL_INTERLEAVE", "nodes": "1024"}), "linux.memoryPolicy.nodes"),
+            (serde_json::json!({"mode": "MPOL_INTERLEAVE", "nodes": "x"}), "linux.memoryPolicy.nodes"),
+        ] {
+            let err = policy(bad.clone()).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { field: f, .. } if f == field), "{bad}: {err}");
+        }
+        let persona = |json: serde_json::Value| personality_from(&serde_json::from_value(json).unwrap());
+        assert_eq!(persona(serde_json::json!({"domain": "LINUX"})).unwrap(), 0);
+        assert_eq!(
+            persona(serde_json::json!({"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]})).unwrap(),
+            0x8 | 0x40000
+        );
+        assert!(persona(serde_json::json!({"domain": "LINUX", "flags": ["NOPE"]})).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! runs this module's code before exec.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -119,6 +119,9 @@ pub struct CreateRequest {
     pub log_path: Option<PathBuf>,
     /// Pid file to write (atomically) after create.
     pub pid_file: Option<PathBuf>,
+    /// The caller's descriptors (3 and up) the container's process inherits at the same numbers
+    /// (runc's `--preserve-fds`).
+    pub preserved_fds: Vec<RawFd>,
 }
 
 /// What `exec` runs.
@@ -281,19 +284,20 @@ impl Runtime {
             None
         };
         tracing::debug!(exec = exec.is_some(), "monitor started");
+        // Other threads of the creator (a pod's network set up meanwhile) may have had fds open
+        // at the fork; the monitor and init keep only their own and the preserved ones.
+        let mut keep = vec![
+            sync_w.as_raw_fd(),
+            fifo_fd.as_raw_fd(),
+            trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+            exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
+            resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        ];
+        keep.extend_from_slice(&req.preserved_fds);
         let monitor_pid = match fork().map_err(io_err("fork monitor", id))? {
             Forked::Child => {
                 drop(sync_r);
-                // Other threads of the creator (a pod's network set up meanwhile) may have had fds
-                // open at the fork; the monitor and init keep only their own.
-                let keep = [
-                    sync_w.as_raw_fd(),
-                    fifo_fd.as_raw_fd(),
-                    trampoline.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-                    console.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
-                    exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
-                    resume.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-                ];
                 drop(resume_go.take());
                 if close_fds_except(&keep).is_err() {
                     crate::sys::container::write_raw(sync_w.as_raw_fd(), b"Eclose inherited fds\n");
@@ -319,6 +323,7 @@ impl Runtime {
                     console,
                     resume,
                     reparent_init: self.reparent_init,
+                    preserved_fds: req.preserved_fds.clone(),
                 })
             }
             Forked::Parent(pid) => pid,
@@ -483,6 +488,7 @@ impl Runtime {
             monitor_binary: self.monitor_binary.clone(),
             reparent_init: self.reparent_init,
             console_size: console.and_then(|c| c.size).map(|s| (s.rows, s.cols)),
+            preserved_fds: req.preserved_fds.clone(),
         };
         monitor::SelfExec::prepare(monitor::EXEC_ARG, &payload, &fds)
             .map_err(io_err("prepare the monitor's exec", &req.id))

@@ -282,7 +282,13 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let identity = user::resolve(&process.user.user, &passwd, &group, &process.user.additional_gids)?;
+    let identity = user::resolve(
+        &process.user.user,
+        &passwd,
+        &group,
+        &process.user.additional_gids,
+        process.user.group_file,
+    )?;
     let exe = find_executable(&process.args[0], &process.env, |p: &Path| p.exists())
         .ok_or_else(|| InitError::NotFound(process.args[0].clone()))?;
     // Closed by a successful execve (O_CLOEXEC); written to when the child fails before it. Waiting for
@@ -293,6 +299,7 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
             drop(pid_out);
             drop(exec_r);
             let result = take_terminal(req, &identity)
+                .and_then(|()| init::apply_process_attributes(config))
                 .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref(), &mut |_| Ok(())))
                 .and_then(|dropped| init::exec(&exe, &process.args, &dropped.env));
             let Err(e) = result;

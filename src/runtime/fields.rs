@@ -42,8 +42,6 @@ pub fn first_unsupported(spec: &Spec, host: impl FnOnce() -> HostFeatures) -> Op
         let named = [
             (l.net_devices().is_some(), "linux.netDevices"),
             (l.intel_rdt().is_some(), "linux.intelRdt"),
-            (l.memory_policy().is_some(), "linux.memoryPolicy"),
-            (l.personality().is_some(), "linux.personality"),
             (l.time_offsets().is_some(), "linux.timeOffsets"),
             (l.mount_label().as_deref().is_some_and(|s| !s.is_empty()), "linux.mountLabel"),
         ];
@@ -125,7 +123,7 @@ mod tests {
         let none = HostFeatures::default;
         let cases = [
             (serde_json::json!({"linux": {"intelRdt": {"closID": "x"}}}), "linux.intelRdt"),
-            (serde_json::json!({"linux": {"personality": {"domain": "LINUX"}}}), "linux.personality"),
+            (serde_json::json!({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}}), "linux.timeOffsets"),
             (
                 serde_json::json!({"linux": {"resources": {"memory": {"kernel": 1}}}}),
                 "linux.resources.memory.kernel",

@@ -5,15 +5,17 @@
 //!   built the mounts and before it pivots (init waits for them); status `creating`, host pid.
 //! - `createContainer`: by init, in the container's namespaces, before `pivot_root` (so its path
 //!   resolves on the host tree); status `creating`, the pid as the container sees it.
-//! - `startContainer`: by init once `start` opened the exec fifo and before it is answered (so
-//!   `start` fails if one fails), just before the program's `execve`,
-//!   with the container's user and capabilities; status `created`.
+//! - `startContainer`: by init once `start` opened and was answered on the exec fifo, just before
+//!   the program's `execve`, with the container's user and capabilities; status `created`. As in
+//!   runc, `start` does not wait for them: a failing one stops the container (init exits with the
+//!   error on the container's stderr) while `start` runs the poststart hooks.
 //! - `poststart`: by `start`, once the program runs; status `running`. A failure is a warning.
 //! - `poststop`: by `delete` (and a failed `create`) after everything is removed; status
 //!   `stopped`. A failure is a warning.
 //!
 //! Each hook gets the state JSON on stdin, its own `args` (with `args[0]` as argv[0]) and `env`
-//! (none given: the caller's environment, as Go's os/exec does), and is killed after `timeout`
+//! (none given: the caller's environment, as Go's os/exec does; for the two init runs, the
+//! container process's environment, as in runc's init), and is killed after `timeout`
 //! seconds. A list stops at the first failing hook. Output is kept and quoted in the error.
 
 use std::collections::BTreeMap;
@@ -165,6 +167,22 @@ pub fn state_json(
 pub fn run_all(kind: &'static str, hooks: &[Hook], state: &[u8]) -> Result<(), HookError> {
     for (index, hook) in hooks.iter().enumerate() {
         run_one(kind, index, hook, state)?;
+    }
+    Ok(())
+}
+
+/// Runs the hooks init runs (createContainer, startContainer) as [`run_all`] does; one without an
+/// `env` of its own gets `process_env`, the container process's (runc's init has already made its
+/// environment the process's when it runs them).
+pub fn run_all_with_env(
+    kind: &'static str,
+    hooks: &[Hook],
+    state: &[u8],
+    process_env: &[String],
+) -> Result<(), HookError> {
+    for (index, hook) in hooks.iter().enumerate() {
+        let env = Some(hook.env.clone().unwrap_or_else(|| process_env.to_vec()));
+        run_one(kind, index, &Hook { env, ..hook.clone() }, state)?;
     }
     Ok(())
 }

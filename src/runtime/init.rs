@@ -13,7 +13,7 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -105,6 +105,8 @@ pub struct InitPlan<'a> {
     pub cgroup_mounts: Vec<(String, PathBuf)>,
     /// With a user namespace: detached id-mapped mounts of the overlay's lower layers.
     pub idmapped_layers: Vec<OwnedFd>,
+    /// The caller's descriptors the process inherits (`--preserve-fds`).
+    pub preserved_fds: &'a [RawFd],
 }
 
 /// Runs init; never returns. Failures before readiness go to the sync pipe.
@@ -204,7 +206,12 @@ fn setup_and_exec(
     }
     if !config.hooks.create_container.is_empty() {
         let state = hook_state(config, "creating");
-        crate::runtime::hooks::run_all("createContainer", &config.hooks.create_container, &state)?;
+        crate::runtime::hooks::run_all_with_env(
+            "createContainer",
+            &config.hooks.create_container,
+            &state,
+            &config.process.env,
+        )?;
     }
     let identity = resolve_identity(root.as_fd(), &config.process)?;
     let exe = find_executable(&config.process.args[0], &config.process.env, |p| {
@@ -247,22 +254,7 @@ fn setup_and_exec(
     if let Some(adj) = config.process.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
     }
-    if let Some((class, level)) = config.process.io_priority {
-        crate::sys::container::set_io_priority(class, level).map_err(step("set I/O priority"))?;
-    }
-    if let Some(s) = &config.process.scheduler {
-        let attr = crate::sys::container::SchedAttr {
-            policy: s.policy,
-            flags: s.flags,
-            nice: s.nice,
-            priority: s.priority,
-            runtime: s.runtime,
-            deadline: s.deadline,
-            period: s.period,
-            ..Default::default()
-        };
-        crate::sys::container::set_scheduler(&attr).map_err(step("set the scheduler"))?;
-    }
+    apply_process_attributes(config)?;
     let mut hand_over = |listener: OwnedFd| -> Result<(), InitError> {
         // The creator copies it (pidfd_getfd) for the seccomp agent; until it says so, no call of
         // ours may be notified (it would wait for an agent without the listener). Then ours is
@@ -299,14 +291,21 @@ fn setup_and_exec(
         .custom_flags(libc::O_CLOEXEC)
         .open(&fifo_path)
         .map_err(step("wait for start"))?;
-    if !config.hooks.start_container.is_empty() {
-        // Before acknowledging: `start` returns once they ran, and fails if one fails.
-        let state = hook_state(config, "created");
-        crate::runtime::hooks::run_all("startContainer", &config.hooks.start_container, &state)?;
-    }
+    crate::sys::container::inherit_fds(plan.preserved_fds).map_err(step("pass the preserved fds on"))?;
     gate.write_all(b"0").map_err(step("acknowledge start"))?;
     drop(gate);
     drop(fifo);
+    if !config.hooks.start_container.is_empty() {
+        // After acknowledging, as runc: `start` goes on to the poststart hooks meanwhile, and a
+        // failing hook stops the container (its error on the container's stderr), not `start`.
+        let state = hook_state(config, "created");
+        crate::runtime::hooks::run_all_with_env(
+            "startContainer",
+            &config.hooks.start_container,
+            &state,
+            &env,
+        )?;
+    }
     match trampoline {
         Some(trampoline) => exec_sealed(trampoline, &exe, &config.process.args, &env),
         None => exec(&exe, &config.process.args, &env),
@@ -314,6 +313,35 @@ fn setup_and_exec(
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+/// The process attributes kept across `execve` and inherited by children: I/O priority,
+/// scheduler, NUMA memory policy and execution domain. Init and exec's child both set them.
+pub fn apply_process_attributes(config: &ContainerConfig) -> Result<(), InitError> {
+    if let Some((class, level)) = config.process.io_priority {
+        crate::sys::container::set_io_priority(class, level).map_err(step("set I/O priority"))?;
+    }
+    if let Some(s) = &config.process.scheduler {
+        let attr = crate::sys::container::SchedAttr {
+            policy: s.policy,
+            flags: s.flags,
+            nice: s.nice,
+            priority: s.priority,
+            runtime: s.runtime,
+            deadline: s.deadline,
+            period: s.period,
+            ..Default::default()
+        };
+        crate::sys::container::set_scheduler(&attr).map_err(step("set the scheduler"))?;
+    }
+    if let Some(policy) = &config.memory_policy {
+        crate::sys::container::set_mempolicy(policy.mode, &policy.nodes)
+            .map_err(step("set the memory policy"))?;
+    }
+    if let Some(persona) = config.personality {
+        crate::sys::container::set_personality(persona).map_err(step("set the personality"))?;
+    }
+    Ok(())
+}
 
 /// The state a hook run by init reads: its pid as the container sees it.
 fn hook_state(config: &ContainerConfig, status: &str) -> Vec<u8> {
@@ -378,7 +406,13 @@ fn resolve_identity(
 ) -> Result<Identity, InitError> {
     let passwd = read_in_root(root, Path::new("/etc/passwd")).ok().flatten().unwrap_or_default();
     let group = read_in_root(root, Path::new("/etc/group")).ok().flatten().unwrap_or_default();
-    Ok(user::resolve(&process.user.user, &passwd, &group, &process.user.additional_gids)?)
+    Ok(user::resolve(
+        &process.user.user,
+        &passwd,
+        &group,
+        &process.user.additional_gids,
+        process.user.group_file,
+    )?)
 }
 
 /// What [`drop_privileges`] leaves for the exec.

@@ -12,7 +12,7 @@
 //! `logfmt` CRI records and `exit_report` formats. `hack/bench-runtime.sh` reports the RSS/PSS.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
@@ -52,6 +52,9 @@ pub struct MonitorArgs<'a> {
     pub resume: Option<OwnedFd>,
     /// Clone init as a child of our parent and exit once it is set up (`Runtime::reparent_init`).
     pub reparent_init: bool,
+    /// The caller's descriptors init passes to the process (`--preserve-fds`); the monitor closes
+    /// its copies once init is cloned.
+    pub preserved_fds: Vec<RawFd>,
 }
 
 /// The hidden first argument with which the `rkubelet` binary runs [`exec_entry`].
@@ -142,6 +145,9 @@ pub struct Payload {
     pub reparent_init: bool,
     /// Initial terminal size (rows, columns) for the console, if any.
     pub console_size: Option<(u16, u16)>,
+    /// See [`MonitorArgs::preserved_fds`].
+    #[serde(default)]
+    pub preserved_fds: Vec<RawFd>,
 }
 
 /// `rkubelet __monitor PAYLOAD SYNC FIFO TRAMPOLINE CONSOLE HOOKS` (inherited descriptor numbers, -1 for
@@ -182,6 +188,7 @@ pub fn exec_entry(argv: &[String]) -> ! {
         console,
         resume: adopt(7),
         reparent_init: payload.reparent_init,
+        preserved_fds: payload.preserved_fds.clone(),
     })
 }
 
@@ -201,8 +208,12 @@ pub fn installed_binary() -> Option<std::path::PathBuf> {
 pub fn run(args: MonitorArgs<'_>) -> ! {
     let _ = nix::unistd::setsid();
     let manager = args.cgroup.manager();
-    let mut plan =
-        InitPlan { config: args.config, cgroup_mounts: manager.mount_sources(), idmapped_layers: Vec::new() };
+    let mut plan = InitPlan {
+        config: args.config,
+        cgroup_mounts: manager.mount_sources(),
+        idmapped_layers: Vec::new(),
+        preserved_fds: &args.preserved_fds,
+    };
     let mut sync = std::fs::File::from(args.sync);
     let pipes = match args.log_path.as_ref().map(|_| log_pipes()).transpose() {
         Ok(p) => p,
@@ -272,6 +283,10 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         }
         Forked::Parent(pid) => pid,
     };
+    // They are init's: a pipe's reader must see EOF when the container closes its end.
+    for &fd in &args.preserved_fds {
+        let _ = nix::unistd::close(fd);
+    }
     // After the clone: init keeps the creator's oom_score_adj unless the spec sets one.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
     drop(plan);

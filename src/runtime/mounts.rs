@@ -24,6 +24,16 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    /// A kernel filesystem's destination is a symbolic link (runc's words, which callers match).
+    #[error(
+        "mount {typ} on {destination}: it is a symbolic link; {typ} must be mounted on ordinary directory"
+    )]
+    Symlink {
+        /// Filesystem type.
+        typ: String,
+        /// Destination inside the container.
+        destination: String,
+    },
     /// A mount option is refused.
     #[error("mount on {destination}: {source}")]
     Option {
@@ -357,6 +367,15 @@ pub fn mount_entry(root: BorrowedFd<'_>, entry: &MountSpec, bundle: &Path) -> Re
         // Kernel filesystems: the destination must not be a symlink at all (CVE-2019-19921 class).
         let strict = matches!(entry.typ.as_str(), "proc" | "sysfs");
         let target = if strict {
+            let existing = open_in_root(root, dest, OFlag::O_PATH | OFlag::O_NOFOLLOW);
+            if existing.is_ok_and(|fd| {
+                nix::sys::stat::fstat(&fd).is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFLNK)
+            }) {
+                return Err(MountError::Symlink {
+                    typ: entry.typ.clone(),
+                    destination: dest.display().to_string(),
+                });
+            }
             mkdir_all_in_root(root, dest)
                 .and_then(|_| open_no_symlinks(root, dest))
                 .map_err(err(&entry.typ, dest))?

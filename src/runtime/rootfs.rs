@@ -377,7 +377,7 @@ pub fn mask_paths(paths: &[String]) -> Result<(), RootfsError> {
         return Err(RootfsError::FakeDevNull);
     }
     for path in paths {
-        let target = match open_in_root(root.as_fd(), Path::new(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        let target = match open_in_root(root.as_fd(), Path::new(path), OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(step("open masked path", path)(e)),

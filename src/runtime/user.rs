@@ -54,8 +54,15 @@ fn group_entries(group: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
 }
 
 /// Resolves `spec` (`name`, `uid`, `name:group`, `uid:gid`, …) against the file contents.
-/// Supplementary groups are the groups of /etc/group listing the user's name, plus `extra`.
-pub fn resolve(spec: &str, passwd: &str, group: &str, extra: &[u32]) -> Result<Identity, UserError> {
+/// Supplementary groups are `extra`, and with `group_file` also the groups of /etc/group listing
+/// the user's name.
+pub fn resolve(
+    spec: &str,
+    passwd: &str,
+    group: &str,
+    extra: &[u32],
+    group_file: bool,
+) -> Result<Identity, UserError> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -73,7 +80,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str, extra: &[u32]) -> Result<I
         };
     }
     let mut groups: Vec<u32> = extra.to_vec();
-    if let Some(name) = &name {
+    if let Some(name) = name.as_ref().filter(|_| group_file) {
         for (_, id, members) in group_entries(group) {
             if members.contains(&name.as_str()) && !groups.contains(&id) {
                 groups.push(id);
@@ -92,18 +99,30 @@ mod tests {
 
     #[test]
     fn resolves_names_numbers_and_groups() {
-        let id = resolve("web", PASSWD, GROUP, &[]).unwrap();
+        let id = resolve("web", PASSWD, GROUP, &[], true).unwrap();
         assert_eq!((id.uid, id.gid, id.groups.clone()), (1000, 1000, vec![10, 29]));
         assert_eq!(id.home.as_deref(), Some("/home/web"));
-        let id = resolve("1000:audio", PASSWD, GROUP, &[5]).unwrap();
+        let id = resolve("1000:audio", PASSWD, GROUP, &[5], true).unwrap();
         assert_eq!((id.uid, id.gid, id.groups), (1000, 29, vec![5, 10, 29]));
-        let id = resolve("4242:4343", PASSWD, GROUP, &[]).unwrap();
+        let id = resolve("4242:4343", PASSWD, GROUP, &[], true).unwrap();
         assert_eq!((id.uid, id.gid), (4242, 4343));
     }
 
     #[test]
+    fn without_the_group_file_the_groups_are_exactly_the_extra_ones() {
+        // A plain OCI spec (runc): root is listed in wheel, but gets only additionalGids.
+        let id = resolve("0:0", PASSWD, GROUP, &[], false).unwrap();
+        assert_eq!((id.uid, id.gid, id.groups), (0, 0, vec![]));
+        let id = resolve("web", PASSWD, GROUP, &[7], false).unwrap();
+        assert_eq!(id.groups, vec![7]);
+    }
+
+    #[test]
     fn unknown_names_fail() {
-        assert_eq!(resolve("ghost", PASSWD, GROUP, &[]), Err(UserError::UnknownUser("ghost".into())));
-        assert_eq!(resolve("web:ghosts", PASSWD, GROUP, &[]), Err(UserError::UnknownGroup("ghosts".into())));
+        assert_eq!(resolve("ghost", PASSWD, GROUP, &[], true), Err(UserError::UnknownUser("ghost".into())));
+        assert_eq!(
+            resolve("web:ghosts", PASSWD, GROUP, &[], true),
+            Err(UserError::UnknownGroup("ghosts".into()))
+        );
     }
 }

@@ -192,6 +192,23 @@ pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
     }
 }
 
+/// The descriptors in `range` that are open.
+pub fn open_fds(range: std::ops::Range<RawFd>) -> Vec<RawFd> {
+    // SAFETY: F_GETFD on a plain descriptor number only reads its flags (or fails with EBADF).
+    range.filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1).collect()
+}
+
+/// Clears close-on-exec on each of `fds`, so a program exec'd next inherits them.
+pub fn inherit_fds(fds: &[RawFd]) -> io::Result<()> {
+    for &fd in fds {
+        // SAFETY: F_SETFD on a plain descriptor number only changes its flags (or fails).
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Opens a detached, read-only bind mount of `path` (a clone not attached anywhere).
 /// Writing through it (e.g. via `/proc/<pid>/exe` after exec) fails with EROFS.
 pub fn open_readonly_clone(path: &Path) -> io::Result<OwnedFd> {
@@ -497,5 +514,26 @@ pub fn set_scheduler(attr: &SchedAttr) -> io::Result<()> {
 pub fn set_domainname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, alive for the call.
     let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `personality(2)`: the execution domain and its flags, kept across `execve`.
+pub fn set_personality(persona: u64) -> io::Result<()> {
+    // SAFETY: a plain integer argument.
+    let ret = unsafe { libc::personality(persona as libc::c_ulong) };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `set_mempolicy(2)` for the calling thread (inherited by children and kept across `execve`);
+/// `nodes` holds 64 nodes per word, empty for no mask.
+pub fn set_mempolicy(mode: i32, nodes: &[u64]) -> io::Result<()> {
+    let (mask, maxnode) = match nodes {
+        [] => (std::ptr::null(), 0),
+        // The kernel reads `maxnode - 1` bits.
+        words => (words.as_ptr(), words.len() as libc::c_ulong * 64 + 1),
+    };
+    // SAFETY: `mask` is null or points to `nodes`' words, which hold `maxnode - 1` bits and are
+    // alive for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_set_mempolicy, mode, mask, maxnode) };
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -166,6 +166,7 @@ impl TestRuntime {
             rootfs: None,
             log_path: Some(bundle.path().join("ctr.log")),
             pid_file: None,
+            preserved_fds: Vec::new(),
         }
     }
 
