@@ -16,10 +16,13 @@ if [ ! -x "$RKUBELET" ]; then
 fi
 
 # crun wants every v1 controller it knows to be mounted; hugetlb is missing on some hosts.
+MOUNTED_HUGETLB=
 if [ -d /sys/fs/cgroup/memory ] && ! grep -q ' /sys/fs/cgroup/hugetlb ' /proc/mounts; then
-  log "mounting the hugetlb v1 hierarchy for crun"
+  log "mounting the hugetlb v1 hierarchy for crun (unmounted again at the end)"
+  [ -d /sys/fs/cgroup/hugetlb ] || MOUNTED_HUGETLB=dir
   mkdir -p /sys/fs/cgroup/hugetlb
   mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+  MOUNTED_HUGETLB=${MOUNTED_HUGETLB:-mount}
 fi
 
 WORK=$(mktemp -d /tmp/bench-runtime.XXXXXX)
@@ -31,6 +34,10 @@ cleanup() {
   "$RKUBELET" runtime --root "$WORK/state-rkube" delete -f bench-rss-log >/dev/null 2>&1 || true
   for d in /sys/fs/cgroup/*/"$PARENT"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   rm -rf "$WORK"
+  if [ -n "$MOUNTED_HUGETLB" ]; then
+    umount /sys/fs/cgroup/hugetlb
+    [ "$MOUNTED_HUGETLB" = dir ] && rmdir /sys/fs/cgroup/hugetlb
+  fi
 }
 trap cleanup EXIT
 

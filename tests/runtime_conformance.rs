@@ -739,6 +739,112 @@ fn masked_paths_follow_symlinks_inside_the_root_and_proc_must_be_a_directory() {
     );
 }
 
+/// Waits until the container log of `bundle` has `n` stdout lines.
+fn stdout_lines_of(bundle: &runtime::Bundle, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap_or_default();
+        let lines = TestRuntime::stdout_lines(&log);
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_time_namespace_gets_its_offsets_and_exec_joins_it() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("timens");
+    let mut bundle =
+        rt.bundle(&id, &["sh", "-c", "cat /proc/self/timens_offsets /proc/uptime; exec sleep 30"]);
+    bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "time"}));
+    bundle.spec["linux"]["timeOffsets"] = serde_json::json!({
+        "monotonic": {"secs": 86400}, "boottime": {"secs": 1_000_000, "nanosecs": 5}});
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let lines = stdout_lines_of(&bundle, 3);
+    assert_eq!(words(&lines[0]), ["monotonic", "86400", "0"]);
+    assert_eq!(words(&lines[1]), ["boottime", "1000000", "5"]);
+    let uptime: f64 = words(&lines[2])[0].parse().unwrap();
+    assert!(uptime >= 1_000_000.0, "uptime {uptime} without the boottime offset");
+    let pid = rt.runtime.record(&id).unwrap().pid;
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/time")).unwrap();
+    assert_ne!(ns(&pid.to_string()), ns("self"));
+    // The monitor and the caller stay in theirs; exec joins the container's.
+    let out = rt.cli(&["exec", &id, "cat", "/proc/self/timens_offsets"]);
+    assert_eq!(
+        words(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()),
+        ["monotonic", "86400", "0"]
+    );
+    rt.runtime.delete(&id, true).unwrap();
+
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["linux"]["timeOffsets"] = serde_json::json!({"monotonic": {"secs": 1}});
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "linux.timeOffsets: only for a new time namespace");
+    bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "time"}));
+    bundle.spec["linux"]["timeOffsets"] = serde_json::json!({"realtime": {"secs": 1}});
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "linux.timeOffsets: \"realtime\" is not a clock");
+}
+
+#[test]
+fn rootfs_propagation_shared_and_unbindable_hold_for_the_containers_root() {
+    let rt = TestRuntime::new();
+    // The optional fields of `/`'s line in mountinfo (`shared:N`, `master:N`, `unbindable`).
+    let root_fields = |propagation: &str| {
+        let (code, out) = run_sh(&rt, "cat /proc/self/mountinfo", |spec| {
+            spec["linux"]["rootfsPropagation"] = propagation.into();
+        });
+        assert_eq!(code, 0, "{propagation}: {out:?}");
+        let line = out.iter().find(|l| l.split(' ').nth(4) == Some("/")).unwrap().clone();
+        line.split(' ').skip(6).take_while(|f| *f != "-").map(str::to_string).collect::<Vec<_>>()
+    };
+    assert!(root_fields("shared").iter().any(|f| f.starts_with("shared:")));
+    assert!(root_fields("rprivate").is_empty());
+    assert_eq!(root_fields("unbindable"), ["unbindable"]);
+    assert!(root_fields("slave").iter().any(|f| f.starts_with("master:")));
+}
+
+#[test]
+fn a_bad_oci_version_and_capabilities_the_runtime_lacks_are_refused_by_name() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("version");
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["ociVersion"] = "invalid".into();
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "ociVersion: \"invalid\" is not a version 1.x.y");
+
+    // A runtime started without CAP_SYS_NICE in its bounding set cannot grant it.
+    let bundle = rt.bundle(&id, &["true"]);
+    let mut spec = bundle.spec.clone();
+    spec["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push("CAP_SYS_NICE".into());
+    spec["process"]["capabilities"]["permitted"].as_array_mut().unwrap().push("CAP_SYS_NICE".into());
+    std::fs::write(bundle.path().join("config.json"), spec.to_string()).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-sys_nice", "--"])
+        .arg(runtime::rkubelet())
+        .arg("runtime")
+        .arg("--root")
+        .arg(&rt.runtime.root)
+        .args(["--cgroup-parent", &rt.parent, "run", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("process.capabilities: CAP_SYS_NICE is not available to this runtime"),
+        "{stderr}"
+    );
+    assert!(!rt.runtime.root.join(&id).exists(), "state left behind");
+}
+
 fn cgroup_file(rt: &TestRuntime, id: &str, controller: &str, file: &str) -> String {
     let path = format!("/sys/fs/cgroup/{controller}/{}/{file}", rt.cgroup_path(id));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_string()

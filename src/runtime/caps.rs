@@ -12,6 +12,10 @@ pub enum CapsError {
     /// A capability name is not known.
     #[error("unknown capability {0:?}")]
     Unknown(String),
+    /// The spec asks for capabilities the runtime itself does not hold (a host or an outer
+    /// container that dropped them from its bounding set).
+    #[error("process.capabilities: {0} not available to this runtime (not in its own permitted set)")]
+    Unavailable(String),
     /// The kernel refused a change.
     #[error("set {set} capabilities: {source}")]
     Apply {
@@ -131,6 +135,18 @@ pub fn apply_bounding(plan: &CapPlan) -> Result<(), CapsError> {
 /// Sets effective, permitted, inheritable and ambient sets to the plan (after setuid).
 pub fn apply_sets(plan: &CapPlan) -> Result<(), CapsError> {
     let permitted = to_set(&plan.permitted);
+    // A set may only shrink: name what is missing rather than report capset's EPERM.
+    if let Ok(held) = caps::read(None, CapSet::Permitted) {
+        let wanted = [&plan.permitted, &plan.effective, &plan.inheritable].into_iter().flat_map(to_set);
+        let mut missing: Vec<String> = wanted.filter(|c| !held.contains(c)).map(|c| c.to_string()).collect();
+        missing.sort();
+        missing.dedup();
+        match missing.len() {
+            0 => {}
+            1 => return Err(CapsError::Unavailable(format!("{} is", missing[0]))),
+            _ => return Err(CapsError::Unavailable(format!("{} are", missing.join(", ")))),
+        }
+    }
     let effective: CapsHashSet = to_set(&plan.effective).intersection(&permitted).copied().collect();
     caps::set(None, CapSet::Effective, &effective)
         .map_err(|source| CapsError::Apply { set: "effective", source })?;

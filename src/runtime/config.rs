@@ -76,6 +76,8 @@ pub enum NamespaceKind {
     Cgroup,
     /// User (uid/gid maps).
     User,
+    /// Time (`CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` offsets).
+    Time,
 }
 
 impl NamespaceKind {
@@ -89,6 +91,7 @@ impl NamespaceKind {
             NamespaceKind::Uts => libc::CLONE_NEWUTS,
             NamespaceKind::Cgroup => libc::CLONE_NEWCGROUP,
             NamespaceKind::User => libc::CLONE_NEWUSER,
+            NamespaceKind::Time => libc::CLONE_NEWTIME,
         }
     }
 
@@ -102,6 +105,7 @@ impl NamespaceKind {
             NamespaceKind::Uts => "uts",
             NamespaceKind::Cgroup => "cgroup",
             NamespaceKind::User => "user",
+            NamespaceKind::Time => "time",
         }
     }
 }
@@ -401,6 +405,40 @@ fn memory_policy_from(p: &oci_spec::runtime::LinuxMemoryPolicy) -> Result<Memory
     Ok(MemoryPolicy { mode: mode | flags, nodes: mask })
 }
 
+/// `linux.timeOffsets` → `timens_offsets` lines; only with a new time namespace, only the two
+/// clocks it offsets.
+fn time_offsets_from(
+    offsets: Option<&std::collections::HashMap<String, oci_spec::runtime::LinuxTimeOffset>>,
+    namespaces: &[Namespace],
+) -> Result<Vec<String>, ConfigError> {
+    let Some(offsets) = offsets.filter(|o| !o.is_empty()) else { return Ok(Vec::new()) };
+    if !namespaces.iter().any(|n| n.kind == NamespaceKind::Time && n.path.is_none()) {
+        return Err(invalid(
+            "linux.timeOffsets",
+            "only for a new time namespace (a \"time\" entry without a path)",
+        ));
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for (clock, offset) in offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(invalid(
+                "linux.timeOffsets",
+                format!("{clock:?} is not a clock a time namespace offsets (monotonic, boottime)"),
+            ));
+        }
+        let nanos = offset.nanosecs().unwrap_or(0);
+        if nanos >= 1_000_000_000 {
+            return Err(invalid(
+                "linux.timeOffsets",
+                format!("{clock}: nanosecs {nanos} is not below one second"),
+            ));
+        }
+        lines.push(format!("{clock} {} {nanos}", offset.secs().unwrap_or(0)));
+    }
+    lines.sort();
+    Ok(lines)
+}
+
 /// `linux.personality` → the `personality(2)` persona: the domain and its flags.
 fn personality_from(p: &oci_spec::runtime::LinuxPersonality) -> Result<u64, ConfigError> {
     use oci_spec::runtime::LinuxPersonalityDomain as D;
@@ -482,6 +520,10 @@ pub struct ContainerConfig {
     /// The NUMA memory policy (`set_mempolicy(2)`), inherited by the process.
     #[serde(default)]
     pub memory_policy: Option<MemoryPolicy>,
+    /// A new time namespace's clock offsets, as `/proc/self/timens_offsets` takes them
+    /// (`monotonic 86400 0`).
+    #[serde(default)]
+    pub time_offsets: Vec<String>,
 }
 
 impl ContainerConfig {
@@ -490,11 +532,12 @@ impl ContainerConfig {
         self.namespaces.iter().any(|n| n.kind == kind && n.path.is_none())
     }
 
-    /// The clone flags for namespaces created at clone time (cgroup ns is unshared later).
+    /// The clone flags for namespaces created at clone time (cgroup ns is unshared later by
+    /// init, the time namespace before the clone by the monitor: `clone` cannot take its flag).
     pub fn clone_flags(&self) -> libc::c_int {
         self.namespaces
             .iter()
-            .filter(|n| n.path.is_none() && n.kind != NamespaceKind::Cgroup)
+            .filter(|n| n.path.is_none() && !matches!(n.kind, NamespaceKind::Cgroup | NamespaceKind::Time))
             .fold(0, |f, n| f | n.kind.flag())
     }
 }
@@ -522,6 +565,18 @@ pub fn validate_id(id: &str) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(invalid("id", format!("{id:?} must be [A-Za-z0-9_.-]+"))) }
 }
 
+/// `ociVersion` must be a 1.x.y version (SemVer, pre-release or build suffix allowed).
+fn check_oci_version(version: &str) -> Result<(), ConfigError> {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 3 && parts[0] == "1" && parts.iter().all(numeric) {
+        Ok(())
+    } else {
+        Err(invalid("ociVersion", format!("{version:?} is not a version 1.x.y of the runtime spec")))
+    }
+}
+
 /// Builds the plan from a spec. `rootfs` overrides the spec's `root.path` (image layers).
 /// `cgroup_parent` is used when the spec has no `cgroupsPath` (`<parent>/<id>`).
 pub fn from_spec(
@@ -532,6 +587,7 @@ pub fn from_spec(
     cgroup_parent: &str,
 ) -> Result<ContainerConfig, ConfigError> {
     validate_id(id)?;
+    check_oci_version(spec.version())?;
     if let Some((field, reason)) =
         crate::runtime::fields::first_unsupported(spec, crate::runtime::fields::HostFeatures::detect)
     {
@@ -565,9 +621,7 @@ pub fn from_spec(
             LinuxNamespaceType::Uts => NamespaceKind::Uts,
             LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
             LinuxNamespaceType::User => NamespaceKind::User,
-            other => {
-                return Err(invalid("linux.namespaces", format!("{other:?} namespaces are not supported")));
-            }
+            LinuxNamespaceType::Time => NamespaceKind::Time,
         };
         if kind == NamespaceKind::User && ns.path().is_some() {
             return Err(invalid("linux.namespaces", "joining an existing user namespace is not supported"));
@@ -614,6 +668,7 @@ pub fn from_spec(
     let scheduler = process.scheduler().as_ref().map(scheduling_from).transpose()?;
     let personality = linux.personality().as_ref().map(personality_from).transpose()?;
     let memory_policy = linux.memory_policy().as_ref().map(memory_policy_from).transpose()?;
+    let time_offsets = time_offsets_from(linux.time_offsets().as_ref(), &namespaces)?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
     let mounts = mounts_from(spec)?;
@@ -714,6 +769,7 @@ pub fn from_spec(
         None | Some("") | Some("rslave") | Some("slave") => MsFlags::MS_SLAVE,
         Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
         Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
+        Some("unbindable") | Some("runbindable") => MsFlags::MS_UNBINDABLE,
         Some(other) => return Err(invalid("linux.rootfsPropagation", other.to_string())),
     }
     .bits();
@@ -755,6 +811,7 @@ pub fn from_spec(
         annotations: annotations.into_iter().collect(),
         personality,
         memory_policy,
+        time_offsets,
     })
 }
 
@@ -1093,6 +1150,16 @@ mod tests {
             0x8 | 0x40000
         );
         assert!(persona(serde_json::json!({"domain": "LINUX", "flags": ["NOPE"]})).is_err());
+    }
+
+    #[test]
+    fn oci_version_must_be_1_x_y() {
+        for good in ["1.0.0", "1.0.2-dev", "1.2.1", "1.1.0-rc.1+build"] {
+            assert!(check_oci_version(good).is_ok(), "{good}");
+        }
+        for bad in ["invalid", "", "2.0.0", "1.0", "1.x.0", "1.0.0.0"] {
+            assert!(check_oci_version(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub enum ExecError {
 /// joining them needs its capabilities), mount last so /proc paths stay valid until then.
 /// Namespaces the container itself joined by path are owned by the host's user namespace and
 /// are joined before it.
-const JOIN_ORDER: [NamespaceKind; 7] = [
+const JOIN_ORDER: [NamespaceKind; 8] = [
     NamespaceKind::User,
+    NamespaceKind::Time,
     NamespaceKind::Cgroup,
     NamespaceKind::Ipc,
     NamespaceKind::Uts,

@@ -251,6 +251,10 @@ fn setup_and_exec(
     if config.readonly_root {
         rootfs::readonly_root()?;
     }
+    if own_mount_ns {
+        // Last: nothing can be bound from an unbindable tree (masking binds /dev/null).
+        rootfs::apply_root_propagation(propagation)?;
+    }
     if let Some(adj) = config.process.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
     }

@@ -252,6 +252,10 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
         send(&mut sync, &format!("E{e}"));
         exit_now(1)
     }
+    if let Err(e) = time_namespace_for_init(args.config) {
+        send(&mut sync, &format!("E{e}"));
+        exit_now(1)
+    }
     // The monitor was forked from its creator: it has one thread, unless something broke that.
     let Some(single) = SingleThreaded::check() else {
         send(&mut sync, "Eclone container init: the monitor is not single-threaded");
@@ -341,6 +345,32 @@ fn join_pid_namespace(config: &ContainerConfig) -> Result<(), String> {
     let ns = std::fs::File::open(path).map_err(|e| format!("open pid namespace {}: {e}", path.display()))?;
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
         .map_err(|e| format!("join pid namespace {}: {e}", path.display()))
+}
+
+/// A new time namespace for init (`clone` cannot take `CLONE_NEWTIME`): unshared here, which
+/// only affects children, with its offsets written before any process is in it; one given by
+/// path is joined (with a user namespace, `join_by_path` did).
+fn time_namespace_for_init(config: &ContainerConfig) -> Result<(), String> {
+    use crate::runtime::config::NamespaceKind;
+    let Some(ns) = config.namespaces.iter().find(|n| n.kind == NamespaceKind::Time) else { return Ok(()) };
+    match &ns.path {
+        Some(_) if config.user_namespace.is_some() => Ok(()),
+        Some(path) => {
+            let fd = std::fs::File::open(path)
+                .map_err(|e| format!("open time namespace {}: {e}", path.display()))?;
+            nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+                .map_err(|e| format!("join time namespace {}: {e}", path.display()))
+        }
+        None => {
+            nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+                .map_err(|e| format!("create time namespace: {e}"))?;
+            if config.time_offsets.is_empty() {
+                return Ok(());
+            }
+            std::fs::write("/proc/self/timens_offsets", config.time_offsets.join("\n"))
+                .map_err(|e| format!("write time offsets ({}): {e}", config.time_offsets.join(", ")))
+        }
+    }
 }
 
 /// Copies logs, reaps init, writes `exit.json`, exits. Shared by the fork and `rkube-monitor`.

@@ -130,7 +130,9 @@ pub fn prepare_root(
     own_namespace: bool,
 ) -> Result<(OwnedFd, PathBuf), RootfsError> {
     if own_namespace {
-        mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
+        // An unbindable tree could not be bound below: that one is applied after the pivot.
+        let before = if propagation == MsFlags::MS_UNBINDABLE { MsFlags::MS_PRIVATE } else { propagation };
+        mount(None::<&str>, "/", None::<&str>, before | MsFlags::MS_REC, None::<&str>)
             .map_err(nix_step("set propagation of", "/"))?;
     }
     let path = match source {
@@ -157,6 +159,14 @@ pub fn prepare_root(
             target.clone()
         }
     };
+    if own_namespace && propagation == MsFlags::MS_SHARED {
+        // pivot_root refuses a shared new root or parent (runc's rootfsParentMountPrivate): the
+        // mount holding the rootfs becomes private, so the bind below is too; `/` is made
+        // shared again after the pivot.
+        let parent = mount_point_of(&path)?;
+        mount(None::<&str>, &parent, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .map_err(nix_step("make the rootfs's parent mount private", &parent))?;
+    }
     mount(Some(&path), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(nix_step("bind rootfs", &path))?;
     if !own_namespace
@@ -315,6 +325,29 @@ fn bind_host_device(root: BorrowedFd<'_>, dev: &DeviceNode) -> Result<(), Rootfs
         ))));
     }
     bind_fd(root, host.as_fd(), &dev.path, MsFlags::empty(), &dev.path.display().to_string())?;
+    Ok(())
+}
+
+/// The mount point of the mount that holds `path` (the longest mount point above it).
+fn mount_point_of(path: &Path) -> Result<PathBuf, RootfsError> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(step("read", "/proc/self/mountinfo"))?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| path.starts_with(p))
+        .max_by_key(|p| p.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/")))
+}
+
+/// After the pivot: `/` shared or unbindable (with what is below it), as `rootfsPropagation`
+/// asks; the other kinds were set before and hold already.
+pub fn apply_root_propagation(propagation: MsFlags) -> Result<(), RootfsError> {
+    if propagation == MsFlags::MS_SHARED || propagation == MsFlags::MS_UNBINDABLE {
+        mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
+            .map_err(nix_step("set propagation of", "/"))?;
+    }
     Ok(())
 }
 
