@@ -845,6 +845,90 @@ fn a_bad_oci_version_and_capabilities_the_runtime_lacks_are_refused_by_name() {
     assert!(!rt.runtime.root.join(&id).exists(), "state left behind");
 }
 
+#[test]
+fn exec_takes_runcs_cap_no_new_privs_gids_preserve_fds_and_the_process_files_settings() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("execflags");
+    let mut bundle = rt.bundle(&id, &["sleep", "30"]);
+    let none = serde_json::json!([]);
+    bundle.spec["process"]["capabilities"] =
+        serde_json::json!({"bounding": none, "effective": none, "permitted": none});
+    bundle.spec["process"]["noNewPrivileges"] = false.into();
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let status = |out: &std::process::Output| -> std::collections::BTreeMap<String, String> {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect()
+    };
+    let before = status(&rt.cli(&["exec", &id, "cat", "/proc/self/status"]));
+    assert_eq!((before["CapBnd"].as_str(), before["NoNewPrivs"].as_str()), ("0000000000000000", "0"));
+    // CAP_KILL is bit 5, CAP_AUDIT_WRITE bit 29.
+    let after = status(&rt.cli(&[
+        "exec",
+        "--cap",
+        "CAP_KILL",
+        "--cap=audit_write",
+        "--no-new-privs",
+        "-g",
+        "7",
+        "-g",
+        "9",
+        &id,
+        "cat",
+        "/proc/self/status",
+    ]));
+    for set in ["CapBnd", "CapEff", "CapPrm"] {
+        assert_eq!(after[set], "0000000020000020", "{set}");
+    }
+    assert_eq!(
+        (after["CapInh"].as_str(), after["CapAmb"].as_str()),
+        ("0000000000000000", "0000000000000000")
+    );
+    assert_eq!((after["NoNewPrivs"].as_str(), after["Groups"].as_str()), ("1", "7 9"));
+    let bad = rt.cli(&["exec", "--cap", "CAP_NOPE", &id, "true"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("exec --cap: unknown capability \"CAP_NOPE\""));
+
+    // --process: its capabilities and noNewPrivileges replace the container's.
+    let process = rt.run_dir.path().join("process.json");
+    std::fs::write(
+        &process,
+        serde_json::json!({"args": ["cat", "/proc/self/status"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "noNewPrivileges": true, "capabilities": {"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"],
+            "permitted": ["CAP_CHOWN"]}})
+        .to_string(),
+    )
+    .unwrap();
+    let from_file = status(&rt.cli(&["exec", "--process", process.to_str().unwrap(), &id]));
+    assert_eq!((from_file["CapEff"].as_str(), from_file["NoNewPrivs"].as_str()), ("0000000000000001", "1"));
+
+    // --preserve-fds: fd 3 of the caller is the process's fd 3; without it, nothing passes.
+    let data = rt.run_dir.path().join("passed");
+    std::fs::write(&data, "preserved\n").unwrap();
+    let exec_with_fd3 = |extra: &str| {
+        let script = format!(
+            "exec \"$0\" runtime --root {} exec {extra} {id} cat /proc/self/fd/3 3<{}",
+            rt.runtime.root.display(),
+            data.display()
+        );
+        std::process::Command::new("sh").args(["-c", &script]).arg(runtime::rkubelet()).output().unwrap()
+    };
+    let out = exec_with_fd3("--preserve-fds 1");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "preserved\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = exec_with_fd3("");
+    assert!(!out.status.success() && out.stdout.is_empty());
+    rt.runtime.delete(&id, true).unwrap();
+}
+
 fn cgroup_file(rt: &TestRuntime, id: &str, controller: &str, file: &str) -> String {
     let path = format!("/sys/fs/cgroup/{controller}/{}/{file}", rt.cgroup_path(id));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_string()

@@ -70,6 +70,54 @@ struct CreateArgs {
     id: String,
 }
 
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// process.json with the process to run.
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Environment variables (KEY=value).
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// User (uid[:gid] or name).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Allocate a terminal: sent to --console-socket, or relayed to our own terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Unix socket that receives the terminal master (with --tty).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Return once the process runs instead of waiting for it.
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the process's pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Add a capability to the process's bounding, effective and permitted sets (repeatable).
+    #[arg(short = 'c', long = "cap")]
+    cap: Vec<String>,
+    /// Set no_new_privs for the process (setuid binaries and file capabilities stop working).
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    /// Supplementary group ids of the process, replacing the container's (repeatable).
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// Pass this many of our descriptors after stdio (3, 4, …) at the same numbers.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted for compatibility with runc: containers here are never paused.
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    /// Container id.
+    id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Create a container from a bundle; it waits for `start`.
@@ -111,37 +159,7 @@ enum Command {
         create: CreateArgs,
     },
     /// Run a process in a running container.
-    Exec {
-        /// process.json with the process to run.
-        #[arg(short, long)]
-        process: Option<PathBuf>,
-        /// Working directory.
-        #[arg(long)]
-        cwd: Option<PathBuf>,
-        /// Environment variables (KEY=value).
-        #[arg(short, long)]
-        env: Vec<String>,
-        /// User (uid[:gid] or name).
-        #[arg(short, long)]
-        user: Option<String>,
-        /// Allocate a terminal: sent to --console-socket, or relayed to our own terminal.
-        #[arg(short, long)]
-        tty: bool,
-        /// Unix socket that receives the terminal master (with --tty).
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        /// Return once the process runs instead of waiting for it.
-        #[arg(short, long)]
-        detach: bool,
-        /// Write the process's pid here.
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        /// Container id.
-        id: String,
-        /// Command and arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// List containers.
     List,
     /// Test helper run inside containers: tries one operation and prints the errno name.
@@ -376,33 +394,11 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
                 TerminalPlan::Relay => crate::cli::terminal::run_attached(|console| run(Some(console))),
             }
         }
-        Command::Exec { process, cwd, env, user, mut tty, console_socket, detach, pid_file, id, command } => {
-            let mut req = ExecRequest { args: command, cwd, user, detach, pid_file, ..Default::default() };
-            let mut size = None;
-            if let Some(path) = process {
-                let p: oci_spec::runtime::Process = serde_json::from_slice(
-                    &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
-                )
-                .with_context(|| format!("parse {}", path.display()))?;
-                req.args = p.args().clone().unwrap_or_default();
-                req.env = p.env().clone();
-                req.cwd = Some(p.cwd().clone());
-                req.user = Some(format!("{}:{}", p.user().uid(), p.user().gid()));
-                tty |= p.terminal().unwrap_or(false);
-                size = console_size(&p);
-            }
-            if !env.is_empty() {
-                let base = match req.env.take() {
-                    Some(env) => env,
-                    None => runtime.record(&id)?.config.process.env,
-                };
-                req.env = Some(override_env(base, env));
-            }
-            if req.args.is_empty() {
-                anyhow::bail!("exec: no command given");
-            }
+        Command::Exec(e) => {
+            let (mut req, tty, size) = exec_request(&runtime, &e)?;
+            let (id, console_socket) = (e.id, e.console_socket);
             // runc's rules, except that -t without a socket relays to our own terminal.
-            let relay_here = tty && console_socket.is_none() && !detach;
+            let relay_here = tty && console_socket.is_none() && !req.detach;
             if !relay_here {
                 crate::runtime::tty::check_console_flags(tty, console_socket.is_some())?;
             }
@@ -449,6 +445,73 @@ fn preserved_fds(n: u32) -> Vec<std::os::fd::RawFd> {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1 << 20, |l| l.0);
     let end = i32::try_from(u64::from(n).saturating_add(3).min(limit)).unwrap_or(i32::MAX);
     crate::sys::container::open_fds(3..end)
+}
+
+/// The exec request from `exec`'s arguments and its `--process` file: (request, terminal wanted,
+/// initial terminal size).
+fn exec_request(runtime: &Runtime, e: &ExecArgs) -> anyhow::Result<(ExecRequest, bool, Option<WindowSize>)> {
+    // First: nothing of ours is open yet that could take one of their numbers.
+    let preserved_fds = preserved_fds(e.preserve_fds);
+    let mut req = ExecRequest {
+        args: e.command.clone(),
+        cwd: e.cwd.clone(),
+        user: e.user.clone(),
+        detach: e.detach,
+        pid_file: e.pid_file.clone(),
+        preserved_fds,
+        ..Default::default()
+    };
+    let mut tty = e.tty;
+    let mut size = None;
+    if let Some(path) = &e.process {
+        let p: oci_spec::runtime::Process =
+            serde_json::from_slice(&std::fs::read(path).with_context(|| format!("read {}", path.display()))?)
+                .with_context(|| format!("parse {}", path.display()))?;
+        let mut alone = Spec::default();
+        alone.set_process(Some(p.clone()));
+        if let Some((field, reason)) =
+            crate::runtime::fields::first_unsupported(&alone, crate::runtime::fields::HostFeatures::detect)
+        {
+            anyhow::bail!("{}: {field} {reason}", path.display());
+        }
+        req.args = p.args().clone().unwrap_or_default();
+        req.env = p.env().clone();
+        req.cwd = Some(p.cwd().clone());
+        req.user = Some(format!("{}:{}", p.user().uid(), p.user().gid()));
+        tty |= p.terminal().unwrap_or(false);
+        // Its security settings too (containerd's shim passes the whole process).
+        if let Some(c) = p.capabilities() {
+            req.overrides.caps = Some(crate::runtime::caps::CapPlan::from_oci(c)?);
+        }
+        req.overrides.no_new_privileges = p.no_new_privileges();
+        req.overrides.additional_gids = p.user().additional_gids().clone();
+        size = console_size(&p);
+    }
+    // The flags after the file, as runc applies them.
+    for name in &e.cap {
+        let upper = name.to_uppercase();
+        let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+        full.parse::<caps::Capability>()
+            .map_err(|_| anyhow::anyhow!("exec --cap: unknown capability {name:?}"))?;
+        req.overrides.add_caps.push(full);
+    }
+    if e.no_new_privs {
+        req.overrides.no_new_privileges = Some(true);
+    }
+    if !e.additional_gids.is_empty() {
+        req.overrides.additional_gids = Some(e.additional_gids.clone());
+    }
+    if !e.env.is_empty() {
+        let base = match req.env.take() {
+            Some(env) => env,
+            None => runtime.record(&e.id)?.config.process.env,
+        };
+        req.env = Some(override_env(base, e.env.clone()));
+    }
+    if req.args.is_empty() {
+        anyhow::bail!("exec: no command given");
+    }
+    Ok((req, tty, size))
 }
 
 /// `exec --env K=V`: each variable replaces the one of that name (as runc), or is added.

@@ -145,6 +145,25 @@ pub struct ExecRequest {
     /// The process's stdin, stdout and stderr (`None`: the caller's own fds 0-2). Ignored with a
     /// terminal, which becomes all three.
     pub stdio: Option<std::sync::Arc<[std::os::fd::OwnedFd; 3]>>,
+    /// Security settings that differ from the container's process.
+    pub overrides: ExecOverrides,
+    /// The caller's descriptors (3 and up) the process inherits at the same numbers; every other
+    /// descriptor of the caller is closed on exec.
+    pub preserved_fds: Vec<RawFd>,
+}
+
+/// What an exec'd process may change of the container's process settings (runc's `exec
+/// --process`, `--cap`, `--no-new-privs`, `--additional-gids`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecOverrides {
+    /// Capability sets replacing the container's.
+    pub caps: Option<crate::runtime::caps::CapPlan>,
+    /// Capabilities added to the bounding, effective and permitted sets (after `caps`).
+    pub add_caps: Vec<String>,
+    /// Sets `no_new_privs` even where the container's process does not.
+    pub no_new_privileges: Option<bool>,
+    /// Supplementary groups replacing the container's `additionalGids`.
+    pub additional_gids: Option<Vec<u32>>,
 }
 
 impl Runtime {

@@ -2,7 +2,7 @@
 //! cgroup and namespaces (mount last), forks once more so the child is inside the pid namespace,
 //! and that child applies the container's security settings (the same code as init) and execs.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -11,7 +11,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 
 use crate::runtime::config::{NamespaceKind, find_executable};
-use crate::runtime::container::ExecRequest;
+use crate::runtime::container::{ExecOverrides, ExecRequest};
 use crate::runtime::init::{self, InitError};
 use crate::runtime::monitor;
 use crate::runtime::seccomp;
@@ -56,6 +56,13 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
     // From a threaded caller (the agent probing), the forked child execs this binary as the helper
     // (see `monitor::fork_must_exec`); the request comes over a pipe.
     let exec = if monitor::fork_must_exec() { Some(prepare_helper_exec(record, req, &pid_w)?) } else { None };
+    // Built before the fork: the child of a threaded caller must not allocate.
+    let mut keep = vec![
+        pid_w.as_raw_fd(),
+        exec.as_ref().map_or(-1, |e| e.payload.as_raw_fd()),
+        req.terminal.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
+    ];
+    keep.extend_from_slice(&req.preserved_fds);
     tracing::debug!(exec = exec.is_some(), "exec helper started");
     let helper = fork().map_err(|source| ExecError::Step { step: "fork exec helper", source })?;
     match helper {
@@ -64,11 +71,6 @@ pub fn run(record: &Record, req: &ExecRequest) -> Result<i32, ExecError> {
             if redirect_stdio(req).is_err() {
                 exit_now(126)
             }
-            let keep = [
-                pid_w.as_raw_fd(),
-                exec.payload.as_raw_fd(),
-                req.terminal.as_ref().map_or(-1, |c| c.socket.as_raw_fd()),
-            ];
             if close_fds_except(&keep).is_ok() {
                 exec.program.exec(&keep);
             }
@@ -133,6 +135,8 @@ struct HelperPayload {
     detach: bool,
     pid_file: Option<PathBuf>,
     console_size: Option<(u16, u16)>,
+    overrides: ExecOverrides,
+    preserved_fds: Vec<RawFd>,
 }
 
 fn prepare_helper_exec(
@@ -149,6 +153,8 @@ fn prepare_helper_exec(
         detach: req.detach,
         pid_file: req.pid_file.clone(),
         console_size: req.terminal.as_ref().and_then(|c| c.size).map(|s| (s.rows, s.cols)),
+        overrides: req.overrides.clone(),
+        preserved_fds: req.preserved_fds.clone(),
     };
     let console = req.terminal.as_ref().map_or(-1, |c| c.socket.as_raw_fd());
     monitor::SelfExec::prepare(HELPER_ARG, &payload, &[pid_w.as_raw_fd(), console])
@@ -186,6 +192,8 @@ pub fn helper_entry(argv: &[String]) -> ! {
         pid_file: payload.pid_file,
         terminal,
         stdio: None,
+        overrides: payload.overrides,
+        preserved_fds: payload.preserved_fds,
     };
     match join_and_spawn(&payload.record, &req, pid_out) {
         Ok(code) => exit_now(code),
@@ -281,6 +289,17 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
     if let Some(u) = &req.user {
         process.user.user = u.clone();
     }
+    let overrides = &req.overrides;
+    if let Some(caps) = &overrides.caps {
+        process.caps = caps.clone();
+    }
+    process.caps.add_drop(&overrides.add_caps, &[]);
+    if let Some(no_new_privileges) = overrides.no_new_privileges {
+        process.no_new_privileges = no_new_privileges;
+    }
+    if let Some(gids) = &overrides.additional_gids {
+        process.user.additional_gids = gids.clone();
+    }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let identity = user::resolve(
@@ -299,10 +318,16 @@ fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Resul
         Forked::Child => {
             drop(pid_out);
             drop(exec_r);
+            // Dropping privileges marks every descriptor close-on-exec; the preserved ones are
+            // passed on again.
             let result = take_terminal(req, &identity)
                 .and_then(|()| init::apply_process_attributes(config))
                 .and_then(|()| init::drop_privileges(&process, &identity, seccomp.as_ref(), &mut |_| Ok(())))
-                .and_then(|dropped| init::exec(&exe, &process.args, &dropped.env));
+                .and_then(|dropped| {
+                    crate::sys::container::inherit_fds(&req.preserved_fds)
+                        .map_err(step("pass the preserved fds on"))?;
+                    init::exec(&exe, &process.args, &dropped.env)
+                });
             let Err(e) = result;
             crate::sys::container::write_stderr(&format!("exec: {e}\n"));
             let _ = nix::unistd::write(&exec_w, b"!");

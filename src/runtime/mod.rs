@@ -27,5 +27,5 @@ pub mod tty;
 pub mod user;
 pub mod userns;
 
-pub use container::{CreateRequest, ExecRequest, Runtime, RuntimeError};
+pub use container::{CreateRequest, ExecOverrides, ExecRequest, Runtime, RuntimeError};
 pub use state::{ExitInfo, OciState, Status};
