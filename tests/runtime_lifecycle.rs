@@ -68,6 +68,58 @@ fn cli_lifecycle_leaves_nothing_after_delete() {
 }
 
 #[test]
+fn pause_freezes_every_process_resume_thaws_and_delete_leaves_nothing() {
+    let rt = TestRuntime::new();
+    let id = runtime::unique("pause");
+    // Two processes writing to the log: init and a child it forked.
+    let script = "(while :; do echo a; sleep 0.02; done) & while :; do echo b; sleep 0.02; done";
+    let bundle = rt.bundle(&id, &["sh", "-c", script]);
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let lines = || {
+        let log = std::fs::read_to_string(bundle.path().join("ctr.log")).unwrap_or_default();
+        let out = TestRuntime::stdout_lines(&log);
+        (out.iter().filter(|l| *l == "a").count(), out.iter().filter(|l| *l == "b").count())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rt.cli(&["pause", &id]).status.success());
+    assert_eq!(state_of(&rt, &id)["status"], "paused");
+    std::thread::sleep(Duration::from_millis(100));
+    let frozen = lines();
+    assert!(frozen.0 > 0 && frozen.1 > 0, "{frozen:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(lines(), frozen, "both processes are frozen");
+    // Only the paused state allows resume; exec needs --ignore-paused.
+    assert!(!rt.cli(&["pause", &id]).status.success());
+    let out = rt.cli(&["exec", &id, "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ignore-paused"));
+    assert!(rt.cli(&["resume", &id]).status.success());
+    assert_eq!(state_of(&rt, &id)["status"], "running");
+    std::thread::sleep(Duration::from_millis(300));
+    let thawed = lines();
+    assert!(thawed.0 > frozen.0 && thawed.1 > frozen.1, "{frozen:?} then {thawed:?}");
+    assert!(!rt.cli(&["resume", &id]).status.success());
+
+    // A paused container dies of SIGKILL (it is thawed after it), and delete removes the freezer
+    // cgroup made by pause.
+    assert!(rt.cli(&["pause", &id]).status.success());
+    assert!(rt.cli(&["kill", &id, "KILL"]).status.success());
+    let exit = rt.runtime.wait(&id, Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(exit.signal, Some(9));
+    assert!(rt.cli(&["delete", &id]).status.success());
+    assert!(cgroup_dirs(&rt.parent).is_empty(), "{:?}", cgroup_dirs(&rt.parent));
+
+    // delete --force of a paused container.
+    let bundle = rt.bundle(&id, &["sleep", "30"]);
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    rt.runtime.pause(&id).unwrap();
+    assert!(!rt.cli(&["delete", &id]).status.success(), "a paused container needs --force");
+    rt.runtime.delete(&id, true).unwrap();
+    assert!(cgroup_dirs(&rt.parent).is_empty(), "{:?}", cgroup_dirs(&rt.parent));
+}
+
+#[test]
 fn delete_in_created_state_and_force_delete_of_running() {
     let rt = TestRuntime::new();
     let id = runtime::unique("del");

@@ -108,7 +108,7 @@ struct ExecArgs {
     /// Pass this many of our descriptors after stdio (3, 4, …) at the same numbers.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for compatibility with runc: containers here are never paused.
+    /// Run the process even in a paused container (it starts frozen).
     #[arg(long = "ignore-paused")]
     ignore_paused: bool,
     /// Container id.
@@ -124,6 +124,16 @@ enum Command {
     Create(CreateArgs),
     /// Start a created container.
     Start {
+        /// Container id.
+        id: String,
+    },
+    /// Freeze every process of a running container (the cgroup freezer).
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
         /// Container id.
         id: String,
     },
@@ -355,6 +365,14 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             runtime.start(&id)?;
             Ok(0)
         }
+        Command::Pause { id } => {
+            runtime.pause(&id)?;
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            runtime.resume(&id)?;
+            Ok(0)
+        }
         Command::State { id } => {
             println!("{}", serde_json::to_string_pretty(&runtime.state(&id)?)?);
             Ok(0)
@@ -459,6 +477,7 @@ fn exec_request(runtime: &Runtime, e: &ExecArgs) -> anyhow::Result<(ExecRequest,
         detach: e.detach,
         pid_file: e.pid_file.clone(),
         preserved_fds,
+        ignore_paused: e.ignore_paused,
         ..Default::default()
     };
     let mut tty = e.tty;

@@ -150,6 +150,8 @@ pub struct ExecRequest {
     /// The caller's descriptors (3 and up) the process inherits at the same numbers; every other
     /// descriptor of the caller is closed on exec.
     pub preserved_fds: Vec<RawFd>,
+    /// Exec into a paused container too (the process joins it frozen).
+    pub ignore_paused: bool,
 }
 
 /// What an exec'd process may change of the container's process settings (runc's `exec
@@ -567,10 +569,7 @@ impl Runtime {
             .open(dir.fifo())
             .map_err(io_err("open exec fifo", id))?;
         use std::os::unix::fs::OpenOptionsExt;
-        // startContainer hooks run before init acknowledges: give them their timeouts.
-        let hook_time: u64 =
-            record.config.hooks.start_container.iter().map(|h| h.timeout.unwrap_or(3600)).sum();
-        let deadline = Instant::now() + Duration::from_secs(10 + hook_time);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let mut byte = [0u8; 1];
         loop {
             let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
@@ -606,7 +605,39 @@ impl Runtime {
         Ok(())
     }
 
-    /// Sends a signal to the init process (or, with `all`, to every process in the cgroup).
+    /// Freezes every process of a running container (`runc pause`).
+    pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        let mut record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status != Status::Running {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op: "pause" });
+        }
+        let mut manager = record.cgroup.manager();
+        let result = manager.freeze(true);
+        // A freezer directory made now is removed by `delete` like the others.
+        record.cgroup.created = manager.created().to_vec();
+        dir.write_record(&record)?;
+        if let Err(e) = result {
+            let _ = manager.freeze(false);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Thaws a paused container (`runc resume`).
+    pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status != Status::Paused {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op: "resume" });
+        }
+        Ok(record.cgroup.manager().freeze(false)?)
+    }
+
+    /// Sends a signal to the init process (or, with `all`, to every process in the cgroup). A
+    /// paused container is thawed after SIGKILL, so it ends (frozen tasks cannot die).
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
         let dir = self.dir(id)?;
         let record = dir.read_record(id)?;
@@ -619,7 +650,11 @@ impl Runtime {
                 let _ = kill(Pid::from_raw(pid), signal);
             }
         }
-        kill(Pid::from_raw(record.pid), signal).map_err(|e| io_err("signal", id)(e.into()))
+        kill(Pid::from_raw(record.pid), signal).map_err(|e| io_err("signal", id)(e.into()))?;
+        if status == Status::Paused && signal == Signal::SIGKILL {
+            record.cgroup.manager().freeze(false)?;
+        }
+        Ok(())
     }
 
     /// Waits for the container to exit and returns how it ended.
@@ -660,11 +695,14 @@ impl Runtime {
         let dir = self.dir(id)?;
         let record = dir.read_record(id)?;
         let status = dir.status(&record);
-        if status == Status::Running && !force {
+        if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(RuntimeError::WrongState { id: id.into(), status, op: "delete without --force" });
         }
         if status != Status::Stopped {
             let _ = kill(Pid::from_raw(record.pid), Signal::SIGKILL);
+            if status == Status::Paused {
+                record.cgroup.manager().freeze(false)?;
+            }
             self.wait(id, Some(Duration::from_secs(10)))?;
         } else if dir.read_exit().is_none() {
             let _ = self.wait(id, Some(Duration::from_secs(2)));
@@ -691,7 +729,14 @@ impl Runtime {
         let dir = self.dir(id)?;
         let record = dir.read_record(id)?;
         let status = dir.status(&record);
-        if status != Status::Running && status != Status::Created {
+        if status == Status::Paused && !req.ignore_paused {
+            return Err(RuntimeError::WrongState {
+                id: id.into(),
+                status,
+                op: "exec (--ignore-paused runs it frozen)",
+            });
+        }
+        if status == Status::Stopped {
             return Err(RuntimeError::WrongState { id: id.into(), status, op: "exec" });
         }
         // A created container's init is still the runtime's binary: a process joining its pid

@@ -194,6 +194,7 @@ pub fn helper_entry(argv: &[String]) -> ! {
         stdio: None,
         overrides: payload.overrides,
         preserved_fds: payload.preserved_fds,
+        ignore_paused: true,
     };
     match join_and_spawn(&payload.record, &req, pid_out) {
         Ok(code) => exit_now(code),

@@ -47,6 +47,8 @@ pub enum Status {
     Created,
     /// Running.
     Running,
+    /// Frozen by `pause` until `resume`.
+    Paused,
     /// Exited.
     Stopped,
 }
@@ -181,6 +183,8 @@ impl StateDir {
             Status::Stopped
         } else if self.fifo().exists() {
             Status::Created
+        } else if record.cgroup.manager().frozen() {
+            Status::Paused
         } else {
             Status::Running
         }

@@ -56,6 +56,9 @@ pub enum CgroupError {
         /// Why.
         reason: String,
     },
+    /// Freezing or thawing failed.
+    #[error("freezer: {0}")]
+    Freeze(String),
     /// The cgroup path is not acceptable.
     #[error("invalid cgroup path {0:?}: must be relative without '..'")]
     InvalidPath(String),
@@ -259,6 +262,23 @@ pub trait CgroupManager {
     fn created(&self) -> &[PathBuf];
     /// Where the v1 controller directories or the v2 directory are, for the container's /sys/fs/cgroup.
     fn mount_sources(&self) -> Vec<(String, PathBuf)>;
+    /// Freezes (`true`) or thaws every process of the cgroup, returning once the kernel reports
+    /// it done (`pause`, `resume`). May create a directory (v1's freezer), recorded in `created`.
+    fn freeze(&mut self, frozen: bool) -> Result<(), CgroupError>;
+    /// Whether the cgroup is frozen.
+    fn frozen(&self) -> bool;
+}
+
+/// Polls `done` every millisecond for up to a second (a freeze waits for every task to stop).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), CgroupError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return Err(CgroupError::Freeze(format!("{what} did not finish within 1s")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// Persistable description of a container cgroup.

@@ -12,7 +12,7 @@ pub const CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices
 
 /// Controllers joined only when the container asks for one of their limits (or when their
 /// directory already exists at the container's path).
-pub const OPTIONAL: [&str; 3] = ["cpuset", "hugetlb", "blkio"];
+pub const OPTIONAL: [&str; 4] = ["cpuset", "hugetlb", "blkio", "freezer"];
 
 /// A container cgroup in the v1 hierarchies.
 #[derive(Debug)]
@@ -263,6 +263,51 @@ impl CgroupManager for V1Cgroup {
 
     fn mount_sources(&self) -> Vec<(String, PathBuf)> {
         self.controllers().into_iter().map(|c| (c.to_string(), self.dir(c))).collect()
+    }
+
+    /// The freezer directory is made at the first `pause` (a plain start makes none), the
+    /// container's processes moved in and frozen; one that forked meanwhile is moved after
+    /// (a task that enters a frozen cgroup freezes) until every process is in.
+    fn freeze(&mut self, frozen: bool) -> Result<(), CgroupError> {
+        let dir = self.dir("freezer");
+        let state = dir.join("freezer.state");
+        if !frozen {
+            if dir.is_dir() {
+                write_file(&state, "THAWED")?;
+                super::wait_until("thawing", || read_file(&state).is_ok_and(|s| s.trim() == "THAWED"))?;
+            }
+            return Ok(());
+        }
+        if !self.mounted("freezer") {
+            return Err(CgroupError::Freeze(format!(
+                "the freezer controller is not mounted at {}",
+                self.root.display()
+            )));
+        }
+        let mut created = std::mem::take(&mut self.created);
+        let result = mkdir_recording(&self.base("freezer"), &self.path, &mut created);
+        self.created = created;
+        result?;
+        let procs = dir.join("cgroup.procs");
+        for _ in 0..100 {
+            let inside = read_file(&procs)?;
+            let inside: Vec<i32> = inside.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let missing: Vec<i32> = self.pids()?.into_iter().filter(|p| !inside.contains(p)).collect();
+            for pid in &missing {
+                // It may have exited meanwhile.
+                let _ = write_file(&procs, &pid.to_string());
+            }
+            write_file(&state, "FROZEN")?;
+            super::wait_until("freezing", || read_file(&state).is_ok_and(|s| s.trim() == "FROZEN"))?;
+            if missing.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(CgroupError::Freeze("the container's processes kept forking".into()))
+    }
+
+    fn frozen(&self) -> bool {
+        read_file(&self.dir("freezer").join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
     }
 }
 

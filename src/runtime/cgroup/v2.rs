@@ -211,6 +211,19 @@ impl CgroupManager for V2Cgroup {
         &self.created
     }
 
+    fn freeze(&mut self, frozen: bool) -> Result<(), CgroupError> {
+        write_file(&self.dir().join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        let events = self.dir().join("cgroup.events");
+        super::wait_until(if frozen { "freezing" } else { "thawing" }, || {
+            read_file(&events).is_ok_and(|e| e.lines().any(|l| l.trim() == want))
+        })
+    }
+
+    fn frozen(&self) -> bool {
+        read_file(&self.dir().join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+    }
+
     fn mount_sources(&self) -> Vec<(String, PathBuf)> {
         vec![(String::new(), self.dir())]
     }
