@@ -587,15 +587,7 @@ fn personality_and_memory_policy_reach_the_process_and_exec() {
     bundle.write();
     rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
     rt.runtime.start(&id).unwrap();
-    let log = bundle.path().join("ctr.log");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let lines = loop {
-        let lines = TestRuntime::stdout_lines(&std::fs::read_to_string(&log).unwrap_or_default());
-        if lines.len() >= 2 || std::time::Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let lines = stdout_lines_of(&bundle, 2);
     assert_eq!(lines[0], "i686");
     assert_eq!(lines[1].split(' ').nth(1), Some("interleave:0"), "{}", lines[1]);
     // exec's process gets them too.
