@@ -44,6 +44,20 @@ fn cli_lifecycle_leaves_nothing_after_delete() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let state = state_of(&rt, &id);
     assert_eq!(state["status"], "created");
+    // Output into a pipe nobody reads (`state ID | head -1` once head is gone) ends the command by
+    // SIGPIPE, as `cat`, not with a panic.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(runtime::rkubelet())
+        .args(["runtime", "--root"])
+        .arg(&rt.runtime.root)
+        .args(["state", &id])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert_eq!(state["pid"], pid);
     assert_eq!(state["ociVersion"], "1.2.0");

@@ -374,6 +374,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::State { id } => {
+            crate::sys::container::default_sigpipe();
             println!("{}", serde_json::to_string_pretty(&runtime.state(&id)?)?);
             Ok(0)
         }
@@ -436,6 +437,7 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
         }
         Command::Probe { what } => probe(&what),
         Command::List => {
+            crate::sys::container::default_sigpipe();
             for s in runtime.list()? {
                 println!("{}\t{}\t{:?}\t{}", s.id, s.pid, s.status, s.bundle.display());
             }

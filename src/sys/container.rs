@@ -138,6 +138,16 @@ pub fn reset_signals() -> io::Result<()> {
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
+/// Gives SIGPIPE its default action (Rust starts with it ignored), so a command whose output pipe
+/// closes early (`state ID | head -1`) ends quietly as `cat` does instead of panicking in
+/// `println!`. Only for short commands that fork nothing long-lived.
+pub fn default_sigpipe() {
+    // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask and no flags.
+    let _ = unsafe {
+        libc::sigaction(libc::SIGPIPE, &std::mem::zeroed::<libc::sigaction>(), std::ptr::null_mut())
+    };
+}
+
 /// Writes `message` to fd 2 with one `write(2)`, taking no lock (for forked children, where
 /// `eprintln!` could wait forever on a stderr lock another thread of the parent held).
 pub fn write_stderr(message: &str) {
