@@ -649,6 +649,49 @@ fn personality_and_memory_policy_reach_the_process_and_exec() {
 }
 
 #[test]
+fn exec_cpu_affinity_holds_after_the_cgroup_join_for_the_process_and_exec() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs to tell the initial from the final affinity");
+        return;
+    }
+    let rt = TestRuntime::new();
+    let id = runtime::unique("affinity");
+    let mut bundle = rt.bundle(&id, &["sh", "-c", "grep Cpus_allowed_list /proc/self/status; exec sleep 30"]);
+    bundle.spec["process"]["execCPUAffinity"] = serde_json::json!({"initial": "0", "final": "1"});
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    rt.runtime.start(&id).unwrap();
+    let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(words(&stdout_lines_of(&bundle, 1)[0]), ["Cpus_allowed_list:", "1"]);
+    // exec: the container's setting, or the one of --process.
+    let grep = ["grep", "Cpus_allowed_list", "/proc/self/status"];
+    let out = rt.cli(&[&["exec", id.as_str()][..], &grep[..]].concat());
+    assert_eq!(words(&String::from_utf8_lossy(&out.stdout)), ["Cpus_allowed_list:", "1"]);
+    let process = rt.run_dir.path().join("affinity.json");
+    std::fs::write(
+        &process,
+        serde_json::json!({"args": grep, "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "execCPUAffinity": {"initial": "1", "final": "0"}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = rt.cli(&["exec", "--process", process.to_str().unwrap(), &id]);
+    assert_eq!(words(&String::from_utf8_lossy(&out.stdout)), ["Cpus_allowed_list:", "0"]);
+    rt.runtime.delete(&id, true).unwrap();
+
+    let mut bundle = rt.bundle(&id, &["true"]);
+    bundle.spec["process"]["execCPUAffinity"] = serde_json::json!({"initial": "0-5000"});
+    bundle.write();
+    assert_one_line_failure(
+        &rt,
+        &bundle,
+        &id,
+        "process.execCPUAffinity: \"5000\" is not a CPU number below 1024",
+    );
+}
+
+#[test]
 fn preserve_fds_passes_the_callers_open_descriptors_and_nothing_else() {
     use std::os::fd::AsRawFd;
     let rt = TestRuntime::new();

@@ -506,6 +506,11 @@ fn exec_request(runtime: &Runtime, e: &ExecArgs) -> anyhow::Result<(ExecRequest,
         }
         req.overrides.no_new_privileges = p.no_new_privileges();
         req.overrides.additional_gids = p.user().additional_gids().clone();
+        req.overrides.cpu_affinity = p
+            .exec_cpu_affinity()
+            .as_ref()
+            .map(|a| crate::runtime::config::cpu_affinity_from(a, "execCPUAffinity"))
+            .transpose()?;
         size = console_size(&p);
     }
     // The flags after the file, as runc applies them.

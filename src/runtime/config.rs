@@ -243,6 +243,9 @@ pub struct ProcessConfig {
     /// Scheduling policy and parameters (`sched_setattr`).
     #[serde(default)]
     pub scheduler: Option<Scheduling>,
+    /// CPU affinity before and after joining the cgroups.
+    #[serde(default)]
+    pub cpu_affinity: Option<CpuAffinity>,
 }
 
 /// `process.scheduler` as `sched_setattr` takes it (checked as runc checks it).
@@ -345,6 +348,14 @@ const MAX_NUMA_NODES: u32 = 1 << 10;
 
 /// `"0-3,5"` → node numbers, each below [`MAX_NUMA_NODES`].
 fn numa_nodes(list: &str) -> Result<Vec<u32>, String> {
+    id_list(list, MAX_NUMA_NODES, "node")
+}
+
+/// The most CPUs an affinity mask holds (`CPU_SETSIZE`).
+const MAX_CPUS: u32 = 1024;
+
+/// `"0-3,5"` → numbers, each below `limit`.
+fn id_list(list: &str, limit: u32, what: &str) -> Result<Vec<u32>, String> {
     let mut nodes = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (first, last) = part.split_once('-').unwrap_or((part, part));
@@ -352,8 +363,8 @@ fn numa_nodes(list: &str) -> Result<Vec<u32>, String> {
             s.trim()
                 .parse::<u32>()
                 .ok()
-                .filter(|n| *n < MAX_NUMA_NODES)
-                .ok_or_else(|| format!("{s:?} is not a node number below {MAX_NUMA_NODES}"))
+                .filter(|n| *n < limit)
+                .ok_or_else(|| format!("{s:?} is not a {what} number below {limit}"))
         };
         let (first, last) = (number(first)?, number(last)?);
         if first > last {
@@ -362,6 +373,31 @@ fn numa_nodes(list: &str) -> Result<Vec<u32>, String> {
         nodes.extend(first..=last);
     }
     Ok(nodes)
+}
+
+/// `process.execCPUAffinity`: the CPUs the process runs on before it joins the container's
+/// cgroups (`initial`) and after (`final`; none: left as the kernel makes it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CpuAffinity {
+    /// Before joining the cgroups.
+    pub initial: Option<Vec<u32>>,
+    /// After joining them.
+    #[serde(rename = "final")]
+    pub after: Option<Vec<u32>>,
+}
+
+/// `execCPUAffinity` → [`CpuAffinity`], the lists checked (`field` names it in errors).
+pub fn cpu_affinity_from(
+    a: &oci_spec::runtime::ExecCPUAffinity,
+    field: &'static str,
+) -> Result<CpuAffinity, ConfigError> {
+    let list = |s: &Option<String>| -> Result<Option<Vec<u32>>, ConfigError> {
+        match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => id_list(s, MAX_CPUS, "CPU").map(Some).map_err(|e| invalid(field, e)),
+        }
+    };
+    Ok(CpuAffinity { initial: list(a.initial())?, after: list(a.cpu_affinity_final())? })
 }
 
 /// `linux.memoryPolicy` → [`MemoryPolicy`], with the checks the kernel would make later (and
@@ -666,6 +702,11 @@ pub fn from_spec(
     }
     let io_priority = process.io_priority().as_ref().map(io_priority_from).transpose()?;
     let scheduler = process.scheduler().as_ref().map(scheduling_from).transpose()?;
+    let cpu_affinity = process
+        .exec_cpu_affinity()
+        .as_ref()
+        .map(|a| cpu_affinity_from(a, "process.execCPUAffinity"))
+        .transpose()?;
     let personality = linux.personality().as_ref().map(personality_from).transpose()?;
     let memory_policy = linux.memory_policy().as_ref().map(memory_policy_from).transpose()?;
     let time_offsets = time_offsets_from(linux.time_offsets().as_ref(), &namespaces)?;
@@ -803,6 +844,7 @@ pub fn from_spec(
             selinux_label: process.selinux_label().clone().filter(|s| !s.is_empty()),
             io_priority,
             scheduler,
+            cpu_affinity,
         },
         cgroup_path,
         resources,

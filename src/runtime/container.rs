@@ -166,6 +166,8 @@ pub struct ExecOverrides {
     pub no_new_privileges: Option<bool>,
     /// Supplementary groups replacing the container's `additionalGids`.
     pub additional_gids: Option<Vec<u32>>,
+    /// CPU affinity replacing the container's `execCPUAffinity`.
+    pub cpu_affinity: Option<crate::runtime::config::CpuAffinity>,
 }
 
 impl Runtime {

@@ -229,10 +229,13 @@ fn take_terminal(req: &ExecRequest, identity: &user::Identity) -> Result<(), Ini
 /// In the helper: join everything, fork the real process, wait for it.
 fn join_and_spawn(record: &Record, req: &ExecRequest, pid_out: OwnedFd) -> Result<i32, InitError> {
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
+    let config = &record.config;
+    let affinity = req.overrides.cpu_affinity.as_ref().or(config.process.cpu_affinity.as_ref());
+    init::set_cpu_affinity(affinity.and_then(|a| a.initial.as_deref()))?;
     for file in record.cgroup.manager().procs_files() {
         std::fs::write(&file, "0").map_err(step("join cgroup"))?;
     }
-    let config = &record.config;
+    init::set_cpu_affinity(affinity.and_then(|a| a.after.as_deref()))?;
     let mut fds: Vec<(NamespaceKind, OwnedFd)> = Vec::new();
     let by_path = |kind: NamespaceKind| config.namespaces.iter().any(|n| n.kind == kind && n.path.is_some());
     let order = JOIN_ORDER.iter().filter(|k| by_path(**k)).chain(JOIN_ORDER.iter().filter(|k| !by_path(**k)));

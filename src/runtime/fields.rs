@@ -34,9 +34,6 @@ pub fn first_unsupported(spec: &Spec, host: impl FnOnce() -> HostFeatures) -> Op
         if p.user().username().is_some() {
             found.push(("process.user.username", "is for Windows only"));
         }
-        if p.exec_cpu_affinity().is_some() {
-            found.push(("process.execCPUAffinity", not_supported));
-        }
     }
     if let Some(l) = spec.linux() {
         let named = [

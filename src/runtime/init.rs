@@ -159,6 +159,8 @@ fn setup_and_exec(
 ) -> Result<Infallible, InitError> {
     let Gates { fifo, cgroup_joined, resume } = gates;
     let config = plan.config;
+    let affinity = config.process.cpu_affinity.as_ref();
+    set_cpu_affinity(affinity.and_then(|a| a.initial.as_deref()))?;
     nix::sys::prctl::set_dumpable(false).map_err(step("disable dumpable"))?;
     if let Some([stdin, stdout, stderr]) = stdio {
         nix::unistd::dup2_stdin(stdin.as_fd()).map_err(step("redirect stdin"))?;
@@ -259,6 +261,11 @@ fn setup_and_exec(
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(step("set oom_score_adj"))?;
     }
     apply_process_attributes(config)?;
+    if let Some(after) = affinity.and_then(|a| a.after.as_deref()) {
+        // Once in the cgroups (a cpuset there resets it), before a seccomp profile may forbid it.
+        wait_for_cgroup(cgroup_joined.take())?;
+        set_cpu_affinity(Some(after))?;
+    }
     let mut hand_over = |listener: OwnedFd| -> Result<(), InitError> {
         // The creator copies it (pidfd_getfd) for the seccomp agent; until it says so, no call of
         // ours may be notified (it would wait for an agent without the listener). Then ours is
@@ -345,6 +352,17 @@ pub fn apply_process_attributes(config: &ContainerConfig) -> Result<(), InitErro
         crate::sys::container::set_personality(persona).map_err(step("set the personality"))?;
     }
     Ok(())
+}
+
+/// `sched_setaffinity` of the calling thread to `cpus` (none: unchanged). Inherited by children
+/// and kept across `execve`.
+pub fn set_cpu_affinity(cpus: Option<&[u32]>) -> Result<(), InitError> {
+    let Some(cpus) = cpus else { return Ok(()) };
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu as usize).map_err(step("set the CPU affinity"))?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(step("set the CPU affinity"))
 }
 
 /// The state a hook run by init reads: its pid as the container sees it.
