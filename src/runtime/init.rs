@@ -193,18 +193,9 @@ fn setup_and_exec(
     nix::sys::stat::umask(Mode::empty());
     rootfs::mount_all(root.as_fd(), &config.mounts, &config.bundle, &plan.cgroup_mounts)?;
     rootfs::create_devices(root.as_fd(), &config.devices, userns)?;
-    if config.hooks.runtime_hooks_at_create()
-        && let Some(resume) = &resume
-    {
+    if config.hooks.runtime_hooks_at_create() {
         // prestart and createRuntime run in the creator, in the runtime's namespaces.
-        sync.as_mut().expect("sync pipe open").write_all(b"H\n").map_err(step("ask for hooks"))?;
-        let mut byte = [0u8; 1];
-        if !matches!(nix::unistd::read(resume.as_fd(), &mut byte), Ok(1)) {
-            return Err(InitError::Step {
-                step: "wait for the createRuntime hooks".into(),
-                source: std::io::Error::other("the creator did not resume"),
-            });
-        }
+        ask_creator(sync, resume.as_ref(), "H".into(), "wait for the createRuntime hooks")?;
     }
     if !config.hooks.create_container.is_empty() {
         let state = hook_state(config, "creating");
@@ -270,21 +261,10 @@ fn setup_and_exec(
         // The creator copies it (pidfd_getfd) for the seccomp agent; until it says so, no call of
         // ours may be notified (it would wait for an agent without the listener). Then ours is
         // closed: a call notified while we still held it would wait on ourselves.
-        let line = format!("N{}\n", listener.as_raw_fd());
-        sync.as_mut()
-            .expect("sync pipe open")
-            .write_all(line.as_bytes())
-            .map_err(step("report the seccomp listener"))?;
-        let mut byte = [0u8; 1];
-        let answer = resume.as_ref().map(|r| nix::unistd::read(r.as_fd(), &mut byte));
+        let line = format!("N{}", listener.as_raw_fd());
+        let answer = ask_creator(sync, resume.as_ref(), line, "hand the seccomp listener to the agent");
         drop(listener);
-        match answer {
-            Some(Ok(1)) => Ok(()),
-            _ => Err(InitError::Step {
-                step: "hand the seccomp listener to the agent".into(),
-                source: std::io::Error::other("the creator did not resume"),
-            }),
-        }
+        answer
     };
     let Dropped { env } = drop_privileges(&config.process, &identity, seccomp.as_ref(), &mut hand_over)?;
     wait_for_cgroup(cgroup_joined)?;
@@ -352,6 +332,24 @@ pub fn apply_process_attributes(config: &ContainerConfig) -> Result<(), InitErro
         crate::sys::container::set_personality(persona).map_err(step("set the personality"))?;
     }
     Ok(())
+}
+
+/// Sends `line` to the creator on the sync pipe and waits until it answers on the resume pipe
+/// (which exists whenever the config makes init ask: hooks at create, a notifying profile).
+fn ask_creator(
+    sync: &mut Option<std::fs::File>,
+    resume: Option<&OwnedFd>,
+    line: String,
+    what: &str,
+) -> Result<(), InitError> {
+    let fail = |source: std::io::Error| InitError::Step { step: what.to_string(), source };
+    let sync = sync.as_mut().expect("sync pipe open");
+    sync.write_all(format!("{line}\n").as_bytes()).map_err(fail)?;
+    let mut byte = [0u8; 1];
+    match resume.map(|r| nix::unistd::read(r.as_fd(), &mut byte)) {
+        Some(Ok(1)) => Ok(()),
+        _ => Err(fail(std::io::Error::other("the creator did not resume"))),
+    }
 }
 
 /// `sched_setaffinity` of the calling thread to `cpus` (none: unchanged). Inherited by children

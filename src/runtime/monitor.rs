@@ -336,15 +336,23 @@ pub fn run(args: MonitorArgs<'_>) -> ! {
 
 /// Makes children of this process members of the pid namespace the config names by path.
 fn join_pid_namespace(config: &ContainerConfig) -> Result<(), String> {
-    use crate::runtime::config::NamespaceKind;
-    let Some(path) =
-        config.namespaces.iter().find(|n| n.kind == NamespaceKind::Pid).and_then(|n| n.path.as_ref())
-    else {
+    join_for_children(config, crate::runtime::config::NamespaceKind::Pid)
+}
+
+/// Joins the namespace of `kind` that the config names by path, if any (pid and time namespaces
+/// joined so apply to the children cloned after).
+fn join_for_children(
+    config: &ContainerConfig,
+    kind: crate::runtime::config::NamespaceKind,
+) -> Result<(), String> {
+    let Some(path) = config.namespaces.iter().find(|n| n.kind == kind).and_then(|n| n.path.as_ref()) else {
         return Ok(());
     };
-    let ns = std::fs::File::open(path).map_err(|e| format!("open pid namespace {}: {e}", path.display()))?;
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("join pid namespace {}: {e}", path.display()))
+    let name = kind.proc_name();
+    let ns =
+        std::fs::File::open(path).map_err(|e| format!("open {name} namespace {}: {e}", path.display()))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::from_bits_retain(kind.flag()))
+        .map_err(|e| format!("join {name} namespace {}: {e}", path.display()))
 }
 
 /// A new time namespace for init (`clone` cannot take `CLONE_NEWTIME`): unshared here, which
@@ -355,12 +363,7 @@ fn time_namespace_for_init(config: &ContainerConfig) -> Result<(), String> {
     let Some(ns) = config.namespaces.iter().find(|n| n.kind == NamespaceKind::Time) else { return Ok(()) };
     match &ns.path {
         Some(_) if config.user_namespace.is_some() => Ok(()),
-        Some(path) => {
-            let fd = std::fs::File::open(path)
-                .map_err(|e| format!("open time namespace {}: {e}", path.display()))?;
-            nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
-                .map_err(|e| format!("join time namespace {}: {e}", path.display()))
-        }
+        Some(_) => join_for_children(config, NamespaceKind::Time),
         None => {
             nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
                 .map_err(|e| format!("create time namespace: {e}"))?;
