@@ -25,6 +25,8 @@ pub enum ResetError {
     #[error("stop agent (pid {pid}): it still holds {lock} after {waited:?}")]
     AgentStuck { pid: i32, lock: PathBuf, waited: Duration },
     #[error("reset: {0}")]
+    Agent(#[from] agent::AgentError),
+    #[error("reset: {0}")]
     Pod(#[from] PodError),
     #[error("reset network: {0}")]
     Network(Box<PodNetworkError>),
@@ -57,12 +59,16 @@ pub fn pod_names(node: &NodeConfig) -> Vec<String> {
 
 /// Tears the node down. Refuses while pods exist unless `force`, which removes them first (with
 /// `grace`, default: each pod's own). Idempotent: a second reset finds nothing and succeeds.
+/// The agent lock is held from the agent's stop to the end, so an agent started meanwhile (by a
+/// supervisor, say) refuses to run instead of setting pods up again under the reset.
 pub fn reset(node: &NodeConfig, force: bool, grace: Option<Duration>) -> Result<(), ResetError> {
     let pods = pod_names(node);
     if !pods.is_empty() && !force {
         return Err(ResetError::PodsExist(pods));
     }
-    stop_agent(node, Duration::from_secs(10))?;
+    let _lock = stop_agent(node, Duration::from_secs(10))?;
+    // Listed again: the agent may have started pods since the first look.
+    let pods = pod_names(node);
     for name in &pods {
         match pod::remove(node, name, grace) {
             Ok(()) | Err(PodError::NotFound { .. }) => {}
@@ -90,14 +96,15 @@ pub fn reset(node: &NodeConfig, force: bool, grace: Option<Duration>) -> Result<
     Ok(())
 }
 
-/// Stops a running agent (SIGTERM to its recorded pid) and waits until it released the lock.
-fn stop_agent(node: &NodeConfig, wait: Duration) -> Result<(), ResetError> {
-    if !agent::is_running(node) {
-        return Ok(());
-    }
+/// Stops a running agent (SIGTERM to its recorded pid), waits until it released the lock and
+/// returns the lock, taken for the caller.
+fn stop_agent(node: &NodeConfig, wait: Duration) -> Result<agent::AgentLock, ResetError> {
     let deadline = Instant::now() + wait;
     let mut signalled = 0;
-    while agent::is_running(node) {
+    loop {
+        if let Some(lock) = agent::try_lock(node)? {
+            return Ok(lock);
+        }
         // The pid file may still name an agent that was killed, until the one holding the lock now
         // records itself: signal whichever pid it names, once each.
         let pid = agent::read_pid(node).unwrap_or(0);
@@ -110,7 +117,6 @@ fn stop_agent(node: &NodeConfig, wait: Duration) -> Result<(), ResetError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 /// Unmounts and removes leftover namespace pins in `dir`, then `dir` itself.
@@ -180,5 +186,12 @@ mod tests {
             "2 pod(s) still on this node (db, web); remove them first or use --force"
         );
         assert!(node.pod_dir("web").exists(), "a refused reset changes nothing");
+
+        // Stopping the agent leaves the reset holding its lock: an agent started meanwhile cannot
+        // take it (and so cannot set pods up again under the reset).
+        let lock = stop_agent(&node, Duration::from_secs(1)).unwrap();
+        assert!(agent::try_lock(&node).unwrap().is_none(), "the lock is the reset's");
+        drop(lock);
+        assert!(agent::try_lock(&node).unwrap().is_some());
     }
 }
