@@ -1,5 +1,5 @@
 //! OCI runtime spec conformance, one property per test, as root on the real kernel: recursive
-//! mount attributes, process fields, hooks, namespaces, cgroup controllers, seccomp notify.
+//! mount attributes, process fields, hooks, namespaces, cgroup controllers, seccomp notify, network devices.
 
 #[path = "support/runtime.rs"]
 mod runtime;
@@ -1416,4 +1416,112 @@ fn the_cli_places_relative_and_absent_cgroups_paths_under_the_callers_cgroup_as_
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(!in_none.exists() && !in_relative.exists() && !own.join(&rt.parent).exists());
+}
+
+/// A veth pair on the host (this kernel has no dummy devices), removed on drop if still there.
+struct HostVeth(String);
+
+impl HostVeth {
+    fn new(name: &str, peer: &str) -> HostVeth {
+        ip(&["link", "add", name, "type", "veth", "peer", "name", peer]);
+        HostVeth(peer.to_string())
+    }
+}
+
+impl Drop for HostVeth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = std::process::Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn host_has_link(name: &str) -> bool {
+    std::process::Command::new("ip").args(["link", "show", "dev", name]).output().unwrap().status.success()
+}
+
+#[test]
+fn net_devices_move_into_the_container_renamed_with_their_global_addresses_and_up() {
+    let rt = TestRuntime::new();
+    let n = std::process::id() % 100_000;
+    let (a, b, c) = (format!("rkda{n}"), format!("rkdb{n}"), format!("rkdc{n}"));
+    let _pair1 = HostVeth::new(&a, &format!("rkdp{n}"));
+    let _pair2 = HostVeth::new(&b, &format!("rkdq{n}"));
+    ip(&["addr", "add", "198.51.100.7/24", "dev", &a]);
+    ip(&["addr", "add", "169.254.77.7/16", "scope", "link", "dev", &a]);
+
+    let id = runtime::unique("netdev");
+    let mut bundle = rt.bundle(&id, &["sleep", "30"]);
+    bundle.spec["linux"]["netDevices"] = serde_json::json!({&a: {"name": "ctr0"}, &b: {}});
+    bundle.write();
+    let state = rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    let netns = format!("--net=/proc/{}/ns/net", state.pid);
+    let inside = |args: &[&str]| {
+        let out = std::process::Command::new("nsenter").arg(&netns).arg("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Moved at create: gone from the host, renamed (or not) inside, up, with only the permanent
+    // global address (the link-scope one stays behind, as the spec says).
+    assert!(!host_has_link(&a) && !host_has_link(&b), "the devices are still on the host");
+    let addrs = inside(&["-o", "addr", "show", "dev", "ctr0"]);
+    assert!(addrs.contains("inet 198.51.100.7/24"), "{addrs}");
+    assert!(!addrs.contains("169.254.77.7"), "a link-scope address moved: {addrs}");
+    for name in ["ctr0", b.as_str()] {
+        let link = inside(&["-o", "link", "show", "dev", name]);
+        assert!(link.contains(",UP"), "{name} is not up in the container: {link}");
+    }
+    rt.runtime.delete(&id, true).unwrap();
+    // Virtual devices go with the namespace (the runtime does not move them back); the kernel
+    // tears a namespace down in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while host_has_link(&format!("rkdp{n}")) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!host_has_link(&a) && !host_has_link(&format!("rkdp{n}")), "the veth outlived the container");
+
+    // Refused before anything moves: a device the host lacks, a name taken in a namespace joined
+    // by path; there `%d` lets the kernel pick a free name.
+    let mut bundle = rt.bundle(&id, &["sleep", "30"]);
+    bundle.spec["linux"]["netDevices"] = serde_json::json!({&c: {}});
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, &format!("linux.netDevices: {c}: no such network device"));
+    let joined = format!("rkube-nd{n}");
+    ip(&["netns", "add", &joined]);
+    let _netns = scopeguard(|| {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &joined]).output();
+    });
+    ip(&["-n", &joined, "link", "add", "ctr0", "type", "veth", "peer", "name", "ctr1"]);
+    let _pair3 = HostVeth::new(&c, &format!("rkdr{n}"));
+    let namespaces = bundle.spec["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|ns| ns["type"] != "network");
+    namespaces.push(serde_json::json!({"type": "network", "path": format!("/run/netns/{joined}")}));
+    bundle.spec["linux"]["netDevices"] = serde_json::json!({&c: {"name": "ctr0"}});
+    bundle.write();
+    assert_one_line_failure(&rt, &bundle, &id, "already has a device called ctr0");
+    assert!(host_has_link(&c), "a refused device moved");
+    bundle.spec["linux"]["netDevices"] = serde_json::json!({&c: {"name": "ctr%d"}});
+    bundle.write();
+    rt.runtime.create(&rt.request(&id, &bundle)).unwrap();
+    let links = ip(&["-n", &joined, "-o", "link", "show"]);
+    assert!(links.contains(": ctr2@") && !host_has_link(&c), "{links}");
+    rt.runtime.delete(&id, true).unwrap();
+    // The joined namespace outlives the container: the device stays there.
+    assert!(ip(&["-n", &joined, "-o", "link", "show"]).contains(": ctr2@"));
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
 }

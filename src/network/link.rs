@@ -186,13 +186,79 @@ pub async fn ipv4_networks(handle: &Handle) -> Result<Vec<(String, Ipv4Net)>, Li
 /// Sets link `name` up.
 pub async fn set_up(handle: &Handle, name: &str) -> Result<u32, LinkError> {
     let index = require_index(handle, name).await?;
+    set_up_index(handle, index, name).await?;
+    Ok(index)
+}
+
+/// Sets link `index` up (`name` only labels an error).
+pub async fn set_up_index(handle: &Handle, index: u32, name: &str) -> Result<(), LinkError> {
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
-        .map_err(LinkError::request("set up link", name))?;
-    Ok(index)
+        .map_err(LinkError::request("set up link", name))
+}
+
+/// The permanent addresses of global scope of link `index`, of either family, as `(address,
+/// prefix length)` (what moving a link to another namespace must carry over: the kernel drops
+/// every address on the move).
+pub async fn permanent_global_addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, LinkError> {
+    use rtnetlink::packet_route::address::{AddressFlags, AddressHeaderFlags, AddressScope};
+    let mut out = Vec::new();
+    let mut addresses = handle.address().get().set_link_index_filter(index).execute();
+    while let Some(msg) = addresses
+        .try_next()
+        .await
+        .map_err(LinkError::request("list addresses of link", format!("#{index}")))?
+    {
+        // The 32-bit IFA_FLAGS attribute, when present, supersedes the header's 8 bits.
+        let permanent = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                AddressAttribute::Flags(f) => Some(f.contains(AddressFlags::Permanent)),
+                _ => None,
+            })
+            .unwrap_or(msg.header.flags.contains(AddressHeaderFlags::Permanent));
+        if msg.header.index != index || !permanent || msg.header.scope != AddressScope::Universe {
+            continue;
+        }
+        // IPv4 names the interface's own address `Local` (`Address` is the peer's on a
+        // point-to-point link); IPv6 sends only `Address`.
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let address = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        });
+        if let Some(ip) = local.or(address) {
+            out.push((ip, msg.header.prefix_len));
+        }
+    }
+    Ok(out)
+}
+
+/// Moves link `index` into the network namespace open as `netns_fd`, renamed to `new_name` there
+/// when given (a name with `%d` lets the kernel pick a free number).
+pub async fn move_to_netns(
+    handle: &Handle,
+    index: u32,
+    netns_fd: RawFd,
+    new_name: Option<&str>,
+) -> Result<(), LinkError> {
+    let mut message = LinkUnspec::new_with_index(index).setns_by_fd(netns_fd);
+    if let Some(name) = new_name {
+        message = message.name(name.to_string());
+    }
+    handle
+        .link()
+        .set(message.build())
+        .execute()
+        .await
+        .map_err(LinkError::request("move link to another network namespace", format!("#{index}")))
 }
 
 /// Adds `addr/prefix` to link `name` (replacing an identical one: idempotent).
@@ -239,15 +305,10 @@ async fn address_messages(handle: &Handle, addr: Ipv4Addr) -> Result<Vec<Address
 }
 
 /// Adds `addr/prefix` to the link with `index` (replacing an identical one: idempotent).
-pub async fn add_address_to(
-    handle: &Handle,
-    index: u32,
-    addr: Ipv4Addr,
-    prefix: u8,
-) -> Result<(), LinkError> {
+pub async fn add_address_to(handle: &Handle, index: u32, addr: IpAddr, prefix: u8) -> Result<(), LinkError> {
     handle
         .address()
-        .add(index, addr.into(), prefix)
+        .add(index, addr, prefix)
         .replace()
         .execute()
         .await

@@ -560,6 +560,9 @@ pub struct ContainerConfig {
     /// (`monotonic 86400 0`).
     #[serde(default)]
     pub time_offsets: Vec<String>,
+    /// Network devices moved into the container's network namespace at create.
+    #[serde(default)]
+    pub net_devices: Vec<crate::runtime::netdev::NetDevice>,
 }
 
 impl ContainerConfig {
@@ -710,6 +713,7 @@ pub fn from_spec(
     let personality = linux.personality().as_ref().map(personality_from).transpose()?;
     let memory_policy = linux.memory_policy().as_ref().map(memory_policy_from).transpose()?;
     let time_offsets = time_offsets_from(linux.time_offsets().as_ref(), &namespaces)?;
+    let net_devices = crate::runtime::netdev::from_spec(linux.net_devices().as_ref(), &namespaces)?;
     let annotations = spec.annotations().clone().unwrap_or_default();
     let user_namespace = user_namespace_from(&linux, &namespaces, &annotations)?;
     let mounts = mounts_from(spec)?;
@@ -854,6 +858,7 @@ pub fn from_spec(
         personality,
         memory_policy,
         time_offsets,
+        net_devices,
     })
 }
 

@@ -416,6 +416,15 @@ impl Runtime {
             if let Some(pid) = msg.strip_prefix('P') {
                 init_pid = pid.parse::<i32>().ok();
                 tracing::debug!("init cloned");
+                // Its network namespace exists now (cloned, or the path it joins).
+                if let Some(pid) = init_pid
+                    && !config.net_devices.is_empty()
+                {
+                    let netns = crate::runtime::netdev::target_namespace(&config.namespaces, pid);
+                    if let Err(e) = crate::runtime::netdev::move_into(&netns, &config.net_devices) {
+                        failure = Some(e.to_string());
+                    }
+                }
             } else if let Some(fd) = msg.strip_prefix('N') {
                 listener_fd = fd.parse::<i32>().ok();
             } else if msg == "H" {

@@ -37,7 +37,6 @@ pub fn first_unsupported(spec: &Spec, host: impl FnOnce() -> HostFeatures) -> Op
     }
     if let Some(l) = spec.linux() {
         let named = [
-            (l.net_devices().is_some(), "linux.netDevices"),
             (l.intel_rdt().is_some(), "linux.intelRdt"),
             (l.mount_label().as_deref().is_some_and(|s| !s.is_empty()), "linux.mountLabel"),
         ];
@@ -119,7 +118,6 @@ mod tests {
         let none = HostFeatures::default;
         let cases = [
             (serde_json::json!({"linux": {"intelRdt": {"closID": "x"}}}), "linux.intelRdt"),
-            (serde_json::json!({"linux": {"netDevices": {"eth1": {}}}}), "linux.netDevices"),
             (
                 serde_json::json!({"linux": {"resources": {"memory": {"kernel": 1}}}}),
                 "linux.resources.memory.kernel",

@@ -18,6 +18,7 @@ pub mod init;
 pub mod logfmt;
 pub mod monitor;
 pub mod mounts;
+pub mod netdev;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;

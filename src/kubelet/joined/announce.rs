@@ -150,7 +150,7 @@ pub fn apply(
         let found = link::link_with_address(&handle, node_ip).await?;
         if let Some((index, _)) = &found {
             for vip in to_add {
-                link::add_address_to(&handle, *index, *vip, 32).await?;
+                link::add_address_to(&handle, *index, (*vip).into(), 32).await?;
                 done_ref.lock().unwrap_or_else(|e| e.into_inner()).insert(*vip);
             }
         }
