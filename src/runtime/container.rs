@@ -456,6 +456,16 @@ impl Runtime {
             return Err(RuntimeError::Init { id: id.clone(), message });
         }
         let pid = init_pid.unwrap_or_default();
+        // Without a mount namespace, init's rootfs bind is in ours: the top mount at the rootfs.
+        let host_root_mount = match &config.rootfs {
+            crate::runtime::rootfs::RootfsSource::Dir(rootfs)
+                if !config.creates(config::NamespaceKind::Mount) =>
+            {
+                crate::runtime::rootfs::top_mount_id(rootfs)
+                    .map_err(|e| io_err("find the rootfs bind", id)(std::io::Error::other(e.to_string())))?
+            }
+            _ => None,
+        };
         let record = Record {
             id: id.clone(),
             pid,
@@ -466,6 +476,7 @@ impl Runtime {
             annotations: req.spec.annotations().clone().unwrap_or_default().into_iter().collect(),
             cgroup: cgroup.clone(),
             config: config.clone(),
+            host_root_mount,
         };
         state.write_record(&record)?;
         if let Some(pid_file) = &req.pid_file {
@@ -724,10 +735,10 @@ impl Runtime {
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
         );
         record.cgroup.manager().remove()?;
-        if !record.config.creates(config::NamespaceKind::Mount)
-            && let crate::runtime::rootfs::RootfsSource::Dir(rootfs) = &record.config.rootfs
+        if let crate::runtime::rootfs::RootfsSource::Dir(rootfs) = &record.config.rootfs
+            && let Some(mount_id) = record.host_root_mount
         {
-            crate::runtime::rootfs::release_host_root(rootfs)
+            crate::runtime::rootfs::release_host_root(rootfs, mount_id)
                 .map_err(|e| io_err("unmount the rootfs", id)(std::io::Error::other(e.to_string())))?;
         }
         dir.remove()?;

@@ -374,18 +374,40 @@ pub fn chroot_into(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Detaches the rootfs bind (and every container mount below it) that a container without a
-/// mount namespace of its own left in the caller's namespace. Only when the mount at `rootfs`
-/// is such a bind (its root is the directory itself), so nothing else is ever unmounted.
-pub fn release_host_root(rootfs: &Path) -> Result<(), RootfsError> {
+/// The id of the topmost mount at `path` in this mount namespace (the rootfs bind init made
+/// there, for a container without a mount namespace of its own), if one is there.
+pub fn top_mount_id(path: &Path) -> Result<Option<u64>, RootfsError> {
     let info =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(step("read", "/proc/self/mountinfo"))?;
-    let target = rootfs.display().to_string();
-    let ours = info.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        f.len() > 4 && f[4] == target && target.ends_with(f[3]) && f[3] != "/"
-    });
-    if ours {
+    Ok(mounts_at(&info, path).last().copied())
+}
+
+/// Ids of the mounts whose mount point is `path`, bottom to top (`/proc/self/mountinfo` lists
+/// them in the order they were stacked; its paths escape space, tab, newline and `\` in octal).
+fn mounts_at(mountinfo: &str, path: &Path) -> Vec<u64> {
+    let mut escaped = String::new();
+    for c in path.display().to_string().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => escaped.push_str(&format!("\\{:03o}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4] == escaped).then(|| f[0].parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Detaches the rootfs bind (and every container mount below it) that a container without a
+/// mount namespace of its own left in the caller's namespace: only while the mount with the id
+/// recorded at create is still at `rootfs`, so nothing else is ever unmounted.
+pub fn release_host_root(rootfs: &Path, mount_id: u64) -> Result<(), RootfsError> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(step("read", "/proc/self/mountinfo"))?;
+    if mounts_at(&info, rootfs).last() == Some(&mount_id) {
         umount2(rootfs, MntFlags::MNT_DETACH).map_err(nix_step("unmount", rootfs))?;
     }
     Ok(())
@@ -477,6 +499,23 @@ pub fn readonly_root() -> Result<(), RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_at_a_path_are_found_by_mount_point_bottom_to_top() {
+        // The rootfs bind of a container without its own mount namespace, as a nested container
+        // sees it: the mount's root is the host path, not the path here.
+        let info = "\
+22 1 0:21 / / rw shared:1 - ext4 /dev/vda rw
+80 22 0:21 /var/cache/run-1/tmp /tmp rw - ext4 /dev/vda rw
+91 80 0:21 /var/cache/run-1/tmp/b/rootfs /tmp/b/rootfs rw - ext4 /dev/vda rw
+92 91 0:5 / /tmp/b/rootfs/proc rw - proc proc rw
+93 91 0:21 /var/cache/run-1/tmp/b/rootfs /tmp/b/rootfs rw - ext4 /dev/vda rw
+94 22 0:30 / /tmp/a\\040b rw - tmpfs tmpfs rw
+";
+        assert_eq!(mounts_at(info, Path::new("/tmp/b/rootfs")), [91, 93]);
+        assert_eq!(mounts_at(info, Path::new("/tmp/a b")), [94]);
+        assert!(mounts_at(info, Path::new("/tmp/b")).is_empty());
+    }
 
     #[test]
     fn overlay_data_lists_layers_top_first() {

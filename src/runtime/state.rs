@@ -85,6 +85,10 @@ pub struct Record {
     pub cgroup: CgroupConfig,
     /// The plan (needed by exec).
     pub config: ContainerConfig,
+    /// Without a mount namespace of its own: the id of the rootfs bind init left in the caller's
+    /// namespace, which `delete` detaches (that mount only, found by id).
+    #[serde(default)]
+    pub host_root_mount: Option<u64>,
 }
 
 /// The OCI state as printed by `state`.
