@@ -506,10 +506,10 @@ mod tests {
         // sees it: the mount's root is the host path, not the path here.
         let info = "\
 22 1 0:21 / / rw shared:1 - ext4 /dev/vda rw
-80 22 0:21 /var/cache/run-1/tmp /tmp rw - ext4 /dev/vda rw
-91 80 0:21 /var/cache/run-1/tmp/b/rootfs /tmp/b/rootfs rw - ext4 /dev/vda rw
+80 22 0:21 /srv/outer/tmp /tmp rw - ext4 /dev/vda rw
+91 80 0:21 /srv/outer/tmp/b/rootfs /tmp/b/rootfs rw - ext4 /dev/vda rw
 92 91 0:5 / /tmp/b/rootfs/proc rw - proc proc rw
-93 91 0:21 /var/cache/run-1/tmp/b/rootfs /tmp/b/rootfs rw - ext4 /dev/vda rw
+93 91 0:21 /srv/outer/tmp/b/rootfs /tmp/b/rootfs rw - ext4 /dev/vda rw
 94 22 0:30 / /tmp/a\\040b rw - tmpfs tmpfs rw
 ";
         assert_eq!(mounts_at(info, Path::new("/tmp/b/rootfs")), [91, 93]);
