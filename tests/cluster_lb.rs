@@ -162,8 +162,24 @@ fn load_balancer_pool_on_a_cluster() {
         T,
         |o| o.split_whitespace().count() == 3,
     );
-    // The rules follow the endpoints within the proxy's sync period.
-    std::thread::sleep(Duration::from_secs(2));
+    // Every node's rules pin clients to one of the three endpoints before the requests (rules
+    // rewritten between two requests would be a new choice, not affinity).
+    cluster::wait_until("each node's affinity rules for the 3 endpoints", T, || {
+        (1..=2).all(|i| {
+            // The nodes' proxies run in nftables mode (the default); `web` is the one Service
+            // with affinity: one `ip saddr @affinity-… goto endpoint-…` rule per endpoint.
+            let out = Command::new("ip")
+                .args(["netns", "exec", &format!("rkube-node{i}"), "nft", "list", "ruleset"])
+                .output()
+                .unwrap();
+            let rules = String::from_utf8_lossy(&out.stdout);
+            rules
+                .lines()
+                .filter(|l| l.contains("ip saddr @affinity-") && l.contains("goto endpoint-"))
+                .count()
+                == 3
+        })
+    });
     let hosts: std::collections::BTreeSet<String> =
         (0..12).map(|_| line_of(&cluster::wait_page(&url, "color=green"), "hostname=").to_string()).collect();
     assert_eq!(hosts.len(), 1, "ClientIP affinity: one pod for one client, got {hosts:?}");
