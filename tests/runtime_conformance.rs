@@ -1,5 +1,6 @@
 //! OCI runtime spec conformance, one property per test, as root on the real kernel: recursive
-//! mount attributes, process fields, hooks, namespaces, cgroup controllers, seccomp notify, network devices.
+//! mount attributes, process fields, hooks, namespaces, cgroup controllers, seccomp notify,
+//! network devices.
 
 #[path = "support/runtime.rs"]
 mod runtime;
