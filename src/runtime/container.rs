@@ -202,6 +202,22 @@ impl Runtime {
         Ok(StateDir::new(&self.root, id))
     }
 
+    /// The container's state dir and record, if its status is `wanted` (else `op` is refused).
+    fn record_in(
+        &self,
+        id: &str,
+        wanted: Status,
+        op: &'static str,
+    ) -> Result<(StateDir, Record), RuntimeError> {
+        let dir = self.dir(id)?;
+        let record = dir.read_record(id)?;
+        let status = dir.status(&record);
+        if status != wanted {
+            return Err(RuntimeError::WrongState { id: id.into(), status, op });
+        }
+        Ok((dir, record))
+    }
+
     /// Creates the container: namespaces, rootfs, cgroup; the process waits for `start`.
     #[tracing::instrument(level = "debug", name = "runtime create", skip_all, fields(id = %req.id))]
     pub fn create(&self, req: &CreateRequest) -> Result<OciState, RuntimeError> {
@@ -579,12 +595,7 @@ impl Runtime {
     /// Lets a created container's process exec its program.
     #[tracing::instrument(level = "debug", name = "runtime start", skip(self))]
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        let dir = self.dir(id)?;
-        let record = dir.read_record(id)?;
-        let status = dir.status(&record);
-        if status != Status::Created {
-            return Err(RuntimeError::WrongState { id: id.into(), status, op: "start" });
-        }
+        let (dir, record) = self.record_in(id, Status::Created, "start")?;
         let mut fifo = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -629,12 +640,7 @@ impl Runtime {
 
     /// Freezes every process of a running container (`runc pause`).
     pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        let dir = self.dir(id)?;
-        let mut record = dir.read_record(id)?;
-        let status = dir.status(&record);
-        if status != Status::Running {
-            return Err(RuntimeError::WrongState { id: id.into(), status, op: "pause" });
-        }
+        let (dir, mut record) = self.record_in(id, Status::Running, "pause")?;
         let mut manager = record.cgroup.manager();
         let result = manager.freeze(true);
         // A freezer directory made now is removed by `delete` like the others.
@@ -649,12 +655,7 @@ impl Runtime {
 
     /// Thaws a paused container (`runc resume`).
     pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
-        let dir = self.dir(id)?;
-        let record = dir.read_record(id)?;
-        let status = dir.status(&record);
-        if status != Status::Paused {
-            return Err(RuntimeError::WrongState { id: id.into(), status, op: "resume" });
-        }
+        let (_, record) = self.record_in(id, Status::Paused, "resume")?;
         Ok(record.cgroup.manager().freeze(false)?)
     }
 
