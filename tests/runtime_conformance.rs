@@ -705,8 +705,9 @@ fn preserve_fds_passes_the_callers_open_descriptors_and_nothing_else() {
     };
     let passed = std::fs::File::open(&data).unwrap();
     let fd = inherit(&passed);
-    let beyond = std::fs::File::open(&data).unwrap();
-    let other = inherit(&beyond);
+    // A copy above it (F_DUPFD: the lowest free number from fd + 1, inheritable): a second open
+    // could take a lower number that a parallel test just closed.
+    let other = nix::fcntl::fcntl(&passed, nix::fcntl::FcntlArg::F_DUPFD(fd + 1)).unwrap();
     assert!(other > fd);
     let script = format!(
         "cat /proc/self/fd/{fd}; for n in $(busybox seq 3 {other}); do test -e /proc/self/fd/$n && echo open $n; done; true"
@@ -725,7 +726,8 @@ fn preserve_fds_passes_the_callers_open_descriptors_and_nothing_else() {
         .stdout(std::fs::File::create(&out_path).unwrap())
         .status()
         .unwrap();
-    drop((passed, beyond));
+    drop(passed);
+    nix::unistd::close(other).unwrap();
     assert!(status.success());
     let out = std::fs::read_to_string(&out_path).unwrap();
     // Only the preserved one (and any other the test process left open below it), never `other`.
